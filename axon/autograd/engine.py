@@ -1,0 +1,144 @@
+"""The reverse-mode engine: record primitives as they run, then walk the graph backwards.
+
+The engine knows nothing about particular operations. A ``Primitive`` bundles a forward function on
+numpy arrays with its vector-Jacobian product (VJP); ``apply`` runs one and records a ``Node``;
+``backprop`` sorts the recorded graph once and calls every VJP in reverse order.
+
+>>> from axon.autograd import Tensor
+>>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+>>> (x * x).sum().backward()
+>>> x.grad
+array([2., 4., 6.], dtype=float32)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, NamedTuple
+
+__all__ = ["Primitive", "Node", "apply", "toposort", "backprop", "no_grad", "enable_grad",
+           "is_grad_enabled", "set_grad_enabled"]
+
+
+class Primitive(NamedTuple):
+    """An operation the engine can differentiate.
+
+    ``forward(*arrays, **params) -> array`` computes on numpy arrays. With ``saves=True`` it returns
+    ``(array, saved)`` and the VJP receives ``saved=...`` among its params (an argmax, a mask...).
+    ``vjp(dy, y, *xs, **params) -> tuple`` gives one gradient per input (``None`` for no gradient);
+    ``dy``, ``y`` and ``xs`` are Tensors, so a VJP written with Tensor operations is itself
+    differentiable (``higher_order=True``). A kernel whose VJP is a black box sets ``higher_order=False``.
+    """
+    name: str
+    forward: Callable
+    vjp: Callable
+    saves: bool = False
+    higher_order: bool = True
+
+
+class Node:
+    """How a Tensor was made: the primitive, its input Tensors and its non-differentiable params."""
+    __slots__ = ("prim", "parents", "params")
+
+    def __init__(self, prim: Primitive, parents: tuple, params: dict):
+        self.prim, self.parents, self.params = prim, parents, params
+
+
+class _GradMode:
+    enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """Whether operations are being recorded for differentiation."""
+    return _GradMode.enabled
+
+
+@contextmanager
+def set_grad_enabled(mode: bool):
+    """Turn recording on or off inside a ``with`` block."""
+    prev, _GradMode.enabled = _GradMode.enabled, bool(mode)
+    try:
+        yield
+    finally:
+        _GradMode.enabled = prev
+
+
+def no_grad():
+    """Context manager: run operations without recording a graph (inference, updates)."""
+    return set_grad_enabled(False)
+
+
+def enable_grad():
+    """Context manager: record operations even inside ``no_grad``."""
+    return set_grad_enabled(True)
+
+
+def apply(prim: Primitive, *inputs, **params):
+    """Run ``prim`` on Tensors (or arrays/numbers) and record it when any input needs a gradient."""
+    from .tensor import Tensor, as_tensor  # the engine's only link to the Tensor class
+
+    xs = tuple(x if isinstance(x, Tensor) else as_tensor(x, like=inputs) for x in inputs)
+    out = prim.forward(*(x.data for x in xs), **params)
+    if prim.saves:
+        out, params["saved"] = out
+    y = Tensor._wrap(out)
+    if _GradMode.enabled and any(x.requires_grad for x in xs):
+        y.requires_grad = True
+        y._node = Node(prim, xs, params)
+    return y
+
+
+def toposort(root) -> list:
+    """Tensors that ``root`` depends on (needing gradients), each after all of its inputs.
+
+    Iterative depth-first search, so a chain of 10,000 operations does not hit the recursion limit.
+    """
+    order, visited, stack = [], set(), [(root, False)]
+    while stack:
+        t, children_done = stack.pop()
+        if children_done:                                      # every input of t is already in order
+            order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        if t._node is not None:
+            if t._node.parents is None:
+                raise RuntimeError("the graph was freed by an earlier backward(); "
+                                   "pass retain_graph=True to backward through it twice")
+            stack.extend((p, False) for p in t._node.parents if p.requires_grad and id(p) not in visited)
+    return order
+
+
+def backprop(root, dy, keep, create_graph: bool = False, retain_graph: bool = False) -> dict:
+    """Propagate ``dy`` (the gradient of ``root``) backwards; return ``{id(t): grad}`` for t in ``keep``.
+
+    ``keep`` is an iterable of Tensors whose gradients are wanted (leaves or not). With
+    ``create_graph`` the VJPs are recorded too, so the returned gradients can be differentiated again.
+    """
+    keep_ids = {id(t) for t in keep}
+    order = toposort(root)
+    grads, result = {id(root): dy}, {}
+    with set_grad_enabled(create_graph):
+        for t in reversed(order):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            if id(t) in keep_ids:
+                result[id(t)] = g
+            node = t._node
+            if node is None:
+                continue
+            if create_graph and not node.prim.higher_order:
+                raise NotImplementedError(f"primitive '{node.prim.name}' does not support higher-order "
+                                          f"gradients (backward with create_graph=True)")
+            dxs = node.prim.vjp(g, t, *node.parents, **node.params)
+            for p, dx in zip(node.parents, dxs):
+                if dx is None or not p.requires_grad:
+                    continue
+                grads[id(p)] = dx if id(p) not in grads else grads[id(p)] + dx
+    if not retain_graph:
+        for t in order:
+            if t._node is not None:
+                t._node.parents = t._node.params = None
+    return result

@@ -1,0 +1,402 @@
+"""The table of primitives: each forward on numpy arrays next to its vector-Jacobian product.
+
+A VJP takes ``dy`` (the gradient of the output), the output ``y`` and the inputs, all Tensors, and
+returns one gradient per input. The rules are written with Tensor operations, so differentiating a
+VJP (``create_graph=True``) just records more primitives: that is all grad-of-grad needs.
+
+>>> from axon.autograd import Tensor
+>>> x = Tensor([0.5, -1.0], requires_grad=True)
+>>> tanh(x).sum().backward()
+>>> x.grad.round(4)
+array([0.7864, 0.42  ], dtype=float32)
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from .engine import Primitive, apply
+from .tensor import Tensor, as_tensor
+
+__all__ = [
+    "unbroadcast", "add", "sub", "mul", "div", "neg", "power", "matmul", "exp", "log", "sqrt", "abs",
+    "tanh", "sigmoid", "relu", "clip", "sum", "mean", "max", "min", "reshape", "transpose", "getitem",
+    "scatter_add", "concatenate", "stack", "where", "maximum", "minimum", "pad", "broadcast_to", "astype",
+    "PRIMITIVES",
+]
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def primitive(name, forward, vjp, **flags) -> Primitive:
+    """Add a primitive to the table (a kernel module calls this too) and return it."""
+    PRIMITIVES[name] = prim = Primitive(name, forward, vjp, **flags)
+    return prim
+
+
+def unbroadcast(g: Tensor, shape: tuple) -> Tensor:
+    """Sum ``g`` over the axes that broadcasting added or stretched, so it gets ``shape`` back.
+
+    The one helper every binary op's VJP uses: if ``x`` of shape (3, 1) met ``y`` of shape (4,), the
+    output is (3, 4) and the gradient for ``x`` is ``dy.sum(axis=1, keepdims=True)``.
+    """
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)                                 # axes broadcasting put in front
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = sum(g, axes, keepdims=True)
+    return reshape(g, shape)
+
+
+def _binary(np_fn, name):
+    """Numpy's binary op with a clear error naming both shapes when they cannot broadcast."""
+    def forward(a, b):
+        try:
+            return np_fn(a, b)
+        except ValueError:
+            raise ValueError(f"{name}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+    return forward
+
+
+# ---- arithmetic ------------------------------------------------------------------------------------
+_add = primitive("add", _binary(np.add, "add"),
+                 lambda dy, y, a, b: (unbroadcast(dy, a.shape), unbroadcast(dy, b.shape)))
+_sub = primitive("sub", _binary(np.subtract, "sub"),
+                 lambda dy, y, a, b: (unbroadcast(dy, a.shape), unbroadcast(-dy, b.shape)))
+_mul = primitive("mul", _binary(np.multiply, "mul"),
+                 lambda dy, y, a, b: (unbroadcast(dy * b, a.shape), unbroadcast(dy * a, b.shape)))
+_div = primitive("div", _binary(np.divide, "div"),
+                 lambda dy, y, a, b: (unbroadcast(dy / b, a.shape), unbroadcast(-dy * y / b, b.shape)))
+_neg = primitive("neg", np.negative, lambda dy, y, x: (-dy,))
+
+
+def _power_vjp(dy, y, x, p):
+    dx = unbroadcast(dy * p * x ** (p - 1), x.shape) if x.requires_grad else None
+    dp = None
+    if p.requires_grad:                                        # d(x^p)/dp = x^p log x, for x > 0
+        safe_log = log(where(x.data > 0, x, 1.0))
+        dp = unbroadcast(dy * y * safe_log, p.shape)
+    return dx, dp
+
+
+_power = primitive("power", _binary(np.power, "power"), _power_vjp)
+
+
+def add(a, b): return apply(_add, a, b)
+def sub(a, b): return apply(_sub, a, b)
+def mul(a, b): return apply(_mul, a, b)
+def div(a, b): return apply(_div, a, b)
+def neg(x): return apply(_neg, x)
+def power(x, p): return apply(_power, x, p)
+
+
+# ---- matmul ----------------------------------------------------------------------------------------
+def _matmul_forward(a, b):
+    if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
+                         f"(the last axis of the first must equal the {'second-to-last' if b.ndim > 1 else 'only'} "
+                         f"axis of the second)")
+    try:
+        return np.matmul(a, b)
+    except ValueError:
+        raise ValueError(f"matmul: batch shapes of {a.shape} and {b.shape} cannot be broadcast") from None
+
+
+def _matmul_vjp(dy, y, a, b):
+    # Treat vectors as matrices: a (n,) is (1, n), b (n,) is (n, 1); dy gets the axes they lost back.
+    a2 = a if a.ndim > 1 else reshape(a, (1, a.shape[0]))
+    b2 = b if b.ndim > 1 else reshape(b, (b.shape[0], 1))
+    if a.ndim == 1:
+        dy = reshape(dy, dy.shape[:-1] + (1,) + dy.shape[-1:] if b.ndim > 1 else (1,) + dy.shape)
+    if b.ndim == 1:
+        dy = reshape(dy, dy.shape + (1,))
+    da = unbroadcast(dy @ _swap(b2), a2.shape)                # (..., m, k) @ (..., k, n)^T
+    db = unbroadcast(_swap(a2) @ dy, b2.shape)
+    return reshape(da, a.shape), reshape(db, b.shape)
+
+
+def _swap(x):
+    """Swap the last two axes."""
+    axes = list(range(x.ndim))
+    axes[-1], axes[-2] = axes[-2], axes[-1]
+    return transpose(x, tuple(axes))
+
+
+_matmul = primitive("matmul", _matmul_forward, _matmul_vjp)
+
+
+def matmul(a, b): return apply(_matmul, a, b)
+
+
+# ---- elementwise functions -------------------------------------------------------------------------
+def _sigmoid_forward(x):
+    return 0.5 * (np.tanh(0.5 * x) + 1)                        # stable for any x, no overflow
+
+
+def _sign(x):
+    return Tensor._wrap(np.sign(x.data))
+
+
+_exp = primitive("exp", np.exp, lambda dy, y, x: (dy * y,))
+_log = primitive("log", np.log, lambda dy, y, x: (dy / x,))
+_sqrt = primitive("sqrt", np.sqrt, lambda dy, y, x: (dy / (2 * y),))
+_abs = primitive("abs", np.abs, lambda dy, y, x: (dy * _sign(x),))
+_tanh = primitive("tanh", np.tanh, lambda dy, y, x: (dy * (1 - y * y),))
+_sigmoid = primitive("sigmoid", _sigmoid_forward, lambda dy, y, x: (dy * y * (1 - y),))
+_relu = primitive("relu", lambda x: np.maximum(x, 0), lambda dy, y, x: (dy * (x.data > 0),))
+_clip = primitive("clip", lambda x, lo, hi: np.clip(x, lo, hi),
+                  lambda dy, y, x, lo, hi: (dy * (((x.data >= lo) if lo is not None else True) &
+                                                  ((x.data <= hi) if hi is not None else True)),))
+_astype = primitive("astype", lambda x, dtype: x.astype(dtype),
+                    lambda dy, y, x, dtype: (astype(dy, x.dtype),))
+
+
+def exp(x): return apply(_exp, x)
+def log(x): return apply(_log, x)
+def sqrt(x): return apply(_sqrt, x)
+def abs(x): return apply(_abs, x)
+def tanh(x): return apply(_tanh, x)
+def sigmoid(x): return apply(_sigmoid, x)
+def relu(x): return apply(_relu, x)
+def astype(x, dtype): return apply(_astype, x, dtype=np.dtype(dtype))
+
+
+def clip(x, lo=None, hi=None):
+    """Clamp to ``[lo, hi]``; the gradient is ``dy`` inside the interval and 0 outside."""
+    return apply(_clip, x, lo=lo, hi=hi)
+
+
+# ---- reductions ------------------------------------------------------------------------------------
+def _norm_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted(int(a) % ndim for a in axes)) if ndim else ()
+
+
+def _expand(dy, x_shape, axis, keepdims):
+    """Put the reduced axes back into ``dy`` (size 1) so it broadcasts against the input."""
+    if keepdims or dy.ndim == len(x_shape):
+        return dy
+    axes = _norm_axis(axis, len(x_shape))
+    shape = tuple(1 if i in axes else n for i, n in enumerate(x_shape))
+    return reshape(dy, shape)
+
+
+def _sum_vjp(dy, y, x, axis, keepdims):
+    return (broadcast_to(_expand(dy, x.shape, axis, keepdims), x.shape),)
+
+
+def _extreme_vjp(dy, y, x, axis, keepdims):
+    """Max/min: the gradient goes to the elements that attain the extreme, split evenly among ties."""
+    y_full = _expand(y, x.shape, axis, keepdims).data
+    hit = (x.data == y_full).astype(x.dtype)                  # (x.shape) 1 where x attains the extreme
+    share = hit / hit.sum(axis=_norm_axis(axis, x.ndim), keepdims=True)
+    return (_expand(dy, x.shape, axis, keepdims) * share,)
+
+
+_sum = primitive("sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), _sum_vjp)
+_max = primitive("max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), _extreme_vjp)
+_min = primitive("min", lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims), _extreme_vjp)
+
+
+def _reduce(prim, x, axis, keepdims):
+    x = as_tensor(x)
+    if isinstance(axis, list):
+        axis = tuple(axis)
+    for a in _axes_or_empty(axis):
+        if not -x.ndim <= a < builtins.max(x.ndim, 1):
+            raise ValueError(f"{prim.name}: axis {a} is out of range for a Tensor of shape {x.shape}")
+    return apply(prim, x, axis=axis, keepdims=keepdims)
+
+
+def _axes_or_empty(axis):
+    return () if axis is None else ((axis,) if isinstance(axis, (int, np.integer)) else axis)
+
+
+def sum(x, axis=None, keepdims=False):
+    """Sum over ``axis`` (an int, a tuple, or None for all)."""
+    return _reduce(_sum, x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    """Largest element over ``axis``; ties share the gradient."""
+    return _reduce(_max, x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):
+    """Smallest element over ``axis``; ties share the gradient."""
+    return _reduce(_min, x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Average over ``axis``: the sum times 1/n."""
+    x = as_tensor(x)
+    n = int(np.prod([x.shape[a] for a in _norm_axis(axis, x.ndim)]))
+    return sum(x, axis, keepdims) * (1.0 / builtins.max(n, 1))
+
+
+# ---- shapes ----------------------------------------------------------------------------------------
+def _reshape_forward(x, shape):
+    try:
+        return x.reshape(shape)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape a Tensor of shape {x.shape} ({x.size} elements) "
+                         f"into shape {shape}") from None
+
+
+_reshape = primitive("reshape", _reshape_forward, lambda dy, y, x, shape: (reshape(dy, x.shape),))
+_transpose = primitive("transpose", lambda x, axes: np.transpose(x, axes),
+                       lambda dy, y, x, axes: (transpose(dy, None if axes is None else tuple(np.argsort(axes))),))
+_broadcast_to = primitive("broadcast_to", lambda x, shape: np.broadcast_to(x, shape),
+                          lambda dy, y, x, shape: (unbroadcast(dy, x.shape),))
+
+
+def reshape(x, shape):
+    """The same elements in a new shape (one axis may be -1)."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return apply(_reshape, x, shape=shape)
+
+
+def transpose(x, axes=None):
+    """Permute the axes; ``None`` reverses them."""
+    return apply(_transpose, x, axes=None if axes is None else tuple(axes))
+
+
+def broadcast_to(x, shape):
+    """Repeat ``x`` along new or size-1 axes to ``shape``; the gradient sums them back."""
+    x = as_tensor(x)
+    try:
+        np.broadcast_shapes(x.shape, tuple(shape))
+    except ValueError:
+        raise ValueError(f"broadcast_to: cannot broadcast shape {x.shape} to {tuple(shape)}") from None
+    return apply(_broadcast_to, x, shape=tuple(shape))
+
+
+# ---- indexing --------------------------------------------------------------------------------------
+def _plain_index(index):
+    """Tensors inside an index become arrays; a list becomes an integer/boolean array."""
+    if isinstance(index, tuple):
+        return tuple(_plain_index(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def _has_int_array(index) -> bool:
+    """True when the index holds integer arrays, so an element may be picked more than once."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return builtins.any(isinstance(i, np.ndarray) and i.dtype != bool for i in parts)
+
+
+def _scatter_add_forward(dy, index, shape):
+    g = np.zeros(shape, dtype=dy.dtype)
+    if _has_int_array(index):
+        np.add.at(g, index, dy)                                # repeated indices accumulate
+    else:
+        g[index] = dy                                          # slices and masks never repeat
+    return g
+
+
+_getitem = primitive("getitem", lambda x, index: x[index],
+                     lambda dy, y, x, index: (scatter_add(dy, index, x.shape),))
+_scatter_add = primitive("scatter_add", _scatter_add_forward,
+                         lambda dy, y, g, index, shape: (getitem(dy, index),))
+
+
+def getitem(x, index):
+    """``x[index]`` for basic (slices, ints, None, ...) and integer/boolean-array indexing."""
+    index = _plain_index(index)
+    try:
+        return apply(_getitem, x, index=index)
+    except IndexError as e:
+        raise IndexError(f"index {index!r} is invalid for a Tensor of shape {as_tensor(x).shape}: {e}") from None
+
+
+def scatter_add(dy, index, shape):
+    """Zeros of ``shape`` with ``dy`` added at ``index`` (repeats accumulate): the VJP of indexing."""
+    return apply(_scatter_add, dy, index=index, shape=tuple(shape))
+
+
+# ---- joining, selecting, padding -------------------------------------------------------------------
+def _concat_vjp(dy, y, *xs, axis):
+    bounds = np.cumsum([0] + [x.shape[axis] for x in xs])
+    lead = (slice(None),) * (axis % y.ndim)
+    return tuple(dy[lead + (slice(int(lo), int(hi)),)] for lo, hi in zip(bounds[:-1], bounds[1:]))
+
+
+def _stack_vjp(dy, y, *xs, axis):
+    lead = (slice(None),) * (axis % y.ndim)
+    return tuple(dy[lead + (i,)] for i in range(len(xs)))
+
+
+def _where_vjp(dy, y, a, b, cond):
+    zero = np.zeros((), dtype=dy.dtype)
+    return unbroadcast(where(cond, dy, zero), a.shape), unbroadcast(where(cond, zero, dy), b.shape)
+
+
+def _extreme2_vjp(dy, y, a, b):
+    """maximum/minimum: the gradient goes to the chosen input; ties split it half and half."""
+    wins = np.where(a.data == b.data, 0.5, a.data == y.data).astype(dy.dtype)  # 1: a won, 0: b won, 0.5: tie
+    return unbroadcast(dy * wins, a.shape), unbroadcast(dy * (1 - wins), b.shape)
+
+
+def _check_joinable(name, xs, axis, same_shape):
+    """Raise ValueError naming all shapes unless they agree (outside ``axis`` for concatenate)."""
+    if not xs:
+        raise ValueError(f"{name} needs at least one Tensor")
+    def key(shape):
+        if same_shape or len(shape) == 0:
+            return shape
+        return shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
+    shapes = [x.shape for x in xs]
+    if builtins.any(len(s) != len(shapes[0]) or key(s) != key(shapes[0]) for s in shapes):
+        where_ = "" if same_shape else f" outside axis {axis}"
+        raise ValueError(f"{name}: shapes {shapes} do not match{where_}")
+
+
+_concatenate = primitive("concatenate", lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp)
+_stack = primitive("stack", lambda *xs, axis: np.stack(xs, axis=axis), _stack_vjp)
+_where = primitive("where", lambda a, b, cond: np.where(cond, a, b), _where_vjp)
+_maximum = primitive("maximum", _binary(np.maximum, "maximum"), _extreme2_vjp)
+_minimum = primitive("minimum", _binary(np.minimum, "minimum"), _extreme2_vjp)
+_pad = primitive("pad", lambda x, pad_width, value: np.pad(x, pad_width, constant_values=value),
+                 lambda dy, y, x, pad_width, value:
+                 (dy[tuple(slice(lo, lo + n) for (lo, _), n in zip(pad_width, x.shape))],))
+
+
+def concatenate(xs, axis=0):
+    """Join Tensors along an existing axis."""
+    xs = [as_tensor(x, like=xs) for x in xs]
+    _check_joinable("concatenate", xs, axis, same_shape=False)
+    return apply(_concatenate, *xs, axis=axis)
+
+
+def stack(xs, axis=0):
+    """Join equally shaped Tensors along a new axis."""
+    xs = [as_tensor(x, like=xs) for x in xs]
+    _check_joinable("stack", xs, axis, same_shape=True)
+    return apply(_stack, *xs, axis=axis)
+
+
+def where(cond, a, b):
+    """``a`` where ``cond`` holds, else ``b`` (broadcast); ``cond`` is never differentiated."""
+    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
+    return apply(_where, a, b, cond=cond)
+
+
+def maximum(a, b): return apply(_maximum, a, b)
+def minimum(a, b): return apply(_minimum, a, b)
+
+
+def pad(x, pad_width, value=0.0):
+    """Pad with a constant: ``pad_width`` is ``((before, after), ...)`` per axis, as in numpy."""
+    x = as_tensor(x)
+    pw = np.broadcast_to(np.asarray(pad_width, dtype=int), (x.ndim, 2))
+    if (pw < 0).any():
+        raise ValueError(f"pad: pad_width must be non-negative, got {pad_width!r}")
+    return apply(_pad, x, pad_width=tuple(map(tuple, pw.tolist())), value=value)
