@@ -74,8 +74,6 @@ def enable_grad():
 
 def apply(prim: Primitive, *inputs, **params):
     """Run ``prim`` on Tensors (or arrays/numbers) and record it when any input needs a gradient."""
-    from .tensor import Tensor, as_tensor  # the engine's only link to the Tensor class
-
     xs = tuple(x if isinstance(x, Tensor) else as_tensor(x, like=inputs) for x in inputs)
     out = prim.forward(*(x.data for x in xs), **params)
     if prim.saves:
@@ -142,3 +140,6 @@ def backprop(root, dy, keep, create_graph: bool = False, retain_graph: bool = Fa
             if t._node is not None:
                 t._node.parents = t._node.params = None
     return result
+
+
+from .tensor import Tensor, as_tensor  # noqa: E402  (the engine's one link to the Tensor class; tensor.py imports us)
