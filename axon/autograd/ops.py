@@ -61,35 +61,72 @@ def _binary(np_fn, name):
 
 
 # ---- arithmetic ------------------------------------------------------------------------------------
-_add = primitive("add", _binary(np.add, "add"),
-                 lambda dy, y, a, b: (unbroadcast(dy, a.shape), unbroadcast(dy, b.shape)))
-_sub = primitive("sub", _binary(np.subtract, "sub"),
-                 lambda dy, y, a, b: (unbroadcast(dy, a.shape), unbroadcast(-dy, b.shape)))
-_mul = primitive("mul", _binary(np.multiply, "mul"),
-                 lambda dy, y, a, b: (unbroadcast(dy * b, a.shape), unbroadcast(dy * a, b.shape)))
-_div = primitive("div", _binary(np.divide, "div"),
-                 lambda dy, y, a, b: (unbroadcast(dy / b, a.shape), unbroadcast(-dy * y / b, b.shape)))
-_neg = primitive("neg", np.negative, lambda dy, y, x: (-dy,))
+# A binary rule skips the gradient of an input that needs none (the data batch of ``x @ w``, a
+# constant): each "... if a.requires_grad else None" saves a whole product in the backward pass.
+def _add_vjp(dy, y, a, b):
+    return (unbroadcast(dy, a.shape) if a.requires_grad else None,
+            unbroadcast(dy, b.shape) if b.requires_grad else None)
 
 
-def _power_vjp(dy, y, x, p):
+def _sub_vjp(dy, y, a, b):
+    return (unbroadcast(dy, a.shape) if a.requires_grad else None,
+            unbroadcast(-dy, b.shape) if b.requires_grad else None)
+
+
+def _mul_vjp(dy, y, a, b):                                     # d(ab) = b da + a db
+    return (unbroadcast(dy * b, a.shape) if a.requires_grad else None,
+            unbroadcast(dy * a, b.shape) if b.requires_grad else None)
+
+
+def _div_vjp(dy, y, a, b):                                     # d(a/b) = da / b - (a/b) db / b
+    return (unbroadcast(dy / b, a.shape) if a.requires_grad else None,
+            unbroadcast(-dy * y / b, b.shape) if b.requires_grad else None)
+
+
+def _power_vjp(dy, y, x, p):                                   # d(x^p) = p x^(p-1) dx + x^p log(x) dp
     dx = unbroadcast(dy * p * x ** (p - 1), x.shape) if x.requires_grad else None
     dp = None
-    if p.requires_grad:                                        # d(x^p)/dp = x^p log x, for x > 0
-        safe_log = log(where(x.data > 0, x, 1.0))
-        dp = unbroadcast(dy * y * safe_log, p.shape)
+    if p.requires_grad:                                        # log only where x > 0
+        dp = unbroadcast(dy * y * log(where(x.data > 0, x, 1.0)), p.shape)
     return dx, dp
 
 
+_add = primitive("add", _binary(np.add, "add"), _add_vjp)
+_sub = primitive("sub", _binary(np.subtract, "sub"), _sub_vjp)
+_mul = primitive("mul", _binary(np.multiply, "mul"), _mul_vjp)
+_div = primitive("div", _binary(np.divide, "div"), _div_vjp)
+_neg = primitive("neg", np.negative, lambda dy, y, x: (-dy,))
 _power = primitive("power", _binary(np.power, "power"), _power_vjp)
 
 
-def add(a, b): return apply(_add, a, b)
-def sub(a, b): return apply(_sub, a, b)
-def mul(a, b): return apply(_mul, a, b)
-def div(a, b): return apply(_div, a, b)
-def neg(x): return apply(_neg, x)
-def power(x, p): return apply(_power, x, p)
+def add(a, b):
+    """``a + b`` with numpy broadcasting."""
+    return apply(_add, a, b)
+
+
+def sub(a, b):
+    """``a - b`` with numpy broadcasting."""
+    return apply(_sub, a, b)
+
+
+def mul(a, b):
+    """``a * b`` elementwise, with numpy broadcasting."""
+    return apply(_mul, a, b)
+
+
+def div(a, b):
+    """``a / b`` elementwise, with numpy broadcasting."""
+    return apply(_div, a, b)
+
+
+def neg(x):
+    """``-x``."""
+    return apply(_neg, x)
+
+
+def power(x, p):
+    """``x ** p``; ``p`` may be a number or a Tensor (then differentiated too, where x > 0)."""
+    return apply(_power, x, p)
 
 
 # ---- matmul ----------------------------------------------------------------------------------------
@@ -112,9 +149,9 @@ def _matmul_vjp(dy, y, a, b):
         dy = reshape(dy, dy.shape[:-1] + (1,) + dy.shape[-1:] if b.ndim > 1 else (1,) + dy.shape)
     if b.ndim == 1:
         dy = reshape(dy, dy.shape + (1,))
-    da = unbroadcast(dy @ _swap(b2), a2.shape)                # (..., m, k) @ (..., k, n)^T
-    db = unbroadcast(_swap(a2) @ dy, b2.shape)
-    return reshape(da, a.shape), reshape(db, b.shape)
+    da = reshape(unbroadcast(dy @ _swap(b2), a2.shape), a.shape) if a.requires_grad else None  # dy B^T
+    db = reshape(unbroadcast(_swap(a2) @ dy, b2.shape), b.shape) if b.requires_grad else None  # A^T dy
+    return da, db
 
 
 def _swap(x):
@@ -127,7 +164,9 @@ def _swap(x):
 _matmul = primitive("matmul", _matmul_forward, _matmul_vjp)
 
 
-def matmul(a, b): return apply(_matmul, a, b)
+def matmul(a, b):
+    """Matrix product ``a @ b`` (numpy's rules: vectors, batches of matrices with broadcasting)."""
+    return apply(_matmul, a, b)
 
 
 # ---- elementwise functions -------------------------------------------------------------------------
@@ -153,14 +192,44 @@ _astype = primitive("astype", lambda x, dtype: x.astype(dtype),
                     lambda dy, y, x, dtype: (astype(dy, x.dtype),))
 
 
-def exp(x): return apply(_exp, x)
-def log(x): return apply(_log, x)
-def sqrt(x): return apply(_sqrt, x)
-def abs(x): return apply(_abs, x)
-def tanh(x): return apply(_tanh, x)
-def sigmoid(x): return apply(_sigmoid, x)
-def relu(x): return apply(_relu, x)
-def astype(x, dtype): return apply(_astype, x, dtype=np.dtype(dtype))
+def exp(x):
+    """``e^x``; its VJP reuses the output: ``dy * y``."""
+    return apply(_exp, x)
+
+
+def log(x):
+    """Natural logarithm; VJP ``dy / x``."""
+    return apply(_log, x)
+
+
+def sqrt(x):
+    """Square root; VJP ``dy / (2 y)``."""
+    return apply(_sqrt, x)
+
+
+def abs(x):
+    """``|x|``; VJP ``dy * sign(x)`` (0 at 0)."""
+    return apply(_abs, x)
+
+
+def tanh(x):
+    """Hyperbolic tangent; VJP ``dy * (1 - y^2)``."""
+    return apply(_tanh, x)
+
+
+def sigmoid(x):
+    """``1 / (1 + e^-x)``, computed without overflow; VJP ``dy * y * (1 - y)``."""
+    return apply(_sigmoid, x)
+
+
+def relu(x):
+    """``max(x, 0)``; VJP ``dy`` where ``x > 0``, else 0."""
+    return apply(_relu, x)
+
+
+def astype(x, dtype):
+    """Cast to ``dtype``; the gradient is cast back to the input's dtype."""
+    return apply(_astype, x, dtype=np.dtype(dtype))
 
 
 def clip(x, lo=None, hi=None):
@@ -336,7 +405,8 @@ def _stack_vjp(dy, y, *xs, axis):
 
 def _where_vjp(dy, y, a, b, cond):
     zero = np.zeros((), dtype=dy.dtype)
-    return unbroadcast(where(cond, dy, zero), a.shape), unbroadcast(where(cond, zero, dy), b.shape)
+    return (unbroadcast(where(cond, dy, zero), a.shape) if a.requires_grad else None,
+            unbroadcast(where(cond, zero, dy), b.shape) if b.requires_grad else None)
 
 
 def _extreme2_vjp(dy, y, a, b):
@@ -389,8 +459,14 @@ def where(cond, a, b):
     return apply(_where, a, b, cond=cond)
 
 
-def maximum(a, b): return apply(_maximum, a, b)
-def minimum(a, b): return apply(_minimum, a, b)
+def maximum(a, b):
+    """Elementwise larger of ``a`` and ``b``; ties split the gradient half and half."""
+    return apply(_maximum, a, b)
+
+
+def minimum(a, b):
+    """Elementwise smaller of ``a`` and ``b``; ties split the gradient half and half."""
+    return apply(_minimum, a, b)
 
 
 def pad(x, pad_width, value=0.0):

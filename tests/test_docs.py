@@ -1,0 +1,295 @@
+"""The documentation is tested: every tutorial chapter and the README run, and the site builds.
+
+How a Markdown file is run (one pytest test per file):
+
+- Every fenced block tagged ``python`` runs, in order, in one namespace per file (a chapter reads
+  top to bottom, so a later block may use what an earlier one defined), inside a fresh temporary
+  working directory, with ``AXON_TUTORIAL_QUICK=1`` in the environment. A chapter with a long run
+  reads that variable visibly and trains on a small subset::
+
+      QUICK = os.environ.get("AXON_TUTORIAL_QUICK") == "1"
+
+- A block fenced as ```` ```python {.no-run} ```` is shown but not run (an excerpt of library code, a
+  command that needs a GPU). The ``{.no-run}`` attribute is how the site's Markdown (attr_list +
+  superfences) and GitHub both still render the block as Python; ``python no-run`` would break the
+  page, so any other text after ``python`` is reported as an error.
+- A block fenced as ```` ```text {.output} ```` is the printed output of the ``python`` block just
+  before it: the test fails when the code prints something else. To refresh them after a deliberate
+  change, run ``python tests/test_docs.py --update-outputs tutorials/01_autodiff.md``.
+
+Errors point at the Markdown file and line, because each block is compiled with the file's name and
+its own line numbers.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = ROOT / "tutorials"
+DOCUMENTS = sorted(TUTORIALS.glob("*.md")) + ([ROOT / "README.md"] if (ROOT / "README.md").exists() else [])
+
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,}|~{3,})\s*(?P<info>.*?)\s*$")
+_INFO = re.compile(r"^(?P<lang>[\w+-]*)\s*(?:\{(?P<attrs>[^}]*)\})?$")
+
+
+@dataclass
+class Block:
+    """One fenced code block: where it starts (1-based line of its first code line) and what it holds."""
+    lang: str
+    classes: set
+    line: int
+    code: str
+    expected: str | None = None          # the text of the ```text {.output} block that follows, if any
+    expected_span: tuple | None = None   # that block's first code line and closing fence, 0-based indices
+
+    @property
+    def runs(self) -> bool:
+        return self.lang == "python" and "no-run" not in self.classes
+
+
+@dataclass
+class Document:
+    path: Path
+    lines: list
+    blocks: list = field(default_factory=list)
+
+
+def parse(path: Path) -> Document:
+    """Split a Markdown file into its fenced blocks; attach each output block to the code before it.
+
+    Raises ValueError naming the file and line for a malformed info string, an unclosed fence, or an
+    output block that does not follow a runnable ``python`` block.
+    """
+    lines = path.read_text(encoding="utf-8").split("\n")
+    doc, i = Document(path, lines), 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        indent, ticks, info = m["indent"], m["ticks"], m["info"]
+        start = i + 1
+        end = next((j for j in range(start, len(lines))
+                    if lines[j].strip().startswith(ticks) and not lines[j].strip().strip(ticks[0])), None)
+        if end is None:
+            raise ValueError(f"{path}:{i + 1}: code fence {ticks} is never closed")
+        info_m = _INFO.match(info)
+        if info_m is None:
+            raise ValueError(f"{path}:{i + 1}: cannot read the code fence info {info!r}; write "
+                             f"```python, ```python {{.no-run}} or ```text {{.output}}")
+        body = [line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines[start:end]]
+        classes = [c[1:] for c in (info_m["attrs"] or "").split() if c.startswith(".")]
+        lang = info_m["lang"] or (classes[0] if classes else "")     # ```{.python .no-run} works too
+        block = Block(lang, set(classes), start + 1, "\n".join(body))
+        if "output" in classes:
+            prev = doc.blocks[-1] if doc.blocks else None
+            if prev is None or not prev.runs or prev.expected is not None:
+                raise ValueError(f"{path}:{i + 1}: an output block must follow a runnable ```python block")
+            prev.expected, prev.expected_span = block.code, (start, end)
+        else:
+            doc.blocks.append(block)
+        i = end + 1
+    return doc
+
+
+def run(doc: Document) -> list:
+    """Run the document's ``python`` blocks in one namespace; return ``[(block, printed_text)]``.
+
+    The caller chooses the working directory and environment.
+    """
+    namespace = {"__name__": "__main__"}
+    results = []
+    for block in doc.blocks:
+        if not block.runs:
+            continue
+        source = "\n" * (block.line - 1) + block.code           # so tracebacks give the Markdown line
+        code = compile(source, str(doc.path), "exec")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(code, namespace)
+        results.append((block, printed.getvalue()))
+    return results
+
+
+def _normal(text: str) -> str:
+    """Output compared line by line, ignoring trailing spaces and trailing blank lines."""
+    return "\n".join(line.rstrip() for line in text.rstrip().split("\n"))
+
+
+@contextlib.contextmanager
+def _isolated(tmp_path: Path):
+    """A temporary working directory, quick mode on, headless plots.
+
+    Afterwards the primitives that the document itself registered (their VJP was defined in the
+    document, whose module is ``__main__``) leave the table again; primitives registered by library
+    modules that the document happened to import first stay.
+    """
+    from axon.autograd import ops
+
+    saved_primitives = dict(ops.PRIMITIVES)
+    old_cwd, old_env = os.getcwd(), dict(os.environ)
+    os.chdir(tmp_path)
+    os.environ["AXON_TUTORIAL_QUICK"] = "1"
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+        for name, prim in list(ops.PRIMITIVES.items()):
+            if getattr(prim.vjp, "__module__", None) == "__main__":
+                if name in saved_primitives:
+                    ops.PRIMITIVES[name] = saved_primitives[name]
+                else:
+                    del ops.PRIMITIVES[name]
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+
+
+def mismatches(doc: Document, results: list) -> list:
+    """One message for each block whose printed text differs from its output block."""
+    return [f"{doc.path}:{block.line}: the block printed\n{printed}\nbut its output block "
+            f"(line {block.expected_span[0] + 1}) shows\n{block.expected}\n"
+            for block, printed in results
+            if block.expected is not None and _normal(printed) != _normal(block.expected)]
+
+
+# ---- the tests --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_document_runs(path, tmp_path):
+    """Every python block of the file runs, and prints what its output block shows."""
+    doc = parse(path)
+    with _isolated(tmp_path):
+        results = run(doc)
+    wrong = mismatches(doc, results)
+    if wrong:
+        pytest.fail("\n".join(wrong) + f"\nIf the change is intended, refresh the output blocks: "
+                    f"python tests/test_docs.py --update-outputs {path.relative_to(ROOT)}")
+
+
+def test_tutorials_exist_in_nav():
+    """Every chapter file is in mkdocs.yml's nav, and the chapters are numbered in reading order."""
+    chapters = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.md"))
+    assert chapters, "no tutorial chapters found in tutorials/"
+    assert [int(name[:2]) for name in chapters] == list(range(1, len(chapters) + 1)), chapters
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    missing = [name for name in chapters if name not in nav]
+    assert not missing, f"chapters missing from mkdocs.yml nav: {missing}"
+
+
+def test_parse_rules(tmp_path):
+    """The collector's own rules: what runs, what is skipped, what is compared, what is an error."""
+    md = tmp_path / "t.md"
+    md.write_text("# t\n\n```python\nx = 1\nprint(x + 1)\n```\n\n```text {.output}\n2\n```\n\n"
+                  "```python {.no-run}\nraise SystemExit\n```\n\n```bash\nexit 1\n```\n\n"
+                  "```{.python .no-run}\nraise SystemExit\n```\n")
+    doc = parse(md)
+    assert [(b.lang, b.runs, b.line) for b in doc.blocks] == [("python", True, 4), ("python", False, 13),
+                                                             ("bash", False, 17), ("python", False, 21)]
+    assert doc.blocks[0].expected == "2"
+    with _isolated(tmp_path):
+        results = run(doc)
+    assert results == [(doc.blocks[0], "2\n")] and mismatches(doc, results) == []
+    doc.blocks[0].expected = "3"
+    assert len(mismatches(doc, results)) == 1
+
+    for bad, message in [("```python no-run\nx\n```\n", "cannot read"),
+                         ("```python\nx = 1\n", "never closed"),
+                         ("text\n\n```text {.output}\n1\n```\n", "must follow")]:
+        md.write_text(bad)
+        with pytest.raises(ValueError, match=message):
+            parse(md)
+
+    md.write_text("```python\nfrom axon.autograd import primitive\n"
+                  "primitive('doc_only_op', abs, lambda dy, y, x: (dy,))\n```\n")
+    from axon.autograd import ops
+    with _isolated(tmp_path):
+        run(parse(md))
+        assert "doc_only_op" in ops.PRIMITIVES
+    assert "doc_only_op" not in ops.PRIMITIVES
+
+    md.write_text("```python\nx = 1\n\n\ny = undefined_name\n```\n")
+    with _isolated(tmp_path), pytest.raises(NameError) as info:
+        run(parse(md))
+    assert info.traceback[-1].lineno + 1 == 5 and str(info.traceback[-1].path) == str(md)
+
+
+def test_doctest_fences():
+    """The API reference's griffe extension fences ``>>>`` examples and leaves everything else alone."""
+    pytest.importorskip("griffe")
+    sys.path.insert(0, str(TUTORIALS / "_ext"))
+    try:
+        from doctest_fences import fence_doctests
+    finally:
+        sys.path.remove(str(TUTORIALS / "_ext"))
+    text = "What.\n\n>>> 1 + 1\n2\n\nMore:\n\n    >>> x = 3\n    >>> x\n    3\n\n```python\n>>> kept\n```"
+    assert fence_doctests(text) == ("What.\n\n```pycon\n>>> 1 + 1\n2\n```\n\nMore:\n\n"
+                                    "    ```pycon\n    >>> x = 3\n    >>> x\n    3\n    ```\n\n"
+                                    "```python\n>>> kept\n```")
+    assert fence_doctests("No examples here.") == "No examples here."
+
+
+def test_make_figures(tmp_path):
+    """scripts/make_figures.py draws every figure it knows (into a temporary folder here)."""
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import make_figures
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    with _isolated(tmp_path):
+        written = make_figures.main(["--out", str(tmp_path)])
+    assert written and all(p.exists() and p.stat().st_size > 1000 for p in written), written
+    committed = {p.name for p in (TUTORIALS / "img").glob("*.png")}
+    assert {p.name for p in written} <= committed, "run scripts/make_figures.py and commit tutorials/img/"
+
+
+def test_mkdocs_build_strict(tmp_path):
+    """``mkdocs build --strict`` succeeds without a single warning (skipped where mkdocs is missing)."""
+    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
+        pytest.importorskip(module)
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+                           "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{log}"
+    assert "WARNING" not in log, f"mkdocs build printed warnings:\n{log}"
+    assert (tmp_path / "site" / "01_autodiff" / "index.html").exists()
+
+
+# ---- refreshing output blocks -------------------------------------------------------------------------
+def update_outputs(path: Path) -> int:
+    """Run ``path`` and rewrite each ```text {.output} block with what its code printed; return how many changed."""
+    import tempfile
+
+    doc = parse(path)
+    with tempfile.TemporaryDirectory() as tmp, _isolated(Path(tmp)):
+        results = run(doc)
+    lines, changed = list(doc.lines), 0
+    for block, printed in reversed(results):                    # bottom-up, so earlier spans stay valid
+        if block.expected is None or _normal(printed) == _normal(block.expected):
+            continue
+        first, last = block.expected_span
+        indent = re.match(r"[ \t]*", lines[first - 1])[0]
+        lines[first:last] = [indent + line if line else line for line in _normal(printed).split("\n")]
+        changed += 1
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return changed
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] != "--update-outputs":
+        sys.exit("usage: python tests/test_docs.py --update-outputs FILE.md [FILE.md ...]")
+    for name in sys.argv[2:]:
+        print(f"{name}: {update_outputs(Path(name).resolve())} output block(s) updated")
