@@ -1,11 +1,40 @@
 """axon: a small deep-learning framework after Elixir's Axon, on a readable autodiff engine.
 
-Four layered APIs: functional (``axon.activations``, ``axon.layers``, ...), model creation
-(``axon.input(...).dense(...)``), optimization (``axon.updates``, ``axon.optimizers``) and training
-(``axon.training``). The engine is ``axon.autograd``; the compiled kernels live in ``axon.kernels``.
+Four layered APIs, each usable on its own:
+
+- functional: ``axon.activations``, ``axon.initializers``, ``axon.layers``, ``axon.losses``, ``axon.metrics``
+  (plain functions on Tensors, also reachable as ``axon.functional.<module>``);
+- model creation: ``axon.input((None, 784)).dense(128, activation="relu")``, ``axon.summary``,
+  ``axon.init``/``axon.predict``/``axon.compile``, custom layers with ``axon.nx``/``axon.layer``;
+- optimization: ``axon.updates`` (composable transformations), ``axon.optimizers``, ``axon.schedules``;
+- training: ``axon.training.step``/``train``/``evaluate``, callbacks, ``axon.datasets.mnist``.
+
+Underneath: ``axon.autograd`` (the engine) and ``axon.kernels`` (the Numba kernels).
+
+>>> import axon
+>>> model = axon.input((None, 784)).dense(128, activation="relu").dense(10, activation="softmax")
+>>> model.shape
+(None, 10)
 """
-from . import autograd, tree
-from .autograd import Tensor, grad, no_grad, value_and_grad
+import sys as _sys
+
+from . import autograd, random, tree
+from .autograd import Tensor, check_grads, grad, no_grad, value_and_grad
+from . import functional
+from .functional import activations, initializers, layers, losses, metrics
+from . import model
+from .model import *  # noqa: F401,F403  (input, the builders, init, predict, summary, ...)
+from . import updates, optimizers, schedules, training, datasets, serialization
+from .serialization import load, save
+
+# ``import axon.activations`` works too: the functional modules under their short names.
+for _name in ("activations", "initializers", "layers", "losses", "metrics"):
+    _sys.modules[f"{__name__}.{_name}"] = getattr(functional, _name)
 
 __version__ = "0.1.0"
-__all__ = ["autograd", "tree", "Tensor", "grad", "value_and_grad", "no_grad", "__version__"]
+__all__ = [
+    "autograd", "random", "tree", "functional", "activations", "initializers", "layers", "losses", "metrics",
+    "model", "updates", "optimizers", "schedules", "training", "datasets", "serialization",
+    "Tensor", "grad", "value_and_grad", "no_grad", "check_grads", "save", "load", "__version__",
+    *model.__all__,
+]

@@ -1,0 +1,36 @@
+"""Name lookup shared by the functional modules: ``activations.get("relu")``, ``losses.get("huber")``...
+
+One helper, so every module gives the same error for a name it does not know:
+
+>>> table = {"relu": abs, "tanh": round}
+>>> resolve("activation", table, "relu") is abs
+True
+>>> resolve("activation", table, "rleu")
+Traceback (most recent call last):
+...
+ValueError: unknown activation 'rleu'; valid names: relu, tanh
+"""
+from __future__ import annotations
+
+__all__ = ["resolve", "table"]
+
+
+def table(namespace: dict, names) -> dict:
+    """``{name: namespace[name]}`` for the public ``names`` of a module (``get`` itself left out)."""
+    return {n: namespace[n] for n in names if n != "get"}
+
+
+def resolve(kind: str, by_name: dict, name):
+    """The function called ``name`` in ``by_name``; a callable passes through unchanged.
+
+    Raises ``ValueError`` listing every valid name when ``name`` is unknown, ``TypeError`` when it is
+    neither a string nor a callable.
+    """
+    if callable(name):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} must be a name (str) or a callable, got {type(name).__name__}")
+    try:
+        return by_name[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(by_name))}") from None

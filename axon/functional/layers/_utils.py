@@ -1,0 +1,172 @@
+"""Option handling shared by every layer: per-axis tuples, padding, the channel axis, shape checks.
+
+Each helper takes the layer's name first, so every error message starts with the layer that was
+called (``conv: strides must be ...``) and names the expected and the actual value.
+
+>>> resolve_padding("conv", "same", sizes=(5, 6), windows=(3, 3), strides=(2, 2))
+((1, 1), (0, 1))
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ...autograd import Tensor, as_tensor, transpose
+
+__all__ = ["tensor", "check_channels", "spatial_tuple", "check_rank", "channel_axis", "to_channels_last",
+           "from_channels_last", "shape_to_last", "shape_from_last", "resolve_padding", "window_output_size",
+           "check_window_fits", "check_param", "param_shape", "int_indices"]
+
+
+def tensor(layer: str, x, what: str = "input") -> Tensor:
+    """``x`` as a floating Tensor (numpy arrays and numbers are wrapped)."""
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{layer}: {what} must be floating point, got dtype {x.dtype}")
+    return x
+
+
+def check_channels(layer: str, channels) -> None:
+    """``channels`` must be ``"last"`` (N, *spatial, C) or ``"first"`` (N, C, *spatial)."""
+    if channels not in ("last", "first"):
+        raise ValueError(f'{layer}: channels must be "last" or "first", got {channels!r}')
+
+
+def spatial_tuple(layer: str, name: str, value, n: int, minimum: int = 1) -> tuple:
+    """One int per spatial axis: an int applies to all ``n`` axes, a sequence gives one each."""
+    if isinstance(value, numbers.Integral):
+        out = (int(value),) * n
+    else:
+        try:
+            out = tuple(int(v) for v in value)
+            ok = all(isinstance(v, numbers.Integral) for v in value) and len(out) == n
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{layer}: {name} must be an int or a sequence of {n} ints "
+                             f"(one per spatial axis), got {value!r}")
+    if any(v < minimum for v in out):
+        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
+    return out
+
+
+def check_rank(layer: str, shape, ranks, what: str = "input", layout: str = "") -> None:
+    """Raise ValueError unless ``len(shape)`` is one of ``ranks`` (a range up to 32 reads "rank >= k")."""
+    ranks = tuple(ranks)
+    if len(shape) in ranks:
+        return
+    if len(ranks) > 5:
+        want = f">= {ranks[0]}"
+    else:
+        want = ranks[0] if len(ranks) == 1 else ", ".join(map(str, ranks[:-1])) + f" or {ranks[-1]}"
+    why = f" ({layout})" if layout else ""
+    raise ValueError(f"{layer}: expects {what} of rank {want}{why}, got shape {tuple(shape)}")
+
+
+def channel_axis(ndim: int, channels: str) -> int:
+    """Index of the channel axis: the last one, or 1 for channels-first."""
+    return ndim - 1 if channels == "last" else 1
+
+
+def to_channels_last(x: Tensor, channels: str) -> Tensor:
+    """(N, C, *spatial) -> (N, *spatial, C) when ``channels == "first"``; unchanged otherwise."""
+    if channels == "last":
+        return x
+    return transpose(x, (0, *range(2, x.ndim), 1))
+
+
+def from_channels_last(y: Tensor, channels: str) -> Tensor:
+    """Undo ``to_channels_last``: (N, *spatial, C) -> (N, C, *spatial) for channels-first."""
+    if channels == "last":
+        return y
+    return transpose(y, (0, y.ndim - 1, *range(1, y.ndim - 1)))
+
+
+def shape_to_last(shape, channels: str) -> tuple:
+    """The channels-last shape of a shape in ``channels`` layout."""
+    shape = tuple(shape)
+    return shape if channels == "last" else (shape[0], *shape[2:], shape[1])
+
+
+def shape_from_last(shape, channels: str) -> tuple:
+    """A channels-last shape back in ``channels`` layout."""
+    shape = tuple(shape)
+    return shape if channels == "last" else (shape[0], shape[-1], *shape[1:-1])
+
+
+def resolve_padding(layer: str, padding, sizes, windows, strides) -> tuple:
+    """Padding as ``((lo, hi), ...)``, one pair per spatial axis.
+
+    - ``"valid"``: no padding; windows only where they fit.
+    - ``"same"``: as TensorFlow/JAX/Axon, the output has ``ceil(n / s)`` positions; the total
+      ``max((ceil(n / s) - 1) s + k - n, 0)`` is split with the extra one at the end.
+    - an int ``p``: ``(p, p)`` on every axis; a sequence: per axis, an int or a ``(lo, hi)`` pair.
+
+    ``sizes`` are the input's spatial sizes, ``windows`` the effective (dilated) window sizes.
+    """
+    n = len(sizes)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * n
+        if padding == "same":
+            pads = []
+            for size, k, s in zip(sizes, windows, strides):
+                total = max((-(-size // s) - 1) * s + k - size, 0)   # ceil(size / s) outputs
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise ValueError(f'{layer}: padding must be "valid", "same", an int or (lo, hi) pairs, got {padding!r}')
+    if isinstance(padding, numbers.Integral):
+        padding = (padding,) * n
+    try:
+        pairs = tuple((p, p) if isinstance(p, numbers.Integral) else tuple(p) for p in padding)
+        ok = len(pairs) == n and all(len(p) == 2 and all(isinstance(v, numbers.Integral) for v in p)
+                                     for p in pairs)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f'{layer}: padding must be "valid", "same", an int or {n} (lo, hi) pairs '
+                         f"(one per spatial axis), got {padding!r}")
+    pairs = tuple((int(lo), int(hi)) for lo, hi in pairs)
+    if any(v < 0 for p in pairs for v in p):
+        raise ValueError(f"{layer}: padding must be non-negative, got {padding!r}")
+    return pairs
+
+
+def window_output_size(size: int, window: int, stride: int, pad) -> int:
+    """Number of window positions: ``(size + lo + hi - window) // stride + 1``."""
+    return (size + pad[0] + pad[1] - window) // stride + 1
+
+
+def check_window_fits(layer: str, sizes, windows, pads, detail: str, what: str = "kernel") -> None:
+    """Raise ValueError when an (effective) window is larger than the padded input on some axis."""
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(sizes, pads))
+    if any(k > p for k, p in zip(windows, padded)):
+        raise ValueError(f"{layer}: {what} spatial size {tuple(windows)} is larger than the padded input "
+                         f"{padded} ({detail})")
+
+
+def param_shape(ndim: int, axes, sizes) -> tuple:
+    """Shape that broadcasts a parameter of ``sizes`` along ``axes`` of an ``ndim``-array: 1 elsewhere."""
+    shape = [1] * ndim
+    for a, n in zip(axes, sizes):
+        shape[a] = n
+    return tuple(shape)
+
+
+def check_param(layer: str, name: str, p, shape) -> Tensor | None:
+    """``p`` (or None) as a Tensor of exactly ``shape``, else a ValueError naming both shapes."""
+    if p is None:
+        return None
+    p = as_tensor(p)
+    if p.shape != tuple(shape):
+        raise ValueError(f"{layer}: {name} must have shape {tuple(shape)}, got {p.shape}")
+    return p
+
+
+def int_indices(layer: str, x, what: str = "input") -> np.ndarray:
+    """An integer index array from an array, a list or a Tensor."""
+    idx = np.asarray(x.data if isinstance(x, Tensor) else x)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{layer}: {what} must hold integer indices, got dtype {idx.dtype}")
+    return idx

@@ -1,0 +1,315 @@
+"""Metrics ``metric(y_true, y_pred, ...) -> numpy scalar``: how well a model does, in plain terms.
+
+Metrics need no gradients: they take numpy arrays or Tensors (read without recording a graph) and
+return numpy scalars. Names and options follow Elixir Axon's ``Axon.Metrics``; ``running_average``
+and ``running_sum`` accumulate a metric over batches; ``get(name)`` resolves a name.
+
+>>> import numpy as np
+>>> float(accuracy(np.array([1, 0, 2]), np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.5, 0.3, 0.2]])))
+0.6666666666666666
+>>> int(true_positives(np.array([1, 0, 1, 1]), np.array([0.8, 0.6, 0.4, 0.9])))
+2
+
+The binary metrics count a prediction as positive when it is above ``threshold`` (0.5), and a target
+as positive when it is above 0.5 (so 0/1, booleans and -1/1 labels all work).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd.tensor import Tensor
+from ._registry import resolve, table
+
+__all__ = [
+    "accuracy", "precision", "recall", "f1", "true_positives", "true_negatives", "false_positives",
+    "false_negatives", "sensitivity", "specificity", "mean_absolute_error", "top_k_categorical_accuracy",
+    "running_average", "running_sum", "get",
+]
+
+_KINDS = ("binary", "categorical", "sparse")
+
+
+def _array(x) -> np.ndarray:
+    """The values of a Tensor, array, list or number as a numpy array (never part of a graph)."""
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _same_shape(name, y_true, y_pred):
+    """Both as arrays, or a ValueError naming both shapes."""
+    y_true, y_pred = _array(y_true), _array(y_pred)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{name}: y_true and y_pred must have the same shape, "
+                         f"got y_true {y_true.shape} and y_pred {y_pred.shape}")
+    return y_true, y_pred
+
+
+def _is_distribution(y: np.ndarray) -> bool:
+    """Rows over the last axis are one-hot vectors or probability distributions."""
+    return bool(np.all((y >= 0) & (y <= 1)) and np.allclose(y.sum(-1), 1.0, atol=1e-6))
+
+
+def _accuracy_kind(y_true: np.ndarray, y_pred: np.ndarray) -> str:
+    """Binary, categorical or sparse, from the shapes (and, for equal 2-D+ shapes, the targets' values)."""
+    if y_pred.ndim == 0:
+        raise ValueError(f"accuracy: y_pred needs at least one axis, got shape {y_pred.shape}")
+    batch, k = y_pred.shape[:-1], y_pred.shape[-1]
+    if y_true.shape == y_pred.shape:
+        if y_pred.ndim == 1 or k == 1:
+            return "binary"
+        if _is_distribution(y_true):
+            return "categorical"
+        raise ValueError(f"accuracy: y_true and y_pred both have shape {y_pred.shape} but the rows of y_true "
+                         f"are not one-hot (multi-label targets?); pass kind='binary' to threshold each "
+                         f"element or kind='categorical' to compare argmaxes")
+    if k > 1 and y_true.shape in (batch, batch + (1,)):
+        return "sparse"
+    if k == 1 and y_true.shape == batch:
+        return "binary"
+    raise ValueError(f"accuracy: cannot match y_true shape {y_true.shape} with y_pred shape {y_pred.shape}; "
+                     f"expected equal shapes (binary or one-hot), or labels of shape {batch} for "
+                     f"predictions over {k} classes (sparse)")
+
+
+def accuracy(y_true, y_pred, *, threshold=0.5, from_logits=False, kind=None):
+    """Fraction of correct predictions; binary, categorical or sparse, detected from the shapes.
+
+    - binary: y_pred 1-D, or a last axis of size 1, same shape as y_true: correct when
+      (y_pred > threshold) == (y_true > 0.5); with ``from_logits`` y_pred is first put through a sigmoid.
+    - categorical: both (..., K) with one-hot (or probability) rows: argmax(y_true) == argmax(y_pred).
+    - sparse: integer labels (...) or (..., 1) and y_pred (..., K): label == argmax(y_pred).
+
+    Equal shapes (..., K>1) with targets that are not one-hot are ambiguous (multi-label binary or
+    categorical?) and raise ValueError; ``kind=`` ("binary", "categorical", "sparse") settles it.
+
+    >>> float(accuracy(np.array([[1], [0], [0]]), np.array([[0.7], [0.6], [0.1]])))      # binary
+    0.6666666666666666
+    >>> float(accuracy(np.array([[0, 1], [1, 0]]), np.array([[0.2, 0.8], [0.3, 0.7]])))  # categorical
+    0.5
+    """
+    y_true, y_pred = _array(y_true), _array(y_pred)
+    if kind is None:
+        kind = _accuracy_kind(y_true, y_pred)
+    elif kind not in _KINDS:
+        raise ValueError(f"accuracy: kind must be one of 'binary', 'categorical', 'sparse' or None, got {kind!r}")
+    if kind == "binary":
+        if y_true.shape != y_pred.shape and y_pred.shape[-1:] == (1,) and y_true.shape == y_pred.shape[:-1]:
+            y_pred = y_pred[..., 0]                            # (N, 1) predictions for (N,) targets
+        y_true, y_pred = _same_shape("accuracy", y_true, y_pred)
+        return np.mean(_predicted(y_pred, threshold, from_logits) == (y_true > 0.5))
+    if kind == "categorical":
+        y_true, y_pred = _same_shape("accuracy", y_true, y_pred)
+        return np.mean(np.argmax(y_true, -1) == np.argmax(y_pred, -1))
+    return np.mean(_sparse_labels("accuracy", y_true, y_pred) == np.argmax(y_pred, -1))
+
+
+def _sparse_labels(name, y_true, y_pred):
+    """Labels of shape ``y_pred.shape[:-1]`` (a trailing 1 is dropped), or a ValueError naming both shapes."""
+    batch = y_pred.shape[:-1]
+    if y_true.shape not in (batch, batch + (1,)):
+        raise ValueError(f"{name}: sparse labels must have shape {batch} or {batch + (1,)} for y_pred "
+                         f"{y_pred.shape}, got y_true {y_true.shape}")
+    return y_true.reshape(batch)
+
+
+def _predicted(y_pred, threshold, from_logits=False):
+    """Boolean positive predictions: y_pred > threshold (on sigmoid(y_pred) with ``from_logits``)."""
+    if from_logits:                                            # sigmoid(x) > t  <=>  x > log(t / (1 - t))
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1) with from_logits=True, got {threshold}")
+        return y_pred > np.log(threshold / (1 - threshold))
+    return y_pred > threshold
+
+
+def _confusion(name, y_true, y_pred, threshold):
+    """(true positives, false positives, true negatives, false negatives) as int64 counts."""
+    y_true, y_pred = _same_shape(name, y_true, y_pred)
+    actual, predicted = y_true > 0.5, _predicted(y_pred, threshold)
+    tp = np.count_nonzero(actual & predicted)
+    fp = np.count_nonzero(~actual & predicted)
+    tn = np.count_nonzero(~actual & ~predicted)
+    fn = np.count_nonzero(actual & ~predicted)
+    return np.int64(tp), np.int64(fp), np.int64(tn), np.int64(fn)
+
+
+def _ratio(num, den) -> np.float64:
+    """num / den, and 0.0 when den is 0 (no positives to be right or wrong about)."""
+    return np.float64(num / den) if den else np.float64(0.0)
+
+
+def true_positives(y_true, y_pred, *, threshold=0.5):
+    """Number of positives predicted positive: #(y_true > 0.5 and y_pred > threshold).
+
+    >>> int(true_positives(np.array([1, 0, 1, 1, 0, 1, 0]), np.array([0.8, 0.6, 0.4, 0.2, 0.8, 0.2, 0.2])))
+    1
+    """
+    return _confusion("true_positives", y_true, y_pred, threshold)[0]
+
+
+def false_positives(y_true, y_pred, *, threshold=0.5):
+    """Number of negatives predicted positive.
+
+    >>> int(false_positives(np.array([1, 0, 1, 1, 0, 1, 0]), np.array([0.8, 0.6, 0.4, 0.2, 0.8, 0.2, 0.2])))
+    2
+    """
+    return _confusion("false_positives", y_true, y_pred, threshold)[1]
+
+
+def true_negatives(y_true, y_pred, *, threshold=0.5):
+    """Number of negatives predicted negative.
+
+    >>> int(true_negatives(np.array([1, 0, 1, 1, 0, 1, 0]), np.array([0.8, 0.6, 0.4, 0.2, 0.8, 0.2, 0.2])))
+    1
+    """
+    return _confusion("true_negatives", y_true, y_pred, threshold)[2]
+
+
+def false_negatives(y_true, y_pred, *, threshold=0.5):
+    """Number of positives predicted negative.
+
+    >>> int(false_negatives(np.array([1, 0, 1, 1, 0, 1, 0]), np.array([0.8, 0.6, 0.4, 0.2, 0.8, 0.2, 0.2])))
+    3
+    """
+    return _confusion("false_negatives", y_true, y_pred, threshold)[3]
+
+
+def precision(y_true, y_pred, *, threshold=0.5):
+    """Precision tp / (tp + fp): of the predicted positives, the fraction that are positive (0 if none).
+
+    >>> float(precision(np.array([0, 1, 1, 1]), np.array([1, 0, 1, 1])))
+    0.6666666666666666
+    """
+    tp, fp, _, _ = _confusion("precision", y_true, y_pred, threshold)
+    return _ratio(tp, tp + fp)
+
+
+def recall(y_true, y_pred, *, threshold=0.5):
+    """Recall tp / (tp + fn): of the positives, the fraction predicted positive (0 if none).
+
+    >>> float(recall(np.array([0, 1, 1, 1]), np.array([1, 0, 1, 1])))
+    0.6666666666666666
+    """
+    tp, _, _, fn = _confusion("recall", y_true, y_pred, threshold)
+    return _ratio(tp, tp + fn)
+
+
+def sensitivity(y_true, y_pred, *, threshold=0.5):
+    """Sensitivity (true positive rate), the same as recall: tp / (tp + fn).
+
+    >>> float(sensitivity(np.array([0, 1, 1, 1]), np.array([1, 0, 1, 1])))
+    0.6666666666666666
+    """
+    tp, _, _, fn = _confusion("sensitivity", y_true, y_pred, threshold)
+    return _ratio(tp, tp + fn)
+
+
+def specificity(y_true, y_pred, *, threshold=0.5):
+    """Specificity (true negative rate): tn / (tn + fp).
+
+    >>> float(specificity(np.array([0, 1, 1, 0]), np.array([1, 0, 1, 0])))
+    0.5
+    """
+    _, fp, tn, _ = _confusion("specificity", y_true, y_pred, threshold)
+    return _ratio(tn, tn + fp)
+
+
+def f1(y_true, y_pred, *, threshold=0.5):
+    """F1 score, the harmonic mean of precision and recall: 2 tp / (2 tp + fp + fn) (0 if no positives).
+
+    >>> float(f1(np.array([0, 1, 1, 1]), np.array([1, 0, 1, 1])))
+    0.6666666666666666
+    """
+    tp, fp, _, fn = _confusion("f1", y_true, y_pred, threshold)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """Mean of |y_true - y_pred| over every element.
+
+    >>> float(mean_absolute_error(np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[1.0, 1.0], [1.0, 0.0]])))
+    0.5
+    """
+    y_true, y_pred = _same_shape("mean_absolute_error", y_true, y_pred)
+    return np.mean(np.abs(y_true - y_pred))
+
+
+def top_k_categorical_accuracy(y_true, y_pred, *, k=5, sparse=None):
+    """Fraction of rows whose true class is among the ``k`` highest-scored classes.
+
+    y_pred is (..., K); y_true one-hot (..., K) or, with ``sparse=True`` (detected from the shape when
+    None), labels (...) or (..., 1). A class tied with the k-th score counts as in the top k.
+
+    >>> y_pred = np.array([[0.1, 0.4, 0.7], [0.1, 0.4, 0.7]])
+    >>> float(top_k_categorical_accuracy(np.array([[0, 1, 0], [1, 0, 0]]), y_pred, k=2))
+    0.5
+    """
+    name = "top_k_categorical_accuracy"
+    y_true, y_pred = _array(y_true), _array(y_pred)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name}: k must be a positive int, got {k!r}")
+    if y_pred.ndim == 0:
+        raise ValueError(f"{name}: y_pred needs a class axis, got shape {y_pred.shape}")
+    if sparse is None:
+        sparse = y_true.shape != y_pred.shape
+    if sparse:
+        labels = _sparse_labels(name, y_true, y_pred).astype(np.intp)
+    else:
+        labels = np.argmax(_same_shape(name, y_true, y_pred)[0], -1)
+    true_score = np.take_along_axis(y_pred, labels[..., None], -1)       # (..., 1)
+    rank = np.sum(y_pred > true_score, axis=-1)                          # (...,) classes scored higher
+    return np.mean(rank < k)
+
+
+def running_average(*args):
+    """Average of per-batch values, updated one batch at a time: (avg * i + value) / (i + 1).
+
+    ``running_average(avg, value, i)`` folds the value of batch ``i`` (counting from 0) into the
+    average of the ``i`` before it. ``running_average(metric)`` is Axon's form: it returns
+    ``update(avg, (y_true, y_pred), i)`` which computes ``metric(y_true, y_pred)`` and folds it in.
+
+    >>> avg = 0.0
+    >>> for i, v in enumerate([0.5, 1.0, 0.0]):
+    ...     avg = running_average(avg, v, i)
+    >>> float(avg)
+    0.5
+    >>> update = running_average(accuracy)
+    >>> float(update(0.5, (np.array([[0, 1], [1, 0]]), np.array([[0, 1], [1, 0]])), 1))
+    0.75
+    """
+    if len(args) == 1 and callable(args[0]):
+        metric = args[0]
+        return lambda avg, inputs, i: running_average(avg, metric(*inputs), i)
+    if len(args) != 3:
+        raise TypeError("running_average takes (avg, value, i) or a single metric function, "
+                        f"got {len(args)} arguments")
+    avg, value, i = args
+    return (np.asarray(avg) * i + np.asarray(value)) / (i + 1)
+
+
+def running_sum(*args):
+    """Sum of per-batch values, updated one batch at a time: total + value.
+
+    ``running_sum(total, value, i)`` (``i`` is accepted for symmetry with ``running_average``);
+    ``running_sum(metric)`` is Axon's form: it returns ``update(total, (y_true, y_pred), i)``.
+
+    >>> count = running_sum(false_positives)
+    >>> int(count(12, (np.array([0, 1, 0, 1]), np.array([1, 1, 0, 1])), 2))
+    13
+    """
+    if len(args) == 1 and callable(args[0]):
+        metric = args[0]
+        return lambda total, inputs, i=None: running_sum(total, metric(*inputs), i)
+    if len(args) not in (2, 3):
+        raise TypeError(f"running_sum takes (total, value[, i]) or a single metric function, got {len(args)} arguments")
+    return np.asarray(args[0]) + np.asarray(args[1])
+
+
+_BY_NAME = table(globals(), [n for n in __all__ if n not in ("running_average", "running_sum")])
+
+
+def get(name):
+    """The metric called ``name`` (a callable is returned unchanged).
+
+    >>> get("accuracy") is accuracy
+    True
+    """
+    return resolve("metric", _BY_NAME, name)

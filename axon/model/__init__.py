@@ -1,0 +1,21 @@
+"""The model creation API: a model is a graph of small immutable nodes.
+
+- ``graph``: the ``Axon`` node, ``input``, ``layer``/``nx`` for custom layers, ``container``, ``freeze``.
+- ``builders``: one builder per functional layer, also a chainable method (``x.dense(128)``).
+- ``run``: ``init``, ``apply``, ``predict``, ``compile``, ``split``/``merge`` of params and state.
+- ``summary``: the summary table and the graph as Mermaid/Graphviz text.
+"""
+from . import builders
+from .builders import *  # noqa: F401,F403  (every builder)
+from .graph import Axon, ParamSpec, constant, container, freeze, input, layer, nx, param, unfreeze
+from .run import apply, compile, init, merge, predict, split
+from .summary import as_graph, count_params, summary
+
+__all__ = ["Axon", "ParamSpec", "input", "constant", "container", "layer", "nx", "param", "freeze", "unfreeze",
+           "init", "apply", "predict", "compile", "split", "merge", "summary", "as_graph", "count_params",
+           *builders.__all__]
+
+# the run functions as methods too: model.init(seed=0), model.predict(params, x), ...
+for _f in (init, apply, predict, split):
+    setattr(Axon, _f.__name__, _f)
+Axon.summary = summary

@@ -1,0 +1,429 @@
+"""Builders: one per functional layer, each a module function and a chainable method.
+
+``axon.dense(x, 128, activation="relu")`` and ``x.dense(128, activation="relu")`` are the same call.
+A builder only declares the layer: its op, its parameter specs (shapes from the input's shape) and
+its options; the graph module infers the output shape by running the functional layer on zeros.
+
+>>> import axon
+>>> model = axon.input((None, 28, 28, 1)).conv(8, kernel_size=3, activation="relu").max_pool(kernel_size=2)
+>>> model.flatten().dense(10).shape
+(None, 10)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..functional import activations as A
+from ..functional import layers as L
+from .graph import Axon, ParamSpec, _node
+
+# Builders that become methods of every node (x.dense(...)); the module functions take the node first.
+__all__ = [
+    "dense", "bilinear", "embedding",
+    "conv", "conv_transpose", "depthwise_conv", "separable_conv2d", "separable_conv3d",
+    "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "adaptive_lp_pool",
+    "global_max_pool", "global_avg_pool", "global_lp_pool",
+    "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
+    "dropout", "alpha_dropout", "feature_alpha_dropout", "spatial_dropout",
+    "flatten", "reshape", "transpose", "pad", "resize",
+    "add", "subtract", "multiply", "concatenate", "activation",
+]
+
+
+# ---- shared pieces ---------------------------------------------------------------------------------
+def _layer(op, inputs, fn, params=None, opts=None, name=None, uses=(), activation=None) -> Axon:
+    """One layer node, then its activation as a node of its own (as in Axon's summary)."""
+    node = _node(op, inputs if isinstance(inputs, (list, tuple)) else [inputs], fn, params, opts, name, uses)
+    return node if activation is None else _activation_node(node, activation)
+
+
+def _spec(shape, initializer, kind="param") -> ParamSpec:
+    return ParamSpec(tuple(int(n) for n in shape), initializer, kind)
+
+
+def _channels(x: Axon, channels: str, layer: str) -> int:
+    """The number of input channels (last axis, or axis 1 with channels="first")."""
+    if channels not in ("last", "first"):
+        raise ValueError(f"{layer}: channels must be 'last' or 'first', got {channels!r}")
+    if len(x.shape) < 2:
+        raise ValueError(f"{layer}: expects an input with a channel axis, got shape {x.shape}")
+    c = x.shape[-1] if channels == "last" else x.shape[1]
+    if c is None:
+        raise ValueError(f"{layer}: the channel axis of the input must have a known size, got shape {x.shape}")
+    return c
+
+
+def _tuple(v, n) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def _with_bias(params, use_bias, units, bias_initializer):
+    if use_bias:
+        params["bias"] = _spec((units,), bias_initializer)
+    return params
+
+
+def _biased(fn):
+    """Adapt ``fn(x, kernel, bias)`` for layers built with or without a bias param."""
+    def call(*xs, kernel, bias=None, **opts):
+        return fn(*xs, kernel, bias, **opts)
+    call.__name__ = getattr(fn, "__name__", "layer")
+    return call
+
+
+# ---- linear ----------------------------------------------------------------------------------------
+def dense(x, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+          bias_initializer="zeros", name=None) -> Axon:
+    """Fully connected layer: ``y = x @ kernel + bias`` on the last axis (kernel (in, units)).
+
+    Inputs of rank 2 or 3 (``(batch, features)`` or ``(batch, steps, features)``); flatten images first.
+    """
+    if len(x.shape) > 3:
+        raise ValueError(f"dense expects (batch, features) or (batch, steps, features); the input "
+                         f"'{x.names()[x.id]}' has shape {x.shape}: flatten it first (x.flatten())")
+    params = _with_bias({"kernel": _spec((x.shape[-1], units), kernel_initializer)}, use_bias, units,
+                        bias_initializer)
+    return _layer("dense", x, _biased(L.dense), params, name=name, activation=activation)
+
+
+def bilinear(x1, x2, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+             bias_initializer="zeros", name=None) -> Axon:
+    """Bilinear layer: ``y_o = x1 W_o x2 + b_o`` with kernel (units, in1, in2)."""
+    params = _with_bias({"kernel": _spec((units, x1.shape[-1], x2.shape[-1]), kernel_initializer)},
+                        use_bias, units, bias_initializer)
+    return _layer("bilinear", [x1, x2], _biased(L.bilinear), params, name=name, activation=activation)
+
+
+def embedding(x, vocab_size, embedding_size, kernel_initializer="uniform", name=None) -> Axon:
+    """Look up rows of a (vocab_size, embedding_size) table for integer inputs."""
+    params = {"kernel": _spec((vocab_size, embedding_size), kernel_initializer)}
+    return _layer("embedding", x, lambda x, kernel: L.embedding(_indices(x), kernel), params, name=name)
+
+
+def _indices(x):
+    """Integer indices from an input node's value (inputs are fed as arrays of any numeric dtype)."""
+    data = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else x
+    return np.asarray(data).astype(np.int64, copy=False)
+
+
+# ---- convolutions ----------------------------------------------------------------------------------
+def conv(x, units, kernel_size=1, strides=1, padding="valid", input_dilation=1, kernel_dilation=1,
+         feature_group_size=1, channels="last", activation=None, use_bias=True,
+         kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
+    """Convolution over 1, 2 or 3 spatial axes (by input rank); kernel (*kernel_size, in // groups, units)."""
+    c = _channels(x, channels, "conv")
+    k = _tuple(kernel_size, len(x.shape) - 2)
+    if c % feature_group_size:
+        raise ValueError(f"conv: input channels {c} are not divisible by feature_group_size {feature_group_size}")
+    params = _with_bias({"kernel": _spec(k + (c // feature_group_size, units), kernel_initializer)},
+                        use_bias, units, bias_initializer)
+    opts = dict(strides=strides, padding=padding, input_dilation=input_dilation, kernel_dilation=kernel_dilation,
+                feature_group_size=feature_group_size, channels=channels)
+    return _layer("conv", x, _biased(L.conv), params, opts, name, activation=activation)
+
+
+def conv_transpose(x, units, kernel_size=1, strides=1, padding="valid", kernel_dilation=1, channels="last",
+                   activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                   bias_initializer="zeros", name=None) -> Axon:
+    """Transposed convolution (the gradient of conv w.r.t. its input); kernel (*kernel_size, in, units)."""
+    c = _channels(x, channels, "conv_transpose")
+    k = _tuple(kernel_size, len(x.shape) - 2)
+    params = _with_bias({"kernel": _spec(k + (c, units), kernel_initializer)}, use_bias, units, bias_initializer)
+    opts = dict(strides=strides, padding=padding, kernel_dilation=kernel_dilation, channels=channels)
+    return _layer("conv_transpose", x, _biased(L.conv_transpose), params, opts, name, activation=activation)
+
+
+def depthwise_conv(x, channel_multiplier, kernel_size=1, strides=1, padding="valid", input_dilation=1,
+                   kernel_dilation=1, channels="last", activation=None, use_bias=True,
+                   kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
+    """Each input channel convolved with its own ``channel_multiplier`` filters; kernel (*k, 1, in * mult)."""
+    c = _channels(x, channels, "depthwise_conv")
+    k = _tuple(kernel_size, len(x.shape) - 2)
+    units = c * channel_multiplier
+    params = _with_bias({"kernel": _spec(k + (1, units), kernel_initializer)}, use_bias, units, bias_initializer)
+    opts = dict(strides=strides, padding=padding, input_dilation=input_dilation, kernel_dilation=kernel_dilation,
+                channels=channels)
+    return _layer("depthwise_conv", x, _biased(L.depthwise_conv), params, opts, name, activation=activation)
+
+
+def _separable(op, fn, x, n, channel_multiplier, kernel_size, strides, padding, input_dilation,
+               kernel_dilation, channels, activation, use_bias, kernel_initializer, bias_initializer, name):
+    """separable_conv2d/3d: one depthwise kernel per spatial axis, (k_i along axis i, 1 elsewhere)."""
+    c = _channels(x, channels, op)
+    if len(x.shape) != n + 2:
+        raise ValueError(f"{op} expects a rank-{n + 2} input (batch, {n} spatial axes, channels), "
+                         f"got shape {x.shape}")
+    k = _tuple(kernel_size, n)
+    units = c * channel_multiplier
+    params = {}
+    for i in range(n):
+        shape = tuple(k[i] if j == i else 1 for j in range(n)) + (1, units)   # depthwise along axis i
+        params[f"kernel_{i + 1}"] = _spec(shape, kernel_initializer)
+        if use_bias:
+            params[f"bias_{i + 1}"] = _spec((units,), bias_initializer)
+    opts = dict(strides=strides, padding=padding, input_dilation=input_dilation, kernel_dilation=kernel_dilation,
+                channels=channels)
+
+    def call(x, **p):
+        kernels = [p.pop(f"kernel_{i + 1}") for i in range(n)]
+        biases = [p.pop(f"bias_{i + 1}", None) for i in range(n)]
+        return fn(x, *[v for pair in zip(kernels, biases) for v in pair], **p)
+    return _layer(op, x, call, params, opts, name, activation=activation)
+
+
+def separable_conv2d(x, channel_multiplier, kernel_size=1, strides=1, padding="valid", input_dilation=1,
+                     kernel_dilation=1, channels="last", activation=None, use_bias=True,
+                     kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
+    """Depthwise separable 2D convolution: a depthwise conv along each spatial axis in turn."""
+    return _separable("separable_conv2d", L.separable_conv2d, x, 2, channel_multiplier, kernel_size, strides,
+                      padding, input_dilation, kernel_dilation, channels, activation, use_bias,
+                      kernel_initializer, bias_initializer, name)
+
+
+def separable_conv3d(x, channel_multiplier, kernel_size=1, strides=1, padding="valid", input_dilation=1,
+                     kernel_dilation=1, channels="last", activation=None, use_bias=True,
+                     kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
+    """Depthwise separable 3D convolution: a depthwise conv along each spatial axis in turn."""
+    return _separable("separable_conv3d", L.separable_conv3d, x, 3, channel_multiplier, kernel_size, strides,
+                      padding, input_dilation, kernel_dilation, channels, activation, use_bias,
+                      kernel_initializer, bias_initializer, name)
+
+
+# ---- pooling ---------------------------------------------------------------------------------------
+def _pool(op, fn, x, name, **opts) -> Axon:
+    return _layer(op, x, fn, opts=opts, name=name)
+
+
+def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
+    """Max over windows; ``strides`` defaults to the window size (as in Axon)."""
+    return _pool("max_pool", L.max_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
+                 channels=channels)
+
+
+def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
+    """Average over windows; ``strides`` defaults to the window size."""
+    return _pool("avg_pool", L.avg_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
+                 channels=channels)
+
+
+def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
+    """Power-average pooling: ``(sum over the window of x^p)^(1/p)``."""
+    return _pool("lp_pool", L.lp_pool, x, name, norm=norm, kernel_size=kernel_size, strides=strides,
+                 padding=padding, channels=channels)
+
+
+def adaptive_max_pool(x, output_size, channels="last", name=None) -> Axon:
+    """Max pooling to a fixed output size, whatever the input size."""
+    return _pool("adaptive_max_pool", L.adaptive_max_pool, x, name, output_size=output_size, channels=channels)
+
+
+def adaptive_avg_pool(x, output_size, channels="last", name=None) -> Axon:
+    """Average pooling to a fixed output size."""
+    return _pool("adaptive_avg_pool", L.adaptive_avg_pool, x, name, output_size=output_size, channels=channels)
+
+
+def adaptive_lp_pool(x, output_size, norm=2, channels="last", name=None) -> Axon:
+    """Power-average pooling to a fixed output size."""
+    return _pool("adaptive_lp_pool", L.adaptive_lp_pool, x, name, output_size=output_size, norm=norm,
+                 channels=channels)
+
+
+def global_max_pool(x, keep_axes=False, channels="last", name=None) -> Axon:
+    """Max over every spatial axis: (N, *spatial, C) -> (N, C)."""
+    return _pool("global_max_pool", L.global_max_pool, x, name, keep_axes=keep_axes, channels=channels)
+
+
+def global_avg_pool(x, keep_axes=False, channels="last", name=None) -> Axon:
+    """Mean over every spatial axis: (N, *spatial, C) -> (N, C)."""
+    return _pool("global_avg_pool", L.global_avg_pool, x, name, keep_axes=keep_axes, channels=channels)
+
+
+def global_lp_pool(x, norm=2, keep_axes=False, channels="last", name=None) -> Axon:
+    """Power-average over every spatial axis."""
+    return _pool("global_lp_pool", L.global_lp_pool, x, name, norm=norm, keep_axes=keep_axes, channels=channels)
+
+
+# ---- normalization ---------------------------------------------------------------------------------
+def _norm_params(c, gamma_initializer="ones", beta_initializer="zeros", beta=True):
+    params = {"gamma": _spec((c,), gamma_initializer)}
+    if beta:
+        params["beta"] = _spec((c,), beta_initializer)
+    return params
+
+
+def _batch_norm_call(x, gamma, beta, mean, var, training, momentum, epsilon, channels):
+    """Inference: normalize with the running statistics; training: batch statistics plus new state."""
+    if not training:
+        return L.batch_norm(x, gamma, beta, mean, var, training=False, momentum=momentum, epsilon=epsilon,
+                            channels=channels)
+    y, new_mean, new_var = L.batch_norm(x, gamma, beta, mean, var, training=True, momentum=momentum,
+                                        epsilon=epsilon, channels=channels)
+    return y, {"mean": new_mean, "var": new_var}
+
+
+def batch_norm(x, momentum=0.1, epsilon=1e-5, channels="last", gamma_initializer="ones",
+               beta_initializer="zeros", name=None) -> Axon:
+    """Batch normalization with running mean/var kept as layer state (updated while training)."""
+    c = _channels(x, channels, "batch_norm")
+    params = _norm_params(c, gamma_initializer, beta_initializer)
+    params["mean"] = _spec((c,), "zeros", kind="state")
+    params["var"] = _spec((c,), "ones", kind="state")
+    return _layer("batch_norm", x, _batch_norm_call, params,
+                  dict(momentum=momentum, epsilon=epsilon, channels=channels), name, uses=("training",))
+
+
+def layer_norm(x, epsilon=1e-5, channels="last", gamma_initializer="ones", beta_initializer="zeros",
+               name=None) -> Axon:
+    """Normalize each example over its channel axis, then scale and shift."""
+    c = _channels(x, channels, "layer_norm")
+    return _layer("layer_norm", x, L.layer_norm, _norm_params(c, gamma_initializer, beta_initializer),
+                  dict(epsilon=epsilon, channels=channels), name)
+
+
+def group_norm(x, num_groups, epsilon=1e-5, channels="last", gamma_initializer="ones",
+               beta_initializer="zeros", name=None) -> Axon:
+    """Normalize each example over groups of channels (and the spatial axes)."""
+    c = _channels(x, channels, "group_norm")
+    return _layer("group_norm", x, L.group_norm, _norm_params(c, gamma_initializer, beta_initializer),
+                  dict(num_groups=num_groups, epsilon=epsilon, channels=channels), name)
+
+
+def instance_norm(x, epsilon=1e-5, channels="last", gamma_initializer="ones", beta_initializer="zeros",
+                  name=None) -> Axon:
+    """Normalize each example and channel over the spatial axes."""
+    c = _channels(x, channels, "instance_norm")
+    return _layer("instance_norm", x, L.instance_norm, _norm_params(c, gamma_initializer, beta_initializer),
+                  dict(epsilon=epsilon, channels=channels), name)
+
+
+def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=None) -> Axon:
+    """Scale by the root mean square over the channel axis (no centering, no shift)."""
+    c = _channels(x, channels, "rms_norm")
+    return _layer("rms_norm", x, L.rms_norm, _norm_params(c, gamma_initializer, beta=False),
+                  dict(epsilon=epsilon, channels=channels), name)
+
+
+# ---- dropout ---------------------------------------------------------------------------------------
+def _dropout(op, fn, x, rate, name, **opts):
+    if not 0 <= rate < 1:
+        raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
+    return _layer(op, x, fn, opts=dict(rate=rate, **opts), name=name, uses=("training", "key"))
+
+
+def dropout(x, rate=0.5, name=None) -> Axon:
+    """Zero each unit with probability ``rate`` while training, scaling the rest by 1 / (1 - rate)."""
+    return _dropout("dropout", L.dropout, x, rate, name)
+
+
+def alpha_dropout(x, rate=0.5, name=None) -> Axon:
+    """Dropout that keeps SELU's self-normalizing mean and variance."""
+    return _dropout("alpha_dropout", L.alpha_dropout, x, rate, name)
+
+
+def feature_alpha_dropout(x, rate=0.5, channels="last", name=None) -> Axon:
+    """Alpha dropout of whole channels."""
+    return _dropout("feature_alpha_dropout", L.feature_alpha_dropout, x, rate, name, channels=channels)
+
+
+def spatial_dropout(x, rate=0.5, channels="last", name=None) -> Axon:
+    """Dropout of whole feature maps (channels)."""
+    return _dropout("spatial_dropout", L.spatial_dropout, x, rate, name, channels=channels)
+
+
+# ---- shape -----------------------------------------------------------------------------------------
+def flatten(x, name=None) -> Axon:
+    """Keep the batch axis, flatten the rest: (N, H, W, C) -> (N, H*W*C)."""
+    return _layer("flatten", x, L.flatten, name=name)
+
+
+def reshape(x, shape, name=None) -> Axon:
+    """Reshape every example to ``shape`` (the batch axis is kept): ``x.reshape((28, 28, 1))``."""
+    shape = tuple(shape)
+    return _layer("reshape", x, lambda x, shape: L.reshape(x, (x.shape[0],) + shape), opts={"shape": shape},
+                  name=name)
+
+
+def transpose(x, permutation, name=None) -> Axon:
+    """Permute the axes after the batch axis: ``x.transpose((2, 0, 1))`` on (N, H, W, C) gives (N, C, H, W)."""
+    permutation = tuple(permutation)
+    return _layer("transpose", x, lambda x, permutation: L.transpose(x, (0,) + tuple(p + 1 for p in permutation)),
+                  opts={"permutation": permutation}, name=name)
+
+
+def pad(x, config, value=0.0, channels="last", name=None) -> Axon:
+    """Pad the spatial axes: ``config`` is one (before, after) pair per spatial axis (as in Axon)."""
+    config = tuple(tuple(p) for p in config)
+    return _layer("pad", x, L.pad, opts={"padding": config, "value": value, "channels": channels}, name=name)
+
+
+def resize(x, size, method="nearest", channels="last", name=None) -> Axon:
+    """Resize the spatial axes to ``size`` by "nearest" or "bilinear" interpolation."""
+    return _layer("resize", x, L.resize, opts=dict(size=size, method=method, channels=channels), name=name)
+
+
+# ---- combinators -----------------------------------------------------------------------------------
+def _combinator(op, nodes, fn, name, **opts):
+    nodes = list(nodes)
+    if len(nodes) < 2:
+        raise ValueError(f"{op} needs at least two layers, got {len(nodes)}")
+    return _layer(op, nodes, fn, opts=opts, name=name)
+
+
+def _fold(f):
+    def call(*xs):
+        y = xs[0]
+        for x in xs[1:]:
+            y = f(y, x)
+        return y
+    return call
+
+
+def add(nodes, name=None) -> Axon:
+    """Elementwise sum of layers with broadcast-compatible shapes (residual connections): ``a + b``."""
+    return _combinator("add", nodes, _fold(lambda a, b: a + b), name)
+
+
+def subtract(nodes, name=None) -> Axon:
+    """Elementwise difference, left to right: ``a - b``."""
+    return _combinator("subtract", nodes, _fold(lambda a, b: a - b), name)
+
+
+def multiply(nodes, name=None) -> Axon:
+    """Elementwise product: ``a * b``."""
+    return _combinator("multiply", nodes, _fold(lambda a, b: a * b), name)
+
+
+def concatenate(nodes, axis=-1, name=None) -> Axon:
+    """Join layers along ``axis`` (default: the channel/feature axis)."""
+    return _combinator("concatenate", nodes, lambda *xs, axis: L.concatenate(list(xs), axis=axis), name, axis=axis)
+
+
+# ---- activations as layers -------------------------------------------------------------------------
+def _activation_node(x, activation, name=None, **opts) -> Axon:
+    fn = A.get(activation) if isinstance(activation, str) else activation
+    op = activation if isinstance(activation, str) else getattr(activation, "__name__", "activation")
+    return _node(op, [x], fn, opts=opts, name=name)
+
+
+def activation(x, activation, name=None, **opts) -> Axon:
+    """An activation as a layer: ``axon.activation(x, "relu")`` or ``axon.activation(x, my_fn)``."""
+    return _activation_node(x, activation, name, **opts)
+
+
+def _activation_builder(act_name):
+    def builder(x, name=None, **opts):
+        return _activation_node(x, act_name, name, **opts)
+    builder.__name__ = builder.__qualname__ = act_name
+    builder.__doc__ = f"The ``{act_name}`` activation as a layer: ``x.{act_name}()`` (see ``axon.activations``)."
+    return builder
+
+
+ACTIVATIONS = {n: _activation_builder(n) for n in A.__all__ if n != "get"}
+globals().update(ACTIVATIONS)
+__all__ += list(ACTIVATIONS)
+
+# every builder is also a method: x.dense(128) is dense(x, 128)
+for _name in __all__:
+    if _name not in ("add", "subtract", "multiply", "concatenate"):
+        setattr(Axon, _name, globals()[_name])
+Axon.concatenate = lambda self, *others, axis=-1, name=None: concatenate([self, *others], axis=axis, name=name)

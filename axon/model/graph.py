@@ -1,0 +1,261 @@
+"""A model is data: a small graph of immutable nodes, built by chaining.
+
+Each ``Axon`` node records its op, its parent nodes, the specs of its parameters, its options and its
+output shape, inferred when the node is built. The output node *is* the model: everything it depends
+on is reachable through ``parents``.
+
+>>> import axon
+>>> model = axon.input((None, 784)).dense(128).dense(10, activation="softmax")
+>>> [(n.op, n.shape) for n in model.nodes()]
+[('input', (None, 784)), ('dense', (None, 128)), ('dense', (None, 10)), ('softmax', (None, 10))]
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from ..autograd import Tensor, no_grad
+
+__all__ = ["Axon", "ParamSpec", "param", "input", "layer", "nx", "constant", "container", "freeze", "unfreeze"]
+
+_ids = itertools.count()
+
+
+class ParamSpec(NamedTuple):
+    """What a layer's parameter is: its shape, how to initialize it, and whether training updates it.
+
+    ``kind`` is ``"param"`` (trained) or ``"state"`` (updated by the layer itself, e.g. batch-norm
+    running statistics); ``frozen`` params are kept fixed by the training step.
+    """
+    shape: tuple
+    initializer: object = "glorot_uniform"
+    kind: str = "param"
+    frozen: bool = False
+
+
+def param(shape, initializer="glorot_uniform", kind="param") -> ParamSpec:
+    """A parameter spec for ``axon.layer``: ``axon.param((784, 10), initializer="zeros")``."""
+    if kind not in ("param", "state"):
+        raise ValueError(f"param: kind must be 'param' or 'state', got {kind!r}")
+    return ParamSpec(tuple(int(n) for n in shape), initializer, kind)
+
+
+@dataclass(frozen=True, eq=False)
+class Axon:
+    """One node of a model graph (and, as the output node, the model itself).
+
+    ``fn(*inputs, **params, **opts)`` computes the node from its parents' values and its params;
+    when ``uses`` contains ``"training"`` or ``"key"`` those are passed too, and a node with
+    ``"state"`` params returns ``(y, new_state)`` while training.
+    """
+    id: int
+    name: str | None
+    op: str
+    parents: tuple
+    params: MappingProxyType
+    opts: MappingProxyType
+    shape: object
+    fn: Callable | None = field(default=None, repr=False)
+    uses: frozenset = frozenset()
+
+    # -- the graph ----------------------------------------------------------------------------------
+    def nodes(self) -> list["Axon"]:
+        """Every node this one depends on, itself last, each after its parents (iterative DFS)."""
+        order, visited, stack = [], set(), [(self, False)]
+        while stack:
+            node, parents_done = stack.pop()
+            if parents_done:
+                order.append(node)
+            elif node.id not in visited:
+                visited.add(node.id)
+                stack.append((node, True))
+                stack.extend((p, False) for p in reversed(node.parents) if p.id not in visited)
+        return order
+
+    def names(self) -> dict[int, str]:
+        """``{node id: unique name}``: user-given names, else ``op_k`` counted per op in graph order."""
+        nodes = self.nodes()
+        given = [n.name for n in nodes if n.name is not None]
+        dupes = sorted({g for g in given if given.count(g) > 1})
+        if dupes:
+            raise ValueError(f"layer names must be unique within a model; repeated: {dupes}")
+        counts, taken, names = {}, set(given), {}
+        for node in nodes:
+            name = node.name
+            while name is None or (node.name is None and name in taken):
+                k = counts.get(node.op, 0)
+                counts[node.op] = k + 1
+                name = f"{node.op}_{k}"
+            taken.add(name)
+            names[node.id] = name
+        return names
+
+    def inputs(self) -> list["Axon"]:
+        """The model's input nodes, in graph order."""
+        return [n for n in self.nodes() if n.op == "input"]
+
+    def map_nodes(self, fn) -> "Axon":
+        """A new graph with ``fn(node)`` applied to every node (parents rewired to the new nodes)."""
+        new = {}
+        for node in self.nodes():
+            parents = tuple(new[p.id] for p in node.parents)
+            new[node.id] = fn(replace(node, parents=parents))
+        return new[self.id]
+
+    def __repr__(self):
+        return f"Axon(op={self.op!r}, name={self.name!r}, shape={self.shape})"
+
+    def __str__(self):
+        from .summary import summary_table
+        return summary_table(self)
+
+    # combinators as operators: a + b, a - b, a * b
+    def __add__(self, other): return _combine("add", [self, other])
+    def __sub__(self, other): return _combine("subtract", [self, other])
+    def __mul__(self, other): return _combine("multiply", [self, other])
+
+
+# ---- building nodes ------------------------------------------------------------------------------------
+def _zeros(shape, fill):
+    return np.zeros(tuple(fill if n is None else n for n in shape), dtype=np.float32)
+
+
+def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
+    """Output shape by running ``fn`` on zeros, twice: axes that follow the batch size come out None.
+
+    ``describe()`` names the inputs for the error message when the layer does not fit them.
+    """
+    outs = []
+    for fill in (1, 2):
+        xs = [_zeros(shape, fill) for shape in in_shapes]
+        ps = {k: np.zeros(spec.shape, np.float32) for k, spec in params.items()}
+        extra = {k: v for k, v in (("training", False), ("key", 0)) if k in uses}
+        try:
+            with no_grad():
+                y = fn(*xs, **ps, **opts, **extra)
+        except (ValueError, TypeError, IndexError) as e:
+            raise ValueError(f"{op} layer cannot be applied to {describe()}: {e}") from None
+        outs.append(np.shape(y.data if isinstance(y, Tensor) else y))
+    one, two = outs
+    if len(one) != len(two):
+        raise ValueError(f"{op}: output rank depends on the batch size ({one} vs {two})")
+    return tuple(None if a != b else a for a, b in zip(one, two))
+
+
+def _describe(parents) -> str:
+    """``'dense_0' (None, 128), 'input' (None, 784)``: each parent's provisional name and shape."""
+    if not parents:
+        return "no inputs"
+    return ", ".join(f"'{p.names()[p.id]}' {p.shape}" for p in parents)
+
+
+def _node(op, parents, fn, params=None, opts=None, name=None, uses=(), shape=None) -> Axon:
+    """Make a node: check the parents, infer the output shape, freeze the record."""
+    parents = tuple(parents)
+    for p in parents:
+        if not isinstance(p, Axon):
+            raise TypeError(f"{op}: inputs must be model nodes (axon.input(...), a layer), got {type(p).__name__}")
+    params = dict(params or {})
+    opts = dict(opts or {})
+    uses = frozenset(uses)
+    if shape is None:
+        shape = _infer_shape(op, fn, [p.shape for p in parents], params, opts, uses, lambda: _describe(parents))
+    return Axon(next(_ids), name, op, parents, MappingProxyType(params), MappingProxyType(opts), shape, fn, uses)
+
+
+def input(shape, name="input") -> Axon:
+    """A model input; ``None`` marks the batch axis (or any axis whose size varies).
+
+    >>> input((None, 28, 28, 1)).shape
+    (None, 28, 28, 1)
+    """
+    shape = tuple(None if n is None else int(n) for n in shape)
+    return _node("input", [], None, opts={"shape": shape}, name=name, shape=shape)
+
+
+def constant(value, name=None) -> Axon:
+    """A node that always outputs ``value`` (an array), e.g. a fixed mask or positional table."""
+    value = np.asarray(value, dtype=np.float32) if not isinstance(value, np.ndarray) else value
+    return _node("constant", [], lambda value: Tensor._wrap(value), opts={"value": value}, name=name,
+                 shape=value.shape)
+
+
+def layer(fn, inputs, params=None, name=None, op_name="custom", **opts) -> Axon:
+    """A custom layer with trainable parameters: ``fn(*inputs, **params, **opts)``.
+
+    >>> import axon
+    >>> x = axon.input((None, 3))
+    >>> y = axon.layer(lambda x, w: x @ w, [x], params={"w": axon.param((3, 2))}, name="proj")
+    >>> y.shape
+    (None, 2)
+    """
+    inputs = [inputs] if isinstance(inputs, Axon) else list(inputs)
+    specs = {}
+    for k, spec in (params or {}).items():
+        if not isinstance(spec, ParamSpec):
+            raise TypeError(f"layer: params['{k}'] must be axon.param(shape, initializer), got {type(spec).__name__}")
+        specs[k] = spec
+    return _node(op_name, inputs, fn, specs, opts, name)
+
+
+def nx(x, fn, name=None, op_name="nx") -> Axon:
+    """Wrap any function of tensors without parameters as a layer: ``axon.nx(x, lambda t: t * 2)``."""
+    inputs = [x] if isinstance(x, Axon) else list(x)
+    return _node(op_name, inputs, fn, name=name)
+
+
+def container(outputs, name=None) -> Axon:
+    """Several outputs as one model: ``axon.container({"logits": a, "aux": b})`` (a dict, list or tuple)."""
+    if isinstance(outputs, dict):
+        keys, nodes = list(outputs), list(outputs.values())
+        shape = {k: n.shape for k, n in outputs.items()}
+    else:
+        keys, nodes = None, list(outputs)
+        shape = tuple(n.shape for n in nodes)
+    return _node("container", nodes, _Pack(keys, type(outputs)), name=name, shape=shape)
+
+
+class _Pack:
+    """The container's function: pack its inputs into the dict/list/tuple the user gave."""
+    def __init__(self, keys, kind):
+        self.keys, self.kind = keys, kind
+
+    def __call__(self, *xs):
+        if self.keys is not None:
+            return dict(zip(self.keys, xs))
+        return self.kind(xs) if self.kind is not tuple else tuple(xs)
+
+
+def _combine(op, nodes):
+    from .builders import add, multiply, subtract
+    return {"add": add, "subtract": subtract, "multiply": multiply}[op](nodes)
+
+
+def _set_frozen(model: Axon, layers, frozen: bool) -> Axon:
+    names = model.names()
+    wanted = None if layers is None else set(layers)
+    if wanted is not None:
+        unknown = wanted - set(names.values())
+        if unknown:
+            raise ValueError(f"freeze: no layers named {sorted(unknown)}; the model has {sorted(names.values())}")
+
+    def fn(node):
+        if not node.params or (wanted is not None and names[node.id] not in wanted):
+            return node
+        specs = {k: s._replace(frozen=frozen) if s.kind == "param" else s for k, s in node.params.items()}
+        return replace(node, params=MappingProxyType(specs))
+    return model.map_nodes(fn)
+
+
+def freeze(model: Axon, layers=None) -> Axon:
+    """A copy of ``model`` whose params in ``layers`` (names; all when None) are not trained."""
+    return _set_frozen(model, layers, True)
+
+
+def unfreeze(model: Axon, layers=None) -> Axon:
+    """A copy of ``model`` whose params in ``layers`` (all when None) are trained again."""
+    return _set_frozen(model, layers, False)

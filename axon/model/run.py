@@ -1,0 +1,168 @@
+"""Running a model graph: ``init`` makes the params, ``apply`` walks the nodes in order.
+
+Params are a plain nested dict ``{layer_name: {param_name: array}}``; layer state (batch-norm running
+statistics) lives beside the trainable params, so one object is saved and loaded.
+
+>>> import numpy as np, axon
+>>> model = axon.input((None, 4)).dense(3, activation="relu")
+>>> params = axon.init(model, seed=0)
+>>> {k: v.shape for k, v in params["dense_0"].items()}
+{'kernel': (4, 3), 'bias': (3,)}
+>>> axon.predict(model, params, np.ones((2, 4), np.float32)).shape
+(2, 3)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import random as axrandom
+from ..autograd import Tensor, is_grad_enabled
+from ..tree import tree_leaves
+from .graph import Axon
+
+__all__ = ["init", "apply", "predict", "compile", "split", "merge"]
+
+
+def _initializer(spec_init):
+    """An ``init(shape, dtype, key)`` function from a name, an init function, or an array."""
+    if isinstance(spec_init, np.ndarray):
+        return lambda shape, dtype, key: spec_init.astype(dtype)
+    from ..functional import initializers
+    return initializers.get(spec_init)
+
+
+def init(model: Axon, seed=0, dtype="float32") -> dict:
+    """Fresh params for every layer: ``{layer: {param: array}}``, reproducible from ``seed``.
+
+    Each param's random stream depends only on the seed and the layer and param names, so adding a
+    layer elsewhere does not change the others' initial values.
+    """
+    names = model.names()
+    params = {}
+    for node in model.nodes():
+        if not node.params:
+            continue
+        layer = params[names[node.id]] = {}
+        for pname, spec in node.params.items():
+            value = _initializer(spec.initializer)(spec.shape, dtype, axrandom.rng(seed, names[node.id], pname))
+            value = np.asarray(value, dtype=dtype)
+            if value.shape != spec.shape:
+                raise ValueError(f"init: initializer of {names[node.id]}.{pname} returned shape {value.shape}, "
+                                 f"expected {spec.shape}")
+            layer[pname] = value
+    return params
+
+
+def _feed(model: Axon, inputs, names) -> dict:
+    """``{input node id: Tensor}`` from one array (single-input models), a dict by name, or a list."""
+    nodes = model.inputs()
+    if isinstance(inputs, dict):
+        missing = [names[n.id] for n in nodes if names[n.id] not in inputs]
+        if missing:
+            raise ValueError(f"missing model inputs {missing}; got {sorted(inputs)}")
+        values = [inputs[names[n.id]] for n in nodes]
+    elif isinstance(inputs, (list, tuple)) and len(nodes) > 1:
+        if len(inputs) != len(nodes):
+            raise ValueError(f"the model has {len(nodes)} inputs {[names[n.id] for n in nodes]}, got {len(inputs)}")
+        values = list(inputs)
+    else:
+        if len(nodes) != 1:
+            raise ValueError(f"the model has {len(nodes)} inputs {[names[n.id] for n in nodes]}: "
+                             f"pass a dict by name or a list")
+        values = [inputs]
+    fed = {}
+    for node, value in zip(nodes, values):
+        t = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+        expected = node.shape
+        if t.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, t.shape)):
+            raise ValueError(f"input '{names[node.id]}' expects shape {expected}, got {t.shape}")
+        fed[node.id] = t
+    return fed
+
+
+def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
+    """Run the model: returns ``(y, new_state)``.
+
+    ``y`` is a Tensor (or the container's dict/tuple of Tensors); ``new_state`` holds the updated
+    state params (``{layer: {name: array}}``, empty unless training a stateful layer). Dropout is
+    active only when ``training``; its masks come from ``key`` (an int), so they are reproducible.
+    """
+    names = model.names()
+    values = _feed(model, inputs, names)
+    new_state = {}
+    for node in model.nodes():
+        if node.op == "input":
+            continue
+        name = names[node.id]
+        layer_params = params.get(name, {}) if node.params else {}
+        if node.params and set(layer_params) != set(node.params):
+            raise ValueError(f"params for layer '{name}' have keys {sorted(layer_params)}, "
+                             f"expected {sorted(node.params)}")
+        extra = {}
+        if "training" in node.uses:
+            extra["training"] = training
+        if "key" in node.uses:
+            extra["key"] = axrandom.rng(key, name) if training else None
+        y = node.fn(*(values[p.id] for p in node.parents), **layer_params, **node.opts, **extra)
+        if training and any(s.kind == "state" for s in node.params.values()):
+            y, state = y                                      # stateful layers return their new state
+            new_state[name] = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
+        values[node.id] = y
+    return values[model.id], new_state
+
+
+def _to_numpy(y):
+    if isinstance(y, Tensor):
+        return y.data
+    if isinstance(y, dict):
+        return {k: _to_numpy(v) for k, v in y.items()}
+    if isinstance(y, (list, tuple)):
+        return type(y)(_to_numpy(v) for v in y)
+    return y
+
+
+def predict(model: Axon, params: dict, inputs):
+    """Inference (dropout off, running statistics used).
+
+    Returns numpy arrays, or Tensors when called inside ``axon.autograd.grad`` (params being traced),
+    so a user's own objective can differentiate through it.
+    """
+    y, _ = apply(model, params, inputs, training=False)
+    traced = is_grad_enabled() and any(isinstance(p, Tensor) and p.requires_grad for p in tree_leaves(params))
+    return y if traced else _to_numpy(y)
+
+
+def compile(model: Axon):
+    """``init_fn, predict_fn = axon.compile(model)``: the model as two plain functions."""
+    def init_fn(seed=0, dtype="float32"):
+        return init(model, seed, dtype)
+
+    def predict_fn(params, inputs):
+        return predict(model, params, inputs)
+
+    return init_fn, predict_fn
+
+
+def split(model: Axon, params: dict):
+    """``(trainable, rest)``: the params training updates, and the state/frozen ones it must not."""
+    names = model.names()
+    trainable, rest = {}, {}
+    for node in model.nodes():
+        if not node.params:
+            continue
+        name = names[node.id]
+        if name not in params:
+            raise ValueError(f"split: params have no entry for layer '{name}'")
+        for pname, spec in node.params.items():
+            target = trainable if spec.kind == "param" and not spec.frozen else rest
+            target.setdefault(name, {})[pname] = params[name][pname]
+    return trainable, rest
+
+
+def merge(*trees: dict) -> dict:
+    """Deep-merge nested dicts; later trees win on the same leaf: ``merge(trainable, state)``."""
+    out: dict = {}
+    for tree in trees:
+        for k, v in tree.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,95 @@
+"""Inspecting a model: the summary table and a Mermaid/Graphviz description of the graph.
+
+>>> import axon
+>>> model = axon.input((None, 784)).dense(128).dense(10, activation="softmax")
+>>> print(axon.summary(model))  # doctest: +NORMALIZE_WHITESPACE
++--------------------+-----------+--------------+------------+
+| Layer              | Inputs    | Output shape | Parameters |
++--------------------+-----------+--------------+------------+
+| input (input)      | []        | (None, 784)  | 0          |
+| dense_0 (dense)    | [input]   | (None, 128)  | 100,480    |
+| dense_1 (dense)    | [dense_0] | (None, 10)   | 1,290      |
+| softmax_0 (softmax)| [dense_1] | (None, 10)   | 0          |
++--------------------+-----------+--------------+------------+
+Total parameters: 101,770 (397.54 KB)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Axon, _infer_shape
+
+__all__ = ["summary", "summary_table", "as_graph", "count_params"]
+
+
+def count_params(model: Axon) -> tuple[int, int]:
+    """``(trainable + state parameter count, bytes in float32)`` over the whole model."""
+    n = sum(int(np.prod(s.shape)) for node in model.nodes() for s in node.params.values())
+    return n, 4 * n
+
+
+def _shapes_for(model: Axon, input_shapes) -> dict:
+    """Output shape of every node, re-inferred for concrete ``input_shapes`` when given."""
+    nodes = model.nodes()
+    if input_shapes is None:
+        return {n.id: n.shape for n in nodes}
+    names = model.names()
+    inputs = model.inputs()
+    if not isinstance(input_shapes, dict):
+        input_shapes = {names[inputs[0].id]: tuple(input_shapes)} if len(inputs) == 1 else \
+            dict(zip((names[n.id] for n in inputs), input_shapes))
+    shapes = {}
+    for node in nodes:
+        if node.op == "input":
+            shapes[node.id] = tuple(input_shapes.get(names[node.id], node.shape))
+        elif node.op == "container":
+            shapes[node.id] = node.shape
+        else:
+            in_shapes = [shapes[p.id] for p in node.parents]
+            shapes[node.id] = _infer_shape(node.op, node.fn, in_shapes, dict(node.params), dict(node.opts),
+                                           node.uses, lambda: ", ".join(f"{names[p.id]} {shapes[p.id]}"
+                                                                        for p in node.parents))
+    return shapes
+
+
+def summary_table(model: Axon, input_shapes=None) -> str:
+    """The table ``print(model)`` shows: layer (name and op), inputs, output shape, parameter count."""
+    names = model.names()
+    shapes = _shapes_for(model, input_shapes)
+    rows = []
+    for node in model.nodes():
+        n = sum(int(np.prod(s.shape)) for s in node.params.values())
+        rows.append((f"{names[node.id]} ({node.op})", "[" + ", ".join(names[p.id] for p in node.parents) + "]",
+                     str(shapes[node.id]), f"{n:,}"))
+    header = ("Layer", "Inputs", "Output shape", "Parameters")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def fmt(r):
+        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(r, widths)) + "|"
+    total, nbytes = count_params(model)
+    return "\n".join([line, fmt(header), line, *map(fmt, rows), line,
+                      f"Total parameters: {total:,} ({nbytes / 1024:,.2f} KB)"])
+
+
+def summary(model: Axon, input_shapes=None) -> str:
+    """The summary table as a string (``print`` it); ``input_shapes`` re-infers shapes for concrete inputs."""
+    return summary_table(model, input_shapes)
+
+
+def as_graph(model: Axon, format: str = "mermaid") -> str:
+    """The model's DAG as Mermaid (``flowchart``) or Graphviz (``dot``) text, for docs and notebooks."""
+    names = model.names()
+    nodes = model.nodes()
+    if format == "mermaid":
+        lines = ["flowchart TD"]
+        lines += [f'    n{n.id}["{names[n.id]} ({n.op})<br/>{n.shape}"]' for n in nodes]
+        lines += [f"    n{p.id} --> n{n.id}" for n in nodes for p in n.parents]
+    elif format == "dot":
+        lines = ["digraph model {", "    node [shape=box];"]
+        lines += [f'    n{n.id} [label="{names[n.id]} ({n.op})\\n{n.shape}"];' for n in nodes]
+        lines += [f"    n{p.id} -> n{n.id};" for n in nodes for p in n.parents]
+        lines.append("}")
+    else:
+        raise ValueError(f"as_graph: format must be 'mermaid' or 'dot', got {format!r}")
+    return "\n".join(lines)
