@@ -1,0 +1,336 @@
+"""Optimizers: each a short chain of the transformations in ``axon.updates`` (Axon's and Optax's aliases).
+
+Every optimizer is a ``GradientTransformation``; ``lr`` is a number or a schedule (``axon.schedules``).
+
+>>> import numpy as np
+>>> from axon.updates import apply_updates
+>>> opt = adamw(lr=0.1)
+>>> params = {"w": np.array([1.0, -2.0], np.float32)}
+>>> state = opt.init(params)
+>>> for _ in range(200):                                   # minimise sum(w ** 2)
+...     updates, state = opt.update({"w": 2 * params["w"]}, state, params)
+...     params = apply_updates(params, updates)
+>>> bool(np.abs(params["w"]).max() < 1e-2), params["w"].dtype
+(True, dtype('float32'))
+
+The eleven optimizers Axon announced: ``adabelief adagrad adam adamw fromage lamb noisy_sgd radam rmsprop
+sgd yogi``; with ``nadam adadelta lion lars adafactor``; differentially private SGD (``dpsgd``, see
+``axon.privacy``) and L-BFGS (``lbfgs``, see ``axon.second_order``, which also has a Newton-CG step).
+
+``adam`` and ``adamw`` use the fused one-pass kernel ``axon.kernels.adam_update`` when it is available
+(``fused=None``, the default), the numpy transformations otherwise or with ``fused=False``; both give the
+same trajectory and the same state layout, so a checkpoint from one resumes on the other.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .privacy import differentially_private_aggregate
+from .schedules import as_schedule
+from .second_order import lbfgs
+from .tree import tree_map
+from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleState, _check_like, _hyper,
+                      _need_params, add_decayed_weights, add_noise, chain, clip_by_block_rms, masked,
+                      scale_by_adadelta, scale_by_adam, scale_by_belief, scale_by_factored_rms,
+                      scale_by_learning_rate, scale_by_lion, scale_by_nadam, scale_by_param_block_rms,
+                      scale_by_radam, scale_by_rms, scale_by_rss, scale_by_stddev, scale_by_trust_ratio,
+                      scale_by_yogi, trace)
+
+__all__ = ["adabelief", "adagrad", "adam", "adamw", "fromage", "lamb", "noisy_sgd", "radam", "rmsprop", "sgd",
+           "yogi", "nadam", "adadelta", "lion", "lars", "adafactor", "dpsgd", "lbfgs"]
+
+
+def _optimizer(name: str, *transforms) -> GradientTransformation:
+    """``chain(*transforms)`` that first checks the gradients against the params (one ValueError naming the path)."""
+    inner = chain(*transforms)
+
+    def update(grads, state, params=None):
+        if params is not None:
+            _check_like(name, params, grads)
+        return inner.update(grads, state, params)
+    return GradientTransformation(inner.init, update)
+
+
+def _momentum(fn, momentum, nesterov):
+    """``[trace(momentum, nesterov)]``, or ``[]`` for no momentum."""
+    if not momentum:
+        if nesterov:
+            raise ValueError(f"{fn}: nesterov=True needs a momentum > 0")
+        return []
+    return [trace(_hyper(fn, "momentum", momentum, 0), nesterov)]
+
+
+# ---- the eleven of Axon ------------------------------------------------------------------------------
+def adabelief(lr=1e-3, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16) -> GradientTransformation:
+    """AdaBelief (Zhuang et al., 2020): Adam that trusts the gradient when it matches its prediction.
+
+    >>> adabelief(1e-3).init({"w": np.zeros(2)})[0].count
+    array(0)
+    """
+    return _optimizer("adabelief", scale_by_belief(b1, b2, eps, eps_root), scale_by_learning_rate(lr))
+
+
+def adagrad(lr=1e-2, initial_accumulator_value=0.0, eps=1e-10) -> GradientTransformation:
+    """Adagrad (Duchi et al., 2011): ``p -= lr g / (sqrt(sum of g^2) + eps)``; PyTorch's ``Adagrad``.
+
+    >>> adagrad(0.1).update({"w": np.array([4.0])}, adagrad(0.1).init({"w": np.zeros(1)}))[0]["w"]
+    array([-0.1])
+    """
+    return _optimizer("adagrad", scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(lr))
+
+
+def _find_adam_kernel():
+    """``axon.kernels.adam_update`` when the kernels are installed, else None."""
+    try:
+        from . import kernels
+    except ImportError:
+        return None
+    return getattr(kernels, "adam_update", None)
+
+
+def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weight_decay):
+    """Adam(W) through the one-pass kernel, with ``reference``'s state layout and trajectory.
+
+    The kernel updates ``(p, m, v)`` in place: ``p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p)``. Run on a
+    zero buffer ``u`` in place of ``p`` with ``wd = 0``, it leaves ``u = -lr m_hat / (sqrt(v_hat) + eps)``:
+    the update. It works on fresh copies of ``m`` and ``v`` (the new state), so the caller's params,
+    grads and old state stay untouched. Decoupled weight decay then adds ``-lr wd p``.
+    """
+    scheduled = callable(lr)
+
+    def leaf(g, m, v, step_size, t):                               # m, v: fresh copies, updated in place
+        u = np.zeros_like(m)
+        g = np.ascontiguousarray(g, dtype=m.dtype)
+        kernel(u.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), lr=step_size, b1=b1, b2=b2, eps=eps,
+               weight_decay=0.0, step=t)
+        return u
+
+    def update(grads, state, params=None):
+        adam_state, lr_state = state[0], state[-1]
+        if weight_decay:
+            _need_params("adamw", params)
+        _check_like("adamw" if weight_decay else "adam", params if weight_decay else adam_state.mu, grads)
+        t = int(adam_state.count) + 1
+        step_size = float(lr(int(lr_state.count))) if scheduled else lr
+        mu, nu = tree_map(np.copy, adam_state.mu), tree_map(np.copy, adam_state.nu)
+        updates = tree_map(lambda g, m, v: leaf(g, m, v, step_size, t), grads, mu, nu)
+        if weight_decay:
+            k = -step_size * weight_decay
+            updates = tree_map(lambda u, p: u + k * p, updates, params)
+        new_lr_state = ScaleByScheduleState(np.asarray(int(lr_state.count) + 1, np.int64)) if scheduled else lr_state
+        return updates, (ScaleByAdamState(np.asarray(t, np.int64), mu, nu),) + tuple(state[1:-1]) + (new_lr_state,)
+    return GradientTransformation(reference.init, update)
+
+
+def _adam_family(fn, lr, b1, b2, eps, eps_root, weight_decay, mask, fused, decoupled):
+    parts = [scale_by_adam(b1, b2, eps, eps_root)]
+    if decoupled:
+        parts.append(add_decayed_weights(weight_decay, mask))
+    reference = _optimizer(fn, *parts, scale_by_learning_rate(lr))
+    if fused is False:
+        return reference
+    kernel = _find_adam_kernel()
+    eligible = eps_root == 0 and mask is None and not callable(weight_decay)
+    if fused and (kernel is None or not eligible):
+        why = "axon.kernels.adam_update is not available" if kernel is None else \
+            "the fused kernel supports neither eps_root, a weight-decay mask nor a weight-decay schedule"
+        raise ValueError(f"{fn}: fused=True but {why}")
+    if kernel is None or not eligible:
+        return reference
+    lr = lr if callable(lr) else float(lr)
+    return _fused_adam(reference, kernel, lr, float(b1), float(b2), float(eps), float(weight_decay))
+
+
+def adam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, *, fused=None) -> GradientTransformation:
+    """Adam (Kingma and Ba, 2015): ``p -= lr m_hat / (sqrt(v_hat) + eps)``; PyTorch's ``Adam``.
+
+    ``fused``: None uses the one-pass kernel when available, True requires it, False never uses it.
+
+    >>> opt = adam(0.1)
+    >>> opt.update({"w": np.array([5.0])}, opt.init({"w": np.zeros(1)}))[0]["w"].round(6)
+    array([-0.1])
+    """
+    return _adam_family("adam", lr, b1, b2, eps, eps_root, 0.0, None, fused, decoupled=False)
+
+
+def adamw(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, *, mask=None, eps_root=0.0,
+          fused=None) -> GradientTransformation:
+    """AdamW (Loshchilov and Hutter, 2019): Adam plus decoupled weight decay, ``p -= lr (adam + wd p)``.
+
+    PyTorch's ``AdamW``. ``mask`` (a tree of bools, or ``params -> tree``) limits the decay, e.g. to kernels.
+
+    >>> opt = adamw(0.1, weight_decay=0.5)
+    >>> opt.update({"w": np.array([5.0])}, opt.init({"w": np.ones(1)}), {"w": np.ones(1)})[0]["w"].round(6)
+    array([-0.15])
+    """
+    wd = weight_decay if callable(weight_decay) else _hyper("adamw", "weight_decay", weight_decay, 0)
+    return _adam_family("adamw", lr, b1, b2, eps, eps_root, wd, mask, fused, decoupled=True)
+
+
+def fromage(lr=1e-2, min_norm=1e-6) -> GradientTransformation:
+    """Fromage (Bernstein et al., 2020): ``p <- (p - lr ||p|| / ||g|| g) / sqrt(1 + lr^2)`` per layer.
+
+    A step of relative size ``lr`` in each layer, then a shrink that keeps the norms from growing: a
+    gradient orthogonal to ``p`` rotates it and leaves its norm unchanged.
+
+    >>> opt = fromage(0.1)
+    >>> p = {"w": np.array([3.0, 4.0])}
+    >>> round(float(np.linalg.norm(opt.update({"w": np.array([4.0, -3.0])}, opt.init(p), p)[0]["w"] + p["w"])), 12)
+    5.0
+    """
+    lr = as_schedule(lr)
+
+    def mult(count):                                               # 1 / sqrt(1 + lr^2)
+        return 1 / math.sqrt(1 + float(lr(count)) ** 2)
+    return _optimizer("fromage", scale_by_trust_ratio(min_norm),
+                      scale_by_learning_rate(lambda c: float(lr(c)) * mult(c)), add_decayed_weights(lambda c: mult(c) - 1))
+
+
+def lamb(lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0, mask=None) -> GradientTransformation:
+    """LAMB (You et al., 2019): AdamW's step rescaled per layer by ``||p|| / ||step||`` (layer-wise trust ratio).
+
+    >>> lamb(1e-3).init({"w": np.zeros(2)})[0].count
+    array(0)
+    """
+    return _optimizer("lamb", scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(weight_decay, mask),
+                      scale_by_trust_ratio(), scale_by_learning_rate(lr))
+
+
+def noisy_sgd(lr=1e-2, eta=0.01, gamma=0.55, seed=0) -> GradientTransformation:
+    """SGD on gradients plus annealed Gaussian noise of variance ``eta / (1 + t)^gamma`` (Neelakantan et al., 2015).
+
+    >>> opt = noisy_sgd(0.1, seed=1)
+    >>> u1 = opt.update({"w": np.zeros(2)}, opt.init(None))[0]["w"]
+    >>> u2 = opt.update({"w": np.zeros(2)}, opt.init(None))[0]["w"]
+    >>> bool((u1 == u2).all())                                 # same seed and step, same noise
+    True
+    """
+    return _optimizer("noisy_sgd", add_noise(eta, gamma, seed), scale_by_learning_rate(lr))
+
+
+def radam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, threshold=5.0) -> GradientTransformation:
+    """Rectified Adam (Liu et al., 2020): momentum SGD for the first steps, then variance-rectified Adam.
+
+    PyTorch's ``RAdam``.
+
+    >>> radam(1e-3).init({"w": np.zeros(2)})[0].nu["w"]
+    array([0., 0.])
+    """
+    return _optimizer("radam", scale_by_radam(b1, b2, eps, threshold), scale_by_learning_rate(lr))
+
+
+def rmsprop(lr=1e-2, decay=0.9, eps=1e-8, centered=False, momentum=None, nesterov=False) -> GradientTransformation:
+    """RMSProp (Hinton, 2012): ``p -= lr g / (sqrt(E[g^2]) + eps)``; centered: divide by the std of g.
+
+    With ``momentum`` the scaled gradients go through ``trace``: PyTorch's ``RMSprop(alpha=decay, ...)``.
+
+    >>> type(rmsprop(1e-2, centered=True, momentum=0.9).init({"w": np.zeros(1)})[1]).__name__
+    'TraceState'
+    """
+    scaling = scale_by_stddev(decay, eps) if centered else scale_by_rms(decay, eps)
+    return _optimizer("rmsprop", scaling, *_momentum("rmsprop", momentum, nesterov), scale_by_learning_rate(lr))
+
+
+def sgd(lr=1e-2, momentum=None, nesterov=False) -> GradientTransformation:
+    """Stochastic gradient descent, with optional (Nesterov) momentum: PyTorch's ``SGD``.
+
+    >>> sgd(0.1).update({"w": np.array([2.0])}, sgd(0.1).init(None))[0]["w"]
+    array([-0.2])
+    """
+    return _optimizer("sgd", *_momentum("sgd", momentum, nesterov), scale_by_learning_rate(lr))
+
+
+def yogi(lr=1e-2, b1=0.9, b2=0.999, eps=1e-3, initial_accumulator_value=1e-6) -> GradientTransformation:
+    """Yogi (Zaheer et al., 2018): Adam whose second moment changes additively, so it forgets more slowly.
+
+    >>> yogi(1e-2).init({"w": np.zeros(1)})[0].nu["w"]
+    array([1.e-06])
+    """
+    return _optimizer("yogi", scale_by_yogi(b1, b2, eps, 0.0, initial_accumulator_value), scale_by_learning_rate(lr))
+
+
+# ---- more --------------------------------------------------------------------------------------------
+def nadam(lr=2e-3, b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> GradientTransformation:
+    """NAdam (Dozat, 2016): Adam with Nesterov momentum; PyTorch's ``NAdam``.
+
+    >>> nadam().init({"w": np.zeros(1)})[0].mu_product
+    array(1.)
+    """
+    return _optimizer("nadam", scale_by_nadam(b1, b2, eps, momentum_decay), scale_by_learning_rate(lr))
+
+
+def adadelta(lr=1.0, rho=0.9, eps=1e-6) -> GradientTransformation:
+    """Adadelta (Zeiler, 2012): steps scaled by the ratio of past update and gradient RMS; PyTorch's ``Adadelta``.
+
+    >>> adadelta().init({"w": np.zeros(1)})[0].delta_nu["w"]
+    array([0.])
+    """
+    return _optimizer("adadelta", scale_by_adadelta(rho, eps), scale_by_learning_rate(lr))
+
+
+def lion(lr=1e-4, b1=0.9, b2=0.99, weight_decay=0.0, mask=None) -> GradientTransformation:
+    """Lion (Chen et al., 2023): ``p -= lr (sign(b1 m + (1 - b1) g) + wd p)``; use a 3-10x smaller lr than Adam.
+
+    >>> lion(0.1).update({"w": np.array([-7.0])}, lion(0.1).init({"w": np.zeros(1)}), {"w": np.zeros(1)})[0]["w"]
+    array([0.1])
+    """
+    return _optimizer("lion", scale_by_lion(b1, b2), add_decayed_weights(weight_decay, mask),
+                      scale_by_learning_rate(lr))
+
+
+def lars(lr, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0, momentum=0.9, nesterov=False,
+         weight_decay_mask=None, trust_ratio_mask=None) -> GradientTransformation:
+    """LARS (You et al., 2017): SGD with momentum whose step is scaled per layer by ``coef ||p|| / ||g + wd p||``.
+
+    >>> type(lars(0.1).init({"w": np.zeros(1)})[-1]).__name__
+    'TraceState'
+    """
+    ratio = scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps)
+    return _optimizer("lars", add_decayed_weights(weight_decay, weight_decay_mask),
+                      ratio if trust_ratio_mask is None else masked(ratio, trust_ratio_mask),
+                      scale_by_learning_rate(lr), *_momentum("lars", momentum, nesterov))
+
+
+def adafactor(lr=None, min_dim_size_to_factor=128, decay_rate=0.8, clipping_threshold=1.0,
+              multiply_by_parameter_scale=True, eps=1e-30, min_scale=1e-3, weight_decay=0.0) -> GradientTransformation:
+    """Adafactor (Shazeer and Stern, 2018): Adam-like steps with O(n + m) memory for an (n, m) matrix.
+
+    The chain: ``scale_by_factored_rms`` (factored second moments), ``clip_by_block_rms`` (update
+    clipping at ``clipping_threshold``; None: off), ``scale_by_param_block_rms`` (the step relative to the
+    param's RMS, at least ``min_scale``; with ``multiply_by_parameter_scale``), decoupled weight decay,
+    and the learning rate. ``lr=None`` is the paper's relative step ``min(1e-2, 1 / sqrt(t))``.
+    No first moment (the paper's default, beta1 = 0).
+
+    >>> opt = adafactor(min_dim_size_to_factor=2)
+    >>> state = opt.init({"w": np.zeros((4, 3))})
+    >>> state[0].v_row["w"].shape, state[0].v_col["w"].shape
+    ((4,), (3,))
+    """
+    if lr is None:
+        def lr(count):                                             # the paper's relative step size
+            return min(1e-2, 1 / math.sqrt(count + 1))
+    parts = [scale_by_factored_rms(decay_rate, eps, min_dim_size_to_factor)]
+    if clipping_threshold is not None:
+        parts.append(clip_by_block_rms(clipping_threshold))
+    if multiply_by_parameter_scale:
+        parts.append(scale_by_param_block_rms(min_scale))
+    if weight_decay:
+        parts.append(add_decayed_weights(weight_decay))
+    return _optimizer("adafactor", *parts, scale_by_learning_rate(lr))
+
+
+def dpsgd(lr, l2_norm_clip, noise_multiplier, seed=0, momentum=None, nesterov=False) -> GradientTransformation:
+    """Differentially private SGD (Abadi et al., 2016): give ``update`` per-example gradients (E, *shape).
+
+    Each example's gradient is clipped to norm ``l2_norm_clip``; the sum gets Gaussian noise of std
+    ``noise_multiplier * l2_norm_clip`` and is divided by E; then (momentum) SGD. Get the per-example
+    gradients with ``axon.privacy.per_example_grads``.
+
+    >>> opt = dpsgd(0.1, l2_norm_clip=1.0, noise_multiplier=0.0)
+    >>> opt.update({"w": np.array([[30.0], [0.0]])}, opt.init({"w": np.zeros(1)}), {"w": np.zeros(1)})[0]["w"]
+    array([-0.05])
+    """
+    return chain(differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed),
+                 *_momentum("dpsgd", momentum, nesterov), scale_by_learning_rate(lr))

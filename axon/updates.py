@@ -1,0 +1,988 @@
+"""Gradient transformations: optimizers built from small composable pieces (Elixir Axon's Updates, Optax).
+
+A ``GradientTransformation`` is a pair of pure functions:
+
+- ``state = t.init(params)``: what the transformation remembers (moment estimates, a step count);
+- ``updates, state = t.update(grads, state, params)``: turn gradients into updates.
+
+``apply_updates(params, updates)`` adds them, ``params + updates``. ``chain`` runs transformations one
+after the other, and every transformation here also takes an optional *preceding* transformation as its
+first argument (Axon's combinator style), so these two are the same optimizer (Adam with step 0.1):
+
+>>> import numpy as np
+>>> opt = chain(scale_by_adam(), scale(-0.1))
+>>> opt = scale(scale_by_adam(), -0.1)
+>>> params = {"w": np.array([1.0, -2.0])}
+>>> state = opt.init(params)
+>>> grads = {"w": 2 * params["w"]}                         # the gradient of sum(w ** 2)
+>>> updates, state = opt.update(grads, state, params)
+>>> apply_updates(params, updates)["w"]
+array([ 0.9, -1.9])
+
+Params, grads, updates and states are trees (nested dicts, lists, tuples; see ``axon.tree``) of numpy
+arrays. A state is a NamedTuple of arrays (the step count is an int array), so ``np.savez`` stores it and
+a resumed run continues exactly. Nothing here changes its inputs in place. Scalars are Python floats, so
+float32 params get float32 updates. Shapes are checked where they matter: a transformation that keeps
+per-parameter state (or reads ``params``) raises ValueError naming the first path where the gradients do
+not match, and so does ``apply_updates``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from .random import rng
+from .tree import tree_leaves, tree_map, tree_structure_check
+
+__all__ = [
+    # the protocol and how to combine
+    "GradientTransformation", "EmptyState", "identity", "stateless", "stateful", "chain", "apply_updates",
+    "global_norm", "find_state",
+    # scaling
+    "scale", "scale_by_schedule", "scale_by_learning_rate", "scale_by_adam", "scale_by_belief", "scale_by_rms",
+    "scale_by_stddev", "scale_by_radam", "scale_by_yogi", "scale_by_nadam", "scale_by_adadelta", "scale_by_lion",
+    "scale_by_rss", "scale_by_trust_ratio", "scale_by_factored_rms", "scale_by_param_block_rms",
+    # momentum, regularisation, noise, clipping
+    "trace", "add_decayed_weights", "add_noise", "clip", "clip_by_global_norm", "clip_by_block_rms", "centralize",
+    # wrappers
+    "masked", "apply_if_finite", "accumulate_gradients", "ema_params",
+    # states
+    "ScaleByScheduleState", "ScaleByAdamState", "ScaleByNadamState", "ScaleByRmsState", "ScaleByStddevState",
+    "ScaleByAdadeltaState", "ScaleByLionState", "ScaleByRssState", "FactoredRmsState", "TraceState",
+    "AddNoiseState", "MaskedState", "ApplyIfFiniteState", "AccumulateGradientsState", "EmaParamsState",
+]
+
+
+# ---- the protocol ------------------------------------------------------------------------------------
+class GradientTransformation(NamedTuple):
+    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``."""
+    init: Callable
+    update: Callable
+
+
+class EmptyState(NamedTuple):
+    """The state of a transformation that remembers nothing."""
+
+
+class ScaleByScheduleState(NamedTuple):
+    count: np.ndarray                                              # () int64: updates so far
+
+
+class ScaleByAdamState(NamedTuple):
+    """Step count and first/second moment estimates (Adam, AdaBelief, RAdam, Yogi)."""
+    count: np.ndarray                                              # () int64
+    mu: Any                                                        # tree like params: E[g]
+    nu: Any                                                        # tree like params: E[g^2] (or its variant)
+
+
+class ScaleByNadamState(NamedTuple):
+    count: np.ndarray                                              # () int64
+    mu_product: np.ndarray                                         # () float64: prod of the momentum schedule
+    mu: Any
+    nu: Any
+
+
+class ScaleByRmsState(NamedTuple):
+    nu: Any                                                        # E[g^2]
+
+
+class ScaleByStddevState(NamedTuple):
+    mu: Any                                                        # E[g]
+    nu: Any                                                        # E[g^2]
+
+
+class ScaleByAdadeltaState(NamedTuple):
+    nu: Any                                                        # E[g^2]
+    delta_nu: Any                                                  # E[dx^2]
+
+
+class ScaleByLionState(NamedTuple):
+    mu: Any
+
+
+class ScaleByRssState(NamedTuple):
+    sum_of_squares: Any
+
+
+class FactoredRmsState(NamedTuple):
+    """Adafactor's accumulators: row and column means for matrices, a full ``v`` otherwise (None when unused)."""
+    count: np.ndarray
+    v_row: Any                                                     # (..., n) for a (..., n, m) leaf
+    v_col: Any                                                     # (..., m)
+    v: Any                                                         # leaf-shaped, for leaves not factored
+
+
+class TraceState(NamedTuple):
+    trace: Any
+
+
+class AddNoiseState(NamedTuple):
+    count: np.ndarray
+
+
+class MaskedState(NamedTuple):
+    inner_state: Any
+
+
+class ApplyIfFiniteState(NamedTuple):
+    notfinite_count: np.ndarray                                    # () int64: consecutive skipped steps
+    last_finite: np.ndarray                                        # () bool
+    total_notfinite: np.ndarray                                    # () int64
+    inner_state: Any
+
+
+class AccumulateGradientsState(NamedTuple):
+    mini_step: np.ndarray                                          # () int64: gradients summed since the last update
+    acc_grads: Any                                                 # tree like params: their sum
+    inner_state: Any
+
+
+class EmaParamsState(NamedTuple):
+    count: np.ndarray
+    ema: Any                                                       # tree like params: the moving average
+
+
+# ---- small helpers ---------------------------------------------------------------------------------
+def _count(n: int = 0) -> np.ndarray:
+    return np.asarray(n, dtype=np.int64)
+
+
+def _hyper(fn: str, name: str, value, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """``value`` as a Python float in ``[lo, hi]`` (numpy scalars would turn float32 updates into float64)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{fn}: {name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _schedule_or_float(fn: str, name: str, value):
+    """A callable ``count -> float`` is kept; a number becomes a Python float."""
+    if callable(value):
+        return value
+    return _hyper(fn, name, value)
+
+
+def _check_like(fn: str, reference, grads) -> None:
+    """ValueError naming the first path where ``grads`` differ in structure or shape from ``reference``.
+
+    ``reference`` is ``params`` or a state tree that mirrors them (so the message speaks of params).
+    """
+    try:
+        tree_structure_check(reference, grads)
+    except ValueError as e:
+        raise ValueError(f"{fn}: {e}") from None
+
+
+def _need_params(fn: str, params) -> None:
+    if params is None:
+        raise ValueError(f"{fn}: update needs params (call update(grads, state, params))")
+
+
+def _zeros(params):
+    return tree_map(np.zeros_like, params)
+
+
+def _norm(x) -> float:
+    """Euclidean norm of an array, as a Python float."""
+    x = np.ravel(x)
+    return math.sqrt(float(np.dot(x, x)))
+
+
+def global_norm(tree) -> float:
+    """``sqrt(sum of squares of every element of every leaf)``, as a Python float.
+
+    >>> global_norm({"a": np.array([3.0]), "b": np.array([[4.0]])})
+    5.0
+    """
+    return math.sqrt(sum(float(np.dot(np.ravel(x), np.ravel(x))) for x in tree_leaves(tree)))
+
+
+def find_state(state, state_type):
+    """The first NamedTuple of type ``state_type`` inside an optimizer state (depth first), or None.
+
+    >>> opt = chain(scale(-0.1), ema_params(0.9))
+    >>> state = opt.init({"w": np.ones(2)})
+    >>> find_state(state, EmaParamsState).ema["w"]
+    array([1., 1.])
+    """
+    if isinstance(state, state_type):
+        return state
+    children = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else ()
+    for child in children:
+        found = find_state(child, state_type)
+        if found is not None:
+            return found
+    return None
+
+
+def _combinator(make):
+    """Let ``make(*args)`` also take a preceding transformation first: ``make(t, *args) == chain(t, make(*args))``."""
+    @functools.wraps(make)
+    def build(*args, **kwargs):
+        if args and isinstance(args[0], GradientTransformation):
+            return chain(args[0], make(*args[1:], **kwargs))
+        return make(*args, **kwargs)
+    return build
+
+
+# ---- building and combining ----------------------------------------------------------------------
+def identity() -> GradientTransformation:
+    """Pass the gradients through unchanged.
+
+    >>> identity().update({"w": np.ones(2)}, EmptyState())[0]
+    {'w': array([1., 1.])}
+    """
+    return GradientTransformation(lambda params: EmptyState(), lambda grads, state, params=None: (grads, state))
+
+
+@_combinator
+def stateless(fn) -> GradientTransformation:
+    """A transformation without state from ``fn(updates, params) -> updates``.
+
+    >>> double = stateless(lambda updates, params: tree_map(lambda u: 2 * u, updates))
+    >>> double.update({"w": np.ones(2)}, double.init(None))[0]
+    {'w': array([2., 2.])}
+    """
+    def update(grads, state, params=None):
+        return fn(grads, params), state
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+@_combinator
+def stateful(init_fn, update_fn) -> GradientTransformation:
+    """A transformation from ``init_fn(params) -> state`` and ``update_fn(updates, state, params) -> (updates, state)``.
+
+    >>> counter = stateful(lambda params: np.asarray(0), lambda u, n, params: (u, np.asarray(n + 1)))
+    >>> counter.update({"w": np.ones(2)}, counter.init(None))[1]
+    array(1)
+    """
+    def update(grads, state, params=None):
+        return update_fn(grads, state, params)
+    return GradientTransformation(init_fn, update)
+
+
+def chain(*transforms) -> GradientTransformation:
+    """Run ``transforms`` one after the other; the state is the tuple of their states.
+
+    >>> sgd_momentum = chain(trace(decay=0.9), scale(-0.01))
+    >>> state = sgd_momentum.init({"w": np.zeros(3)})
+    >>> len(state), type(state[0]).__name__
+    (2, 'TraceState')
+    """
+    for i, t in enumerate(transforms):
+        if not isinstance(t, GradientTransformation):
+            raise TypeError(f"chain: argument {i} must be a GradientTransformation, got {type(t).__name__}")
+
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(grads, state, params=None):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(f"chain: expected a state tuple of {len(transforms)} transformation states, got "
+                             f"{type(state).__name__} of length {len(state) if isinstance(state, tuple) else '-'}")
+        new_state = []
+        for t, s in zip(transforms, state):
+            grads, s = t.update(grads, s, params)
+            new_state.append(s)
+        return grads, tuple(new_state)
+    return GradientTransformation(init, update)
+
+
+def apply_updates(params, updates):
+    """``params + updates`` leaf by leaf, each result keeping its param's dtype.
+
+    >>> apply_updates({"w": np.ones(2, np.float32)}, {"w": np.array([0.5, -0.5])})["w"]
+    array([1.5, 0.5], dtype=float32)
+    """
+    _check_like("apply_updates", params, updates)
+    return tree_map(lambda p, u: np.asarray(p + u).astype(np.result_type(p), copy=False), params, updates)
+
+
+# ---- scaling ---------------------------------------------------------------------------------------
+@_combinator
+def scale(step_size) -> GradientTransformation:
+    """Multiply the updates by a constant: ``u = step_size * g``.
+
+    >>> scale(-0.5).update({"w": np.array([2.0])}, EmptyState())[0]
+    {'w': array([-1.])}
+    """
+    step_size = _hyper("scale", "step_size", step_size)
+    return stateless(lambda updates, params: tree_map(lambda g: step_size * g, updates))
+
+
+@_combinator
+def scale_by_schedule(schedule) -> GradientTransformation:
+    """Multiply the updates by ``schedule(count)``, ``count`` the number of updates so far (0 first).
+
+    >>> t = scale_by_schedule(lambda count: 1.0 / (count + 1))
+    >>> state = t.init(None)
+    >>> u, state = t.update({"w": np.ones(1)}, state)
+    >>> u, state = t.update({"w": np.ones(1)}, state)
+    >>> u["w"], state.count
+    (array([0.5]), array(2))
+    """
+    if not callable(schedule):
+        raise TypeError(f"scale_by_schedule: schedule must be callable (count -> float), got {type(schedule).__name__}")
+
+    def update(grads, state, params=None):
+        step_size = float(schedule(int(state.count)))
+        return tree_map(lambda g: step_size * g, grads), ScaleByScheduleState(_count(state.count + 1))
+    return GradientTransformation(lambda params: ScaleByScheduleState(_count()), update)
+
+
+@_combinator
+def scale_by_learning_rate(lr, flip_sign: bool = True) -> GradientTransformation:
+    """Scale by ``-lr`` (a number or a schedule ``count -> lr``): the last step of every optimizer.
+
+    >>> scale_by_learning_rate(0.1).update({"w": np.array([1.0])}, EmptyState())[0]
+    {'w': array([-0.1])}
+    """
+    sign = -1.0 if flip_sign else 1.0
+    if callable(lr):
+        return scale_by_schedule(lambda count: sign * lr(count))
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"scale_by_learning_rate: lr must be a number or a schedule (count -> lr), "
+                        f"got {type(lr).__name__}")
+    return scale(sign * float(lr))
+
+
+@_combinator
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+    """Adam's direction (Kingma and Ba, 2015), bias-corrected moments of the gradient.
+
+    ``m = b1 m + (1 - b1) g``,  ``v = b2 v + (1 - b2) g^2``,
+    ``u = m_hat / (sqrt(v_hat + eps_root) + eps)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
+
+    >>> t = scale_by_adam()
+    >>> t.update({"w": np.array([3.0, -0.5])}, t.init({"w": np.zeros(2)}))[0]["w"].round(6)
+    array([ 1., -1.])
+    """
+    b1, b2 = _hyper("scale_by_adam", "b1", b1, 0, 1), _hyper("scale_by_adam", "b2", b2, 0, 1)
+    eps, eps_root = _hyper("scale_by_adam", "eps", eps, 0), _hyper("scale_by_adam", "eps_root", eps_root, 0)
+
+    def init(params):
+        return ScaleByAdamState(_count(), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_adam", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tree_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)               # bias corrections
+        updates = tree_map(lambda m, v: (c1 * m) / (np.sqrt(c2 * v + eps_root) + eps), mu, nu)
+        return updates, ScaleByAdamState(_count(t), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_belief(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16) -> GradientTransformation:
+    """AdaBelief's direction (Zhuang et al., 2020): Adam with the variance of g around its prediction m.
+
+    ``m = b1 m + (1 - b1) g``,  ``s = b2 s + (1 - b2) (g - m)^2 + eps_root``,
+    ``u = m_hat / (sqrt(s_hat) + eps)`` (bias corrections as in Adam; Algorithm 2 of the paper).
+
+    >>> t = scale_by_belief()
+    >>> t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(3)
+    array([1.111])
+    """
+    b1, b2 = _hyper("scale_by_belief", "b1", b1, 0, 1), _hyper("scale_by_belief", "b2", b2, 0, 1)
+    eps, eps_root = _hyper("scale_by_belief", "eps", eps, 0), _hyper("scale_by_belief", "eps_root", eps_root, 0)
+
+    def init(params):
+        return ScaleByAdamState(_count(), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_belief", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tree_map(lambda g, m, s: b2 * s + (1 - b2) * ((g - m) * (g - m)) + eps_root, grads, mu, state.nu)
+        c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
+        updates = tree_map(lambda m, s: (c1 * m) / (np.sqrt(c2 * s) + eps), mu, nu)
+        return updates, ScaleByAdamState(_count(t), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0) -> GradientTransformation:
+    """RMSProp's direction (Hinton): ``v = decay v + (1 - decay) g^2``, ``u = g / (sqrt(v) + eps)``.
+
+    >>> t = scale_by_rms(decay=0.75)
+    >>> t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(6)
+    array([2.])
+    """
+    decay, eps = _hyper("scale_by_rms", "decay", decay, 0, 1), _hyper("scale_by_rms", "eps", eps, 0)
+    initial_scale = _hyper("scale_by_rms", "initial_scale", initial_scale, 0)
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_rms", state.nu, grads)
+        nu = tree_map(lambda g, v: decay * v + (1 - decay) * (g * g), grads, state.nu)
+        return tree_map(lambda g, v: g / (np.sqrt(v) + eps), grads, nu), ScaleByRmsState(nu)
+    return GradientTransformation(lambda params: ScaleByRmsState(tree_map(lambda p: np.full_like(p, initial_scale),
+                                                                          params)), update)
+
+
+@_combinator
+def scale_by_stddev(decay=0.9, eps=1e-8, initial_scale=0.0) -> GradientTransformation:
+    """Centered RMSProp: divide by the standard deviation of g instead of its root mean square.
+
+    ``m = decay m + (1 - decay) g``, ``v = decay v + (1 - decay) g^2``, ``u = g / (sqrt(v - m^2) + eps)``.
+
+    >>> t = scale_by_stddev(decay=0.75)
+    >>> t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(6)
+    array([2.309401])
+    """
+    decay, eps = _hyper("scale_by_stddev", "decay", decay, 0, 1), _hyper("scale_by_stddev", "eps", eps, 0)
+    initial_scale = _hyper("scale_by_stddev", "initial_scale", initial_scale, 0)
+
+    def init(params):
+        return ScaleByStddevState(_zeros(params), tree_map(lambda p: np.full_like(p, initial_scale), params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_stddev", state.mu, grads)
+        mu = tree_map(lambda g, m: decay * m + (1 - decay) * g, grads, state.mu)
+        nu = tree_map(lambda g, v: decay * v + (1 - decay) * (g * g), grads, state.nu)
+        updates = tree_map(lambda g, m, v: g / (np.sqrt(v - m * m) + eps), grads, mu, nu)
+        return updates, ScaleByStddevState(mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8, threshold=5.0) -> GradientTransformation:
+    """Rectified Adam's direction (Liu et al., 2020): Adam once the variance of its step size is tractable.
+
+    ``rho_inf = 2 / (1 - b2) - 1``, ``rho_t = rho_inf - 2 t b2^t / (1 - b2^t)``. While ``rho_t <= threshold``
+    the step is momentum alone, ``u = m_hat``; after it,
+    ``u = r_t m_hat sqrt(1 - b2^t) / (sqrt(v) + eps)`` with
+    ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))`` (as the authors' code
+    and PyTorch place ``eps``).
+
+    >>> t = scale_by_radam()
+    >>> t.update({"w": np.array([3.0])}, t.init({"w": np.zeros(1)}))[0]["w"]    # first steps: momentum only
+    array([3.])
+    """
+    b1, b2 = _hyper("scale_by_radam", "b1", b1, 0, 1), _hyper("scale_by_radam", "b2", b2, 0, 1 - 1e-12)
+    eps, threshold = _hyper("scale_by_radam", "eps", eps, 0), _hyper("scale_by_radam", "threshold", threshold)
+    rho_inf = 2 / (1 - b2) - 1
+
+    def init(params):
+        return ScaleByAdamState(_count(), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_radam", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tree_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        c1 = 1 / (1 - b1 ** t)
+        rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        if rho_t > threshold:                                      # the adaptive step's variance is finite
+            r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            k = r_t * c1 * math.sqrt(1 - b2 ** t)
+            updates = tree_map(lambda m, v: (k * m) / (np.sqrt(v) + eps), mu, nu)
+        else:
+            updates = tree_map(lambda m: c1 * m, mu)
+        return updates, ScaleByAdamState(_count(t), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_yogi(b1=0.9, b2=0.999, eps=1e-3, eps_root=0.0, initial_accumulator_value=1e-6) -> GradientTransformation:
+    """Yogi's direction (Zaheer et al., 2018): Adam whose ``v`` moves additively, by at most ``(1 - b2) g^2``.
+
+    ``m = b1 m + (1 - b1) g``,  ``v = v - (1 - b2) sign(v - g^2) g^2``,
+    ``u = m_hat / (sqrt(v_hat + eps_root) + eps)``; ``m`` starts at 0, ``v`` at ``initial_accumulator_value``.
+
+    >>> t = scale_by_yogi()
+    >>> t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(4)
+    array([0.9994])
+    """
+    b1, b2 = _hyper("scale_by_yogi", "b1", b1, 0, 1), _hyper("scale_by_yogi", "b2", b2, 0, 1)
+    eps, eps_root = _hyper("scale_by_yogi", "eps", eps, 0), _hyper("scale_by_yogi", "eps_root", eps_root, 0)
+    v0 = _hyper("scale_by_yogi", "initial_accumulator_value", initial_accumulator_value, 0)
+
+    def init(params):
+        return ScaleByAdamState(_count(), _zeros(params), tree_map(lambda p: np.full_like(p, v0), params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_yogi", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tree_map(lambda g, v: v - (1 - b2) * np.sign(v - g * g) * (g * g), grads, state.nu)
+        c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
+        updates = tree_map(lambda m, v: (c1 * m) / (np.sqrt(c2 * v + eps_root) + eps), mu, nu)
+        return updates, ScaleByAdamState(_count(t), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> GradientTransformation:
+    """NAdam's direction (Dozat, 2016): Adam with Nesterov momentum and a warming momentum schedule.
+
+    ``mu_t = b1 (1 - 0.96^(t psi) / 2)`` (``psi = momentum_decay``), ``m = b1 m + (1 - b1) g``,
+    ``v = b2 v + (1 - b2) g^2``, ``d = sqrt(v / (1 - b2^t)) + eps``, and
+    ``u = (1 - mu_t) / (1 - prod_{i<=t} mu_i) g / d + mu_{t+1} / (1 - prod_{i<=t+1} mu_i) m / d``
+    (the formulation PyTorch's ``NAdam`` implements).
+
+    >>> t = scale_by_nadam()
+    >>> t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(4)
+    array([1.0565])
+    """
+    b1, b2 = _hyper("scale_by_nadam", "b1", b1, 0, 1), _hyper("scale_by_nadam", "b2", b2, 0, 1)
+    eps = _hyper("scale_by_nadam", "eps", eps, 0)
+    psi = _hyper("scale_by_nadam", "momentum_decay", momentum_decay, 0)
+
+    def mu_at(t):                                                  # the momentum schedule
+        return b1 * (1 - 0.5 * 0.96 ** (t * psi))
+
+    def init(params):
+        return ScaleByNadamState(_count(), np.asarray(1.0), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_nadam", state.mu, grads)
+        t = int(state.count) + 1
+        mu_t, mu_next = mu_at(t), mu_at(t + 1)
+        product = float(state.mu_product) * mu_t
+        k_g, k_m = (1 - mu_t) / (1 - product), mu_next / (1 - product * mu_next)
+        c2 = 1 / (1 - b2 ** t)
+        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tree_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        updates = tree_map(lambda g, m, v: (k_g * g + k_m * m) / (np.sqrt(c2 * v) + eps), grads, mu, nu)
+        return updates, ScaleByNadamState(_count(t), np.asarray(product), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_adadelta(rho=0.9, eps=1e-6) -> GradientTransformation:
+    """Adadelta's direction (Zeiler, 2012): a step in the units of the parameters, no learning rate needed.
+
+    ``v = rho v + (1 - rho) g^2``, ``u = sqrt(d + eps) / sqrt(v + eps) g``, ``d = rho d + (1 - rho) u^2``.
+
+    >>> t = scale_by_adadelta()
+    >>> t.update({"w": np.array([1.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(5)
+    array([0.00316])
+    """
+    rho, eps = _hyper("scale_by_adadelta", "rho", rho, 0, 1), _hyper("scale_by_adadelta", "eps", eps, 0)
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_adadelta", state.nu, grads)
+        nu = tree_map(lambda g, v: rho * v + (1 - rho) * (g * g), grads, state.nu)
+        updates = tree_map(lambda g, v, d: np.sqrt(d + eps) / np.sqrt(v + eps) * g, grads, nu, state.delta_nu)
+        delta_nu = tree_map(lambda u, d: rho * d + (1 - rho) * (u * u), updates, state.delta_nu)
+        return updates, ScaleByAdadeltaState(nu, delta_nu)
+    return GradientTransformation(lambda params: ScaleByAdadeltaState(_zeros(params), _zeros(params)), update)
+
+
+@_combinator
+def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
+    """Lion's direction (Chen et al., 2023): the sign of an interpolated momentum.
+
+    ``u = sign(b1 m + (1 - b1) g)``, then ``m = b2 m + (1 - b2) g``.
+
+    >>> t = scale_by_lion()
+    >>> t.update({"w": np.array([0.3, -2.0, 0.0])}, t.init({"w": np.zeros(3)}))[0]["w"]
+    array([ 1., -1.,  0.])
+    """
+    b1, b2 = _hyper("scale_by_lion", "b1", b1, 0, 1), _hyper("scale_by_lion", "b2", b2, 0, 1)
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_lion", state.mu, grads)
+        updates = tree_map(lambda g, m: np.sign(b1 * m + (1 - b1) * g), grads, state.mu)
+        mu = tree_map(lambda g, m: b2 * m + (1 - b2) * g, grads, state.mu)
+        return updates, ScaleByLionState(mu)
+    return GradientTransformation(lambda params: ScaleByLionState(_zeros(params)), update)
+
+
+@_combinator
+def scale_by_rss(initial_accumulator_value=0.0, eps=1e-10) -> GradientTransformation:
+    """Adagrad's direction (Duchi et al., 2011): divide by the root of the sum of all squared gradients.
+
+    ``s = s + g^2``, ``u = g / (sqrt(s) + eps)``.
+
+    >>> t = scale_by_rss()
+    >>> state = t.init({"w": np.zeros(1)})
+    >>> u, state = t.update({"w": np.array([3.0])}, state)
+    >>> u, state = t.update({"w": np.array([4.0])}, state)
+    >>> u["w"], state.sum_of_squares["w"]
+    (array([0.8]), array([25.]))
+    """
+    s0 = _hyper("scale_by_rss", "initial_accumulator_value", initial_accumulator_value, 0)
+    eps = _hyper("scale_by_rss", "eps", eps, 0)
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_rss", state.sum_of_squares, grads)
+        sums = tree_map(lambda g, s: s + g * g, grads, state.sum_of_squares)
+        return tree_map(lambda g, s: g / (np.sqrt(s) + eps), grads, sums), ScaleByRssState(sums)
+    return GradientTransformation(lambda params: ScaleByRssState(tree_map(lambda p: np.full_like(p, s0), params)),
+                                  update)
+
+
+@_combinator
+def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> GradientTransformation:
+    """Scale each leaf's update by ``coef * ||p|| / (||u|| + eps)`` (LARS, LAMB; You et al., 2017, 2019).
+
+    Norms are per leaf (per layer) and at least ``min_norm``; a leaf whose param or update norm is 0 keeps
+    its update unchanged.
+
+    >>> t = scale_by_trust_ratio()
+    >>> t.update({"w": np.array([0.0, 2.0])}, EmptyState(), {"w": np.array([3.0, 4.0])})[0]
+    {'w': array([0., 5.])}
+    """
+    min_norm = _hyper("scale_by_trust_ratio", "min_norm", min_norm, 0)
+    coef = _hyper("scale_by_trust_ratio", "trust_coefficient", trust_coefficient, 0)
+    eps = _hyper("scale_by_trust_ratio", "eps", eps, 0)
+
+    def ratio_times(u, p):
+        p_norm, u_norm = max(_norm(p), min_norm), max(_norm(u), min_norm)
+        if p_norm == 0 or u_norm == 0:
+            return u
+        return (coef * p_norm / (u_norm + eps)) * u
+
+    def update(grads, state, params=None):
+        _need_params("scale_by_trust_ratio", params)
+        _check_like("scale_by_trust_ratio", params, grads)
+        return tree_map(ratio_times, grads, params), state
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+def _factored(shape, min_dim: int) -> bool:
+    """Adafactor factors a leaf's second moment when its last two axes are both at least ``min_dim`` long."""
+    return len(shape) >= 2 and min(shape[-2:]) >= min_dim
+
+
+@_combinator
+def scale_by_factored_rms(decay_rate=0.8, eps=1e-30, min_dim_size_to_factor=128) -> GradientTransformation:
+    """Adafactor's direction (Shazeer and Stern, 2018): ``g / sqrt(v_hat)`` with a factored ``v_hat``.
+
+    ``beta_t = 1 - t^(-decay_rate)``. A leaf of shape (..., n, m) keeps row means ``R`` (..., n) and column
+    means ``C`` (..., m) of ``g^2 + eps``, each an EMA with ``beta_t``, and uses
+    ``v_hat = R C^T / mean(R)`` (rank one: O(n + m) memory instead of O(nm)). Other leaves keep a full EMA
+    ``v`` of ``g^2 + eps``. The first step has ``beta_1 = 0``: no bias to correct.
+
+    >>> t = scale_by_factored_rms(min_dim_size_to_factor=2)
+    >>> state = t.init({"w": np.zeros((2, 3))})
+    >>> state.v_row["w"].shape, state.v_col["w"].shape, state.v["w"]
+    ((2,), (3,), None)
+    """
+    decay_rate = _hyper("scale_by_factored_rms", "decay_rate", decay_rate, 0)
+    eps = _hyper("scale_by_factored_rms", "eps", eps, 0)
+    min_dim = int(_hyper("scale_by_factored_rms", "min_dim_size_to_factor", min_dim_size_to_factor, 1))
+
+    def init(params):
+        def rows(p): return np.zeros(p.shape[:-1], p.dtype) if _factored(p.shape, min_dim) else None
+        def cols(p): return np.zeros(p.shape[:-2] + p.shape[-1:], p.dtype) if _factored(p.shape, min_dim) else None
+        def full(p): return None if _factored(p.shape, min_dim) else np.zeros_like(p)
+        return FactoredRmsState(_count(), tree_map(rows, params), tree_map(cols, params), tree_map(full, params))
+
+    def scaled(g, r, c, v):                                        # g / sqrt(v_hat) for one leaf
+        if v is not None:
+            return g / np.sqrt(v)
+        row_scale = 1 / np.sqrt(r / r.mean(axis=-1, keepdims=True))       # (..., n)
+        return g * row_scale[..., :, None] * (1 / np.sqrt(c))[..., None, :]   # (..., n, m)
+
+    def update(grads, state, params=None):
+        if params is not None:
+            _check_like("scale_by_factored_rms", params, grads)
+        t = int(state.count) + 1
+        beta = 1 - t ** -decay_rate
+        g2 = tree_map(lambda g: g * g + eps, grads)
+        v_row = tree_map(lambda s, r: None if r is None else beta * r + (1 - beta) * s.mean(axis=-1), g2, state.v_row)
+        v_col = tree_map(lambda s, c: None if c is None else beta * c + (1 - beta) * s.mean(axis=-2), g2, state.v_col)
+        v = tree_map(lambda s, v: None if v is None else beta * v + (1 - beta) * s, g2, state.v)
+        return tree_map(scaled, grads, v_row, v_col, v), FactoredRmsState(_count(t), v_row, v_col, v)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
+    """Scale each leaf's update by ``max(min_scale, rms(p))``: Adafactor's relative step size.
+
+    >>> t = scale_by_param_block_rms()
+    >>> t.update({"w": np.ones(2)}, EmptyState(), {"w": np.array([3.0, -3.0])})[0]
+    {'w': array([3., 3.])}
+    """
+    min_scale = _hyper("scale_by_param_block_rms", "min_scale", min_scale, 0)
+
+    def update(grads, state, params=None):
+        _need_params("scale_by_param_block_rms", params)
+        _check_like("scale_by_param_block_rms", params, grads)
+        return tree_map(lambda u, p: max(min_scale, _norm(p) / math.sqrt(max(p.size, 1))) * u, grads, params), state
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+# ---- momentum, weight decay, noise ---------------------------------------------------------------
+@_combinator
+def trace(decay=0.9, nesterov: bool = False) -> GradientTransformation:
+    """Momentum: ``t = decay t + g``; the update is ``t`` (heavy ball) or ``g + decay t`` (Nesterov).
+
+    With ``scale(-lr)`` after it this is PyTorch's ``SGD(momentum=decay, nesterov=...)``.
+
+    >>> t = trace(decay=0.5)
+    >>> state = t.init({"w": np.zeros(1)})
+    >>> u, state = t.update({"w": np.ones(1)}, state)
+    >>> u, state = t.update({"w": np.ones(1)}, state)
+    >>> u["w"]
+    array([1.5])
+    """
+    decay = _hyper("trace", "decay", decay, 0)
+
+    def update(grads, state, params=None):
+        _check_like("trace", state.trace, grads)
+        new_trace = tree_map(lambda g, t: decay * t + g, grads, state.trace)
+        updates = tree_map(lambda g, t: g + decay * t, grads, new_trace) if nesterov else new_trace
+        return updates, TraceState(new_trace)
+    return GradientTransformation(lambda params: TraceState(_zeros(params)), update)
+
+
+@_combinator
+def add_decayed_weights(weight_decay=0.0, mask=None) -> GradientTransformation:
+    """Add ``weight_decay * p`` to the updates (decoupled weight decay, as in AdamW when placed before the lr).
+
+    ``weight_decay`` is a number or a schedule ``count -> float``; ``mask`` (a tree of bools like params, a
+    prefix of it, or a function ``params -> mask``) limits the decay to the leaves marked True.
+
+    >>> t = add_decayed_weights(0.1)
+    >>> t.update({"w": np.zeros(2)}, t.init(None), {"w": np.array([1.0, -2.0])})[0]
+    {'w': array([ 0.1, -0.2])}
+    """
+    weight_decay = _schedule_or_float("add_decayed_weights", "weight_decay", weight_decay)
+    scheduled = callable(weight_decay)
+
+    def init(params):
+        return ScaleByScheduleState(_count()) if scheduled else EmptyState()
+
+    def update(grads, state, params=None):
+        _need_params("add_decayed_weights", params)
+        _check_like("add_decayed_weights", params, grads)
+        wd = float(weight_decay(int(state.count))) if scheduled else weight_decay
+        new_state = ScaleByScheduleState(_count(state.count + 1)) if scheduled else state
+        return tree_map(lambda g, p: g + wd * p, grads, params), new_state
+    t = GradientTransformation(init, update)
+    return t if mask is None else masked(t, mask)
+
+
+@_combinator
+def add_noise(eta=0.01, gamma=0.55, seed=0) -> GradientTransformation:
+    """Add Gaussian noise of variance ``eta / (1 + count)^gamma`` (Neelakantan et al., 2015).
+
+    The noise of step ``count`` is drawn from ``axon.random.rng(seed, "add_noise", count)`` (leaves in tree
+    order), so a resumed run adds the same noise as an uninterrupted one.
+
+    >>> t = add_noise(eta=0.01, seed=0)
+    >>> u, state = t.update({"w": np.zeros(3, np.float32)}, t.init(None))
+    >>> u["w"].dtype, bool((u["w"] != 0).all()), state.count
+    (dtype('float32'), True, array(1))
+    """
+    eta = _hyper("add_noise", "eta", eta, 0)
+    gamma = _hyper("add_noise", "gamma", gamma, 0)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"add_noise: seed must be an int, got {type(seed).__name__}")
+
+    def update(grads, state, params=None):
+        count = int(state.count)
+        std = math.sqrt(eta / (1 + count) ** gamma)
+        gen = rng(seed, "add_noise", count)                        # one stream per step; leaves in tree order
+        noisy = tree_map(lambda g: g + std * gen.standard_normal(np.shape(g)).astype(np.result_type(g), copy=False),
+                         grads)
+        return noisy, AddNoiseState(_count(count + 1))
+    return GradientTransformation(lambda params: AddNoiseState(_count()), update)
+
+
+# ---- clipping and centralisation -------------------------------------------------------------------
+@_combinator
+def clip(max_delta) -> GradientTransformation:
+    """Clip every element of the updates to ``[-max_delta, max_delta]``.
+
+    >>> clip(1.0).update({"w": np.array([-3.0, 0.5, 2.0])}, EmptyState())[0]
+    {'w': array([-1. ,  0.5,  1. ])}
+    """
+    max_delta = _hyper("clip", "max_delta", max_delta, 0)
+    return stateless(lambda updates, params: tree_map(lambda g: np.clip(g, -max_delta, max_delta), updates))
+
+
+@_combinator
+def clip_by_global_norm(max_norm) -> GradientTransformation:
+    """Rescale all updates together so their global norm is at most ``max_norm`` (Pascanu et al., 2013).
+
+    ``u = g * min(1, max_norm / ||g||)`` with ``||g||`` the norm over every element of every leaf.
+
+    >>> clip_by_global_norm(1.0).update({"a": np.array([3.0]), "b": np.array([4.0])}, EmptyState())[0]
+    {'a': array([0.6]), 'b': array([0.8])}
+    """
+    max_norm = _hyper("clip_by_global_norm", "max_norm", max_norm, 0)
+
+    def clip_fn(updates, params):
+        norm = global_norm(updates)
+        if norm <= max_norm:
+            return updates
+        factor = max_norm / norm
+        return tree_map(lambda g: factor * g, updates)
+    return stateless(clip_fn)
+
+
+@_combinator
+def clip_by_block_rms(threshold=1.0) -> GradientTransformation:
+    """Divide each leaf's update by ``max(1, rms(u) / threshold)`` (Adafactor's update clipping).
+
+    >>> clip_by_block_rms(1.0).update({"w": np.array([3.0, -3.0])}, EmptyState())[0]
+    {'w': array([ 1., -1.])}
+    """
+    threshold = _hyper("clip_by_block_rms", "threshold", threshold, 0)
+
+    def clip_fn(updates, params):
+        return tree_map(lambda u: u * (1 / max(1.0, _norm(u) / math.sqrt(max(u.size, 1)) / threshold)), updates)
+    return stateless(clip_fn)
+
+
+@_combinator
+def centralize() -> GradientTransformation:
+    """Gradient centralisation (Yong et al., 2020): remove the mean of each output unit's weight gradient.
+
+    For leaves with two or more axes (a dense kernel (in, out), a conv kernel (kh, kw, in, out)) subtract
+    the mean over every axis but the last; vectors (biases) pass unchanged.
+
+    >>> centralize().update({"k": np.array([[1.0, 2.0], [3.0, 6.0]]), "b": np.ones(2)}, EmptyState())[0]["k"]
+    array([[-1., -2.],
+           [ 1.,  2.]])
+    """
+    def center(g):
+        if np.ndim(g) < 2:
+            return g
+        return g - g.mean(axis=tuple(range(g.ndim - 1)), keepdims=True)   # (..., out) minus (1, ..., 1, out)
+    return stateless(lambda updates, params: tree_map(center, updates))
+
+
+# ---- wrappers --------------------------------------------------------------------------------------
+def masked(inner: GradientTransformation, mask) -> GradientTransformation:
+    """Apply ``inner`` to the leaves where ``mask`` is True; the others pass through unchanged.
+
+    ``mask`` is a tree of bools with params' structure (or a prefix of it: ``{"dense_0": True}`` covers the
+    whole layer), or a function ``params -> mask``. ``inner`` sees trees where the other leaves are None
+    (empty subtrees), so its state holds nothing for them.
+
+    >>> t = masked(scale(10.0), {"kernel": True, "bias": False})
+    >>> t.update({"kernel": np.ones(1), "bias": np.ones(1)}, t.init({"kernel": np.ones(1), "bias": np.ones(1)}))[0]
+    {'kernel': array([10.]), 'bias': array([1.])}
+    """
+    if not isinstance(inner, GradientTransformation):
+        raise TypeError(f"masked: inner must be a GradientTransformation, got {type(inner).__name__}")
+
+    def mask_for(tree):
+        m = mask(tree) if callable(mask) else mask
+        try:
+            tree_map(lambda keep, x: None, m, tree)                # checks that m is a prefix of tree
+        except ValueError as e:
+            raise ValueError(f"masked: the mask does not match the params: {e}") from None
+        return m
+
+    def keep_masked(m, tree):
+        return tree_map(lambda keep, x: x if keep else None, m, tree)
+
+    def init(params):
+        return MaskedState(inner.init(keep_masked(mask_for(params), params)))
+
+    def update(grads, state, params=None):
+        m = mask_for(params if params is not None else grads)
+        inner_params = None if params is None else keep_masked(m, params)
+        new, inner_state = inner.update(keep_masked(m, grads), state.inner_state, inner_params)
+        merged = tree_map(lambda keep, u, g: u if keep else g, m, new, grads)
+        return merged, MaskedState(inner_state)
+    return GradientTransformation(init, update)
+
+
+def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int = 5) -> GradientTransformation:
+    """Skip steps whose gradients hold NaN or inf: zero updates and ``inner``'s state kept as it was.
+
+    After more than ``max_consecutive_errors`` bad steps in a row the update is applied anyway (so a run
+    that has really diverged does not skip silently forever). The state counts skipped steps.
+
+    >>> t = apply_if_finite(scale(-1.0))
+    >>> u, state = t.update({"w": np.array([np.nan, 1.0])}, t.init({"w": np.zeros(2)}))
+    >>> u["w"], state.total_notfinite
+    (array([0., 0.]), array(1))
+    """
+    if not isinstance(inner, GradientTransformation):
+        raise TypeError(f"apply_if_finite: inner must be a GradientTransformation, got {type(inner).__name__}")
+    max_errors = int(_hyper("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, 0))
+
+    def init(params):
+        return ApplyIfFiniteState(_count(), np.asarray(True), _count(), inner.init(params))
+
+    def update(grads, state, params=None):
+        finite = all(np.isfinite(g).all() for g in tree_leaves(grads))
+        notfinite_count = 0 if finite else int(state.notfinite_count) + 1
+        total = int(state.total_notfinite) + (not finite)
+        if finite or notfinite_count > max_errors:
+            updates, inner_state = inner.update(grads, state.inner_state, params)
+        else:
+            updates, inner_state = tree_map(np.zeros_like, grads), state.inner_state
+        return updates, ApplyIfFiniteState(_count(notfinite_count), np.asarray(finite), _count(total), inner_state)
+    return GradientTransformation(init, update)
+
+
+def accumulate_gradients(inner: GradientTransformation, every_k: int) -> GradientTransformation:
+    """Average the gradients of ``every_k`` calls and let ``inner`` update once with that mean.
+
+    The other calls return zero updates, so ``apply_updates`` leaves the params alone: a batch of
+    ``every_k * batch_size`` examples with the memory of one batch. ``state.mini_step == 0`` after an update.
+
+    >>> t = accumulate_gradients(scale(-1.0), every_k=2)
+    >>> state = t.init({"w": np.zeros(1)})
+    >>> u, state = t.update({"w": np.array([1.0])}, state)
+    >>> u["w"], int(state.mini_step)
+    (array([0.]), 1)
+    >>> u, state = t.update({"w": np.array([3.0])}, state)
+    >>> u["w"], int(state.mini_step)
+    (array([-2.]), 0)
+    """
+    if not isinstance(inner, GradientTransformation):
+        raise TypeError(f"accumulate_gradients: inner must be a GradientTransformation, got {type(inner).__name__}")
+    if isinstance(every_k, bool) or not isinstance(every_k, numbers.Integral) or every_k < 1:
+        raise ValueError(f"accumulate_gradients: every_k must be an integer >= 1, got {every_k!r}")
+    k = int(every_k)
+
+    def init(params):
+        return AccumulateGradientsState(_count(), _zeros(params), inner.init(params))
+
+    def update(grads, state, params=None):
+        _check_like("accumulate_gradients", state.acc_grads, grads)
+        acc = tree_map(lambda g, a: a + g, grads, state.acc_grads)
+        mini_step = int(state.mini_step) + 1
+        if mini_step < k:
+            return tree_map(np.zeros_like, grads), AccumulateGradientsState(_count(mini_step), acc, state.inner_state)
+        mean = tree_map(lambda a: (1 / k) * a, acc)
+        updates, inner_state = inner.update(mean, state.inner_state, params)
+        return updates, AccumulateGradientsState(_count(), tree_map(np.zeros_like, acc), inner_state)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def ema_params(decay=0.999) -> GradientTransformation:
+    """Keep an exponential moving average of the params (Polyak averaging); the updates pass unchanged.
+
+    Put it last in a chain, after the learning rate: it averages ``params + updates``, the params the step
+    produces: ``ema = decay ema + (1 - decay) (p + u)``, starting from the initial params. Read the average
+    with ``find_state(state, EmaParamsState).ema``.
+
+    >>> opt = chain(scale(-1.0), ema_params(0.5))
+    >>> params = {"w": np.array([4.0])}
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update({"w": np.array([2.0])}, state, params)
+    >>> apply_updates(params, updates)["w"], find_state(state, EmaParamsState).ema["w"]
+    (array([2.]), array([3.]))
+    """
+    decay = _hyper("ema_params", "decay", decay, 0, 1)
+
+    def init(params):
+        return EmaParamsState(_count(), tree_map(np.copy, params))
+
+    def update(grads, state, params=None):
+        _need_params("ema_params", params)
+        _check_like("ema_params", params, grads)
+        ema = tree_map(lambda e, p, u: decay * e + (1 - decay) * (p + u), state.ema, params, grads)
+        return grads, EmaParamsState(_count(state.count + 1), ema)
+    return GradientTransformation(init, update)
