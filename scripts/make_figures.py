@@ -107,6 +107,38 @@ def computation_graph(plt):
     return fig
 
 
+@figure
+def activations(plt):
+    """Six activations and their derivatives, the derivatives from axon's ``grad`` (chapter 3).
+
+    As in ``tanh_derivatives``: ``grad`` of ``x -> sum(f(x))`` is f'(x) at every point at once,
+    because each element of the sum depends only on its own x.
+    """
+    from axon import activations as A
+    from axon.autograd import grad
+
+    x = np.linspace(-4.0, 4.0, 801)                            # (801,) float64; no point lands on 0 exactly
+    names = ["relu", "sigmoid", "tanh", "softplus", "gelu", "silu"]
+    styles = ["-", "--", "-.", ":", "-", "--"]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharex=True)
+    for name, style in zip(names, styles):
+        f = A.get(name)
+        df = grad(lambda x, f=f: f(x).sum())                   # x -> f'(x), elementwise
+        left.plot(x, f(x).numpy(), style, linewidth=1.8, label=name)
+        right.plot(x, df(x), style, linewidth=1.8, label=name)
+    for ax, title in ((left, "f(x)"), (right, "f'(x), computed by axon.grad")):
+        ax.axhline(0, color="0.7", linewidth=0.8)
+        ax.axvline(0, color="0.7", linewidth=0.8)
+        ax.set_xlabel("x")
+        ax.set_title(title)
+    left.set_ylim(-1.5, 4.0)
+    right.set_ylim(-0.2, 1.2)
+    right.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)   # beside the plots
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None) -> list:
     """Draw the figures named in ``argv`` (all by default); return the paths written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -51,12 +51,16 @@ def value_and_grad(f, argnums=0, has_aux=False):
     inside another ``grad``). With ``has_aux``, ``f`` returns ``(value, aux)`` and ``g`` returns
     ``((value, aux), grads)``.
     """
+    return _value_and_grad(f, argnums, has_aux, "value_and_grad")
+
+
+def _value_and_grad(f, argnums, has_aux, caller):
     nums = tuple(argnums) if isinstance(argnums, (tuple, list)) else (argnums,)
 
     def value_and_grad_f(*args, **kwargs):
         for n in nums:
             if not -len(args) <= n < len(args):
-                raise ValueError(f"value_and_grad: argnums={argnums} but the function got {len(args)} arguments")
+                raise ValueError(f"{caller}: argnums={argnums} but the function got {len(args)} arguments")
         args = list(args)
         nested = any(_is_traced(x) for n in nums for x in tree_leaves(args[n]))
         for n in nums:
@@ -66,7 +70,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         value, aux = out if has_aux else (out, None)
         if not isinstance(value, Tensor) or value.size != 1:
             got = getattr(value, "shape", type(value).__name__)
-            raise TypeError(f"value_and_grad: the function must return a single-element Tensor "
+            raise TypeError(f"{caller}: the function must return a single-element Tensor "
                             f"(a scalar loss), got {got}")
         targets = [t for n in nums for t in tree_leaves(args[n])]
         found = {}
@@ -93,7 +97,7 @@ def grad(f, argnums=0, has_aux=False):
 
     With ``has_aux``, ``g`` returns ``(grads, aux)``.
     """
-    value_and_grad_f = value_and_grad(f, argnums, has_aux)
+    value_and_grad_f = _value_and_grad(f, argnums, has_aux, "grad")
 
     def grad_f(*args, **kwargs):
         value, grads = value_and_grad_f(*args, **kwargs)

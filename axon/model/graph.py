@@ -137,8 +137,8 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
         try:
             with no_grad():
                 y = fn(*xs, **ps, **opts, **extra)
-        except (ValueError, TypeError, IndexError) as e:
-            raise ValueError(f"{op} layer cannot be applied to {describe()}: {e}") from None
+        except Exception as e:                                 # any failure: say which layer and inputs
+            raise ValueError(f"{op} layer cannot be applied to {describe()}: {e}") from e
         outs.append(np.shape(y.data if isinstance(y, Tensor) else y))
     one, two = outs
     if len(one) != len(two):
@@ -147,10 +147,16 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
 
 
 def _describe(parents) -> str:
-    """``'dense_0' (None, 128), 'input' (None, 784)``: each parent's provisional name and shape."""
+    """``'dense_0' (None, 128), 'dense_1' (None, 10)``: the parents' names (as one graph) and shapes."""
     if not parents:
         return "no inputs"
-    return ", ".join(f"'{p.names()[p.id]}' {p.shape}" for p in parents)
+    names = _pending(parents).names()
+    return ", ".join(f"'{names[p.id]}' {p.shape}" for p in parents)
+
+
+def _pending(parents) -> Axon:
+    """A placeholder node joining ``parents``, to name them (and check names) as one graph."""
+    return Axon(-1, "<pending>", "pending", tuple(parents), MappingProxyType({}), MappingProxyType({}), None)
 
 
 def _node(op, parents, fn, params=None, opts=None, name=None, uses=(), shape=None) -> Axon:
@@ -164,7 +170,9 @@ def _node(op, parents, fn, params=None, opts=None, name=None, uses=(), shape=Non
     uses = frozenset(uses)
     if shape is None:
         shape = _infer_shape(op, fn, [p.shape for p in parents], params, opts, uses, lambda: _describe(parents))
-    return Axon(next(_ids), name, op, parents, MappingProxyType(params), MappingProxyType(opts), shape, fn, uses)
+    node = Axon(next(_ids), name, op, parents, MappingProxyType(params), MappingProxyType(opts), shape, fn, uses)
+    node.names()                                              # a repeated name fails here, at the line that built it
+    return node
 
 
 def input(shape, name="input") -> Axon:

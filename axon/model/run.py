@@ -34,8 +34,9 @@ def _initializer(spec_init):
 def init(model: Axon, seed=0, dtype="float32") -> dict:
     """Fresh params for every layer: ``{layer: {param: array}}``, reproducible from ``seed``.
 
-    Each param's random stream depends only on the seed and the layer and param names, so adding a
-    layer elsewhere does not change the others' initial values.
+    Each param's random stream depends only on the seed and the layer and param names, so a layer
+    keeps its initial values when others are added, as long as its name stays the same (give it a
+    ``name=`` to be sure: automatic names like ``dense_1`` shift when a dense layer is inserted before).
     """
     names = model.names()
     params = {}

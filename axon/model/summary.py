@@ -22,10 +22,17 @@ from .graph import Axon, _infer_shape
 __all__ = ["summary", "summary_table", "as_graph", "count_params"]
 
 
-def count_params(model: Axon) -> tuple[int, int]:
-    """``(trainable + state parameter count, bytes in float32)`` over the whole model."""
-    n = sum(int(np.prod(s.shape)) for node in model.nodes() for s in node.params.values())
-    return n, 4 * n
+def count_params(model: Axon) -> dict:
+    """Parameter counts over the whole model: ``{"total", "trainable", "state", "frozen", "bytes"}`` (float32)."""
+    counts = {"total": 0, "trainable": 0, "state": 0, "frozen": 0}
+    for node in model.nodes():
+        for spec in node.params.values():
+            n = int(np.prod(spec.shape))
+            kind = "state" if spec.kind == "state" else "frozen" if spec.frozen else "trainable"
+            counts[kind] += n
+            counts["total"] += n
+    counts["bytes"] = 4 * counts["total"]
+    return counts
 
 
 def _shapes_for(model: Axon, input_shapes) -> dict:
@@ -67,9 +74,11 @@ def summary_table(model: Axon, input_shapes=None) -> str:
 
     def fmt(r):
         return "|" + "|".join(f" {c:<{w}} " for c, w in zip(r, widths)) + "|"
-    total, nbytes = count_params(model)
-    return "\n".join([line, fmt(header), line, *map(fmt, rows), line,
-                      f"Total parameters: {total:,} ({nbytes / 1024:,.2f} KB)"])
+    c = count_params(model)
+    footer = [f"Total parameters: {c['total']:,} ({c['bytes'] / 1024:,.2f} KB)"]
+    if c["trainable"] != c["total"]:                           # say what training will not update
+        footer.append(f"Trainable: {c['trainable']:,}, state: {c['state']:,}, frozen: {c['frozen']:,}")
+    return "\n".join([line, fmt(header), line, *map(fmt, rows), line, *footer])
 
 
 def summary(model: Axon, input_shapes=None) -> str:
@@ -81,14 +90,15 @@ def as_graph(model: Axon, format: str = "mermaid") -> str:
     """The model's DAG as Mermaid (``flowchart``) or Graphviz (``dot``) text, for docs and notebooks."""
     names = model.names()
     nodes = model.nodes()
+    index = {n.id: i for i, n in enumerate(nodes)}             # n0, n1, ... in graph order: stable text
     if format == "mermaid":
         lines = ["flowchart TD"]
-        lines += [f'    n{n.id}["{names[n.id]} ({n.op})<br/>{n.shape}"]' for n in nodes]
-        lines += [f"    n{p.id} --> n{n.id}" for n in nodes for p in n.parents]
+        lines += [f'    n{index[n.id]}["{names[n.id]} ({n.op})<br/>{n.shape}"]' for n in nodes]
+        lines += [f"    n{index[p.id]} --> n{index[n.id]}" for n in nodes for p in n.parents]
     elif format == "dot":
         lines = ["digraph model {", "    node [shape=box];"]
-        lines += [f'    n{n.id} [label="{names[n.id]} ({n.op})\\n{n.shape}"];' for n in nodes]
-        lines += [f"    n{p.id} -> n{n.id};" for n in nodes for p in n.parents]
+        lines += [f'    n{index[n.id]} [label="{names[n.id]} ({n.op})\\n{n.shape}"];' for n in nodes]
+        lines += [f"    n{index[p.id]} -> n{index[n.id]};" for n in nodes for p in n.parents]
         lines.append("}")
     else:
         raise ValueError(f"as_graph: format must be 'mermaid' or 'dot', got {format!r}")

@@ -6,14 +6,14 @@ Everything is channels-last by default (``channels="first"`` is supported); kern
 ``dense`` and (*kernel_size, in // groups, out) for convolutions whatever the input's layout; biases
 are (out,) or None. Every function accepts Tensors or numpy arrays and returns a Tensor.
 
-==============  ================================================================================
-linear          ``dense``, ``bilinear``, ``embedding``
-convolution     ``conv``, ``conv_transpose``, ``depthwise_conv``, ``separable_conv2d``, ``separable_conv3d``
-pooling         ``max_pool``, ``avg_pool``, ``lp_pool``, ``adaptive_{max,avg,lp}_pool``, ``global_{max,avg,lp}_pool``
-normalization   ``batch_norm``, ``layer_norm``, ``group_norm``, ``instance_norm``, ``rms_norm``
-dropout         ``dropout``, ``alpha_dropout``, ``feature_alpha_dropout``, ``spatial_dropout``
-shape           ``flatten``, ``reshape``, ``transpose``, ``pad``, ``resize``, ``concatenate``
-==============  ================================================================================
+    ==============  ================================================================================
+    linear          dense, bilinear, embedding
+    convolution     conv, conv_transpose, depthwise_conv, separable_conv2d, separable_conv3d
+    pooling         max_pool, avg_pool, lp_pool, adaptive_{max,avg,lp}_pool, global_{max,avg,lp}_pool
+    normalization   batch_norm, layer_norm, group_norm, instance_norm, rms_norm
+    dropout         dropout, alpha_dropout, feature_alpha_dropout, spatial_dropout
+    shape           flatten, reshape, transpose, pad, resize, concatenate
+    ==============  ================================================================================
 
 Shape inference without running a layer: every layer ``f`` has ``f_output_shape``, taking the same
 arguments with shapes in place of arrays (the batch entry may be ``None``); ``output_shape(name, ...)``

@@ -141,8 +141,10 @@ def conv_transpose_padding(kernel_size, strides, padding, kernel_dilation=1) -> 
     """Padding of the fractionally strided convolution that ``conv_transpose`` runs (as JAX and Axon).
 
     With the effective kernel ``k = (k - 1) d + 1`` and stride ``s``, per axis:
-    ``"valid"``: ``(k - 1, s - 1 + max(k - s, 0))``, giving ``n s + max(k - s, 0)`` outputs;
-    ``"same"``: ``(k - 1, s - 1)`` if ``s > k - 1`` else ``(ceil((k + s - 2) / 2), floor(...))``, giving ``n s``.
+
+    - ``"valid"``: ``(k - 1, s - 1 + max(k - s, 0))``, giving ``n s + max(k - s, 0)`` outputs;
+    - ``"same"``: ``(k - 1, s - 1)`` if ``s > k - 1`` else ``(ceil((k + s - 2) / 2), floor(...))``, giving ``n s``.
+
     Explicit padding is returned as pairs, unchanged.
 
     >>> conv_transpose_padding((3, 3), (2, 2), "same")
