@@ -84,7 +84,7 @@ def differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed=0) -> 
     """Clip per-example gradients, sum, add Gaussian noise, average: DP-SGD's aggregation step.
 
     ``grads`` carry a leading example axis (E, *param.shape), e.g. from ``per_example_grads``. With
-    ``n_e`` example e's global norm (over all its leaves) and ``C = l2_norm_clip``::
+    ``n_e`` example e's global norm (over all its leaves) and ``C = l2_norm_clip``:
 
         u = (sum_e g_e min(1, C / n_e) + N(0, (noise_multiplier C)^2 I)) / E
 

@@ -139,6 +139,90 @@ def activations(plt):
     return fig
 
 
+def _rosenbrock(w):
+    """(1 - x)² + 100 (y - x²)², minimum 0 at (1, 1): the valley of chapter 5."""
+    x, y = w[0], w[1]
+    return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+
+
+@figure
+def optimizer_paths(plt):
+    """Gradient descent, momentum and Adam on the Rosenbrock valley, 1,000 steps each (chapter 5).
+
+    The same optimizers and settings as the chapter's sections 5.1, 5.3 and 5.4, run through the loop
+    every optimizer shares: ``updates, state = opt.update(grads, state, w)``, ``w = apply_updates(w, updates)``.
+    """
+    from axon.autograd import grad
+    from axon.optimizers import adam, sgd
+    from axon.updates import apply_updates
+
+    def run(opt, steps=1000):
+        w = np.array([-1.2, 1.0])
+        state = opt.init(w)
+        path = [w]
+        for _ in range(steps):
+            updates, state = opt.update(grad(_rosenbrock)(w), state, w)
+            w = apply_updates(w, updates)
+            path.append(w)
+        return np.array(path)                                  # (steps + 1, 2)
+
+    runs = [("gradient descent, lr 1e-3", run(sgd(1e-3)), "#1f77b4"),
+            ("momentum 0.9, lr 1e-3", run(sgd(1e-3, momentum=0.9)), "#d62728"),
+            ("Adam, lr 0.1", run(adam(0.1, fused=False)), "#2ca02c")]
+    x, y = np.meshgrid(np.linspace(-1.6, 1.6, 400), np.linspace(-0.6, 1.8, 400))   # (400, 400) each
+    z = _rosenbrock(np.stack([x, y]))                          # (400, 400)
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
+    left.contour(x, y, np.log10(z + 1e-2), levels=np.linspace(-1, 3, 17), colors="0.75", linewidths=0.7)
+    for z_order, (label, path, color) in zip((4, 2, 3), runs):   # gradient descent's short path on top
+        left.plot(path[:, 0], path[:, 1], "-", color=color, linewidth=1.2, zorder=z_order)
+        left.plot(*path[-1], "o", color=color, markersize=7, markeredgecolor="k", zorder=5)   # after 1,000 steps
+        right.semilogy(np.arange(len(path)), _rosenbrock(path.T), color=color, linewidth=1.5, label=label)
+    left.plot(-1.2, 1.0, "ks", markersize=5)
+    left.annotate("start", (-1.2, 1.0), xytext=(-1.45, 1.3), fontsize=9)
+    left.plot(1.0, 1.0, "k*", markersize=11)
+    left.annotate("minimum", (1.0, 1.0), xytext=(0.95, 1.3), fontsize=9)
+    left.set_xlabel("x")
+    left.set_ylabel("y")
+    left.set_title("paths on the contours of the Rosenbrock function (dots: after 1,000 steps)", fontsize=10)
+    right.set_xlabel("step")
+    right.set_ylabel("loss")
+    right.set_title("loss, on a log scale", fontsize=10)
+    right.legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@figure
+def schedules(plt):
+    """Six learning-rate schedules from ``axon.schedules`` over 1,000 steps (chapter 5, section 5.10)."""
+    from axon import schedules as S
+
+    steps = np.arange(1000)
+    panels = [("exponential_decay(1e-3, 0.5,\n    transition_steps=250, staircase=True)",
+               S.exponential_decay(1e-3, 0.5, transition_steps=250, staircase=True)),
+              ("piecewise_constant([500, 800],\n    [1e-3, 3e-4, 1e-4])", S.piecewise_constant([500, 800], [1e-3, 3e-4, 1e-4])),
+              ("cosine_decay(1e-3, decay_steps=1000)", S.cosine_decay(1e-3, decay_steps=1000)),
+              ("warmup_cosine_decay(0.0, 1e-3,\n    warmup_steps=100, decay_steps=1000)",
+               S.warmup_cosine_decay(0.0, 1e-3, warmup_steps=100, decay_steps=1000)),
+              ("one_cycle(1000, 1e-3)", S.one_cycle(1000, 1e-3)),
+              ("join_schedules(\n  [linear_decay(0.0, 1e-3, 100), constant(1e-3),\n   linear_decay(1e-3, 0.0, 300)], [100, 700])",
+               S.join_schedules([S.linear_decay(0.0, 1e-3, 100), S.constant(1e-3), S.linear_decay(1e-3, 0.0, 300)],
+                                [100, 700]))]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.6), dpi=110, sharex=True, sharey=True)
+    for ax, (title, schedule) in zip(axes.ravel(), panels):
+        ax.plot(steps, [schedule(s) for s in steps], linewidth=2)
+        ax.set_title(title, fontsize=7, family="monospace", loc="left")
+        ax.set_ylim(-0.05e-3, 1.1e-3)
+        ax.grid(color="0.9")
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("learning rate")
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None) -> list:
     """Draw the figures named in ``argv`` (all by default); return the paths written."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
