@@ -19,7 +19,8 @@ sgd yogi``; with ``nadam adadelta lion lars adafactor``; differentially private 
 
 ``adam`` and ``adamw`` use the fused one-pass kernel ``axon.kernels.adam_update`` when it is available
 (``fused=None``, the default), the numpy transformations otherwise or with ``fused=False``; both give the
-same trajectory and the same state layout, so a checkpoint from one resumes on the other.
+same trajectory (equal up to floating-point rounding) and the same state layout, so a checkpoint from one
+resumes on the other.
 """
 from __future__ import annotations
 

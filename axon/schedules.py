@@ -16,7 +16,7 @@ import bisect
 import math
 import numbers
 
-__all__ = ["as_schedule", "constant", "linear_decay", "exponential_decay", "cosine_decay", "polynomial_decay",
+__all__ = ["as_schedule", "constant", "linear_decay", "linear_schedule", "exponential_decay", "cosine_decay", "polynomial_decay",
            "piecewise_constant", "warmup_cosine_decay", "one_cycle", "join_schedules"]
 
 
@@ -83,6 +83,10 @@ def linear_decay(init_value, end_value=0.0, transition_steps=1000, transition_be
         frac = min(max(_step(step) - begin, 0), steps) / steps
         return init + (end - init) * frac
     return schedule
+
+
+linear_schedule = linear_decay
+"""Optax's name for ``linear_decay``, which reads better for a rising ramp: ``linear_schedule(0.0, 1e-3, 100)``."""
 
 
 def exponential_decay(init_value, decay_rate, transition_steps=1, transition_begin=0, staircase=False,
