@@ -1,0 +1,294 @@
+"""Callbacks: small objects the loop calls at the end of every epoch.
+
+A callback looks at the ``TrainState`` (its ``history`` above all) and may return a changed one:
+early stopping sets ``stop_training`` (and puts the best params back), ``reduce_lr_on_plateau``
+lowers ``lr_scale``, ``checkpoint`` saves the state to disk. Whatever a callback must remember between
+epochs (the best value so far, a patience counter) it keeps in ``state.callbacks[its name]``, so it is
+saved with checkpoints and a resumed run makes the same decisions as an uninterrupted one.
+
+The hooks, in the order the loop calls them:
+
+- ``on_train_begin(state)`` once;
+- after each epoch, ``on_epoch_end(state)`` of every callback in turn (each may return a new state),
+  then ``after_epoch(state)`` of every callback with the epoch's final state (read-only: for saving);
+- ``on_train_end(state)`` once (also after Ctrl-C).
+
+A plain function ``fn(state)`` in ``callbacks=[...]`` is an ``on_epoch_end`` hook.
+
+>>> import numpy as np
+>>> from axon.training.step import TrainState
+>>> state = TrainState(params={}, opt_state=(), epoch=3, step=30, history={"val_loss": [0.5, 0.4, 0.45]},
+...                    seed=0, lr_scale=1.0, callbacks={})
+>>> stopper = early_stopping(monitor="val_loss", patience=1)
+>>> stopper.on_epoch_end(state).callbacks["early_stopping"]["best"]
+0.45
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from .. import serialization
+from ..tree import tree_map
+from .step import TrainState
+
+__all__ = ["Callback", "EarlyStopping", "Checkpoint", "ReduceLROnPlateau", "CSVLogger", "FunctionCallback",
+           "early_stopping", "checkpoint", "reduce_lr_on_plateau", "csv_logger", "on_epoch_end",
+           "as_callback", "load_checkpoint"]
+
+# Metrics that are better when larger: mode="auto" maximises a monitor whose name contains one of these.
+_HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1", "auc", "specificity", "sensitivity", "true_")
+
+
+class Callback:
+    """Base class: override the hooks you need; a hook returns a new ``TrainState`` or None (unchanged).
+
+    ``name`` keys the callback's saved state in ``state.callbacks``; give two callbacks of one kind
+    different names. ``stateful`` callbacks must have unique names.
+    """
+    name = "callback"
+    stateful = False
+
+    def on_train_begin(self, state: TrainState):
+        return None
+
+    def on_epoch_end(self, state: TrainState):
+        return None
+
+    def after_epoch(self, state: TrainState) -> None:
+        return None
+
+    def on_train_end(self, state: TrainState):
+        return None
+
+    # the callback's own entry in state.callbacks
+    def memory(self, state: TrainState, default: dict) -> dict:
+        """This callback's saved state (a dict), or ``default`` before its first epoch."""
+        return dict(state.callbacks.get(self.name, default))
+
+    def remember(self, state: TrainState, value: dict) -> TrainState:
+        """A state whose ``callbacks[self.name]`` is ``value``."""
+        return state._replace(callbacks={**state.callbacks, self.name: value})
+
+
+class _Monitor:
+    """Which history entry to watch, and whether lower or higher is better."""
+
+    def __init__(self, who: str, monitor: str, mode: str, min_delta: float):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{who}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if min_delta < 0:
+            raise ValueError(f"{who}: min_delta must be >= 0, got {min_delta}")
+        if mode == "auto":
+            mode = "max" if any(h in monitor for h in _HIGHER_IS_BETTER) else "min"
+        self.who, self.monitor, self.mode, self.min_delta = who, monitor, mode, float(min_delta)
+
+    def latest(self, state: TrainState) -> float:
+        values = state.history.get(self.monitor)
+        if not values:
+            hint = " (val_* metrics need validation_data=)" if self.monitor.startswith("val_") else ""
+            raise ValueError(f"{self.who}: monitor {self.monitor!r} is not in the history{hint}; "
+                             f"available: {sorted(state.history)}")
+        return float(values[-1])
+
+    def improved(self, value: float, best) -> bool:
+        """Better than ``best`` by more than ``min_delta`` (NaN never is)."""
+        if best is None:
+            return not np.isnan(value)
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best params.
+
+    ``min_delta``: the smallest change that counts as an improvement. ``mode``: "min", "max", or "auto"
+    (max for accuracy-like names, min otherwise). ``restore_best``: when stopping, put back the params
+    of the best epoch (they are kept, copied, in the state, so this survives a checkpoint/resume).
+    """
+    stateful = True
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0, mode: str = "auto",
+                 restore_best: bool = True, name: str = "early_stopping"):
+        if not isinstance(patience, (int, np.integer)) or patience < 1:
+            raise ValueError(f"early_stopping: patience must be a positive int, got {patience!r}")
+        self.watch = _Monitor("early_stopping", monitor, mode, min_delta)
+        self.patience, self.restore_best, self.name = int(patience), bool(restore_best), name
+
+    def on_epoch_end(self, state):
+        value = self.watch.latest(state)
+        mem = self.memory(state, {"best": None, "best_epoch": 0, "wait": 0, "best_params": None})
+        if self.watch.improved(value, mem["best"]):
+            mem.update(best=value, best_epoch=state.epoch, wait=0,
+                       best_params=tree_map(np.copy, state.params) if self.restore_best else None)
+        else:
+            mem["wait"] += 1
+        state = self.remember(state, mem)
+        if mem["wait"] >= self.patience:
+            if self.restore_best and mem["best_params"] is not None:
+                state = state._replace(params=tree_map(np.copy, mem["best_params"]))
+            print(f"early_stopping: {self.watch.monitor} has not improved for {self.patience} epochs "
+                  f"(best {mem['best']:.4f} at epoch {mem['best_epoch']})"
+                  f"{'; restoring its params' if self.restore_best else ''}", file=sys.stderr)
+            state = state._replace(stop_training=True)
+        return state
+
+
+class Checkpoint(Callback):
+    """Save the ``TrainState`` to ``path`` every ``every`` epochs, atomically; keep the best one too.
+
+    With ``keep_best``, the state of the best epoch so far (by ``monitor``: "val_loss" when there is
+    validation data, else "loss", unless given) is also saved to ``best_path`` (default: ``path`` with
+    ``.best`` before its suffix, ``ckpt.npz -> ckpt.best.npz``). Resume with
+    ``train(..., state=load_checkpoint(path))``.
+    """
+    stateful = True
+
+    def __init__(self, path, every: int = 1, monitor: str | None = None, mode: str = "auto",
+                 keep_best: bool = True, best_path=None, name: str = "checkpoint"):
+        if not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"checkpoint: every must be a positive int, got {every!r}")
+        self.path = os.fspath(path)
+        stem, suffix = os.path.splitext(self.path)
+        self.best_path = os.fspath(best_path) if best_path is not None else f"{stem}.best{suffix or '.npz'}"
+        self.every, self.keep_best, self.name = int(every), bool(keep_best), name
+        self.monitor, self.mode, self._save_best = monitor, mode, False
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint: the folder of '{self.path}' does not exist")
+
+    def on_epoch_end(self, state):
+        self._save_best = False
+        if not self.keep_best:
+            return None
+        monitor = self.monitor or ("val_loss" if "val_loss" in state.history else "loss")
+        watch = _Monitor("checkpoint", monitor, self.mode, 0.0)
+        value = watch.latest(state)
+        mem = self.memory(state, {"best": None, "best_epoch": 0})
+        if watch.improved(value, mem["best"]):
+            mem.update(best=value, best_epoch=state.epoch)
+            self._save_best = True
+        return self.remember(state, mem)
+
+    def after_epoch(self, state) -> None:
+        if state.epoch % self.every == 0 or state.stop_training:
+            serialization.save(self.path, state)
+        if self._save_best:
+            serialization.save(self.best_path, state)
+            self._save_best = False
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
+
+    It lowers ``state.lr_scale``, which scales every update the optimizer makes: for optimizers whose
+    last transformation is the learning rate (sgd, adam, adamw, ...), the same as scaling the rate.
+    After a reduction, ``cooldown`` epochs pass before counting again; ``min_scale`` is the floor.
+    """
+    stateful = True
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 5, min_delta: float = 1e-4,
+                 cooldown: int = 0, min_scale: float = 0.0, mode: str = "auto", name: str = "reduce_lr_on_plateau"):
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"reduce_lr_on_plateau: factor must be in (0, 1), got {factor}")
+        if not isinstance(patience, (int, np.integer)) or patience < 1:
+            raise ValueError(f"reduce_lr_on_plateau: patience must be a positive int, got {patience!r}")
+        self.watch = _Monitor("reduce_lr_on_plateau", monitor, mode, min_delta)
+        self.factor, self.patience, self.cooldown = float(factor), int(patience), int(cooldown)
+        self.min_scale, self.name = float(min_scale), name
+
+    def on_epoch_end(self, state):
+        value = self.watch.latest(state)
+        mem = self.memory(state, {"best": None, "wait": 0, "cooldown": 0})
+        in_cooldown = mem["cooldown"] > 0
+        if in_cooldown:
+            mem["cooldown"] -= 1
+            mem["wait"] = 0
+        if self.watch.improved(value, mem["best"]):
+            mem.update(best=value, wait=0)
+        elif not in_cooldown:
+            mem["wait"] += 1
+            if mem["wait"] >= self.patience:
+                scale = max(state.lr_scale * self.factor, self.min_scale)
+                if scale < state.lr_scale:
+                    print(f"reduce_lr_on_plateau: {self.watch.monitor} stalled for {self.patience} epochs; "
+                          f"learning rate x{scale:g}", file=sys.stderr)
+                    state = state._replace(lr_scale=scale)
+                mem.update(wait=0, cooldown=self.cooldown)
+        return self.remember(state, mem)
+
+
+class CSVLogger(Callback):
+    """Write the history as a CSV table (one row per epoch) to ``path`` after every epoch.
+
+    The whole table is rewritten each time (atomically) from ``state.history``, so a resumed run's
+    file holds every epoch, old and new.
+    """
+
+    def __init__(self, path, name: str = "csv_logger"):
+        self.path, self.name = os.fspath(path), name
+
+    def after_epoch(self, state) -> None:
+        keys = list(state.history)
+        rows = max((len(v) for v in state.history.values()), default=0)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["epoch", *keys])
+        for i in range(rows):
+            writer.writerow([i + 1, *(repr(float(state.history[k][i])) if i < len(state.history[k]) else ""
+                                      for k in keys)])
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=".axon-", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buf.getvalue())
+        os.replace(tmp, self.path)
+
+
+class FunctionCallback(Callback):
+    """A plain function ``fn(state) -> TrainState | None`` called at the end of every epoch."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"on_epoch_end: expects a function fn(state), got {type(fn).__name__}")
+        self.fn, self.name = fn, getattr(fn, "__name__", "on_epoch_end")
+
+    def on_epoch_end(self, state):
+        return self.fn(state)
+
+
+# The names as in the issue (and Elixir Axon): lower-case constructors.
+early_stopping = EarlyStopping
+checkpoint = Checkpoint
+reduce_lr_on_plateau = ReduceLROnPlateau
+csv_logger = CSVLogger
+on_epoch_end = FunctionCallback
+
+
+def as_callback(c) -> Callback:
+    """``c`` itself if it is a ``Callback``, else a plain function wrapped as an ``on_epoch_end`` hook."""
+    if isinstance(c, Callback):
+        return c
+    if callable(c):
+        return FunctionCallback(c)
+    raise TypeError(f"train: each callback must be a Callback or a function fn(state), got {type(c).__name__}")
+
+
+def load_checkpoint(path) -> TrainState:
+    """The ``TrainState`` saved by ``checkpoint`` (or ``axon.serialization.save``) at ``path``.
+
+    >>> import os, tempfile
+    >>> from axon import serialization
+    >>> p = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+    >>> serialization.save(p, TrainState({}, (), 2, 20, {"loss": [0.3, 0.2]}, 0, 1.0, {}))
+    >>> load_checkpoint(p).history
+    {'loss': [0.3, 0.2]}
+    """
+    state = serialization.load(path)
+    if not isinstance(state, TrainState):
+        raise ValueError(f"load_checkpoint: '{os.fspath(path)}' holds a {type(state).__name__}, not a TrainState "
+                         f"(was it written by axon.training.callbacks.checkpoint?)")
+    return state

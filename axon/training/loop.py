@@ -1,0 +1,279 @@
+"""The training loop: epochs of shuffled batches, a progress bar, validation, callbacks.
+
+    for epoch in range(state.epoch, epochs):
+        for x, y in batches(epoch):                 # a fresh shuffle per epoch, from (seed, epoch)
+            state, metrics = step_fn(state, x, y)   # one optimizer step
+        history += mean of the batch metrics (+ validation metrics)
+        state = callbacks(state)                    # early stopping, checkpoints, lr on plateau, ...
+
+Everything a run depends on is in the ``TrainState`` (params, optimizer state, step, seed, the
+callbacks' own small state) or derived from it (the shuffle order and the augmentation stream of
+epoch e come from ``(seed, e)``, the dropout masks of step s from ``(seed, s)``), so a run resumed from
+a checkpoint continues exactly as the uninterrupted run would have.
+
+>>> import numpy as np, axon
+>>> x = np.random.default_rng(0).standard_normal((256, 4)).astype(np.float32)
+>>> y = np.eye(2, dtype=np.float32)[(x[:, 0] > 0).astype(int)]     # the class is the sign of feature 0
+>>> model = axon.input((None, 4)).dense(2, activation="softmax")
+>>> s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adam(0.05), metrics=["accuracy"])
+>>> state = train(s, x, y, epochs=5, batch_size=32, verbose=0)
+>>> state.epoch, state.step, state.history["accuracy"][-1] > 0.9
+(5, 40, True)
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+
+import numpy as np
+
+from ..random import rng
+from ..tree import tree_leaves, tree_map
+from .callbacks import as_callback
+from .step import Step, TrainState
+
+__all__ = ["train"]
+
+
+def _num_examples(tree, what: str) -> int:
+    """The shared length of the first axis of every array in ``tree``; ValueError if they differ."""
+    leaves = tree_leaves(tree)
+    if not leaves:
+        raise ValueError(f"train: {what} holds no arrays")
+    lengths = {np.shape(a)[0] if np.ndim(a) else None for a in leaves}
+    if len(lengths) != 1 or None in lengths:
+        shapes = [np.shape(a) for a in leaves]
+        raise ValueError(f"train: every array in {what} needs the same number of examples (first axis), "
+                         f"got shapes {shapes}")
+    return lengths.pop()
+
+
+def _take(tree, rows):
+    """The given rows of an array, or of every array in a tree (a dict of model inputs, say).
+
+    ``np.take`` copies the rows of a big array about a third faster than ``a[rows]``.
+    """
+    if isinstance(tree, np.ndarray):
+        return np.take(tree, rows, axis=0)
+    return tree_map(lambda a: np.take(a, rows, axis=0), tree)
+
+
+class _ArrayData:
+    """Batches of ``(x, y)`` arrays, shuffled per epoch from ``(seed, epoch)``."""
+
+    def __init__(self, x, y, batch_size: int, shuffle: bool):
+        n_x, n_y = _num_examples(x, "inputs"), _num_examples(y, "targets")
+        if n_x != n_y:
+            raise ValueError(f"train: inputs have {n_x} examples but targets have {n_y}")
+        if n_x == 0:
+            raise ValueError("train: no training examples (the inputs are empty)")
+        self.x, self.y, self.n, self.batch_size, self.shuffle = x, y, n_x, batch_size, shuffle
+        self.steps = -(-n_x // batch_size)                     # ceil: the last batch may be smaller
+
+    def batches(self, seed: int, epoch: int):
+        order = rng(seed, "shuffle", epoch).permutation(self.n) if self.shuffle else None
+        for lo in range(0, self.n, self.batch_size):
+            if self.shuffle:
+                rows = order[lo:lo + self.batch_size]                 # (batch,) example indices
+                yield _take(self.x, rows), _take(self.y, rows)
+            else:                                                  # consecutive rows: views, no copy
+                yield tree_map(lambda a: a[lo:lo + self.batch_size], self.x), \
+                    tree_map(lambda a: a[lo:lo + self.batch_size], self.y)
+
+
+class _IterableData:
+    """Batches from any iterable of ``(x, y)`` pairs (a list, a generator, a data loader)."""
+
+    def __init__(self, batches, steps_per_epoch, epochs_left: int):
+        one_shot = iter(batches) is batches
+        if one_shot and epochs_left > 1 and steps_per_epoch is None:
+            raise ValueError("train: the batches come from a one-shot iterator (a generator), which would run "
+                             "dry after the first epoch; pass steps_per_epoch=, or a list / re-iterable object")
+        self.source, self.one_shot = batches, one_shot
+        self.steps = steps_per_epoch if steps_per_epoch is not None else (
+            len(batches) if hasattr(batches, "__len__") else None)
+        self.limit = steps_per_epoch
+
+    def batches(self, seed: int, epoch: int):
+        it = self.source if self.one_shot else iter(self.source)
+        for batch in itertools.islice(it, self.limit):         # limit None: the whole iterable
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise ValueError(f"train: each batch must be a pair (x, y), got {type(batch).__name__}"
+                                 f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}")
+            yield batch
+
+
+def _fmt(metrics: dict) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
+
+
+class _Progress:
+    """A tqdm bar for one epoch, refreshed at most four times a second (``verbose=1``)."""
+    interval = 0.25
+
+    def __init__(self, verbose: int, total, desc: str):
+        self.bar = None
+        if verbose == 1:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True,
+                            mininterval=self.interval, file=sys.stderr)
+        self.pending, self.last = 0, time.monotonic()
+
+    def step(self, sums: dict, count: int) -> None:
+        self.pending += 1
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.bar.set_postfix_str(_fmt({k: v / count for k, v in sums.items()}), refresh=False)
+            self.bar.update(self.pending)
+            self.pending, self.last = 0, now
+
+    def close(self, metrics: dict) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(_fmt(metrics), refresh=False)
+            self.bar.update(self.pending)
+            self.bar.close()
+
+
+def _run_hooks(callbacks, hook: str, state: TrainState) -> TrainState:
+    """Call ``hook`` on every callback in order; a callback may return a new state (None keeps it)."""
+    for cb in callbacks:
+        new = getattr(cb, hook)(state)
+        if new is not None:
+            if not isinstance(new, TrainState):
+                raise TypeError(f"train: callback {cb.name!r} returned a {type(new).__name__} from {hook}; "
+                                f"return the TrainState (or None to leave it unchanged)")
+            state = new
+    return state
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"train: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _checked_callbacks(callbacks) -> list:
+    """Callback objects (plain functions wrapped); stateful ones must have distinct names."""
+    callbacks = [as_callback(c) for c in callbacks]
+    names = [c.name for c in callbacks if c.stateful]
+    if len(set(names)) != len(names):
+        raise ValueError(f"train: callback names must be unique (they key their saved state), got {names}; "
+                         f"pass name= to tell them apart")
+    return callbacks
+
+
+def _check_validation_data(validation_data) -> None:
+    if validation_data is None:
+        return
+    if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+        raise ValueError("train: validation_data must be a pair (x_val, y_val)")
+    n_x = _num_examples(validation_data[0], "validation inputs")
+    n_y = _num_examples(validation_data[1], "validation targets")
+    if n_x != n_y:
+        raise ValueError(f"train: validation inputs have {n_x} examples but validation targets have {n_y}")
+
+
+def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+          seed=None, validation_data=None, callbacks=(), verbose: int = 1, state: TrainState | None = None,
+          steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None) -> TrainState:
+    """Train until ``epochs`` epochs are done; return the final ``TrainState``.
+
+    - ``step``: from ``axon.training.step(...)``.
+    - ``inputs, targets``: arrays with one example per row (or dicts of them, for several model
+      inputs), cut into batches of ``batch_size`` (the last one may be smaller), shuffled every epoch
+      when ``shuffle``; or ``inputs`` alone, an iterable of ``(x, y)`` batches (a list, a generator with
+      ``steps_per_epoch``, a data loader).
+    - ``seed``: seeds the params (through ``init``), the shuffles and the dropout masks. Defaults to 0;
+      when resuming, the state's own seed is used (passing a different one is an error).
+    - ``validation_data=(x_val, y_val)``: evaluated after every epoch (inference mode) into
+      ``val_loss`` and ``val_<metric>``.
+    - ``callbacks``: ``axon.training.callbacks`` objects, or plain functions ``fn(state)`` called at
+      every epoch's end (return a new state, or None).
+    - ``verbose``: 1 a progress bar per epoch (loss and metrics, refreshed a few times a second),
+      2 one line per epoch, 0 silent.
+    - ``state``: a ``TrainState`` to continue from (e.g. ``load_checkpoint(path)``): training resumes
+      at ``state.epoch`` and stops at ``epochs`` in total.
+    - ``augment``: a function ``augment(x, rng) -> x`` applied to every training batch (never to the
+      validation data), e.g. random shifts of images; ``rng`` is a numpy Generator seeded from
+      ``(seed, epoch)``, so augmented runs are reproducible and resume exactly.
+
+    ``state.history`` holds one value per epoch for each metric: the average over the epoch's batches
+    (weighted by batch size) of the values measured during training, then the validation ones.
+    Ctrl-C (``KeyboardInterrupt``) stops training and returns the state reached after the last
+    completed step.
+    """
+    if not (isinstance(step, tuple) and len(step) == 2 and callable(step[0]) and callable(step[1])):
+        raise TypeError(f"train: step must be the pair returned by axon.training.step(...), got {type(step).__name__}")
+    init_fn, step_fn = step
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"train: epochs must be a non-negative int, got {epochs!r}")
+    batch_size = _check_positive_int("batch_size", batch_size)
+    validation_batch_size = _check_positive_int("validation_batch_size", validation_batch_size)
+    if steps_per_epoch is not None:
+        steps_per_epoch = _check_positive_int("steps_per_epoch", steps_per_epoch)
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"train: verbose must be 0, 1 or 2, got {verbose!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"train: augment must be a function augment(x, rng) -> x, got {type(augment).__name__}")
+    callbacks = _checked_callbacks(callbacks)
+    _check_validation_data(validation_data)
+    if state is None:
+        state = init_fn(seed=0 if seed is None else seed)
+    elif not isinstance(state, TrainState):
+        raise TypeError(f"train: state must be a TrainState (from init or load_checkpoint), got {type(state).__name__}")
+    elif seed is not None and int(seed) != state.seed:
+        raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
+                         f"leave seed out when resuming")
+    epochs_left = max(int(epochs) - state.epoch, 0)
+    if targets is None:
+        data = _IterableData(inputs, steps_per_epoch, epochs_left)
+    else:
+        data = _ArrayData(inputs, targets, batch_size, shuffle)
+
+    state = _run_hooks(callbacks, "on_train_begin", state._replace(stop_training=False))
+    progress = None
+    try:
+        for epoch in range(state.epoch, int(epochs)):
+            start = time.perf_counter()
+            sums, count = {}, 0                                # metric -> sum over examples; examples seen
+            progress = _Progress(verbose, data.steps, f"Epoch {epoch + 1}/{epochs}")
+            augment_rng = rng(state.seed, "augment", epoch) if augment is not None else None
+            for x, y in data.batches(state.seed, epoch):
+                if augment is not None:
+                    x = augment(x, augment_rng)
+                state, metrics = step_fn(state, x, y)
+                n = _num_examples(x, "a batch's inputs") if not isinstance(x, np.ndarray) else len(x)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v * n
+                count += n
+                progress.step(sums, count)
+            if count == 0:
+                raise ValueError(f"train: epoch {epoch + 1} got no batches")
+            results = {k: v / count for k, v in sums.items()}
+            if validation_data is not None:
+                val = step_fn.evaluate(state.params, validation_data[0], validation_data[1], validation_batch_size)
+                results.update({f"val_{k}": v for k, v in val.items()})
+            progress.close(results)
+            progress = None
+            if verbose == 2:
+                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.1f}s - {_fmt(results)}", flush=True)
+            history = {k: list(v) for k, v in state.history.items()}
+            for k, v in results.items():
+                history.setdefault(k, []).append(v)
+            state = state._replace(epoch=epoch + 1, history=history)
+            state = _run_hooks(callbacks, "on_epoch_end", state)
+            for cb in callbacks:
+                cb.after_epoch(state)                          # read-only: checkpoints save the final state
+            if state.stop_training:
+                if verbose:
+                    print(f"Training stopped after epoch {epoch + 1} by a callback", file=sys.stderr, flush=True)
+                break
+    except KeyboardInterrupt:
+        if progress is not None and progress.bar is not None:
+            progress.bar.close()
+        print(f"\nTraining interrupted: returning the state after step {state.step} "
+              f"({state.epoch} complete epochs)", file=sys.stderr, flush=True)
+    return _run_hooks(callbacks, "on_train_end", state)

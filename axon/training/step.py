@@ -1,0 +1,363 @@
+"""One training step, as a pair of functions: ``init`` makes a ``TrainState``, ``step`` advances it.
+
+As in Elixir Axon's ``Loop.train_step`` (after PyTorch Lightning), a step is built from *what* to
+minimise and *how*:
+
+- the general form takes any differentiable objective: ``step((init_params_fn, objective_fn), optimizer)``
+  with ``objective_fn(params, x, y) -> loss`` (a scalar Tensor);
+- the model form is a convenience on top of it: ``step(model, "categorical_cross_entropy", optimizer)``
+  builds the objective ``loss(y, model(params, x))``, trains only the trainable params, and carries the
+  layers' state (batch-norm statistics) forward.
+
+One step computes the loss and its gradient (reverse mode, ``value_and_grad``), asks the optimizer (a
+``GradientTransformation``: clipping, accumulation and schedules live in its chain) for the updates,
+and adds them to the params:
+
+    loss, g = value_and_grad(objective)(params, x, y)
+    updates, opt_state = optimizer.update(g, opt_state, params)
+    params = params + updates
+
+>>> import numpy as np, axon
+>>> objective = lambda p, x, y: ((x @ p["w"] - y) ** 2).mean()        # least squares
+>>> init, step_fn = step((lambda seed: {"w": np.zeros((2, 1))}, objective), axon.optimizers.sgd(0.1))
+>>> state = init(seed=0)
+>>> x, y = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[2.0], [-1.0]])
+>>> for _ in range(200):
+...     state, metrics = step_fn(state, x, y)
+>>> state.params["w"].ravel().round(3), state.step
+(array([ 2., -1.]), 200)
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from ..autograd import Tensor, no_grad, value_and_grad
+from ..tree import tree_leaves, tree_map
+from ..updates import apply_updates
+
+__all__ = ["TrainState", "Step", "StepFunction", "step", "evaluate", "step_key"]
+
+
+class TrainState(NamedTuple):
+    """Everything a training run needs to continue: save it, load it, and ``train`` picks up from it.
+
+    - ``params``: the model's params, trainable ones and layer state (batch-norm statistics) in one tree;
+    - ``opt_state``: the optimizer's state (moments, step counts);
+    - ``epoch`` / ``step``: epochs completed and optimizer steps taken;
+    - ``history``: per-epoch metrics, ``{"loss": [...], "accuracy": [...], "val_loss": [...], ...}``;
+    - ``seed``: the run's seed; the dropout key of step ``s`` is ``step_key(seed, s)``;
+    - ``lr_scale``: multiplies every update (``reduce_lr_on_plateau`` lowers it);
+    - ``callbacks``: the small state callbacks keep (best value so far, patience counters), by name;
+    - ``stop_training``: set by a callback to end training after the current epoch.
+    """
+    params: Any
+    opt_state: Any
+    epoch: int
+    step: int
+    history: dict
+    seed: int
+    lr_scale: float
+    callbacks: dict
+    stop_training: bool = False
+
+
+def step_key(seed: int, step: int) -> int:
+    """The random key of step ``step`` in a run seeded ``seed``: ``seed * 2**32 + step``.
+
+    Distinct for every (seed, step) pair, and a function of nothing else, so step 17 draws the same
+    dropout masks whether or not the run was resumed from a checkpoint in between.
+    (``axon.random.rng`` hashes the key through a ``SeedSequence``, so nearby keys give unrelated streams.)
+    """
+    return ((int(seed) & 0xFFFFFFFF) << 32) | (int(step) & 0xFFFFFFFF)
+
+
+def _mean_loss(value) -> Tensor:
+    """A loss as one scalar Tensor: per-example losses are averaged."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"step: the loss must be a Tensor (built from axon operations), got {type(value).__name__}")
+    return value if value.size == 1 else value.mean()
+
+
+def _data(y):
+    """Tensors (possibly in a dict/list/tuple) as numpy arrays, for metrics."""
+    if isinstance(y, Tensor):
+        return y.data
+    if isinstance(y, (dict, list, tuple)):
+        return tree_map(_data, y)
+    return y
+
+
+def _accepts(fn, name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` (or ``**kwargs``)."""
+    try:
+        ps = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in ps)
+
+
+def _takes_arguments(fn) -> bool:
+    """Whether ``fn`` accepts at least one positional argument (unknown signatures: assume so)."""
+    try:
+        ps = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in ps)
+
+
+def _resolve_loss(loss) -> tuple[str, Callable]:
+    if isinstance(loss, str):
+        from ..functional import losses
+        return loss, losses.get(loss)
+    if callable(loss):
+        return getattr(loss, "__name__", "loss"), loss
+    raise TypeError(f"step: loss must be a name such as 'categorical_cross_entropy' or a function "
+                    f"loss(y_true, y_pred) -> Tensor, got {type(loss).__name__}")
+
+
+def _resolve_metrics(metrics) -> list[tuple[str, Callable]]:
+    """``[(name, fn)]`` from names, functions, or a dict ``{name: fn}``."""
+    if metrics is None:
+        return []
+    items = metrics.items() if isinstance(metrics, dict) else [(None, m) for m in metrics]
+    out = []
+    for name, m in items:
+        if isinstance(m, str):
+            from ..functional import metrics as metric_fns
+            name, m = name or m, metric_fns.get(m)
+        elif not callable(m):
+            raise TypeError(f"step: each metric must be a name or a function metric(y_true, y_pred), "
+                            f"got {type(m).__name__}")
+        name = name or getattr(m, "__name__", f"metric_{len(out)}")
+        if name == "loss" or name in (n for n, _ in out):
+            raise ValueError(f"step: metric name {name!r} is used twice (or clashes with 'loss'); "
+                             f"pass a dict {{name: fn}} to name them")
+        out.append((name, m))
+    return out
+
+
+def _check_optimizer(optimizer):
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"step: optimizer must be a GradientTransformation (with init and update), such as "
+                        f"axon.optimizers.adamw(0.005); got {type(optimizer).__name__}")
+
+
+class StepFunction:
+    """``step_fn(state, x, y) -> (new_state, metrics)``: one optimizer step on one batch.
+
+    ``metrics`` is a dict of Python floats: ``"loss"`` and each requested metric, measured on this
+    batch's predictions (the forward pass the gradient used, so they cost no extra forward).
+    ``evaluate(params, x, y)`` gives the same numbers in inference mode, for validation.
+    """
+
+    def __init__(self, objective, evaluate_fn, optimizer, metrics, split=None, merge=None):
+        self.objective = objective                 # (trainable, frozen, x, y, key) -> (loss, (y_pred, new_state))
+        self.optimizer = optimizer
+        self.metrics = metrics                     # [(name, fn)]
+        self._split, self._merge, self._evaluate = split, merge, evaluate_fn
+        self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
+
+    def __call__(self, state: TrainState, x, y):
+        if self._split is not None:
+            trainable, frozen = self._split(state.params)
+        else:
+            trainable, frozen = state.params, None
+        key = step_key(state.seed, state.step)
+        (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
+        if state.lr_scale != 1.0:
+            s = state.lr_scale                     # a Python float: float32 updates stay float32
+            updates = tree_map(lambda u: u * s, updates)
+        params = apply_updates(trainable, updates)
+        if frozen or new_state:                    # put back the untrained params and the layers' new state
+            params = self._merge(params, frozen, new_state)
+        metrics = {"loss": float(loss)}
+        if self.metrics:
+            y_pred = _data(y_pred)
+            for name, fn in self.metrics:
+                metrics[name] = float(fn(y, y_pred))
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+    def evaluate(self, params, x, y, batch_size: int = 1000) -> dict:
+        """``{"loss": ..., metric: ...}`` over ``(x, y)`` in inference mode (dropout off)."""
+        return self._evaluate(params, x, y, batch_size)
+
+
+class Step(NamedTuple):
+    """``init, step_fn = axon.training.step(...)``: ``init(seed=0, params=None) -> TrainState`` and the step."""
+    init: Callable
+    step: StepFunction
+
+
+def _make_init(init_params, split, optimizer):
+    def init(seed: int = 0, params=None) -> TrainState:
+        """A fresh ``TrainState``: params from ``init_params(seed)`` (or the given ones), optimizer state for them."""
+        if params is None:
+            params = init_params(seed)
+        trainable = split(params)[0] if split is not None else params
+        return TrainState(params=params, opt_state=optimizer.init(trainable), epoch=0, step=0, history={},
+                          seed=int(seed), lr_scale=1.0, callbacks={}, stop_training=False)
+    return init
+
+
+def _batches(x, y, batch_size):
+    """Consecutive ``(x, y)`` slices of at most ``batch_size`` rows (trees of arrays allowed)."""
+    n = len(tree_leaves(x)[0])
+    for lo in range(0, n, batch_size):
+        take = slice(lo, lo + batch_size)
+        yield tree_map(lambda a: a[take], x), tree_map(lambda a: a[take], y), min(batch_size, n - lo)
+
+
+def _concat(parts):
+    """Concatenate a list of equally structured trees of arrays along the first axis."""
+    if isinstance(parts[0], dict):
+        return {k: _concat([p[k] for p in parts]) for k in parts[0]}
+    if isinstance(parts[0], (list, tuple)):
+        return type(parts[0])(_concat([p[i] for p in parts]) for i in range(len(parts[0])))
+    return np.concatenate([np.asarray(p) for p in parts])
+
+
+def _model_step(model, loss, optimizer, metrics) -> Step:
+    from ..model import merge
+    loss_fn = _resolve_loss(loss)[1]
+
+    def objective(trainable, frozen, x, y, key):
+        y_pred, new_state = model.apply(merge(trainable, frozen), x, training=True, key=key)
+        return _mean_loss(loss_fn(y, y_pred)), (y_pred, new_state)
+
+    def evaluate_fn(params, x, y, batch_size):
+        return evaluate(model, params, x, y, metrics=dict(metrics), batch_size=batch_size, loss=loss_fn)
+
+    split = model.split
+    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, split=split, merge=merge)
+    return Step(_make_init(lambda seed: model.init(seed=seed), split, optimizer), fn)
+
+
+def _objective_step(init_params, objective_fn, optimizer, metrics) -> Step:
+    if not callable(objective_fn):
+        raise TypeError(f"step: the objective must be a function objective(params, x, y) -> loss, "
+                        f"got {type(objective_fn).__name__}")
+    wants_key, wants_training = _accepts(objective_fn, "key"), _accepts(objective_fn, "training")
+
+    def call(params, x, y, key, training):
+        kwargs = {}
+        if wants_key:
+            kwargs["key"] = key
+        if wants_training:
+            kwargs["training"] = training
+        out = objective_fn(params, x, y, **kwargs)
+        loss, y_pred = out if isinstance(out, tuple) else (out, None)
+        if metrics and y_pred is None:
+            raise ValueError("step: metrics need predictions: let the objective return (loss, y_pred)")
+        return _mean_loss(loss), y_pred
+
+    def objective(trainable, frozen, x, y, key):
+        loss, y_pred = call(trainable, x, y, key, True)
+        return loss, (y_pred, {})
+
+    def evaluate_fn(params, x, y, batch_size):
+        total, n, preds = 0.0, 0, []
+        params = tree_map(Tensor._wrap, params)    # Tensors, as during training, so Tensor methods work
+        with no_grad():
+            for xb, yb, nb in _batches(x, y, batch_size):
+                loss, y_pred = call(params, xb, yb, None, False)
+                total, n = total + float(loss) * nb, n + nb
+                preds.append(_data(y_pred))
+        out = {"loss": total / max(n, 1)}
+        if metrics:
+            y_pred = _concat(preds)
+            out.update({name: float(fn(y, y_pred)) for name, fn in metrics})
+        return out
+
+    if callable(init_params):
+        make = (lambda seed: init_params(seed)) if _takes_arguments(init_params) else (lambda seed: init_params())
+    else:                                          # an initial params tree itself: every run starts from a copy
+        make = lambda seed: tree_map(np.copy, init_params)  # noqa: E731
+    fn = StepFunction(objective, evaluate_fn, optimizer, metrics)
+    return Step(_make_init(make, None, optimizer), fn)
+
+
+def step(model, loss=None, optimizer=None, metrics=None) -> Step:
+    """Build a training step: ``init, step_fn = step(model, loss, optimizer, metrics=["accuracy"])``.
+
+    Two forms, as in Elixir Axon:
+
+    - ``step(model, loss, optimizer)``: ``model`` is an ``axon`` model, ``loss`` a name
+      (``"categorical_cross_entropy"``) or a function ``loss(y_true, y_pred) -> Tensor`` (per-example
+      losses are averaged). Only the trainable params are differentiated and updated; layer state
+      (batch-norm running statistics) is carried along; dropout keys derive from ``(seed, step)``.
+    - ``step((init_params_fn, objective_fn), optimizer)``: any differentiable objective.
+      ``init_params_fn(seed) -> params`` (or a params tree to start from), and
+      ``objective_fn(params, x, y) -> loss`` or ``-> (loss, y_pred)`` when metrics are wanted; it may
+      also accept ``key=`` (an int, for its own randomness) and ``training=`` (False during evaluation).
+
+    ``optimizer`` is a ``GradientTransformation`` (``axon.optimizers.adamw(0.005)``); gradient clipping
+    and accumulation are transformations in its chain. ``metrics`` are names (``"accuracy"``) or
+    functions ``metric(y_true, y_pred)``, or a dict ``{name: fn}``.
+
+    Returns ``Step(init, step)``: ``init(seed=0, params=None) -> TrainState`` and
+    ``step(state, x_batch, y_batch) -> (new_state, {"loss": float, metric: float})``.
+
+    >>> import numpy as np, axon
+    >>> model = axon.input((None, 4)).dense(3, activation="softmax")
+    >>> init, step_fn = step(model, "categorical_cross_entropy", axon.optimizers.adamw(0.01), metrics=["accuracy"])
+    >>> state = init(seed=0)
+    >>> state, m = step_fn(state, np.ones((2, 4), np.float32), np.eye(3, dtype=np.float32)[:2])
+    >>> sorted(m), state.step
+    (['accuracy', 'loss'], 1)
+    """
+    metric_list = _resolve_metrics(metrics)
+    if isinstance(model, tuple) and not hasattr(model, "apply"):
+        if len(model) != 2:
+            raise TypeError(f"step: the objective form is step((init_params_fn, objective_fn), optimizer); "
+                            f"got a tuple of {len(model)} items")
+        if optimizer is None:                      # step((init, objective), optimizer): no loss argument
+            optimizer, loss = loss, None
+        if loss is not None:
+            raise TypeError("step: the objective form takes no loss (the objective is the loss): "
+                            "step((init_params_fn, objective_fn), optimizer)")
+        _check_optimizer(optimizer)
+        return _objective_step(model[0], model[1], optimizer, metric_list)
+    if not (hasattr(model, "apply") and hasattr(model, "init")):
+        raise TypeError(f"step: expects an axon model or a pair (init_params_fn, objective_fn), "
+                        f"got {type(model).__name__}")
+    if loss is None:
+        raise TypeError("step: the model form needs a loss: step(model, 'categorical_cross_entropy', optimizer)")
+    _check_optimizer(optimizer)
+    return _model_step(model, loss, optimizer, metric_list)
+
+
+def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None) -> dict:
+    """Metrics of ``model`` with ``params`` on ``(x, y)``, in inference mode: ``{"accuracy": 0.98, ...}``.
+
+    Predictions are made ``batch_size`` rows at a time, then every metric (and ``loss``, if given as a
+    name or function) is computed once over all of them, so the numbers are exact, not batch averages.
+    ``params`` may also be a ``TrainState``.
+
+    >>> import numpy as np, axon
+    >>> model = axon.input((None, 2)).dense(2, activation="softmax")
+    >>> params = model.init(seed=0)
+    >>> sorted(evaluate(model, params, np.ones((5, 2), np.float32), np.eye(2, dtype=np.float32)[[0] * 5],
+    ...                 metrics=["accuracy"], loss="categorical_cross_entropy"))
+    ['accuracy', 'loss']
+    """
+    if isinstance(params, TrainState):
+        params = params.params
+    metric_list = _resolve_metrics(metrics)
+    loss_fn = _resolve_loss(loss)[1] if loss is not None else None
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"evaluate: batch_size must be a positive int, got {batch_size!r}")
+    n_x, n_y = len(tree_leaves(x)[0]), len(tree_leaves(y)[0])
+    if n_x != n_y:
+        raise ValueError(f"evaluate: x has {n_x} examples but y has {n_y}")
+    with no_grad():
+        y_pred = _concat([model.predict(params, xb) for xb, _, _ in _batches(x, y, batch_size)])
+        out = {}
+        if loss_fn is not None:
+            out["loss"] = float(_mean_loss(loss_fn(y, y_pred)).data)
+        for name, fn in metric_list:
+            out[name] = float(fn(y, y_pred))
+    return out
