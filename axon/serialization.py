@@ -63,9 +63,9 @@ def _encode(x, arrays: list, path: str):
     if isinstance(x, (list, tuple)):
         kids = [_encode(v, arrays, f"{path}.{i}" if path else str(i)) for i, v in enumerate(x)]
         return {"t": "list" if isinstance(x, list) else "tuple", "kids": kids}
-    if isinstance(x, int) and not isinstance(x, np.integer):
-        return {"t": "int", "v": x}
-    if isinstance(x, float):
+    if type(x) is int:                                         # Python numbers; numpy scalars (np.float64 is a
+        return {"t": "int", "v": x}                            # float subclass) are kept as arrays, dtype and all
+    if type(x) is float:
         return {"t": "float", "v": x}                          # JSON keeps a float exactly (repr round-trips)
     if isinstance(x, str):
         return {"t": "str", "v": x}

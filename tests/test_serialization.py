@@ -139,3 +139,13 @@ def test_pickled_arrays_are_never_loaded(tmp_path):
                                                np.uint8), a0=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ValueError, match="pickled.npz"):
         serialization.load(path)
+
+
+def test_numpy_scalars_keep_their_dtype(tmp_path):
+    """np.float64 is a subclass of float: it must come back as np.float64, not a Python float."""
+    from axon.serialization import load, save
+    path = tmp_path / "scalars.npz"
+    save(path, {"f64": np.float64(1.5), "f32": np.float32(2.0), "i64": np.int64(3), "py": 2.5, "n": 4})
+    back = load(path)
+    assert type(back["f64"]) is np.float64 and type(back["f32"]) is np.float32 and type(back["i64"]) is np.int64
+    assert type(back["py"]) is float and type(back["n"]) is int
