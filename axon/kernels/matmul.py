@@ -1,0 +1,166 @@
+"""Matrix products: a readable triple loop for teaching, and the fast path the other kernels use.
+
+``matmul_loop`` is the textbook definition ``C[i, j] = sum_k A[i, k] B[k, j]`` as a loop nest, with the
+rows split across threads. The loop order ``i, k, j`` reads a row of ``B`` contiguously in the inner
+loop, so numba vectorises it; still, it is 10-50x slower than BLAS, which blocks for the caches.
+
+``matmul`` is the fast path: BLAS, split across threads by hand so that numba's pool is the only
+thread pool (see ``threads``): each thread makes one single-threaded BLAS call (``np.dot`` inside
+``njit``) on its chunk. The backward products need transposes,
+
+    dA = dY @ B^T        dB = A^T @ dY
+
+and copying ``A^T`` or ``B^T`` would cost a pass over memory, so the primitive computes
+``op(A) @ op(B)`` with ``op`` the identity or the transpose (BLAS reads a transpose in place):
+``op(A) @ op(B)`` splits the rows of ``A`` across threads, and ``A^T @ op(B)`` splits the inner
+dimension (each thread a partial sum of rows, added at the end). The VJPs are ``matmul``s again,
+so the gradient can be differentiated again.
+
+>>> import numpy as np
+>>> a, b = np.arange(6.0).reshape(2, 3), np.ones((3, 2))
+>>> matmul_loop(a, b).numpy()
+array([[ 3.,  3.],
+       [12., 12.]])
+>>> np.allclose(matmul(a, b).numpy(), a @ b)
+True
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..autograd import apply, primitive, transpose
+from ._common import KERNEL, check_same_dtype, contiguous, float_tensor
+from .threads import num_threads, use_single_threaded_blas
+
+__all__ = ["matmul_loop", "matmul"]
+
+# Below this many multiply-adds one BLAS call on one thread beats splitting (2^23: about 0.2 ms).
+_SPLIT_MIN = 1 << 23
+
+
+@njit(parallel=True, **KERNEL)
+def _matmul_loop_kernel(a, b, out):
+    # a (M, K), b (K, N), out (M, N) zeroed: out[i, j] += a[i, k] * b[k, j]; one row of out per iteration
+    M, K = a.shape
+    N = b.shape[1]
+    for i in prange(M):
+        for k in range(K):
+            a_ik = a[i, k]
+            for j in range(N):                                  # contiguous in b and out: vectorised
+                out[i, j] += a_ik * b[k, j]
+
+
+@njit(**KERNEL)
+def _blas_kernel(a, b, out):
+    # a (M, K), b (K, N), out (M, N), C- or F-ordered: out = a @ b, one single-threaded BLAS call
+    np.dot(a, b, out)
+
+
+@njit(parallel=True, **KERNEL)
+def _split_rows_kernel(a, b, out, n_chunks):
+    # a (M, K) C-ordered, b (K, N), out (M, N): out = a @ b, the rows of a split into n_chunks BLAS calls
+    M = a.shape[0]
+    for t in prange(n_chunks):
+        r0, r1 = t * M // n_chunks, (t + 1) * M // n_chunks
+        if r1 > r0:
+            np.dot(a[r0:r1], b, out[r0:r1])
+
+
+@njit(parallel=True, **KERNEL)
+def _split_inner_kernel(a, b, partial, n_chunks):
+    # a (K, M), b (K, N) C-ordered; partial (n_chunks, M, N): partial[t] = a[k0:k1]^T @ b[k0:k1], so that
+    # a^T @ b = sum_t partial[t] (the inner dimension K split into n_chunks BLAS calls)
+    K = a.shape[0]
+    for t in prange(n_chunks):
+        k0, k1 = t * K // n_chunks, (t + 1) * K // n_chunks
+        if k1 > k0:
+            np.dot(a[k0:k1].T, b[k0:k1], partial[t])
+        else:
+            partial[t] = 0
+
+
+def _check(fn, a, b):
+    a, b = float_tensor(fn, "a", a), float_tensor(fn, "b", b)
+    check_same_dtype(fn, a=a, b=b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"{fn}: expects matrices (M, K) and (K, N), got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def _matmul_loop_forward(a, b):
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=a.dtype)   # (M, N)
+    _matmul_loop_kernel(contiguous(a), contiguous(b), out)
+    return out
+
+
+def _matmul_forward(a, b, transpose_a, transpose_b):
+    a, b = contiguous(a), contiguous(b)
+    A, B = (a.T if transpose_a else a), (b.T if transpose_b else b)            # views: op(a), op(b)
+    M, K = A.shape
+    N = B.shape[1]
+    out = np.empty((M, N), dtype=a.dtype)
+    if out.size == 0 or K == 0:
+        out[:] = 0
+        return out
+    use_single_threaded_blas()
+    T = 1 if M * K * N < _SPLIT_MIN else num_threads()
+    if T == 1:
+        _blas_kernel(A, B, out)
+    elif not transpose_a:
+        _split_rows_kernel(a, B, out, min(T, M))
+    elif not transpose_b:
+        partial = np.empty((min(T, K), M, N), dtype=a.dtype)
+        _split_inner_kernel(a, b, partial, partial.shape[0])
+        np.sum(partial, axis=0, out=out)
+    else:                                                                         # a^T b^T = (b a)^T
+        return np.ascontiguousarray(_matmul_forward(b, a, False, False).T)
+    return out
+
+
+def _matmul_vjp(dy, y, a, b, transpose_a, transpose_b):
+    """C = op(A) op(B): d op(A) = dC op(B)^T and d op(B) = op(A)^T dC, each a matmul without copies."""
+    ta, tb = transpose_a, transpose_b
+    da = db = None
+    if a.requires_grad:
+        da = _product(b, dy, tb, True) if ta else _product(dy, b, False, not tb)
+    if b.requires_grad:
+        db = _product(dy, a, True, ta) if tb else _product(a, dy, not ta, False)
+    return da, db
+
+
+# The VJPs are the products themselves, so they are differentiable again.
+_matmul_loop = primitive("matmul_loop", _matmul_loop_forward,
+                         lambda dy, y, a, b: (matmul_loop(dy, transpose(b)), matmul_loop(transpose(a), dy)))
+_matmul = primitive("kernels.matmul", _matmul_forward, _matmul_vjp)
+
+
+def _product(a, b, transpose_a, transpose_b):
+    return apply(_matmul, a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+
+def matmul_loop(a, b):
+    """``a @ b`` for matrices (M, K) @ (K, N) as a plain loop nest: the teaching kernel.
+
+    ``C[i, j] = sum_k A[i, k] B[k, j]``; differentiable (``dA = dC B^T``, ``dB = A^T dC``).
+
+    >>> import numpy as np
+    >>> matmul_loop(np.eye(2), np.array([[1.0, 2.0], [3.0, 4.0]])).numpy()
+    array([[1., 2.],
+           [3., 4.]])
+    """
+    a, b = _check("matmul_loop", a, b)
+    return apply(_matmul_loop, a, b)
+
+
+def matmul(a, b):
+    """``a @ b`` for matrices (M, K) @ (K, N): BLAS on one chunk of rows per thread.
+
+    Same values as ``np.matmul`` (to rounding); differentiable (``dA = dC B^T``, ``dB = A^T dC``).
+
+    >>> import numpy as np
+    >>> matmul(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).shape
+    (2, 4)
+    """
+    a, b = _check("matmul", a, b)
+    return _product(a, b, False, False)

@@ -1,0 +1,167 @@
+"""Batch normalization in training mode, channels-last: two passes over memory forward, two backward.
+
+With ``x`` viewed as (M, C) (every axis but the channels flattened into M rows):
+
+    mean = sum_m x / M          var = sum_m (x - mean)^2 / M (biased)       invstd = 1 / sqrt(var + eps)
+    y = (x - mean) invstd gamma + beta  =  x * scale + shift    (scale = gamma invstd, shift = beta - mean scale)
+
+and the gradient, from two per-channel sums of the upstream ``dy``:
+
+    dbeta = sum_m dy        dgamma = invstd sum_m dy (x - mean)
+    dx = scale (dy - dbeta / M - (x - mean) invstd dgamma / M)       an affine map of dy and x per channel
+
+Pass 1 (statistics) and pass 3 (the two sums of the backward) split the rows across threads, each
+thread adding into its own row of partial sums (float64, so a million float32 values still add up
+exactly enough); passes 2 and 4 are one fused multiply-add per element.
+
+>>> import numpy as np
+>>> x = np.array([[1.0], [3.0]])                               # (M, C) = (2, 1)
+>>> y, mean, var = batch_norm_train(x, np.ones(1), np.zeros(1), 0.0)
+>>> y.numpy().ravel(), mean, var
+(array([-1.,  1.]), array([2.]), array([1.]))
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..autograd import Tensor, apply, primitive
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor
+from .threads import num_threads
+
+__all__ = ["batch_norm_train"]
+
+
+@njit(**KERNEL)
+def _channel_sums_rows(a, b, a0, b0, sums, m0, m1):
+    # a, b (M, C); a0, b0 (C,); sums (2, C) float64, zeroed:
+    # sums[0] += sum_m (a - a0), sums[1] += sum_m (a - a0) * (b - b0), over rows [m0, m1)
+    C = a.shape[1]
+    for m in range(m0, m1):
+        for c in range(C):
+            u = np.float64(a[m, c] - a0[c])
+            sums[0, c] += u
+            sums[1, c] += u * np.float64(b[m, c] - b0[c])
+
+
+@njit(**KERNEL)
+def _affine2_rows(a, b, alpha, beta, gamma, out, m0, m1):
+    # a, b, out (M, C); alpha, beta, gamma (C,): out = a * alpha + b * beta + gamma per channel, rows [m0, m1)
+    for m in range(m0, m1):
+        for c in range(a.shape[1]):
+            out[m, c] = a[m, c] * alpha[c] + b[m, c] * beta[c] + gamma[c]
+
+
+@njit(parallel=True, **KERNEL)
+def _channel_sums_parallel(a, b, a0, b0, sums, n_chunks):
+    # sums (T, 2, C): one zeroed slice of partial sums per chunk of rows
+    M = a.shape[0]
+    for t in prange(n_chunks):
+        _channel_sums_rows(a, b, a0, b0, sums[t], t * M // n_chunks, (t + 1) * M // n_chunks)
+
+
+@njit(parallel=True, **KERNEL)
+def _affine2_parallel(a, b, alpha, beta, gamma, out, n_chunks):
+    M = a.shape[0]
+    for t in prange(n_chunks):
+        _affine2_rows(a, b, alpha, beta, gamma, out, t * M // n_chunks, (t + 1) * M // n_chunks)
+
+
+def _affine2(a, b, alpha, beta, gamma, out):
+    """``out = a * alpha + b * beta + gamma`` per channel, on (M, C) rows."""
+    n = _chunks(*a.shape)
+    if n == 1:
+        _affine2_rows(a, b, alpha, beta, gamma, out, 0, a.shape[0])
+    else:
+        _affine2_parallel(a, b, alpha, beta, gamma, out, n)
+
+
+def _chunks(M: int, C: int) -> int:
+    return 1 if M * C < PARALLEL_MIN else max(1, min(num_threads(), M))
+
+
+def _sums(a, b, a0, b0):
+    """Per-channel ``(sum (a - a0), sum (a - a0)(b - b0))`` in float64: (C,), (C,)."""
+    n = _chunks(*a.shape)
+    sums = np.zeros((n, 2, a.shape[1]), dtype=np.float64)                     # (T, 2, C) partial sums
+    a0, b0 = a0.astype(a.dtype), b0.astype(b.dtype)
+    if n == 1:
+        _channel_sums_rows(a, b, a0, b0, sums[0], 0, a.shape[0])
+    else:
+        _channel_sums_parallel(a, b, a0, b0, sums, n)
+    total = sums.sum(axis=0)                                                  # (2, C)
+    return total[0], total[1]
+
+
+def _statistics(x2):
+    """Mean and biased variance per channel of (M, C) rows, float64 (shifted by the first row: exact)."""
+    shift = x2[0].copy()                                                      # (C,)
+    s, ss = _sums(x2, x2, shift, shift)
+    M = x2.shape[0]
+    mean = s / M
+    return shift + mean, np.maximum(ss / M - mean * mean, 0.0)
+
+
+def _bn_forward(x, gamma, beta, mean, invstd):
+    x2 = contiguous(x).reshape(-1, x.shape[-1])                               # (..., C) -> (M, C)
+    scale = (gamma * invstd).astype(x.dtype)                                  # (C,)
+    shift = (beta - mean * scale).astype(x.dtype)
+    y = np.empty_like(x2)
+    _affine2(x2, x2, scale, np.zeros_like(scale), shift, y)   # y = x scale + 0 x + shift
+    return y.reshape(x.shape)
+
+
+def _bn_vjp(dy, y, x, gamma, beta, mean, invstd):
+    C = x.shape[-1]
+    x2 = contiguous(x.data).reshape(-1, C)                                    # (M, C)
+    dy2 = contiguous(dy.data).reshape(-1, C)
+    M = x2.shape[0]
+    sum_dy, sum_dy_xc = _sums(dy2, x2, np.zeros(C), mean)                     # sum dy, sum dy (x - mean)
+    dbeta = sum_dy
+    dgamma = invstd * sum_dy_xc
+    dx = None
+    if x.requires_grad:                                                       # dx = a dy + b x + c
+        g = gamma.data.astype(np.float64)
+        a = g * invstd
+        b = -g * invstd ** 3 * sum_dy_xc / M
+        c = -a * sum_dy / M - b * mean
+        dx2 = np.empty_like(x2)
+        _affine2(dy2, x2, a.astype(x2.dtype), b.astype(x2.dtype), c.astype(x2.dtype), dx2)
+        dx = Tensor._wrap(dx2.reshape(x.shape))
+    dt = x.dtype
+    return dx, Tensor._wrap(dgamma.astype(dt)), Tensor._wrap(dbeta.astype(dt))
+
+
+_batch_norm = primitive("batch_norm_train", _bn_forward, _bn_vjp, higher_order=False)
+
+
+def batch_norm_train(x, gamma, beta, eps):
+    """Batch normalization with the batch's statistics, normalising every axis but the last (channels).
+
+    ``y = (x - mean) / sqrt(var + eps) * gamma + beta``; ``x``: (..., C), ``gamma``, ``beta``: (C,).
+    Returns ``(y, mean, var)``: ``y`` a Tensor (differentiable w.r.t. x, gamma, beta), ``mean`` and
+    ``var`` numpy arrays (C,) in x's dtype (the biased variance) for the caller's running statistics.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(3.0, 2.0, (64, 4)).astype(np.float32)
+    >>> y, mean, var = batch_norm_train(x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5)
+    >>> y.dtype, bool(np.allclose(y.numpy().mean(0), 0, atol=1e-5)), bool(np.allclose(y.numpy().std(0), 1, atol=1e-3))
+    (dtype('float32'), True, True)
+    """
+    fn = "batch_norm_train"
+    x, gamma, beta = float_tensor(fn, "x", x), float_tensor(fn, "gamma", gamma), float_tensor(fn, "beta", beta)
+    check_same_dtype(fn, x=x, gamma=gamma, beta=beta)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: x must be (..., C) with at least 2 axes, got shape {x.shape}")
+    C = x.shape[-1]
+    if gamma.shape != (C,) or beta.shape != (C,):
+        raise ValueError(f"{fn}: gamma and beta must have shape ({C},) for x of shape {x.shape}, "
+                         f"got {gamma.shape} and {beta.shape}")
+    if x.size == 0:
+        raise ValueError(f"{fn}: x is empty (shape {x.shape})")
+    if not eps >= 0:
+        raise ValueError(f"{fn}: eps must be a number >= 0, got {eps!r}")
+    mean, var = _statistics(contiguous(x.data).reshape(-1, C))                 # (C,), (C,) float64
+    invstd = 1.0 / np.sqrt(var + eps)
+    y = apply(_batch_norm, x, gamma, beta, mean=mean, invstd=invstd)
+    return y, mean.astype(x.dtype), var.astype(x.dtype)

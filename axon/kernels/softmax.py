@@ -1,0 +1,342 @@
+"""Softmax, log-softmax, logsumexp and the fused softmax cross-entropy, along one axis.
+
+All of them start from the same two numbers per row: its maximum ``m`` and ``s = sum_k exp(x_k - m)``.
+Subtracting the maximum first means ``exp`` never overflows (logits of +-1000 are fine):
+
+    logsumexp(x) = m + log s               d/dx: dx = dy * softmax(x)
+    softmax(x) = exp(x - m) / s            d/dx: dx = y * (dy - sum_k dy_k y_k)
+    log_softmax(x) = (x - m) - log s       d/dx: dx = dy - exp(y) * sum_k dy_k
+
+The cross-entropy of logits ``x`` against targets ``t`` (probabilities, or integer labels) is fused into
+one pass per row, and so is its gradient (which recomputes ``m`` and ``s`` rather than storing the
+softmax):
+
+    loss_i = sum_k t_ik (lse_i - x_ik)      with lse_i - x_ik = (m_i - x_ik) + log s_i
+    dx_ik  = dy_i (softmax_ik sum_k t_ik - t_ik)        dt_ik = dy_i (lse_i - x_ik)
+
+The kernels work on rows of a C-contiguous (M, K) matrix; another axis is moved last first. Small
+inputs run serially (a parallel region costs more than a 128 x 10 softmax), large ones split the rows.
+
+>>> import numpy as np
+>>> softmax(np.array([1000.0, 1000.0])).numpy()
+array([0.5, 0.5])
+>>> float(softmax_cross_entropy(np.array([[0.0, 0.0]]), np.array([1])).numpy()[0])   # log 2
+0.6931471805599453
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..autograd import Tensor, apply, primitive
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor
+from .threads import num_threads
+
+__all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy"]
+
+_SOFTMAX, _LOG_SOFTMAX, _LOGSUMEXP = 0, 1, 2                      # what _rows_forward writes
+
+
+# ---- row kernels: a serial body over rows [r0, r1), and a driver that splits the rows ------------------
+@njit(**KERNEL)
+def _row_max_sum(x, r):
+    # x (M, K): (m, s) for row r, m = max_k x[r, k], s = sum_k exp(x[r, k] - m), in x's dtype.
+    # Everything is derived from (m, s), never from lse = m + log s: at |lse| ~ 1000, float32 rounds
+    # lse by 6e-5, and exp(x - lse) would inherit that error.
+    m = x[r, 0]
+    for k in range(1, x.shape[1]):
+        m = max(m, x[r, k])
+    if m == -np.inf:                                             # an all -inf row: s = 0, lse = -inf
+        m = x.dtype.type(0)
+    s = x.dtype.type(0)
+    for k in range(x.shape[1]):
+        s += np.exp(x[r, k] - m)
+    return m, s
+
+
+@njit(**KERNEL)
+def _rows_forward(x, y, what, r0, r1):
+    # x, y (M, K) (y (M, 1) for logsumexp): softmax, log_softmax or logsumexp of rows r0..r1
+    for r in range(r0, r1):
+        m, s = _row_max_sum(x, r)
+        if what == _LOGSUMEXP:
+            y[r, 0] = m + np.log(s)
+        elif what == _LOG_SOFTMAX:
+            log_s = np.log(s)
+            for k in range(x.shape[1]):
+                y[r, k] = (x[r, k] - m) - log_s
+        else:
+            inv_s = x.dtype.type(1) / s
+            for k in range(x.shape[1]):
+                y[r, k] = np.exp(x[r, k] - m) * inv_s
+
+
+@njit(**KERNEL)
+def _rows_backward(dy, y, x, dx, what, r0, r1):
+    # dy, y like the forward's output; x, dx (M, K): the VJP of _rows_forward for rows r0..r1
+    for r in range(r0, r1):
+        if what == _LOGSUMEXP:                                   # dx = dy softmax(x)
+            m, s = _row_max_sum(x, r)
+            g = dy[r, 0] / s
+            for k in range(x.shape[1]):
+                dx[r, k] = g * np.exp(x[r, k] - m)
+        elif what == _LOG_SOFTMAX:
+            total = dy.dtype.type(0)
+            for k in range(x.shape[1]):
+                total += dy[r, k]
+            for k in range(x.shape[1]):
+                dx[r, k] = dy[r, k] - np.exp(y[r, k]) * total
+        else:
+            dot = dy.dtype.type(0)
+            for k in range(x.shape[1]):
+                dot += dy[r, k] * y[r, k]
+            for k in range(x.shape[1]):
+                dx[r, k] = y[r, k] * (dy[r, k] - dot)
+
+
+@njit(parallel=True, **KERNEL)
+def _rows_forward_parallel(x, y, what, n_chunks):
+    M = x.shape[0]
+    for t in prange(n_chunks):
+        _rows_forward(x, y, what, t * M // n_chunks, (t + 1) * M // n_chunks)
+
+
+@njit(parallel=True, **KERNEL)
+def _rows_backward_parallel(dy, y, x, dx, what, n_chunks):
+    M = x.shape[0]
+    for t in prange(n_chunks):
+        _rows_backward(dy, y, x, dx, what, t * M // n_chunks, (t + 1) * M // n_chunks)
+
+
+@njit(**KERNEL)
+def _xent_rows(x, t, labels, loss, r0, r1):
+    # x (M, K) logits; t (M, K) probabilities or labels (M,) (the other one is empty); loss (M,)
+    # loss = sum_k t_k (lse - x_k) with lse - x_k = (m - x_k) + log s
+    for r in range(r0, r1):
+        m, s = _row_max_sum(x, r)
+        log_s = np.log(s)
+        if labels.shape[0]:
+            loss[r] = (m - x[r, labels[r]]) + log_s
+        else:
+            total = x.dtype.type(0)
+            for k in range(x.shape[1]):
+                total += t[r, k] * ((m - x[r, k]) + log_s)
+            loss[r] = total
+
+
+@njit(**KERNEL)
+def _xent_backward_rows(dloss, x, t, labels, dx, dt, r0, r1):
+    # dloss (M,); x, dx (M, K); t, dt (M, K) or empty; labels (M,) or empty
+    for r in range(r0, r1):
+        m, s = _row_max_sum(x, r)
+        g = dloss[r]
+        g_over_s = g / s
+        if labels.shape[0]:                                      # dx = g (softmax - onehot)
+            for k in range(x.shape[1]):
+                dx[r, k] = g_over_s * np.exp(x[r, k] - m)
+            dx[r, labels[r]] -= g
+        else:                                                    # dx = g (softmax sum_k t_k - t)
+            t_sum = x.dtype.type(0)
+            for k in range(x.shape[1]):
+                t_sum += t[r, k]
+            for k in range(x.shape[1]):
+                dx[r, k] = g_over_s * np.exp(x[r, k] - m) * t_sum - g * t[r, k]
+            if dt.shape[0]:                                      # dt = g (lse - x)
+                log_s = np.log(s)
+                for k in range(x.shape[1]):
+                    dt[r, k] = g * ((m - x[r, k]) + log_s)
+
+
+@njit(parallel=True, **KERNEL)
+def _xent_parallel(x, t, labels, loss, n_chunks):
+    M = x.shape[0]
+    for c in prange(n_chunks):
+        _xent_rows(x, t, labels, loss, c * M // n_chunks, (c + 1) * M // n_chunks)
+
+
+@njit(parallel=True, **KERNEL)
+def _xent_backward_parallel(dloss, x, t, labels, dx, dt, n_chunks):
+    M = x.shape[0]
+    for c in prange(n_chunks):
+        _xent_backward_rows(dloss, x, t, labels, dx, dt, c * M // n_chunks, (c + 1) * M // n_chunks)
+
+
+def _chunks(size: int, rows: int) -> int:
+    """Row chunks for a kernel: 1 (serial) for small inputs, one per thread for large ones."""
+    return 1 if size < PARALLEL_MIN else max(1, min(num_threads(), rows))
+
+
+# ---- softmax, log_softmax, logsumexp -------------------------------------------------------------------
+def _to_rows(x, axis):
+    """(..., K at ``axis``, ...) -> C-contiguous (M, K) rows, moving ``axis`` last (a copy unless it is)."""
+    moved = np.moveaxis(x, axis, -1)
+    return contiguous(moved).reshape(-1, x.shape[axis]), moved.shape
+
+
+def _from_rows(rows, moved_shape, axis):
+    return np.moveaxis(rows.reshape(moved_shape), -1, axis)
+
+
+def _rows_forward_any(x, axis, what):
+    x2, moved_shape = _to_rows(x, axis)
+    y2 = np.empty((x2.shape[0], 1 if what == _LOGSUMEXP else x2.shape[1]), dtype=x.dtype)   # (M, K) or (M, 1)
+    if x2.size:
+        n = _chunks(x2.size, x2.shape[0])
+        if n == 1:
+            _rows_forward(x2, y2, what, 0, x2.shape[0])
+        else:
+            _rows_forward_parallel(x2, y2, what, n)
+    return y2, moved_shape
+
+
+def _softmax_forward(x, axis, what):
+    y2, moved_shape = _rows_forward_any(x, axis, what)
+    return _from_rows(y2, moved_shape, axis)
+
+
+def _rows_vjp(dy, y, x, axis, what):
+    x2, moved_shape = _to_rows(x.data, axis)
+    y2, _ = _to_rows(y.data, axis)
+    dy2, _ = _to_rows(dy.data, axis)
+    dx2 = np.empty_like(x2)
+    if x2.size:
+        n = _chunks(x2.size, x2.shape[0])
+        if n == 1:
+            _rows_backward(dy2, y2, x2, dx2, what, 0, x2.shape[0])
+        else:
+            _rows_backward_parallel(dy2, y2, x2, dx2, what, n)
+    return (Tensor._wrap(_from_rows(dx2, moved_shape, axis)),)
+
+
+_softmax = primitive("softmax", _softmax_forward, _rows_vjp, higher_order=False)
+
+
+def _lse_forward(x, axis, keepdims):
+    y2, moved_shape = _rows_forward_any(x, axis, _LOGSUMEXP)
+    y = _from_rows(y2, moved_shape[:-1] + (1,), axis)                   # keepdims: size 1 at axis
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
+def _lse_vjp(dy, y, x, axis, keepdims):
+    expand = (lambda a: a) if keepdims else (lambda a: np.expand_dims(a, axis))
+    dx = _rows_vjp(Tensor._wrap(expand(dy.data)), Tensor._wrap(expand(y.data)), x, axis, _LOGSUMEXP)
+    return dx
+
+
+_logsumexp = primitive("logsumexp", _lse_forward, _lse_vjp, higher_order=False)
+
+
+def _axis(fn, x, axis):
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool) or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{fn}: axis must be an int in [{-x.ndim}, {x.ndim}) for shape {x.shape}, got {axis!r}")
+    if x.shape[axis] == 0:
+        raise ValueError(f"{fn}: axis {axis} of shape {x.shape} is empty")
+    return int(axis) % x.ndim
+
+
+def softmax(x, axis=-1):
+    """``exp(x) / sum(exp(x))`` along ``axis``, computed stably (the row maximum is subtracted first).
+
+    >>> import numpy as np
+    >>> softmax(np.log(np.array([[1.0, 3.0]], np.float32))).numpy().round(6)
+    array([[0.25, 0.75]], dtype=float32)
+    """
+    x = float_tensor("softmax", "x", x)
+    return apply(_softmax, x, axis=_axis("softmax", x, axis), what=_SOFTMAX)
+
+
+def log_softmax(x, axis=-1):
+    """``x - logsumexp(x)`` along ``axis``: the log of the softmax, without its underflow.
+
+    >>> import numpy as np
+    >>> log_softmax(np.array([0.0, -1000.0])).numpy()
+    array([    0., -1000.])
+    """
+    x = float_tensor("log_softmax", "x", x)
+    return apply(_softmax, x, axis=_axis("log_softmax", x, axis), what=_LOG_SOFTMAX)
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    """``log(sum(exp(x)))`` along ``axis``, stably: ``m + log(sum(exp(x - m)))`` with ``m = max(x)``.
+
+    >>> import numpy as np
+    >>> float(logsumexp(np.array([1000.0, 1000.0])).numpy())   # 1000 + log 2
+    1000.6931471805599
+    """
+    x = float_tensor("logsumexp", "x", x)
+    return apply(_logsumexp, x, axis=_axis("logsumexp", x, axis), keepdims=bool(keepdims))
+
+
+# ---- fused softmax cross-entropy -----------------------------------------------------------------------
+_NO_LABELS = np.empty(0, dtype=np.int64)
+
+
+def _xent_forward(x, t, labels):
+    x = contiguous(x)
+    t = contiguous(t) if labels is None else np.empty((0, 0), dtype=x.dtype)
+    labels = _NO_LABELS if labels is None else labels
+    M = x.shape[0]
+    loss = np.empty(M, dtype=x.dtype)                                          # (N,)
+    if M:
+        n = _chunks(x.size, M)
+        if n == 1:
+            _xent_rows(x, t, labels, loss, 0, M)
+        else:
+            _xent_parallel(x, t, labels, loss, n)
+    return loss
+
+
+def _xent_vjp(dy, y, x, t, labels):
+    xa = contiguous(x.data)
+    ta = contiguous(t.data) if labels is None else np.empty((0, 0), dtype=xa.dtype)
+    need_dt = labels is None and t.requires_grad
+    dx = np.empty_like(xa)
+    dt = np.empty_like(ta) if need_dt else np.empty((0, 0), dtype=xa.dtype)
+    labels = _NO_LABELS if labels is None else labels
+    M = xa.shape[0]
+    if M:
+        n = _chunks(xa.size, M)
+        dloss = contiguous(dy.data)
+        if n == 1:
+            _xent_backward_rows(dloss, xa, ta, labels, dx, dt, 0, M)
+        else:
+            _xent_backward_parallel(dloss, xa, ta, labels, dx, dt, n)
+    return Tensor._wrap(dx), (Tensor._wrap(dt) if need_dt else None)
+
+
+_xent = primitive("softmax_cross_entropy", _xent_forward, _xent_vjp, higher_order=False)
+
+
+def softmax_cross_entropy(logits, targets):
+    """Per-example cross-entropy of softmax(logits) against ``targets``: (N, K) logits -> (N,) losses.
+
+    ``loss_i = -sum_k t_ik log softmax(x_i)_k``; ``targets`` are probabilities (or one-hot) of shape
+    (N, K), differentiable too, or integer labels (N,) in ``[0, K)``. Stable for logits of +-1000.
+    Average the result for the usual mean loss.
+
+    >>> import numpy as np
+    >>> x = np.array([[2.0, 0.0, 0.0]], np.float32)
+    >>> a = softmax_cross_entropy(x, np.array([0]))
+    >>> b = softmax_cross_entropy(x, np.array([[1.0, 0.0, 0.0]], np.float32))
+    >>> a.dtype, bool(np.allclose(a.numpy(), b.numpy()))
+    (dtype('float32'), True)
+    """
+    x = float_tensor("softmax_cross_entropy", "logits", logits)
+    if x.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy: logits must be (N, K), got shape {x.shape}")
+    t_data = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+    if t_data.dtype.kind in "iu":
+        if t_data.shape != x.shape[:1]:
+            raise ValueError(f"softmax_cross_entropy: integer labels must have shape ({x.shape[0]},) for logits "
+                             f"of shape {x.shape}, got {t_data.shape}")
+        if t_data.size and (t_data.min() < 0 or t_data.max() >= x.shape[1]):
+            raise ValueError(f"softmax_cross_entropy: labels must be in [0, {x.shape[1]}), got values from "
+                             f"{t_data.min()} to {t_data.max()}")
+        labels = contiguous(t_data.astype(np.int64, copy=False))
+        return apply(_xent, x, Tensor._wrap(np.empty((0, 0), dtype=x.dtype)), labels=labels)
+    t = float_tensor("softmax_cross_entropy", "targets", targets)
+    check_same_dtype("softmax_cross_entropy", logits=x, targets=t)
+    if t.shape != x.shape:
+        raise ValueError(f"softmax_cross_entropy: targets must be labels ({x.shape[0]},) or probabilities of the "
+                         f"logits' shape {x.shape}, got {t.shape}")
+    return apply(_xent, x, t, labels=None)

@@ -1,0 +1,74 @@
+"""One thread pool for every kernel: numba's workers split the work, BLAS runs single-threaded inside them.
+
+Two pools on the same cores fight: OpenBLAS's threads keep spinning after a matrix product and steal
+the cores numba's workers need next, and the reverse (measured for axon's study kernels, see
+``NUMBA_NOTES``: whole training steps 1.5-3x slower than their kernels). So the kernels here never call a multi-threaded BLAS. A kernel that needs a matrix
+product splits its rows into ``num_threads()`` chunks inside a ``prange`` and calls single-threaded
+``sgemm``/``dgemm`` (``np.dot`` inside ``njit``, which numba routes to SciPy's BLAS) on each chunk.
+
+``use_single_threaded_blas()`` limits *SciPy's* BLAS (the one compiled kernels call) to one thread, once,
+the first time a kernel needs it. numpy's own BLAS (``a @ b`` in plain Python) is left alone.
+
+Numba's workers (its OpenMP layer) wait *passively* between kernels: importing this module sets
+``OMP_WAIT_POLICY=PASSIVE`` unless you set it yourself (it takes effect if numba has not started its
+OpenMP pool yet, which happens at the first parallel kernel of the process). Spinning workers answer a few microseconds
+sooner on an idle machine, but on a busy one (other processes, or another library's threads) a
+spinning worker burns the time slice the others need: measured on a loaded 2-core machine, a 0.4 ms
+matrix product took 8-12 ms (median) with spinning workers and 0.5 ms with passive ones.
+
+>>> from axon.kernels import threads
+>>> threads.set_num_threads(threads.num_threads())           # one thread per core by default
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # read when numba first starts its OpenMP pool
+
+import numba  # noqa: E402
+
+__all__ = ["num_threads", "set_num_threads", "use_single_threaded_blas"]
+
+_blas_done = False
+
+
+def num_threads() -> int:
+    """How many chunks a parallel kernel splits its work into: numba's thread count.
+
+    >>> num_threads() >= 1
+    True
+    """
+    return numba.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in every kernel (at most the ``NUMBA_NUM_THREADS`` numba started with).
+
+    >>> set_num_threads(num_threads())
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"set_num_threads: n must be an int in [1, {numba.config.NUMBA_NUM_THREADS}], got {n!r}")
+    numba.set_num_threads(n)
+
+
+def use_single_threaded_blas() -> None:
+    """Limit the BLAS that compiled kernels call (SciPy's) to one thread, so numba's pool is the only one.
+
+    Runs once per process; a no-op without SciPy or threadpoolctl (the kernels stay correct, the
+    pools may just compete). numpy's private BLAS (in ``numpy.libs``) keeps its threads; a BLAS that
+    numpy and SciPy share (a system or conda OpenBLAS) becomes single-threaded for both.
+
+    >>> use_single_threaded_blas()                               # idempotent
+    """
+    global _blas_done
+    if _blas_done:
+        return
+    _blas_done = True
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS numba's np.dot calls)
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        if "numpy.libs" not in lib.filepath:                  # numpy's private copy is not the one we call
+            lib.set_num_threads(1)

@@ -1,0 +1,237 @@
+"""Seconds per MNIST epoch: axon's kernels against the same models in PyTorch, side by side.
+
+Two models, batch 128, Adam (lr 1e-3), 469 steps per epoch (60,000 images):
+
+- MLP: 784 -> 128 (relu) -> 10
+- CNN: conv 3x3 32 (same) -> relu -> maxpool 2 -> conv 3x3 64 (same) -> relu -> maxpool 2 -> dense 128 (relu) -> dense 10
+
+The axon side is written with ``axon.kernels`` and ``axon.autograd`` directly: one visible training step
+function per model (forward, ``value_and_grad``, the fused Adam update). The PyTorch side is the usual
+``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.Adam`` in PyTorch's own (N, C, H, W) layout.
+
+Both get the same thread count (numba, PyTorch and the BLAS libraries; default: all cores). The runs
+alternate (axon, torch, axon, torch, ...) so a busy machine slows both alike; the script reports the
+median run (``--stat min``: the fastest, closer to an idle machine's speed when others share the cores).
+
+    python benchmarks/mnist_epoch.py                        # both models, a full epoch each, 3 rounds
+    python benchmarks/mnist_epoch.py --model cnn --steps 50 # a subset, extrapolated to 469 steps
+    python benchmarks/mnist_epoch.py --breakdown            # axon's forward / backward / update times
+    python benchmarks/mnist_epoch.py --data mnist           # the real images instead of random ones
+    python benchmarks/mnist_epoch.py --steps 20 --rounds 10 --stat min   # on a shared machine
+
+Besides seconds per epoch it prints the fastest and the median single step of each side: on a machine
+that other processes share, the fastest step is the best estimate of the speed on an idle one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+STEPS_PER_EPOCH = 469
+BATCH = 128
+
+
+# ---- axon: parameters, and one training step per model ------------------------------------------------
+def glorot(rng, shape, fan_in, fan_out):
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape).astype(np.float32)
+
+
+def init_mlp(rng):
+    return {"w1": glorot(rng, (784, 128), 784, 128), "b1": np.zeros(128, np.float32),
+            "w2": glorot(rng, (128, 10), 128, 10), "b2": np.zeros(10, np.float32)}
+
+
+def init_cnn(rng):
+    return {"k1": glorot(rng, (3, 3, 1, 32), 9, 9 * 32), "c1": np.zeros(32, np.float32),
+            "k2": glorot(rng, (3, 3, 32, 64), 9 * 32, 9 * 64), "c2": np.zeros(64, np.float32),
+            "w3": glorot(rng, (7 * 7 * 64, 128), 3136, 128), "b3": np.zeros(128, np.float32),
+            "w4": glorot(rng, (128, 10), 128, 10), "b4": np.zeros(10, np.float32)}
+
+
+def mlp_loss(p, x, y):
+    from axon import kernels as K
+    h = K.bias_relu(K.matmul(x.reshape(-1, 784), p["w1"]), p["b1"])          # (N, 784) -> (N, 128)
+    logits = K.matmul(h, p["w2"]) + p["b2"]                                    # (N, 10)
+    return K.softmax_cross_entropy(logits, y).mean()
+
+
+SAME, VALID = ((1, 1), (1, 1)), ((0, 0), (0, 0))
+
+
+def cnn_loss(p, x, y):
+    from axon import kernels as K
+    h = K.bias_relu(K.conv(x, p["k1"], (1, 1), SAME, (1, 1)), p["c1"])       # (N, 28, 28, 1) -> (N, 28, 28, 32)
+    h = K.max_pool(h, (2, 2), (2, 2), VALID)                                   # -> (N, 14, 14, 32)
+    h = K.bias_relu(K.conv(h, p["k2"], (1, 1), SAME, (1, 1)), p["c2"])       # -> (N, 14, 14, 64)
+    h = K.max_pool(h, (2, 2), (2, 2), VALID)                                   # -> (N, 7, 7, 64)
+    h = K.bias_relu(K.matmul(h.reshape(h.shape[0], -1), p["w3"]), p["b3"])   # -> (N, 3136) -> (N, 128)
+    logits = K.matmul(h, p["w4"]) + p["b4"]                                    # -> (N, 10)
+    return K.softmax_cross_entropy(logits, y).mean()
+
+
+class AxonTrainer:
+    """Parameters, Adam moments and the step counter; ``step(x, y)`` is one training step."""
+
+    def __init__(self, model, seed=0):
+        from axon.autograd import value_and_grad
+        rng = np.random.default_rng(seed)
+        self.params = init_mlp(rng) if model == "mlp" else init_cnn(rng)
+        self.m = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.t = 0
+        self.loss_and_grads = value_and_grad(mlp_loss if model == "mlp" else cnn_loss)
+        self.times = {"forward+backward": [], "adam": []}
+
+    def step(self, x, y, breakdown=False):
+        from axon.kernels import adam_update
+        t0 = time.perf_counter()
+        loss, grads = self.loss_and_grads(self.params, x, y)                 # forward + backward
+        t1 = time.perf_counter()
+        self.t += 1
+        for k, p in self.params.items():                                       # the fused, in-place update
+            adam_update(p, grads[k], self.m[k], self.v[k], lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
+                        weight_decay=0.0, step=self.t)
+        if breakdown:
+            self.times["forward+backward"].append(t1 - t0)
+            self.times["adam"].append(time.perf_counter() - t1)
+        return float(loss)
+
+
+# ---- PyTorch: the same models ---------------------------------------------------------------------------
+class TorchTrainer:
+    def __init__(self, model, seed=0):
+        import torch
+        from torch import nn
+        torch.manual_seed(seed)
+        if model == "mlp":
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+        else:
+            self.net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                     nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                     nn.Linear(7 * 7 * 64, 128), nn.ReLU(), nn.Linear(128, 10))
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.loss = nn.CrossEntropyLoss()
+
+    def step(self, x, y):
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(self.net(x), y)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+
+# ---- data and timing ------------------------------------------------------------------------------------
+def batches(args, rng):
+    """``args.steps`` batches: axon's (N, 28, 28, 1) float32 and int labels, and the same as torch tensors."""
+    n = args.steps * BATCH
+    if args.data == "mnist":
+        from axon.datasets import mnist
+        images, onehot = mnist.load("train")
+        take = np.arange(n) % len(images)
+        x, y = images[take].reshape(-1, 28, 28, 1), onehot[take].argmax(1)
+    else:
+        x, y = rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n)
+    axon_batches = [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, n, BATCH)]
+    torch_batches = None
+    if not args.no_torch:
+        import torch
+        xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))            # (n, 1, 28, 28)
+        yt = torch.from_numpy(y.astype(np.int64))
+        torch_batches = [(xt[i:i + BATCH], yt[i:i + BATCH]) for i in range(0, n, BATCH)]
+    return axon_batches, torch_batches
+
+
+def run_epoch(trainer, data, step_times, **kw):
+    """Run ``trainer`` over ``data``; return the seconds it took, and append every step's to ``step_times``."""
+    start = time.perf_counter()
+    for x, y in data:
+        t = time.perf_counter()
+        trainer.step(x, y, **kw)
+        step_times.append(time.perf_counter() - t)
+    return time.perf_counter() - start
+
+
+def set_threads(n):
+    import numba
+    numba.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n)                                                  # both BLAS libraries and OpenMP
+    except ImportError:
+        pass
+    try:
+        import torch
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=STEPS_PER_EPOCH, help="steps per timed run (469 = 1 epoch)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating axon/torch runs")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="report the median run, or the fastest (steadier on a shared machine)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--data", choices=["random", "mnist"], default="random")
+    parser.add_argument("--breakdown", action="store_true", help="also time axon's step phases")
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("PyTorch is not installed: timing axon alone")
+            args.no_torch = True
+    t_import = time.perf_counter()
+    import axon.kernels  # noqa: F401
+    t_import = time.perf_counter() - t_import
+    set_threads(args.threads)
+    from axon.kernels import threads
+    threads.use_single_threaded_blas()                                        # axon's kernels: one pool
+    rng = np.random.default_rng(0)
+    axon_data, torch_data = batches(args, rng)
+    print(f"threads: {args.threads}, batch {BATCH}, {args.steps} steps per run, {args.stat} of {args.rounds} rounds, "
+          f"{args.data} data; load average {os.getloadavg()[0]:.1f}; import axon.kernels {t_import:.2f} s")
+    scale = STEPS_PER_EPOCH / args.steps
+    for model in (["mlp", "cnn"] if args.model == "both" else [args.model]):
+        ours = AxonTrainer(model)
+        t = time.perf_counter()
+        ours.step(*axon_data[0])
+        first = time.perf_counter() - t                                       # compile or load from cache
+        theirs = TorchTrainer(model) if not args.no_torch else None
+        if theirs:
+            theirs.step(*torch_data[0])
+        a_times, t_times, a_steps, t_steps = [], [], [], []
+        for _ in range(args.rounds):
+            a_times.append(run_epoch(ours, axon_data, a_steps, breakdown=args.breakdown))
+            if theirs:
+                t_times.append(run_epoch(theirs, torch_data, t_steps))
+        pick = min if args.stat == "min" else statistics.median
+        a = pick(a_times) * scale
+        line = f"{model.upper()}: axon {a:6.2f} s/epoch ({1e3 * a / STEPS_PER_EPOCH:6.2f} ms/step)"
+        if theirs:
+            tt = pick(t_times) * scale
+            line += f" | torch {tt:6.2f} s/epoch ({1e3 * tt / STEPS_PER_EPOCH:6.2f} ms/step) | axon/torch {a / tt:.2f}x"
+        print(line + f"   [first axon step {first:.2f} s; runs: axon "
+              + " ".join(f"{x * scale:.2f}" for x in a_times)
+              + (" torch " + " ".join(f"{x * scale:.2f}" for x in t_times) if theirs else "") + "]")
+        steps = f"    one step, fastest / median: axon {1e3 * min(a_steps):.2f} / {1e3 * statistics.median(a_steps):.2f} ms"
+        if theirs:
+            steps += (f", torch {1e3 * min(t_steps):.2f} / {1e3 * statistics.median(t_steps):.2f} ms"
+                      f" (axon/torch {min(a_steps) / min(t_steps):.2f}x / "
+                      f"{statistics.median(a_steps) / statistics.median(t_steps):.2f}x)")
+        print(steps)
+        if args.breakdown:
+            for phase, ts in ours.times.items():
+                print(f"    axon {phase:17s} {1e3 * pick(ts):7.2f} ms/step ({args.stat})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""axon.kernels.conv against a plain-numpy reference, finite differences and PyTorch."""
+import importlib
+
+import numpy as np
+import pytest
+
+from axon.autograd import Tensor, check_grads
+from axon.kernels import conv
+
+conv_module = importlib.import_module("axon.kernels.conv")   # the module (axon.kernels.conv is the function)
+
+
+def reference_conv(x, w, strides, padding, dilation, groups):
+    """Convolution as a sum over kernel offsets of strided slices of the padded input (float64)."""
+    n = x.ndim - 2
+    xp = np.pad(x, [(0, 0)] + list(padding) + [(0, 0)])                       # (N, *padded, C)
+    windows = [(k - 1) * d + 1 for k, d in zip(w.shape[:n], dilation)]
+    out = [(s - k) // st + 1 for s, k, st in zip(xp.shape[1:-1], windows, strides)]
+    cg, c_out = w.shape[-2:]
+    cog = c_out // groups
+    y = np.zeros((x.shape[0], *out, c_out))
+    for k in np.ndindex(*w.shape[:n]):
+        index = tuple(slice(ki * d, ki * d + (o - 1) * st + 1, st) for ki, d, o, st in zip(k, dilation, out, strides))
+        patch = xp[(slice(None),) + index]                                      # (N, *out, C_in)
+        for g in range(groups):
+            y[..., g * cog:(g + 1) * cog] += patch[..., g * cg:(g + 1) * cg] @ w[k][:, g * cog:(g + 1) * cog]
+    return y
+
+
+# (x shape, kernel spatial shape, strides, padding, dilation, groups, C_out): odd shapes on purpose
+CASES = [
+    ((2, 7, 3), (3,), (1,), ((1, 1),), (1,), 1, 4),                              # 1-d, "same"
+    ((1, 9, 8, 3), (3, 3), (2, 1), ((1, 0), (2, 1)), (1, 2), 1, 5),              # batch 1, stride 2, dilation
+    ((3, 6, 5, 4), (3, 2), (1, 1), ((1, 1), (0, 1)), (1, 1), 2, 6),              # groups 2, non-square
+    ((2, 5, 5, 4), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4, 8),              # depthwise (x2 multiplier)
+    ((2, 4, 5, 6, 3), (2, 3, 2), (1, 2, 1), ((0, 1), (1, 1), (0, 0)), (1, 1, 2), 1, 4),   # 3-d
+    ((2, 9, 7, 8), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, 16),             # deep columns: BLAS path
+    ((1, 5, 5, 1), (5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1, 3),              # one output pixel
+    ((2, 6, 5, 16), (3, 3), (2, 1), ((1, 1), (1, 0)), (1, 1), 2, 6),             # 8 channels per group
+    ((1, 7, 7, 8), (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1, 4),              # dilated, 8 channels
+]
+# Fewer than 8 channels per group take the transposed-columns path, 8 or more the row path.
+
+
+def _run(x, w, case):
+    _, _, strides, padding, dilation, groups, _ = case
+    return conv(x, w, strides, padding, dilation, groups)
+
+
+def _inputs(rng, case, dtype):
+    shape, k, _, _, _, groups, c_out = case
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(k + (shape[-1] // groups, c_out)).astype(dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_matches_numpy_reference(rng, case):
+    x, w = _inputs(rng, case, np.float64)
+    y = _run(x, w, case)
+    np.testing.assert_allclose(y.numpy(), reference_conv(x, w, *case[2:6]), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_float32_stays_float32(rng, case):
+    x, w = _inputs(rng, case, np.float32)
+    X, W = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    y = _run(X, W, case)
+    (y * y).sum().backward()
+    assert y.dtype == X.grad.dtype == W.grad.dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), reference_conv(x.astype(np.float64), w.astype(np.float64), *case[2:6]),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2], CASES[3]])
+def test_conv_gradients_finite_differences(rng, case):
+    shape, k, strides, padding, dilation, groups, c_out = case
+    small = (min(shape[0], 2),) + tuple(min(s, 5) for s in shape[1:-1]) + (shape[-1],)
+    small_case = (small,) + case[1:]
+    x, w = _inputs(rng, small_case, np.float64)
+    check_grads(lambda x, w: conv(x, w, strides, padding, dilation, groups), (x, w), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_matches_torch(rng, case):
+    torch = pytest.importorskip("torch")
+    shape, k, strides, padding, dilation, groups, c_out = case
+    n = len(shape) - 2
+    x, w = _inputs(rng, case, np.float32)
+    X, W = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    y = _run(X, W, case)
+    u = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(u)
+
+    xt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)                 # (N, C, *S)
+    wt = torch.tensor(np.moveaxis(np.moveaxis(w, -1, 0), -1, 1), requires_grad=True)   # (C_out, C_in/g, *K)
+    pads = [p for lo_hi in reversed(padding) for p in lo_hi]
+    f = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[n]
+    yt = f(torch.nn.functional.pad(xt, pads), wt, stride=strides, dilation=dilation, groups=groups)
+    yt.backward(torch.tensor(np.moveaxis(u, -1, 1)))
+    np.testing.assert_allclose(y.numpy(), np.moveaxis(yt.detach().numpy(), 1, -1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(X.grad, np.moveaxis(xt.grad.numpy(), 1, -1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(W.grad, np.moveaxis(np.moveaxis(wt.grad.numpy(), 1, -1), 0, -1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]])
+def test_conv_parallel_and_block_paths_agree(rng, monkeypatch, case):
+    """Split across threads, in blocks that end mid-image and mid-row, or on one thread: the same numbers.
+
+    In float32, the dtype training uses, so that the suite compiles the parallel kernels only once."""
+    x, w = _inputs(rng, case, np.float32)
+
+    def values_and_grads():
+        X, W = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+        y = _run(X, W, case)
+        (y * y).sum().backward()
+        return y.numpy(), X.grad, W.grad
+
+    expected = values_and_grads()                                               # small: one thread, one block
+    monkeypatch.setattr(conv_module, "_PARALLEL_MACS", 0)                       # every chunk its own thread
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1)
+    monkeypatch.setattr(conv_module, "_MIN_ROWS", 5)                            # blocks of 5 rows
+    for threads in (None, 1):
+        if threads:
+            monkeypatch.setattr(conv_module, "num_threads", lambda: threads)
+        for got, want in zip(values_and_grads(), expected):                    # float32 sums in another order
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_conv_gradient_only_where_needed(rng):
+    x, w = rng.standard_normal((2, 5, 5, 1)), rng.standard_normal((3, 3, 1, 4))
+    W = Tensor(w, requires_grad=True)
+    conv(x, W, (1, 1), ((1, 1), (1, 1)), (1, 1)).sum().backward()               # x is data: no dx needed
+    assert W.grad.shape == w.shape
+
+
+def test_conv_bad_arguments_raise_clear_errors(rng):
+    x = rng.standard_normal((2, 5, 5, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
+    w4 = rng.standard_normal((3, 3, 4, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"kernel expects 3 input channels, input has 4"):
+        conv(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1))
+    with pytest.raises(TypeError, match="same dtype"):
+        conv(x, w4.astype(np.float64), (1, 1), ((0, 0), (0, 0)), (1, 1))
+    with pytest.raises(ValueError, match="larger than spatial axis"):
+        conv(x, np.zeros((7, 3, 4, 8), np.float32), (1, 1), ((0, 0), (0, 0)), (1, 1))
+    with pytest.raises(ValueError, match="strides must be 2"):
+        conv(x, w4, (1,), ((0, 0), (0, 0)), (1, 1))
+    with pytest.raises(ValueError, match="padding must be 2 pair"):
+        conv(x, w4, (1, 1), ((0, -1), (0, 0)), (1, 1))
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        conv(x, w4, (1, 1), ((0, 0), (0, 0)), (1, 1), groups=3)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        conv(x.astype(np.int32), w4, (1, 1), ((0, 0), (0, 0)), (1, 1))
+    with pytest.raises(ValueError, match="1 to 3 spatial axes"):
+        conv(x[0, 0], w4, (1, 1), ((0, 0), (0, 0)), (1, 1))
