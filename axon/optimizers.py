@@ -31,7 +31,7 @@ import numpy as np
 from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
-from .tree import tree_map
+from .tree import tree_flatten_with_path, tree_leaves, tree_map_multi
 from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleState, _check_like, _hyper,
                       _need_params, add_decayed_weights, add_noise, chain, clip_by_block_rms, masked,
                       scale_by_adadelta, scale_by_adam, scale_by_belief, scale_by_factored_rms,
@@ -83,46 +83,57 @@ def adagrad(lr=1e-2, initial_accumulator_value=0.0, eps=1e-10) -> GradientTransf
 
 
 def _find_adam_kernel():
-    """``axon.kernels.adam_update`` when the kernels are installed, else None."""
-    try:
-        from . import kernels
-    except ImportError:
-        return None
-    return getattr(kernels, "adam_update", None)
+    """``axon.kernels.adam``: the one-pass Adam(W) step (``adam_scalars`` once per step, ``adam_into`` per leaf)."""
+    from .kernels import adam
+    return adam
 
 
 def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weight_decay):
     """Adam(W) through the one-pass kernel, with ``reference``'s state layout and trajectory.
 
-    The kernel updates ``(p, m, v)`` in place: ``p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p)``. Run on a
-    zero buffer ``u`` in place of ``p`` with ``wd = 0``, it leaves ``u = -lr m_hat / (sqrt(v_hat) + eps)``:
-    the update. It works on fresh copies of ``m`` and ``v`` (the new state), so the caller's params,
-    grads and old state stay untouched. Decoupled weight decay then adds ``-lr wd p``.
+    Per leaf the kernel reads ``p, g, m, v`` once and writes the update ``u = -lr (m_hat / (sqrt(v_hat) +
+    eps) + wd p)`` and the new moments into fresh arrays: the caller's params, grads and old state
+    stay untouched, as a GradientTransformation promises. The step's scalars are computed once per
+    step; a leaf whose shape or dtype does not match stops the update before anything is written,
+    and the error names the first mismatching path.
     """
     scheduled = callable(lr)
-
-    def leaf(g, m, v, step_size, t):                               # m, v: fresh copies, updated in place
-        u = np.zeros_like(m)
-        g = np.ascontiguousarray(g, dtype=m.dtype)
-        kernel(u.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), lr=step_size, b1=b1, b2=b2, eps=eps,
-               weight_decay=0.0, step=t)
-        return u
+    fn = "adamw" if weight_decay else "adam"
 
     def update(grads, state, params=None):
         adam_state, lr_state = state[0], state[-1]
         if weight_decay:
-            _need_params("adamw", params)
-        _check_like("adamw" if weight_decay else "adam", params if weight_decay else adam_state.mu, grads)
+            _need_params(fn, params)
         t = int(adam_state.count) + 1
         step_size = float(lr(int(lr_state.count))) if scheduled else lr
-        mu, nu = tree_map(np.copy, adam_state.mu), tree_map(np.copy, adam_state.nu)
-        updates = tree_map(lambda g, m, v: leaf(g, m, v, step_size, t), grads, mu, nu)
-        if weight_decay:
-            k = -step_size * weight_decay
-            updates = tree_map(lambda u, p: u + k * p, updates, params)
+        scalars = {}                                           # dtype -> the kernel's scalars for this step
+
+        def leaf(g, m, v, p):
+            if not (isinstance(g, np.ndarray) and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
+                raise ValueError("mismatch")                   # reworded below, with the path
+            if m.dtype not in scalars:
+                scalars[m.dtype] = kernel.adam_scalars(m.dtype, lr=step_size, b1=b1, b2=b2, eps=eps,
+                                                       weight_decay=weight_decay, step=t)
+            out = (np.empty_like(m), np.empty_like(m), np.empty_like(m))                  # u, m_new, v_new
+            kernel.adam_into(p, np.ascontiguousarray(g), m, v, out, scalars[m.dtype])
+            return out
+        try:
+            updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
+                                             params if weight_decay else grads)   # p only read when decaying
+        except ValueError:
+            _check_like(fn, params if weight_decay else adam_state.mu, grads)     # names the first bad path
+            _check_dtypes(fn, params if weight_decay else adam_state.mu, grads)
+            raise
         new_lr_state = ScaleByScheduleState(np.asarray(int(lr_state.count) + 1, np.int64)) if scheduled else lr_state
         return updates, (ScaleByAdamState(np.asarray(t, np.int64), mu, nu),) + tuple(state[1:-1]) + (new_lr_state,)
     return GradientTransformation(reference.init, update)
+
+
+def _check_dtypes(fn, reference, grads) -> None:
+    """ValueError naming the first path where a gradient's dtype differs from its parameter's."""
+    for (path, r), g in zip(tree_flatten_with_path(reference), tree_leaves(grads)):
+        if np.asarray(g).dtype != r.dtype:
+            raise ValueError(f"{fn}: params and grads differ at '{path}': dtype {r.dtype} vs {np.asarray(g).dtype}")
 
 
 def _adam_family(fn, lr, b1, b2, eps, eps_root, weight_decay, mask, fused, decoupled):
@@ -135,7 +146,7 @@ def _adam_family(fn, lr, b1, b2, eps, eps_root, weight_decay, mask, fused, decou
     kernel = _find_adam_kernel()
     eligible = eps_root == 0 and mask is None and not callable(weight_decay)
     if fused and (kernel is None or not eligible):
-        why = "axon.kernels.adam_update is not available" if kernel is None else \
+        why = "axon.kernels.adam is not available" if kernel is None else \
             "the fused kernel supports neither eps_root, a weight-decay mask nor a weight-decay schedule"
         raise ValueError(f"{fn}: fused=True but {why}")
     if kernel is None or not eligible:

@@ -12,7 +12,7 @@ np.float64(12.0)
 """
 from __future__ import annotations
 
-__all__ = ["tree_map", "tree_map_with_path", "tree_leaves", "tree_flatten_with_path", "tree_structure_check", "is_namedtuple"]
+__all__ = ["tree_map", "tree_map_multi", "tree_map_with_path", "tree_leaves", "tree_flatten_with_path", "tree_structure_check", "is_namedtuple"]
 
 
 def is_namedtuple(x) -> bool:
@@ -62,25 +62,58 @@ def _check_same(path: str, x, y) -> None:
         raise ValueError(f"tree structures differ at '{where}': None vs {type(y).__name__}")
 
 
-def tree_map(fn, tree, *rest, path: str = ""):
+class _Mismatch(Exception):
+    """Raised inside the fast walk; ``tree_map`` then finds the path for the error message."""
+
+
+def tree_map(fn, tree, *rest):
     """Apply ``fn(leaf, *other_leaves)`` to every leaf; the trees in ``rest`` must match ``tree``.
 
     A mismatch (other keys, lengths or container types) raises ValueError naming the first bad path.
+    The walk itself builds no paths (it runs on every training step); only a mismatch pays for one.
     """
-    if tree is None:
+    try:
+        return _map(fn, tree, rest)
+    except _Mismatch:
+        for r in rest:
+            tree_structure_check(tree, r, check_shapes=False)  # raises, naming the first bad path
+        raise ValueError("tree structures differ") from None
+
+
+def _map(fn, x, rest):
+    if x is None:
         return None
-    if not _is_node(tree):
-        return fn(tree, *rest)
+    if type(x) is dict:                                        # the common case, params and grads
+        for r in rest:
+            if not isinstance(r, dict) or r.keys() != x.keys():
+                raise _Mismatch
+        return {k: _map(fn, v, [r[k] for r in rest]) for k, v in x.items()}
+    if not _is_node(x):
+        return fn(x, *rest)
     for r in rest:
-        _check_same(path, tree, r)
-    kids = _children(tree)
-    if isinstance(tree, dict):
-        others = [[r[k] for k, _ in kids] for r in rest]
-    else:
-        others = [list(r) for r in rest]
-    values = [tree_map(fn, child, *(o[i] for o in others), path=_join(path, k))
-              for i, (k, child) in enumerate(kids)]
-    return _rebuild(tree, values)
+        if type(r) is not type(x) and not (isinstance(x, dict) and isinstance(r, dict)) or len(r) != len(x):
+            raise _Mismatch
+        if isinstance(x, dict) and r.keys() != x.keys():
+            raise _Mismatch
+    kids = _children(x)
+    others = [[r[k] for k, _ in kids] if isinstance(x, dict) else list(r) for r in rest]
+    return _rebuild(x, [_map(fn, child, [o[i] for o in others]) for i, (_, child) in enumerate(kids)])
+
+
+def tree_map_multi(fn, n: int, tree, *rest) -> tuple:
+    """Like ``tree_map`` for an ``fn`` that returns ``n`` values per leaf: ``n`` trees shaped like ``tree``.
+
+    >>> ups, downs = tree_map_multi(lambda x: (x + 1, x - 1), 2, {"a": 1, "b": [2]})
+    >>> ups, downs
+    ({'a': 2, 'b': [3]}, {'a': 0, 'b': [1]})
+    """
+    results = []
+    tree_map(lambda *leaves: results.append(fn(*leaves)), tree, *rest)   # leaves in tree_map's order
+    outs = []
+    for i in range(n):
+        column = iter([r[i] for r in results])
+        outs.append(tree_map(lambda _: next(column), tree))
+    return tuple(outs)
 
 
 def tree_map_with_path(fn, tree, path: str = ""):

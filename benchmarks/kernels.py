@@ -9,6 +9,7 @@ interleaved (axon, numpy, torch, axon, ...) so a busy machine slows all three al
     python benchmarks/kernels.py --only conv       # the rows whose name contains "conv"
     python benchmarks/kernels.py --threads 1 --stat min
     python benchmarks/kernels.py --threads 1 --clock cpu  # CPU time: steady even on a busy machine
+    python benchmarks/kernels.py --stat min --markdown tutorials/data/kernels.md   # also as a Markdown table
 
 "numpy" is the straightforward vectorised numpy version (im2col by ``sliding_window_view`` and
 ``tensordot`` for conv, reshape-and-max for pooling, and so on), with its backward written by hand.
@@ -257,6 +258,44 @@ def set_threads(n):
     threads.use_single_threaded_blas()                                          # axon's kernels: one pool
 
 
+def machine_line(threads: int, load: float) -> str:
+    """One line about the machine a table was measured on: CPU, cores, threads, load, versions, date."""
+    import datetime
+    import platform
+
+    import numba
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import torch
+        torch_version = f", PyTorch {torch.__version__}"
+    except ImportError:
+        torch_version = ""
+    return (f"{cpu}, {os.cpu_count()} cores, {threads} threads, load average {load:.1f}; "
+            f"numpy {np.__version__}, numba {numba.__version__}{torch_version}; "
+            f"{datetime.date.today().isoformat()}")
+
+
+def write_markdown(path, args, load, results):
+    """The table as Markdown: a line about the machine and the settings, then one row per kernel."""
+    lines = [f"Measured on {machine_line(args.threads, load)}. {args.stat.capitalize()} of {args.repeat} interleaved "
+             f"runs, {args.clock} clock; times in ms; ratios of forward+backward, below 1: axon is faster.",
+             "",
+             "| kernel | axon fwd | axon f+b | numpy f+b | torch fwd | torch f+b | axon/numpy | axon/torch |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for name, (af, ab, nb, tf, tb) in results:
+        cell = name.replace("[", "\\[").replace("]", "\\]")                     # "[no dx]" is text, not a link
+        lines.append(f"| {cell} | {af:.3f} | {ab:.3f} | {nb:.3f} | {tf:.3f} | {tb:.3f} | {ab / nb:.2f} | "
+                     f"{ab / tb:.2f} |")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -265,6 +304,7 @@ def main():
     parser.add_argument("--only", default="", help="only the rows whose name contains this text")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: this thread's CPU time, immune to other processes (needs --threads 1)")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table to PATH as Markdown")
     args = parser.parse_args()
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu measures the calling thread only: use it with --threads 1")
@@ -272,13 +312,19 @@ def main():
     set_threads(args.threads)
     rng = np.random.default_rng(0)
     rows = [r for r in cases(rng) if args.only in r[0]]
+    load = os.getloadavg()[0]                                                   # before our own runs add to it
     print(f"threads {args.threads}, {args.clock} clock, {args.stat} of {args.repeat} interleaved runs, load average "
-          f"{os.getloadavg()[0]:.1f}; times in ms")
+          f"{load:.1f}; times in ms")
     print(f"{'kernel':44s} {'axon fwd':>9s} {'axon f+b':>9s} {'numpy f+b':>9s} {'torch fwd':>9s} {'torch f+b':>9s}"
           f" {'ax/np':>6s} {'ax/torch':>8s}")
+    results = []
     for name, a_fwd, a_both, n_both, t_fwd, t_both in rows:
         af, ab, nb, tf, tb = measure([a_fwd, a_both, n_both, t_fwd, t_both], args.repeat, args.stat, clock)
         print(f"{name:44s} {af:9.3f} {ab:9.3f} {nb:9.3f} {tf:9.3f} {tb:9.3f} {ab / nb:6.2f} {ab / tb:8.2f}")
+        results.append((name, (af, ab, nb, tf, tb)))
+    if args.markdown:
+        write_markdown(args.markdown, args, load, results)
+        print(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":

@@ -5,19 +5,25 @@ Two models, batch 128, Adam (lr 1e-3), 469 steps per epoch (60,000 images):
 - MLP: 784 -> 128 (relu) -> 10
 - CNN: conv 3x3 32 (same) -> relu -> maxpool 2 -> conv 3x3 64 (same) -> relu -> maxpool 2 -> dense 128 (relu) -> dense 10
 
-The axon side is written with ``axon.kernels`` and ``axon.autograd`` directly: one visible training step
-function per model (forward, ``value_and_grad``, the fused Adam update). The PyTorch side is the usual
+axon runs twice: through its public API (the model graph, ``axon.training.step``, ``axon.optimizers.adam``:
+what users get), and written with ``axon.kernels`` and ``axon.autograd`` directly (one visible training
+step function per model: forward, ``value_and_grad``, the fused in-place Adam update), which shows the
+floor the kernels set and, by difference, the framework's overhead. The PyTorch side is the usual
 ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.Adam`` in PyTorch's own (N, C, H, W) layout.
 
-Both get the same thread count (numba, PyTorch and the BLAS libraries; default: all cores). The runs
-alternate (axon, torch, axon, torch, ...) so a busy machine slows both alike; the script reports the
-median run (``--stat min``: the fastest, closer to an idle machine's speed when others share the cores).
+Both get the same thread count (numba, PyTorch and the BLAS libraries; default: all cores). PyTorch runs
+in a process of its own that never imports axon: importing axon changes process-wide settings (the
+memory allocator's, see ``axon.kernels.workspace``), which measurably changed PyTorch's speed when both
+shared a process, so a separate process is PyTorch as its users run it. The runs alternate (axon,
+torch, axon, torch, ...) so a busy machine slows both alike; the script reports the median run
+(``--stat min``: the fastest, closer to an idle machine's speed when others share the cores).
 
     python benchmarks/mnist_epoch.py                        # both models, a full epoch each, 3 rounds
     python benchmarks/mnist_epoch.py --model cnn --steps 50 # a subset, extrapolated to 469 steps
     python benchmarks/mnist_epoch.py --breakdown            # axon's forward / backward / update times
     python benchmarks/mnist_epoch.py --data mnist           # the real images instead of random ones
     python benchmarks/mnist_epoch.py --steps 20 --rounds 10 --stat min   # on a shared machine
+    python benchmarks/mnist_epoch.py --steps 100 --rounds 5 --stat min --markdown tutorials/data/mnist_epoch.md
 
 Besides seconds per epoch it prints the fastest and the median single step of each side: on a machine
 that other processes share, the fastest step is the best estimate of the speed on an idle one.
@@ -102,6 +108,32 @@ class AxonTrainer:
         return float(loss)
 
 
+class ApiTrainer:
+    """The same models through axon's public API: the model graph, ``axon.training.step`` and ``adam``.
+
+    This is what a user's ``python -m axon.examples.mnist`` runs; the difference to ``AxonTrainer`` is
+    the framework's own overhead (graph walk, params trees, the optimizer's functional update).
+    """
+
+    def __init__(self, model, seed=0):
+        import axon
+        x = axon.input((None, 28, 28, 1))
+        if model == "mlp":
+            net = x.flatten().dense(128, activation="relu").dense(10)
+        else:
+            net = (x.conv(32, kernel_size=3, padding="same", activation="relu").max_pool(kernel_size=2)
+                   .conv(64, kernel_size=3, padding="same", activation="relu").max_pool(kernel_size=2)
+                   .flatten().dense(128, activation="relu").dense(10))
+        loss = lambda y, logits: axon.losses.sparse_categorical_cross_entropy(y, logits, from_logits=True,
+                                                                             reduction="mean")
+        init, self.train_step = axon.training.step(net, loss, axon.optimizers.adam(1e-3))
+        self.state = init(seed=seed)
+
+    def step(self, x, y, breakdown=False):
+        self.state, metrics = self.train_step(self.state, x, y)
+        return metrics["loss"]
+
+
 # ---- PyTorch: the same models ---------------------------------------------------------------------------
 class TorchTrainer:
     def __init__(self, model, seed=0):
@@ -126,24 +158,20 @@ class TorchTrainer:
 
 
 # ---- data and timing ------------------------------------------------------------------------------------
-def batches(args, rng):
-    """``args.steps`` batches: axon's (N, 28, 28, 1) float32 and int labels, and the same as torch tensors."""
+def make_data(args):
+    """``args.steps * BATCH`` images (N, 28, 28, 1) float32 and int labels: random (seeded) or MNIST."""
     n = args.steps * BATCH
     if args.data == "mnist":
         from axon.datasets import mnist
         images, onehot = mnist.load("train")
         take = np.arange(n) % len(images)
-        x, y = images[take].reshape(-1, 28, 28, 1), onehot[take].argmax(1)
-    else:
-        x, y = rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n)
-    axon_batches = [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, n, BATCH)]
-    torch_batches = None
-    if not args.no_torch:
-        import torch
-        xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))            # (n, 1, 28, 28)
-        yt = torch.from_numpy(y.astype(np.int64))
-        torch_batches = [(xt[i:i + BATCH], yt[i:i + BATCH]) for i in range(0, n, BATCH)]
-    return axon_batches, torch_batches
+        return images[take].reshape(-1, 28, 28, 1), onehot[take].argmax(1)
+    rng = np.random.default_rng(0)
+    return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n)
+
+
+def split(x, y):
+    return [(x[i:i + BATCH], y[i:i + BATCH]) for i in range(0, len(x), BATCH)]
 
 
 def run_epoch(trainer, data, step_times, **kw):
@@ -156,6 +184,57 @@ def run_epoch(trainer, data, step_times, **kw):
     return time.perf_counter() - start
 
 
+class TorchProcess:
+    """PyTorch in a child process that never imports axon; ``epoch()`` runs one timed pass over the data."""
+
+    def __init__(self, model, threads, x, y, tmpdir):
+        import json
+        import subprocess
+        import sys
+        path = os.path.join(tmpdir, f"data_{model}.npz")
+        np.savez(path, x=np.ascontiguousarray(np.moveaxis(x, -1, 1)), y=y.astype(np.int64))  # (n, 1, 28, 28)
+        self.proc = subprocess.Popen([sys.executable, __file__, "--torch-worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self._json = json
+        self._send({"model": model, "threads": threads, "data": path})
+
+    def _send(self, msg):
+        self.proc.stdin.write(self._json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the PyTorch worker process died")
+        return self._json.loads(line)
+
+    def epoch(self, step_times):
+        out = self._send({"run": True})
+        step_times.extend(out["steps"])
+        return out["total"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def torch_worker():
+    """The child: read JSON commands on stdin, answer on stdout (set-up, then one line per timed epoch)."""
+    import json
+    import sys
+    import torch
+    setup = json.loads(sys.stdin.readline())
+    torch.set_num_threads(setup["threads"])
+    data = np.load(setup["data"])
+    xt, yt = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+    batches = [(xt[i:i + BATCH], yt[i:i + BATCH]) for i in range(0, len(xt), BATCH)]
+    trainer = TorchTrainer(setup["model"])
+    trainer.step(*batches[0])                                                 # warm up
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        steps = []
+        total = run_epoch(trainer, batches, steps)
+        print(json.dumps({"total": total, "steps": steps}), flush=True)
+
+
 def set_threads(n):
     import numba
     numba.set_num_threads(n)
@@ -164,11 +243,27 @@ def set_threads(n):
         threadpool_limits(n)                                                  # both BLAS libraries and OpenMP
     except ImportError:
         pass
-    try:
-        import torch
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+
+
+def write_markdown(path, args, load, results):
+    """The table as Markdown: a line about the machine and the settings, then one row per model.
+
+    ``results``: ``(model, api, kernels, torch)`` in seconds per epoch (``torch`` None without PyTorch).
+    """
+    from kernels import machine_line                                          # benchmarks/kernels.py, beside us
+    ms = lambda s: f"{s:.2f} s ({1e3 * s / STEPS_PER_EPOCH:.1f} ms/step)"    # noqa: E731
+    lines = [f"Measured on {machine_line(args.threads, load)}. Batch {BATCH}, Adam, {args.data} data; "
+             f"{args.steps} steps per run, scaled to an epoch of {STEPS_PER_EPOCH} steps; {args.stat} of "
+             f"{args.rounds} alternating rounds; PyTorch in a process of its own.",
+             "",
+             "| model | axon API | axon kernels | PyTorch | API/torch | kernels/torch |",
+             "|---|--:|--:|--:|--:|--:|"]
+    for model, api, ours, torch_s in results:
+        theirs = (ms(torch_s), f"{api / torch_s:.2f}", f"{ours / torch_s:.2f}") if torch_s else ("-", "-", "-")
+        lines.append(f"| {model.upper()} | {ms(api)} | {ms(ours)} | " + " | ".join(theirs) + " |")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def main():
@@ -182,7 +277,11 @@ def main():
     parser.add_argument("--data", choices=["random", "mnist"], default="random")
     parser.add_argument("--breakdown", action="store_true", help="also time axon's step phases")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table to PATH as Markdown")
+    parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.torch_worker:
+        return torch_worker()
     if not args.no_torch:
         try:
             import torch  # noqa: F401
@@ -195,42 +294,55 @@ def main():
     set_threads(args.threads)
     from axon.kernels import threads
     threads.use_single_threaded_blas()                                        # axon's kernels: one pool
-    rng = np.random.default_rng(0)
-    axon_data, torch_data = batches(args, rng)
+    import tempfile
+    x, y = make_data(args)
+    axon_data = split(x, y)
+    tmpdir = tempfile.mkdtemp()
+    load = os.getloadavg()[0]                                                 # before our own runs add to it
     print(f"threads: {args.threads}, batch {BATCH}, {args.steps} steps per run, {args.stat} of {args.rounds} rounds, "
-          f"{args.data} data; load average {os.getloadavg()[0]:.1f}; import axon.kernels {t_import:.2f} s")
+          f"{args.data} data; load average {load:.1f}; import axon.kernels {t_import:.2f} s")
     scale = STEPS_PER_EPOCH / args.steps
+    results = []
     for model in (["mlp", "cnn"] if args.model == "both" else [args.model]):
         ours = AxonTrainer(model)
         t = time.perf_counter()
         ours.step(*axon_data[0])
         first = time.perf_counter() - t                                       # compile or load from cache
-        theirs = TorchTrainer(model) if not args.no_torch else None
-        if theirs:
-            theirs.step(*torch_data[0])
-        a_times, t_times, a_steps, t_steps = [], [], [], []
-        for _ in range(args.rounds):
+        api = ApiTrainer(model)
+        api.step(*axon_data[0])
+        theirs = TorchProcess(model, args.threads, x, y, tmpdir) if not args.no_torch else None
+        a_times, p_times, t_times, a_steps, p_steps, t_steps = [], [], [], [], [], []
+        for _ in range(args.rounds):                                         # interleaved: load hits all alike
+            p_times.append(run_epoch(api, axon_data, p_steps))
             a_times.append(run_epoch(ours, axon_data, a_steps, breakdown=args.breakdown))
             if theirs:
-                t_times.append(run_epoch(theirs, torch_data, t_steps))
+                t_times.append(theirs.epoch(t_steps))
         pick = min if args.stat == "min" else statistics.median
-        a = pick(a_times) * scale
-        line = f"{model.upper()}: axon {a:6.2f} s/epoch ({1e3 * a / STEPS_PER_EPOCH:6.2f} ms/step)"
+        a, p = pick(a_times) * scale, pick(p_times) * scale
+        line = (f"{model.upper()}: axon API {p:6.2f} s/epoch ({1e3 * p / STEPS_PER_EPOCH:6.2f} ms/step) | "
+                f"axon kernels {a:6.2f} s/epoch")
         if theirs:
             tt = pick(t_times) * scale
-            line += f" | torch {tt:6.2f} s/epoch ({1e3 * tt / STEPS_PER_EPOCH:6.2f} ms/step) | axon/torch {a / tt:.2f}x"
-        print(line + f"   [first axon step {first:.2f} s; runs: axon "
-              + " ".join(f"{x * scale:.2f}" for x in a_times)
+            line += (f" | torch {tt:6.2f} s/epoch ({1e3 * tt / STEPS_PER_EPOCH:6.2f} ms/step) | "
+                     f"API/torch {p / tt:.2f}x, kernels/torch {a / tt:.2f}x")
+        results.append((model, p, a, pick(t_times) * scale if theirs else None))
+        print(line + f"   [first axon step {first:.2f} s; runs: API " + " ".join(f"{x * scale:.2f}" for x in p_times)
+              + " kernels " + " ".join(f"{x * scale:.2f}" for x in a_times)
               + (" torch " + " ".join(f"{x * scale:.2f}" for x in t_times) if theirs else "") + "]")
-        steps = f"    one step, fastest / median: axon {1e3 * min(a_steps):.2f} / {1e3 * statistics.median(a_steps):.2f} ms"
+        steps = (f"    one step, fastest / median: axon API {1e3 * min(p_steps):.2f} / "
+                 f"{1e3 * statistics.median(p_steps):.2f} ms")
         if theirs:
             steps += (f", torch {1e3 * min(t_steps):.2f} / {1e3 * statistics.median(t_steps):.2f} ms"
-                      f" (axon/torch {min(a_steps) / min(t_steps):.2f}x / "
-                      f"{statistics.median(a_steps) / statistics.median(t_steps):.2f}x)")
+                      f" (API/torch {min(p_steps) / min(t_steps):.2f}x / "
+                      f"{statistics.median(p_steps) / statistics.median(t_steps):.2f}x)")
+            theirs.close()
         print(steps)
         if args.breakdown:
             for phase, ts in ours.times.items():
-                print(f"    axon {phase:17s} {1e3 * pick(ts):7.2f} ms/step ({args.stat})")
+                print(f"    axon kernels {phase:17s} {1e3 * pick(ts):7.2f} ms/step ({args.stat})")
+    if args.markdown:
+        write_markdown(args.markdown, args, load, results)
+        print(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":

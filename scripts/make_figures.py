@@ -71,7 +71,7 @@ def computation_graph(plt):
     b = Tensor(0.5, requires_grad=True)
     loss = tanh(w * x + b)
     order = toposort(loss)                                     # inputs first, loss last
-    grads = backprop(loss, Tensor(1.0), keep=order, retain_graph=True)  # {id(t): d loss / d t}
+    grads = {id(t): g for t, g in backprop(loss, Tensor(1.0), keep=order, retain_graph=True)}  # d loss / d t
 
     # Leaves in the left column, top to bottom; each operation one column right of its deepest input,
     # at the mean height of its inputs.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from axon.autograd import Tensor, check_grads
-from axon.kernels import (adam_update, batch_norm_train, bias_relu, matmul, matmul_loop, max_with_indices,
+from axon.kernels import (adam_step, adam_update, batch_norm_train, bias_relu, matmul, matmul_loop, max_with_indices,
                           reduce_mean, reduce_sum)
 from axon.kernels.workspace import scratch
 
@@ -103,6 +103,23 @@ def test_adam_update_matches_reference(rng, size, wd):
         adam_update(p, g, m, v, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd, step=step)
     for got, w in zip((p, m, v), want):
         np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_adam_step_is_the_same_step_without_touching_its_inputs(rng, dtype, wd):
+    p, g = rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((5, 7)).astype(dtype)
+    m, v = rng.standard_normal((5, 7)).astype(dtype), rng.random((5, 7)).astype(dtype)
+    before = [a.copy() for a in (p, g, m, v)]
+    u, m_new, v_new = adam_step(p, g, m, v, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd, step=3)
+    for a, b in zip((p, g, m, v), before):
+        np.testing.assert_array_equal(a, b)                    # inputs untouched
+    adam_update(p, g, m, v, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=wd, step=3)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(before[0] + u, p, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(m_new, m)
+    np.testing.assert_array_equal(v_new, v)
+    assert u.dtype == m_new.dtype == v_new.dtype == dtype
 
 
 @pytest.mark.parametrize("wd", [0.0, 0.05])
@@ -203,7 +220,7 @@ def test_max_with_indices_ties_nan_and_float32():
 def test_bias_relu_matches_numpy_and_gradients(rng):
     x, b = rng.standard_normal((4, 3, 5)), rng.standard_normal(5)
     np.testing.assert_allclose(bias_relu(x, b).numpy(), np.maximum(x + b, 0))
-    check_grads(bias_relu, (x, b))
+    check_grads(bias_relu, (x, b), order=2)                  # grad of grad: the VJP is recorded as ops
     big = rng.standard_normal((30, 20)).astype(np.float32)
     B = Tensor(np.zeros(20, np.float32), requires_grad=True)
     y = bias_relu(big, B)

@@ -118,5 +118,31 @@ def test_softmax_bad_arguments_raise_clear_errors():
         softmax_cross_entropy(x, np.zeros((3, 4)))
     with pytest.raises(ValueError, match="logits must be \\(N, K\\)"):
         softmax_cross_entropy(x[0], np.array([1]))
-    with pytest.raises(ValueError, match="axis must be an int"):
+    with pytest.raises(ValueError, match=r"softmax: axis 2 is out of range for a Tensor of shape \(3, 4\)"):
         softmax(x, axis=2)
+    with pytest.raises(ValueError, match="axis must be an int or a tuple of ints"):
+        softmax(x, axis="last")
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
+def test_softmax_family_over_several_axes_and_second_order(rng, fn):
+    """Tuple axes flatten into one row axis; under create_graph the VJPs are built from ops (grad of grad)."""
+    from axon.autograd import check_grads
+    from axon import kernels
+    f = getattr(kernels, fn)
+    x = rng.standard_normal((2, 3, 4))
+    got = f(x, axis=(0, 2)).numpy()
+    m = x.max(axis=(0, 2), keepdims=True)
+    lse = m + np.log(np.exp(x - m).sum(axis=(0, 2), keepdims=True))
+    want = {"softmax": np.exp(x - lse), "log_softmax": x - lse, "logsumexp": lse.squeeze((0, 2))}[fn]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    check_grads(lambda x: f(x, axis=(0, 2)), (x,), order=2)
+    check_grads(lambda x: f(x, axis=-1), (x,), order=2)
+
+
+def test_softmax_cross_entropy_second_order(rng):
+    from axon.autograd import check_grads
+    x, t = rng.standard_normal((3, 4)), rng.random((3, 4))
+    check_grads(lambda x, t: softmax_cross_entropy(x, t), (x, t / t.sum(1, keepdims=True)), order=2)
+    labels = np.array([0, 3, 1])
+    check_grads(lambda x: softmax_cross_entropy(x, labels), (x,), order=2)

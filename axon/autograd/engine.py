@@ -108,22 +108,23 @@ def toposort(root) -> list:
     return order
 
 
-def backprop(root, dy, keep, create_graph: bool = False, retain_graph: bool = False) -> dict:
-    """Propagate ``dy`` (the gradient of ``root``) backwards; return ``{id(t): grad}`` for t in ``keep``.
+def backprop(root, dy, keep=None, create_graph: bool = False, retain_graph: bool = False) -> list:
+    """Propagate ``dy`` (the gradient of ``root``) backwards; return ``[(t, grad)]`` for the kept Tensors.
 
-    ``keep`` is an iterable of Tensors whose gradients are wanted (leaves or not). With
-    ``create_graph`` the VJPs are recorded too, so the returned gradients can be differentiated again.
+    ``keep`` is an iterable of Tensors whose gradients are wanted (leaves or not); None keeps every
+    leaf that requires a gradient. With ``create_graph`` the VJPs are recorded too, so the returned
+    gradients can be differentiated again.
     """
-    keep_ids = {id(t) for t in keep}
     order = toposort(root)
-    grads, result = {id(root): dy}, {}
+    keep_ids = {id(t) for t in (keep if keep is not None else (t for t in order if t._node is None))}
+    grads, result = {id(root): dy}, []
     with set_grad_enabled(create_graph):
         for t in reversed(order):
             g = grads.pop(id(t), None)
             if g is None:
                 continue
             if id(t) in keep_ids:
-                result[id(t)] = g
+                result.append((t, g))
             node = t._node
             if node is None:
                 continue

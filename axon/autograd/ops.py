@@ -30,7 +30,13 @@ PRIMITIVES: dict[str, Primitive] = {}
 
 
 def primitive(name, forward, vjp, **flags) -> Primitive:
-    """Add a primitive to the table (a kernel module calls this too) and return it."""
+    """Add a primitive to the table (a kernel module calls this too) and return it.
+
+    Names are unique: one table, one entry per operation (``"kernels.conv"``, not a second ``"conv"``).
+    """
+    if name in PRIMITIVES:
+        raise ValueError(f"primitive {name!r} is already in the table (from {PRIMITIVES[name].forward.__module__}); "
+                         f"give the new one another name")
     PRIMITIVES[name] = prim = Primitive(name, forward, vjp, **flags)
     return prim
 

@@ -117,14 +117,9 @@ class Tensor:
         dy = as_tensor(grad, like=(self,))
         if dy.shape != self.shape:
             raise ValueError(f"backward(grad=...) expects shape {self.shape}, got {dy.shape}")
-        leaves = [t for t in engine.toposort(self) if t._node is None]
-        grads = engine.backprop(self, dy, leaves, create_graph=create_graph,
-                                retain_graph=retain_graph or create_graph)
-        for leaf in leaves:
-            g = grads.get(id(leaf))
-            if g is not None:
-                g = g.data
-                leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g
+        for leaf, g in engine.backprop(self, dy, create_graph=create_graph, retain_graph=retain_graph or create_graph):
+            g = g.data
+            leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g
 
     # ---- operators (the rules live in ops.py) --------------------------------------------------
     def __add__(self, other): return ops.add(self, other)

@@ -76,7 +76,7 @@ def _value_and_grad(f, argnums, has_aux, caller):
         found = {}
         if value.requires_grad:
             dy = Tensor._wrap(np.ones_like(value.data))
-            found = backprop(value, dy, targets, create_graph=nested, retain_graph=nested)
+            found = {id(t): g for t, g in backprop(value, dy, targets, create_graph=nested, retain_graph=nested)}
 
         def grad_of(t):
             g = found.get(id(t))

@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import kernels
 from ..autograd import ops
 from ..autograd.ops import primitive
 from ..autograd.engine import apply
@@ -76,30 +77,6 @@ def _softplus_forward(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-def _softmax_forward(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))          # shifted: every exponent <= 0
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def _log_softmax_forward(x, axis):
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
-
-
-def _log_sumexp_forward(x, axis, keepdims):
-    m = x.max(axis=axis, keepdims=True)
-    y = m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))   # reduced axes kept, size 1
-    return y if keepdims else np.squeeze(y, axis=axis)
-
-
-def _log_sumexp_vjp(dy, y, x, axis, keepdims):
-    if not keepdims:                                          # put the reduced axes back for broadcasting
-        axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
-        kept = tuple(1 if (i in axes or i - x.ndim in axes) else n for i, n in enumerate(x.shape))
-        dy, y = ops.reshape(dy, kept), ops.reshape(y, kept)
-    return (dy * ops.exp(x - y),)                             # d lse / dx = softmax(x)
-
-
 def _elu_forward(x, alpha, scale):
     """x for x > 0, alpha * (e^(x/scale) - 1) otherwise; min(x, 0) keeps e^x from overflowing."""
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0) / scale))
@@ -115,11 +92,6 @@ _expm1 = primitive("expm1", np.expm1, lambda dy, y, x: (dy * (y + 1),))
 _erf = primitive("erf", _erf_forward, lambda dy, y, x: (dy * _TWO_OVER_SQRT_PI * ops.exp(-(x * x)),))
 _elu = primitive("elu", _elu_forward, _elu_vjp)
 _softplus = primitive("softplus", _softplus_forward, lambda dy, y, x: (dy * ops.sigmoid(x),))
-_softmax = primitive("softmax", _softmax_forward,
-                     lambda dy, y, x, axis: (y * (dy - ops.sum(dy * y, axis, keepdims=True)),))
-_log_softmax = primitive("log_softmax", _log_softmax_forward,
-                         lambda dy, y, x, axis: (dy - ops.exp(y) * ops.sum(dy, axis, keepdims=True),))
-_log_sumexp = primitive("log_sumexp", _log_sumexp_forward, _log_sumexp_vjp)
 
 
 def log1p(x):
@@ -260,8 +232,7 @@ def log_sumexp(x, axis=-1, keepdims=True):
     >>> log_sumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]])).numpy().round(4).tolist()
     [[0.6931], [1000.6931]]
     """
-    x = _float(x)
-    return apply(_log_sumexp, x, axis=_check_axis("log_sumexp", x, axis), keepdims=bool(keepdims))
+    return kernels.logsumexp(_float(x), axis, keepdims)       # numba, one pass per row
 
 
 def log_sigmoid(x):
@@ -279,8 +250,7 @@ def log_softmax(x, axis=-1):
     >>> log_softmax(np.array([0.0, 1000.0])).numpy().round(4)
     array([-1000.,     0.])
     """
-    x = _float(x)
-    return apply(_log_softmax, x, axis=_check_axis("log_softmax", x, axis))
+    return kernels.log_softmax(_float(x), axis)
 
 
 def mish(x):
@@ -348,8 +318,7 @@ def softmax(x, axis=-1):
     array([[0.5, 0.5],
            [0. , 1. ]])
     """
-    x = _float(x)
-    return apply(_softmax, x, axis=_check_axis("softmax", x, axis))
+    return kernels.softmax(_float(x), axis)
 
 
 def softplus(x):

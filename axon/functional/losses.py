@@ -24,6 +24,7 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import kernels
 from ..autograd import ops
 from ..autograd.engine import apply
 from ..autograd.ops import primitive
@@ -137,8 +138,24 @@ def categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label_smooth
     y_true, y_pred = _prepare(name, y_true, y_pred, reduction)
     if label_smoothing:
         y_true = y_true * (1 - label_smoothing) + label_smoothing / y_pred.shape[-1]
-    log_p = A.log_softmax(y_pred, -1) if from_logits else ops.log(ops.clip(y_pred, _EPS, 1.0))
-    return _reduce(-ops.sum(y_true * log_p, -1), reduction)
+    if from_logits:                                           # one fused pass: log_softmax, product, sum
+        return _reduce(_softmax_xent(y_pred, y_true), reduction)
+    return _reduce(-ops.sum(y_true * ops.log(ops.clip(y_pred, _EPS, 1.0)), -1), reduction)
+
+
+def _softmax_xent(logits: Tensor, targets) -> Tensor:
+    """``-sum_k t_k log softmax(x)_k`` per row, through the fused kernel: (..., K) -> (...).
+
+    ``targets`` are probabilities (a Tensor like ``logits``) or integer labels (an array of the
+    batch shape); the kernel computes the loss and its gradient in one pass per row each.
+    """
+    k = logits.shape[-1]
+    rows = ops.reshape(logits, (-1, k))                                           # (..., K) -> (M, K)
+    if isinstance(targets, Tensor):
+        targets = ops.reshape(targets, (-1, k))
+    else:
+        targets = targets.reshape(-1)                                            # labels: (...) -> (M,)
+    return ops.reshape(kernels.softmax_cross_entropy(rows, targets), logits.shape[:-1])
 
 
 def _labels(name, y_true, y_pred: Tensor) -> np.ndarray:
@@ -181,6 +198,8 @@ def sparse_categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label
         raise ValueError(f"{name}: y_pred needs a class axis, got shape {y_pred.shape}")
     labels = _labels(name, y_true, y_pred)
     k = y_pred.shape[-1]
+    if from_logits and not label_smoothing:                   # the fused kernel takes the labels directly
+        return _reduce(_softmax_xent(y_pred, labels), reduction)
     log_p = A.log_softmax(y_pred, -1) if from_logits else ops.log(ops.clip(y_pred, _EPS, 1.0))
     rows = ops.reshape(log_p, (-1, k))                                       # (..., K) -> (M, K)
     picked = ops.reshape(rows[np.arange(rows.shape[0]), labels.ravel()], labels.shape)  # log p[label]

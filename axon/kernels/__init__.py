@@ -10,7 +10,8 @@ checks shapes and dtypes in Python, and returns Tensors the engine can different
 - ``reduce_sum``, ``reduce_mean``, ``max_with_indices``: reductions along one axis.
 - ``batch_norm_train(x, gamma, beta, eps) -> (y, mean, var)``; ``bias_relu(x, b)`` (fused).
 - ``matmul_loop`` (the teaching triple loop) and ``matmul`` (BLAS per row chunk).
-- ``adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step)``: numpy arrays, in place.
+- ``adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step)``: numpy arrays, in place;
+  ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays (functional optimizers).
 
 How they stay fast inside a whole training step (see each module's docstring):
 
@@ -31,7 +32,7 @@ this package compiles nothing.
 ((2, 4, 4, 4), dtype('float32'))
 """
 from .activation import bias_relu
-from .adam import adam_update
+from .adam import adam_step, adam_update
 from .conv import conv
 from .matmul import matmul, matmul_loop
 from .norm import batch_norm_train
@@ -48,5 +49,5 @@ __all__ = [
     "conv", "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "global_max_pool",
     "global_avg_pool", "softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "reduce_sum",
     "reduce_mean", "max_with_indices", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
-    "adam_update", "num_threads", "set_num_threads",
+    "adam_update", "adam_step", "num_threads", "set_num_threads",
 ]

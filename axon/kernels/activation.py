@@ -7,7 +7,8 @@ activation twice forward and three times backward (the mask, the product, the bi
     backward:  dx[m, c] = dy[m, c] if y[m, c] > 0 else 0         db[c] = sum_m dx[m, c]
 
 one pass each way; the backward threads each sum ``db`` for their own rows, then the partial sums
-are added.
+are added. Under ``backward(create_graph=True)`` the VJP is built from Tensor operations instead, so
+grad of grad works through it.
 
 >>> import numpy as np
 >>> bias_relu(np.array([[-1.0, 2.0]]), np.array([0.5, 0.5])).numpy()
@@ -18,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import Tensor, apply, primitive
+from ..autograd import Tensor, apply, is_grad_enabled, primitive
+from ..autograd import sum as tsum
 from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor
 from .threads import num_threads
 
@@ -76,6 +78,9 @@ def _forward(x, b):
 
 
 def _vjp(dy, y, x, b):
+    if is_grad_enabled():                                      # backward(create_graph=True): record it
+        dx = dy * (y.data > 0)                                 # the mask is constant: relu'' = 0
+        return dx, tsum(dx, tuple(range(dx.ndim - 1)))
     C = x.shape[-1]
     dy2 = contiguous(dy.data).reshape(-1, C)                                   # (M, C)
     n = _chunks(*dy2.shape)
@@ -89,7 +94,7 @@ def _vjp(dy, y, x, b):
     return Tensor._wrap(dx.reshape(x.shape)), Tensor._wrap(db.sum(axis=0))
 
 
-_bias_relu = primitive("bias_relu", _forward, _vjp, higher_order=False)
+_bias_relu = primitive("kernels.bias_relu", _forward, _vjp)
 
 
 def bias_relu(x, b):

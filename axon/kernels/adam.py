@@ -1,4 +1,4 @@
-"""The Adam/AdamW parameter update, in place, in one pass over memory.
+"""The Adam/AdamW parameter update in one pass over memory: in place, or into fresh arrays.
 
 For every element, with bias-corrected moments (``step`` counts from 1):
 
@@ -6,11 +6,18 @@ For every element, with bias-corrected moments (``step`` counts from 1):
     v = b2 v + (1 - b2) g^2            v_hat = v / (1 - b2^step)
     p = p - lr (m_hat / (sqrt(v_hat) + eps) + weight_decay p)
 
-(``weight_decay`` > 0 is AdamW's decoupled decay; 0 is plain Adam). The kernel computes it as
-PyTorch does, ``p (1 - lr wd) - (lr / (1 - b1^step)) m / (sqrt(v) / sqrt(1 - b2^step) + eps)``. Written as separate numpy
-expressions this reads and writes the four arrays about ten times; fused it reads ``p, g, m, v`` once
-and writes ``p, m, v`` once. The scalars (``1 - b2`` included) are computed in float64 and then cast
-to the arrays' dtype, so float32 stays float32 and matches PyTorch's rounding.
+(``weight_decay`` > 0 is AdamW's decoupled decay; 0 is plain Adam). The kernels compute it as
+PyTorch does, ``p (1 - lr wd) - (lr / (1 - b1^step)) m / (sqrt(v) / sqrt(1 - b2^step) + eps)``.
+Written as separate numpy expressions this reads and writes the arrays about ten times; fused it
+reads ``p, g, m, v`` once and writes ``p, m, v`` once. The scalars (``1 - b2`` included) are computed
+in float64 and then cast to the arrays' dtype, so float32 stays float32 and matches PyTorch's rounding.
+
+Two entry points, each with its own loop over the same per-element step (``_adam_element``):
+
+- ``adam_update(p, g, m, v, ...)`` overwrites ``p``, ``m``, ``v`` (PyTorch's ``optimizer.step()``);
+- ``adam_step(p, g, m, v, ...) -> (u, m_new, v_new)`` leaves its inputs alone and returns the update
+  ``u`` (add it to ``p``) and the new moments: what a functional optimizer (``axon.optimizers.adam``)
+  needs, still in one pass.
 
 >>> import numpy as np
 >>> p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32)
@@ -22,7 +29,6 @@ array([0.9, 0.9, 0.9], dtype=float32)
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 from numba import njit, prange
@@ -30,29 +36,115 @@ from numba import njit, prange
 from ._common import KERNEL, PARALLEL_MIN
 from .threads import num_threads
 
-__all__ = ["adam_update"]
+__all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into"]
+
+
+@njit(inline="always")
+def _adam_element(g_i, m_i, v_i, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps):
+    # one element's new moments and step; with step_size = lr / bc1 and inv_sqrt_bc2 = 1 / sqrt(bc2):
+    #   m_hat / (sqrt(v_hat) + eps) = (m / bc1) / (sqrt(v) / sqrt(bc2) + eps)
+    m_i = b1 * m_i + c1 * g_i                                   # c1 = 1 - b1
+    v_i = b2 * v_i + c2 * g_i * g_i                             # c2 = 1 - b2
+    return m_i, v_i, step_size * m_i / (np.sqrt(v_i) * inv_sqrt_bc2 + eps)
 
 
 @njit(**KERNEL)
-def _adam_kernel(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay):
-    # p, g, m, v (n,) flat, one dtype; the scalars in that dtype; updated in place:
-    # m_hat / (sqrt(v_hat) + eps) = (m / bc1) / (sqrt(v) / sqrt(bc2) + eps), so with
-    # step_size = lr / bc1, inv_sqrt_bc2 = 1 / sqrt(bc2), decay = 1 - lr * weight_decay:
+def _adam_in_place(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd):
+    # p, g, m, v (n,) flat, one dtype, the scalars in that dtype; p, m, v overwritten
+    # (decay = 1 - lr * weight_decay: PyTorch's form of the decoupled decay)
     for i in range(p.shape[0]):                                 # from 0: vectorised (8 floats at a time)
-        g_i = g[i]
-        m_i = b1 * m[i] + c1 * g_i                              # c1 = 1 - b1
-        v_i = b2 * v[i] + c2 * g_i * g_i                        # c2 = 1 - b2
+        m_i, v_i, step_i = _adam_element(g[i], m[i], v[i], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps)
         m[i] = m_i
         v[i] = v_i
-        p[i] = p[i] * decay - step_size * m_i / (np.sqrt(v_i) * inv_sqrt_bc2 + eps)
+        p[i] = p[i] * decay - step_i
+
+
+@njit(**KERNEL)
+def _adam_out_of_place(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd):
+    # the same step into separate arrays u, m_out, v_out (n,): u = new p - p. (Separate loops, because
+    # outputs that might alias the inputs stop the compiler from vectorising; lr_wd = lr * weight_decay
+    # is passed apart from decay, since 1 - decay would cancel digits in float32.)
+    for i in range(p.shape[0]):
+        m_i, v_i, step_i = _adam_element(g[i], m[i], v[i], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps)
+        m_out[i] = m_i
+        v_out[i] = v_i
+        u[i] = -(p[i] * lr_wd) - step_i
 
 
 @njit(parallel=True, **KERNEL)
-def _adam_parallel(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, n_chunks):
+def _adam_in_place_parallel(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd, n_chunks):
     n = p.shape[0]
     for t in prange(n_chunks):
         i0, i1 = t * n // n_chunks, (t + 1) * n // n_chunks
-        _adam_kernel(p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay)
+        _adam_in_place(p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps,
+                       decay, lr_wd)
+
+
+@njit(parallel=True, **KERNEL)
+def _adam_out_of_place_parallel(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay,
+                                lr_wd, n_chunks):
+    n = p.shape[0]
+    for t in prange(n_chunks):
+        i0, i1 = t * n // n_chunks, (t + 1) * n // n_chunks
+        _adam_out_of_place(p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1], u[i0:i1], m_out[i0:i1], v_out[i0:i1],
+                           b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd)
+
+
+def adam_scalars(dtype, *, lr, b1, b2, eps, weight_decay, step) -> tuple:
+    """The kernel's scalar arguments for one step, checked, in ``dtype`` (computed in float64, rounded once).
+
+    >>> len(adam_scalars(np.float32, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, step=1))
+    9
+    """
+    fn = "adam"
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"{fn}: step must be an int >= 1 (steps count from 1), got {step!r}")
+    for name, s in (("lr", lr), ("b1", b1), ("b2", b2), ("eps", eps), ("weight_decay", weight_decay)):
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{fn}: {name} must be a number, got {s!r}")
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f"{fn}: b1 and b2 must be in [0, 1), got b1={b1!r}, b2={b2!r}")
+    t = np.dtype(dtype).type
+    return (t(b1), t(1 - b1), t(b2), t(1 - b2), t(lr / (1 - b1 ** step)), t(1 / math.sqrt(1 - b2 ** step)),
+            t(eps), t(1 - lr * weight_decay), t(lr * weight_decay))
+
+
+def adam_into(p, g, m, v, out, scalars) -> None:
+    """Run the kernel on arrays already checked (one shape and dtype, C-contiguous): the fast path.
+
+    ``out=None`` updates ``p, m, v`` in place; ``out=(u, m_new, v_new)`` writes the update and the new
+    moments there instead, leaving the inputs alone.
+    """
+    flat = [a.reshape(-1) for a in (p, g, m, v)]                                # views: (n,)
+    serial = p.size < PARALLEL_MIN or num_threads() == 1
+    if out is None:
+        if serial:
+            _adam_in_place(*flat, *scalars)
+        else:
+            _adam_in_place_parallel(*flat, *scalars, num_threads())
+    else:
+        flat += [a.reshape(-1) for a in out]
+        if serial:
+            _adam_out_of_place(*flat, *scalars)
+        else:
+            _adam_out_of_place_parallel(*flat, *scalars, num_threads())
+
+
+def _check(fn, p, g, m, v, in_place: bool):
+    arrays = {"p": p, "g": g, "m": m, "v": v}
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{fn}: {name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {a.dtype}")
+        if a.shape != p.shape or a.dtype != p.dtype:
+            raise ValueError(f"{fn}: p, g, m, v must share one shape and dtype, got "
+                             + ", ".join(f"{k} {b.shape} {b.dtype}" for k, b in arrays.items()))
+    if in_place:
+        for name in ("p", "m", "v"):
+            if not (arrays[name].flags.c_contiguous and arrays[name].flags.writeable):
+                raise ValueError(f"{fn}: {name} is updated in place, so it must be a writeable C-contiguous array")
+    return [np.ascontiguousarray(a) for a in (p, g, m, v)]
 
 
 def adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step) -> None:
@@ -68,33 +160,23 @@ def adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step) -> None:
     >>> p.round(6), m, v.round(6)
     (array([-0.001,  0.001]), array([ 0.1, -0.1]), array([0.001, 0.001]))
     """
-    fn = "adam_update"
-    arrays = {"p": p, "g": g, "m": m, "v": v}
-    for name, a in arrays.items():
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{fn}: {name} must be a numpy array, got {type(a).__name__}")
-        if a.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {a.dtype}")
-        if a.shape != p.shape or a.dtype != p.dtype:
-            raise ValueError(f"{fn}: p, g, m, v must share one shape and dtype, got "
-                             + ", ".join(f"{k} {b.shape} {b.dtype}" for k, b in arrays.items()))
-    for name in ("p", "m", "v"):
-        if not (arrays[name].flags.c_contiguous and arrays[name].flags.writeable):
-            raise ValueError(f"{fn}: {name} is updated in place, so it must be a writeable C-contiguous array")
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-        raise ValueError(f"{fn}: step must be an int >= 1 (steps count from 1), got {step!r}")
-    for name, s in (("lr", lr), ("b1", b1), ("b2", b2), ("eps", eps), ("weight_decay", weight_decay)):
-        if isinstance(s, bool) or not isinstance(s, numbers.Real):
-            raise TypeError(f"{fn}: {name} must be a number, got {s!r}")
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f"{fn}: b1 and b2 must be in [0, 1), got b1={b1!r}, b2={b2!r}")
-    t = p.dtype.type                                 # computed in float64, then rounded once to p's dtype
-    scalars = (t(b1), t(1 - b1), t(b2), t(1 - b2), t(lr / (1 - b1 ** step)), t(1 / math.sqrt(1 - b2 ** step)),
-               t(eps), t(1 - lr * weight_decay))
-    g = g if g.flags.c_contiguous else np.ascontiguousarray(g)
-    flat = [a.reshape(-1) for a in (p, g, m, v)]                                # views: (n,)
-    n = p.size
-    if n < PARALLEL_MIN or num_threads() == 1:
-        _adam_kernel(*flat, *scalars)
-    else:
-        _adam_parallel(*flat, *scalars, num_threads())
+    p, g, m, v = _check("adam_update", p, g, m, v, in_place=True)
+    scalars = adam_scalars(p.dtype, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=step)
+    adam_into(p, g, m, v, None, scalars)
+
+
+def adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
+    """One Adam/AdamW step without touching the inputs: returns ``(u, m_new, v_new)``, with ``p + u`` the new p.
+
+    >>> import numpy as np
+    >>> p, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    >>> u, m2, v2 = adam_step(p, np.array([1.0, -1.0]), m, v, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
+    ...                       weight_decay=0.0, step=1)
+    >>> u.round(6), m                                              # m itself is unchanged
+    (array([-0.001,  0.001]), array([0., 0.]))
+    """
+    p, g, m, v = _check("adam_step", p, g, m, v, in_place=False)
+    scalars = adam_scalars(p.dtype, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=step)
+    out = (np.empty_like(p), np.empty_like(m), np.empty_like(v))                 # u, m_new, v_new
+    adam_into(p, g, m, v, out, scalars)
+    return out

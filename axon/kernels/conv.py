@@ -397,7 +397,7 @@ def _conv_vjp(dy, y, x, w, strides, padding, dilation, groups, out_spatial):
     return dx_t, dw_t
 
 
-_conv = primitive("conv", _conv_forward, _conv_vjp, higher_order=False)
+_conv = primitive("kernels.conv", _conv_forward, _conv_vjp, higher_order=False)
 
 
 def conv(x, w, strides, padding, dilation, groups=1):

@@ -130,7 +130,7 @@ def _matmul_vjp(dy, y, a, b, transpose_a, transpose_b):
 
 
 # The VJPs are the products themselves, so they are differentiable again.
-_matmul_loop = primitive("matmul_loop", _matmul_loop_forward,
+_matmul_loop = primitive("kernels.matmul_loop", _matmul_loop_forward,
                          lambda dy, y, a, b: (matmul_loop(dy, transpose(b)), matmul_loop(transpose(a), dy)))
 _matmul = primitive("kernels.matmul", _matmul_forward, _matmul_vjp)
 

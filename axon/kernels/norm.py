@@ -132,7 +132,7 @@ def _bn_vjp(dy, y, x, gamma, beta, mean, invstd):
     return dx, Tensor._wrap(dgamma.astype(dt)), Tensor._wrap(dbeta.astype(dt))
 
 
-_batch_norm = primitive("batch_norm_train", _bn_forward, _bn_vjp, higher_order=False)
+_batch_norm = primitive("kernels.batch_norm_train", _bn_forward, _bn_vjp, higher_order=False)
 
 
 def batch_norm_train(x, gamma, beta, eps):

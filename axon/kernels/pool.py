@@ -221,8 +221,8 @@ def _sum_vjp(dy, y, x, bins, out_shape, scale, p):
     return (Tensor._wrap(dx.reshape(x.shape)),)
 
 
-_max_pool = primitive("max_pool", _max_forward, _max_vjp, saves=True, higher_order=False)
-_sum_pool = primitive("sum_pool", _sum_forward, _sum_vjp, higher_order=False)
+_max_pool = primitive("kernels.max_pool", _max_forward, _max_vjp, saves=True, higher_order=False)
+_sum_pool = primitive("kernels.sum_pool", _sum_forward, _sum_vjp, higher_order=False)
 
 
 # ---- geometry ------------------------------------------------------------------------------------------

@@ -140,8 +140,8 @@ def _take_vjp(dy, y, x, index, axis, keepdims):
     return (Tensor._wrap(dx.reshape(x.shape)),)
 
 
-_sum = primitive("reduce_sum", _sum_forward, _sum_vjp)
-_take = primitive("take_along_axis", _take_forward, _take_vjp, higher_order=False)
+_sum = primitive("kernels.reduce_sum", _sum_forward, _sum_vjp)
+_take = primitive("kernels.take_along_axis", _take_forward, _take_vjp, higher_order=False)
 
 
 def _check(fn, x, axis):

@@ -14,8 +14,13 @@ softmax):
     loss_i = sum_k t_ik (lse_i - x_ik)      with lse_i - x_ik = (m_i - x_ik) + log s_i
     dx_ik  = dy_i (softmax_ik sum_k t_ik - t_ik)        dt_ik = dy_i (lse_i - x_ik)
 
-The kernels work on rows of a C-contiguous (M, K) matrix; another axis is moved last first. Small
-inputs run serially (a parallel region costs more than a 128 x 10 softmax), large ones split the rows.
+The kernels work on rows of a C-contiguous (M, K) matrix; other axes (one, or several flattened into
+one) are moved last first. Small inputs run serially (a parallel region costs more than a 128 x 10
+softmax), large ones split the rows.
+
+The VJPs run the numba kernels in an ordinary backward pass; under ``backward(create_graph=True)``
+(grad of grad) they build the same formulas from Tensor operations instead, so they can be
+differentiated again.
 
 >>> import numpy as np
 >>> softmax(np.array([1000.0, 1000.0])).numpy()
@@ -28,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import Tensor, apply, primitive
+from ..autograd import Tensor, apply, exp, is_grad_enabled, primitive, reshape
+from ..autograd import sum as tsum
 from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor
 from .threads import num_threads
 
@@ -167,18 +173,20 @@ def _chunks(size: int, rows: int) -> int:
 
 
 # ---- softmax, log_softmax, logsumexp -------------------------------------------------------------------
-def _to_rows(x, axis):
-    """(..., K at ``axis``, ...) -> C-contiguous (M, K) rows, moving ``axis`` last (a copy unless it is)."""
-    moved = np.moveaxis(x, axis, -1)
-    return contiguous(moved).reshape(-1, x.shape[axis]), moved.shape
+def _to_rows(x, axes):
+    """(..., K1 at axes[0], ..., K2 at axes[1], ...) -> C-contiguous (M, K1 K2 ...) rows: the axes moved last."""
+    last = tuple(range(-len(axes), 0))
+    moved = np.moveaxis(x, axes, last)
+    k = int(np.prod([x.shape[a] for a in axes]))
+    return contiguous(moved).reshape(-1, k), moved.shape
 
 
-def _from_rows(rows, moved_shape, axis):
-    return np.moveaxis(rows.reshape(moved_shape), -1, axis)
+def _from_rows(rows, moved_shape, axes):
+    return np.moveaxis(rows.reshape(moved_shape), tuple(range(-len(axes), 0)), axes)
 
 
-def _rows_forward_any(x, axis, what):
-    x2, moved_shape = _to_rows(x, axis)
+def _rows_forward_any(x, axes, what):
+    x2, moved_shape = _to_rows(x, axes)
     y2 = np.empty((x2.shape[0], 1 if what == _LOGSUMEXP else x2.shape[1]), dtype=x.dtype)   # (M, K) or (M, 1)
     if x2.size:
         n = _chunks(x2.size, x2.shape[0])
@@ -194,7 +202,18 @@ def _softmax_forward(x, axis, what):
     return _from_rows(y2, moved_shape, axis)
 
 
+def _rows_vjp_ops(dy, y, x, axis, what):
+    """The same VJPs written with Tensor operations: differentiable again (for grad of grad)."""
+    if what == _LOGSUMEXP:                                     # dy (and y) have size 1 along ``axis``
+        return dy * exp(x - y)                                 # dy softmax(x)
+    if what == _LOG_SOFTMAX:
+        return dy - exp(y) * tsum(dy, axis, keepdims=True)
+    return y * (dy - tsum(dy * y, axis, keepdims=True))
+
+
 def _rows_vjp(dy, y, x, axis, what):
+    if is_grad_enabled():                                      # backward(create_graph=True): record it
+        return (_rows_vjp_ops(dy, y, x, axis, what),)
     x2, moved_shape = _to_rows(x.data, axis)
     y2, _ = _to_rows(y.data, axis)
     dy2, _ = _to_rows(dy.data, axis)
@@ -208,30 +227,38 @@ def _rows_vjp(dy, y, x, axis, what):
     return (Tensor._wrap(_from_rows(dx2, moved_shape, axis)),)
 
 
-_softmax = primitive("softmax", _softmax_forward, _rows_vjp, higher_order=False)
+_softmax = primitive("kernels.softmax", _softmax_forward, _rows_vjp)
 
 
 def _lse_forward(x, axis, keepdims):
     y2, moved_shape = _rows_forward_any(x, axis, _LOGSUMEXP)
-    y = _from_rows(y2, moved_shape[:-1] + (1,), axis)                   # keepdims: size 1 at axis
+    y = _from_rows(y2, moved_shape[:-len(axis)] + (1,) * len(axis), axis)   # keepdims: size 1 at each axis
     return y if keepdims else np.squeeze(y, axis=axis)
 
 
 def _lse_vjp(dy, y, x, axis, keepdims):
-    expand = (lambda a: a) if keepdims else (lambda a: np.expand_dims(a, axis))
-    dx = _rows_vjp(Tensor._wrap(expand(dy.data)), Tensor._wrap(expand(y.data)), x, axis, _LOGSUMEXP)
-    return dx
+    if not keepdims:                                           # put the reduced axes back (size 1)
+        kept = tuple(1 if i in axis else n for i, n in enumerate(x.shape))
+        dy, y = reshape(dy, kept), reshape(y, kept)
+    return _rows_vjp(dy, y, x, axis, _LOGSUMEXP)
 
 
-_logsumexp = primitive("logsumexp", _lse_forward, _lse_vjp, higher_order=False)
+_logsumexp = primitive("kernels.logsumexp", _lse_forward, _lse_vjp)
 
 
-def _axis(fn, x, axis):
-    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool) or not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"{fn}: axis must be an int in [{-x.ndim}, {x.ndim}) for shape {x.shape}, got {axis!r}")
-    if x.shape[axis] == 0:
+def _axis(fn, x, axis) -> tuple:
+    """``axis`` (an int or a tuple of ints) as a sorted tuple of non-negative axes, checked."""
+    axes = (axis,) if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool) else axis
+    if not isinstance(axes, (tuple, list)) or not axes or \
+            not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
+        raise ValueError(f"{fn}: axis must be an int or a tuple of ints, got {axis!r}")
+    for a in axes:
+        if not -x.ndim <= a < x.ndim:
+            raise ValueError(f"{fn}: axis {a} is out of range for a Tensor of shape {x.shape}")
+    axes = tuple(sorted({int(a) % x.ndim for a in axes}))
+    if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"{fn}: axis {axis} of shape {x.shape} is empty")
-    return int(axis) % x.ndim
+    return axes
 
 
 def softmax(x, axis=-1):
@@ -286,7 +313,22 @@ def _xent_forward(x, t, labels):
     return loss
 
 
+def _xent_vjp_ops(dy, x, t, labels):
+    """The cross-entropy's VJP from Tensor operations (differentiable again)."""
+    axis = (1,)
+    p = apply(_softmax, x, axis=axis, what=_SOFTMAX)                               # (N, K)
+    targets = Tensor._wrap(np.eye(x.shape[1], dtype=x.dtype)[labels]) if labels is not None else t
+    g = reshape(dy, (-1, 1))                                                         # (N,) -> (N, 1)
+    dx = g * (p * tsum(targets, axis, keepdims=True) - targets)
+    dt = None
+    if labels is None and t.requires_grad:
+        dt = -g * apply(_softmax, x, axis=axis, what=_LOG_SOFTMAX)
+    return dx, dt
+
+
 def _xent_vjp(dy, y, x, t, labels):
+    if is_grad_enabled():                                      # backward(create_graph=True): record it
+        return _xent_vjp_ops(dy, x, t, labels)
     xa = contiguous(x.data)
     ta = contiguous(t.data) if labels is None else np.empty((0, 0), dtype=xa.dtype)
     need_dt = labels is None and t.requires_grad
@@ -304,7 +346,7 @@ def _xent_vjp(dy, y, x, t, labels):
     return Tensor._wrap(dx), (Tensor._wrap(dt) if need_dt else None)
 
 
-_xent = primitive("softmax_cross_entropy", _xent_forward, _xent_vjp, higher_order=False)
+_xent = primitive("kernels.softmax_cross_entropy", _xent_forward, _xent_vjp)
 
 
 def softmax_cross_entropy(logits, targets):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..functional import activations as A
 from ..functional import layers as L
 from .graph import Axon, ParamSpec, _node
@@ -64,11 +65,23 @@ def _with_bias(params, use_bias, units, bias_initializer):
 
 
 def _biased(fn):
-    """Adapt ``fn(x, kernel, bias)`` for layers built with or without a bias param."""
-    def call(*xs, kernel, bias=None, **opts):
+    """Adapt ``fn(x, kernel, bias)`` for layers built with or without a bias param.
+
+    With ``relu_epilogue=True`` (set by ``run.apply`` when a relu node is this layer's only consumer)
+    the bias add and the relu run as one fused kernel, ``kernels.bias_relu``: one pass over the
+    activation each way instead of four (add, relu, the relu's mask, the bias gradient's sum).
+    """
+    def call(*xs, kernel, bias=None, relu_epilogue=False, **opts):
+        if relu_epilogue:
+            return kernels.bias_relu(fn(*xs, kernel, None, **opts), bias)
         return fn(*xs, kernel, bias, **opts)
     call.__name__ = getattr(fn, "__name__", "layer")
     return call
+
+
+def _fusable(use_bias, channels="last"):
+    """``uses`` of a dense/conv node: a following relu can be fused into its bias add (channels-last only)."""
+    return ("relu_epilogue",) if use_bias and channels == "last" else ()
 
 
 # ---- linear ----------------------------------------------------------------------------------------
@@ -83,7 +96,7 @@ def dense(x, units, activation=None, use_bias=True, kernel_initializer="glorot_u
                          f"'{x.names()[x.id]}' has shape {x.shape}: flatten it first (x.flatten())")
     params = _with_bias({"kernel": _spec((x.shape[-1], units), kernel_initializer)}, use_bias, units,
                         bias_initializer)
-    return _layer("dense", x, _biased(L.dense), params, name=name, activation=activation)
+    return _layer("dense", x, _biased(L.dense), params, name=name, uses=_fusable(use_bias), activation=activation)
 
 
 def bilinear(x1, x2, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -119,7 +132,8 @@ def conv(x, units, kernel_size=1, strides=1, padding="valid", input_dilation=1, 
                         use_bias, units, bias_initializer)
     opts = dict(strides=strides, padding=padding, input_dilation=input_dilation, kernel_dilation=kernel_dilation,
                 feature_group_size=feature_group_size, channels=channels)
-    return _layer("conv", x, _biased(L.conv), params, opts, name, activation=activation)
+    return _layer("conv", x, _biased(L.conv), params, opts, name, uses=_fusable(use_bias, channels),
+                  activation=activation)
 
 
 def conv_transpose(x, units, kernel_size=1, strides=1, padding="valid", kernel_dilation=1, channels="last",

@@ -13,6 +13,10 @@ statistics) lives beside the trainable params, so one object is saved and loaded
 """
 from __future__ import annotations
 
+import weakref
+from collections import Counter
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import random as axrandom
@@ -54,9 +58,9 @@ def init(model: Axon, seed=0, dtype="float32") -> dict:
     return params
 
 
-def _feed(model: Axon, inputs, names) -> dict:
+def _feed(plan, inputs) -> dict:
     """``{input node id: Tensor}`` from one array (single-input models), a dict by name, or a list."""
-    nodes = model.inputs()
+    nodes, names = plan.inputs, plan.names
     if isinstance(inputs, dict):
         missing = [names[n.id] for n in nodes if names[n.id] not in inputs]
         if missing:
@@ -81,6 +85,53 @@ def _feed(model: Axon, inputs, names) -> dict:
     return fed
 
 
+class _Step(NamedTuple):
+    """One node's work in ``apply``, with everything about it that never changes worked out once."""
+    node: Axon
+    name: str
+    parents: tuple                 # the parents' ids
+    by_parent: bool                # a relu its parent's fused kernel already applied: reuse that value
+    fused: bool                    # apply the following relu in this layer's bias add
+    stateful: bool                 # while training, returns (y, new_state)
+
+
+class _Plan(NamedTuple):
+    """How ``apply`` runs a model, worked out once per model (nodes are immutable, so it never changes)."""
+    steps: list                    # a _Step per node but the inputs, each after its parents
+    inputs: list                   # the input nodes, in graph order
+    names: dict                    # node id -> layer name
+    params: list                   # (layer, param, trained?) for every param, in graph order
+
+
+_plans: "weakref.WeakKeyDictionary[Axon, _Plan]" = weakref.WeakKeyDictionary()
+
+
+def _plan(model: Axon) -> _Plan:
+    """The model's execution plan: its nodes in order, their names, and which relus to fuse.
+
+    A relu whose parent is a dense/conv layer it alone consumes is folded into that layer's bias add
+    (``kernels.bias_relu``): the summary still shows both nodes, the arithmetic is done in one pass.
+    """
+    plan = _plans.get(model)
+    if plan is None:
+        nodes = model.nodes()
+        names = model.names()
+        consumers = Counter(p.id for node in nodes for p in node.parents)
+        fused, by_parent = set(), set()
+        for node in nodes:
+            if node.op == "relu" and not node.opts and len(node.parents) == 1:
+                parent = node.parents[0]
+                if "relu_epilogue" in parent.uses and consumers[parent.id] == 1:
+                    fused.add(parent.id)
+                    by_parent.add(node.id)
+        steps = [_Step(n, names[n.id], tuple(p.id for p in n.parents), n.id in by_parent, n.id in fused,
+                       any(spec.kind == "state" for spec in n.params.values()))
+                 for n in nodes if n.op != "input"]
+        specs = [(names[n.id], k, spec.kind == "param" and not spec.frozen) for n in nodes for k, spec in n.params.items()]
+        plan = _plans[model] = _Plan(steps, [n for n in nodes if n.op == "input"], names, specs)
+    return plan
+
+
 def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
     """Run the model: returns ``(y, new_state)``.
 
@@ -88,26 +139,30 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
     state params (``{layer: {name: array}}``, empty unless training a stateful layer). Dropout is
     active only when ``training``; its masks come from ``key`` (an int), so they are reproducible.
     """
-    names = model.names()
-    values = _feed(model, inputs, names)
+    plan = _plan(model)
+    values = _feed(plan, inputs)
     new_state = {}
-    for node in model.nodes():
-        if node.op == "input":
+    for step in plan.steps:
+        if step.by_parent:                                     # the relu its parent's kernel applied
+            values[step.node.id] = values[step.parents[0]]
             continue
-        name = names[node.id]
-        layer_params = params.get(name, {}) if node.params else {}
-        if node.params and set(layer_params) != set(node.params):
-            raise ValueError(f"params for layer '{name}' have keys {sorted(layer_params)}, "
+        node = step.node
+        layer_params = params.get(step.name, {}) if node.params else {}
+        if node.params and layer_params.keys() != node.params.keys():
+            raise ValueError(f"params for layer '{step.name}' have keys {sorted(layer_params)}, "
                              f"expected {sorted(node.params)}")
         extra = {}
-        if "training" in node.uses:
-            extra["training"] = training
-        if "key" in node.uses:
-            extra["key"] = axrandom.rng(key, name) if training else None
-        y = node.fn(*(values[p.id] for p in node.parents), **layer_params, **node.opts, **extra)
-        if training and any(s.kind == "state" for s in node.params.values()):
+        if node.uses:
+            if "training" in node.uses:
+                extra["training"] = training
+            if "key" in node.uses:
+                extra["key"] = axrandom.rng(key, step.name) if training else None
+            if step.fused:
+                extra["relu_epilogue"] = True
+        y = node.fn(*[values[i] for i in step.parents], **layer_params, **node.opts, **extra)
+        if training and step.stateful:
             y, state = y                                      # stateful layers return their new state
-            new_state[name] = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
+            new_state[step.name] = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
         values[node.id] = y
     return values[model.id], new_state
 
@@ -146,17 +201,12 @@ def compile(model: Axon):
 
 def split(model: Axon, params: dict):
     """``(trainable, rest)``: the params training updates, and the state/frozen ones it must not."""
-    names = model.names()
     trainable, rest = {}, {}
-    for node in model.nodes():
-        if not node.params:
-            continue
-        name = names[node.id]
-        if name not in params:
+    for name, pname, trains in _plan(model).params:
+        layer = params.get(name)
+        if layer is None:
             raise ValueError(f"split: params have no entry for layer '{name}'")
-        for pname, spec in node.params.items():
-            target = trainable if spec.kind == "param" and not spec.frozen else rest
-            target.setdefault(name, {})[pname] = params[name][pname]
+        (trainable if trains else rest).setdefault(name, {})[pname] = layer[pname]
     return trainable, rest
 
 

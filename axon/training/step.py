@@ -220,13 +220,42 @@ def _concat(parts):
     return np.concatenate([np.asarray(p) for p in parts])
 
 
+_CROSS_ENTROPIES = ("categorical_cross_entropy", "sparse_categorical_cross_entropy")
+
+
+def _logits_behind_softmax(model, loss):
+    """The node before ``model``'s final softmax, when ``loss`` names a cross-entropy; else None.
+
+    As Elixir Axon does, such a loss is then computed from the logits (``from_logits=True``): the same
+    value as from the probabilities, but exact when they saturate (no clipping at 1e-7), and one fused
+    kernel for the softmax, the log and the sum.
+    """
+    if not (isinstance(loss, str) and loss in _CROSS_ENTROPIES and model.op == "softmax"):
+        return None
+    axis = model.opts.get("axis", -1)
+    return model.parents[0] if axis in (-1, len(model.shape) - 1) else None
+
+
+def _probabilities(logits):
+    """softmax(logits) as an array, for the metrics (no graph)."""
+    from .. import kernels
+    with no_grad():
+        return kernels.softmax(_data(logits)).data
+
+
 def _model_step(model, loss, optimizer, metrics) -> Step:
     from ..model import merge
     loss_fn = _resolve_loss(loss)[1]
+    logits_model = _logits_behind_softmax(model, loss)
 
     def objective(trainable, frozen, x, y, key):
-        y_pred, new_state = model.apply(merge(trainable, frozen), x, training=True, key=key)
-        return _mean_loss(loss_fn(y, y_pred)), (y_pred, new_state)
+        params = merge(trainable, frozen)
+        if logits_model is None:
+            y_pred, new_state = model.apply(params, x, training=True, key=key)
+            return _mean_loss(loss_fn(y, y_pred)), (y_pred, new_state)
+        logits, new_state = logits_model.apply(params, x, training=True, key=key)
+        y_pred = _probabilities(logits) if metrics else None
+        return _mean_loss(loss_fn(y, logits, from_logits=True)), (y_pred, new_state)
 
     def evaluate_fn(params, x, y, batch_size):
         return evaluate(model, params, x, y, metrics=dict(metrics), batch_size=batch_size, loss=loss_fn)
@@ -353,11 +382,15 @@ def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None
     n_x, n_y = len(tree_leaves(x)[0]), len(tree_leaves(y)[0])
     if n_x != n_y:
         raise ValueError(f"evaluate: x has {n_x} examples but y has {n_y}")
+    logits_model = _logits_behind_softmax(model, loss)
+    net = model if logits_model is None else logits_model
     with no_grad():
-        y_pred = _concat([model.predict(params, xb) for xb, _, _ in _batches(x, y, batch_size)])
+        out_pred = _concat([net.predict(params, xb) for xb, _, _ in _batches(x, y, batch_size)])
+        y_pred = out_pred if logits_model is None else _probabilities(out_pred)
         out = {}
         if loss_fn is not None:
-            out["loss"] = float(_mean_loss(loss_fn(y, y_pred)).data)
+            loss_value = loss_fn(y, out_pred, from_logits=True) if logits_model is not None else loss_fn(y, y_pred)
+            out["loss"] = float(_mean_loss(loss_value).data)
         for name, fn in metric_list:
             out[name] = float(fn(y, y_pred))
     return out

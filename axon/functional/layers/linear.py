@@ -10,6 +10,7 @@ Parameters are passed explicitly, as in Axon: a dense kernel is (in, out), a bil
 """
 from __future__ import annotations
 
+from ... import kernels
 from ...autograd import getitem, reshape, sum as tsum, transpose
 from ._utils import check_param, int_indices, tensor
 
@@ -44,10 +45,12 @@ def dense(x, kernel, bias=None):
     x, kernel = tensor("dense", x), tensor("dense", kernel, "kernel")
     out_shape = dense_output_shape(x.shape, kernel.shape)
     bias = check_param("dense", "bias", bias, kernel.shape[1:])
-    if x.ndim <= 2:
-        y = x @ kernel
-    else:                                                      # one matmul, not one per leading index
-        y = reshape(reshape(x, (-1, x.shape[-1])) @ kernel, out_shape)   # (..., in) -> (M, in) -> (..., out)
+    # One matmul over every leading index, through the kernel (numba's thread pool, like conv's),
+    # never numpy's own multi-threaded BLAS: two pools on the same cores slow each other down.
+    x2 = x if x.ndim == 2 else reshape(x, (-1, x.shape[-1]))   # (..., in) -> (M, in)
+    y = kernels.matmul(x2, kernel)                              # (M, out)
+    if x.ndim != 2:
+        y = reshape(y, out_shape)                               # (M, out) -> (..., out)
     return y if bias is None else y + bias
 
 
