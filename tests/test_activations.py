@@ -1,5 +1,4 @@
 """Activations: finite differences (1st and 2nd order), torch values and gradients, stability, dtypes."""
-import doctest
 
 import numpy as np
 import pytest
@@ -185,14 +184,3 @@ def test_bad_input_is_rejected_with_clear_errors():
         A.gelu(np.zeros(3), approximate="fast")
     with pytest.raises(ValueError, match="celu: alpha must be positive, got 0.0"):
         A.celu(np.zeros(3), alpha=0.0)
-
-
-def test_every_public_activation_has_a_docstring_with_an_example():
-    for name in A.__all__:
-        doc = getattr(A, name).__doc__
-        assert doc and ">>>" in doc, name
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(A, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

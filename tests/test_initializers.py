@@ -1,5 +1,4 @@
 """Initializers: shapes, dtypes, determinism by key, and the statistics that define each one."""
-import doctest
 import math
 
 import numpy as np
@@ -155,14 +154,3 @@ def test_bad_input_is_rejected_with_clear_errors():
         I.normal()("abc")
     with pytest.raises(TypeError, match="random key must be"):
         I.normal()((2,), key="seed")
-
-
-def test_every_public_function_has_a_docstring_with_an_example():
-    for name in I.__all__:
-        doc = getattr(I, name).__doc__
-        assert doc and ">>>" in doc, name
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(I, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

@@ -1,6 +1,5 @@
 """axon.optimizers: trajectories against torch.optim and against the published update equations,
 convergence on Rosenbrock and logistic regression, dtypes, purity, checkpoints, the fused Adam path."""
-import doctest
 import io
 
 import numpy as np
@@ -515,7 +514,3 @@ def test_real_fused_kernel_follows_the_reference():
         ref = _trajectory(adamw(0.01, weight_decay=0.1, fused=False), steps=30, dtype=dtype)
         assert ours[-1]["w"].dtype == dtype
         _assert_same_trajectory(ours, ref, rtol=rtol, atol=1e-6 if dtype == np.float32 else 1e-12)
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(optimizers).failed == 0

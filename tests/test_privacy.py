@@ -1,11 +1,9 @@
 """axon.privacy and dpsgd: per-example gradients against a slow loop, the clip-sum-noise aggregation,
 and DP-SGD converging on a small logistic regression."""
-import doctest
 
 import numpy as np
 import pytest
 
-import axon.privacy as privacy
 from axon.autograd import Tensor, grad
 from axon.optimizers import dpsgd
 from axon.privacy import differentially_private_aggregate, per_example_grads
@@ -141,7 +139,3 @@ def test_dpsgd_trains_a_logistic_regression():
         params = apply_updates(params, updates)
     accuracy = np.mean(((x @ params["w"] + params["b"]) > 0) == (y > 0.5))
     assert full_loss(params) < 0.5 * start and accuracy > 0.9
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(privacy).failed == 0

@@ -1,11 +1,9 @@
 """axon.schedules: values at known points (start, end, boundaries), against torch's schedulers, bad input."""
-import doctest
 import math
 
 import numpy as np
 import pytest
 
-import axon.schedules as schedules_module
 from axon.schedules import (as_schedule, constant, cosine_decay, exponential_decay, join_schedules, linear_decay,
                             one_cycle, piecewise_constant, polynomial_decay, warmup_cosine_decay)
 
@@ -137,7 +135,3 @@ def test_values_are_python_floats_for_int_and_array_steps(make):
 def test_bad_arguments_raise(bad):
     with pytest.raises((ValueError, TypeError)):
         bad()
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(schedules_module).failed == 0

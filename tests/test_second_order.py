@@ -1,6 +1,5 @@
 """axon.second_order: Hessian-vector products, the L-BFGS two-loop recursion, convergence of L-BFGS and
 Newton-CG on Rosenbrock and logistic regression."""
-import doctest
 
 import numpy as np
 import pytest
@@ -205,7 +204,3 @@ def test_lbfgs_does_not_change_its_inputs():
     before = [np.copy(a) for a in tree_leaves((params, g, state))]
     opt.update(g, state, params)
     assert all(np.array_equal(a, b) for a, b in zip(before, tree_leaves((params, g, state))))
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(second_order).failed == 0

@@ -2,15 +2,15 @@
 
 >>> import axon
 >>> model = axon.input((None, 784)).dense(128).dense(10, activation="softmax")
->>> print(axon.summary(model))  # doctest: +NORMALIZE_WHITESPACE
-+--------------------+-----------+--------------+------------+
-| Layer              | Inputs    | Output shape | Parameters |
-+--------------------+-----------+--------------+------------+
-| input (input)      | []        | (None, 784)  | 0          |
-| dense_0 (dense)    | [input]   | (None, 128)  | 100,480    |
-| dense_1 (dense)    | [dense_0] | (None, 10)   | 1,290      |
-| softmax_0 (softmax)| [dense_1] | (None, 10)   | 0          |
-+--------------------+-----------+--------------+------------+
+>>> print(axon.summary(model))
++---------------------+-----------+--------------+------------+
+| Layer               | Inputs    | Output shape | Parameters |
++---------------------+-----------+--------------+------------+
+| input (input)       | []        | (None, 784)  | 0          |
+| dense_0 (dense)     | [input]   | (None, 128)  | 100,480    |
+| dense_1 (dense)     | [dense_0] | (None, 10)   | 1,290      |
+| softmax_0 (softmax) | [dense_1] | (None, 10)   | 0          |
++---------------------+-----------+--------------+------------+
 Total parameters: 101,770 (397.54 KB)
 """
 from __future__ import annotations
