@@ -208,3 +208,75 @@ def test_combinator_operators():
     p = (a - b).init(seed=0)
     x = np.ones((2, 4), np.float32)
     np.testing.assert_allclose((a - b).predict(p, x), x - b.predict(p, x), rtol=1e-6)
+
+
+# ---- every builder: the shape inferred at build time is the shape predict returns -----------------------
+IMG = (None, 9, 8, 3)       # odd, non-square spatial axes
+BUILDERS = {
+    "dense": (IMG[:1] + (5,), lambda x: x.dense(4)),
+    "dense_seq": ((None, 6, 5), lambda x: x.dense(4)),
+    "bilinear": ((None, 5), lambda x: axon.bilinear(x, x.dense(3), 2)),
+    "embedding": ((None, 7), lambda x: x.embedding(10, 4)),
+    "conv": (IMG, lambda x: x.conv(4, kernel_size=3, strides=2, padding="same")),
+    "conv_1d": ((None, 11, 2), lambda x: x.conv(3, kernel_size=3, kernel_dilation=2)),
+    "conv_3d": ((None, 5, 6, 4, 2), lambda x: x.conv(3, kernel_size=(2, 3, 2))),
+    "conv_groups": (IMG[:3] + (4,), lambda x: x.conv(6, kernel_size=3, feature_group_size=2)),
+    "conv_first": ((None, 3, 9, 8), lambda x: x.conv(4, kernel_size=3, channels="first")),
+    "conv_transpose": (IMG, lambda x: x.conv_transpose(4, kernel_size=3, strides=2)),
+    "depthwise_conv": (IMG, lambda x: x.depthwise_conv(2, kernel_size=3, padding="same")),
+    "separable_conv2d": (IMG, lambda x: x.separable_conv2d(2, kernel_size=3)),
+    "separable_conv3d": ((None, 5, 6, 4, 2), lambda x: x.separable_conv3d(2, kernel_size=2)),
+    "max_pool": (IMG, lambda x: x.max_pool(kernel_size=2)),
+    "avg_pool": (IMG, lambda x: x.avg_pool(kernel_size=3, strides=2, padding="same")),
+    "lp_pool": (IMG, lambda x: x.lp_pool(norm=2, kernel_size=2)),
+    "adaptive_max_pool": (IMG, lambda x: x.adaptive_max_pool((4, 3))),
+    "adaptive_avg_pool": (IMG, lambda x: x.adaptive_avg_pool((2, 5))),
+    "adaptive_lp_pool": (IMG, lambda x: x.adaptive_lp_pool((3, 3))),
+    "global_max_pool": (IMG, lambda x: x.global_max_pool()),
+    "global_avg_pool": (IMG, lambda x: x.global_avg_pool(keep_axes=True)),
+    "global_lp_pool": (IMG, lambda x: x.global_lp_pool()),
+    "batch_norm": (IMG, lambda x: x.batch_norm()),
+    "layer_norm": ((None, 6), lambda x: x.layer_norm()),
+    "group_norm": (IMG[:3] + (4,), lambda x: x.group_norm(2)),
+    "instance_norm": (IMG, lambda x: x.instance_norm()),
+    "rms_norm": ((None, 6), lambda x: x.rms_norm()),
+    "dropout": ((None, 6), lambda x: x.dropout(rate=0.3)),
+    "alpha_dropout": ((None, 6), lambda x: x.alpha_dropout(rate=0.3)),
+    "feature_alpha_dropout": (IMG, lambda x: x.feature_alpha_dropout(rate=0.3)),
+    "spatial_dropout": (IMG, lambda x: x.spatial_dropout(rate=0.3)),
+    "flatten": (IMG, lambda x: x.flatten()),
+    "reshape": (IMG, lambda x: x.reshape((72, 3))),
+    "transpose": (IMG, lambda x: x.transpose((2, 0, 1))),
+    "pad": (IMG, lambda x: x.pad(((1, 2), (0, 1)))),
+    "resize": (IMG, lambda x: x.resize((5, 4), method="bilinear")),
+    "add": (IMG, lambda x: x + x.conv(3, kernel_size=1)),
+    "subtract": (IMG, lambda x: x - x),
+    "multiply": (IMG, lambda x: x * x),
+    "concatenate": (IMG, lambda x: axon.concatenate([x, x.conv(2, kernel_size=1)])),
+    "activation": ((None, 6), lambda x: axon.activation(x, "gelu")),
+    "softmax_axis": ((None, 3, 6), lambda x: x.softmax(axis=1)),
+    "constant_add": ((None, 6), lambda x: x + axon.constant(np.ones(6, np.float32))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_builder_inferred_shape_is_the_real_shape(name):
+    shape, build = BUILDERS[name]
+    model = build(axon.input(shape))
+    params = model.init(seed=0)
+    x = rng.integers(0, 10, (2,) + shape[1:]) if name == "embedding" else \
+        rng.standard_normal((2,) + shape[1:]).astype(np.float32)
+    y = model.predict(params, x)
+    assert model.shape[0] is None
+    assert y.shape == (2,) + tuple(model.shape[1:]), (model.shape, y.shape)
+    y_train, _ = model.apply(params, x, training=True, key=0)
+    assert y_train.shape == y.shape
+
+
+def test_every_builder_is_covered():
+    from axon.model import builders
+    exercised = set()
+    for shape, build in BUILDERS.values():
+        exercised |= {n.op for n in build(axon.input(shape)).nodes()}
+    layer_builders = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"}
+    assert layer_builders - exercised == set()
