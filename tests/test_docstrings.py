@@ -16,8 +16,14 @@ WITH_EXAMPLES = ["axon.functional.activations", "axon.functional.initializers", 
                  "axon.functional.metrics", "axon.schedules", "axon.optimizers"]
 
 
+# modules whose examples need an optional extra: skipped cleanly without it
+NEEDS = {"axon.training.plot": "matplotlib"}
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
     module = importlib.import_module(name)
     np.random.seed(0)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
