@@ -275,7 +275,7 @@ def machine_line(threads: int, load: float) -> str:
         torch_version = f", PyTorch {torch.__version__}"
     except ImportError:
         torch_version = ""
-    return (f"{cpu}, {os.cpu_count()} cores, {threads} threads, load average {load:.1f}; "
+    return (f"{cpu}, {os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''}, load average {load:.1f}; "
             f"numpy {np.__version__}, numba {numba.__version__}{torch_version}; "
             f"{datetime.date.today().isoformat()}")
 

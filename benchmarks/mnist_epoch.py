@@ -248,7 +248,8 @@ def set_threads(n):
 def write_markdown(path, args, load, results):
     """The table as Markdown: a line about the machine and the settings, then one row per model.
 
-    ``results``: ``(model, api, kernels, torch)`` in seconds per epoch (``torch`` None without PyTorch).
+    ``results``: ``(model, api, kernels, torch, api_step, torch_step)``: seconds per epoch, then the
+    fastest single step of the API and of PyTorch in seconds (the torch entries None without PyTorch).
     """
     from kernels import machine_line                                          # benchmarks/kernels.py, beside us
     ms = lambda s: f"{s:.2f} s ({1e3 * s / STEPS_PER_EPOCH:.1f} ms/step)"    # noqa: E731
@@ -256,10 +257,12 @@ def write_markdown(path, args, load, results):
              f"{args.steps} steps per run, scaled to an epoch of {STEPS_PER_EPOCH} steps; {args.stat} of "
              f"{args.rounds} alternating rounds; PyTorch in a process of its own.",
              "",
-             "| model | axon API | axon kernels | PyTorch | API/torch | kernels/torch |",
-             "|---|--:|--:|--:|--:|--:|"]
-    for model, api, ours, torch_s in results:
-        theirs = (ms(torch_s), f"{api / torch_s:.2f}", f"{ours / torch_s:.2f}") if torch_s else ("-", "-", "-")
+             "| model | axon API | axon kernels | PyTorch | API/torch | kernels/torch | fastest step: API, torch |",
+             "|---|--:|--:|--:|--:|--:|--:|"]
+    for model, api, ours, torch_s, api_step, torch_step in results:
+        theirs = ((ms(torch_s), f"{api / torch_s:.2f}", f"{ours / torch_s:.2f}",
+                   f"{1e3 * api_step:.1f}, {1e3 * torch_step:.1f} ms") if torch_s else
+                  ("-", "-", "-", f"{1e3 * api_step:.1f} ms, -"))
         lines.append(f"| {model.upper()} | {ms(api)} | {ms(ours)} | " + " | ".join(theirs) + " |")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -325,7 +328,8 @@ def main():
             tt = pick(t_times) * scale
             line += (f" | torch {tt:6.2f} s/epoch ({1e3 * tt / STEPS_PER_EPOCH:6.2f} ms/step) | "
                      f"API/torch {p / tt:.2f}x, kernels/torch {a / tt:.2f}x")
-        results.append((model, p, a, pick(t_times) * scale if theirs else None))
+        results.append((model, p, a, pick(t_times) * scale if theirs else None, min(p_steps),
+                        min(t_steps) if theirs else None))
         print(line + f"   [first axon step {first:.2f} s; runs: API " + " ".join(f"{x * scale:.2f}" for x in p_times)
               + " kernels " + " ".join(f"{x * scale:.2f}" for x in a_times)
               + (" torch " + " ".join(f"{x * scale:.2f}" for x in t_times) if theirs else "") + "]")

@@ -6,13 +6,20 @@
 
 Each figure is a function below, registered with ``@figure``: it gets a matplotlib module and returns
 a Figure, which is saved as ``NAME.png``. The numbers in a figure come from axon itself, so a figure
-is also a small demonstration of the API it illustrates. Figures still to come, as their APIs land:
-training curves of the MNIST MLP and CNN, a grid of misclassified digits, the first conv layer's filters.
+is also a small demonstration of the API it illustrates.
+
+The MNIST figures of chapter 6 train the example's networks as ``python -m axon.examples.mnist`` does
+(the MLP for its default 20 epochs, about a minute on 2 cores; the CNN for 3 epochs, 1 to 4 minutes
+depending on the machine's other work), once per run of this script, shared by the figures that use
+them. With ``AXON_TUTORIAL_QUICK=1``, which the tests set, they train on a small subset in seconds.
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +111,61 @@ def computation_graph(plt):
     ax.set_title("loss = tanh(w * x + b): leaves (blue), recorded operations (orange);\n"
                  "values flow left to right, gradients d loss / d node flow back", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+@figure
+def im2col(plt):
+    """Convolution as one matrix product: a 4x4 image's 3x3 windows as the rows of a matrix (chapter 2).
+
+    The image holds 0..15; filter 0 sums its window, filter 1 picks the window's centre, so every
+    number can be checked by eye. The product is checked against ``axon.kernels.conv``.
+    """
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    from axon import kernels
+
+    x = np.arange(16.0, dtype=np.float32).reshape(1, 4, 4, 1)         # (N, H, W, C_in)
+    w = np.zeros((3, 3, 1, 2), np.float32)                              # (KH, KW, C_in, C_out)
+    w[:, :, 0, 0] = 1                                                   # filter 0: the sum of the window
+    w[1, 1, 0, 1] = 1                                                   # filter 1: the window's centre
+    starts = [(i, j) for i in range(2) for j in range(2)]               # the 2x2 output positions
+    cols = np.stack([x[0, i:i + 3, j:j + 3, :].ravel() for i, j in starts])   # (4, 9): one window per row
+    y = cols @ w.reshape(9, 2)                                          # (4, 9) @ (9, 2) -> (4, 2)
+    assert np.array_equal(y, kernels.conv(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)).numpy().reshape(4, 2))
+
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]               # one per output position
+    fig, ax = plt.subplots(figsize=(10, 4.9), dpi=110)                  # the drawing's own aspect ratio
+
+    def grid(x0, y0, values, fill=None):
+        """Draw a matrix with its top-left corner at (x0, y0), one unit per cell."""
+        for r in range(values.shape[0]):
+            for c in range(values.shape[1]):
+                ax.add_patch(Rectangle((x0 + c, y0 - r - 1), 1, 1, facecolor=fill(r) if fill else "white",
+                                       edgecolor="0.6", linewidth=0.8))
+                ax.text(x0 + c + 0.5, y0 - r - 0.5, f"{values[r, c]:g}", ha="center", va="center", fontsize=9)
+
+    grid(0, 4, x[0, :, :, 0])                                           # the image, windows outlined
+    for k, (i, j) in enumerate(starts):
+        d = 0.06 * (k - 1.5)                                            # offset a little, so all four show
+        ax.add_patch(Rectangle((j + 0.1 + d, 1 - i + 0.1 + d), 2.8, 2.8, fill=False, edgecolor=colors[k],
+                               linewidth=2))
+    ax.text(2, 4.45, "image x (4 x 4, one channel):\nfour 3 x 3 windows", ha="center", va="bottom", fontsize=9)
+    ax.add_patch(FancyArrowPatch((4.3, 2), (5.7, 2), arrowstyle="-|>", mutation_scale=15, color="0.3"))
+    ax.text(5, 2.25, "im2col", ha="center", va="bottom", fontsize=9)
+    grid(6, 3, cols, fill=lambda r: colors[r] + "33")                  # row r: window r, flattened
+    ax.text(10.5, 3.45, "cols (4 x 9): one window per row", ha="center", va="bottom", fontsize=9)
+    ax.text(15.6, 1, "@", ha="center", va="center", fontsize=16)
+    grid(16.2, 5.5, w.reshape(9, 2))
+    ax.text(17.2, 5.95, "W (9 x 2):\nsum, centre", ha="center", va="bottom", fontsize=9)
+    ax.text(18.9, 1, "=", ha="center", va="center", fontsize=16)
+    grid(19.6, 3, y, fill=lambda r: colors[r] + "33")
+    ax.text(20.6, 3.45, "y (4 x 2)", ha="center", va="bottom", fontsize=9)
+    ax.set_xlim(-0.3, 21.8)
+    ax.set_ylim(-3.8, 7.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1)
     return fig
 
 
@@ -219,6 +281,157 @@ def schedules(plt):
         ax.set_xlabel("step")
     for ax in axes[:, 0]:
         ax.set_ylabel("learning rate")
+    fig.tight_layout()
+    return fig
+
+
+# ---- chapter 6: MNIST ---------------------------------------------------------------------------------
+def _quick() -> bool:
+    """Whether to train the MNIST figures' models on a small subset (the tests set AXON_TUTORIAL_QUICK=1)."""
+    return os.environ.get("AXON_TUTORIAL_QUICK") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _mnist_run(kind: str, epochs: int, quick: bool) -> dict:
+    """Train the example's ``kind`` model ("mlp" or "cnn") as ``python -m axon.examples.mnist`` does.
+
+    Cached, so the figures that show one run train it once. Returns the example's results (the final
+    ``TrainState`` under "state", the model, the test accuracy) plus the test images and labels.
+    """
+    from axon.examples import mnist as example
+
+    limit = ["--limit", "2000" if kind == "mlp" else "600"] if quick else []
+    results = example.main(["--model", kind, "--epochs", str(1 if quick else epochs), "--verbose", "0", *limit])
+    _, _, (x_test, y_test) = example.load_data(kind, int(limit[1]) if quick else None)
+    return {**results, "x_test": x_test, "labels": y_test.argmax(axis=1)}   # labels (N,) 0-9
+
+
+@functools.lru_cache(maxsize=None)
+def _mnist_cnn(quick: bool) -> dict:
+    """The CNN of chapter 6 after 3 epochs (the example's default is 5), and its test predictions."""
+    run = _mnist_run("cnn", 3, quick)
+    x, model, params = run["x_test"], run["model"], run["state"].params
+    predicted = np.concatenate([model.predict(params, x[i:i + 1000]).argmax(axis=1)   # in batches:
+                                for i in range(0, len(x), 1000)])                     # im2col is big
+    return {**run, "predicted": predicted}                     # predicted: (N,) 0-9
+
+
+@figure
+def mnist_digits(plt):
+    """The first 40 MNIST training images with their labels (chapter 6, section 6.1)."""
+    from axon.datasets import mnist
+
+    x, y = mnist.load("train", flatten=False, one_hot=False)   # (60000, 28, 28, 1), (60000,)
+    fig, axes = plt.subplots(4, 10, figsize=(9, 4.2), dpi=110)
+    for i, ax in enumerate(axes.ravel()):
+        ax.imshow(x[i, :, :, 0], cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(str(y[i]), fontsize=10)
+        ax.axis("off")
+    fig.suptitle("mnist.load('train'): the first 40 images and their labels", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@figure
+def mnist_curves(plt):
+    """``plot_history`` of the MLP's full run: 20 epochs, the example's defaults (chapter 6, section 6.7).
+
+    ``plot_history`` writes a PNG itself; its pixels are put, one for one, on a figure of the same
+    size, which ``main`` then saves like every other figure.
+    """
+    from axon.training import plot_history
+
+    run = _mnist_run("mlp", 20, _quick())
+    title = (f"python -m axon.examples.mnist: the MLP, {run['state'].epoch} epochs, "
+             f"test accuracy {100 * run['test_accuracy']:.2f}%")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "curves.png")
+        plot_history(run["state"].history, path, title=title)
+        pixels = plt.imread(path)                              # (H, W, 4) floats in [0, 1]
+    dpi = 100                                                  # plot_history's own resolution
+    fig = plt.figure(figsize=(pixels.shape[1] / dpi, pixels.shape[0] / dpi), dpi=dpi)
+    fig.figimage(pixels)
+    return fig
+
+
+@figure
+def mnist_conv_filters(plt):
+    """The 32 filters of the CNN's first convolution and their responses to one test digit (section 6.8).
+
+    The responses are the output of the model's first relu, ``relu_0``: the sub-graph that ends
+    there is a model of its own, run with the trained params.
+    """
+    run = _mnist_cnn(_quick())
+    model, params = run["model"], run["state"].params
+    kernel = params["conv_0"]["kernel"]                        # (3, 3, 1, 32)
+    digit = run["x_test"][:1]                                  # (1, 28, 28, 1), a 7
+    relu_0 = model.nodes()[2]
+    responses = relu_0.predict(params, digit)[0]               # (26, 26, 32)
+
+    fig = plt.figure(figsize=(11, 3.0), dpi=110)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.2, 10])
+    ax = left.subplots()
+    ax.imshow(digit[0, :, :, 0], cmap="gray_r")
+    ax.set_title(f"the input:\na test digit ({run['labels'][0]})", fontsize=9)
+    ax.axis("off")
+    axes = right.subplots(4, 16, gridspec_kw={"wspace": 0.08, "hspace": 0.08})   # filter above its response
+    for c in range(32):
+        row, col = 2 * (c // 16), c % 16
+        w = kernel[:, :, 0, c]                                 # (3, 3)
+        limit = float(np.abs(w).max())
+        axes[row, col].imshow(w, cmap="RdBu_r", vmin=-limit, vmax=limit)   # each filter on its own scale
+        axes[row + 1, col].imshow(responses[:, :, c], cmap="magma")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for row, label in enumerate(["filter", "response", "filter", "response"]):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    right.suptitle("the 32 filters of conv_0 (3 x 3; red: positive weights, blue: negative) and, below each, "
+                   "its response relu(conv), 26 x 26", fontsize=9)
+    return fig
+
+
+@figure
+def mnist_confusion(plt):
+    """The CNN's confusion matrix on the test images, errors only (chapter 6, section 6.9)."""
+    run = _mnist_cnn(_quick())
+    confusion = np.zeros((10, 10), np.int64)
+    np.add.at(confusion, (run["labels"], run["predicted"]), 1)  # row: true digit, column: predicted
+    errors = confusion.astype(float)
+    np.fill_diagonal(errors, np.nan)                           # the diagonal is drawn as text only
+
+    fig, ax = plt.subplots(figsize=(5.8, 5.0), dpi=110)
+    image = ax.imshow(errors, cmap="Reds", vmin=0)
+    for i in range(10):
+        for j in range(10):
+            if confusion[i, j]:
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=8,
+                        color="0.55" if i == j else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    wrong = int((run["predicted"] != run["labels"]).sum())
+    ax.set_title(f"CNN, {run['state'].epoch} epochs: {wrong} errors in {len(run['labels']):,} test images\n"
+                 "(grey: correct answers, on the diagonal)", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="errors")
+    fig.tight_layout()
+    return fig
+
+
+@figure
+def mnist_misclassified(plt):
+    """Test digits the CNN gets wrong, with the predicted and the true label (chapter 6, section 6.9)."""
+    run = _mnist_cnn(_quick())
+    wrong = np.flatnonzero(run["predicted"] != run["labels"])[:32]   # the first (up to) 32 mistakes
+    fig, axes = plt.subplots(4, 8, figsize=(9, 5.2), dpi=110)
+    for ax, i in zip(axes.ravel(), wrong):
+        ax.imshow(run["x_test"][i, :, :, 0], cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"said {run['predicted'][i]}, is {run['labels'][i]}", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"The first {len(wrong)} test images the CNN ({run['state'].epoch} epochs) gets wrong",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -690,3 +690,17 @@ def test_losses_and_metrics_by_name():
         step(model, "categorical_crossentropy", adam())
     with pytest.raises(ValueError, match="unknown"):
         step(model, "categorical_cross_entropy", adam(), metrics=["acuracy"])
+
+
+def test_cross_entropy_after_softmax_is_computed_from_the_logits_by_name_or_function():
+    """A confident, wrong softmax model: the loss from the logits is exact, the clipped one is capped."""
+    import axon
+    model = axon.input((None, 2)).dense(2, activation="softmax")
+    params = {"dense_0": {"kernel": np.array([[100.0, -100.0], [0.0, 0.0]], np.float32),
+                          "bias": np.zeros(2, np.float32)}}
+    x, y = np.array([[1.0, 0.0]], np.float32), np.array([[0.0, 1.0]], np.float32)   # logits (100, -100), label 1
+    for loss in ("categorical_cross_entropy", axon.losses.categorical_cross_entropy):
+        out = axon.training.evaluate(model, params, x, y, loss=loss)
+        assert out["loss"] == pytest.approx(200.0, rel=1e-5)                 # log-sum-exp minus the true logit
+    clipped = axon.training.evaluate(model, params, x, y, loss=lambda t, p: axon.losses.categorical_cross_entropy(t, p))
+    assert clipped["loss"] == pytest.approx(-np.log(1e-7), rel=1e-3)          # a function of one's own: probabilities

@@ -78,7 +78,7 @@ def _mean_loss(value) -> Tensor:
     """A loss as one scalar Tensor: per-example losses are averaged."""
     if not isinstance(value, Tensor):
         raise TypeError(f"step: the loss must be a Tensor (built from axon operations), got {type(value).__name__}")
-    return value if value.size == 1 else value.mean()
+    return value if value.ndim == 0 else value.mean()
 
 
 def _data(y):
@@ -223,14 +223,23 @@ def _concat(parts):
 _CROSS_ENTROPIES = ("categorical_cross_entropy", "sparse_categorical_cross_entropy")
 
 
+def _is_cross_entropy(loss) -> bool:
+    """``loss`` is axon's (sparse) categorical cross-entropy, by name or the function itself."""
+    from ..functional import losses
+    return loss in _CROSS_ENTROPIES if isinstance(loss, str) else \
+        any(loss is getattr(losses, name) for name in _CROSS_ENTROPIES)
+
+
 def _logits_behind_softmax(model, loss):
-    """The node before ``model``'s final softmax, when ``loss`` names a cross-entropy; else None.
+    """The node before ``model``'s final softmax, when ``loss`` is a cross-entropy; else None.
 
     As Elixir Axon does, such a loss is then computed from the logits (``from_logits=True``): the same
     value as from the probabilities, but exact when they saturate (no clipping at 1e-7), and one fused
-    kernel for the softmax, the log and the sum.
+    kernel for the softmax, the log and the sum. It applies to ``"categorical_cross_entropy"`` (and the
+    sparse one), given by name or as ``axon.losses.categorical_cross_entropy``; a loss function of
+    your own gets the probabilities, as the model outputs them.
     """
-    if not (isinstance(loss, str) and loss in _CROSS_ENTROPIES and model.op == "softmax"):
+    if not (model.op == "softmax" and _is_cross_entropy(loss)):
         return None
     axis = model.opts.get("axis", -1)
     return model.parents[0] if axis in (-1, len(model.shape) - 1) else None
