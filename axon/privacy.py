@@ -77,6 +77,11 @@ def per_example_grads(loss_fn, params, x, y, reduction="mean"):
 
 
 class DifferentiallyPrivateAggregateState(NamedTuple):
+    """The state of ``differentially_private_aggregate``: the step count, which picks each step's noise.
+
+    >>> differentially_private_aggregate(l2_norm_clip=1.0, noise_multiplier=1.1).init(None)
+    DifferentiallyPrivateAggregateState(count=array(0))
+    """
     count: np.ndarray                                              # () int64: steps so far (the noise stream)
 
 

@@ -81,7 +81,12 @@ def _check_linesearch(fn, c1, shrink, max_backtracks):
 
 # ---- L-BFGS -------------------------------------------------------------------------------------------
 class LbfgsState(NamedTuple):
-    """The last ``m`` curvature pairs, oldest row first (rows of zeros with ``rho = 0`` are empty)."""
+    """The last ``m`` curvature pairs, oldest row first (rows of zeros with ``rho = 0`` are empty).
+
+    >>> state = lbfgs(memory_size=3).init({"w": np.zeros(2)})     # m = 3 pairs of n = 2 parameters
+    >>> state._fields, state.s.shape, state.rho
+    (('count', 's', 'y', 'rho', 'prev_params', 'prev_grads'), (3, 2), array([0., 0., 0.]))
+    """
     count: np.ndarray                                              # () int64: updates so far
     s: np.ndarray                                                  # (m, n) steps x_{i+1} - x_i
     y: np.ndarray                                                  # (m, n) gradient changes g_{i+1} - g_i

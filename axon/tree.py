@@ -16,7 +16,13 @@ __all__ = ["tree_map", "tree_map_multi", "tree_map_with_path", "tree_leaves", "t
 
 
 def is_namedtuple(x) -> bool:
-    """True for NamedTuple instances (tuples with ``_fields``)."""
+    """True for NamedTuple instances (tuples with ``_fields``).
+
+    >>> from collections import namedtuple
+    >>> State = namedtuple("State", ["count", "mu"])
+    >>> is_namedtuple(State(0, 1.0)), is_namedtuple((0, 1.0))
+    (True, False)
+    """
     return isinstance(x, tuple) and hasattr(x, "_fields")
 
 
@@ -71,6 +77,14 @@ def tree_map(fn, tree, *rest):
 
     A mismatch (other keys, lengths or container types) raises ValueError naming the first bad path.
     The walk itself builds no paths (it runs on every training step); only a mismatch pays for one.
+
+    >>> import numpy as np
+    >>> params, grads = {"w": np.array([1.0, 2.0]), "b": 0.0}, {"w": np.array([1.0, 1.0]), "b": 2.0}
+    >>> tree_map(lambda p, g: p - 0.1 * g, params, grads)  # one SGD step
+    {'w': array([0.9, 1.9]), 'b': -0.2}
+    >>> tree_map(lambda p, g: p - g, params, {"w": 1.0})
+    Traceback (most recent call last):
+    ValueError: tree structures differ at '<root>': keys missing ['b'], unexpected []
     """
     try:
         return _map(fn, tree, rest)
@@ -117,7 +131,13 @@ def tree_map_multi(fn, n: int, tree, *rest) -> tuple:
 
 
 def tree_map_with_path(fn, tree, path: str = ""):
-    """Apply ``fn(path, leaf)`` to every leaf, paths spelled ``"dense_0.kernel"``."""
+    """Apply ``fn(path, leaf)`` to every leaf, paths spelled ``"dense_0.kernel"``.
+
+    >>> params = {"dense_0": {"kernel": 1.0, "bias": 1.0}}
+    >>> decay_kernels = lambda path, p: p * 0.9 if path.endswith("kernel") else p
+    >>> tree_map_with_path(decay_kernels, params)
+    {'dense_0': {'kernel': 0.9, 'bias': 1.0}}
+    """
     if tree is None:
         return None
     if not _is_node(tree):
@@ -126,7 +146,11 @@ def tree_map_with_path(fn, tree, path: str = ""):
 
 
 def tree_flatten_with_path(tree, path: str = ""):
-    """List of ``(path, leaf)`` pairs, paths spelled ``"dense_0.kernel"``."""
+    """List of ``(path, leaf)`` pairs, paths spelled ``"dense_0.kernel"``.
+
+    >>> tree_flatten_with_path({"dense_0": {"kernel": 1, "bias": 2}, "out": [3, None]})
+    [('dense_0.kernel', 1), ('dense_0.bias', 2), ('out.0', 3)]
+    """
     if tree is None:
         return []
     if not _is_node(tree):
@@ -138,12 +162,24 @@ def tree_flatten_with_path(tree, path: str = ""):
 
 
 def tree_leaves(tree) -> list:
-    """The leaves of ``tree`` in a stable order."""
+    """The leaves of ``tree`` in a stable order.
+
+    >>> tree_leaves({"a": [1, 2], "b": (3, None), "c": {"d": 4}})  # None is an empty subtree
+    [1, 2, 3, 4]
+    """
     return [leaf for _, leaf in tree_flatten_with_path(tree)]
 
 
 def tree_structure_check(expected, actual, check_shapes: bool = True, names=("params", "grads")) -> None:
-    """Raise ValueError at the first path where ``actual`` differs from ``expected`` in structure or shape."""
+    """Raise ValueError at the first path where ``actual`` differs from ``expected`` in structure or shape.
+
+    >>> import numpy as np
+    >>> params = {"w": np.zeros((2, 3))}
+    >>> tree_structure_check(params, {"w": np.ones((2, 3))})  # same structure and shapes: silent
+    >>> tree_structure_check(params, {"w": np.ones(3)})
+    Traceback (most recent call last):
+    ValueError: params and grads differ at 'w': shape (2, 3) vs (3,)
+    """
     def check(a, b, path=""):
         _check_same(path, a, b)
         if _is_node(a):

@@ -59,27 +59,52 @@ __all__ = [
 
 # ---- the protocol ------------------------------------------------------------------------------------
 class GradientTransformation(NamedTuple):
-    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``."""
+    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``.
+
+    >>> t = scale(0.5)                                         # every transformation is such a pair
+    >>> t.update({"w": np.array([2.0, -4.0])}, t.init(None))
+    ({'w': array([ 1., -2.])}, EmptyState())
+    """
     init: Callable
     update: Callable
 
 
 class EmptyState(NamedTuple):
-    """The state of a transformation that remembers nothing."""
+    """The state of a transformation that remembers nothing.
+
+    >>> scale(-0.1).init({"w": np.zeros(2)})
+    EmptyState()
+    """
 
 
 class ScaleByScheduleState(NamedTuple):
+    """The step count that ``scale_by_schedule`` passes to its schedule.
+
+    >>> t = scale_by_schedule(lambda count: 0.5 ** count)
+    >>> t.update({"w": np.array([1.0])}, t.init(None))         # step 0: scaled by 0.5 ** 0
+    ({'w': array([1.])}, ScaleByScheduleState(count=array(1)))
+    """
     count: np.ndarray                                              # () int64: updates so far
 
 
 class ScaleByAdamState(NamedTuple):
-    """Step count and first/second moment estimates (Adam, AdaBelief, RAdam, Yogi)."""
+    """Step count and first/second moment estimates (Adam, AdaBelief, RAdam, Yogi).
+
+    >>> scale_by_adam().init({"w": np.zeros(2)})
+    ScaleByAdamState(count=array(0), mu={'w': array([0., 0.])}, nu={'w': array([0., 0.])})
+    """
     count: np.ndarray                                              # () int64
     mu: Any                                                        # tree like params: E[g]
     nu: Any                                                        # tree like params: E[g^2] (or its variant)
 
 
 class ScaleByNadamState(NamedTuple):
+    """NAdam's step count, product of its momentum schedule, and moment estimates.
+
+    >>> state = scale_by_nadam().init({"w": np.zeros(2)})
+    >>> state._fields, state.mu_product
+    (('count', 'mu_product', 'mu', 'nu'), array(1.))
+    """
     count: np.ndarray                                              # () int64
     mu_product: np.ndarray                                         # () float64: prod of the momentum schedule
     mu: Any
@@ -87,29 +112,59 @@ class ScaleByNadamState(NamedTuple):
 
 
 class ScaleByRmsState(NamedTuple):
+    """RMSprop's moving average of squared gradients, ``E[g^2]``.
+
+    >>> scale_by_rms(initial_scale=0.1).init({"w": np.zeros(2)})
+    ScaleByRmsState(nu={'w': array([0.1, 0.1])})
+    """
     nu: Any                                                        # E[g^2]
 
 
 class ScaleByStddevState(NamedTuple):
+    """Centred RMSprop's moving averages of the gradients and of their squares.
+
+    >>> scale_by_stddev().init({"w": np.zeros(2)})
+    ScaleByStddevState(mu={'w': array([0., 0.])}, nu={'w': array([0., 0.])})
+    """
     mu: Any                                                        # E[g]
     nu: Any                                                        # E[g^2]
 
 
 class ScaleByAdadeltaState(NamedTuple):
+    """Adadelta's moving averages of squared gradients and of squared updates.
+
+    >>> scale_by_adadelta().init({"w": np.zeros(2)})
+    ScaleByAdadeltaState(nu={'w': array([0., 0.])}, delta_nu={'w': array([0., 0.])})
+    """
     nu: Any                                                        # E[g^2]
     delta_nu: Any                                                  # E[dx^2]
 
 
 class ScaleByLionState(NamedTuple):
+    """Lion's momentum: a moving average of the gradients.
+
+    >>> scale_by_lion().init({"w": np.zeros(2)})
+    ScaleByLionState(mu={'w': array([0., 0.])})
+    """
     mu: Any
 
 
 class ScaleByRssState(NamedTuple):
+    """Adagrad's running sum of squared gradients.
+
+    >>> scale_by_rss(initial_accumulator_value=0.1).init({"w": np.zeros(2)})
+    ScaleByRssState(sum_of_squares={'w': array([0.1, 0.1])})
+    """
     sum_of_squares: Any
 
 
 class FactoredRmsState(NamedTuple):
-    """Adafactor's accumulators: row and column means for matrices, a full ``v`` otherwise (None when unused)."""
+    """Adafactor's accumulators: row and column means for matrices, a full ``v`` otherwise (None when unused).
+
+    >>> state = scale_by_factored_rms(min_dim_size_to_factor=2).init({"w": np.zeros((2, 3)), "b": np.zeros(3)})
+    >>> state.v_row["w"].shape, state.v_col["w"].shape, state.v["w"], state.v["b"].shape   # w: (2, 3) factored
+    ((2,), (3,), None, (3,))
+    """
     count: np.ndarray
     v_row: Any                                                     # (..., n) for a (..., n, m) leaf
     v_col: Any                                                     # (..., m)
@@ -117,18 +172,40 @@ class FactoredRmsState(NamedTuple):
 
 
 class TraceState(NamedTuple):
+    """The momentum buffer of ``trace``: ``trace = decay trace + g``.
+
+    >>> t = trace(0.9)
+    >>> t.update({"w": np.array([1.0, -1.0])}, t.init({"w": np.zeros(2)}))[1]
+    TraceState(trace={'w': array([ 1., -1.])})
+    """
     trace: Any
 
 
 class AddNoiseState(NamedTuple):
+    """The step count of ``add_noise``, which sets the noise's variance and picks its random stream.
+
+    >>> add_noise(eta=0.01).init({"w": np.zeros(2)})
+    AddNoiseState(count=array(0))
+    """
     count: np.ndarray
 
 
 class MaskedState(NamedTuple):
+    """The inner transformation's state, kept for the masked-in leaves.
+
+    >>> masked(trace(0.9), {"w": True, "b": False}).init({"w": np.zeros(2), "b": np.zeros(1)})
+    MaskedState(inner_state=TraceState(trace={'w': array([0., 0.]), 'b': None}))
+    """
     inner_state: Any
 
 
 class ApplyIfFiniteState(NamedTuple):
+    """``apply_if_finite``'s count of skipped (non-finite) steps, and the inner transformation's state.
+
+    >>> t = apply_if_finite(scale(-0.1))
+    >>> t.update({"w": np.array([np.nan])}, t.init(None))[1].total_notfinite    # the step was skipped
+    array(1)
+    """
     notfinite_count: np.ndarray                                    # () int64: consecutive skipped steps
     last_finite: np.ndarray                                        # () bool
     total_notfinite: np.ndarray                                    # () int64
@@ -136,12 +213,23 @@ class ApplyIfFiniteState(NamedTuple):
 
 
 class AccumulateGradientsState(NamedTuple):
+    """The gradients summed so far by ``accumulate_gradients``, how many, and the inner state.
+
+    >>> t, params = accumulate_gradients(scale(-0.1), every_k=2), {"w": np.zeros(2)}
+    >>> t.update({"w": np.array([1.0, 2.0])}, t.init(params), params)[1]
+    AccumulateGradientsState(mini_step=array(1), acc_grads={'w': array([1., 2.])}, inner_state=EmptyState())
+    """
     mini_step: np.ndarray                                          # () int64: gradients summed since the last update
     acc_grads: Any                                                 # tree like params: their sum
     inner_state: Any
 
 
 class EmaParamsState(NamedTuple):
+    """The step count and the moving average of the params that ``ema_params`` keeps.
+
+    >>> ema_params(0.99).init({"w": np.array([1.0, 2.0])})     # the average starts at the params
+    EmaParamsState(count=array(0), ema={'w': array([1., 2.])})
+    """
     count: np.ndarray
     ema: Any                                                       # tree like params: the moving average
 

@@ -11,10 +11,6 @@ import axon
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(axon.__path__, "axon.") if not m.name.startswith("axon.examples"))
 
-# modules where every public function is a user-facing recipe and must show a runnable example
-WITH_EXAMPLES = ["axon.functional.activations", "axon.functional.initializers", "axon.functional.losses",
-                 "axon.functional.metrics", "axon.schedules", "axon.optimizers"]
-
 
 # modules whose examples need an optional extra: skipped cleanly without it
 NEEDS = {"axon.training.plot": "matplotlib"}
@@ -35,9 +31,11 @@ def test_docstrings_are_collected():
     assert len(MODULES) > 40 and "axon.autograd.engine" in MODULES and "axon.kernels.conv" in MODULES
 
 
-@pytest.mark.parametrize("name", WITH_EXAMPLES)
-def test_every_public_function_has_an_example(name):
+@pytest.mark.parametrize("name", MODULES)
+def test_every_public_function_and_class_has_an_example(name):
+    """What a module exports (and defines itself) shows a runnable example in its docstring."""
     module = importlib.import_module(name)
-    missing = [f for f in module.__all__ if inspect.isfunction(getattr(module, f))
-               and ">>>" not in (getattr(module, f).__doc__ or "")]
-    assert not missing, f"{name}: public functions without a runnable example: {missing}"
+    public = [(n, getattr(module, n, None)) for n in getattr(module, "__all__", [])]
+    missing = [n for n, obj in public if (inspect.isfunction(obj) or inspect.isclass(obj))
+               and obj.__module__ == name and ">>>" not in (inspect.getdoc(obj) or "")]
+    assert not missing, f"{name}: public functions or classes without a runnable example: {missing}"

@@ -20,7 +20,12 @@ __all__ = ["check_grads", "numerical_grad"]
 
 
 def numerical_grad(f, args, eps=1e-6):
-    """Central differences ``(f(x + eps e_i) - f(x - eps e_i)) / 2eps`` of scalar ``f`` for every element."""
+    """Central differences ``(f(x + eps e_i) - f(x - eps e_i)) / 2eps`` of scalar ``f`` for every element.
+
+    >>> g, = numerical_grad(lambda x: (x ** 3).sum(), (np.array([1.0, 2.0]),))  # exact: 3x^2
+    >>> g.round(6)
+    array([ 3., 12.])
+    """
     args = [np.array(a, dtype=np.float64) for a in args]
     grads = []
     for a in args:
@@ -58,6 +63,13 @@ def check_grads(f, args, order=1, eps=1e-6, rtol=1e-5, atol=1e-6):
 
     ``args`` is a tuple of arrays (converted to float64); ``order=2`` checks second derivatives too.
     Raises AssertionError naming the argument and the largest error.
+
+    >>> from axon.autograd import Primitive, apply, ops
+    >>> check_grads(lambda x: ops.tanh(x) * x, (np.array([0.5, -1.0, 2.0]),), order=2)  # passes: no output
+    >>> bad_sin = Primitive("bad_sin", np.sin, lambda dy, y, x: (dy * y,))  # wrong: should be dy cos(x)
+    >>> check_grads(lambda x: apply(bad_sin, x), (np.array([0.5, 1.0]),))
+    Traceback (most recent call last):
+    AssertionError: first-order gradient of argument 0 does not match finite differences ...
     """
     if order not in (1, 2):
         raise ValueError(f"check_grads: order must be 1 or 2, got {order}")

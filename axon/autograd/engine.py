@@ -27,6 +27,11 @@ class Primitive(NamedTuple):
     ``vjp(dy, y, *xs, **params) -> tuple`` gives one gradient per input (``None`` for no gradient);
     ``dy``, ``y`` and ``xs`` are Tensors, so a VJP written with Tensor operations is itself
     differentiable (``higher_order=True``). A kernel whose VJP is a black box sets ``higher_order=False``.
+
+    >>> square = Primitive("square", lambda x: x * x, lambda dy, y, x: (dy * 2 * x,))  # forward, then VJP
+    >>> x = Tensor([1.0, -3.0], requires_grad=True)
+    >>> apply(square, x).sum().backward(); x.grad
+    array([ 2., -6.], dtype=float32)
     """
     name: str
     forward: Callable
@@ -36,7 +41,13 @@ class Primitive(NamedTuple):
 
 
 class Node:
-    """How a Tensor was made: the primitive, its input Tensors and its non-differentiable params."""
+    """How a Tensor was made: the primitive, its input Tensors and its non-differentiable params.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> y = x * 2.0
+    >>> y._node.prim.name, y._node.parents[0] is x, x._node is None  # a leaf has no node
+    ('mul', True, True)
+    """
     __slots__ = ("prim", "parents", "params")
 
     def __init__(self, prim: Primitive, parents: tuple, params: dict):
@@ -48,13 +59,27 @@ class _GradMode:
 
 
 def is_grad_enabled() -> bool:
-    """Whether operations are being recorded for differentiation."""
+    """Whether operations are being recorded for differentiation.
+
+    >>> is_grad_enabled()
+    True
+    >>> with no_grad():
+    ...     print(is_grad_enabled())
+    False
+    """
     return _GradMode.enabled
 
 
 @contextmanager
 def set_grad_enabled(mode: bool):
-    """Turn recording on or off inside a ``with`` block."""
+    """Turn recording on or off inside a ``with`` block.
+
+    >>> x = Tensor([1.0], requires_grad=True)
+    >>> with set_grad_enabled(False):
+    ...     y = x * 2.0
+    >>> y.requires_grad, is_grad_enabled()  # nothing recorded; the old mode is back after the block
+    (False, True)
+    """
     prev, _GradMode.enabled = _GradMode.enabled, bool(mode)
     try:
         yield
@@ -63,17 +88,40 @@ def set_grad_enabled(mode: bool):
 
 
 def no_grad():
-    """Context manager: run operations without recording a graph (inference, updates)."""
+    """Context manager: run operations without recording a graph (inference, updates).
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> with no_grad():
+    ...     y = x * 2.0
+    >>> y, y.requires_grad  # the value, but no graph to backpropagate through
+    (Tensor([2., 4.], dtype=float32), False)
+    """
     return set_grad_enabled(False)
 
 
 def enable_grad():
-    """Context manager: record operations even inside ``no_grad``."""
+    """Context manager: record operations even inside ``no_grad``.
+
+    >>> x = Tensor([1.0], requires_grad=True)
+    >>> with no_grad():
+    ...     with enable_grad():
+    ...         y = x * 2.0
+    >>> y.requires_grad
+    True
+    """
     return set_grad_enabled(True)
 
 
 def apply(prim: Primitive, *inputs, **params):
-    """Run ``prim`` on Tensors (or arrays/numbers) and record it when any input needs a gradient."""
+    """Run ``prim`` on Tensors (or arrays/numbers) and record it when any input needs a gradient.
+
+    >>> scale = Primitive("scale", lambda x, c: x * c, lambda dy, y, x, c: (dy * c,))
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> y = apply(scale, x, c=10.0); y  # Tensors positional, params by keyword
+    Tensor([10., 20.], dtype=float32, grad_fn=<scale>)
+    >>> y.sum().backward(); x.grad      # the VJP got c=10.0 back
+    array([10., 10.], dtype=float32)
+    """
     xs = tuple(x if isinstance(x, Tensor) else as_tensor(x, like=inputs) for x in inputs)
     out = prim.forward(*(x.data for x in xs), **params)
     if prim.saves:
@@ -89,6 +137,11 @@ def toposort(root) -> list:
     """Tensors that ``root`` depends on (needing gradients), each after all of its inputs.
 
     Iterative depth-first search, so a chain of 10,000 operations does not hit the recursion limit.
+
+    >>> x = Tensor(2.0, requires_grad=True)
+    >>> y = (x * x).exp()
+    >>> [t._node.prim.name if t._node else "leaf" for t in toposort(y)]  # each after its inputs
+    ['leaf', 'mul', 'exp']
     """
     order, visited, stack = [], set(), [(root, False)]
     while stack:
@@ -114,6 +167,13 @@ def backprop(root, dy, keep=None, create_graph: bool = False, retain_graph: bool
     ``keep`` is an iterable of Tensors whose gradients are wanted (leaves or not); None keeps every
     leaf that requires a gradient. With ``create_graph`` the VJPs are recorded too, so the returned
     gradients can be differentiated again.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> y = (x * x).sum()
+    >>> [(t is x, g) for t, g in backprop(y, Tensor(1.0))]  # d(sum x^2)/dx = 2x
+    [(True, Tensor([2., 4.], dtype=float32))]
+    >>> x.grad is None  # backprop returns gradients; backward() stores them
+    True
     """
     order = toposort(root)
     keep_ids = {id(t) for t in (keep if keep is not None else (t for t in order if t._node is None))}

@@ -33,6 +33,12 @@ def primitive(name, forward, vjp, **flags) -> Primitive:
     """Add a primitive to the table (a kernel module calls this too) and return it.
 
     Names are unique: one table, one entry per operation (``"kernels.conv"``, not a second ``"conv"``).
+
+    >>> cube = primitive("doc.cube", lambda x: x ** 3, lambda dy, y, x: (dy * 3 * x * x,))  # dy 3x^2
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> apply(cube, x).sum().backward(); x.grad
+    array([ 3., 12.], dtype=float32)
+    >>> del PRIMITIVES["doc.cube"]  # free the name again (this is only an example)
     """
     if name in PRIMITIVES:
         raise ValueError(f"primitive {name!r} is already in the table (from {PRIMITIVES[name].forward.__module__}); "
@@ -46,6 +52,13 @@ def unbroadcast(g: Tensor, shape: tuple) -> Tensor:
 
     The one helper every binary op's VJP uses: if ``x`` of shape (3, 1) met ``y`` of shape (4,), the
     output is (3, 4) and the gradient for ``x`` is ``dy.sum(axis=1, keepdims=True)``.
+
+    >>> g = Tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # (2, 3): the gradient of a broadcast result
+    >>> unbroadcast(g, (3,))                            # axis 0 was added in front: summed away
+    Tensor([5., 7., 9.], dtype=float32)
+    >>> unbroadcast(g, (2, 1))                          # axis 1 was stretched from 1: summed, kept
+    Tensor([[ 6.],
+            [15.]], dtype=float32)
     """
     if g.shape == shape:
         return g
@@ -106,32 +119,78 @@ _power = primitive("power", _binary(np.power, "power"), _power_vjp)
 
 
 def add(a, b):
-    """``a + b`` with numpy broadcasting."""
+    """``a + b`` with numpy broadcasting.
+
+    >>> a = Tensor([[1.0], [2.0]], requires_grad=True)      # (2, 1)
+    >>> b = Tensor([10.0, 20.0, 30.0], requires_grad=True)  # (3,)
+    >>> y = add(a, b); y.shape                              # broadcast to (2, 3)
+    (2, 3)
+    >>> y.sum().backward(); a.grad, b.grad                  # each gets dy summed to its own shape
+    (array([[3.],
+           [3.]], dtype=float32), array([2., 2., 2.], dtype=float32))
+    """
     return apply(_add, a, b)
 
 
 def sub(a, b):
-    """``a - b`` with numpy broadcasting."""
+    """``a - b`` with numpy broadcasting.
+
+    >>> a = Tensor([5.0, 7.0], requires_grad=True); b = Tensor([1.0, 2.0], requires_grad=True)
+    >>> sub(a, b)
+    Tensor([4., 5.], dtype=float32, grad_fn=<sub>)
+    >>> sub(a, b).sum().backward(); a.grad, b.grad  # d(a - b) = da - db
+    (array([1., 1.], dtype=float32), array([-1., -1.], dtype=float32))
+    """
     return apply(_sub, a, b)
 
 
 def mul(a, b):
-    """``a * b`` elementwise, with numpy broadcasting."""
+    """``a * b`` elementwise, with numpy broadcasting.
+
+    >>> a = Tensor([1.0, 2.0], requires_grad=True); b = Tensor([3.0, 4.0], requires_grad=True)
+    >>> mul(a, b)
+    Tensor([3., 8.], dtype=float32, grad_fn=<mul>)
+    >>> mul(a, b).sum().backward(); a.grad, b.grad  # d(ab) = b da + a db
+    (array([3., 4.], dtype=float32), array([1., 2.], dtype=float32))
+    """
     return apply(_mul, a, b)
 
 
 def div(a, b):
-    """``a / b`` elementwise, with numpy broadcasting."""
+    """``a / b`` elementwise, with numpy broadcasting.
+
+    >>> a = Tensor([1.0, 6.0], requires_grad=True); b = Tensor([2.0, 3.0], requires_grad=True)
+    >>> div(a, b)
+    Tensor([0.5, 2. ], dtype=float32, grad_fn=<div>)
+    >>> div(a, b).sum().backward(); a.grad.round(4), b.grad.round(4)  # 1/b and -a/b^2
+    (array([0.5   , 0.3333], dtype=float32), array([-0.25  , -0.6667], dtype=float32))
+    """
     return apply(_div, a, b)
 
 
 def neg(x):
-    """``-x``."""
+    """``-x``.
+
+    >>> x = Tensor([1.0, -2.0], requires_grad=True)
+    >>> neg(x)
+    Tensor([-1.,  2.], dtype=float32, grad_fn=<neg>)
+    >>> neg(x).sum().backward(); x.grad
+    array([-1., -1.], dtype=float32)
+    """
     return apply(_neg, x)
 
 
 def power(x, p):
-    """``x ** p``; ``p`` may be a number or a Tensor (then differentiated too, where x > 0)."""
+    """``x ** p``; ``p`` may be a number or a Tensor (then differentiated too, where x > 0).
+
+    >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> power(x, 2)
+    Tensor([1., 4., 9.], dtype=float32, grad_fn=<power>)
+    >>> power(x, 2).sum().backward(); x.grad  # p x^(p-1)
+    array([2., 4., 6.], dtype=float32)
+    >>> p = Tensor(3.0, requires_grad=True); power(2.0, p).backward(); round(float(p.grad), 4)  # x^p log(x)
+    5.5452
+    """
     return apply(_power, x, p)
 
 
@@ -171,7 +230,18 @@ _matmul = primitive("matmul", _matmul_forward, _matmul_vjp)
 
 
 def matmul(a, b):
-    """Matrix product ``a @ b`` (numpy's rules: vectors, batches of matrices with broadcasting)."""
+    """Matrix product ``a @ b`` (numpy's rules: vectors, batches of matrices with broadcasting).
+
+    >>> a = Tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)  # (2, 3)
+    >>> w = Tensor([[1.0], [0.0], [-1.0]], requires_grad=True)              # (3, 1)
+    >>> y = matmul(a, w); y.shape
+    (2, 1)
+    >>> y.sum().backward(); a.grad, w.grad                                  # dy w^T (2, 3) and a^T dy (3, 1)
+    (array([[ 1.,  0., -1.],
+           [ 1.,  0., -1.]], dtype=float32), array([[5.],
+           [7.],
+           [9.]], dtype=float32))
+    """
     return apply(_matmul, a, b)
 
 
@@ -199,47 +269,112 @@ _astype = primitive("astype", lambda x, dtype: x.astype(dtype),
 
 
 def exp(x):
-    """``e^x``; its VJP reuses the output: ``dy * y``."""
+    """``e^x``; its VJP reuses the output: ``dy * y``.
+
+    >>> x = Tensor([0.0, 1.0], requires_grad=True)
+    >>> y = exp(x); y.numpy().round(4)
+    array([1.    , 2.7183], dtype=float32)
+    >>> y.sum().backward(); x.grad.round(4)  # the gradient is y itself
+    array([1.    , 2.7183], dtype=float32)
+    """
     return apply(_exp, x)
 
 
 def log(x):
-    """Natural logarithm; VJP ``dy / x``."""
+    """Natural logarithm; VJP ``dy / x``.
+
+    >>> x = Tensor([1.0, 2.0, 4.0], requires_grad=True)
+    >>> log(x).numpy().round(4)
+    array([0.    , 0.6931, 1.3863], dtype=float32)
+    >>> log(x).sum().backward(); x.grad  # 1 / x
+    array([1.  , 0.5 , 0.25], dtype=float32)
+    """
     return apply(_log, x)
 
 
 def sqrt(x):
-    """Square root; VJP ``dy / (2 y)``."""
+    """Square root; VJP ``dy / (2 y)``.
+
+    >>> x = Tensor([1.0, 4.0, 9.0], requires_grad=True)
+    >>> sqrt(x)
+    Tensor([1., 2., 3.], dtype=float32, grad_fn=<sqrt>)
+    >>> sqrt(x).sum().backward(); x.grad.round(4)  # 1 / (2 sqrt(x))
+    array([0.5   , 0.25  , 0.1667], dtype=float32)
+    """
     return apply(_sqrt, x)
 
 
 def abs(x):
-    """``|x|``; VJP ``dy * sign(x)`` (0 at 0)."""
+    """``|x|``; VJP ``dy * sign(x)`` (0 at 0).
+
+    >>> x = Tensor([-2.0, 0.0, 3.0], requires_grad=True)
+    >>> abs(x)
+    Tensor([2., 0., 3.], dtype=float32, grad_fn=<abs>)
+    >>> abs(x).sum().backward(); x.grad  # sign(x), and 0 at the kink
+    array([-1.,  0.,  1.], dtype=float32)
+    """
     return apply(_abs, x)
 
 
 def tanh(x):
-    """Hyperbolic tangent; VJP ``dy * (1 - y^2)``."""
+    """Hyperbolic tangent; VJP ``dy * (1 - y^2)``.
+
+    >>> x = Tensor([0.0, 1.0], requires_grad=True)
+    >>> y = tanh(x); y.numpy().round(4)
+    array([0.    , 0.7616], dtype=float32)
+    >>> y.sum().backward(); x.grad.round(4)  # 1 - y^2
+    array([1.  , 0.42], dtype=float32)
+    """
     return apply(_tanh, x)
 
 
 def sigmoid(x):
-    """``1 / (1 + e^-x)``, computed without overflow; VJP ``dy * y * (1 - y)``."""
+    """``1 / (1 + e^-x)``, computed without overflow; VJP ``dy * y * (1 - y)``.
+
+    >>> x = Tensor([0.0, 2.0], requires_grad=True)
+    >>> y = sigmoid(x); y.numpy().round(4)
+    array([0.5   , 0.8808], dtype=float32)
+    >>> y.sum().backward(); x.grad.round(4)  # y (1 - y)
+    array([0.25 , 0.105], dtype=float32)
+    >>> sigmoid(Tensor([-1000.0, 1000.0]))   # no overflow warning at the extremes
+    Tensor([0., 1.], dtype=float32)
+    """
     return apply(_sigmoid, x)
 
 
 def relu(x):
-    """``max(x, 0)``; VJP ``dy`` where ``x > 0``, else 0."""
+    """``max(x, 0)``; VJP ``dy`` where ``x > 0``, else 0.
+
+    >>> x = Tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    >>> relu(x)
+    Tensor([0., 0., 2.], dtype=float32, grad_fn=<relu>)
+    >>> relu(x).sum().backward(); x.grad  # 1 where x > 0 (0 at x = 0)
+    array([0., 0., 1.], dtype=float32)
+    """
     return apply(_relu, x)
 
 
 def astype(x, dtype):
-    """Cast to ``dtype``; the gradient is cast back to the input's dtype."""
+    """Cast to ``dtype``; the gradient is cast back to the input's dtype.
+
+    >>> x = Tensor([1.5, 2.5], requires_grad=True)  # float32
+    >>> y = astype(x, np.float64); y.dtype
+    dtype('float64')
+    >>> (y * y).sum().backward(); x.grad            # 2x, cast back to float32
+    array([3., 5.], dtype=float32)
+    """
     return apply(_astype, x, dtype=np.dtype(dtype))
 
 
 def clip(x, lo=None, hi=None):
-    """Clamp to ``[lo, hi]``; the gradient is ``dy`` inside the interval and 0 outside."""
+    """Clamp to ``[lo, hi]``; the gradient is ``dy`` inside the interval and 0 outside.
+
+    >>> x = Tensor([-2.0, 0.5, 3.0], requires_grad=True)
+    >>> clip(x, -1.0, 1.0)
+    Tensor([-1. ,  0.5,  1. ], dtype=float32, grad_fn=<clip>)
+    >>> clip(x, -1.0, 1.0).sum().backward(); x.grad  # clamped elements get no gradient
+    array([0., 1., 0.], dtype=float32)
+    """
     return apply(_clip, x, lo=lo, hi=hi)
 
 
@@ -292,22 +427,52 @@ def _axes_or_empty(axis):
 
 
 def sum(x, axis=None, keepdims=False):
-    """Sum over ``axis`` (an int, a tuple, or None for all)."""
+    """Sum over ``axis`` (an int, a tuple, or None for all).
+
+    >>> x = Tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+    >>> sum(x, axis=0), sum(x, axis=1, keepdims=True).shape
+    (Tensor([5., 7., 9.], dtype=float32, grad_fn=<sum>), (2, 1))
+    >>> sum(x).backward(); x.grad  # dy copied back to every element
+    array([[1., 1., 1.],
+           [1., 1., 1.]], dtype=float32)
+    """
     return _reduce(_sum, x, axis, keepdims)
 
 
 def max(x, axis=None, keepdims=False):
-    """Largest element over ``axis``; ties share the gradient."""
+    """Largest element over ``axis``; ties share the gradient.
+
+    >>> x = Tensor([1.0, 3.0, 3.0, 2.0], requires_grad=True)
+    >>> y = max(x); float(y)
+    3.0
+    >>> y.backward(); x.grad  # the two tied maxima share it
+    array([0. , 0.5, 0.5, 0. ], dtype=float32)
+    """
     return _reduce(_max, x, axis, keepdims)
 
 
 def min(x, axis=None, keepdims=False):
-    """Smallest element over ``axis``; ties share the gradient."""
+    """Smallest element over ``axis``; ties share the gradient.
+
+    >>> x = Tensor([[1.0, 5.0], [4.0, 2.0]], requires_grad=True)
+    >>> min(x, axis=1)
+    Tensor([1., 2.], dtype=float32, grad_fn=<min>)
+    >>> min(x, axis=1).sum().backward(); x.grad  # 1 at each row's smallest element
+    array([[1., 0.],
+           [0., 1.]], dtype=float32)
+    """
     return _reduce(_min, x, axis, keepdims)
 
 
 def mean(x, axis=None, keepdims=False):
-    """Average over ``axis``: the sum times 1/n."""
+    """Average over ``axis``: the sum times 1/n.
+
+    >>> x = Tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    >>> y = mean(x); float(y)
+    2.5
+    >>> y.backward(); x.grad  # 1/n each
+    array([0.25, 0.25, 0.25, 0.25], dtype=float32)
+    """
     x = as_tensor(x)
     n = int(np.prod([x.shape[a] for a in _norm_axis(axis, x.ndim)]))
     return sum(x, axis, keepdims) * (1.0 / builtins.max(n, 1))
@@ -330,18 +495,40 @@ _broadcast_to = primitive("broadcast_to", lambda x, shape: np.broadcast_to(x, sh
 
 
 def reshape(x, shape):
-    """The same elements in a new shape (one axis may be -1)."""
+    """The same elements in a new shape (one axis may be -1).
+
+    >>> x = Tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], requires_grad=True)
+    >>> y = reshape(x, (2, -1)); y.shape
+    (2, 3)
+    >>> y[1].sum().backward(); x.grad  # the gradient comes back in x's shape
+    array([0., 0., 0., 1., 1., 1.], dtype=float32)
+    """
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     return apply(_reshape, x, shape=shape)
 
 
 def transpose(x, axes=None):
-    """Permute the axes; ``None`` reverses them."""
+    """Permute the axes; ``None`` reverses them.
+
+    >>> x = Tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+    >>> y = transpose(x); y.shape
+    (3, 2)
+    >>> y[0].sum().backward(); x.grad  # row 0 of x^T is column 0 of x
+    array([[1., 0., 0.],
+           [1., 0., 0.]], dtype=float32)
+    """
     return apply(_transpose, x, axes=None if axes is None else tuple(axes))
 
 
 def broadcast_to(x, shape):
-    """Repeat ``x`` along new or size-1 axes to ``shape``; the gradient sums them back."""
+    """Repeat ``x`` along new or size-1 axes to ``shape``; the gradient sums them back.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> broadcast_to(x, (3, 2)).shape
+    (3, 2)
+    >>> broadcast_to(x, (3, 2)).sum().backward(); x.grad  # each element was used 3 times
+    array([3., 3.], dtype=float32)
+    """
     x = as_tensor(x)
     try:
         np.broadcast_shapes(x.shape, tuple(shape))
@@ -384,7 +571,14 @@ _scatter_add = primitive("scatter_add", _scatter_add_forward,
 
 
 def getitem(x, index):
-    """``x[index]`` for basic (slices, ints, None, ...) and integer/boolean-array indexing."""
+    """``x[index]`` for basic (slices, ints, None, ...) and integer/boolean-array indexing.
+
+    >>> x = Tensor([10.0, 20.0, 30.0], requires_grad=True)
+    >>> getitem(x, [0, 2, 2])
+    Tensor([10., 30., 30.], dtype=float32, grad_fn=<getitem>)
+    >>> getitem(x, [0, 2, 2]).sum().backward(); x.grad  # x[2] was picked twice
+    array([1., 0., 2.], dtype=float32)
+    """
     index = _plain_index(index)
     try:
         return apply(_getitem, x, index=index)
@@ -393,7 +587,14 @@ def getitem(x, index):
 
 
 def scatter_add(dy, index, shape):
-    """Zeros of ``shape`` with ``dy`` added at ``index`` (repeats accumulate): the VJP of indexing."""
+    """Zeros of ``shape`` with ``dy`` added at ``index`` (repeats accumulate): the VJP of indexing.
+
+    >>> dy = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> y = scatter_add(dy, np.array([0, 2, 2]), (4,)); y                   # 2 + 3 land on index 2
+    Tensor([1., 0., 5., 0.], dtype=float32, grad_fn=<scatter_add>)
+    >>> (y * Tensor([1.0, 10.0, 100.0, 1000.0])).sum().backward(); dy.grad  # its VJP gathers
+    array([  1., 100., 100.], dtype=float32)
+    """
     return apply(_scatter_add, dy, index=index, shape=tuple(shape))
 
 
@@ -446,37 +647,80 @@ _pad = primitive("pad", lambda x, pad_width, value: np.pad(x, pad_width, constan
 
 
 def concatenate(xs, axis=0):
-    """Join Tensors along an existing axis."""
+    """Join Tensors along an existing axis.
+
+    >>> a = Tensor([1.0, 2.0], requires_grad=True); b = Tensor([3.0, 4.0, 5.0], requires_grad=True)
+    >>> y = concatenate([a, b]); y
+    Tensor([1., 2., 3., 4., 5.], dtype=float32, grad_fn=<concatenate>)
+    >>> (y * y).sum().backward(); a.grad, b.grad  # dy is split back into the pieces
+    (array([2., 4.], dtype=float32), array([ 6.,  8., 10.], dtype=float32))
+    """
     xs = [as_tensor(x, like=xs) for x in xs]
     _check_joinable("concatenate", xs, axis, same_shape=False)
     return apply(_concatenate, *xs, axis=axis)
 
 
 def stack(xs, axis=0):
-    """Join equally shaped Tensors along a new axis."""
+    """Join equally shaped Tensors along a new axis.
+
+    >>> a = Tensor([1.0, 2.0], requires_grad=True); b = Tensor([3.0, 4.0], requires_grad=True)
+    >>> y = stack([a, b], axis=1); y
+    Tensor([[1., 3.],
+            [2., 4.]], dtype=float32, grad_fn=<stack>)
+    >>> (y * y).sum().backward(); a.grad, b.grad
+    (array([2., 4.], dtype=float32), array([6., 8.], dtype=float32))
+    """
     xs = [as_tensor(x, like=xs) for x in xs]
     _check_joinable("stack", xs, axis, same_shape=True)
     return apply(_stack, *xs, axis=axis)
 
 
 def where(cond, a, b):
-    """``a`` where ``cond`` holds, else ``b`` (broadcast); ``cond`` is never differentiated."""
+    """``a`` where ``cond`` holds, else ``b`` (broadcast); ``cond`` is never differentiated.
+
+    >>> x = Tensor([-1.0, 2.0, -3.0], requires_grad=True)
+    >>> y = where(x > 0, x, 0.5 * x); y  # a leaky ReLU
+    Tensor([-0.5,  2. , -1.5], dtype=float32, grad_fn=<where>)
+    >>> y.sum().backward(); x.grad       # dy goes to the branch that was taken
+    array([0.5, 1. , 0.5], dtype=float32)
+    """
     cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
     return apply(_where, a, b, cond=cond)
 
 
 def maximum(a, b):
-    """Elementwise larger of ``a`` and ``b``; ties split the gradient half and half."""
+    """Elementwise larger of ``a`` and ``b``; ties split the gradient half and half.
+
+    >>> a = Tensor([1.0, 5.0, 3.0], requires_grad=True); b = Tensor([2.0, 4.0, 3.0], requires_grad=True)
+    >>> maximum(a, b)
+    Tensor([2., 5., 3.], dtype=float32, grad_fn=<maximum>)
+    >>> maximum(a, b).sum().backward(); a.grad, b.grad  # the winner takes dy; a tie splits it
+    (array([0. , 1. , 0.5], dtype=float32), array([1. , 0. , 0.5], dtype=float32))
+    """
     return apply(_maximum, a, b)
 
 
 def minimum(a, b):
-    """Elementwise smaller of ``a`` and ``b``; ties split the gradient half and half."""
+    """Elementwise smaller of ``a`` and ``b``; ties split the gradient half and half.
+
+    >>> x = Tensor([-1.0, 2.0, 5.0], requires_grad=True)
+    >>> minimum(x, 2.0)                           # a number broadcasts
+    Tensor([-1.,  2.,  2.], dtype=float32, grad_fn=<minimum>)
+    >>> minimum(x, 2.0).sum().backward(); x.grad  # the tie at 2 gets half
+    array([1. , 0.5, 0. ], dtype=float32)
+    """
     return apply(_minimum, a, b)
 
 
 def pad(x, pad_width, value=0.0):
-    """Pad with a constant: ``pad_width`` is ``((before, after), ...)`` per axis, as in numpy."""
+    """Pad with a constant: ``pad_width`` is ``((before, after), ...)`` per axis, as in numpy.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> y = pad(x, ((1, 2),)); y                                          # 1 zero before, 2 after
+    Tensor([0., 1., 2., 0., 0.], dtype=float32, grad_fn=<pad>)
+    >>> (y * Tensor([1.0, 2.0, 3.0, 4.0, 5.0])).sum().backward(); x.grad  # dy with the padding cut off
+    array([2., 3.], dtype=float32)
+    """
     x = as_tensor(x)
     pw = np.broadcast_to(np.asarray(pad_width, dtype=int), (x.ndim, 2))
     if (pw < 0).any():

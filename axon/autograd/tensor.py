@@ -32,6 +32,14 @@ class Tensor:
 
     ``data`` is a numpy array: float32 unless an array of another dtype (float64, say) is given.
     ``requires_grad=True`` makes it a leaf whose ``.grad`` (a numpy array) ``backward()`` fills in.
+
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> y = (x * x).sum(); y
+    Tensor(5., dtype=float32, grad_fn=<sum>)
+    >>> y.backward(); x.grad                             # dy/dx = 2x
+    array([2., 4.], dtype=float32)
+    >>> Tensor([1, 2]).dtype, Tensor(np.zeros(2)).dtype  # lists become float32; arrays keep their dtype
+    (dtype('float32'), dtype('float64'))
     """
     __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
     __array_ufunc__ = None  # ``ndarray + Tensor`` calls Tensor.__radd__ instead of numpy's loop
@@ -181,6 +189,12 @@ def as_tensor(x, like=()) -> Tensor:
     """``x`` as a Tensor; a Python number takes the dtype of the first floating Tensor/array in ``like``.
 
     So ``x * 2.0`` stays float32 when ``x`` is float32 (numpy's "weak" scalars).
+
+    >>> x64 = Tensor(np.array([1.0, 2.0]))  # float64
+    >>> as_tensor(2.0, like=(x64,)).dtype, as_tensor(2.0).dtype
+    (dtype('float64'), dtype('float32'))
+    >>> as_tensor(x64) is x64               # a Tensor passes through unchanged
+    True
     """
     if isinstance(x, Tensor):
         return x

@@ -50,6 +50,12 @@ def value_and_grad(f, argnums=0, has_aux=False):
     arrays, and its gradient comes back in the same structure (numpy arrays; Tensors when called
     inside another ``grad``). With ``has_aux``, ``f`` returns ``(value, aux)`` and ``g`` returns
     ``((value, aux), grads)``.
+
+    >>> params = {"w": np.array([2.0]), "b": np.array([1.0])}
+    >>> mse = lambda p, x, y: ((x * p["w"] + p["b"] - y) ** 2).mean()
+    >>> loss, grads = value_and_grad(mse)(params, np.array([1.0, 2.0]), np.array([0.0, 0.0]))
+    >>> float(loss), grads  # the gradient has the structure of params
+    (17.0, {'w': array([13.]), 'b': array([8.])})
     """
     return _value_and_grad(f, argnums, has_aux, "value_and_grad")
 
@@ -96,6 +102,13 @@ def grad(f, argnums=0, has_aux=False):
     """Return ``g(*args) -> grads``: the gradient of scalar ``f`` w.r.t. ``args[argnums]``.
 
     With ``has_aux``, ``g`` returns ``(grads, aux)``.
+
+    >>> params = {"w": np.array([1.0, -2.0]), "b": np.array(0.5)}
+    >>> loss = lambda p, x: ((x * p["w"]).sum() + p["b"]) ** 2
+    >>> grad(loss)(params, np.array([3.0, 1.0]))             # 2 (w.x + b) x and 2 (w.x + b)
+    {'w': array([9., 3.]), 'b': array(3.)}
+    >>> grad(loss, argnums=1)(params, np.array([3.0, 1.0]))  # w.r.t. x instead
+    array([ 3., -6.])
     """
     value_and_grad_f = _value_and_grad(f, argnums, has_aux, "grad")
 

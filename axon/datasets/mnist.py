@@ -49,7 +49,17 @@ _cache: dict = {}                                              # (path, size, mt
 
 
 def default_data_dir() -> str:
-    """The folder the files are read from: ``AXON_DATA_DIR`` if set, else the package's own copy."""
+    """The folder the files are read from: ``AXON_DATA_DIR`` if set, else the package's own copy.
+
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"AXON_DATA_DIR": "/srv/data"}):
+    ...     default_data_dir()
+    '/srv/data'
+    >>> with mock.patch.dict(os.environ, {"AXON_DATA_DIR": ""}):          # unset: the copy in the package
+    ...     default_data_dir().endswith(os.path.join("datasets", "data", "mnist"))
+    True
+    """
     return os.environ.get("AXON_DATA_DIR") or os.path.join(os.path.dirname(__file__), "data", "mnist")
 
 

@@ -16,7 +16,11 @@ __all__ = ["resolve", "table"]
 
 
 def table(namespace: dict, names) -> dict:
-    """``{name: namespace[name]}`` for the public ``names`` of a module (``get`` itself left out)."""
+    """``{name: namespace[name]}`` for the public ``names`` of a module (``get`` itself left out).
+
+    >>> table({"relu": abs, "tanh": round, "get": len}, ["relu", "get"]) == {"relu": abs}
+    True
+    """
     return {n: namespace[n] for n in names if n != "get"}
 
 
@@ -25,6 +29,9 @@ def resolve(kind: str, by_name: dict, name):
 
     Raises ``ValueError`` listing every valid name when ``name`` is unknown, ``TypeError`` when it is
     neither a string nor a callable.
+
+    >>> resolve("activation", {"relu": abs}, "relu") is abs, resolve("activation", {}, round) is round
+    (True, True)
     """
     if callable(name):
         return name

@@ -32,7 +32,15 @@ PARALLEL_MIN = 1 << 18
 
 
 def float_tensor(fn: str, name: str, x) -> Tensor:
-    """``x`` as a Tensor, which must hold float32 or float64 (the kernels are compiled for those)."""
+    """``x`` as a Tensor, which must hold float32 or float64 (the kernels are compiled for those).
+
+    >>> float_tensor("matmul", "a", np.ones(2, np.float32)).dtype
+    dtype('float32')
+    >>> float_tensor("matmul", "a", np.ones(2, np.float16))
+    Traceback (most recent call last):
+    ...
+    TypeError: matmul: a must be float32 or float64, got dtype float16 (shape (2,))
+    """
     t = as_tensor(x)
     if t.dtype not in (np.float32, np.float64):
         raise TypeError(f"{fn}: {name} must be float32 or float64, got dtype {t.dtype} (shape {t.shape})")
@@ -40,7 +48,14 @@ def float_tensor(fn: str, name: str, x) -> Tensor:
 
 
 def check_same_dtype(fn: str, **tensors) -> None:
-    """Raise TypeError unless every named Tensor has the same dtype (kernels never mix precisions)."""
+    """Raise TypeError unless every named Tensor has the same dtype (kernels never mix precisions).
+
+    >>> a, b = float_tensor("matmul", "a", np.ones(2, np.float32)), float_tensor("matmul", "b", np.ones(2))
+    >>> check_same_dtype("matmul", a=a, b=b)
+    Traceback (most recent call last):
+    ...
+    TypeError: matmul: all inputs must have the same dtype, got a float32, b float64; cast with .astype(...)
+    """
     dtypes = {name: t.dtype for name, t in tensors.items()}
     if len(set(dtypes.values())) > 1:
         listed = ", ".join(f"{name} {dt}" for name, dt in dtypes.items())
@@ -48,7 +63,11 @@ def check_same_dtype(fn: str, **tensors) -> None:
 
 
 def int_tuple(fn: str, name: str, value, n: int, minimum: int = 1) -> tuple:
-    """``value`` (an int, or a sequence of ``n`` ints) as a tuple of ``n`` ints, each ``>= minimum``."""
+    """``value`` (an int, or a sequence of ``n`` ints) as a tuple of ``n`` ints, each ``>= minimum``.
+
+    >>> int_tuple("conv2d", "strides", 2, 2), int_tuple("conv2d", "strides", (1, 2), 2)
+    ((2, 2), (1, 2))
+    """
     items = (value,) * n if isinstance(value, numbers.Integral) else tuple(value) if isinstance(value, (tuple, list)) else None
     if (items is None or len(items) != n
             or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum for v in items)):
@@ -57,7 +76,11 @@ def int_tuple(fn: str, name: str, value, n: int, minimum: int = 1) -> tuple:
 
 
 def padding_pairs(fn: str, value, n: int) -> tuple:
-    """``value`` as ``n`` pairs ``(lo, hi)`` of non-negative ints (an int pads every side equally)."""
+    """``value`` as ``n`` pairs ``(lo, hi)`` of non-negative ints (an int pads every side equally).
+
+    >>> padding_pairs("conv2d", 1, 2), padding_pairs("conv2d", [(0, 1), (2, 2)], 2)
+    (((1, 1), (1, 1)), ((0, 1), (2, 2)))
+    """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = ((value, value),) * n
     try:
@@ -73,12 +96,20 @@ def padding_pairs(fn: str, value, n: int) -> tuple:
 
 
 def to_3d(values: tuple, fill) -> tuple:
-    """Pad a per-axis tuple to 3 axes in front: a 2-d kernel is a 3-d kernel of depth 1."""
+    """Pad a per-axis tuple to 3 axes in front: a 2-d kernel is a 3-d kernel of depth 1.
+
+    >>> to_3d((3, 3), 1)
+    (1, 3, 3)
+    """
     return (fill,) * (3 - len(values)) + tuple(values)
 
 
 def out_sizes(fn: str, sizes, windows, strides, pads, detail: str) -> tuple:
-    """Output size per axis, ``(n + lo + hi - window) // stride + 1``; ValueError when a window does not fit."""
+    """Output size per axis, ``(n + lo + hi - window) // stride + 1``; ValueError when a window does not fit.
+
+    >>> out_sizes("conv2d", (28, 28), (3, 3), (2, 2), ((1, 1), (1, 1)), "")
+    (14, 14)
+    """
     out = []
     for axis, (n, k, s, (lo, hi)) in enumerate(zip(sizes, windows, strides, pads)):
         if n + lo + hi < k:
@@ -89,5 +120,10 @@ def out_sizes(fn: str, sizes, windows, strides, pads, detail: str) -> tuple:
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:
-    """``a`` as a C-contiguous array (no copy when it already is): compiled loops assume that layout."""
+    """``a`` as a C-contiguous array (no copy when it already is): compiled loops assume that layout.
+
+    >>> a = np.zeros((3, 4))
+    >>> contiguous(a) is a, a.T.flags.c_contiguous, contiguous(a.T).flags.c_contiguous
+    (True, False, True)
+    """
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)

@@ -114,6 +114,12 @@ def adam_into(p, g, m, v, out, scalars) -> None:
 
     ``out=None`` updates ``p, m, v`` in place; ``out=(u, m_new, v_new)`` writes the update and the new
     moments there instead, leaving the inputs alone.
+
+    >>> p, g, m, v = np.zeros(2), np.array([1.0, -1.0]), np.zeros(2), np.zeros(2)
+    >>> s = adam_scalars(p.dtype, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, step=1)
+    >>> adam_into(p, g, m, v, None, s)                         # in place, like adam_update
+    >>> p.round(6), m
+    (array([-0.001,  0.001]), array([ 0.1, -0.1]))
     """
     flat = [a.reshape(-1) for a in (p, g, m, v)]                                # views: (n,)
     serial = p.size < PARALLEL_MIN or num_threads() == 1

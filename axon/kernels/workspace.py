@@ -36,7 +36,13 @@ _local = threading.local()
 
 
 def scratch(name: str, shape: tuple, dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array of ``shape`` and ``dtype``, reused by every call with ``name``."""
+    """An uninitialised C-contiguous array of ``shape`` and ``dtype``, reused by every call with ``name``.
+
+    >>> a = scratch("doc", (2, 3), np.float64)
+    >>> b = scratch("doc", (6,), np.float64)                   # same name: the same memory, new shape
+    >>> a.shape, b.shape, np.shares_memory(a, b)
+    ((2, 3), (6,), True)
+    """
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}

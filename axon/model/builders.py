@@ -90,6 +90,15 @@ def dense(x, units, activation=None, use_bias=True, kernel_initializer="glorot_u
     """Fully connected layer: ``y = x @ kernel + bias`` on the last axis (kernel (in, units)).
 
     Inputs of rank 2 or 3 (``(batch, features)`` or ``(batch, steps, features)``); flatten images first.
+
+    An ``activation`` becomes a node of its own after the dense one (as in Axon's summary).
+
+    >>> import axon
+    >>> model = axon.input((None, 4)).dense(3, activation="relu")
+    >>> model.shape, [n.op for n in model.nodes()]
+    ((None, 3), ['input', 'dense', 'relu'])
+    >>> axon.input((None, 5, 4)).dense(3).shape            # (batch, steps, features): per step
+    (None, 5, 3)
     """
     if len(x.shape) > 3:
         raise ValueError(f"dense expects (batch, features) or (batch, steps, features); the input "
@@ -101,14 +110,26 @@ def dense(x, units, activation=None, use_bias=True, kernel_initializer="glorot_u
 
 def bilinear(x1, x2, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
              bias_initializer="zeros", name=None) -> Axon:
-    """Bilinear layer: ``y_o = x1 W_o x2 + b_o`` with kernel (units, in1, in2)."""
+    """Bilinear layer: ``y_o = x1 W_o x2 + b_o`` with kernel (units, in1, in2).
+
+    >>> import axon
+    >>> a, b = axon.input((None, 3), name="a"), axon.input((None, 5), name="b")
+    >>> model = axon.bilinear(a, b, 2)                      # or a.bilinear(b, 2)
+    >>> model.shape, model.params["kernel"].shape
+    ((None, 2), (2, 3, 5))
+    """
     params = _with_bias({"kernel": _spec((units, x1.shape[-1], x2.shape[-1]), kernel_initializer)},
                         use_bias, units, bias_initializer)
     return _layer("bilinear", [x1, x2], _biased(L.bilinear), params, name=name, activation=activation)
 
 
 def embedding(x, vocab_size, embedding_size, kernel_initializer="uniform", name=None) -> Axon:
-    """Look up rows of a (vocab_size, embedding_size) table for integer inputs."""
+    """Look up rows of a (vocab_size, embedding_size) table for integer inputs.
+
+    >>> import axon
+    >>> axon.input((None, 6)).embedding(100, 8).shape      # 6 token ids -> 6 vectors of 8
+    (None, 6, 8)
+    """
     params = {"kernel": _spec((vocab_size, embedding_size), kernel_initializer)}
     return _layer("embedding", x, lambda x, kernel: L.embedding(_indices(x), kernel), params, name=name)
 
@@ -123,7 +144,15 @@ def _indices(x):
 def conv(x, units, kernel_size=1, strides=1, padding="valid", input_dilation=1, kernel_dilation=1,
          feature_group_size=1, channels="last", activation=None, use_bias=True,
          kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
-    """Convolution over 1, 2 or 3 spatial axes (by input rank); kernel (*kernel_size, in // groups, units)."""
+    """Convolution over 1, 2 or 3 spatial axes (by input rank); kernel (*kernel_size, in // groups, units).
+
+    >>> import axon
+    >>> x = axon.input((None, 8, 8, 3))
+    >>> x.conv(16, kernel_size=3).shape                     # "valid": 8 - 3 + 1 = 6
+    (None, 6, 6, 16)
+    >>> x.conv(16, kernel_size=3, strides=2, padding="same").shape
+    (None, 4, 4, 16)
+    """
     c = _channels(x, channels, "conv")
     k = _tuple(kernel_size, len(x.shape) - 2)
     if c % feature_group_size:
@@ -139,7 +168,12 @@ def conv(x, units, kernel_size=1, strides=1, padding="valid", input_dilation=1, 
 def conv_transpose(x, units, kernel_size=1, strides=1, padding="valid", kernel_dilation=1, channels="last",
                    activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                    bias_initializer="zeros", name=None) -> Axon:
-    """Transposed convolution (the gradient of conv w.r.t. its input); kernel (*kernel_size, in, units)."""
+    """Transposed convolution (the gradient of conv w.r.t. its input); kernel (*kernel_size, in, units).
+
+    >>> import axon
+    >>> axon.input((None, 4, 4, 8)).conv_transpose(3, kernel_size=2, strides=2).shape   # upsamples x2
+    (None, 8, 8, 3)
+    """
     c = _channels(x, channels, "conv_transpose")
     k = _tuple(kernel_size, len(x.shape) - 2)
     params = _with_bias({"kernel": _spec(k + (c, units), kernel_initializer)}, use_bias, units, bias_initializer)
@@ -150,7 +184,13 @@ def conv_transpose(x, units, kernel_size=1, strides=1, padding="valid", kernel_d
 def depthwise_conv(x, channel_multiplier, kernel_size=1, strides=1, padding="valid", input_dilation=1,
                    kernel_dilation=1, channels="last", activation=None, use_bias=True,
                    kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
-    """Each input channel convolved with its own ``channel_multiplier`` filters; kernel (*k, 1, in * mult)."""
+    """Each input channel convolved with its own ``channel_multiplier`` filters; kernel (*k, 1, in * mult).
+
+    >>> import axon
+    >>> model = axon.input((None, 8, 8, 3)).depthwise_conv(2, kernel_size=3, padding="same")
+    >>> model.shape, model.params["kernel"].shape          # 3 channels x 2 filters each
+    ((None, 8, 8, 6), (3, 3, 1, 6))
+    """
     c = _channels(x, channels, "depthwise_conv")
     k = _tuple(kernel_size, len(x.shape) - 2)
     units = c * channel_multiplier
@@ -188,7 +228,13 @@ def _separable(op, fn, x, n, channel_multiplier, kernel_size, strides, padding, 
 def separable_conv2d(x, channel_multiplier, kernel_size=1, strides=1, padding="valid", input_dilation=1,
                      kernel_dilation=1, channels="last", activation=None, use_bias=True,
                      kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
-    """Depthwise separable 2D convolution: a depthwise conv along each spatial axis in turn."""
+    """Depthwise separable 2D convolution: a depthwise conv along each spatial axis in turn.
+
+    >>> import axon
+    >>> model = axon.input((None, 8, 8, 3)).separable_conv2d(2, kernel_size=3)
+    >>> model.shape, model.params["kernel_1"].shape, model.params["kernel_2"].shape
+    ((None, 6, 6, 6), (3, 1, 1, 6), (1, 3, 1, 6))
+    """
     return _separable("separable_conv2d", L.separable_conv2d, x, 2, channel_multiplier, kernel_size, strides,
                       padding, input_dilation, kernel_dilation, channels, activation, use_bias,
                       kernel_initializer, bias_initializer, name)
@@ -197,7 +243,13 @@ def separable_conv2d(x, channel_multiplier, kernel_size=1, strides=1, padding="v
 def separable_conv3d(x, channel_multiplier, kernel_size=1, strides=1, padding="valid", input_dilation=1,
                      kernel_dilation=1, channels="last", activation=None, use_bias=True,
                      kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> Axon:
-    """Depthwise separable 3D convolution: a depthwise conv along each spatial axis in turn."""
+    """Depthwise separable 3D convolution: a depthwise conv along each spatial axis in turn.
+
+    >>> import axon
+    >>> model = axon.input((None, 6, 6, 6, 2)).separable_conv3d(1, kernel_size=3, padding="same")
+    >>> model.shape, sorted(model.params)
+    ((None, 6, 6, 6, 2), ['bias_1', 'bias_2', 'bias_3', 'kernel_1', 'kernel_2', 'kernel_3'])
+    """
     return _separable("separable_conv3d", L.separable_conv3d, x, 3, channel_multiplier, kernel_size, strides,
                       padding, input_dilation, kernel_dilation, channels, activation, use_bias,
                       kernel_initializer, bias_initializer, name)
@@ -209,51 +261,103 @@ def _pool(op, fn, x, name, **opts) -> Axon:
 
 
 def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Max over windows; ``strides`` defaults to the window size (as in Axon)."""
+    """Max over windows; ``strides`` defaults to the window size (as in Axon).
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 4, 4, 1)).max_pool(kernel_size=2)
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)    # rows 0..3, 4..7, 8..11, 12..15
+    >>> axon.predict(model, {}, x)[0, :, :, 0]
+    array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
+    """
     return _pool("max_pool", L.max_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
                  channels=channels)
 
 
 def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Average over windows; ``strides`` defaults to the window size."""
+    """Average over windows; ``strides`` defaults to the window size.
+
+    >>> import axon
+    >>> x = axon.input((None, 8, 8, 3))
+    >>> x.avg_pool(kernel_size=2).shape, x.avg_pool(kernel_size=3, strides=1, padding="same").shape
+    ((None, 4, 4, 3), (None, 8, 8, 3))
+    """
     return _pool("avg_pool", L.avg_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
                  channels=channels)
 
 
 def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Power-average pooling: ``(sum over the window of x^p)^(1/p)``."""
+    """Power-average pooling: ``(sum over the window of x^p)^(1/p)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2, 2, 1)).lp_pool(norm=2, kernel_size=2)
+    >>> axon.predict(model, {}, np.full((1, 2, 2, 1), 3.0, np.float32)).ravel()   # sqrt(4 * 3^2)
+    array([6.], dtype=float32)
+    """
     return _pool("lp_pool", L.lp_pool, x, name, norm=norm, kernel_size=kernel_size, strides=strides,
                  padding=padding, channels=channels)
 
 
 def adaptive_max_pool(x, output_size, channels="last", name=None) -> Axon:
-    """Max pooling to a fixed output size, whatever the input size."""
+    """Max pooling to a fixed output size, whatever the input size.
+
+    >>> import axon
+    >>> axon.input((None, 7, 5, 3)).adaptive_max_pool((2, 2)).shape
+    (None, 2, 2, 3)
+    """
     return _pool("adaptive_max_pool", L.adaptive_max_pool, x, name, output_size=output_size, channels=channels)
 
 
 def adaptive_avg_pool(x, output_size, channels="last", name=None) -> Axon:
-    """Average pooling to a fixed output size."""
+    """Average pooling to a fixed output size.
+
+    >>> import axon
+    >>> axon.input((None, 9, 6, 3)).adaptive_avg_pool((3, 2)).shape
+    (None, 3, 2, 3)
+    """
     return _pool("adaptive_avg_pool", L.adaptive_avg_pool, x, name, output_size=output_size, channels=channels)
 
 
 def adaptive_lp_pool(x, output_size, norm=2, channels="last", name=None) -> Axon:
-    """Power-average pooling to a fixed output size."""
+    """Power-average pooling to a fixed output size.
+
+    >>> import axon
+    >>> axon.input((None, 8, 8, 3)).adaptive_lp_pool((2, 2), norm=3).shape
+    (None, 2, 2, 3)
+    """
     return _pool("adaptive_lp_pool", L.adaptive_lp_pool, x, name, output_size=output_size, norm=norm,
                  channels=channels)
 
 
 def global_max_pool(x, keep_axes=False, channels="last", name=None) -> Axon:
-    """Max over every spatial axis: (N, *spatial, C) -> (N, C)."""
+    """Max over every spatial axis: (N, *spatial, C) -> (N, C).
+
+    >>> import axon
+    >>> x = axon.input((None, 8, 8, 3))
+    >>> x.global_max_pool().shape, x.global_max_pool(keep_axes=True).shape
+    ((None, 3), (None, 1, 1, 3))
+    """
     return _pool("global_max_pool", L.global_max_pool, x, name, keep_axes=keep_axes, channels=channels)
 
 
 def global_avg_pool(x, keep_axes=False, channels="last", name=None) -> Axon:
-    """Mean over every spatial axis: (N, *spatial, C) -> (N, C)."""
+    """Mean over every spatial axis: (N, *spatial, C) -> (N, C).
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2, 2, 1)).global_avg_pool()
+    >>> axon.predict(model, {}, np.arange(4, dtype=np.float32).reshape(1, 2, 2, 1))   # (0+1+2+3) / 4
+    array([[1.5]], dtype=float32)
+    """
     return _pool("global_avg_pool", L.global_avg_pool, x, name, keep_axes=keep_axes, channels=channels)
 
 
 def global_lp_pool(x, norm=2, keep_axes=False, channels="last", name=None) -> Axon:
-    """Power-average over every spatial axis."""
+    """Power-average over every spatial axis.
+
+    >>> import axon
+    >>> axon.input((None, 10, 4)).global_lp_pool(norm=2).shape     # 1 spatial axis of 10
+    (None, 4)
+    """
     return _pool("global_lp_pool", L.global_lp_pool, x, name, norm=norm, keep_axes=keep_axes, channels=channels)
 
 
@@ -277,7 +381,15 @@ def _batch_norm_call(x, gamma, beta, mean, var, training, momentum, epsilon, cha
 
 def batch_norm(x, momentum=0.1, epsilon=1e-5, channels="last", gamma_initializer="ones",
                beta_initializer="zeros", name=None) -> Axon:
-    """Batch normalization with running mean/var kept as layer state (updated while training)."""
+    """Batch normalization with running mean/var kept as layer state (updated while training).
+
+    ``gamma``/``beta`` are trained; ``mean``/``var`` are state, returned by ``axon.apply(..., training=True)``.
+
+    >>> import axon
+    >>> model = axon.input((None, 4, 4, 8)).batch_norm()
+    >>> {k: (spec.shape, spec.kind) for k, spec in model.params.items()}
+    {'gamma': ((8,), 'param'), 'beta': ((8,), 'param'), 'mean': ((8,), 'state'), 'var': ((8,), 'state')}
+    """
     c = _channels(x, channels, "batch_norm")
     params = _norm_params(c, gamma_initializer, beta_initializer)
     params["mean"] = _spec((c,), "zeros", kind="state")
@@ -288,7 +400,14 @@ def batch_norm(x, momentum=0.1, epsilon=1e-5, channels="last", gamma_initializer
 
 def layer_norm(x, epsilon=1e-5, channels="last", gamma_initializer="ones", beta_initializer="zeros",
                name=None) -> Axon:
-    """Normalize each example over its channel axis, then scale and shift."""
+    """Normalize each example over its channel axis, then scale and shift.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).layer_norm()
+    >>> params = axon.init(model)                           # gamma = 1, beta = 0
+    >>> axon.predict(model, params, np.array([[1.0, 2.0, 3.0]], np.float32)).round(4)   # (x - 2) / std
+    array([[-1.2247,  0.    ,  1.2247]], dtype=float32)
+    """
     c = _channels(x, channels, "layer_norm")
     return _layer("layer_norm", x, L.layer_norm, _norm_params(c, gamma_initializer, beta_initializer),
                   dict(epsilon=epsilon, channels=channels), name)
@@ -296,7 +415,13 @@ def layer_norm(x, epsilon=1e-5, channels="last", gamma_initializer="ones", beta_
 
 def group_norm(x, num_groups, epsilon=1e-5, channels="last", gamma_initializer="ones",
                beta_initializer="zeros", name=None) -> Axon:
-    """Normalize each example over groups of channels (and the spatial axes)."""
+    """Normalize each example over groups of channels (and the spatial axes).
+
+    >>> import axon
+    >>> model = axon.input((None, 4, 4, 6)).group_norm(num_groups=3)    # 3 groups of 2 channels
+    >>> model.shape, model.params["gamma"].shape
+    ((None, 4, 4, 6), (6,))
+    """
     c = _channels(x, channels, "group_norm")
     return _layer("group_norm", x, L.group_norm, _norm_params(c, gamma_initializer, beta_initializer),
                   dict(num_groups=num_groups, epsilon=epsilon, channels=channels), name)
@@ -304,14 +429,27 @@ def group_norm(x, num_groups, epsilon=1e-5, channels="last", gamma_initializer="
 
 def instance_norm(x, epsilon=1e-5, channels="last", gamma_initializer="ones", beta_initializer="zeros",
                   name=None) -> Axon:
-    """Normalize each example and channel over the spatial axes."""
+    """Normalize each example and channel over the spatial axes.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2, 2, 1)).instance_norm()
+    >>> x = np.array([0.0, 2.0, 4.0, 6.0], np.float32).reshape(1, 2, 2, 1)   # mean 3, std sqrt(5)
+    >>> axon.predict(model, axon.init(model), x).ravel().round(4)
+    array([-1.3416, -0.4472,  0.4472,  1.3416], dtype=float32)
+    """
     c = _channels(x, channels, "instance_norm")
     return _layer("instance_norm", x, L.instance_norm, _norm_params(c, gamma_initializer, beta_initializer),
                   dict(epsilon=epsilon, channels=channels), name)
 
 
 def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=None) -> Axon:
-    """Scale by the root mean square over the channel axis (no centering, no shift)."""
+    """Scale by the root mean square over the channel axis (no centering, no shift).
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2)).rms_norm()
+    >>> axon.predict(model, axon.init(model), np.array([[3.0, 4.0]], np.float32)).round(4)  # / sqrt(12.5)
+    array([[0.8485, 1.1314]], dtype=float32)
+    """
     c = _channels(x, channels, "rms_norm")
     return _layer("rms_norm", x, L.rms_norm, _norm_params(c, gamma_initializer, beta=False),
                   dict(epsilon=epsilon, channels=channels), name)
@@ -325,53 +463,119 @@ def _dropout(op, fn, x, rate, name, **opts):
 
 
 def dropout(x, rate=0.5, name=None) -> Axon:
-    """Zero each unit with probability ``rate`` while training, scaling the rest by 1 / (1 - rate)."""
+    """Zero each unit with probability ``rate`` while training, scaling the rest by 1 / (1 - rate).
+
+    >>> import axon, numpy as np
+    >>> model, x = axon.input((None, 8)).dropout(rate=0.5), np.ones((1, 8), np.float32)
+    >>> axon.apply(model, {}, x, training=True, key=0)[0]   # the mask comes from key
+    Tensor([[0., 0., 0., 2., 2., 0., 2., 2.]], dtype=float32)
+    >>> axon.predict(model, {}, x)                          # inference: the identity
+    array([[1., 1., 1., 1., 1., 1., 1., 1.]], dtype=float32)
+    """
     return _dropout("dropout", L.dropout, x, rate, name)
 
 
 def alpha_dropout(x, rate=0.5, name=None) -> Axon:
-    """Dropout that keeps SELU's self-normalizing mean and variance."""
+    """Dropout that keeps SELU's self-normalizing mean and variance.
+
+    Dropped units are set to SELU's negative saturation value and every unit is rescaled, so
+    the mean and variance of a SELU network stay the same.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 6)).alpha_dropout(rate=0.5)
+    >>> y, _ = axon.apply(model, {}, np.ones((1, 6), np.float32), training=True, key=0)
+    >>> y.numpy().round(4)
+    array([[ 1.6656, -0.7792,  1.6656,  1.6656, -0.7792, -0.7792]], dtype=float32)
+    """
     return _dropout("alpha_dropout", L.alpha_dropout, x, rate, name)
 
 
 def feature_alpha_dropout(x, rate=0.5, channels="last", name=None) -> Axon:
-    """Alpha dropout of whole channels."""
+    """Alpha dropout of whole channels.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2, 2, 4)).feature_alpha_dropout(rate=0.5)
+    >>> y, _ = axon.apply(model, {}, np.ones((1, 2, 2, 4), np.float32), training=True, key=0)
+    >>> y.numpy()[0, 0, 0].round(4)                         # one value per channel, the same at every pixel
+    array([-0.7792, -0.7792,  1.6656, -0.7792], dtype=float32)
+    """
     return _dropout("feature_alpha_dropout", L.feature_alpha_dropout, x, rate, name, channels=channels)
 
 
 def spatial_dropout(x, rate=0.5, channels="last", name=None) -> Axon:
-    """Dropout of whole feature maps (channels)."""
+    """Dropout of whole feature maps (channels).
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2, 2, 4)).spatial_dropout(rate=0.5)
+    >>> y, _ = axon.apply(model, {}, np.ones((1, 2, 2, 4), np.float32), training=True, key=0)
+    >>> y.numpy()[0].reshape(4, 4)                          # (pixels, channels): channels 2, 3 dropped
+    array([[2., 2., 0., 0.],
+           [2., 2., 0., 0.],
+           [2., 2., 0., 0.],
+           [2., 2., 0., 0.]], dtype=float32)
+    """
     return _dropout("spatial_dropout", L.spatial_dropout, x, rate, name, channels=channels)
 
 
 # ---- shape -----------------------------------------------------------------------------------------
 def flatten(x, name=None) -> Axon:
-    """Keep the batch axis, flatten the rest: (N, H, W, C) -> (N, H*W*C)."""
+    """Keep the batch axis, flatten the rest: (N, H, W, C) -> (N, H*W*C).
+
+    >>> import axon
+    >>> axon.input((None, 4, 4, 3)).flatten().shape
+    (None, 48)
+    """
     return _layer("flatten", x, L.flatten, name=name)
 
 
 def reshape(x, shape, name=None) -> Axon:
-    """Reshape every example to ``shape`` (the batch axis is kept): ``x.reshape((28, 28, 1))``."""
+    """Reshape every example to ``shape`` (the batch axis is kept): ``x.reshape((28, 28, 1))``.
+
+    >>> import axon
+    >>> axon.input((None, 784)).reshape((28, 28, 1)).shape
+    (None, 28, 28, 1)
+    """
     shape = tuple(shape)
     return _layer("reshape", x, lambda x, shape: L.reshape(x, (x.shape[0],) + shape), opts={"shape": shape},
                   name=name)
 
 
 def transpose(x, permutation, name=None) -> Axon:
-    """Permute the axes after the batch axis: ``x.transpose((2, 0, 1))`` on (N, H, W, C) gives (N, C, H, W)."""
+    """Permute the axes after the batch axis: ``x.transpose((2, 0, 1))`` on (N, H, W, C) gives (N, C, H, W).
+
+    >>> import axon
+    >>> axon.input((None, 4, 5, 3)).transpose((2, 0, 1)).shape
+    (None, 3, 4, 5)
+    """
     permutation = tuple(permutation)
     return _layer("transpose", x, lambda x, permutation: L.transpose(x, (0,) + tuple(p + 1 for p in permutation)),
                   opts={"permutation": permutation}, name=name)
 
 
 def pad(x, config, value=0.0, channels="last", name=None) -> Axon:
-    """Pad the spatial axes: ``config`` is one (before, after) pair per spatial axis (as in Axon)."""
+    """Pad the spatial axes: ``config`` is one (before, after) pair per spatial axis (as in Axon).
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2, 3)).pad([(1, 2)], value=9.0)     # 1 spatial axis: 1 before, 2 after
+    >>> model.shape, axon.predict(model, {}, np.zeros((1, 2, 3), np.float32))[0, :, 0]
+    ((None, 5, 3), array([9., 0., 0., 9., 9.], dtype=float32))
+    """
     config = tuple(tuple(p) for p in config)
     return _layer("pad", x, L.pad, opts={"padding": config, "value": value, "channels": channels}, name=name)
 
 
 def resize(x, size, method="nearest", channels="last", name=None) -> Axon:
-    """Resize the spatial axes to ``size`` by "nearest" or "bilinear" interpolation."""
+    """Resize the spatial axes to ``size`` by "nearest" or "bilinear" interpolation.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2, 2, 1)).resize((4, 4))             # nearest: each pixel twice
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32).reshape(1, 2, 2, 1)
+    >>> axon.predict(model, {}, x)[0, :, :, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]], dtype=float32)
+    """
     return _layer("resize", x, L.resize, opts=dict(size=size, method=method, channels=channels), name=name)
 
 
@@ -393,22 +597,51 @@ def _fold(f):
 
 
 def add(nodes, name=None) -> Axon:
-    """Elementwise sum of layers with broadcast-compatible shapes (residual connections): ``a + b``."""
+    """Elementwise sum of layers with broadcast-compatible shapes (residual connections): ``a + b``.
+
+    >>> import axon, numpy as np
+    >>> x = axon.input((None, 2))
+    >>> model = axon.add([x, x.relu()])                    # the same as x + x.relu()
+    >>> axon.predict(model, {}, np.array([[-1.0, 2.0]], np.float32))
+    array([[-1.,  4.]], dtype=float32)
+    """
     return _combinator("add", nodes, _fold(lambda a, b: a + b), name)
 
 
 def subtract(nodes, name=None) -> Axon:
-    """Elementwise difference, left to right: ``a - b``."""
+    """Elementwise difference, left to right: ``a - b``.
+
+    >>> import axon, numpy as np
+    >>> x = axon.input((None, 2))
+    >>> model = axon.subtract([x, x.relu()])               # x - relu(x) = min(x, 0)
+    >>> axon.predict(model, {}, np.array([[-1.0, 2.0]], np.float32))
+    array([[-1.,  0.]], dtype=float32)
+    """
     return _combinator("subtract", nodes, _fold(lambda a, b: a - b), name)
 
 
 def multiply(nodes, name=None) -> Axon:
-    """Elementwise product: ``a * b``."""
+    """Elementwise product: ``a * b``.
+
+    >>> import axon, numpy as np
+    >>> x = axon.input((None, 2))
+    >>> model = axon.multiply([x, x.sigmoid()])            # a gate: x * sigmoid(x) is silu
+    >>> axon.predict(model, {}, np.array([[-1.0, 2.0]], np.float32)).round(4)
+    array([[-0.2689,  1.7616]], dtype=float32)
+    """
     return _combinator("multiply", nodes, _fold(lambda a, b: a * b), name)
 
 
 def concatenate(nodes, axis=-1, name=None) -> Axon:
-    """Join layers along ``axis`` (default: the channel/feature axis)."""
+    """Join layers along ``axis`` (default: the channel/feature axis).
+
+    As a method it takes the other layers as arguments: ``a.concatenate(b, c)``.
+
+    >>> import axon
+    >>> a, b = axon.input((None, 3), name="a"), axon.input((None, 5), name="b")
+    >>> axon.concatenate([a, b]).shape, a.concatenate(b).shape
+    ((None, 8), (None, 8))
+    """
     return _combinator("concatenate", nodes, lambda *xs, axis: L.concatenate(list(xs), axis=axis), name, axis=axis)
 
 
@@ -420,15 +653,66 @@ def _activation_node(x, activation, name=None, **opts) -> Axon:
 
 
 def activation(x, activation, name=None, **opts) -> Axon:
-    """An activation as a layer: ``axon.activation(x, "relu")`` or ``axon.activation(x, my_fn)``."""
+    """An activation as a layer: ``axon.activation(x, "relu")`` or ``axon.activation(x, my_fn)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.activation(axon.input((None, 3)), "relu")
+    >>> model.op, axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32))
+    ('relu', array([[0., 0., 2.]], dtype=float32))
+    """
     return _activation_node(x, activation, name, **opts)
+
+
+# The docstring example of each activation layer: (options, one input row, the output row it gives).
+_ACTIVATION_EXAMPLES = {
+    "celu": ("alpha=2.0", "[-1.0, 0.0, 2.0]", "[[-0.7869,  0.    ,  2.    ]]"),
+    "elu": ("", "[-1.0, 0.0, 2.0]", "[[-0.6321,  0.    ,  2.    ]]"),
+    "exp": ("", "[-1.0, 0.0, 2.0]", "[[0.3679, 1.    , 7.3891]]"),
+    "gelu": ("approximate=True", "[-1.0, 0.0, 2.0]", "[[-0.1588,  0.    ,  1.9546]]"),
+    "hard_sigmoid": ("alpha=0.5, beta=0.5", "[-2.0, 0.0, 0.5]", "[[0.  , 0.5 , 0.75]]"),
+    "hard_silu": ("", "[-0.5, 1.0, 2.0]", "[[-0.05,  0.4 ,  1.2 ]]"),
+    "hard_tanh": ("", "[-3.0, 0.5, 2.0]", "[[-1. ,  0.5,  1. ]]"),
+    "leaky_relu": ("alpha=0.1", "[-1.0, 0.0, 2.0]", "[[-0.1,  0. ,  2. ]]"),
+    "linear": ("", "[-1.0, 0.0, 2.0]", "[[-1.,  0.,  2.]]"),
+    "log_sumexp": ("", "[-1.0, 0.0, 2.0]", "[[2.1698]]"),
+    "log_sigmoid": ("", "[-1.0, 0.0, 2.0]", "[[-1.3133, -0.6931, -0.1269]]"),
+    "log_softmax": ("", "[-1.0, 0.0, 2.0]", "[[-3.1698, -2.1698, -0.1698]]"),
+    "mish": ("", "[-1.0, 0.0, 2.0]", "[[-0.3034,  0.    ,  1.944 ]]"),
+    "relu": ("", "[-1.0, 0.0, 2.0]", "[[0., 0., 2.]]"),
+    "relu6": ("", "[-1.0, 3.0, 9.0]", "[[0., 3., 6.]]"),
+    "selu": ("", "[-1.0, 0.0, 2.0]", "[[-1.1113,  0.    ,  2.1014]]"),
+    "sigmoid": ("", "[-1.0, 0.0, 2.0]", "[[0.2689, 0.5   , 0.8808]]"),
+    "silu": ("", "[-1.0, 0.0, 2.0]", "[[-0.2689,  0.    ,  1.7616]]"),
+    "softmax": ("", "[1.0, 2.0, 3.0]", "[[0.09  , 0.2447, 0.6652]]"),
+    "softplus": ("", "[-1.0, 0.0, 2.0]", "[[0.3133, 0.6931, 2.1269]]"),
+    "softsign": ("", "[-1.0, 0.0, 2.0]", "[[-0.5   ,  0.    ,  0.6667]]"),
+    "tanh": ("", "[-1.0, 0.0, 2.0]", "[[-0.7616,  0.    ,  0.964 ]]"),
+    "log1p": ("", "[-0.5, 0.0, 1.0]", "[[-0.6931,  0.    ,  0.6931]]"),
+    "expm1": ("", "[-1.0, 0.0, 2.0]", "[[-0.6321,  0.    ,  6.3891]]"),
+    "erf": ("", "[-1.0, 0.0, 2.0]", "[[-0.8427,  0.    ,  0.9953]]"),
+}
+
+
+def _activation_doc(act_name) -> str:
+    """The builder's docstring: what it is, the function's own first line (its maths), an example."""
+    doc = f"The ``{act_name}`` activation as a layer: ``x.{act_name}()`` (see ``axon.activations``)."
+    maths = (getattr(A, act_name).__doc__ or "").strip().split("\n")[0]
+    if maths:
+        doc += f"\n\n    {maths}"
+    if act_name in _ACTIVATION_EXAMPLES:
+        opts, row, out = _ACTIVATION_EXAMPLES[act_name]
+        doc += (f"\n\n    >>> import axon, numpy as np"
+                f"\n    >>> model = axon.input((None, 3)).{act_name}({opts})"
+                f"\n    >>> axon.predict(model, {{}}, np.array([{row}], np.float32)).round(4)"
+                f"\n    array({out}, dtype=float32)\n    ")
+    return doc
 
 
 def _activation_builder(act_name):
     def builder(x, name=None, **opts):
         return _activation_node(x, act_name, name, **opts)
     builder.__name__ = builder.__qualname__ = act_name
-    builder.__doc__ = f"The ``{act_name}`` activation as a layer: ``x.{act_name}()`` (see ``axon.activations``)."
+    builder.__doc__ = _activation_doc(act_name)
     return builder
 
 

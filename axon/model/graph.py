@@ -30,6 +30,12 @@ class ParamSpec(NamedTuple):
 
     ``kind`` is ``"param"`` (trained) or ``"state"`` (updated by the layer itself, e.g. batch-norm
     running statistics); ``frozen`` params are kept fixed by the training step.
+
+    >>> import axon
+    >>> axon.param((3, 2))
+    ParamSpec(shape=(3, 2), initializer='glorot_uniform', kind='param', frozen=False)
+    >>> axon.input((None, 4)).batch_norm().params["mean"].kind
+    'state'
     """
     shape: tuple
     initializer: object = "glorot_uniform"
@@ -38,7 +44,12 @@ class ParamSpec(NamedTuple):
 
 
 def param(shape, initializer="glorot_uniform", kind="param") -> ParamSpec:
-    """A parameter spec for ``axon.layer``: ``axon.param((784, 10), initializer="zeros")``."""
+    """A parameter spec for ``axon.layer``: ``axon.param((784, 10), initializer="zeros")``.
+
+    >>> import axon
+    >>> axon.param((784, 10), initializer="zeros")
+    ParamSpec(shape=(784, 10), initializer='zeros', kind='param', frozen=False)
+    """
     if kind not in ("param", "state"):
         raise ValueError(f"param: kind must be 'param' or 'state', got {kind!r}")
     return ParamSpec(tuple(int(n) for n in shape), initializer, kind)
@@ -51,6 +62,13 @@ class Axon:
     ``fn(*inputs, **params, **opts)`` computes the node from its parents' values and its params;
     when ``uses`` contains ``"training"`` or ``"key"`` those are passed too, and a node with
     ``"state"`` params returns ``(y, new_state)`` while training.
+
+    >>> import axon
+    >>> model = axon.input((None, 3)).dense(2)
+    >>> model
+    Axon(op='dense', name=None, shape=(None, 2))
+    >>> [n.op for n in model.nodes()], list(model.names().values())
+    (['input', 'dense'], ['input', 'dense_0'])
     """
     id: int
     name: str | None
@@ -186,7 +204,16 @@ def input(shape, name="input") -> Axon:
 
 
 def constant(value, name=None) -> Axon:
-    """A node that always outputs ``value`` (an array), e.g. a fixed mask or positional table."""
+    """A node that always outputs ``value`` (an array), e.g. a fixed mask or positional table.
+
+    A list becomes float32; an array keeps its dtype.
+
+    >>> import axon, numpy as np
+    >>> x = axon.input((None, 2))
+    >>> model = x + axon.constant([10.0, 20.0])              # (None, 2) + (2,) broadcasts
+    >>> axon.predict(model, {}, np.array([[1.0, 2.0]], np.float32))
+    array([[11., 22.]], dtype=float32)
+    """
     value = np.asarray(value, dtype=np.float32) if not isinstance(value, np.ndarray) else value
     return _node("constant", [], lambda value: Tensor._wrap(value), opts={"value": value}, name=name,
                  shape=value.shape)
@@ -211,13 +238,27 @@ def layer(fn, inputs, params=None, name=None, op_name="custom", **opts) -> Axon:
 
 
 def nx(x, fn, name=None, op_name="nx") -> Axon:
-    """Wrap any function of tensors without parameters as a layer: ``axon.nx(x, lambda t: t * 2)``."""
+    """Wrap any function of tensors without parameters as a layer: ``axon.nx(x, lambda t: t * 2)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.nx(axon.input((None, 2)), lambda t: t * 2)
+    >>> model.op, axon.predict(model, {}, np.array([[1.0, -3.0]], np.float32))
+    ('nx', array([[ 2., -6.]], dtype=float32))
+    """
     inputs = [x] if isinstance(x, Axon) else list(x)
     return _node(op_name, inputs, fn, name=name)
 
 
 def container(outputs, name=None) -> Axon:
-    """Several outputs as one model: ``axon.container({"logits": a, "aux": b})`` (a dict, list or tuple)."""
+    """Several outputs as one model: ``axon.container({"logits": a, "aux": b})`` (a dict, list or tuple).
+
+    >>> import axon, numpy as np
+    >>> h = axon.input((None, 4)).dense(3)
+    >>> model = axon.container({"logits": h, "probs": h.softmax()})
+    >>> out = axon.predict(model, axon.init(model), np.ones((2, 4), np.float32))
+    >>> {k: v.shape for k, v in out.items()}
+    {'logits': (2, 3), 'probs': (2, 3)}
+    """
     if isinstance(outputs, dict):
         keys, nodes = list(outputs), list(outputs.values())
         shape = {k: n.shape for k, n in outputs.items()}
@@ -260,10 +301,23 @@ def _set_frozen(model: Axon, layers, frozen: bool) -> Axon:
 
 
 def freeze(model: Axon, layers=None) -> Axon:
-    """A copy of ``model`` whose params in ``layers`` (names; all when None) are not trained."""
+    """A copy of ``model`` whose params in ``layers`` (names; all when None) are not trained.
+
+    >>> import axon
+    >>> model = axon.input((None, 4)).dense(3, name="body").dense(2, name="head")
+    >>> frozen = axon.freeze(model, ["body"])               # fine-tune the head only
+    >>> axon.count_params(frozen)
+    {'total': 23, 'trainable': 8, 'state': 0, 'frozen': 15, 'bytes': 92}
+    """
     return _set_frozen(model, layers, True)
 
 
 def unfreeze(model: Axon, layers=None) -> Axon:
-    """A copy of ``model`` whose params in ``layers`` (all when None) are trained again."""
+    """A copy of ``model`` whose params in ``layers`` (all when None) are trained again.
+
+    >>> import axon
+    >>> frozen = axon.freeze(axon.input((None, 4)).dense(3, name="body").dense(2, name="head"))
+    >>> axon.count_params(frozen)["trainable"], axon.count_params(axon.unfreeze(frozen, ["body"]))["trainable"]
+    (0, 15)
+    """
     return _set_frozen(model, layers, False)

@@ -41,6 +41,14 @@ def init(model: Axon, seed=0, dtype="float32") -> dict:
     Each param's random stream depends only on the seed and the layer and param names, so a layer
     keeps its initial values when others are added, as long as its name stays the same (give it a
     ``name=`` to be sure: automatic names like ``dense_1`` shift when a dense layer is inserted before).
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 4)).dense(3).layer_norm()
+    >>> params = axon.init(model, seed=0)
+    >>> {layer: {k: v.shape for k, v in p.items()} for layer, p in params.items()}
+    {'dense_0': {'kernel': (4, 3), 'bias': (3,)}, 'layer_norm_0': {'gamma': (3,), 'beta': (3,)}}
+    >>> np.array_equal(axon.init(model, seed=0)["dense_0"]["kernel"], params["dense_0"]["kernel"])
+    True
     """
     names = model.names()
     params = {}
@@ -138,6 +146,12 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
     ``y`` is a Tensor (or the container's dict/tuple of Tensors); ``new_state`` holds the updated
     state params (``{layer: {name: array}}``, empty unless training a stateful layer). Dropout is
     active only when ``training``; its masks come from ``key`` (an int), so they are reproducible.
+
+    >>> import axon, numpy as np
+    >>> model, x = axon.input((None, 2)).batch_norm(), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    >>> y, state = axon.apply(model, axon.init(model), x, training=True)   # batch mean [2, 3], var [1, 1]
+    >>> y.numpy().round(4).tolist(), state["batch_norm_0"]["mean"]   # running mean: 0.9 * 0 + 0.1 * [2, 3]
+    ([[-1.0, -1.0], [1.0, 1.0]], array([0.2, 0.3], dtype=float32))
     """
     plan = _plan(model)
     values = _feed(plan, inputs)
@@ -182,6 +196,13 @@ def predict(model: Axon, params: dict, inputs):
 
     Returns numpy arrays, or Tensors when called inside ``axon.autograd.grad`` (params being traced),
     so a user's own objective can differentiate through it.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 2)).dense(1)
+    >>> params = {"dense_0": {"kernel": np.float32([[1], [2]]), "bias": np.float32([0.5])}}
+    >>> axon.predict(model, params, np.float32([[1, 1], [3, 0]]))     # x @ kernel + bias
+    array([[3.5],
+           [3.5]], dtype=float32)
     """
     y, _ = apply(model, params, inputs, training=False)
     traced = is_grad_enabled() and any(isinstance(p, Tensor) and p.requires_grad for p in tree_leaves(params))
@@ -189,7 +210,14 @@ def predict(model: Axon, params: dict, inputs):
 
 
 def compile(model: Axon):
-    """``init_fn, predict_fn = axon.compile(model)``: the model as two plain functions."""
+    """``init_fn, predict_fn = axon.compile(model)``: the model as two plain functions.
+
+    >>> import axon, numpy as np
+    >>> init_fn, predict_fn = axon.compile(axon.input((None, 4)).dense(3, activation="softmax"))
+    >>> params = init_fn(seed=0)
+    >>> predict_fn(params, np.ones((2, 4), np.float32)).sum(axis=1).round(4)   # each row a distribution
+    array([1., 1.], dtype=float32)
+    """
     def init_fn(seed=0, dtype="float32"):
         return init(model, seed, dtype)
 
@@ -200,7 +228,14 @@ def compile(model: Axon):
 
 
 def split(model: Axon, params: dict):
-    """``(trainable, rest)``: the params training updates, and the state/frozen ones it must not."""
+    """``(trainable, rest)``: the params training updates, and the state/frozen ones it must not.
+
+    >>> import axon
+    >>> model = axon.input((None, 4)).dense(3).batch_norm()
+    >>> trainable, rest = axon.split(model, axon.init(model))
+    >>> {k: sorted(v) for k, v in trainable.items()}, {k: sorted(v) for k, v in rest.items()}
+    ({'dense_0': ['bias', 'kernel'], 'batch_norm_0': ['beta', 'gamma']}, {'batch_norm_0': ['mean', 'var']})
+    """
     trainable, rest = {}, {}
     for name, pname, trains in _plan(model).params:
         layer = params.get(name)
@@ -211,7 +246,16 @@ def split(model: Axon, params: dict):
 
 
 def merge(*trees: dict) -> dict:
-    """Deep-merge nested dicts; later trees win on the same leaf: ``merge(trainable, state)``."""
+    """Deep-merge nested dicts; later trees win on the same leaf: ``merge(trainable, state)``.
+
+    >>> import axon
+    >>> model = axon.input((None, 4)).dense(3).batch_norm()
+    >>> trainable, rest = axon.split(model, axon.init(model))
+    >>> {k: sorted(v) for k, v in axon.merge(trainable, rest).items()}   # the whole params again
+    {'dense_0': ['bias', 'kernel'], 'batch_norm_0': ['beta', 'gamma', 'mean', 'var']}
+    >>> axon.merge({"a": {"w": 1, "b": 2}}, {"a": {"b": 3}})
+    {'a': {'w': 1, 'b': 3}}
+    """
     out: dict = {}
     for tree in trees:
         for k, v in tree.items():

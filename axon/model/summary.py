@@ -23,7 +23,13 @@ __all__ = ["summary", "summary_table", "as_graph", "count_params"]
 
 
 def count_params(model: Axon) -> dict:
-    """Parameter counts over the whole model: ``{"total", "trainable", "state", "frozen", "bytes"}`` (float32)."""
+    """Parameter counts over the whole model: ``{"total", "trainable", "state", "frozen", "bytes"}`` (float32).
+
+    >>> import axon
+    >>> model = axon.input((None, 4)).dense(3).batch_norm()     # 4*3 + 3, then gamma, beta + mean, var
+    >>> axon.count_params(model)
+    {'total': 27, 'trainable': 21, 'state': 6, 'frozen': 0, 'bytes': 108}
+    """
     counts = {"total": 0, "trainable": 0, "state": 0, "frozen": 0}
     for node in model.nodes():
         for spec in node.params.values():
@@ -60,7 +66,24 @@ def _shapes_for(model: Axon, input_shapes) -> dict:
 
 
 def summary_table(model: Axon, input_shapes=None) -> str:
-    """The table ``print(model)`` shows: layer (name and op), inputs, output shape, parameter count."""
+    """The table ``print(model)`` shows: layer (name and op), inputs, output shape, parameter count.
+
+    A last line says how many parameters are state or frozen, when some are.
+
+    >>> import axon
+    >>> from axon.model.summary import summary_table
+    >>> model = axon.input((None, 4)).dense(3).batch_norm()
+    >>> print(summary_table(model))                              # the same as print(model)
+    +---------------------------+-----------+--------------+------------+
+    | Layer                     | Inputs    | Output shape | Parameters |
+    +---------------------------+-----------+--------------+------------+
+    | input (input)             | []        | (None, 4)    | 0          |
+    | dense_0 (dense)           | [input]   | (None, 3)    | 15         |
+    | batch_norm_0 (batch_norm) | [dense_0] | (None, 3)    | 12         |
+    +---------------------------+-----------+--------------+------------+
+    Total parameters: 27 (0.11 KB)
+    Trainable: 21, state: 6, frozen: 0
+    """
     names = model.names()
     shapes = _shapes_for(model, input_shapes)
     rows = []
@@ -82,12 +105,35 @@ def summary_table(model: Axon, input_shapes=None) -> str:
 
 
 def summary(model: Axon, input_shapes=None) -> str:
-    """The summary table as a string (``print`` it); ``input_shapes`` re-infers shapes for concrete inputs."""
+    """The summary table as a string (``print`` it); ``input_shapes`` re-infers shapes for concrete inputs.
+
+    >>> import axon
+    >>> model = axon.input((None, 4)).dense(3, activation="relu")
+    >>> print(axon.summary(model, input_shapes=(32, 4)))         # a batch of 32
+    +-----------------+-----------+--------------+------------+
+    | Layer           | Inputs    | Output shape | Parameters |
+    +-----------------+-----------+--------------+------------+
+    | input (input)   | []        | (32, 4)      | 0          |
+    | dense_0 (dense) | [input]   | (32, 3)      | 15         |
+    | relu_0 (relu)   | [dense_0] | (32, 3)      | 0          |
+    +-----------------+-----------+--------------+------------+
+    Total parameters: 15 (0.06 KB)
+    """
     return summary_table(model, input_shapes)
 
 
 def as_graph(model: Axon, format: str = "mermaid") -> str:
-    """The model's DAG as Mermaid (``flowchart``) or Graphviz (``dot``) text, for docs and notebooks."""
+    """The model's DAG as Mermaid (``flowchart``) or Graphviz (``dot``) text, for docs and notebooks.
+
+    >>> import axon
+    >>> print(axon.as_graph(axon.input((None, 4)).dense(3)))
+    flowchart TD
+        n0["input (input)<br/>(None, 4)"]
+        n1["dense_0 (dense)<br/>(None, 3)"]
+        n0 --> n1
+    >>> axon.as_graph(axon.input((None, 4)).dense(3), format="dot").splitlines()[0]
+    'digraph model {'
+    """
     names = model.names()
     nodes = model.nodes()
     index = {n.id: i for i, n in enumerate(nodes)}             # n0, n1, ... in graph order: stable text

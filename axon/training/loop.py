@@ -204,6 +204,15 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     (weighted by batch size) of the values measured during training, then the validation ones.
     Ctrl-C (``KeyboardInterrupt``) stops training and returns the state reached after the last
     completed step.
+
+    >>> import numpy as np, axon
+    >>> x = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
+    >>> y = np.eye(2, dtype=np.float32)[(x[:, 0] > 0).astype(int)]     # two classes: the sign of feature 0
+    >>> s = axon.training.step(axon.input((None, 3)).dense(2, activation="softmax"), "categorical_cross_entropy",
+    ...                        axon.optimizers.adam(0.1), metrics=["accuracy"])
+    >>> state = train(s, x[:48], y[:48], epochs=2, batch_size=16, seed=0, verbose=0, validation_data=(x[48:], y[48:]))
+    >>> sorted(state.history), state.epoch, state.step                # 48 / 16 = 3 steps per epoch
+    (['accuracy', 'loss', 'val_accuracy', 'val_loss'], 2, 6)
     """
     if not (isinstance(step, tuple) and len(step) == 2 and callable(step[0]) and callable(step[1])):
         raise TypeError(f"train: step must be the pair returned by axon.training.step(...), got {type(step).__name__}")

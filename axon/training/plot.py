@@ -4,15 +4,16 @@ Needs matplotlib (``pip install 'axon[plot]'``); without it, ``plot_history`` ra
 that says so. It draws on its own ``Figure`` (no pyplot, no global state), so it works headless and
 never changes the caller's matplotlib backend.
 
->>> import os, tempfile
->>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
->>> plot_history({"loss": [0.9, 0.5, 0.4], "val_loss": [0.8, 0.6, 0.55]}, path)
->>> os.path.getsize(path) > 0
-True
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     path = plot_history({"loss": [0.9, 0.5, 0.4], "val_loss": [0.8, 0.6, 0.55]}, f"{tmp}/curves.png")
+...     path.name, path.read_bytes()[1:4]
+('curves.png', b'PNG')
 """
 from __future__ import annotations
 
 import os
+import pathlib
 
 __all__ = ["plot_history"]
 
@@ -27,11 +28,18 @@ def _panels(history: dict) -> list[str]:
     return names
 
 
-def plot_history(history, path, title: str | None = None) -> None:
+def plot_history(history, path, title: str | None = None) -> pathlib.Path:
     """Write a PNG of the curves in ``history`` (a ``TrainState`` or its ``history`` dict) to ``path``.
 
     Each metric gets a panel with its training curve and, if present, its ``val_`` curve, against the
-    epoch number.
+    epoch number. Returns the file written, as a ``pathlib.Path`` (whether ``path`` was a ``str`` or a
+    path-like), so the call can be chained or printed.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = plot_history({"loss": [1.0, 0.6], "accuracy": [0.5, 0.8]}, f"{tmp}/run.png", title="demo")
+    ...     out.name, out.stat().st_size > 0
+    ('run.png', True)
     """
     if hasattr(history, "history") and not isinstance(history, dict):
         history = history.history
@@ -62,3 +70,4 @@ def plot_history(history, path, title: str | None = None) -> None:
     if title:
         fig.suptitle(title)
     fig.savefig(os.fspath(path), dpi=100, format="png")
+    return pathlib.Path(os.fsdecode(path))

@@ -20,7 +20,15 @@ __all__ = ["tensor", "check_channels", "spatial_tuple", "check_rank", "channel_a
 
 
 def tensor(layer: str, x, what: str = "input") -> Tensor:
-    """``x`` as a floating Tensor (numpy arrays and numbers are wrapped)."""
+    """``x`` as a floating Tensor (numpy arrays and numbers are wrapped).
+
+    >>> tensor("dense", np.ones(2, np.float32)).dtype
+    dtype('float32')
+    >>> tensor("dense", np.array([1, 2], np.int32))
+    Traceback (most recent call last):
+    ...
+    TypeError: dense: input must be floating point, got dtype int32
+    """
     x = as_tensor(x)
     if x.dtype.kind != "f":
         raise TypeError(f"{layer}: {what} must be floating point, got dtype {x.dtype}")
@@ -28,13 +36,24 @@ def tensor(layer: str, x, what: str = "input") -> Tensor:
 
 
 def check_channels(layer: str, channels) -> None:
-    """``channels`` must be ``"last"`` (N, *spatial, C) or ``"first"`` (N, C, *spatial)."""
+    """``channels`` must be ``"last"`` (N, *spatial, C) or ``"first"`` (N, C, *spatial).
+
+    >>> check_channels("conv", "first")                   # valid: returns None
+    >>> check_channels("conv", "NHWC")
+    Traceback (most recent call last):
+    ...
+    ValueError: conv: channels must be "last" or "first", got 'NHWC'
+    """
     if channels not in ("last", "first"):
         raise ValueError(f'{layer}: channels must be "last" or "first", got {channels!r}')
 
 
 def spatial_tuple(layer: str, name: str, value, n: int, minimum: int = 1) -> tuple:
-    """One int per spatial axis: an int applies to all ``n`` axes, a sequence gives one each."""
+    """One int per spatial axis: an int applies to all ``n`` axes, a sequence gives one each.
+
+    >>> spatial_tuple("conv", "strides", 2, 3), spatial_tuple("conv", "strides", [1, 2], 2)
+    ((2, 2, 2), (1, 2))
+    """
     if isinstance(value, numbers.Integral):
         out = (int(value),) * n
     else:
@@ -52,7 +71,14 @@ def spatial_tuple(layer: str, name: str, value, n: int, minimum: int = 1) -> tup
 
 
 def check_rank(layer: str, shape, ranks, what: str = "input", layout: str = "") -> None:
-    """Raise ValueError unless ``len(shape)`` is one of ``ranks`` (a range up to 32 reads "rank >= k")."""
+    """Raise ValueError unless ``len(shape)`` is one of ``ranks`` (a range up to 32 reads "rank >= k").
+
+    >>> check_rank("conv", (2, 8, 8, 3), (3, 4, 5))        # fine: returns None
+    >>> check_rank("conv", (8, 8), (3, 4, 5), layout="batch, spatial, channels")
+    Traceback (most recent call last):
+    ...
+    ValueError: conv: expects input of rank 3, 4 or 5 (batch, spatial, channels), got shape (8, 8)
+    """
     ranks = tuple(ranks)
     if len(shape) in ranks:
         return
@@ -65,32 +91,52 @@ def check_rank(layer: str, shape, ranks, what: str = "input", layout: str = "") 
 
 
 def channel_axis(ndim: int, channels: str) -> int:
-    """Index of the channel axis: the last one, or 1 for channels-first."""
+    """Index of the channel axis: the last one, or 1 for channels-first.
+
+    >>> channel_axis(4, "last"), channel_axis(4, "first")
+    (3, 1)
+    """
     return ndim - 1 if channels == "last" else 1
 
 
 def to_channels_last(x: Tensor, channels: str) -> Tensor:
-    """(N, C, *spatial) -> (N, *spatial, C) when ``channels == "first"``; unchanged otherwise."""
+    """(N, C, *spatial) -> (N, *spatial, C) when ``channels == "first"``; unchanged otherwise.
+
+    >>> to_channels_last(np.zeros((2, 3, 8, 8)), "first").shape
+    (2, 8, 8, 3)
+    """
     if channels == "last":
         return x
     return transpose(x, (0, *range(2, x.ndim), 1))
 
 
 def from_channels_last(y: Tensor, channels: str) -> Tensor:
-    """Undo ``to_channels_last``: (N, *spatial, C) -> (N, C, *spatial) for channels-first."""
+    """Undo ``to_channels_last``: (N, *spatial, C) -> (N, C, *spatial) for channels-first.
+
+    >>> from_channels_last(np.zeros((2, 8, 8, 3)), "first").shape
+    (2, 3, 8, 8)
+    """
     if channels == "last":
         return y
     return transpose(y, (0, y.ndim - 1, *range(1, y.ndim - 1)))
 
 
 def shape_to_last(shape, channels: str) -> tuple:
-    """The channels-last shape of a shape in ``channels`` layout."""
+    """The channels-last shape of a shape in ``channels`` layout.
+
+    >>> shape_to_last((None, 3, 28, 28), "first")
+    (None, 28, 28, 3)
+    """
     shape = tuple(shape)
     return shape if channels == "last" else (shape[0], *shape[2:], shape[1])
 
 
 def shape_from_last(shape, channels: str) -> tuple:
-    """A channels-last shape back in ``channels`` layout."""
+    """A channels-last shape back in ``channels`` layout.
+
+    >>> shape_from_last((None, 28, 28, 3), "first")
+    (None, 3, 28, 28)
+    """
     shape = tuple(shape)
     return shape if channels == "last" else (shape[0], shape[-1], *shape[1:-1])
 
@@ -104,6 +150,11 @@ def resolve_padding(layer: str, padding, sizes, windows, strides) -> tuple:
     - an int ``p``: ``(p, p)`` on every axis; a sequence: per axis, an int or a ``(lo, hi)`` pair.
 
     ``sizes`` are the input's spatial sizes, ``windows`` the effective (dilated) window sizes.
+
+    >>> resolve_padding("conv", "same", sizes=(5, 6), windows=(3, 3), strides=(2, 2))
+    ((1, 1), (0, 1))
+    >>> resolve_padding("conv", [1, (0, 2)], sizes=(5, 6), windows=(3, 3), strides=(1, 1))
+    ((1, 1), (0, 2))
     """
     n = len(sizes)
     if isinstance(padding, str):
@@ -134,12 +185,22 @@ def resolve_padding(layer: str, padding, sizes, windows, strides) -> tuple:
 
 
 def window_output_size(size: int, window: int, stride: int, pad) -> int:
-    """Number of window positions: ``(size + lo + hi - window) // stride + 1``."""
+    """Number of window positions: ``(size + lo + hi - window) // stride + 1``.
+
+    >>> window_output_size(28, 3, 2, (1, 1))                 # (28 + 2 - 3) // 2 + 1
+    14
+    """
     return (size + pad[0] + pad[1] - window) // stride + 1
 
 
 def check_window_fits(layer: str, sizes, windows, pads, detail: str, what: str = "kernel") -> None:
-    """Raise ValueError when an (effective) window is larger than the padded input on some axis."""
+    """Raise ValueError when an (effective) window is larger than the padded input on some axis.
+
+    >>> check_window_fits("conv", (2, 5), (3, 3), ((0, 0), (0, 0)), "input shape (1, 2, 5, 1)")
+    Traceback (most recent call last):
+    ...
+    ValueError: conv: kernel spatial size (3, 3) is larger than the padded input (2, 5) (input shape (1, 2, 5, 1))
+    """
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(sizes, pads))
     if any(k > p for k, p in zip(windows, padded)):
         raise ValueError(f"{layer}: {what} spatial size {tuple(windows)} is larger than the padded input "
@@ -147,7 +208,11 @@ def check_window_fits(layer: str, sizes, windows, pads, detail: str, what: str =
 
 
 def param_shape(ndim: int, axes, sizes) -> tuple:
-    """Shape that broadcasts a parameter of ``sizes`` along ``axes`` of an ``ndim``-array: 1 elsewhere."""
+    """Shape that broadcasts a parameter of ``sizes`` along ``axes`` of an ``ndim``-array: 1 elsewhere.
+
+    >>> param_shape(4, (3,), (16,)), param_shape(4, (1,), (3,))       # channels last, channels first
+    ((1, 1, 1, 16), (1, 3, 1, 1))
+    """
     shape = [1] * ndim
     for a, n in zip(axes, sizes):
         shape[a] = n
@@ -155,7 +220,15 @@ def param_shape(ndim: int, axes, sizes) -> tuple:
 
 
 def check_param(layer: str, name: str, p, shape) -> Tensor | None:
-    """``p`` (or None) as a Tensor of exactly ``shape``, else a ValueError naming both shapes."""
+    """``p`` (or None) as a Tensor of exactly ``shape``, else a ValueError naming both shapes.
+
+    >>> check_param("dense", "bias", np.zeros(4), (4,)).shape
+    (4,)
+    >>> check_param("dense", "bias", np.zeros(3), (4,))
+    Traceback (most recent call last):
+    ...
+    ValueError: dense: bias must have shape (4,), got (3,)
+    """
     if p is None:
         return None
     p = as_tensor(p)
@@ -165,7 +238,15 @@ def check_param(layer: str, name: str, p, shape) -> Tensor | None:
 
 
 def int_indices(layer: str, x, what: str = "input") -> np.ndarray:
-    """An integer index array from an array, a list or a Tensor."""
+    """An integer index array from an array, a list or a Tensor.
+
+    >>> int_indices("embedding", [[2, 0]]).tolist()
+    [[2, 0]]
+    >>> int_indices("embedding", [0.5])
+    Traceback (most recent call last):
+    ...
+    TypeError: embedding: input must hold integer indices, got dtype float64
+    """
     idx = np.asarray(x.data if isinstance(x, Tensor) else x)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{layer}: {what} must hold integer indices, got dtype {idx.dtype}")

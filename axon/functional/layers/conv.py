@@ -223,7 +223,11 @@ def _depthwise_groups(layer, input_shape, kernel_shape, channels) -> int:
 
 def depthwise_conv_output_shape(input_shape, kernel_shape, strides=1, padding="valid", input_dilation=1,
                                 kernel_dilation=1, channels="last") -> tuple:
-    """Output shape of ``depthwise_conv`` (a ``conv`` with one group per input channel)."""
+    """Output shape of ``depthwise_conv`` (a ``conv`` with one group per input channel).
+
+    >>> depthwise_conv_output_shape((None, 28, 28, 3), (3, 3, 1, 6), padding="same")
+    (None, 28, 28, 6)
+    """
     groups = _depthwise_groups("depthwise_conv", input_shape, kernel_shape, channels)
     return _geometry("depthwise_conv", input_shape, kernel_shape, strides, padding, input_dilation,
                      kernel_dilation, groups, channels)[-1]
@@ -297,7 +301,11 @@ def _separable(layer, n, x, kernels_and_biases, *options, channels):
 
 def separable_conv2d_output_shape(input_shape, k1_shape, k2_shape, strides=1, padding="valid", input_dilation=1,
                                   kernel_dilation=1, channels="last") -> tuple:
-    """Output shape of ``separable_conv2d``."""
+    """Output shape of ``separable_conv2d``.
+
+    >>> separable_conv2d_output_shape((None, 28, 28, 3), (3, 1, 1, 6), (1, 3, 1, 6))
+    (None, 26, 26, 6)
+    """
     return _separable_output_shape("separable_conv2d", 2, input_shape, [k1_shape, k2_shape], strides, padding,
                                    input_dilation, kernel_dilation, channels=channels)
 
@@ -322,7 +330,12 @@ def separable_conv2d(x, k1, b1, k2, b2, strides=1, padding="valid", input_dilati
 
 def separable_conv3d_output_shape(input_shape, k1_shape, k2_shape, k3_shape, strides=1, padding="valid",
                                   input_dilation=1, kernel_dilation=1, channels="last") -> tuple:
-    """Output shape of ``separable_conv3d``."""
+    """Output shape of ``separable_conv3d``.
+
+    >>> k1, k2, k3 = (3, 1, 1, 1, 4), (1, 3, 1, 1, 4), (1, 1, 3, 1, 4)
+    >>> separable_conv3d_output_shape((None, 8, 8, 8, 2), k1, k2, k3, padding="same")
+    (None, 8, 8, 8, 4)
+    """
     return _separable_output_shape("separable_conv3d", 3, input_shape, [k1_shape, k2_shape, k3_shape], strides,
                                    padding, input_dilation, kernel_dilation, channels=channels)
 

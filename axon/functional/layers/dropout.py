@@ -31,7 +31,11 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def dropout_output_shape(input_shape, **_) -> tuple:
-    """Dropout keeps the shape."""
+    """Dropout keeps the shape (also ``spatial_dropout``, ``alpha_dropout``, ``feature_alpha_dropout``).
+
+    >>> dropout_output_shape((None, 28, 28, 3), rate=0.2)
+    (None, 28, 28, 3)
+    """
     return tuple(input_shape)
 
 
@@ -70,6 +74,13 @@ def dropout(x, key, rate=0.5, training=True, noise_shape=None):
 
     ``noise_shape`` (default: the input's shape) draws one decision per entry of a smaller shape that
     broadcasts to the input, e.g. ``(N, 1, C)`` drops whole channels of a sequence.
+
+    >>> import numpy as np
+    >>> dropout(np.ones((1, 6), np.float32), key=0, rate=0.5).numpy()      # kept: 1 / (1 - 0.5) = 2
+    array([[0., 0., 0., 2., 2., 2.]], dtype=float32)
+    >>> dropout(np.ones((2, 3), np.float32), key=1, noise_shape=(2, 1)).numpy()   # whole rows
+    array([[2., 2., 2.],
+           [0., 0., 0.]], dtype=float32)
     """
     x = tensor("dropout", x)
     rate = _check_rate("dropout", rate)
@@ -131,6 +142,11 @@ def feature_alpha_dropout(x, key, rate=0.5, training=True, channels="last"):
     """Alpha dropout of whole feature maps: one decision per example and channel (see ``alpha_dropout``).
 
     As ``torch.nn.functional.feature_alpha_dropout`` (channels-first there).
+
+    >>> import numpy as np
+    >>> y = feature_alpha_dropout(np.ones((1, 2, 2, 3), np.float32), key=2).numpy()
+    >>> np.round(y[0, 0, 0], 4), bool((y[0] == y[0, 0, 0]).all())   # one value per channel, on every pixel
+    (array([-0.7792,  1.6656,  1.6656], dtype=float32), True)
     """
     x = tensor("feature_alpha_dropout", x)
     check_channels("feature_alpha_dropout", channels)

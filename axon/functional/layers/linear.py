@@ -19,7 +19,11 @@ __all__ = ["dense", "bilinear", "embedding", "dense_output_shape", "bilinear_out
 
 
 def dense_output_shape(input_shape, kernel_shape) -> tuple:
-    """Output shape of ``dense``: ``(*batch, out)`` for an input ``(*batch, in)`` and a kernel (in, out)."""
+    """Output shape of ``dense``: ``(*batch, out)`` for an input ``(*batch, in)`` and a kernel (in, out).
+
+    >>> dense_output_shape((None, 784), (784, 128))
+    (None, 128)
+    """
     input_shape, kernel_shape = tuple(input_shape), tuple(kernel_shape)
     if len(input_shape) < 1:
         raise ValueError(f"dense: expects input of rank >= 1 (..., features), got shape {input_shape}")
@@ -55,7 +59,11 @@ def dense(x, kernel, bias=None):
 
 
 def bilinear_output_shape(input1_shape, input2_shape, kernel_shape) -> tuple:
-    """Output shape of ``bilinear``: ``(*batch, out)`` for inputs (*batch, in1), (*batch, in2)."""
+    """Output shape of ``bilinear``: ``(*batch, out)`` for inputs (*batch, in1), (*batch, in2).
+
+    >>> bilinear_output_shape((None, 5), (None, 3), (4, 5, 3))
+    (None, 4)
+    """
     s1, s2, k = tuple(input1_shape), tuple(input2_shape), tuple(kernel_shape)
     if len(s1) < 1 or len(s2) < 1:
         raise ValueError(f"bilinear: expects inputs of rank >= 1 (..., features), got shapes {s1} and {s2}")
@@ -92,7 +100,11 @@ def bilinear(x1, x2, kernel, bias=None):
 
 
 def embedding_output_shape(input_shape, kernel_shape) -> tuple:
-    """Output shape of ``embedding``: the index shape with the embedding size appended."""
+    """Output shape of ``embedding``: the index shape with the embedding size appended.
+
+    >>> embedding_output_shape((None, 20), (1000, 32))
+    (None, 20, 32)
+    """
     kernel_shape = tuple(kernel_shape)
     if len(kernel_shape) != 2:
         raise ValueError(f"embedding: expects kernel of rank 2 (vocab_size, embedding_size), "

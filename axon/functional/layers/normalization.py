@@ -122,7 +122,14 @@ def _affine(y, gamma, beta, axes):
 
 # ---- the layers --------------------------------------------------------------------------------------
 def layer_norm_output_shape(input_shape, **_) -> tuple:
-    """Normalization keeps the shape (for ``batch_norm`` in training: the shape of ``y``)."""
+    """Normalization keeps the shape (for ``batch_norm`` in training: the shape of ``y``).
+
+    The same function is ``batch_norm_output_shape``, ``group_norm_output_shape``,
+    ``instance_norm_output_shape`` and ``rms_norm_output_shape``; layer options are accepted and ignored.
+
+    >>> layer_norm_output_shape((None, 10, 64)), group_norm_output_shape((None, 8, 8, 32), num_groups=4)
+    ((None, 10, 64), (None, 8, 8, 32))
+    """
     return tuple(input_shape)
 
 

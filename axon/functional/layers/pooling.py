@@ -64,12 +64,20 @@ def max_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid
 
 def avg_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", count_include_pad=True,
                           channels="last") -> tuple:
-    """Output shape of ``avg_pool``."""
+    """Output shape of ``avg_pool``.
+
+    >>> avg_pool_output_shape((None, 28, 28, 8), 3, strides=2, padding="same")
+    (None, 14, 14, 8)
+    """
     return _window_geometry("avg_pool", input_shape, kernel_size, strides, padding, channels)[-1]
 
 
 def lp_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", norm=2, channels="last") -> tuple:
-    """Output shape of ``lp_pool``."""
+    """Output shape of ``lp_pool``.
+
+    >>> lp_pool_output_shape((None, 10, 4), 2)
+    (None, 5, 4)
+    """
     return _window_geometry("lp_pool", input_shape, kernel_size, strides, padding, channels)[-1]
 
 
@@ -162,12 +170,20 @@ def adaptive_max_pool_output_shape(input_shape, output_size, channels="last") ->
 
 
 def adaptive_avg_pool_output_shape(input_shape, output_size, channels="last") -> tuple:
-    """Output shape of ``adaptive_avg_pool``."""
+    """Output shape of ``adaptive_avg_pool``.
+
+    >>> adaptive_avg_pool_output_shape((None, 13, 17, 64), 7)
+    (None, 7, 7, 64)
+    """
     return _adaptive_geometry("adaptive_avg_pool", input_shape, output_size, channels)[-1]
 
 
 def adaptive_lp_pool_output_shape(input_shape, output_size, norm=2, channels="last") -> tuple:
-    """Output shape of ``adaptive_lp_pool``."""
+    """Output shape of ``adaptive_lp_pool``.
+
+    >>> adaptive_lp_pool_output_shape((None, 10, 4), 5)
+    (None, 5, 4)
+    """
     return _adaptive_geometry("adaptive_lp_pool", input_shape, output_size, channels)[-1]
 
 
@@ -246,7 +262,11 @@ global_max_pool_output_shape = global_avg_pool_output_shape
 
 
 def global_lp_pool_output_shape(input_shape, norm=2, keep_axes=False, channels="last") -> tuple:
-    """Output shape of ``global_lp_pool``."""
+    """Output shape of ``global_lp_pool``.
+
+    >>> global_lp_pool_output_shape((None, 7, 7, 64))
+    (None, 64)
+    """
     return global_avg_pool_output_shape(input_shape, keep_axes, channels)
 
 

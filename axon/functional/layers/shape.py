@@ -27,7 +27,11 @@ __all__ = ["flatten", "reshape", "transpose", "pad", "resize", "concatenate", "f
 
 # ---- flatten, reshape, transpose ---------------------------------------------------------------------
 def flatten_output_shape(input_shape) -> tuple:
-    """``(N, d1, ..., dk) -> (N, d1 * ... * dk)``."""
+    """``(N, d1, ..., dk) -> (N, d1 * ... * dk)``.
+
+    >>> flatten_output_shape((None, 7, 7, 64))
+    (None, 3136)
+    """
     input_shape = tuple(input_shape)
     check_rank("flatten", input_shape, range(1, 33), layout="batch, ...")
     return (input_shape[0], int(np.prod(input_shape[1:], dtype=np.int64)))
@@ -48,6 +52,9 @@ def reshape_output_shape(input_shape, shape) -> tuple:
     """``shape`` with its -1 (at most one) worked out from the input's size, as numpy.
 
     A ``None`` (unknown batch size) in both shapes' first entry passes through.
+
+    >>> reshape_output_shape((None, 784), (None, 28, 28, 1)), reshape_output_shape((6, 4), (3, -1))
+    ((None, 28, 28, 1), (3, 8))
     """
     input_shape = tuple(input_shape)
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
@@ -87,7 +94,11 @@ def _permutation(input_shape, axes) -> tuple:
 
 
 def transpose_output_shape(input_shape, axes=None) -> tuple:
-    """The input shape permuted by ``axes``."""
+    """The input shape permuted by ``axes`` (default: batch first, the other axes reversed).
+
+    >>> transpose_output_shape((None, 28, 28, 3), (0, 3, 1, 2)), transpose_output_shape((None, 10, 3))
+    ((None, 3, 28, 28), (None, 3, 10))
+    """
     input_shape = tuple(input_shape)
     return tuple(input_shape[a] for a in _permutation(input_shape, axes))
 
@@ -115,7 +126,11 @@ def _pad_pairs(input_shape, padding, channels) -> tuple:
 
 
 def pad_output_shape(input_shape, padding, value=0.0, channels="last") -> tuple:
-    """Each spatial axis grows by ``lo + hi``."""
+    """Each spatial axis grows by ``lo + hi``.
+
+    >>> pad_output_shape((None, 28, 28, 3), 2), pad_output_shape((None, 10, 3), [(1, 0)])
+    ((None, 32, 32, 3), (None, 11, 3))
+    """
     input_shape = tuple(input_shape)
     pairs = _pad_pairs(input_shape, padding, channels)
     last = shape_to_last(input_shape, channels)
@@ -150,7 +165,11 @@ def _resize_size(input_shape, size, method, channels) -> tuple:
 
 
 def resize_output_shape(input_shape, size, method="nearest", channels="last") -> tuple:
-    """The input shape with the spatial sizes replaced by ``size``."""
+    """The input shape with the spatial sizes replaced by ``size``.
+
+    >>> resize_output_shape((None, 14, 14, 3), 28)
+    (None, 28, 28, 3)
+    """
     input_shape = tuple(input_shape)
     size = _resize_size(input_shape, size, method, channels)
     last = shape_to_last(input_shape, channels)
@@ -205,7 +224,11 @@ def resize(x, size, method="nearest", channels="last"):
 
 # ---- concatenate ----------------------------------------------------------------------------------------------
 def concatenate_output_shape(input_shapes, axis=-1) -> tuple:
-    """The shared shape, with the sizes along ``axis`` added."""
+    """The shared shape, with the sizes along ``axis`` added.
+
+    >>> concatenate_output_shape([(None, 8, 8, 3), (None, 8, 8, 16)])
+    (None, 8, 8, 19)
+    """
     shapes = [tuple(s) for s in input_shapes]
     if not shapes:
         raise ValueError("concatenate: needs at least one input")
