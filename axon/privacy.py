@@ -35,35 +35,66 @@ from .updates import GradientTransformation
 __all__ = ["per_example_grads", "differentially_private_aggregate", "DifferentiallyPrivateAggregateState"]
 
 
-def per_example_grads(loss_fn, params, x, y, reduction="mean"):
+def per_example_grads(loss_fn, params, x, y, reduction="mean", method="auto"):
     """The gradient of ``loss_fn(params, x, y)`` for each example alone, stacked: leaves (E, *param.shape).
 
-    The trick: give every example its own copy of the params, and evaluate the loss once on all of them.
-    A param of shape (d, k) becomes a stacked leaf (E, d, k) (a broadcast view, no copies), a vector
-    (k,) becomes (E, 1, k), and each example is a batch of one: ``x`` (E, d) becomes (E, 1, d). A dense
-    layer's ``x @ W + b`` then computes (E, 1, d) @ (E, d, k) + (E, 1, k) -> (E, 1, k): a batched matmul in
-    which example ``e`` only ever meets its own copy ``W[e]``. Nothing sums over examples, so the gradient
-    of the total loss w.r.t. the stacked leaf holds example ``e``'s gradient in slice ``[e]``. The matmul's
-    backward computes ``x_e^T dy_e`` for every ``e`` at once: Goodfellow's (2015) outer-product trick,
-    which the engine derives by itself; one forward and one backward pass for the whole batch.
+    The trick (``method="vectorized"``): give every example its own copy of the params, and evaluate the
+    loss once on all of them. A param of shape (d, k) becomes a stacked leaf (E, d, k) (a broadcast view,
+    no copies), a vector (k,) becomes (E, 1, k), and each example is a batch of one: ``x`` (E, d) becomes
+    (E, 1, d). A dense layer's ``x @ W + b`` then computes (E, 1, d) @ (E, d, k) + (E, 1, k) -> (E, 1, k):
+    a batched matmul in which example ``e`` only ever meets its own copy ``W[e]``. Nothing sums over
+    examples, so the gradient of the total loss w.r.t. the stacked leaf holds example ``e``'s gradient in
+    slice ``[e]``. The matmul's backward computes ``x_e^T dy_e`` for every ``e`` at once: Goodfellow's
+    (2015) outer-product trick, which the engine derives by itself; one forward and one backward pass.
 
-    What ``loss_fn`` must allow (true of dense layers, elementwise activations and the usual losses):
-    an extra leading axis on every array (so use negative axes, ``axis=-1``); matrices (in, out)
+    What the trick needs from ``loss_fn`` (true of dense layers, elementwise activations and the usual
+    losses): an extra leading axis on every array (so use negative axes, ``axis=-1``); matrices (in, out)
     multiplied from the right; vectors and scalars used elementwise (biases, scales); a plain mean over
     all batch elements (``reduction="mean"``, the default) or a plain sum (``reduction="sum"``).
+    ``method="loop"`` works for any ``loss_fn`` (convolutions, a model's ``apply``): one backward pass
+    per example, E times slower. ``method="auto"`` (the default) tries the trick and checks it: the first
+    and the last example's gradients, computed alone (two backward passes on a batch of one), must match
+    their slices; if the trick raises or they do not match, it falls back to the loop. Pass
+    ``method="vectorized"`` to skip the check when the loss is known to fit.
 
     >>> def loss(p, x, y):
     ...     return ((x @ p["w"] - y) ** 2).mean()
     >>> per_example_grads(loss, {"w": np.ones((2, 1))}, np.eye(2), np.zeros((2, 1)))["w"][:, :, 0]
     array([[2., 0.],
            [0., 2.]])
+    >>> flat = lambda p, x, y: ((x.reshape(x.shape[0], -1) @ p["w"] - y) ** 2).mean()   # needs the loop
+    >>> per_example_grads(flat, {"w": np.ones((2, 1))}, np.eye(2), np.zeros((2, 1)))["w"][:, :, 0]
+    array([[2., 0.],
+           [0., 2.]])
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"per_example_grads: reduction must be 'mean' or 'sum', got {reduction!r}")
+    if method not in ("auto", "vectorized", "loop"):
+        raise ValueError(f"per_example_grads: method must be 'auto', 'vectorized' or 'loop', got {method!r}")
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
         raise ValueError(f"per_example_grads: x and y need the same leading (example) axis, "
                          f"got shapes {x.shape} and {y.shape}")
+    if method == "loop":
+        return _per_example_loop(loss_fn, params, x, y)
+    try:
+        grads = _per_example_vectorized(loss_fn, params, x, y, reduction)
+    except (ValueError, TypeError):
+        if method == "vectorized":
+            raise
+        return _per_example_loop(loss_fn, params, x, y)
+    if method == "auto":
+        n, grad_fn = x.shape[0], grad(loss_fn)
+        for e in sorted({0, n - 1}):                               # example e alone, against its slice
+            alone = grad_fn(params, x[e:e + 1], y[e:e + 1])
+            if not all(np.allclose(g[e], a, rtol=1e-3, atol=1e-5 * max(1.0, float(np.abs(a).max(initial=0))))
+                       for g, a in zip(tree_leaves(grads), tree_leaves(alone))):
+                return _per_example_loop(loss_fn, params, x, y)
+    return grads
+
+
+def _per_example_vectorized(loss_fn, params, x, y, reduction):
+    """Per-example grads by stacked params: one forward and one backward pass for the whole batch."""
     n = x.shape[0]
 
     def stacked(p):                                                # (*s) -> (E, *s), at least (E, 1, k)
@@ -74,6 +105,13 @@ def per_example_grads(loss_fn, params, x, y, reduction="mean"):
     grads = grad(loss_fn)(tree_map(stacked, params), x[:, None], y[:, None])   # x: (E, ...) -> (E, 1, ...)
     scale = float(n) if reduction == "mean" else 1.0               # mean over E examples -> each example's own
     return tree_map(lambda g, p: (scale * g).reshape((n,) + np.shape(p)), grads, params)
+
+
+def _per_example_loop(loss_fn, params, x, y):
+    """Per-example grads, one backward pass per example: any loss, E times the work."""
+    grad_fn = grad(loss_fn)
+    each = [grad_fn(params, x[e:e + 1], y[e:e + 1]) for e in range(x.shape[0])]   # E trees like params
+    return tree_map(lambda *gs: np.stack(gs), *each)
 
 
 class DifferentiallyPrivateAggregateState(NamedTuple):

@@ -60,12 +60,57 @@ def test_per_example_grads_with_a_summed_loss_and_float32():
         np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
 
 
+def _loop(loss, params, x, y):
+    """The definition: each example's gradient, one batch of one at a time."""
+    each = [grad(loss)(params, x[e:e + 1], y[e:e + 1]) for e in range(len(x))]
+    return tree_map(lambda *gs: np.stack(gs), *each)
+
+
+def test_auto_uses_the_vectorized_trick_when_it_fits(monkeypatch):
+    import axon.privacy as privacy
+    params, x, y = _mlp_problem()
+    monkeypatch.setattr(privacy, "_per_example_loop", lambda *a: pytest.fail("fell back to the loop"))
+    assert per_example_grads(_mlp_loss, params, x, y)["l1"]["kernel"].shape == (7, 5, 4)
+
+
+def test_a_loss_that_mixes_examples_is_caught_and_computed_by_the_loop():
+    """Flattening with x.shape[0] breaks the trick silently: its (E, E, 1) products mix the examples."""
+    r = np.random.default_rng(1)
+    params, x, y = {"w": r.standard_normal((3, 1))}, r.standard_normal((5, 3)), r.standard_normal((5, 1))
+    flat = lambda p, x, y: ((x.reshape(x.shape[0], -1) @ p["w"] - y) ** 2).mean()
+    expected = _loop(flat, params, x, y)["w"]
+    np.testing.assert_allclose(per_example_grads(flat, params, x, y)["w"], expected, rtol=1e-10)
+    np.testing.assert_allclose(per_example_grads(flat, params, x, y, method="loop")["w"], expected, rtol=1e-10)
+    assert not np.allclose(per_example_grads(flat, params, x, y, method="vectorized")["w"], expected)
+
+
+def test_per_example_grads_of_a_conv_model():
+    """A model's apply with a convolution: the trick cannot run (the conv wants rank 4), the loop does."""
+    import axon
+    model = axon.input((None, 6, 6, 2)).conv(3, kernel_size=3).relu().flatten().dense(2)
+    params = model.init(seed=0)
+    r = np.random.default_rng(2)
+    x, y = r.standard_normal((4, 6, 6, 2)).astype(np.float32), np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
+
+    def loss(p, x, y):
+        logits, _ = axon.model.apply(model, p, x)
+        return axon.losses.categorical_cross_entropy(y, logits, from_logits=True, reduction="mean")
+    got = per_example_grads(loss, params, x, y)
+    for a, b in zip(tree_leaves(got), tree_leaves(_loop(loss, params, x, y))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert got["conv_0"]["kernel"].shape == (4, 3, 3, 2, 3)
+    with pytest.raises(ValueError):
+        per_example_grads(loss, params, x, y, method="vectorized")
+
+
 def test_per_example_grads_reject_bad_input():
     params, x, y = _mlp_problem()
     with pytest.raises(ValueError, match=r"same leading \(example\) axis.*\(7, 5\) and \(6, 3\)"):
         per_example_grads(_mlp_loss, params, x, y[:6])
     with pytest.raises(ValueError, match="reduction"):
         per_example_grads(_mlp_loss, params, x, y, reduction="max")
+    with pytest.raises(ValueError, match="method must be 'auto', 'vectorized' or 'loop', got 'fast'"):
+        per_example_grads(_mlp_loss, params, x, y, method="fast")
 
 
 def test_aggregate_without_noise_is_the_mean_of_clipped_gradients(rng):
