@@ -284,7 +284,7 @@ def test_keyboard_interrupt_returns_the_state_reached(capsys):
         return objective(params, xb, yb)
     s = step((init_params, interrupted), adam(), metrics={"accuracy": accuracy})
     state = train(s, x, y, epochs=3, batch_size=32, verbose=1)
-    assert state.step == 4 and state.epoch == 1 and len(state.history["loss"]) == 1
+    assert state.step == 4 and state.epoch == 1 and state.epoch_step == 1 and len(state.history["loss"]) == 1
     assert "interrupted" in capsys.readouterr().err
     # the state is consistent: the same as four uninterrupted steps
     ref = train(make_step(), x, y, epochs=1, batch_size=32, verbose=0)
@@ -292,6 +292,39 @@ def test_keyboard_interrupt_returns_the_state_reached(capsys):
     order = axrandom.rng(0, "shuffle", 1).permutation(96)
     ref, _ = step_fn(ref, x[order[:32]], y[order[:32]])
     np.testing.assert_array_equal(state.params["w"], ref.params["w"])
+
+
+@pytest.mark.parametrize("with_augment", [False, True])
+def test_a_run_interrupted_mid_epoch_resumes_exactly(with_augment, capsys, tmp_path):
+    """Ctrl-C in the middle of epoch 2, then train(state=...): the same params as never stopping."""
+    x, y = make_data()
+    augment = (lambda xb, r: xb + 0.05 * r.standard_normal(xb.shape)) if with_augment else None
+    calls = []
+
+    def interrupted(params, xb, yb):
+        calls.append(1)
+        if len(calls) == 5:                                   # 3 batches per epoch: the 2nd of epoch 2
+            raise KeyboardInterrupt
+        return objective(params, xb, yb)
+    state = train(step((init_params, interrupted), adam()), x, y, epochs=3, batch_size=32, verbose=0,
+                  augment=augment)
+    assert (state.epoch, state.step, state.epoch_step) == (1, 4, 1)
+    assert "1 batches of the next" in capsys.readouterr().err
+    resumed = train(make_step(), x, y, epochs=3, batch_size=32, verbose=0, augment=augment, state=state)
+    if with_augment:                                          # through a checkpoint file: the same again
+        path = tmp_path / "ckpt.npz"
+        calls.clear()
+        train(step((init_params, interrupted), adam()), x, y, epochs=3, batch_size=32, verbose=0,
+              augment=augment, callbacks=[checkpoint(path)])
+        saved = load_checkpoint(path)
+        assert (saved.epoch, saved.step, saved.epoch_step) == (1, 4, 1)
+        again = train(make_step(), x, y, epochs=3, batch_size=32, verbose=0, augment=augment, state=saved)
+        np.testing.assert_array_equal(again.params["w"], resumed.params["w"])
+    straight = train(make_step(), x, y, epochs=3, batch_size=32, verbose=0, augment=augment)
+    assert (resumed.epoch, resumed.step, resumed.epoch_step) == (3, 9, 0)
+    np.testing.assert_array_equal(resumed.params["w"], straight.params["w"])
+    assert resumed.history["loss"][2] == straight.history["loss"][2]     # the epochs after are the same
+    assert resumed.history["loss"][1] != straight.history["loss"][1]     # epoch 2's average: 2 batches, not 3
 
 
 def test_augment_changes_training_batches_only_and_reproducibly():

@@ -163,8 +163,9 @@ class Checkpoint(Callback):
 
     With ``keep_best``, the state of the best epoch so far (by ``monitor``: "val_loss" when there is
     validation data, else "loss", unless given) is also saved to ``best_path`` (default: ``path`` with
-    ``.best`` before its suffix, ``ckpt.npz -> ckpt.best.npz``). Resume with
-    ``train(..., state=load_checkpoint(path))``.
+    ``.best`` before its suffix, ``ckpt.npz -> ckpt.best.npz``). A run interrupted by Ctrl-C is saved
+    to ``path`` as well, mid-epoch. Resume with ``train(..., state=load_checkpoint(path))``: it goes on
+    exactly where the saved state stopped.
 
     >>> import numpy as np, axon
     >>> objective = lambda p, x, y: ((x @ p["w"] - y) ** 2).mean()   # no bias: the loss stalls near 0.84
@@ -211,6 +212,10 @@ class Checkpoint(Callback):
         if self._save_best:
             serialization.save(self.best_path, state)
             self._save_best = False
+
+    def on_train_end(self, state):
+        if state.epoch_step:                                   # interrupted mid-epoch (Ctrl-C): keep that too
+            serialization.save(self.path, state)
 
 
 class ReduceLROnPlateau(Callback):

@@ -70,8 +70,9 @@ class _ArrayData:
             raise ValueError("train: no training examples (the inputs are empty)")
         self.x, self.y, self.n, self.batch_size, self.shuffle = x, y, n_x, batch_size, shuffle
         self.steps = -(-n_x // batch_size)                     # ceil: the last batch may be smaller
+        self.replayable = True                                 # an epoch's batches can be drawn again
 
-    def batches(self, seed: int, epoch: int):
+    def batches(self, seed: int, epoch: int, done: int = 0):   # ``done`` matters to one-shot iterables only
         order = rng(seed, "shuffle", epoch).permutation(self.n) if self.shuffle else None
         for lo in range(0, self.n, self.batch_size):
             if self.shuffle:
@@ -94,10 +95,12 @@ class _IterableData:
         self.steps = steps_per_epoch if steps_per_epoch is not None else (
             len(batches) if hasattr(batches, "__len__") else None)
         self.limit = steps_per_epoch
+        self.replayable = not one_shot                         # a generator resumes where it stopped by itself
 
-    def batches(self, seed: int, epoch: int):
+    def batches(self, seed: int, epoch: int, done: int = 0):
         it = self.source if self.one_shot else iter(self.source)
-        for batch in itertools.islice(it, self.limit):         # limit None: the whole iterable
+        limit = self.limit - done if self.one_shot and self.limit is not None else self.limit
+        for batch in itertools.islice(it, limit):              # limit None: the whole iterable
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise ValueError(f"train: each batch must be a pair (x, y), got {type(batch).__name__}"
                                  f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}")
@@ -112,12 +115,12 @@ class _Progress:
     """A tqdm bar for one epoch, refreshed at most four times a second (``verbose=1``)."""
     interval = 0.25
 
-    def __init__(self, verbose: int, total, desc: str):
+    def __init__(self, verbose: int, total, desc: str, initial: int = 0):
         self.bar = None
         if verbose == 1:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True,
-                            mininterval=self.interval, file=sys.stderr)
+                            mininterval=self.interval, file=sys.stderr, initial=initial)
         self.pending, self.last = 0, time.monotonic()
 
     def step(self, sums: dict, count: int) -> None:
@@ -203,7 +206,11 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     ``state.history`` holds one value per epoch for each metric: the average over the epoch's batches
     (weighted by batch size) of the values measured during training, then the validation ones.
     Ctrl-C (``KeyboardInterrupt``) stops training and returns the state reached after the last
-    completed step.
+    completed step, with ``epoch_step`` batches of the unfinished epoch done. Passed back as ``state=``,
+    it continues with the next batch of that epoch (the same shuffle, augmentation and dropout keys), so
+    with arrays or a re-iterable list of batches the params end exactly as in an uninterrupted run
+    (a generator goes on from where it stopped, less the batch the interruption dropped). That
+    epoch's training metrics then average the batches after the resume only.
 
     >>> import numpy as np, axon
     >>> x = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
@@ -243,23 +250,27 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
         data = _ArrayData(inputs, targets, batch_size, shuffle)
 
     state = _run_hooks(callbacks, "on_train_begin", state._replace(stop_training=False))
-    progress = None
+    progress, done = None, state.epoch_step                    # done: batches of the current epoch trained
     try:
         for epoch in range(state.epoch, int(epochs)):
             start = time.perf_counter()
             sums, count = {}, 0                                # metric -> sum over examples; examples seen
-            progress = _Progress(verbose, data.steps, f"Epoch {epoch + 1}/{epochs}")
+            skip = done if data.replayable else 0              # resuming an interrupted epoch: its first batches
+            progress = _Progress(verbose, data.steps, f"Epoch {epoch + 1}/{epochs}", initial=done)
             augment_rng = rng(state.seed, "augment", epoch) if augment is not None else None
-            for x, y in data.batches(state.seed, epoch):
+            for i, (x, y) in enumerate(data.batches(state.seed, epoch, done)):
                 if augment is not None:
-                    x = augment(x, augment_rng)
+                    x = augment(x, augment_rng)                # skipped batches too: the same random stream
+                if i < skip:
+                    continue
                 state, metrics = step_fn(state, x, y)
+                done += 1
                 n = _num_examples(x, "a batch's inputs") if not isinstance(x, np.ndarray) else len(x)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * n
                 count += n
                 progress.step(sums, count)
-            if count == 0:
+            if count == 0 and skip == 0:
                 raise ValueError(f"train: epoch {epoch + 1} got no batches")
             results = {k: v / count for k, v in sums.items()}
             if validation_data is not None:
@@ -272,7 +283,8 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
             history = {k: list(v) for k, v in state.history.items()}
             for k, v in results.items():
                 history.setdefault(k, []).append(v)
-            state = state._replace(epoch=epoch + 1, history=history)
+            state = state._replace(epoch=epoch + 1, history=history, epoch_step=0)
+            done = 0
             state = _run_hooks(callbacks, "on_epoch_end", state)
             for cb in callbacks:
                 cb.after_epoch(state)                          # read-only: checkpoints save the final state
@@ -283,6 +295,7 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     except KeyboardInterrupt:
         if progress is not None and progress.bar is not None:
             progress.bar.close()
-        print(f"\nTraining interrupted: returning the state after step {state.step} "
-              f"({state.epoch} complete epochs)", file=sys.stderr, flush=True)
+        state = state._replace(epoch_step=done)
+        print(f"\nTraining interrupted: returning the state after step {state.step} ({state.epoch} complete "
+              f"epochs and {done} batches of the next); pass it as state= to continue", file=sys.stderr, flush=True)
     return _run_hooks(callbacks, "on_train_end", state)

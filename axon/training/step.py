@@ -51,7 +51,9 @@ class TrainState(NamedTuple):
     - ``seed``: the run's seed; the dropout key of step ``s`` is ``step_key(seed, s)``;
     - ``lr_scale``: multiplies every update (``reduce_lr_on_plateau`` lowers it);
     - ``callbacks``: the small state callbacks keep (best value so far, patience counters), by name;
-    - ``stop_training``: set by a callback to end training after the current epoch.
+    - ``stop_training``: set by a callback to end training after the current epoch;
+    - ``epoch_step``: batches of epoch ``epoch`` already trained on when training was interrupted
+      (Ctrl-C); ``train`` skips them when it resumes, so the run continues exactly. 0 at an epoch's end.
 
     >>> import axon
     >>> init, _ = step((lambda seed: {"w": np.zeros(2)}, lambda p, x, y: (p["w"] ** 2).sum()), axon.optimizers.sgd(0.1))
@@ -68,6 +70,7 @@ class TrainState(NamedTuple):
     lr_scale: float
     callbacks: dict
     stop_training: bool = False
+    epoch_step: int = 0
 
 
 def step_key(seed: int, step: int) -> int:
