@@ -32,7 +32,7 @@ from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
 from .tree import tree_flatten_with_path, tree_leaves, tree_map_multi
-from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleState, _check_like, _hyper,
+from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleState, _check_like, _count, _hyper,
                       _need_params, add_decayed_weights, add_noise, chain, clip_by_block_rms, masked,
                       scale_by_adadelta, scale_by_adam, scale_by_belief, scale_by_factored_rms,
                       scale_by_learning_rate, scale_by_lion, scale_by_nadam, scale_by_param_block_rms,
@@ -124,8 +124,8 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
             _check_like(fn, params if weight_decay else adam_state.mu, grads)     # names the first bad path
             _check_dtypes(fn, params if weight_decay else adam_state.mu, grads)
             raise
-        new_lr_state = ScaleByScheduleState(np.asarray(int(lr_state.count) + 1, np.int64)) if scheduled else lr_state
-        return updates, (ScaleByAdamState(np.asarray(t, np.int64), mu, nu),) + tuple(state[1:-1]) + (new_lr_state,)
+        new_lr_state = ScaleByScheduleState(_count(lr_state.count + 1)) if scheduled else lr_state
+        return updates, (ScaleByAdamState(_count(t), mu, nu),) + tuple(state[1:-1]) + (new_lr_state,)
     return GradientTransformation(reference.init, update)
 
 

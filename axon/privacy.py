@@ -30,7 +30,7 @@ import numpy as np
 from .autograd import grad
 from .random import rng
 from .tree import tree_leaves, tree_map, tree_structure_check
-from .updates import GradientTransformation
+from .updates import GradientTransformation, _count
 
 __all__ = ["per_example_grads", "differentially_private_aggregate", "DifferentiallyPrivateAggregateState"]
 
@@ -162,6 +162,6 @@ def differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed=0) -> 
             clipped_sum = np.tensordot(factors.astype(g.dtype), g, axes=1)
             noise = gen.standard_normal(clipped_sum.shape).astype(g.dtype) if sigma else 0.0
             return (1.0 / n) * (clipped_sum + (sigma * clip) * noise)
-        new_state = DifferentiallyPrivateAggregateState(np.asarray(int(state.count) + 1, np.int64))
+        new_state = DifferentiallyPrivateAggregateState(_count(state.count + 1))
         return tree_map(aggregate, grads), new_state
-    return GradientTransformation(lambda params: DifferentiallyPrivateAggregateState(np.asarray(0, np.int64)), update)
+    return GradientTransformation(lambda params: DifferentiallyPrivateAggregateState(_count()), update)

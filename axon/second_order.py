@@ -30,7 +30,7 @@ import numpy as np
 from .autograd import Tensor, grad, no_grad, value_and_grad
 from .schedules import as_schedule
 from .tree import tree_leaves, tree_map, tree_structure_check
-from .updates import GradientTransformation
+from .updates import GradientTransformation, _check_like, _count, _need_params
 
 __all__ = ["lbfgs", "LbfgsState", "newton_cg_step", "hessian_vector_product"]
 
@@ -151,16 +151,12 @@ def lbfgs(lr=1.0, memory_size=10, loss_fn=None, *, c1=1e-4, shrink=0.5, max_back
     def init(params):
         dtype = _dtype(params)
         n = sum(np.size(x) for x in tree_leaves(params))
-        return LbfgsState(np.asarray(0, np.int64), np.zeros((m, n), dtype), np.zeros((m, n), dtype),
+        return LbfgsState(_count(), np.zeros((m, n), dtype), np.zeros((m, n), dtype),
                           np.zeros(m, dtype), np.zeros(n, dtype), np.zeros(n, dtype))
 
     def update(grads, state, params=None):
-        if params is None:
-            raise ValueError("lbfgs: update needs params (call update(grads, state, params))")
-        try:
-            tree_structure_check(params, grads)
-        except ValueError as e:
-            raise ValueError(f"lbfgs: {e}") from None
+        _need_params("lbfgs", params)
+        _check_like("lbfgs", params, grads)
         dtype = state.s.dtype
         x, g = _ravel(params, dtype), _ravel(grads, dtype)         # (n,), (n,)
         if x.shape != state.prev_params.shape:
@@ -186,7 +182,7 @@ def lbfgs(lr=1.0, memory_size=10, loss_fn=None, *, c1=1e-4, shrink=0.5, max_back
         if loss_fn is not None and slope < 0:
             f0 = _loss_at(loss_fn, params)
             step = _backtrack(loss_fn, params, x, d, f0, slope, step, c1, shrink, max_backtracks)
-        new_state = LbfgsState(np.asarray(count + 1, np.int64), s, y, rho, x, g)
+        new_state = LbfgsState(_count(count + 1), s, y, rho, x, g)
         return _unravel(step * d, params), new_state
     return GradientTransformation(init, update)
 
@@ -248,7 +244,7 @@ def newton_cg_step(f, params, *, cg_tol=None, max_cg_iters=None, damping=0.0, li
         return _ravel(hessian_vector_product(f, params, _unravel(v, params)), dtype) + damping * v
 
     z, r = np.zeros_like(g), g.copy()                              # z: the solution so far, r = H z + g
-    p = -r
+    p, rr = -r, float(r @ r)                                       # p: the search direction
     for j in range(iters):
         hp = hvp(p)
         curvature = float(p @ hp)
@@ -256,13 +252,14 @@ def newton_cg_step(f, params, *, cg_tol=None, max_cg_iters=None, damping=0.0, li
             if j == 0:
                 z = -g
             break
-        a = float(r @ r) / curvature
+        a = rr / curvature
         z = z + a * p
-        r_new = r + a * hp
-        if math.sqrt(float(r_new @ r_new)) < tol:
+        r = r + a * hp
+        rr_new = float(r @ r)
+        if math.sqrt(rr_new) < tol:
             break
-        p = -r_new + (float(r_new @ r_new) / float(r @ r)) * p
-        r = r_new
+        p = -r + (rr_new / rr) * p
+        rr = rr_new
     step = 1.0
     if linesearch:
         step = _backtrack(f, params, x, z, _value(value), float(g @ z), 1.0, c1, shrink, max_backtracks)

@@ -32,9 +32,9 @@ import zipfile
 import numpy as np
 
 from .autograd import Tensor
-from .tree import is_namedtuple
+from .tree import _join, is_namedtuple
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
+__all__ = ["save", "load", "atomic_write", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _STRUCTURE = "__structure__"
@@ -53,15 +53,14 @@ def _encode(x, arrays: list, path: str):
         for k in keys:
             if not isinstance(k, (str, int)) or isinstance(k, bool):
                 raise TypeError(f"save: dict keys must be str or int, got {type(k).__name__} {k!r} at '{where}'")
-        return {"t": "dict", "keys": keys,
-                "kids": [_encode(x[k], arrays, f"{path}.{k}" if path else str(k)) for k in keys]}
+        return {"t": "dict", "keys": keys, "kids": [_encode(x[k], arrays, _join(path, k)) for k in keys]}
     if is_namedtuple(x):
         cls = type(x)
-        kids = [_encode(v, arrays, f"{path}.{f}" if path else f) for f, v in zip(x._fields, x)]
+        kids = [_encode(v, arrays, _join(path, f)) for f, v in zip(x._fields, x)]
         return {"t": "namedtuple", "class": f"{cls.__module__}:{cls.__qualname__}",
                 "fields": list(x._fields), "kids": kids}
     if isinstance(x, (list, tuple)):
-        kids = [_encode(v, arrays, f"{path}.{i}" if path else str(i)) for i, v in enumerate(x)]
+        kids = [_encode(v, arrays, _join(path, i)) for i, v in enumerate(x)]
         return {"t": "list" if isinstance(x, list) else "tuple", "kids": kids}
     if type(x) is int:                                         # Python numbers; numpy scalars (np.float64 is a
         return {"t": "int", "v": x}                            # float subclass) are kept as arrays, dtype and all
@@ -101,14 +100,30 @@ def save(path, tree) -> None:
     blob = np.frombuffer(json.dumps(structure).encode("utf-8"), dtype=np.uint8)
     entries = {f"a{i}": a for i, a in enumerate(arrays)}
     entries[_STRUCTURE] = blob
+    atomic_write(path, lambda f: np.savez(f, **entries))
+
+
+def atomic_write(path, write, mode: str = "wb") -> None:
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the new one, never half of one: the rename is atomic on POSIX and
+    Windows. If ``write`` fails, the temporary file is removed and ``path`` is left as it was.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "note.txt")
+    >>> atomic_write(p, lambda f: f.write("done\\n"), mode="w")
+    >>> open(p).read(), [name for name in os.listdir(os.path.dirname(p)) if name != "note.txt"]
+    ('done\\n', [])
+    """
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".axon-", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **entries)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)                                  # atomic on POSIX and Windows
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -153,10 +168,10 @@ def _decode(node, archive, path: str):
         keys, kids = node["keys"], node["kids"]
         if len(keys) != len(kids):
             raise _Corrupt(f"dict at '{path or '<root>'}' has {len(keys)} keys but {len(kids)} values")
-        return {k: _decode(v, archive, f"{path}.{k}" if path else str(k)) for k, v in zip(keys, kids)}
+        return {k: _decode(v, archive, _join(path, k)) for k, v in zip(keys, kids)}
     if t in ("list", "tuple", "namedtuple"):
         names = node.get("fields") or range(len(node["kids"]))
-        values = [_decode(v, archive, f"{path}.{n}" if path else str(n)) for n, v in zip(names, node["kids"])]
+        values = [_decode(v, archive, _join(path, n)) for n, v in zip(names, node["kids"])]
         if t == "list":
             return values
         if t == "tuple":

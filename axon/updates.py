@@ -276,10 +276,20 @@ def _zeros(params):
     return tree_map(np.zeros_like, params)
 
 
+def _sum_of_squares(x) -> float:
+    """Sum of the squares of an array's elements, as a Python float."""
+    x = np.ravel(x)
+    return float(np.dot(x, x))
+
+
 def _norm(x) -> float:
     """Euclidean norm of an array, as a Python float."""
-    x = np.ravel(x)
-    return math.sqrt(float(np.dot(x, x)))
+    return math.sqrt(_sum_of_squares(x))
+
+
+def _rms(x) -> float:
+    """Root mean square of an array's elements, ``||x|| / sqrt(size)`` (0 for an empty array)."""
+    return _norm(x) / math.sqrt(max(x.size, 1))
 
 
 def global_norm(tree) -> float:
@@ -288,7 +298,7 @@ def global_norm(tree) -> float:
     >>> global_norm({"a": np.array([3.0]), "b": np.array([[4.0]])})
     5.0
     """
-    return math.sqrt(sum(float(np.dot(np.ravel(x), np.ravel(x))) for x in tree_leaves(tree)))
+    return math.sqrt(sum(_sum_of_squares(x) for x in tree_leaves(tree)))
 
 
 def find_state(state, state_type):
@@ -798,7 +808,7 @@ def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
     def update(grads, state, params=None):
         _need_params("scale_by_param_block_rms", params)
         _check_like("scale_by_param_block_rms", params, grads)
-        return tree_map(lambda u, p: max(min_scale, _norm(p) / math.sqrt(max(p.size, 1))) * u, grads, params), state
+        return tree_map(lambda u, p: max(min_scale, _rms(p)) * u, grads, params), state
     return GradientTransformation(lambda params: EmptyState(), update)
 
 
@@ -922,7 +932,7 @@ def clip_by_block_rms(threshold=1.0) -> GradientTransformation:
     threshold = _hyper("clip_by_block_rms", "threshold", threshold, 0)
 
     def clip_fn(updates, params):
-        return tree_map(lambda u: u * (1 / max(1.0, _norm(u) / math.sqrt(max(u.size, 1)) / threshold)), updates)
+        return tree_map(lambda u: u * (1 / max(1.0, _rms(u) / threshold)), updates)
     return stateless(clip_fn)
 
 
@@ -1007,7 +1017,7 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int =
         if finite or notfinite_count > max_errors:
             updates, inner_state = inner.update(grads, state.inner_state, params)
         else:
-            updates, inner_state = tree_map(np.zeros_like, grads), state.inner_state
+            updates, inner_state = _zeros(grads), state.inner_state
         return updates, ApplyIfFiniteState(_count(notfinite_count), np.asarray(finite), _count(total), inner_state)
     return GradientTransformation(init, update)
 
@@ -1041,10 +1051,10 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int) -> Gradien
         acc = tree_map(lambda g, a: a + g, grads, state.acc_grads)
         mini_step = int(state.mini_step) + 1
         if mini_step < k:
-            return tree_map(np.zeros_like, grads), AccumulateGradientsState(_count(mini_step), acc, state.inner_state)
+            return _zeros(grads), AccumulateGradientsState(_count(mini_step), acc, state.inner_state)
         mean = tree_map(lambda a: (1 / k) * a, acc)
         updates, inner_state = inner.update(mean, state.inner_state, params)
-        return updates, AccumulateGradientsState(_count(), tree_map(np.zeros_like, acc), inner_state)
+        return updates, AccumulateGradientsState(_count(), _zeros(acc), inner_state)
     return GradientTransformation(init, update)
 
 

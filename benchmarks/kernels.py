@@ -131,6 +131,7 @@ def cases(rng):
         return forward, both
 
     def torch_pair(fwd, inputs, dy, grads=None):
+        """PyTorch's forward alone and forward + backward; (None, None) without PyTorch (fwd is not called)."""
         if torch is None:
             return None, None
         grads = grads or [True] * len(inputs)
@@ -154,8 +155,8 @@ def cases(rng):
         a, b = rng.standard_normal((m, k), dtype=F32), rng.standard_normal((k, n), dtype=F32)
         dy = rng.standard_normal((m, n), dtype=F32)
         rows.append((f"matmul {m}x{k} @ {k}x{n}", *axon_pair(K.matmul, (a, b), dy),
-                     lambda a=a, b=b, dy=dy: np_matmul(a, b, dy), *torch_pair(torch.matmul if torch else None,
-                                                                               (a, b), dy)))
+                     lambda a=a, b=b, dy=dy: np_matmul(a, b, dy),
+                     *torch_pair(torch.matmul if torch else None, (a, b), dy)))
     if os.environ.get("AXON_BENCH_LOOP"):
         a, b = rng.standard_normal((128, 784), dtype=F32), rng.standard_normal((784, 128), dtype=F32)
         dy = rng.standard_normal((128, 128), dtype=F32)
@@ -179,34 +180,33 @@ def cases(rng):
             np.moveaxis(dy, -1, 1).copy()
         rows.append((f"conv2d 128x{H}x{H}x{C} -> {CO} (3x3){' [no dx]' if first else ''}", ours_fwd, ours_both,
                      lambda x=x, w=w, dy=dy: np_conv2d_same(x, w, dy),
-                     *torch_pair(lambda x, w: TF.conv2d(x, w, padding=1) if torch else None, (xt_in, wt_in), dyt,
+                     *torch_pair(lambda x, w: TF.conv2d(x, w, padding=1), (xt_in, wt_in), dyt,
                                  grads=[not first, True])))
 
     x = rng.standard_normal((128, 28, 28, 32), dtype=F32)
     dy = rng.standard_normal((128, 14, 14, 32), dtype=F32)
     pool = lambda x: K.max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))          # noqa: E731
     rows.append(("max_pool 2x2 128x28x28x32", *axon_pair(pool, (x,), dy), lambda: np_maxpool2(x, dy),
-                 *torch_pair(lambda x: TF.max_pool2d(x, 2) if torch else None, (np.moveaxis(x, -1, 1).copy(),),
+                 *torch_pair(lambda x: TF.max_pool2d(x, 2), (np.moveaxis(x, -1, 1).copy(),),
                              np.moveaxis(dy, -1, 1).copy())))
 
     b = rng.standard_normal(32, dtype=F32)
     rows.append(("bias_relu 128x28x28x32", *axon_pair(K.bias_relu, (x, b), x), lambda: np_bias_relu(x, b, x),
-                 *torch_pair(lambda x, b: torch.relu(x + b) if torch else None, (x, b), x)))
+                 *torch_pair(lambda x, b: torch.relu(x + b), (x, b), x)))
 
     logits = rng.standard_normal((128, 10), dtype=F32)
     labels = rng.integers(0, 10, 128)
     dl = np.full(128, 1 / 128, F32)
     rows.append(("softmax_cross_entropy 128x10", *axon_pair(lambda z: K.softmax_cross_entropy(z, labels), (logits,), dl),
                  lambda: np_xent(logits, labels, dl),
-                 *torch_pair(lambda z: TF.cross_entropy(z, torch.tensor(labels), reduction="none") if torch else None,
-                             (logits,), dl)))
+                 *torch_pair(lambda z: TF.cross_entropy(z, torch.tensor(labels), reduction="none"), (logits,), dl)))
 
     xb = rng.standard_normal((128, 14, 14, 64), dtype=F32)
     g, bb = np.ones(64, F32), np.zeros(64, F32)
     rows.append(("batch_norm_train 128x14x14x64",
                  *axon_pair(lambda x, g, b: K.batch_norm_train(x, g, b, 1e-5)[0], (xb, g, bb), xb),
                  lambda: np_batch_norm(xb, g, bb, xb),
-                 *torch_pair(lambda x, g, b: TF.batch_norm(x, None, None, g, b, training=True) if torch else None,
+                 *torch_pair(lambda x, g, b: TF.batch_norm(x, None, None, g, b, training=True),
                              (np.moveaxis(xb, -1, 1).copy(), g, bb), np.moveaxis(xb, -1, 1).copy())))
 
     n = 7 * 7 * 64 * 128
@@ -241,19 +241,22 @@ def measure(fns, repeat, stat, clock=time.perf_counter):
     return [1e3 * pick(ts) if ts else float("nan") for ts in times]
 
 
-def set_threads(n):
+def set_threads(n, include_torch: bool = True):
+    """``n`` threads for numba, the BLAS libraries (and PyTorch, if installed and ``include_torch``); axon's
+    kernels call single-threaded BLAS from numba's threads (one pool). ``mnist_epoch.py`` shares this."""
     import numba
     numba.set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
-        threadpool_limits(n)
+        threadpool_limits(n)                                                    # both BLAS libraries and OpenMP
     except ImportError:
         pass
-    try:
-        import torch
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+    if include_torch:
+        try:
+            import torch
+            torch.set_num_threads(n)
+        except ImportError:
+            pass
     from axon.kernels import threads
     threads.use_single_threaded_blas()                                          # axon's kernels: one pool
 
@@ -280,6 +283,13 @@ def machine_line(threads: int, load: float) -> str:
             f"{datetime.date.today().isoformat()}")
 
 
+def write_lines(path, lines) -> None:
+    """Write ``lines`` to the text file ``path``, one per line, making its folder if needed (shared)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def write_markdown(path, args, load, results):
     """The table as Markdown: a line about the machine and the settings, then one row per kernel."""
     lines = [f"Measured on {machine_line(args.threads, load)}. {args.stat.capitalize()} of {args.repeat} interleaved "
@@ -291,9 +301,7 @@ def write_markdown(path, args, load, results):
         cell = name.replace("[", "\\[").replace("]", "\\]")                     # "[no dx]" is text, not a link
         lines.append(f"| {cell} | {af:.3f} | {ab:.3f} | {nb:.3f} | {tf:.3f} | {tb:.3f} | {ab / nb:.2f} | "
                      f"{ab / tb:.2f} |")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    write_lines(path, lines)
 
 
 def main():

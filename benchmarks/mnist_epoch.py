@@ -31,11 +31,17 @@ that other processes share, the fastest step is the best estimate of the speed o
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
+
+from kernels import machine_line, set_threads, write_lines                   # benchmarks/kernels.py, beside us
 
 STEPS_PER_EPOCH = 469
 BATCH = 128
@@ -129,7 +135,7 @@ class ApiTrainer:
         init, self.train_step = axon.training.step(net, loss, axon.optimizers.adam(1e-3))
         self.state = init(seed=seed)
 
-    def step(self, x, y, breakdown=False):
+    def step(self, x, y):
         self.state, metrics = self.train_step(self.state, x, y)
         return metrics["loss"]
 
@@ -187,24 +193,21 @@ def run_epoch(trainer, data, step_times, **kw):
 class TorchProcess:
     """PyTorch in a child process that never imports axon; ``epoch()`` runs one timed pass over the data."""
 
-    def __init__(self, model, threads, x, y, tmpdir):
-        import json
-        import subprocess
-        import sys
-        path = os.path.join(tmpdir, f"data_{model}.npz")
-        np.savez(path, x=np.ascontiguousarray(np.moveaxis(x, -1, 1)), y=y.astype(np.int64))  # (n, 1, 28, 28)
-        self.proc = subprocess.Popen([sys.executable, __file__, "--torch-worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        self._json = json
-        self._send({"model": model, "threads": threads, "data": path})
+    def __init__(self, model, threads, x, y):
+        with tempfile.TemporaryDirectory() as tmpdir:                           # removed once the worker has read it
+            path = os.path.join(tmpdir, "data.npz")
+            np.savez(path, x=np.ascontiguousarray(np.moveaxis(x, -1, 1)), y=y.astype(np.int64))  # (n, 1, 28, 28)
+            self.proc = subprocess.Popen([sys.executable, __file__, "--torch-worker"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)
+            self._send({"model": model, "threads": threads, "data": path})    # answers once the data is loaded
 
     def _send(self, msg):
-        self.proc.stdin.write(self._json.dumps(msg) + "\n")
+        self.proc.stdin.write(json.dumps(msg) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the PyTorch worker process died")
-        return self._json.loads(line)
+        return json.loads(line)
 
     def epoch(self, step_times):
         out = self._send({"run": True})
@@ -218,13 +221,11 @@ class TorchProcess:
 
 def torch_worker():
     """The child: read JSON commands on stdin, answer on stdout (set-up, then one line per timed epoch)."""
-    import json
-    import sys
     import torch
     setup = json.loads(sys.stdin.readline())
     torch.set_num_threads(setup["threads"])
-    data = np.load(setup["data"])
-    xt, yt = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+    with np.load(setup["data"]) as data:
+        xt, yt = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
     batches = [(xt[i:i + BATCH], yt[i:i + BATCH]) for i in range(0, len(xt), BATCH)]
     trainer = TorchTrainer(setup["model"])
     trainer.step(*batches[0])                                                 # warm up
@@ -235,23 +236,12 @@ def torch_worker():
         print(json.dumps({"total": total, "steps": steps}), flush=True)
 
 
-def set_threads(n):
-    import numba
-    numba.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n)                                                  # both BLAS libraries and OpenMP
-    except ImportError:
-        pass
-
-
 def write_markdown(path, args, load, results):
     """The table as Markdown: a line about the machine and the settings, then one row per model.
 
     ``results``: ``(model, api, kernels, torch, api_step, torch_step)``: seconds per epoch, then the
     fastest single step of the API and of PyTorch in seconds (the torch entries None without PyTorch).
     """
-    from kernels import machine_line                                          # benchmarks/kernels.py, beside us
     ms = lambda s: f"{s:.2f} s ({1e3 * s / STEPS_PER_EPOCH:.1f} ms/step)"    # noqa: E731
     lines = [f"Measured on {machine_line(args.threads, load)}. Batch {BATCH}, Adam, {args.data} data; "
              f"{args.steps} steps per run, scaled to an epoch of {STEPS_PER_EPOCH} steps; {args.stat} of "
@@ -264,9 +254,7 @@ def write_markdown(path, args, load, results):
                    f"{1e3 * api_step:.1f}, {1e3 * torch_step:.1f} ms") if torch_s else
                   ("-", "-", "-", f"{1e3 * api_step:.1f} ms, -"))
         lines.append(f"| {model.upper()} | {ms(api)} | {ms(ours)} | " + " | ".join(theirs) + " |")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    write_lines(path, lines)
 
 
 def main():
@@ -294,13 +282,9 @@ def main():
     t_import = time.perf_counter()
     import axon.kernels  # noqa: F401
     t_import = time.perf_counter() - t_import
-    set_threads(args.threads)
-    from axon.kernels import threads
-    threads.use_single_threaded_blas()                                        # axon's kernels: one pool
-    import tempfile
+    set_threads(args.threads, include_torch=False)                            # PyTorch sets its own, in its process
     x, y = make_data(args)
     axon_data = split(x, y)
-    tmpdir = tempfile.mkdtemp()
     load = os.getloadavg()[0]                                                 # before our own runs add to it
     print(f"threads: {args.threads}, batch {BATCH}, {args.steps} steps per run, {args.stat} of {args.rounds} rounds, "
           f"{args.data} data; load average {load:.1f}; import axon.kernels {t_import:.2f} s")
@@ -313,7 +297,7 @@ def main():
         first = time.perf_counter() - t                                       # compile or load from cache
         api = ApiTrainer(model)
         api.step(*axon_data[0])
-        theirs = TorchProcess(model, args.threads, x, y, tmpdir) if not args.no_torch else None
+        theirs = TorchProcess(model, args.threads, x, y) if not args.no_torch else None
         a_times, p_times, t_times, a_steps, p_steps, t_steps = [], [], [], [], [], []
         for _ in range(args.rounds):                                         # interleaved: load hits all alike
             p_times.append(run_epoch(api, axon_data, p_steps))

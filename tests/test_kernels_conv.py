@@ -154,3 +154,13 @@ def test_conv_bad_arguments_raise_clear_errors(rng):
         conv(x.astype(np.int32), w4, (1, 1), ((0, 0), (0, 0)), (1, 1))
     with pytest.raises(ValueError, match="1 to 3 spatial axes"):
         conv(x[0, 0], w4, (1, 1), ((0, 0), (0, 0)), (1, 1))
+
+
+def test_conv_with_no_output_channels_has_zero_gradients():
+    """Zero output channels: an empty output, and gradients of the right shapes, all zero (no division by 0)."""
+    x = Tensor(np.ones((2, 5, 5, 3)), requires_grad=True)
+    w = Tensor(np.ones((3, 3, 3, 0)), requires_grad=True)
+    y = conv(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1))
+    assert y.shape == (2, 5, 5, 0)
+    y.sum().backward()
+    assert w.grad.shape == (3, 3, 3, 0) and x.grad.shape == (2, 5, 5, 3) and not x.grad.any()

@@ -118,6 +118,7 @@ def test_feature_alpha_dropout_per_channel(rng, channels):
     (lambda: L.dropout(np.ones((2, 3)), 0, noise_shape=(2, 2)),
      r"dropout: noise_shape \(2, 2\) does not broadcast to the input shape \(2, 3\)"),
     (lambda: L.alpha_dropout(np.ones(3), 0, rate=1.5), r"alpha_dropout: rate must be"),
+    (lambda: L.spatial_dropout(np.ones((1, 2, 2, 3)), 0, rate=1.5), r"^spatial_dropout: rate must be"),
     (lambda: L.spatial_dropout(np.ones((2, 3)), 0), r"spatial_dropout: expects input of rank 3, 4 or 5"),
     (lambda: L.feature_alpha_dropout(np.ones((2, 3, 4)), 0, channels="left"), r"feature_alpha_dropout: channels must"),
 ])

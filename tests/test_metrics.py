@@ -22,6 +22,8 @@ def test_binary_accuracy_in_every_layout():
     logits = np.log(p / (1 - p))
     assert M.accuracy(y, logits, from_logits=True) == pytest.approx(0.6)
     assert M.accuracy(y, logits, from_logits=True, threshold=0.35) == pytest.approx(0.8)
+    with pytest.raises(ValueError, match=r"^accuracy: threshold must be in \(0, 1\) with from_logits=True, got 1.0"):
+        M.accuracy(y, logits, from_logits=True, threshold=1.0)
 
 
 def test_categorical_and_sparse_accuracy():

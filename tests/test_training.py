@@ -327,6 +327,52 @@ def test_a_run_interrupted_mid_epoch_resumes_exactly(with_augment, capsys, tmp_p
     assert resumed.history["loss"][1] != straight.history["loss"][1]     # epoch 2's average: 2 batches, not 3
 
 
+def test_interrupted_in_validation_resumes_with_aligned_history(capsys):
+    """Ctrl-C after an epoch's last batch (during validation): nothing is trained twice, and the
+    resumed epoch's lost training averages are NaN, so every history list keeps one value per epoch."""
+    x, y = make_data()
+    calls = []
+
+    def interrupted(params, xb, yb):
+        calls.append(len(xb))
+        if len(calls) == 4:                                   # 3 training batches, then epoch 1's validation
+            raise KeyboardInterrupt
+        return objective(params, xb, yb)
+    val = (x[:32], y[:32])
+    state = train(step((init_params, interrupted), adam(), metrics={"accuracy": accuracy}), x, y, epochs=2,
+                  batch_size=32, verbose=0, validation_data=val)
+    assert (state.epoch, state.step, state.epoch_step) == (0, 3, 3)
+    resumed = train(make_step(), x, y, epochs=2, batch_size=32, verbose=0, validation_data=val, state=state)
+    straight = train(make_step(), x, y, epochs=2, batch_size=32, verbose=0, validation_data=val)
+    np.testing.assert_array_equal(resumed.params["w"], straight.params["w"])
+    assert {k: len(v) for k, v in resumed.history.items()} == {k: 2 for k in straight.history}
+    assert np.isnan(resumed.history["loss"][0]) and np.isnan(resumed.history["accuracy"][0])
+    assert resumed.history["val_loss"] == straight.history["val_loss"]
+
+
+def test_a_generator_interrupted_after_its_last_batch_resumes():
+    x, y = make_data()
+    calls = []
+
+    def interrupted(params, xb, yb):
+        calls.append(1)
+        if len(calls) == 5:                                   # 4 training batches, then validation
+            raise KeyboardInterrupt
+        return objective(params, xb, yb)
+    batches = ((x[i % 96:i % 96 + 24], y[i % 96:i % 96 + 24]) for i in range(0, 10 ** 6, 24))   # one-shot
+    state = train(step((init_params, interrupted), adam()), batches, epochs=2, steps_per_epoch=4, verbose=0,
+                  validation_data=(x[:8], y[:8]))
+    assert (state.epoch, state.step, state.epoch_step) == (0, 4, 4)
+    resumed = train(make_step(), batches, epochs=2, steps_per_epoch=4, verbose=0, state=state,
+                    validation_data=(x[:8], y[:8]))
+    assert (resumed.epoch, resumed.step, resumed.epoch_step) == (2, 8, 0)
+
+
+def test_checkpoint_rejects_a_bad_mode_before_training(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint: mode must be"):
+        checkpoint(tmp_path / "c.npz", mode="lowest")
+
+
 def test_augment_changes_training_batches_only_and_reproducibly():
     x, y = make_data()
     seen = []

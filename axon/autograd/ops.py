@@ -379,11 +379,16 @@ def clip(x, lo=None, hi=None):
 
 
 # ---- reductions ------------------------------------------------------------------------------------
+def _axes_or_empty(axis):
+    """The axes as written, as a sequence: an int becomes ``(axis,)``, None ``()`` (for checking them)."""
+    return () if axis is None else ((axis,) if isinstance(axis, (int, np.integer)) else axis)
+
+
 def _norm_axis(axis, ndim):
+    """The reduced axes, sorted and non-negative: None means all ``ndim`` of them."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(sorted(int(a) % ndim for a in axes)) if ndim else ()
+    return tuple(sorted(int(a) % ndim for a in _axes_or_empty(axis))) if ndim else ()
 
 
 def _expand(dy, x_shape, axis, keepdims):
@@ -420,10 +425,6 @@ def _reduce(prim, x, axis, keepdims):
         if not -x.ndim <= a < builtins.max(x.ndim, 1):
             raise ValueError(f"{prim.name}: axis {a} is out of range for a Tensor of shape {x.shape}")
     return apply(prim, x, axis=axis, keepdims=keepdims)
-
-
-def _axes_or_empty(axis):
-    return () if axis is None else ((axis,) if isinstance(axis, (int, np.integer)) else axis)
 
 
 def sum(x, axis=None, keepdims=False):
@@ -619,7 +620,8 @@ def _where_vjp(dy, y, a, b, cond):
 def _extreme2_vjp(dy, y, a, b):
     """maximum/minimum: the gradient goes to the chosen input; ties split it half and half."""
     wins = np.where(a.data == b.data, 0.5, a.data == y.data).astype(dy.dtype)  # 1: a won, 0: b won, 0.5: tie
-    return unbroadcast(dy * wins, a.shape), unbroadcast(dy * (1 - wins), b.shape)
+    return (unbroadcast(dy * wins, a.shape) if a.requires_grad else None,
+            unbroadcast(dy * (1 - wins), b.shape) if b.requires_grad else None)
 
 
 def _check_joinable(name, xs, axis, same_shape):

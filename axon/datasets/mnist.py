@@ -79,17 +79,20 @@ def _read_idx(path: str, name: str, verify: bool) -> np.ndarray:
     with open(path, "rb") as f:
         raw = f.read()
     if path.endswith(".gz"):
-        if verify and hashlib.sha256(raw).hexdigest() != sha256:
+        if verify:
             got = hashlib.sha256(raw).hexdigest()
-            raise ValueError(f"mnist: '{path}' is corrupt or not the original MNIST file: sha256 is {got}, "
-                             f"expected {sha256} ({len(raw)} bytes on disk)")
+            if got != sha256:
+                raise ValueError(f"mnist: '{path}' is corrupt or not the original MNIST file: sha256 is {got}, "
+                                 f"expected {sha256} ({len(raw)} bytes on disk)")
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise ValueError(f"mnist: '{path}' is truncated or corrupt: cannot decompress it ({e})") from None
-    elif verify and hashlib.md5(raw).hexdigest() != md5:
-        raise ValueError(f"mnist: '{path}' is corrupt or not the original MNIST file: md5 is "
-                         f"{hashlib.md5(raw).hexdigest()}, expected {md5}")
+    elif verify:
+        got = hashlib.md5(raw).hexdigest()
+        if got != md5:
+            raise ValueError(f"mnist: '{path}' is corrupt or not the original MNIST file: md5 is {got}, "
+                             f"expected {md5}")
     is_images = "images" in name
     ndim = 3 if is_images else 1
     header = 4 + 4 * ndim

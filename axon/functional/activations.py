@@ -46,15 +46,6 @@ def _float(x) -> Tensor:
     return t if t.dtype.kind == "f" else ops.astype(t, np.float32)
 
 
-def _check_axis(name: str, x: Tensor, axis):
-    """Raise ValueError unless every axis in ``axis`` (an int or tuple) exists in ``x``."""
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    for a in axes:
-        if not -x.ndim <= a < x.ndim:
-            raise ValueError(f"{name}: axis {a} is out of range for a Tensor of shape {x.shape}")
-    return axis if isinstance(axis, (int, np.integer)) else axes
-
-
 # ---- primitives this module adds -----------------------------------------------------------------
 @njit(cache=True)
 def _erf_kernel(x, out):

@@ -28,7 +28,7 @@ from .. import kernels
 from ..autograd import ops
 from ..autograd.engine import apply
 from ..autograd.ops import primitive
-from ..autograd.tensor import Tensor, as_tensor
+from ..autograd.tensor import Tensor
 from . import activations as A
 from ._registry import resolve, table
 
@@ -57,12 +57,6 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return ops.sum(loss) if reduction == "sum" else loss
 
 
-def _prediction(x) -> Tensor:
-    """``y_pred`` as a floating Tensor (integers become float32)."""
-    t = as_tensor(x)
-    return t if t.dtype.kind == "f" else ops.astype(t, np.float32)
-
-
 def _target(y, like: Tensor) -> Tensor:
     """``y_true`` as a Tensor of ``like``'s dtype; a Tensor stays in the graph, an array is a constant."""
     if isinstance(y, Tensor):
@@ -73,7 +67,7 @@ def _target(y, like: Tensor) -> Tensor:
 def _prepare(name, y_true, y_pred, reduction, min_rank=1):
     """Validate ``reduction`` and shapes (equal, at least ``min_rank`` axes); return (y_true, y_pred) Tensors."""
     _check_reduction(name, reduction)
-    y_pred = _prediction(y_pred)
+    y_pred = A._float(y_pred)                                 # integers become float32
     y_true = _target(y_true, y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"{name}: y_true and y_pred must have the same shape, "
@@ -82,6 +76,15 @@ def _prepare(name, y_true, y_pred, reduction, min_rank=1):
         raise ValueError(f"{name}: y_pred needs at least {min_rank} axis (the last one is averaged over), "
                          f"got shape {y_pred.shape}")
     return y_true, y_pred
+
+
+def _check_axis(name: str, x: Tensor, axis):
+    """Raise ValueError unless every axis in ``axis`` (an int or tuple) exists in ``x``."""
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    for a in axes:
+        if not -x.ndim <= a < x.ndim:
+            raise ValueError(f"{name}: axis {a} is out of range for a Tensor of shape {x.shape}")
+    return axis if isinstance(axis, (int, np.integer)) else axes
 
 
 def _check_smoothing(name, label_smoothing):
@@ -193,7 +196,7 @@ def sparse_categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label
     name = "sparse_categorical_cross_entropy"
     _check_reduction(name, reduction)
     _check_smoothing(name, label_smoothing)
-    y_pred = _prediction(y_pred)
+    y_pred = A._float(y_pred)
     if y_pred.ndim < 1:
         raise ValueError(f"{name}: y_pred needs a class axis, got shape {y_pred.shape}")
     labels = _labels(name, y_true, y_pred)
@@ -248,7 +251,7 @@ def margin_ranking(y_true, y_pred, *, margin=0.0, reduction="none"):
     if not isinstance(y_pred, (tuple, list)) or len(y_pred) != 2:
         raise TypeError(f"{name}: y_pred must be a pair (y_pred1, y_pred2), got {type(y_pred).__name__}")
     _check_reduction(name, reduction)
-    p1, p2 = _prediction(y_pred[0]), _prediction(y_pred[1])
+    p1, p2 = A._float(y_pred[0]), A._float(y_pred[1])
     y_true = _target(y_true, p1)
     if not y_true.shape == p1.shape == p2.shape:
         raise ValueError(f"{name}: y_true, y_pred1 and y_pred2 must have the same shape, got "
@@ -357,7 +360,7 @@ def cosine_similarity(y_true, y_pred, *, axes=-1, eps=1e-6, reduction="none"):
     array([0., 1.])
     """
     y_true, y_pred = _prepare("cosine_similarity", y_true, y_pred, reduction)
-    axes = A._check_axis("cosine_similarity", y_pred, axes)
+    axes = _check_axis("cosine_similarity", y_pred, axes)
     dot = ops.sum(y_true * y_pred, axes)
     norms_sq = ops.sum(y_true * y_true, axes) * ops.sum(y_pred * y_pred, axes)   # ||y||^2 ||p||^2
     return _reduce(dot / ops.sqrt(ops.maximum(norms_sq, eps * eps)), reduction)
@@ -505,7 +508,7 @@ def connectionist_temporal_classification(y_true, y_pred, *, blank=0, input_leng
     """
     name = "connectionist_temporal_classification"
     _check_reduction(name, reduction)
-    y_pred = _prediction(y_pred)
+    y_pred = A._float(y_pred)
     if y_pred.ndim != 3:
         raise ValueError(f"{name}: y_pred must be log-probabilities of shape (batch, time, classes), "
                          f"got shape {y_pred.shape}")

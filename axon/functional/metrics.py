@@ -95,7 +95,7 @@ def accuracy(y_true, y_pred, *, threshold=0.5, from_logits=False, kind=None):
         if y_true.shape != y_pred.shape and y_pred.shape[-1:] == (1,) and y_true.shape == y_pred.shape[:-1]:
             y_pred = y_pred[..., 0]                            # (N, 1) predictions for (N,) targets
         y_true, y_pred = _same_shape("accuracy", y_true, y_pred)
-        return np.mean(_predicted(y_pred, threshold, from_logits) == (y_true > 0.5))
+        return np.mean(_predicted("accuracy", y_pred, threshold, from_logits) == (y_true > 0.5))
     if kind == "categorical":
         y_true, y_pred = _same_shape("accuracy", y_true, y_pred)
         return np.mean(np.argmax(y_true, -1) == np.argmax(y_pred, -1))
@@ -111,11 +111,11 @@ def _sparse_labels(name, y_true, y_pred):
     return y_true.reshape(batch)
 
 
-def _predicted(y_pred, threshold, from_logits=False):
+def _predicted(name, y_pred, threshold, from_logits=False):
     """Boolean positive predictions: y_pred > threshold (on sigmoid(y_pred) with ``from_logits``)."""
     if from_logits:                                            # sigmoid(x) > t  <=>  x > log(t / (1 - t))
         if not 0 < threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1) with from_logits=True, got {threshold}")
+            raise ValueError(f"{name}: threshold must be in (0, 1) with from_logits=True, got {threshold}")
         return y_pred > np.log(threshold / (1 - threshold))
     return y_pred > threshold
 
@@ -123,7 +123,7 @@ def _predicted(y_pred, threshold, from_logits=False):
 def _confusion(name, y_true, y_pred, threshold):
     """(true positives, false positives, true negatives, false negatives) as int64 counts."""
     y_true, y_pred = _same_shape(name, y_true, y_pred)
-    actual, predicted = y_true > 0.5, _predicted(y_pred, threshold)
+    actual, predicted = y_true > 0.5, _predicted(name, y_pred, threshold)
     tp = np.count_nonzero(actual & predicted)
     fp = np.count_nonzero(~actual & predicted)
     tn = np.count_nonzero(~actual & ~predicted)
@@ -182,14 +182,19 @@ def precision(y_true, y_pred, *, threshold=0.5):
     return _ratio(tp, tp + fp)
 
 
+def _true_positive_rate(name, y_true, y_pred, threshold):
+    """tp / (tp + fn), errors naming ``name``: recall and sensitivity are one quantity under two names."""
+    tp, _, _, fn = _confusion(name, y_true, y_pred, threshold)
+    return _ratio(tp, tp + fn)
+
+
 def recall(y_true, y_pred, *, threshold=0.5):
     """Recall tp / (tp + fn): of the positives, the fraction predicted positive (0 if none).
 
     >>> float(recall(np.array([0, 1, 1, 1]), np.array([1, 0, 1, 1])))
     0.6666666666666666
     """
-    tp, _, _, fn = _confusion("recall", y_true, y_pred, threshold)
-    return _ratio(tp, tp + fn)
+    return _true_positive_rate("recall", y_true, y_pred, threshold)
 
 
 def sensitivity(y_true, y_pred, *, threshold=0.5):
@@ -198,8 +203,7 @@ def sensitivity(y_true, y_pred, *, threshold=0.5):
     >>> float(sensitivity(np.array([0, 1, 1, 1]), np.array([1, 0, 1, 1])))
     0.6666666666666666
     """
-    tp, _, _, fn = _confusion("sensitivity", y_true, y_pred, threshold)
-    return _ratio(tp, tp + fn)
+    return _true_positive_rate("sensitivity", y_true, y_pred, threshold)
 
 
 def specificity(y_true, y_pred, *, threshold=0.5):

@@ -10,9 +10,10 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor, as_tensor
+from .threads import num_threads
 
-__all__ = ["FASTMATH", "KERNEL", "PARALLEL_MIN", "float_tensor", "check_same_dtype", "int_tuple", "padding_pairs",
-           "to_3d", "out_sizes", "contiguous"]
+__all__ = ["FASTMATH", "KERNEL", "PARALLEL_MIN", "num_chunks", "float_tensor", "check_same_dtype", "int_tuple",
+           "padding_pairs", "to_3d", "out_sizes", "contiguous"]
 
 # Reassociation lets numba vectorise reductions (5x on some loops); without "nnan"/"ninf", so
 # NaN checks (max pooling lets NaN win, as PyTorch) keep working.
@@ -29,6 +30,21 @@ KERNEL = dict(cache=True, fastmath=FASTMATH, error_model="numpy")
 # waiting, see ``threads``) workers costs 10-25 us measured, so splitting must save more than that:
 # 2^18 float32 elements take 100-200 us for one pass.
 PARALLEL_MIN = 1 << 18
+
+
+def num_chunks(work: int, units: int, minimum: int) -> int:
+    """How many chunks a kernel splits its work into: 1 (serial) below ``minimum``, else one per thread.
+
+    ``work`` is measured in the unit of ``minimum`` (elements against ``PARALLEL_MIN``, say); ``units``
+    is what the chunks share out (rows, images), so there are never more chunks than units. Callers pass
+    their module's threshold, so a test can lower it to force the parallel path.
+
+    >>> num_chunks(1000, 10, PARALLEL_MIN)                                  # small: the serial loop
+    1
+    >>> num_chunks(1 << 20, 4096, PARALLEL_MIN) == min(num_threads(), 4096)  # large: one chunk per thread
+    True
+    """
+    return 1 if work < minimum else max(1, min(num_threads(), units))
 
 
 def float_tensor(fn: str, name: str, x) -> Tensor:

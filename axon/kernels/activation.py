@@ -21,8 +21,7 @@ from numba import njit, prange
 
 from ..autograd import Tensor, apply, is_grad_enabled, primitive
 from ..autograd import sum as tsum
-from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor
-from .threads import num_threads
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks
 
 __all__ = ["bias_relu"]
 
@@ -62,14 +61,10 @@ def _bias_relu_backward_parallel(dy, y, dx, db, n_chunks):
         _bias_relu_backward_rows(dy, y, dx, db[t], t * M // n_chunks, (t + 1) * M // n_chunks)
 
 
-def _chunks(M, C):
-    return 1 if M * C < PARALLEL_MIN else max(1, min(num_threads(), M))
-
-
 def _forward(x, b):
     x2 = contiguous(x).reshape(-1, x.shape[-1])                                # (..., C) -> (M, C)
     y = np.empty_like(x2)
-    n = _chunks(*x2.shape)
+    n = num_chunks(x2.size, x2.shape[0], PARALLEL_MIN)
     if n == 1:
         _bias_relu_rows(x2, contiguous(b), y, 0, x2.shape[0])
     else:
@@ -83,7 +78,7 @@ def _vjp(dy, y, x, b):
         return dx, tsum(dx, tuple(range(dx.ndim - 1)))
     C = x.shape[-1]
     dy2 = contiguous(dy.data).reshape(-1, C)                                   # (M, C)
-    n = _chunks(*dy2.shape)
+    n = num_chunks(dy2.size, dy2.shape[0], PARALLEL_MIN)
     dx = np.empty_like(dy2)
     db = np.zeros((n, C), dtype=dy2.dtype)                                     # per-chunk partial sums
     y2 = y.data.reshape(-1, C)

@@ -33,8 +33,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._common import KERNEL, PARALLEL_MIN
-from .threads import num_threads
+from ._common import KERNEL, PARALLEL_MIN, num_chunks
 
 __all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into"]
 
@@ -122,18 +121,18 @@ def adam_into(p, g, m, v, out, scalars) -> None:
     (array([-0.001,  0.001]), array([ 0.1, -0.1]))
     """
     flat = [a.reshape(-1) for a in (p, g, m, v)]                                # views: (n,)
-    serial = p.size < PARALLEL_MIN or num_threads() == 1
+    n = num_chunks(p.size, p.size, PARALLEL_MIN)                    # 1: the serial loop; else chunks of elements
     if out is None:
-        if serial:
+        if n == 1:
             _adam_in_place(*flat, *scalars)
         else:
-            _adam_in_place_parallel(*flat, *scalars, num_threads())
+            _adam_in_place_parallel(*flat, *scalars, n)
     else:
         flat += [a.reshape(-1) for a in out]
-        if serial:
+        if n == 1:
             _adam_out_of_place(*flat, *scalars)
         else:
-            _adam_out_of_place_parallel(*flat, *scalars, num_threads())
+            _adam_out_of_place_parallel(*flat, *scalars, n)
 
 
 def _check(fn, p, g, m, v, in_place: bool):

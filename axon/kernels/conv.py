@@ -18,9 +18,10 @@ Speed (see ``threads`` and ``workspace``): the full column matrix of a batch is 
 output rows and handles it ``R`` rows at a time: im2col into a block that stays in the L2 cache, then
 one single-threaded BLAS call (even for one input channel, whose 9-deep columns a plain loop
 multiplied 2x slower than OpenBLAS). With few channels per group the block is built transposed,
-``cols_t = cols^T``, which turns im2col into strided runs along a line of outputs. The backward pass does dW and dx in the same sweep over the blocks, recomputing
-the columns instead of keeping them. Groups (``groups == C_in``: depthwise) split the channels; group
-``g`` uses input channels ``g*Cg:(g+1)*Cg`` and output channels ``g*COg:(g+1)*COg``.
+``cols_t = cols^T``, which turns im2col into strided runs along a line of outputs. The backward pass
+does dW and dx in the same sweep over the blocks, recomputing the columns instead of keeping them.
+Groups (``groups == C_in``: depthwise) split the channels; group ``g`` uses input channels
+``g*Cg:(g+1)*Cg`` and output channels ``g*COg:(g+1)*COg``.
 
 >>> import numpy as np
 >>> x = np.arange(5.0).reshape(1, 5, 1)                       # (N, W, C): one signal 0..4
@@ -371,7 +372,7 @@ def _conv_vjp(dy, y, x, w, strides, padding, dilation, groups, out_spatial):
     xa, wa = contiguous(x.data), contiguous(w.data)
     x5, geometry, COg, Kc = _shapes(xa, wa, strides, padding, dilation, groups, out_spatial)
     N = xa.shape[0]
-    M = y.size // w.shape[-1]
+    M = N * int(np.prod(out_spatial))                                           # output rows, as the forward
     dy2 = contiguous(dy.data).reshape(M, w.shape[-1])                           # (N, *out, CO) -> (M, CO)
     T = _n_chunks(M * Kc * w.shape[-1] * (need_dx + need_dw), N)
     dx = np.empty(x5.shape if need_dx else (1,) * 5, dtype=xa.dtype)          # the kernel zeroes it

@@ -26,8 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import Tensor, apply, primitive
-from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor
-from .threads import num_threads
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks
 
 __all__ = ["batch_norm_train"]
 
@@ -69,20 +68,16 @@ def _affine2_parallel(a, b, alpha, beta, gamma, out, n_chunks):
 
 def _affine2(a, b, alpha, beta, gamma, out):
     """``out = a * alpha + b * beta + gamma`` per channel, on (M, C) rows."""
-    n = _chunks(*a.shape)
+    n = num_chunks(a.size, a.shape[0], PARALLEL_MIN)
     if n == 1:
         _affine2_rows(a, b, alpha, beta, gamma, out, 0, a.shape[0])
     else:
         _affine2_parallel(a, b, alpha, beta, gamma, out, n)
 
 
-def _chunks(M: int, C: int) -> int:
-    return 1 if M * C < PARALLEL_MIN else max(1, min(num_threads(), M))
-
-
 def _sums(a, b, a0, b0):
     """Per-channel ``(sum (a - a0), sum (a - a0)(b - b0))`` in float64: (C,), (C,)."""
-    n = _chunks(*a.shape)
+    n = num_chunks(a.size, a.shape[0], PARALLEL_MIN)
     sums = np.zeros((n, 2, a.shape[1]), dtype=np.float64)                     # (T, 2, C) partial sums
     a0, b0 = a0.astype(a.dtype), b0.astype(b.dtype)
     if n == 1:

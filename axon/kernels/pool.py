@@ -31,8 +31,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import Tensor, apply, primitive
-from ._common import KERNEL, PARALLEL_MIN, contiguous, float_tensor, int_tuple, out_sizes, padding_pairs, to_3d
-from .threads import num_threads
+from ._common import (KERNEL, PARALLEL_MIN, contiguous, float_tensor, int_tuple, num_chunks, out_sizes, padding_pairs,
+                      to_3d)
 
 __all__ = ["max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool",
            "global_max_pool", "global_avg_pool"]
@@ -164,17 +164,12 @@ def _as_5d(x):
     return x.reshape((x.shape[0],) + (1,) * (5 - x.ndim) + x.shape[1:])
 
 
-def _chunks(size: int, units: int) -> int:
-    """1 (serial: no parallel region) for small inputs, else one chunk of ``units`` per thread."""
-    return 1 if size < PARALLEL_MIN else max(1, min(num_threads(), units))
-
-
 def _max_forward(x, bins, out_shape):
     x5 = _as_5d(contiguous(x))
     y = np.empty((x.shape[0],) + to_3d(out_shape, 1) + (x.shape[-1],), dtype=x.dtype)   # (N, Do, Ho, Wo, C)
     arg = np.empty(y.shape, dtype=np.int32)
     lines = int(np.prod(y.shape[:3]))
-    n = _chunks(x.size, lines)
+    n = num_chunks(x.size, lines, PARALLEL_MIN)
     if y.size and n == 1:
         _max_pool_lines(x5, y, arg, *bins, 0, lines)
     elif y.size:
@@ -186,7 +181,7 @@ def _max_vjp(dy, y, x, bins, out_shape, saved):
     N, C = x.shape[0], x.shape[-1]
     dx = np.empty((N, x.size // max(N * C, 1), C), dtype=x.dtype)    # (N, D*H*W, C), zeroed by the kernel
     dy5 = _as_5d(contiguous(dy.data))
-    n = _chunks(x.size, N)
+    n = num_chunks(x.size, N, PARALLEL_MIN)
     if n == 1:
         _max_pool_backward_images(dy5, saved, dx, 0, N)
     else:
@@ -199,7 +194,7 @@ def _sum_forward(x, bins, out_shape, scale, p):
     y = np.empty((x.shape[0],) + to_3d(out_shape, 1) + (x.shape[-1],), dtype=x.dtype)   # (N, Do, Ho, Wo, C)
     args = (scale.astype(x.dtype, copy=False), x.dtype.type(p), *bins)
     lines = int(np.prod(y.shape[:3]))
-    n = _chunks(x.size, lines)
+    n = num_chunks(x.size, lines, PARALLEL_MIN)
     if y.size and n == 1:
         _sum_pool_lines(x5, y, *args, 0, lines)
     elif y.size:
@@ -213,7 +208,7 @@ def _sum_vjp(dy, y, x, bins, out_shape, scale, p):
     args = (_as_5d(contiguous(dy.data)), x5, _as_5d(y.data), dx, scale.astype(x.dtype, copy=False),
             x.dtype.type(p), *bins)
     N = x.shape[0]
-    n = _chunks(x.size, N)
+    n = num_chunks(x.size, N, PARALLEL_MIN)
     if n == 1:
         _sum_pool_backward_images(*args, 0, N)
     else:

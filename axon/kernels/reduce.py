@@ -25,8 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import Tensor, apply, broadcast_to, primitive, reshape
-from ._common import KERNEL, PARALLEL_MIN, contiguous, float_tensor
-from .threads import num_threads
+from ._common import KERNEL, PARALLEL_MIN, contiguous, float_tensor, num_chunks
 
 __all__ = ["reduce_sum", "reduce_mean", "max_with_indices"]
 
@@ -92,10 +91,6 @@ def _alb(shape, axis):
     return int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1:]))
 
 
-def _chunks(x3):
-    return 1 if x3.size < PARALLEL_MIN else max(1, min(num_threads(), x3.shape[0]))
-
-
 def _out_shape(shape, axis, keepdims):
     return shape[:axis] + ((1,) if keepdims else ()) + shape[axis + 1:]
 
@@ -103,7 +98,7 @@ def _out_shape(shape, axis, keepdims):
 def _sum_forward(x, axis, keepdims):
     x3 = contiguous(x).reshape(_alb(x.shape, axis))                            # (A, L, B)
     y = np.empty((x3.shape[0], x3.shape[2]), dtype=x.dtype)                    # (A, B)
-    n = _chunks(x3)
+    n = num_chunks(x3.size, x3.shape[0], PARALLEL_MIN)
     if y.size and n == 1:
         _sum_rows(x3, y, 0, x3.shape[0])
     elif y.size:
@@ -120,7 +115,7 @@ def _argmax(x, axis):
     x3 = contiguous(x).reshape(_alb(x.shape, axis))                            # (A, L, B)
     y = np.empty((x3.shape[0], x3.shape[2]), dtype=x.dtype)                    # (A, B)
     index = np.empty(y.shape, dtype=np.int64)
-    n = _chunks(x3)
+    n = num_chunks(x3.size, x3.shape[0], PARALLEL_MIN)
     if y.size and n == 1:
         _argmax_rows(x3, y, index, 0, x3.shape[0])
     elif y.size:

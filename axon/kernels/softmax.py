@@ -35,8 +35,7 @@ from numba import njit, prange
 
 from ..autograd import Tensor, apply, exp, is_grad_enabled, primitive, reshape
 from ..autograd import sum as tsum
-from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor
-from .threads import num_threads
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy"]
 
@@ -167,11 +166,6 @@ def _xent_backward_parallel(dloss, x, t, labels, dx, dt, n_chunks):
         _xent_backward_rows(dloss, x, t, labels, dx, dt, c * M // n_chunks, (c + 1) * M // n_chunks)
 
 
-def _chunks(size: int, rows: int) -> int:
-    """Row chunks for a kernel: 1 (serial) for small inputs, one per thread for large ones."""
-    return 1 if size < PARALLEL_MIN else max(1, min(num_threads(), rows))
-
-
 # ---- softmax, log_softmax, logsumexp -------------------------------------------------------------------
 def _to_rows(x, axes):
     """(..., K1 at axes[0], ..., K2 at axes[1], ...) -> C-contiguous (M, K1 K2 ...) rows: the axes moved last."""
@@ -189,7 +183,7 @@ def _rows_forward_any(x, axes, what):
     x2, moved_shape = _to_rows(x, axes)
     y2 = np.empty((x2.shape[0], 1 if what == _LOGSUMEXP else x2.shape[1]), dtype=x.dtype)   # (M, K) or (M, 1)
     if x2.size:
-        n = _chunks(x2.size, x2.shape[0])
+        n = num_chunks(x2.size, x2.shape[0], PARALLEL_MIN)
         if n == 1:
             _rows_forward(x2, y2, what, 0, x2.shape[0])
         else:
@@ -219,7 +213,7 @@ def _rows_vjp(dy, y, x, axis, what):
     dy2, _ = _to_rows(dy.data, axis)
     dx2 = np.empty_like(x2)
     if x2.size:
-        n = _chunks(x2.size, x2.shape[0])
+        n = num_chunks(x2.size, x2.shape[0], PARALLEL_MIN)
         if n == 1:
             _rows_backward(dy2, y2, x2, dx2, what, 0, x2.shape[0])
         else:
@@ -299,13 +293,13 @@ _NO_LABELS = np.empty(0, dtype=np.int64)
 
 
 def _xent_forward(x, t, labels):
-    x = contiguous(x)
-    t = contiguous(t) if labels is None else np.empty((0, 0), dtype=x.dtype)
+    # t (N, K) probabilities, or empty (0, 0) when labels (N,) are given (softmax_cross_entropy passes one)
+    x, t = contiguous(x), contiguous(t)
     labels = _NO_LABELS if labels is None else labels
     M = x.shape[0]
     loss = np.empty(M, dtype=x.dtype)                                          # (N,)
     if M:
-        n = _chunks(x.size, M)
+        n = num_chunks(x.size, M, PARALLEL_MIN)
         if n == 1:
             _xent_rows(x, t, labels, loss, 0, M)
         else:
@@ -329,15 +323,14 @@ def _xent_vjp_ops(dy, x, t, labels):
 def _xent_vjp(dy, y, x, t, labels):
     if is_grad_enabled():                                      # backward(create_graph=True): record it
         return _xent_vjp_ops(dy, x, t, labels)
-    xa = contiguous(x.data)
-    ta = contiguous(t.data) if labels is None else np.empty((0, 0), dtype=xa.dtype)
+    xa, ta = contiguous(x.data), contiguous(t.data)                           # ta: (N, K) or empty (0, 0)
     need_dt = labels is None and t.requires_grad
     dx = np.empty_like(xa)
     dt = np.empty_like(ta) if need_dt else np.empty((0, 0), dtype=xa.dtype)
     labels = _NO_LABELS if labels is None else labels
     M = xa.shape[0]
     if M:
-        n = _chunks(xa.size, M)
+        n = num_chunks(xa.size, M, PARALLEL_MIN)
         dloss = contiguous(dy.data)
         if n == 1:
             _xent_backward_rows(dloss, xa, ta, labels, dx, dt, 0, M)

@@ -1,10 +1,11 @@
 """One thread pool for every kernel: numba's workers split the work, BLAS runs single-threaded inside them.
 
 Two pools on the same cores fight: OpenBLAS's threads keep spinning after a matrix product and steal
-the cores numba's workers need next, and the reverse (measured for axon's study kernels, see
-``NUMBA_NOTES``: whole training steps 1.5-3x slower than their kernels). So the kernels here never call a multi-threaded BLAS. A kernel that needs a matrix
-product splits its rows into ``num_threads()`` chunks inside a ``prange`` and calls single-threaded
-``sgemm``/``dgemm`` (``np.dot`` inside ``njit``, which numba routes to SciPy's BLAS) on each chunk.
+the cores numba's workers need next, and the reverse (measured on axon's kernels: whole training
+steps ran 1.5-3x slower than their kernels alone). So the kernels here never call a multi-threaded
+BLAS. A kernel that needs a matrix product splits its rows into ``num_threads()`` chunks inside a
+``prange`` and calls single-threaded ``sgemm``/``dgemm`` (``np.dot`` inside ``njit``, which numba
+routes to SciPy's BLAS) on each chunk.
 
 ``use_single_threaded_blas()`` limits *SciPy's* BLAS (the one compiled kernels call) to one thread, once,
 the first time a kernel needs it. numpy's own BLAS (``a @ b`` in plain Python) is left alone.

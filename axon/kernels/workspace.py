@@ -22,7 +22,6 @@ once on Linux; set ``AXON_KEEP_FREED_MEMORY=0`` to leave the allocator alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import math
 import os
 import sys
@@ -77,7 +76,7 @@ def keep_freed_memory() -> bool:
     if os.environ.get("AXON_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)                               # the C library this process already runs on
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):                          # not glibc (musl, ...): nothing to tune
         return False

@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
+from ..autograd import Tensor
 from ..functional import activations as A
 from ..functional import layers as L
-from .graph import Axon, ParamSpec, _node
+from .graph import Axon, _node, param
 
 # Builders that become methods of every node (x.dense(...)); the module functions take the node first.
 __all__ = [
@@ -38,10 +39,6 @@ def _layer(op, inputs, fn, params=None, opts=None, name=None, uses=(), activatio
     return node if activation is None else _activation_node(node, activation)
 
 
-def _spec(shape, initializer, kind="param") -> ParamSpec:
-    return ParamSpec(tuple(int(n) for n in shape), initializer, kind)
-
-
 def _channels(x: Axon, channels: str, layer: str) -> int:
     """The number of input channels (last axis, or axis 1 with channels="first")."""
     if channels not in ("last", "first"):
@@ -60,7 +57,7 @@ def _tuple(v, n) -> tuple:
 
 def _with_bias(params, use_bias, units, bias_initializer):
     if use_bias:
-        params["bias"] = _spec((units,), bias_initializer)
+        params["bias"] = param((units,), bias_initializer)
     return params
 
 
@@ -103,7 +100,7 @@ def dense(x, units, activation=None, use_bias=True, kernel_initializer="glorot_u
     if len(x.shape) > 3:
         raise ValueError(f"dense expects (batch, features) or (batch, steps, features); the input "
                          f"'{x.names()[x.id]}' has shape {x.shape}: flatten it first (x.flatten())")
-    params = _with_bias({"kernel": _spec((x.shape[-1], units), kernel_initializer)}, use_bias, units,
+    params = _with_bias({"kernel": param((x.shape[-1], units), kernel_initializer)}, use_bias, units,
                         bias_initializer)
     return _layer("dense", x, _biased(L.dense), params, name=name, uses=_fusable(use_bias), activation=activation)
 
@@ -118,7 +115,7 @@ def bilinear(x1, x2, units, activation=None, use_bias=True, kernel_initializer="
     >>> model.shape, model.params["kernel"].shape
     ((None, 2), (2, 3, 5))
     """
-    params = _with_bias({"kernel": _spec((units, x1.shape[-1], x2.shape[-1]), kernel_initializer)},
+    params = _with_bias({"kernel": param((units, x1.shape[-1], x2.shape[-1]), kernel_initializer)},
                         use_bias, units, bias_initializer)
     return _layer("bilinear", [x1, x2], _biased(L.bilinear), params, name=name, activation=activation)
 
@@ -130,14 +127,13 @@ def embedding(x, vocab_size, embedding_size, kernel_initializer="uniform", name=
     >>> axon.input((None, 6)).embedding(100, 8).shape      # 6 token ids -> 6 vectors of 8
     (None, 6, 8)
     """
-    params = {"kernel": _spec((vocab_size, embedding_size), kernel_initializer)}
+    params = {"kernel": param((vocab_size, embedding_size), kernel_initializer)}
     return _layer("embedding", x, lambda x, kernel: L.embedding(_indices(x), kernel), params, name=name)
 
 
 def _indices(x):
     """Integer indices from an input node's value (inputs are fed as arrays of any numeric dtype)."""
-    data = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else x
-    return np.asarray(data).astype(np.int64, copy=False)
+    return np.asarray(x.data if isinstance(x, Tensor) else x).astype(np.int64, copy=False)
 
 
 # ---- convolutions ----------------------------------------------------------------------------------
@@ -157,7 +153,7 @@ def conv(x, units, kernel_size=1, strides=1, padding="valid", input_dilation=1, 
     k = _tuple(kernel_size, len(x.shape) - 2)
     if c % feature_group_size:
         raise ValueError(f"conv: input channels {c} are not divisible by feature_group_size {feature_group_size}")
-    params = _with_bias({"kernel": _spec(k + (c // feature_group_size, units), kernel_initializer)},
+    params = _with_bias({"kernel": param(k + (c // feature_group_size, units), kernel_initializer)},
                         use_bias, units, bias_initializer)
     opts = dict(strides=strides, padding=padding, input_dilation=input_dilation, kernel_dilation=kernel_dilation,
                 feature_group_size=feature_group_size, channels=channels)
@@ -176,7 +172,7 @@ def conv_transpose(x, units, kernel_size=1, strides=1, padding="valid", kernel_d
     """
     c = _channels(x, channels, "conv_transpose")
     k = _tuple(kernel_size, len(x.shape) - 2)
-    params = _with_bias({"kernel": _spec(k + (c, units), kernel_initializer)}, use_bias, units, bias_initializer)
+    params = _with_bias({"kernel": param(k + (c, units), kernel_initializer)}, use_bias, units, bias_initializer)
     opts = dict(strides=strides, padding=padding, kernel_dilation=kernel_dilation, channels=channels)
     return _layer("conv_transpose", x, _biased(L.conv_transpose), params, opts, name, activation=activation)
 
@@ -194,7 +190,7 @@ def depthwise_conv(x, channel_multiplier, kernel_size=1, strides=1, padding="val
     c = _channels(x, channels, "depthwise_conv")
     k = _tuple(kernel_size, len(x.shape) - 2)
     units = c * channel_multiplier
-    params = _with_bias({"kernel": _spec(k + (1, units), kernel_initializer)}, use_bias, units, bias_initializer)
+    params = _with_bias({"kernel": param(k + (1, units), kernel_initializer)}, use_bias, units, bias_initializer)
     opts = dict(strides=strides, padding=padding, input_dilation=input_dilation, kernel_dilation=kernel_dilation,
                 channels=channels)
     return _layer("depthwise_conv", x, _biased(L.depthwise_conv), params, opts, name, activation=activation)
@@ -212,9 +208,9 @@ def _separable(op, fn, x, n, channel_multiplier, kernel_size, strides, padding, 
     params = {}
     for i in range(n):
         shape = tuple(k[i] if j == i else 1 for j in range(n)) + (1, units)   # depthwise along axis i
-        params[f"kernel_{i + 1}"] = _spec(shape, kernel_initializer)
+        params[f"kernel_{i + 1}"] = param(shape, kernel_initializer)
         if use_bias:
-            params[f"bias_{i + 1}"] = _spec((units,), bias_initializer)
+            params[f"bias_{i + 1}"] = param((units,), bias_initializer)
     opts = dict(strides=strides, padding=padding, input_dilation=input_dilation, kernel_dilation=kernel_dilation,
                 channels=channels)
 
@@ -363,9 +359,9 @@ def global_lp_pool(x, norm=2, keep_axes=False, channels="last", name=None) -> Ax
 
 # ---- normalization ---------------------------------------------------------------------------------
 def _norm_params(c, gamma_initializer="ones", beta_initializer="zeros", beta=True):
-    params = {"gamma": _spec((c,), gamma_initializer)}
+    params = {"gamma": param((c,), gamma_initializer)}
     if beta:
-        params["beta"] = _spec((c,), beta_initializer)
+        params["beta"] = param((c,), beta_initializer)
     return params
 
 
@@ -392,8 +388,8 @@ def batch_norm(x, momentum=0.1, epsilon=1e-5, channels="last", gamma_initializer
     """
     c = _channels(x, channels, "batch_norm")
     params = _norm_params(c, gamma_initializer, beta_initializer)
-    params["mean"] = _spec((c,), "zeros", kind="state")
-    params["var"] = _spec((c,), "ones", kind="state")
+    params["mean"] = param((c,), "zeros", kind="state")
+    params["var"] = param((c,), "ones", kind="state")
     return _layer("batch_norm", x, _batch_norm_call, params,
                   dict(momentum=momentum, epsilon=epsilon, channels=channels), name, uses=("training",))
 

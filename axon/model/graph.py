@@ -12,6 +12,7 @@ on is reachable through ``parents``.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Callable, NamedTuple
@@ -98,7 +99,7 @@ class Axon:
         """``{node id: unique name}``: user-given names, else ``op_k`` counted per op in graph order."""
         nodes = self.nodes()
         given = [n.name for n in nodes if n.name is not None]
-        dupes = sorted({g for g in given if given.count(g) > 1})
+        dupes = sorted(g for g, k in Counter(given).items() if k > 1)
         if dupes:
             raise ValueError(f"layer names must be unique within a model; repeated: {dupes}")
         counts, taken, names = {}, set(given), {}
@@ -147,11 +148,11 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
 
     ``describe()`` names the inputs for the error message when the layer does not fit them.
     """
+    ps = {k: np.zeros(spec.shape, np.float32) for k, spec in params.items()}
+    extra = {k: v for k, v in (("training", False), ("key", 0)) if k in uses}
     outs = []
-    for fill in (1, 2):
+    for fill in (1, 2):                                        # only the batch size changes between runs
         xs = [_zeros(shape, fill) for shape in in_shapes]
-        ps = {k: np.zeros(spec.shape, np.float32) for k, spec in params.items()}
-        extra = {k: v for k, v in (("training", False), ("key", 0)) if k in uses}
         try:
             with no_grad():
                 y = fn(*xs, **ps, **opts, **extra)
@@ -276,7 +277,7 @@ class _Pack:
     def __call__(self, *xs):
         if self.keys is not None:
             return dict(zip(self.keys, xs))
-        return self.kind(xs) if self.kind is not tuple else tuple(xs)
+        return self.kind(xs)                                   # a list or a tuple
 
 
 def _combine(op, nodes):

@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import random as axrandom
 from ..autograd import Tensor, is_grad_enabled
-from ..tree import tree_leaves
+from ..functional import initializers
+from ..tree import tree_leaves, tree_map
 from .graph import Axon
 
 __all__ = ["init", "apply", "predict", "compile", "split", "merge"]
@@ -31,7 +32,6 @@ def _initializer(spec_init):
     """An ``init(shape, dtype, key)`` function from a name, an init function, or an array."""
     if isinstance(spec_init, np.ndarray):
         return lambda shape, dtype, key: spec_init.astype(dtype)
-    from ..functional import initializers
     return initializers.get(spec_init)
 
 
@@ -182,13 +182,8 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
 
 
 def _to_numpy(y):
-    if isinstance(y, Tensor):
-        return y.data
-    if isinstance(y, dict):
-        return {k: _to_numpy(v) for k, v in y.items()}
-    if isinstance(y, (list, tuple)):
-        return type(y)(_to_numpy(v) for v in y)
-    return y
+    """The arrays of a Tensor, or of a container's dict/list/tuple of Tensors."""
+    return tree_map(lambda v: v.data if isinstance(v, Tensor) else v, y)
 
 
 def predict(model: Axon, params: dict, inputs):

@@ -29,7 +29,6 @@ import csv
 import io
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -87,12 +86,16 @@ class Callback:
         return state._replace(callbacks={**state.callbacks, self.name: value})
 
 
+def _check_mode(who: str, mode: str) -> None:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{who}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+
+
 class _Monitor:
     """Which history entry to watch, and whether lower or higher is better."""
 
     def __init__(self, who: str, monitor: str, mode: str, min_delta: float):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"{who}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        _check_mode(who, mode)
         if min_delta < 0:
             raise ValueError(f"{who}: min_delta must be >= 0, got {min_delta}")
         if mode == "auto":
@@ -184,6 +187,7 @@ class Checkpoint(Callback):
                  keep_best: bool = True, best_path=None, name: str = "checkpoint"):
         if not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"checkpoint: every must be a positive int, got {every!r}")
+        _check_mode("checkpoint", mode)                        # now, not after the first epoch's training
         self.path = os.fspath(path)
         stem, suffix = os.path.splitext(self.path)
         self.best_path = os.fspath(best_path) if best_path is not None else f"{stem}.best{suffix or '.npz'}"
@@ -296,11 +300,7 @@ class CSVLogger(Callback):
         for i in range(rows):
             writer.writerow([i + 1, *(repr(float(state.history[k][i])) if i < len(state.history[k]) else ""
                                       for k in keys)])
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".axon-", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, self.path)
+        serialization.atomic_write(self.path, lambda f: f.write(buf.getvalue()), mode="w")
 
 
 class FunctionCallback(Callback):

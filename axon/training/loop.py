@@ -210,7 +210,7 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     it continues with the next batch of that epoch (the same shuffle, augmentation and dropout keys), so
     with arrays or a re-iterable list of batches the params end exactly as in an uninterrupted run
     (a generator goes on from where it stopped, less the batch the interruption dropped). That
-    epoch's training metrics then average the batches after the resume only.
+    epoch's training metrics then average the batches after the resume only (NaN if there were none).
 
     >>> import numpy as np, axon
     >>> x = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
@@ -270,9 +270,13 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                     sums[k] = sums.get(k, 0.0) + v * n
                 count += n
                 progress.step(sums, count)
-            if count == 0 and skip == 0:
+            if count == 0 and done == 0:                       # done > 0: all were trained before an interruption
                 raise ValueError(f"train: epoch {epoch + 1} got no batches")
-            results = {k: v / count for k, v in sums.items()}
+            if count:
+                results = {k: v / count for k, v in sums.items()}
+            else:                         # all its batches trained before an interruption: their averages are lost
+                names = ["loss", *(name for name, _ in getattr(step_fn, "metrics", ())), *state.history]
+                results = {k: float("nan") for k in names if not k.startswith("val_")}
             if validation_data is not None:
                 val = step_fn.evaluate(state.params, validation_data[0], validation_data[1], validation_batch_size)
                 results.update({f"val_{k}": v for k, v in val.items()})

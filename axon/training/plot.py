@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import pathlib
 
+from ..serialization import atomic_write
+
 __all__ = ["plot_history"]
 
 
@@ -69,5 +71,5 @@ def plot_history(history, path, title: str | None = None) -> pathlib.Path:
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.savefig(os.fspath(path), dpi=100, format="png")
+    atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"))     # never a half-written picture
     return pathlib.Path(os.fsdecode(path))

@@ -35,6 +35,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..autograd import Tensor, no_grad, value_and_grad
+from ..model.run import _to_numpy as _data          # Tensors (in a dict/list/tuple) as arrays
 from ..tree import tree_leaves, tree_map
 from ..updates import apply_updates
 
@@ -93,15 +94,6 @@ def _mean_loss(value) -> Tensor:
     return value if value.ndim == 0 else value.mean()
 
 
-def _data(y):
-    """Tensors (possibly in a dict/list/tuple) as numpy arrays, for metrics."""
-    if isinstance(y, Tensor):
-        return y.data
-    if isinstance(y, (dict, list, tuple)):
-        return tree_map(_data, y)
-    return y
-
-
 def _accepts(fn, name: str) -> bool:
     """Whether ``fn`` takes a keyword argument ``name`` (or ``**kwargs``)."""
     try:
@@ -120,12 +112,13 @@ def _takes_arguments(fn) -> bool:
     return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in ps)
 
 
-def _resolve_loss(loss) -> tuple[str, Callable]:
+def _resolve_loss(loss) -> Callable:
+    """The loss function: ``loss`` itself, or axon's loss of that name."""
     if isinstance(loss, str):
         from ..functional import losses
-        return loss, losses.get(loss)
+        return losses.get(loss)
     if callable(loss):
-        return getattr(loss, "__name__", "loss"), loss
+        return loss
     raise TypeError(f"step: loss must be a name such as 'categorical_cross_entropy' or a function "
                     f"loss(y_true, y_pred) -> Tensor, got {type(loss).__name__}")
 
@@ -238,33 +231,22 @@ def _batches(x, y, batch_size):
 
 def _concat(parts):
     """Concatenate a list of equally structured trees of arrays along the first axis."""
-    if isinstance(parts[0], dict):
-        return {k: _concat([p[k] for p in parts]) for k in parts[0]}
-    if isinstance(parts[0], (list, tuple)):
-        return type(parts[0])(_concat([p[i] for p in parts]) for i in range(len(parts[0])))
-    return np.concatenate([np.asarray(p) for p in parts])
+    return tree_map(lambda *leaves: np.concatenate([np.asarray(a) for a in leaves]), *parts)
 
 
-_CROSS_ENTROPIES = ("categorical_cross_entropy", "sparse_categorical_cross_entropy")
-
-
-def _is_cross_entropy(loss) -> bool:
-    """``loss`` is axon's (sparse) categorical cross-entropy, by name or the function itself."""
-    from ..functional import losses
-    return loss in _CROSS_ENTROPIES if isinstance(loss, str) else \
-        any(loss is getattr(losses, name) for name in _CROSS_ENTROPIES)
-
-
-def _logits_behind_softmax(model, loss):
-    """The node before ``model``'s final softmax, when ``loss`` is a cross-entropy; else None.
+def _logits_behind_softmax(model, loss_fn):
+    """The node before ``model``'s final softmax, when ``loss_fn`` is a cross-entropy; else None.
 
     As Elixir Axon does, such a loss is then computed from the logits (``from_logits=True``): the same
     value as from the probabilities, but exact when they saturate (no clipping at 1e-7), and one fused
     kernel for the softmax, the log and the sum. It applies to ``"categorical_cross_entropy"`` (and the
     sparse one), given by name or as ``axon.losses.categorical_cross_entropy``; a loss function of
-    your own gets the probabilities, as the model outputs them.
+    your own gets the probabilities, as the model outputs them. ``loss_fn`` is the resolved function
+    (``_resolve_loss``), so a name and the function itself are one case.
     """
-    if not (model.op == "softmax" and _is_cross_entropy(loss)):
+    from ..functional import losses
+    is_cross_entropy = loss_fn is losses.categorical_cross_entropy or loss_fn is losses.sparse_categorical_cross_entropy
+    if not (model.op == "softmax" and is_cross_entropy):
         return None
     axis = model.opts.get("axis", -1)
     return model.parents[0] if axis in (-1, len(model.shape) - 1) else None
@@ -279,8 +261,8 @@ def _probabilities(logits):
 
 def _model_step(model, loss, optimizer, metrics) -> Step:
     from ..model import merge
-    loss_fn = _resolve_loss(loss)[1]
-    logits_model = _logits_behind_softmax(model, loss)
+    loss_fn = _resolve_loss(loss)
+    logits_model = _logits_behind_softmax(model, loss_fn)
 
     def objective(trainable, frozen, x, y, key):
         params = merge(trainable, frozen)
@@ -292,7 +274,7 @@ def _model_step(model, loss, optimizer, metrics) -> Step:
         return _mean_loss(loss_fn(y, logits, from_logits=True)), (y_pred, new_state)
 
     def evaluate_fn(params, x, y, batch_size):
-        return evaluate(model, params, x, y, metrics=dict(metrics), batch_size=batch_size, loss=loss_fn)
+        return _evaluate(model, params, x, y, metrics, loss_fn, batch_size)
 
     split = model.split
     fn = StepFunction(objective, evaluate_fn, optimizer, metrics, split=split, merge=merge)
@@ -407,16 +389,21 @@ def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None
     ...                 metrics=["accuracy"], loss="categorical_cross_entropy"))
     ['accuracy', 'loss']
     """
+    metric_list = _resolve_metrics(metrics)
+    loss_fn = _resolve_loss(loss) if loss is not None else None
+    return _evaluate(model, params, x, y, metric_list, loss_fn, batch_size)
+
+
+def _evaluate(model, params, x, y, metric_list, loss_fn, batch_size) -> dict:
+    """``evaluate`` with the metrics and the loss already resolved (``step`` resolves them once)."""
     if isinstance(params, TrainState):
         params = params.params
-    metric_list = _resolve_metrics(metrics)
-    loss_fn = _resolve_loss(loss)[1] if loss is not None else None
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"evaluate: batch_size must be a positive int, got {batch_size!r}")
     n_x, n_y = len(tree_leaves(x)[0]), len(tree_leaves(y)[0])
     if n_x != n_y:
         raise ValueError(f"evaluate: x has {n_x} examples but y has {n_y}")
-    logits_model = _logits_behind_softmax(model, loss)
+    logits_model = _logits_behind_softmax(model, loss_fn)
     net = model if logits_model is None else logits_model
     with no_grad():
         out_pred = _concat([net.predict(params, xb) for xb, _, _ in _batches(x, y, batch_size)])

@@ -14,9 +14,9 @@ import numpy as np
 
 from ...autograd import Tensor, as_tensor, transpose
 
-__all__ = ["tensor", "check_channels", "spatial_tuple", "check_rank", "channel_axis", "to_channels_last",
-           "from_channels_last", "shape_to_last", "shape_from_last", "resolve_padding", "window_output_size",
-           "check_window_fits", "check_param", "param_shape", "int_indices"]
+__all__ = ["tensor", "check_channels", "spatial_tuple", "check_rank", "check_spatial_input", "channel_axis",
+           "to_channels_last", "from_channels_last", "shape_to_last", "shape_from_last", "resolve_padding",
+           "window_output_size", "check_window_fits", "check_param", "param_shape", "int_indices"]
 
 
 def tensor(layer: str, x, what: str = "input") -> Tensor:
@@ -88,6 +88,19 @@ def check_rank(layer: str, shape, ranks, what: str = "input", layout: str = "") 
         want = ranks[0] if len(ranks) == 1 else ", ".join(map(str, ranks[:-1])) + f" or {ranks[-1]}"
     why = f" ({layout})" if layout else ""
     raise ValueError(f"{layer}: expects {what} of rank {want}{why}, got shape {tuple(shape)}")
+
+
+def check_spatial_input(layer: str, shape, channels: str) -> None:
+    """Check ``channels``, then that ``shape`` is a batch, 1 to 3 spatial axes and the channels (rank 3 to 5).
+
+    >>> check_spatial_input("max_pool", (2, 8, 8, 3), "last")   # fine: returns None
+    >>> check_spatial_input("max_pool", (8, 8), "last")
+    Traceback (most recent call last):
+    ...
+    ValueError: max_pool: expects input of rank 3, 4 or 5 (batch, 1 to 3 spatial axes, channels), got shape (8, 8)
+    """
+    check_channels(layer, channels)
+    check_rank(layer, shape, (3, 4, 5), layout="batch, 1 to 3 spatial axes, channels")
 
 
 def channel_axis(ndim: int, channels: str) -> int:

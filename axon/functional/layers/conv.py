@@ -30,15 +30,13 @@ import numbers
 
 from ... import kernels
 from ...autograd import scatter_add
-from ._utils import (check_channels, check_param, check_rank, check_window_fits, from_channels_last,
-                     resolve_padding, shape_from_last, shape_to_last, spatial_tuple, tensor, to_channels_last,
-                     window_output_size)
+from ._utils import (check_channels, check_param, check_rank, check_spatial_input, check_window_fits,
+                     from_channels_last, resolve_padding, shape_from_last, shape_to_last, spatial_tuple, tensor,
+                     to_channels_last, window_output_size)
 
 __all__ = ["conv", "conv_transpose", "depthwise_conv", "separable_conv2d", "separable_conv3d",
            "conv_output_shape", "conv_transpose_output_shape", "depthwise_conv_output_shape",
            "separable_conv2d_output_shape", "separable_conv3d_output_shape", "conv_transpose_padding"]
-
-_LAYOUT = "batch, 1 to 3 spatial axes, channels"
 
 
 # ---- geometry: options -> padding pairs and output shape, shared by the layers and shape inference ----
@@ -47,8 +45,7 @@ def _geometry(layer, input_shape, kernel_shape, strides, padding, input_dilation
     """Check the shapes and options of a convolution; return (strides, pads, input_dilation,
     kernel_dilation, groups, output shape in ``channels`` layout)."""
     input_shape, kernel_shape = tuple(input_shape), tuple(kernel_shape)
-    check_channels(layer, channels)
-    check_rank(layer, input_shape, (3, 4, 5), layout=_LAYOUT)
+    check_spatial_input(layer, input_shape, channels)
     if len(kernel_shape) != len(input_shape):
         raise ValueError(f"{layer}: expects kernel of rank {len(input_shape)} (*kernel_size, in_channels // groups, "
                          f"out_channels) for input shape {input_shape}, got kernel shape {kernel_shape}")
@@ -167,8 +164,8 @@ def conv_transpose_padding(kernel_size, strides, padding, kernel_dilation=1) -> 
     return tuple(pads)
 
 
-def _transpose_options(input_shape, kernel_shape, strides, padding, kernel_dilation):
-    check_rank("conv_transpose", tuple(input_shape), (3, 4, 5), layout=_LAYOUT)
+def _transpose_options(input_shape, kernel_shape, strides, padding, kernel_dilation, channels):
+    check_spatial_input("conv_transpose", input_shape, channels)
     n = len(input_shape) - 2
     if len(kernel_shape) != len(input_shape):
         raise ValueError(f"conv_transpose: expects kernel of rank {len(input_shape)} (*kernel_size, in_channels, "
@@ -183,7 +180,7 @@ def conv_transpose_output_shape(input_shape, kernel_shape, strides=1, padding="v
     >>> conv_transpose_output_shape((None, 7, 7, 8), (3, 3, 8, 4), strides=2, padding="same")
     (None, 14, 14, 4)
     """
-    pads = _transpose_options(input_shape, kernel_shape, strides, padding, kernel_dilation)
+    pads = _transpose_options(input_shape, kernel_shape, strides, padding, kernel_dilation, channels)
     return _geometry("conv_transpose", input_shape, kernel_shape, 1, pads, strides, kernel_dilation, 1, channels)[-1]
 
 
@@ -202,15 +199,14 @@ def conv_transpose(x, kernel, bias=None, strides=1, padding="valid", kernel_dila
     array([1., 1., 1., 1., 1., 1.], dtype=float32)
     """
     x, kernel = tensor("conv_transpose", x), tensor("conv_transpose", kernel, "kernel")
-    pads = _transpose_options(x.shape, kernel.shape, strides, padding, kernel_dilation)
+    pads = _transpose_options(x.shape, kernel.shape, strides, padding, kernel_dilation, channels)
     return _conv("conv_transpose", x, kernel, bias, 1, pads, strides, kernel_dilation, 1, channels)
 
 
 # ---- depthwise and separable ---------------------------------------------------------------------------------
 def _depthwise_groups(layer, input_shape, kernel_shape, channels) -> int:
     """The number of groups of a depthwise convolution (the input channels), after checking the kernel."""
-    check_channels(layer, channels)
-    check_rank(layer, tuple(input_shape), (3, 4, 5), layout=_LAYOUT)
+    check_spatial_input(layer, input_shape, channels)
     c_in = shape_to_last(input_shape, channels)[-1]
     detail = f"input shape {tuple(input_shape)}, kernel shape {tuple(kernel_shape)}"
     if len(kernel_shape) == len(input_shape) and kernel_shape[-2] != 1:
@@ -252,7 +248,8 @@ def depthwise_conv(x, kernel, bias=None, strides=1, padding="valid", input_dilat
 
 def _separable_steps(layer, n, input_shape, kernel_shapes, strides, padding, input_dilation, kernel_dilation,
                      channels):
-    """Per-axis options for the ``n`` depthwise convolutions: step ``j`` strides, pads and dilates axis ``j`` only."""
+    """Options of the ``n`` depthwise convolutions (step ``j`` strides, pads and dilates axis ``j`` only), every
+    step's shapes checked before any runs; returns (steps, the output shape)."""
     check_channels(layer, channels)
     check_rank(layer, tuple(input_shape), (n + 2,), layout=f"batch, {n} spatial axes, channels")
     strides = spatial_tuple(layer, "strides", strides, n)
@@ -266,36 +263,26 @@ def _separable_steps(layer, n, input_shape, kernel_shapes, strides, padding, inp
                              f"axis {j + 1}), got {ks}")
     if not isinstance(padding, str):                           # explicit: split the pairs between the steps
         padding = resolve_padding(layer, padding, (0,) * n, (1,) * n, strides)
-    steps = []
-    for j in range(n):
-        steps.append(dict(strides=tuple(s if a == j else 1 for a, s in enumerate(strides)),
-                          input_dilation=tuple(d if a == j else 1 for a, d in enumerate(in_dil)),
-                          kernel_dilation=tuple(d if a == j else 1 for a, d in enumerate(dil)),
-                          padding=padding if isinstance(padding, str)
-                          else tuple(p if a == j else (0, 0) for a, p in enumerate(padding))))
-    return steps
-
-
-def _separable_output_shape(layer, n, input_shape, kernel_shapes, *options, channels):
-    steps = _separable_steps(layer, n, input_shape, kernel_shapes, *options, channels)
-    shape = tuple(input_shape)
-    for ks, step in zip(kernel_shapes, steps):
-        groups = _depthwise_groups(layer, shape, ks, channels)
-        shape = _geometry(layer, shape, ks, step["strides"], step["padding"], step["input_dilation"],
-                          step["kernel_dilation"], groups, channels)[-1]
-    return shape
+    steps, shape = [], tuple(input_shape)
+    for j, ks in enumerate(kernel_shapes):
+        step = dict(strides=tuple(s if a == j else 1 for a, s in enumerate(strides)),
+                    padding=padding if isinstance(padding, str)
+                    else tuple(p if a == j else (0, 0) for a, p in enumerate(padding)),
+                    input_dilation=tuple(d if a == j else 1 for a, d in enumerate(in_dil)),
+                    kernel_dilation=tuple(d if a == j else 1 for a, d in enumerate(dil)),
+                    feature_group_size=_depthwise_groups(layer, shape, ks, channels))
+        shape = _geometry(layer, shape, ks, **step, channels=channels)[-1]     # this step's output shape
+        steps.append(step)
+    return steps, shape
 
 
 def _separable(layer, n, x, kernels_and_biases, *options, channels):
     """``n`` depthwise convolutions in turn; every shape is checked before the first one runs."""
     x = tensor(layer, x)
     ks = [tensor(layer, k, "kernel") for k, _ in kernels_and_biases]
-    steps = _separable_steps(layer, n, x.shape, [k.shape for k in ks], *options, channels)
-    _separable_output_shape(layer, n, x.shape, [k.shape for k in ks], *options, channels=channels)
+    steps, _ = _separable_steps(layer, n, x.shape, [k.shape for k in ks], *options, channels)
     for k, (_, b), step in zip(ks, kernels_and_biases, steps):
-        groups = _depthwise_groups(layer, x.shape, k.shape, channels)
-        x = _conv(layer, x, k, b, step["strides"], step["padding"], step["input_dilation"], step["kernel_dilation"],
-                  groups, channels)
+        x = _conv(layer, x, k, b, **step, channels=channels)
     return x
 
 
@@ -306,8 +293,8 @@ def separable_conv2d_output_shape(input_shape, k1_shape, k2_shape, strides=1, pa
     >>> separable_conv2d_output_shape((None, 28, 28, 3), (3, 1, 1, 6), (1, 3, 1, 6))
     (None, 26, 26, 6)
     """
-    return _separable_output_shape("separable_conv2d", 2, input_shape, [k1_shape, k2_shape], strides, padding,
-                                   input_dilation, kernel_dilation, channels=channels)
+    return _separable_steps("separable_conv2d", 2, input_shape, [k1_shape, k2_shape], strides, padding,
+                            input_dilation, kernel_dilation, channels)[1]
 
 
 def separable_conv2d(x, k1, b1, k2, b2, strides=1, padding="valid", input_dilation=1, kernel_dilation=1,
@@ -336,8 +323,8 @@ def separable_conv3d_output_shape(input_shape, k1_shape, k2_shape, k3_shape, str
     >>> separable_conv3d_output_shape((None, 8, 8, 8, 2), k1, k2, k3, padding="same")
     (None, 8, 8, 8, 4)
     """
-    return _separable_output_shape("separable_conv3d", 3, input_shape, [k1_shape, k2_shape, k3_shape], strides,
-                                   padding, input_dilation, kernel_dilation, channels=channels)
+    return _separable_steps("separable_conv3d", 3, input_shape, [k1_shape, k2_shape, k3_shape], strides, padding,
+                            input_dilation, kernel_dilation, channels)[1]
 
 
 def separable_conv3d(x, k1, b1, k2, b2, k3, b3, strides=1, padding="valid", input_dilation=1, kernel_dilation=1,

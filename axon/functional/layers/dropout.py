@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from ...random import rng
-from ._utils import channel_axis, check_channels, check_rank, tensor
+from ._utils import channel_axis, check_spatial_input, tensor
 
 __all__ = ["dropout", "spatial_dropout", "alpha_dropout", "feature_alpha_dropout", "dropout_output_shape",
            "spatial_dropout_output_shape", "alpha_dropout_output_shape", "feature_alpha_dropout_output_shape"]
@@ -69,6 +69,16 @@ def _channel_noise_shape(x_shape, channels) -> tuple:
     return tuple(n if a in (0, c) else 1 for a, n in enumerate(x_shape))
 
 
+def _inverted(layer, x, key, rate, training, noise_shape):
+    """``x m / (1 - rate)``, the 0/1 mask ``m`` of ``noise_shape`` broadcast to ``x`` (the identity unless training)."""
+    rate = _check_rate(layer, rate)
+    noise_shape = _check_noise_shape(layer, noise_shape, x.shape)
+    if not training or rate == 0:
+        return x
+    m = _keep_mask(key, rate, noise_shape, x.dtype)            # (noise_shape), broadcasts to x
+    return x * (m * x.dtype.type(1 / (1 - rate)))
+
+
 def dropout(x, key, rate=0.5, training=True, noise_shape=None):
     """Inverted dropout: zero each unit with probability ``rate``, scale the rest by ``1 / (1 - rate)``.
 
@@ -82,13 +92,7 @@ def dropout(x, key, rate=0.5, training=True, noise_shape=None):
     array([[2., 2., 2.],
            [0., 0., 0.]], dtype=float32)
     """
-    x = tensor("dropout", x)
-    rate = _check_rate("dropout", rate)
-    noise_shape = _check_noise_shape("dropout", noise_shape, x.shape)
-    if not training or rate == 0:
-        return x
-    m = _keep_mask(key, rate, noise_shape, x.dtype)            # (noise_shape), broadcasts to x
-    return x * (m * x.dtype.type(1 / (1 - rate)))
+    return _inverted("dropout", tensor("dropout", x), key, rate, training, noise_shape)
 
 
 def spatial_dropout(x, key, rate=0.5, training=True, channels="last"):
@@ -103,9 +107,8 @@ def spatial_dropout(x, key, rate=0.5, training=True, channels="last"):
     ([0.0, 2.0, 2.0], True)
     """
     x = tensor("spatial_dropout", x)
-    check_channels("spatial_dropout", channels)
-    check_rank("spatial_dropout", x.shape, (3, 4, 5), layout="batch, 1 to 3 spatial axes, channels")
-    return dropout(x, key, rate, training, _channel_noise_shape(x.shape, channels))
+    check_spatial_input("spatial_dropout", x.shape, channels)
+    return _inverted("spatial_dropout", x, key, rate, training, _channel_noise_shape(x.shape, channels))
 
 
 def _alpha(layer, x, key, rate, training, noise_shape):
@@ -149,6 +152,5 @@ def feature_alpha_dropout(x, key, rate=0.5, training=True, channels="last"):
     (array([-0.7792,  1.6656,  1.6656], dtype=float32), True)
     """
     x = tensor("feature_alpha_dropout", x)
-    check_channels("feature_alpha_dropout", channels)
-    check_rank("feature_alpha_dropout", x.shape, (3, 4, 5), layout="batch, 1 to 3 spatial axes, channels")
+    check_spatial_input("feature_alpha_dropout", x.shape, channels)
     return _alpha("feature_alpha_dropout", x, key, rate, training, _channel_noise_shape(x.shape, channels))

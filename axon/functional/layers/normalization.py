@@ -22,8 +22,8 @@ import numpy as np
 
 from ... import kernels
 from ...autograd import Tensor, apply, as_tensor, is_grad_enabled, mean, primitive, reshape, sqrt
-from ._utils import (channel_axis, check_channels, check_param, check_rank, from_channels_last, param_shape,
-                     tensor, to_channels_last)
+from ._utils import (channel_axis, check_channels, check_param, check_rank, check_spatial_input, from_channels_last,
+                     param_shape, tensor, to_channels_last)
 
 __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "standardize",
            "batch_norm_output_shape", "layer_norm_output_shape", "group_norm_output_shape",
@@ -194,8 +194,7 @@ def instance_norm(x, gamma=None, beta=None, epsilon=1e-5, channels="last"):
     True
     """
     x = tensor("instance_norm", x)
-    check_channels("instance_norm", channels)
-    check_rank("instance_norm", x.shape, (3, 4, 5), layout="batch, 1 to 3 spatial axes, channels")
+    check_spatial_input("instance_norm", x.shape, channels)
     c = channel_axis(x.ndim, channels)
     _check_params("instance_norm", x.shape, (c,), ("gamma", gamma), ("beta", beta))
     spatial = tuple(a for a in range(1, x.ndim) if a != c)

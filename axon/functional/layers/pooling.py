@@ -22,8 +22,8 @@ import numpy as np
 
 from ... import kernels
 from ...autograd import max as tmax, mean as tmean, sum as tsum, where
-from ._utils import (check_channels, check_rank, check_window_fits, from_channels_last, resolve_padding,
-                     shape_from_last, shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
+from ._utils import (check_spatial_input, check_window_fits, from_channels_last, resolve_padding, shape_from_last,
+                     shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
 
 __all__ = ["max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "adaptive_lp_pool",
            "global_max_pool", "global_avg_pool", "global_lp_pool",
@@ -31,15 +31,12 @@ __all__ = ["max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg
            "adaptive_max_pool_output_shape", "adaptive_avg_pool_output_shape", "adaptive_lp_pool_output_shape",
            "global_max_pool_output_shape", "global_avg_pool_output_shape", "global_lp_pool_output_shape"]
 
-_LAYOUT = "batch, 1 to 3 spatial axes, channels"
-
 
 # ---- windowed pools ------------------------------------------------------------------------------------------
 def _window_geometry(layer, input_shape, kernel_size, strides, padding, channels):
     """Check a windowed pool's options; return (window, strides, pads, output shape in ``channels`` layout)."""
     input_shape = tuple(input_shape)
-    check_channels(layer, channels)
-    check_rank(layer, input_shape, (3, 4, 5), layout=_LAYOUT)
+    check_spatial_input(layer, input_shape, channels)
     last = shape_to_last(input_shape, channels)                # (N, *S, C)
     n = len(last) - 2
     window = spatial_tuple(layer, "kernel_size", kernel_size, n)
@@ -148,8 +145,7 @@ def _adaptive_geometry(layer, input_shape, output_size, channels):
     ``output_size`` is an int or one per spatial axis; ``None`` keeps that axis's input size.
     """
     input_shape = tuple(input_shape)
-    check_channels(layer, channels)
-    check_rank(layer, input_shape, (3, 4, 5), layout=_LAYOUT)
+    check_spatial_input(layer, input_shape, channels)
     last = shape_to_last(input_shape, channels)
     n = len(last) - 2
     if isinstance(output_size, (list, tuple)) and len(output_size) == n:
@@ -241,8 +237,7 @@ def adaptive_lp_pool(x, output_size, norm=2, channels="last"):
 
 # ---- global pools ----------------------------------------------------------------------------------------------
 def _global_axes(layer, input_shape, channels) -> tuple:
-    check_channels(layer, channels)
-    check_rank(layer, tuple(input_shape), (3, 4, 5), layout=_LAYOUT)
+    check_spatial_input(layer, input_shape, channels)
     return tuple(range(1, len(input_shape) - 1)) if channels == "last" else tuple(range(2, len(input_shape)))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...autograd import as_tensor, concatenate as tconcatenate, getitem, pad as tpad
 from ...autograd import reshape as treshape, transpose as ttranspose
-from ._utils import (channel_axis, check_channels, check_rank, resolve_padding, shape_from_last, shape_to_last,
+from ._utils import (channel_axis, check_rank, check_spatial_input, resolve_padding, shape_from_last, shape_to_last,
                      spatial_tuple, tensor)
 
 __all__ = ["flatten", "reshape", "transpose", "pad", "resize", "concatenate", "flatten_output_shape",
@@ -117,8 +117,7 @@ def transpose(x, axes=None):
 
 # ---- pad ------------------------------------------------------------------------------------------------
 def _pad_pairs(input_shape, padding, channels) -> tuple:
-    check_channels("pad", channels)
-    check_rank("pad", input_shape, (3, 4, 5), layout="batch, 1 to 3 spatial axes, channels")
+    check_spatial_input("pad", input_shape, channels)
     if isinstance(padding, str):
         raise ValueError(f"pad: padding must be an int or (lo, hi) pairs, got {padding!r}")
     n = len(input_shape) - 2
@@ -157,8 +156,7 @@ _METHODS = ("nearest", "bilinear", "linear", "trilinear")
 
 
 def _resize_size(input_shape, size, method, channels) -> tuple:
-    check_channels("resize", channels)
-    check_rank("resize", input_shape, (3, 4, 5), layout="batch, 1 to 3 spatial axes, channels")
+    check_spatial_input("resize", input_shape, channels)
     if method not in _METHODS:
         raise ValueError(f"resize: method must be one of {_METHODS}, got {method!r}")
     return spatial_tuple("resize", "size", size, len(input_shape) - 2)
