@@ -60,12 +60,13 @@ def check_grads(f, args, order=1, eps=1e-6, rtol=1e-5, atol=1e-6):
     ``args`` is a tuple of arrays (converted to float64); ``order=2`` checks second derivatives too.
     Raises AssertionError naming the argument and the largest error.
 
-    >>> from axon.autograd import Primitive, apply, ops
+    >>> from axon.autograd import PRIMITIVES, apply, ops, primitive
     >>> check_grads(lambda x: ops.tanh(x) * x, (np.array([0.5, -1.0, 2.0]),), order=2)  # passes: no output
-    >>> bad_sin = Primitive("bad_sin", np.sin, lambda dy, y, x: (dy * y,))  # wrong: should be dy cos(x)
+    >>> bad_sin = primitive("doc.bad_sin", np.sin, lambda dy, y, x: (dy * y,))  # wrong: should be dy cos(x)
     >>> check_grads(lambda x: apply(bad_sin, x), (np.array([0.5, 1.0]),))
     Traceback (most recent call last):
     AssertionError: first-order gradient of argument 0 does not match finite differences ...
+    >>> del PRIMITIVES["doc.bad_sin"]
     """
     if order not in (1, 2):
         raise ValueError(f"check_grads: order must be 1 or 2, got {order}")

@@ -1,8 +1,10 @@
 """The reverse-mode engine: record primitives as they run, then walk the graph backwards.
 
-The engine knows nothing about particular operations. A ``Primitive`` bundles a forward function on
-numpy arrays with its vector-Jacobian product (VJP); ``apply`` runs one and records a ``Node``;
-``backprop`` sorts the recorded graph once and calls every VJP in reverse order.
+The engine knows nothing about particular operations. A ``Primitive`` bundles a forward function per
+backend (numpy arrays on ``"cpu"``) with one vector-Jacobian product (VJP); ``primitive`` adds one to the
+table and ``implement`` gives it a forward on another backend; ``apply`` runs the forward of the inputs'
+backend and records a ``Node``; ``backprop`` sorts the recorded graph once and calls every VJP in
+reverse order.
 
 >>> from axon.autograd import Tensor
 >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
@@ -13,45 +15,101 @@ array([2., 4., 6.], dtype=float32)
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, NamedTuple
+from typing import Callable
 
-__all__ = ["Primitive", "Node", "apply", "toposort", "backprop", "no_grad", "enable_grad",
+import numpy as np
+
+__all__ = ["Primitive", "PRIMITIVES", "primitive", "implement", "Node", "apply", "toposort", "backprop", "no_grad", "enable_grad",
            "is_grad_enabled", "set_grad_enabled"]
 
 
-class Primitive(NamedTuple):
-    """An operation the engine can differentiate.
+class Primitive:
+    """An operation the engine can differentiate: one name, one VJP rule, one forward per backend.
 
-    ``forward(*arrays, **params) -> array`` computes on numpy arrays. With ``saves=True`` it returns
-    ``(array, saved)`` and the VJP receives ``saved=...`` among its params (an argmax, a mask...).
-    ``vjp(dy, y, *xs, **params) -> tuple`` gives one gradient per input (``None`` for no gradient);
-    ``dy``, ``y`` and ``xs`` are Tensors, so a VJP written with Tensor operations is itself
-    differentiable (``higher_order=True``). A kernel whose VJP is a black box sets ``higher_order=False``.
+    ``forwards[backend](*arrays, **params) -> array`` computes on that backend's arrays (``"cpu"``:
+    numpy). With ``saves=True`` a forward returns ``(array, saved)`` and the VJP receives
+    ``saved=...`` (an argmax, a mask...). ``vjp(dy, y, *xs, **params) -> tuple`` gives one gradient
+    per input (``None`` for no gradient); ``dy``, ``y`` and ``xs`` are Tensors, so a VJP written with
+    Tensor operations runs on every backend and is itself differentiable (``higher_order=True``).
+    ``vjp=None`` makes a primitive that is never differentiated (comparisons, the backward kernels
+    themselves); its forward may return a tuple of arrays, and ``apply`` then returns a tuple of Tensors.
 
-    >>> square = Primitive("square", lambda x: x * x, lambda dy, y, x: (dy * 2 * x,))  # forward, then VJP
+    >>> square = primitive("doc.square", lambda x: x * x, lambda dy, y, x: (dy * 2 * x,))  # forward, then VJP
     >>> x = Tensor([1.0, -3.0], requires_grad=True)
     >>> apply(square, x).sum().backward(); x.grad
     array([ 2., -6.], dtype=float32)
+    >>> sorted(square.forwards), square.name
+    (['cpu'], 'doc.square')
+    >>> del PRIMITIVES["doc.square"]                                # free the name (only an example)
     """
-    name: str
-    forward: Callable
-    vjp: Callable
-    saves: bool = False
-    higher_order: bool = True
+    __slots__ = ("name", "forwards", "vjp", "saves", "higher_order")
+
+    def __init__(self, name: str, vjp, saves: bool = False, higher_order: bool = True):
+        self.name, self.forwards, self.vjp = name, {}, vjp
+        self.saves, self.higher_order = saves, higher_order
+
+    def __repr__(self):
+        return f"<primitive {self.name} on {', '.join(sorted(self.forwards))}>"
+
+
+# The one table of primitives, by name. Kernel modules add theirs as "kernels.<name>".
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def primitive(name: str, forward: Callable, vjp: Callable | None = None, **flags) -> Primitive:
+    """Add a primitive to the table with its CPU forward (numpy arrays in and out) and return it.
+
+    Names are unique: one table, one entry per operation (``"kernels.conv"``, not a second ``"conv"``).
+    Re-running the definition in an interactive session (``__main__``) replaces the old entry.
+
+    >>> cube = primitive("doc.cube", lambda x: x ** 3, lambda dy, y, x: (dy * 3 * x * x,))  # dy 3x^2
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> apply(cube, x).sum().backward(); x.grad
+    array([ 3., 12.], dtype=float32)
+    >>> del PRIMITIVES["doc.cube"]  # free the name again (this is only an example)
+    """
+    old = PRIMITIVES.get(name)
+    if old is not None and not _from_main(forward):
+        origin = next(iter(old.forwards.values())).__module__ if old.forwards else "?"
+        raise ValueError(f"primitive {name!r} is already in the table (from {origin}); give the new one another name")
+    PRIMITIVES[name] = prim = Primitive(name, vjp, **flags)
+    prim.forwards["cpu"] = forward
+    return prim
+
+
+def _from_main(fn) -> bool:
+    return getattr(fn, "__module__", None) == "__main__"
+
+
+def implement(name: str, backend: str, forward: Callable) -> Primitive:
+    """Give the primitive ``name`` its forward on ``backend`` (the VJP is shared by all backends).
+
+    >>> neg = implement("neg", "doc.cpu-copy", lambda x: -x)      # a second forward for "neg"
+    >>> sorted(neg.forwards)
+    ['cpu', 'doc.cpu-copy']
+    >>> del neg.forwards["doc.cpu-copy"]
+    """
+    prim = PRIMITIVES.get(name)
+    if prim is None:
+        raise KeyError(f"implement: no primitive named {name!r} in the table")
+    if not callable(forward):
+        raise TypeError(f"implement: the forward of {name!r} on {backend!r} must be callable, got {forward!r}")
+    prim.forwards[backend] = forward
+    return prim
 
 
 class Node:
-    """How a Tensor was made: the primitive, its input Tensors and its non-differentiable params.
+    """How a Tensor was made: the primitive, its input Tensors, its settings and what its forward saved.
 
     >>> x = Tensor([1.0, 2.0], requires_grad=True)
     >>> y = x * 2.0
     >>> y._node.prim.name, y._node.parents[0] is x, x._node is None  # a leaf has no node
     ('mul', True, True)
     """
-    __slots__ = ("prim", "parents", "params")
+    __slots__ = ("prim", "parents", "params", "saved")
 
-    def __init__(self, prim: Primitive, parents: tuple, params: dict):
-        self.prim, self.parents, self.params = prim, parents, params
+    def __init__(self, prim: Primitive, parents: tuple, params: dict, saved=None):
+        self.prim, self.parents, self.params, self.saved = prim, parents, params, saved
 
 
 class _GradMode:
@@ -115,22 +173,58 @@ def enable_grad():
 def apply(prim: Primitive, *inputs, **params):
     """Run ``prim`` on Tensors (or arrays/numbers) and record it when any input needs a gradient.
 
-    >>> scale = Primitive("scale", lambda x, c: x * c, lambda dy, y, x, c: (dy * c,))
+    The forward is the one of the inputs' backend (``axon.backend``); numbers and 0-d host arrays join
+    any backend, other inputs on two different backends are an error naming both.
+
+    >>> scale = primitive("doc.scale", lambda x, c: x * c, lambda dy, y, x, c: (dy * c,))
     >>> x = Tensor([1.0, 2.0], requires_grad=True)
     >>> y = apply(scale, x, c=10.0); y  # Tensors positional, params by keyword
-    Tensor([10., 20.], dtype=float32, grad_fn=<scale>)
+    Tensor([10., 20.], dtype=float32, grad_fn=<doc.scale>)
     >>> y.sum().backward(); x.grad      # the VJP got c=10.0 back
     array([10., 10.], dtype=float32)
+    >>> del PRIMITIVES["doc.scale"]
     """
     xs = tuple(x if isinstance(x, Tensor) else as_tensor(x, like=inputs) for x in inputs)
-    out = prim.forward(*(x.data for x in xs), **params)
+    arrays = [x.data for x in xs]
+    if all(type(a) is np.ndarray for a in arrays):         # the common case: every input on the CPU
+        forward = prim.forwards["cpu"]
+    else:
+        forward = _forward_for(prim, arrays)
+    out = forward(*arrays, **params)
+    saved = None
     if prim.saves:
-        out, params["saved"] = out
+        out, saved = out
+    if prim.vjp is None:                                   # never differentiated: plain results
+        if isinstance(out, tuple):                         # (a backward kernel's dx, dw; None: not asked for)
+            return tuple(None if o is None else Tensor._wrap(o) for o in out)
+        return Tensor._wrap(out)
     y = Tensor._wrap(out)
     if _GradMode.enabled and any(x.requires_grad for x in xs):
         y.requires_grad = True
-        y._node = Node(prim, xs, params)
+        y._node = Node(prim, xs, params, saved)
     return y
+
+
+def _forward_for(prim: Primitive, arrays: list):
+    """The forward of the one backend the inputs live on; 0-d host arrays are moved there (in ``arrays``)."""
+    found = {}
+    for a in arrays:
+        b = backend_of(a)
+        if b.name != "cpu" or a.ndim > 0:
+            found.setdefault(b.name, b)
+    if len(found) > 1:
+        raise ValueError(f"{prim.name}: inputs live on different devices ({' and '.join(sorted(found))}); "
+                         f"move them to one with axon.to_device")
+    b = next(iter(found.values())) if found else backend_of(arrays[0])
+    if b.name != "cpu":
+        for i, a in enumerate(arrays):
+            if type(a) is np.ndarray or isinstance(a, np.generic):
+                arrays[i] = b.from_host(np.asarray(a))
+    forward = prim.forwards.get(b.name)
+    if forward is None:
+        raise NotImplementedError(f"primitive {prim.name!r} has no forward on the {b.name!r} backend "
+                                  f"(it has: {', '.join(sorted(prim.forwards))})")
+    return forward
 
 
 def toposort(root) -> list:
@@ -191,7 +285,10 @@ def backprop(root, dy, keep=None, create_graph: bool = False, retain_graph: bool
             if create_graph and not node.prim.higher_order:
                 raise NotImplementedError(f"primitive '{node.prim.name}' does not support higher-order "
                                           f"gradients (backward with create_graph=True)")
-            dxs = node.prim.vjp(g, t, *node.parents, **node.params)
+            if node.prim.saves:
+                dxs = node.prim.vjp(g, t, *node.parents, saved=node.saved, **node.params)
+            else:
+                dxs = node.prim.vjp(g, t, *node.parents, **node.params)
             for p, dx in zip(node.parents, dxs):
                 if dx is None or not p.requires_grad:
                     continue
@@ -199,8 +296,10 @@ def backprop(root, dy, keep=None, create_graph: bool = False, retain_graph: bool
     if not retain_graph:
         for t in order:
             if t._node is not None:
-                t._node.parents = t._node.params = None
+                t._node.parents = t._node.params = t._node.saved = None
     return result
 
 
-from .tensor import Tensor, as_tensor  # noqa: E402  (the engine's one link to the Tensor class; tensor.py imports us)
+# Imported last because tensor.py imports this module for its operators: the engine wraps results in Tensors.
+from ..backend import backend_of  # noqa: E402
+from .tensor import Tensor, as_tensor  # noqa: E402

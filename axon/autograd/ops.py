@@ -16,36 +16,16 @@ import builtins
 
 import numpy as np
 
-from .engine import Primitive, apply
+from .engine import PRIMITIVES, apply, primitive
 from .tensor import Tensor, as_tensor
 
 __all__ = [
     "unbroadcast", "add", "sub", "mul", "div", "neg", "power", "matmul", "exp", "log", "sqrt", "abs",
     "tanh", "sigmoid", "relu", "clip", "sum", "mean", "max", "min", "reshape", "transpose", "getitem",
     "scatter_add", "concatenate", "stack", "where", "maximum", "minimum", "pad", "broadcast_to", "astype",
-    "PRIMITIVES",
+    "sign", "less", "less_equal", "greater", "greater_equal", "equal", "not_equal", "logical_and", "logical_or",
+    "logical_not", "PRIMITIVES",
 ]
-
-PRIMITIVES: dict[str, Primitive] = {}
-
-
-def primitive(name, forward, vjp, **flags) -> Primitive:
-    """Add a primitive to the table (a kernel module calls this too) and return it.
-
-    Names are unique: one table, one entry per operation (``"kernels.conv"``, not a second ``"conv"``).
-
-    >>> cube = primitive("doc.cube", lambda x: x ** 3, lambda dy, y, x: (dy * 3 * x * x,))  # dy 3x^2
-    >>> x = Tensor([1.0, 2.0], requires_grad=True)
-    >>> apply(cube, x).sum().backward(); x.grad
-    array([ 3., 12.], dtype=float32)
-    >>> del PRIMITIVES["doc.cube"]  # free the name again (this is only an example)
-    """
-    if name in PRIMITIVES:
-        raise ValueError(f"primitive {name!r} is already in the table (from {PRIMITIVES[name].forward.__module__}); "
-                         f"give the new one another name")
-    PRIMITIVES[name] = prim = Primitive(name, forward, vjp, **flags)
-    return prim
-
 
 def unbroadcast(g: Tensor, shape: tuple) -> Tensor:
     """Sum ``g`` over the axes that broadcasting added or stretched, so it gets ``shape`` back.
@@ -106,7 +86,7 @@ def _power_vjp(dy, y, x, p):                                   # d(x^p) = p x^(p
     dx = unbroadcast(dy * p * x ** (p - 1), x.shape) if x.requires_grad else None
     dp = None
     if p.requires_grad:                                        # log only where x > 0
-        dp = unbroadcast(dy * y * log(where(x.data > 0, x, 1.0)), p.shape)
+        dp = unbroadcast(dy * y * log(where(x > 0, x, 1.0)), p.shape)
     return dx, dp
 
 
@@ -250,20 +230,22 @@ def _sigmoid_forward(x):
     return 0.5 * (np.tanh(0.5 * x) + 1)                        # stable for any x, no overflow
 
 
-def _sign(x):
-    return Tensor._wrap(np.sign(x.data))
-
-
 _exp = primitive("exp", np.exp, lambda dy, y, x: (dy * y,))
 _log = primitive("log", np.log, lambda dy, y, x: (dy / x,))
 _sqrt = primitive("sqrt", np.sqrt, lambda dy, y, x: (dy / (2 * y),))
-_abs = primitive("abs", np.abs, lambda dy, y, x: (dy * _sign(x),))
+_abs = primitive("abs", np.abs, lambda dy, y, x: (dy * sign(x),))
 _tanh = primitive("tanh", np.tanh, lambda dy, y, x: (dy * (1 - y * y),))
 _sigmoid = primitive("sigmoid", _sigmoid_forward, lambda dy, y, x: (dy * y * (1 - y),))
-_relu = primitive("relu", lambda x: np.maximum(x, 0), lambda dy, y, x: (dy * (x.data > 0),))
-_clip = primitive("clip", lambda x, lo, hi: np.clip(x, lo, hi),
-                  lambda dy, y, x, lo, hi: (dy * (((x.data >= lo) if lo is not None else True) &
-                                                  ((x.data <= hi) if hi is not None else True)),))
+_relu = primitive("relu", lambda x: np.maximum(x, 0), lambda dy, y, x: (dy * (x > 0),))
+
+
+def _clip_vjp(dy, y, x, lo, hi):                                # dy inside [lo, hi], 0 outside
+    if lo is not None:
+        dy = dy * (x >= lo)
+    return (dy * (x <= hi) if hi is not None else dy,)
+
+
+_clip = primitive("clip", lambda x, lo, hi: np.clip(x, lo, hi), _clip_vjp)
 _astype = primitive("astype", lambda x, dtype: x.astype(dtype),
                     lambda dy, y, x, dtype: (astype(dy, x.dtype),))
 
@@ -406,9 +388,8 @@ def _sum_vjp(dy, y, x, axis, keepdims):
 
 def _extreme_vjp(dy, y, x, axis, keepdims):
     """Max/min: the gradient goes to the elements that attain the extreme, split evenly among ties."""
-    y_full = _expand(y, x.shape, axis, keepdims).data
-    hit = (x.data == y_full).astype(x.dtype)                  # (x.shape) 1 where x attains the extreme
-    share = hit / hit.sum(axis=_norm_axis(axis, x.ndim), keepdims=True)
+    hit = astype(equal(x, _expand(y, x.shape, axis, keepdims)), x.dtype)  # (x.shape) 1 where x attains it
+    share = hit / sum(hit, _norm_axis(axis, x.ndim), keepdims=True)
     return (_expand(dy, x.shape, axis, keepdims) * share,)
 
 
@@ -476,7 +457,7 @@ def mean(x, axis=None, keepdims=False):
     """
     x = as_tensor(x)
     n = int(np.prod([x.shape[a] for a in _norm_axis(axis, x.ndim)]))
-    return sum(x, axis, keepdims) * (1.0 / builtins.max(n, 1))
+    return sum(x, axis, keepdims) * (1.0 / n if n else float("nan"))  # no elements: NaN, as numpy and torch
 
 
 # ---- shapes ----------------------------------------------------------------------------------------
@@ -611,15 +592,17 @@ def _stack_vjp(dy, y, *xs, axis):
     return tuple(dy[lead + (i,)] for i in range(len(xs)))
 
 
-def _where_vjp(dy, y, a, b, cond):
+def _where_vjp(dy, y, cond, a, b):
     zero = np.zeros((), dtype=dy.dtype)
-    return (unbroadcast(where(cond, dy, zero), a.shape) if a.requires_grad else None,
+    return (None,
+            unbroadcast(where(cond, dy, zero), a.shape) if a.requires_grad else None,
             unbroadcast(where(cond, zero, dy), b.shape) if b.requires_grad else None)
 
 
 def _extreme2_vjp(dy, y, a, b):
     """maximum/minimum: the gradient goes to the chosen input; ties split it half and half."""
-    wins = np.where(a.data == b.data, 0.5, a.data == y.data).astype(dy.dtype)  # 1: a won, 0: b won, 0.5: tie
+    half = np.asarray(0.5, dtype=dy.dtype)
+    wins = where(equal(a, b), half, astype(equal(a, y), dy.dtype))        # 1: a won, 0: b won, 0.5: tie
     return (unbroadcast(dy * wins, a.shape) if a.requires_grad else None,
             unbroadcast(dy * (1 - wins), b.shape) if b.requires_grad else None)
 
@@ -640,7 +623,7 @@ def _check_joinable(name, xs, axis, same_shape):
 
 _concatenate = primitive("concatenate", lambda *xs, axis: np.concatenate(xs, axis=axis), _concat_vjp)
 _stack = primitive("stack", lambda *xs, axis: np.stack(xs, axis=axis), _stack_vjp)
-_where = primitive("where", lambda a, b, cond: np.where(cond, a, b), _where_vjp)
+_where = primitive("where", np.where, _where_vjp)
 _maximum = primitive("maximum", _binary(np.maximum, "maximum"), _extreme2_vjp)
 _minimum = primitive("minimum", _binary(np.minimum, "minimum"), _extreme2_vjp)
 _pad = primitive("pad", lambda x, pad_width, value: np.pad(x, pad_width, constant_values=value),
@@ -686,8 +669,8 @@ def where(cond, a, b):
     >>> y.sum().backward(); x.grad       # dy goes to the branch that was taken
     array([0.5, 1. , 0.5], dtype=float32)
     """
-    cond = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
-    return apply(_where, a, b, cond=cond)
+    cond = cond if isinstance(cond, Tensor) else Tensor(np.asarray(cond, dtype=bool))
+    return apply(_where, cond if cond.dtype == bool else astype(cond, bool), a, b)
 
 
 def maximum(a, b):
@@ -728,3 +711,106 @@ def pad(x, pad_width, value=0.0):
     if (pw < 0).any():
         raise ValueError(f"pad: pad_width must be non-negative, got {pad_width!r}")
     return apply(_pad, x, pad_width=tuple(map(tuple, pw.tolist())), value=value)
+
+
+# ---- comparisons and logic: never differentiated (their VJP is None) -------------------------------
+_sign = primitive("sign", np.sign)
+_less = primitive("less", _binary(np.less, "less"))
+_less_equal = primitive("less_equal", _binary(np.less_equal, "less_equal"))
+_greater = primitive("greater", _binary(np.greater, "greater"))
+_greater_equal = primitive("greater_equal", _binary(np.greater_equal, "greater_equal"))
+_equal = primitive("equal", _binary(np.equal, "equal"))
+_not_equal = primitive("not_equal", _binary(np.not_equal, "not_equal"))
+_logical_and = primitive("logical_and", _binary(np.logical_and, "logical_and"))
+_logical_or = primitive("logical_or", _binary(np.logical_or, "logical_or"))
+_logical_not = primitive("logical_not", np.logical_not)
+
+
+def sign(x):
+    """-1, 0 or 1 by the sign of each element (no gradient).
+
+    >>> sign(Tensor([-2.0, 0.0, 3.0]))
+    Tensor([-1.,  0.,  1.], dtype=float32)
+    """
+    return apply(_sign, x)
+
+
+def less(a, b):
+    """``a < b`` elementwise, a boolean Tensor (``Tensor.__lt__``).
+
+    >>> less(Tensor([1.0, 3.0]), 2.0)
+    Tensor([ True, False], dtype=bool)
+    """
+    return apply(_less, a, b)
+
+
+def less_equal(a, b):
+    """``a <= b`` elementwise (``Tensor.__le__``).
+
+    >>> less_equal(Tensor([1.0, 2.0, 3.0]), 2.0)
+    Tensor([ True,  True, False], dtype=bool)
+    """
+    return apply(_less_equal, a, b)
+
+
+def greater(a, b):
+    """``a > b`` elementwise (``Tensor.__gt__``).
+
+    >>> greater(Tensor([1.0, 3.0]), 2.0)
+    Tensor([False,  True], dtype=bool)
+    """
+    return apply(_greater, a, b)
+
+
+def greater_equal(a, b):
+    """``a >= b`` elementwise (``Tensor.__ge__``).
+
+    >>> greater_equal(Tensor([1.0, 2.0]), 2.0)
+    Tensor([False,  True], dtype=bool)
+    """
+    return apply(_greater_equal, a, b)
+
+
+def equal(a, b):
+    """``a == b`` elementwise (``Tensor.__eq__``).
+
+    >>> equal(Tensor([1.0, 2.0]), 2.0)
+    Tensor([False,  True], dtype=bool)
+    """
+    return apply(_equal, a, b)
+
+
+def not_equal(a, b):
+    """``a != b`` elementwise (``Tensor.__ne__``).
+
+    >>> not_equal(Tensor([1.0, 2.0]), 2.0)
+    Tensor([ True, False], dtype=bool)
+    """
+    return apply(_not_equal, a, b)
+
+
+def logical_and(a, b):
+    """Elementwise ``and`` of two boolean Tensors (``Tensor.__and__``).
+
+    >>> logical_and(Tensor([True, True]), Tensor([True, False]))
+    Tensor([ True, False], dtype=bool)
+    """
+    return apply(_logical_and, a, b)
+
+
+def logical_or(a, b):
+    """Elementwise ``or`` of two boolean Tensors (``Tensor.__or__``).
+
+    >>> logical_or(Tensor([True, False]), Tensor([False, False]))
+    Tensor([ True, False], dtype=bool)
+    """
+    return apply(_logical_or, a, b)
+
+
+def logical_not(x):
+    """Elementwise ``not`` of a boolean Tensor (``Tensor.__invert__``).
+
+    >>> logical_not(Tensor([True, False]))
+    Tensor([False,  True], dtype=bool)
+    """
+    return apply(_logical_not, x)

@@ -14,12 +14,17 @@ import numbers
 import numpy as np
 
 from . import engine
+from ..backend import backend_of, is_host, to_host
 
 __all__ = ["Tensor", "as_tensor"]
 
 
 def _default_dtype(x):
-    """float32 for Python numbers and lists; an array's own dtype otherwise."""
+    """float32 for Python numbers and lists of them; an array's own dtype; bool for booleans.
+
+    One rule, whatever the container: Python numbers are float32 (``Tensor(3)``, ``Tensor([1, 2])``);
+    numpy arrays and numpy scalars keep their dtype (``Tensor(np.int64(3))`` is int64).
+    """
     if isinstance(x, (np.ndarray, np.generic)):
         return None
     if isinstance(x, (bool, np.bool_)) or (isinstance(x, (list, tuple)) and np.asarray(x).dtype == bool):
@@ -27,11 +32,30 @@ def _default_dtype(x):
     return np.float32
 
 
+def _check_numeric(data) -> None:
+    """TypeError for what is not a number: None, strings, bytes, and lists holding them."""
+    bad = (str, bytes, type(None))
+    if isinstance(data, bad):
+        raise TypeError(f"Tensor expects numeric data (a number, list or numpy array), got {type(data).__name__} "
+                        f"{data!r}")
+    if isinstance(data, (list, tuple)):
+        stack = [data]
+        while stack:
+            for item in stack.pop():
+                if isinstance(item, (list, tuple)):
+                    stack.append(item)
+                elif isinstance(item, bad):
+                    raise TypeError(f"Tensor expects numeric data, got a list holding {type(item).__name__} "
+                                    f"{item!r}")
+
+
 class Tensor:
     """An n-dimensional array with reverse-mode gradients.
 
-    ``data`` is a numpy array: float32 unless an array of another dtype (float64, say) is given.
-    ``requires_grad=True`` makes it a leaf whose ``.grad`` (a numpy array) ``backward()`` fills in.
+    ``data`` is an array of one backend (``axon.backend``): a numpy array on the CPU, float32 unless an
+    array of another dtype (float64, say) is given; a device array stays on its device.
+    ``requires_grad=True`` makes it a leaf whose ``.grad`` (an array on the same backend)
+    ``backward()`` fills in. ``np.asarray(t)`` and ``t.numpy()`` always give a host numpy array.
 
     >>> x = Tensor([1.0, 2.0], requires_grad=True)
     >>> y = (x * x).sum(); y
@@ -47,6 +71,15 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
+        if not is_host(data):                                  # a device array stays where it is
+            if dtype is not None and np.dtype(dtype) != data.dtype:
+                raise TypeError(f"Tensor: cannot cast a {backend_of(data).name} array of dtype {data.dtype} to "
+                                f"{np.dtype(dtype)} on construction; use .astype()")
+            if requires_grad and data.dtype.kind != "f":
+                raise TypeError(f"only floating-point Tensors can require gradients, got dtype {data.dtype}")
+            self.data, self.grad, self.requires_grad, self._node = data, None, bool(requires_grad), None
+            return
+        _check_numeric(data)
         try:
             arr = np.asarray(data, dtype=dtype if dtype is not None else _default_dtype(data))
         except (TypeError, ValueError) as e:
@@ -62,7 +95,7 @@ class Tensor:
     def _wrap(cls, arr) -> "Tensor":
         """Fast constructor for the engine: wrap an array without checks."""
         t = object.__new__(cls)
-        t.data = arr if type(arr) is np.ndarray else np.asarray(arr)
+        t.data = arr if type(arr) is np.ndarray or not is_host(arr) else np.asarray(arr)
         t.grad, t.requires_grad, t._node = None, False, None
         return t
 
@@ -72,36 +105,45 @@ class Tensor:
     ndim = property(lambda self: self.data.ndim, doc="Number of axes.")
     size = property(lambda self: self.data.size, doc="Number of elements.")
     is_leaf = property(lambda self: self._node is None, doc="True unless made by a recorded operation.")
+    device = property(lambda self: backend_of(self.data).name, doc="The backend holding the data: 'cpu', 'cuda'...")
 
     def numpy(self) -> np.ndarray:
-        """The underlying numpy array (shared, not copied)."""
-        return self.data
+        """The data as a host numpy array (the array itself on the CPU; a copy from a device)."""
+        return self.data if type(self.data) is np.ndarray else to_host(self.data)
 
     def item(self):
         """The single element as a Python number."""
-        return self.data.item()
+        return self.numpy().item()
 
     def detach(self) -> "Tensor":
         """The same data, cut from the graph."""
         return Tensor._wrap(self.data)
 
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
 
     def __len__(self):
-        return len(self.data)
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d Tensor")
+        return self.shape[0]
 
     def __bool__(self):
-        return bool(self.data)
+        return bool(self.numpy())
 
     def __float__(self):
-        return float(self.data)
+        return float(self.numpy())
+
+    def __int__(self):
+        return int(self.numpy())
 
     __hash__ = object.__hash__
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=", ", prefix="Tensor(")
+        body = np.array2string(self.numpy(), separator=", ", prefix="Tensor(")
         extra = f", dtype={self.dtype}"
+        if self.device != "cpu":
+            extra += f", device='{self.device}'"
         if self._node is not None:
             extra += f", grad_fn=<{self._node.prim.name}>"
         elif self.requires_grad:
@@ -121,13 +163,18 @@ class Tensor:
             if self.size != 1:
                 raise RuntimeError(f"backward() without grad= needs a single-element Tensor, got shape "
                                    f"{self.shape}; pass grad= with that shape (or call .sum() first)")
-            grad = np.ones_like(self.data)
+            grad = backend_of(self.data).full(self.shape, 1, self.dtype)
         dy = as_tensor(grad, like=(self,))
         if dy.shape != self.shape:
             raise ValueError(f"backward(grad=...) expects shape {self.shape}, got {dy.shape}")
         for leaf, g in engine.backprop(self, dy, create_graph=create_graph, retain_graph=retain_graph or create_graph):
-            g = g.data
-            leaf.grad = g.copy() if leaf.grad is None else leaf.grad + g
+            if g.dtype != leaf.dtype:                          # a gradient has its leaf's dtype
+                g = ops.astype(g, leaf.dtype)
+            if leaf.grad is None:
+                leaf.grad = backend_of(g.data).copy(g.data)
+            else:
+                with engine.no_grad():
+                    leaf.grad = ops.add(Tensor._wrap(leaf.grad), g).data
 
     # ---- operators (the rules live in ops.py) --------------------------------------------------
     def __add__(self, other): return ops.add(self, other)
@@ -146,13 +193,16 @@ class Tensor:
     def __pos__(self): return self
     def __getitem__(self, index): return ops.getitem(self, index)
 
-    # comparisons give boolean Tensors and are never differentiated
-    def __lt__(self, other): return Tensor._wrap(self.data < _data(other))
-    def __le__(self, other): return Tensor._wrap(self.data <= _data(other))
-    def __gt__(self, other): return Tensor._wrap(self.data > _data(other))
-    def __ge__(self, other): return Tensor._wrap(self.data >= _data(other))
-    def __eq__(self, other): return Tensor._wrap(self.data == _data(other))
-    def __ne__(self, other): return Tensor._wrap(self.data != _data(other))
+    # comparisons and logic give boolean Tensors and are never differentiated
+    def __lt__(self, other): return ops.less(self, other)
+    def __le__(self, other): return ops.less_equal(self, other)
+    def __gt__(self, other): return ops.greater(self, other)
+    def __ge__(self, other): return ops.greater_equal(self, other)
+    def __eq__(self, other): return ops.equal(self, other)
+    def __ne__(self, other): return ops.not_equal(self, other)
+    def __and__(self, other): return ops.logical_and(self, other)
+    def __or__(self, other): return ops.logical_or(self, other)
+    def __invert__(self): return ops.logical_not(self)
 
     # ---- methods ------------------------------------------------------------------------------------
     def sum(self, axis=None, keepdims=False): return ops.sum(self, axis, keepdims)
@@ -181,24 +231,24 @@ class Tensor:
     def astype(self, dtype): return ops.astype(self, dtype)
 
 
-def _data(x):
-    return x.data if isinstance(x, Tensor) else x
-
-
 def as_tensor(x, like=()) -> Tensor:
-    """``x`` as a Tensor; a Python number takes the dtype of the first floating Tensor/array in ``like``.
+    """``x`` as a Tensor; a scalar takes the dtype of the first floating Tensor/array in ``like``.
 
-    So ``x * 2.0`` stays float32 when ``x`` is float32 (numpy's "weak" scalars).
+    Scalars (Python numbers, numpy scalars, 0-d arrays) never promote a float Tensor: ``x * 2.0`` and
+    ``x * np.float64(2.0)`` stay float32 when ``x`` is float32 (the rule of PyTorch and JAX).
 
     >>> x64 = Tensor(np.array([1.0, 2.0]))  # float64
     >>> as_tensor(2.0, like=(x64,)).dtype, as_tensor(2.0).dtype
     (dtype('float64'), dtype('float32'))
+    >>> as_tensor(np.float64(2.0), like=(Tensor([1.0]),)).dtype
+    dtype('float32')
     >>> as_tensor(x64) is x64               # a Tensor passes through unchanged
     True
     """
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, numbers.Number) and not isinstance(x, np.generic):
+    if (isinstance(x, numbers.Number) and not isinstance(x, (bool, np.bool_))) or \
+            (isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind in "iuf"):
         for other in like:
             dt = getattr(other, "dtype", None)
             if dt is not None and dt.kind == "f":
