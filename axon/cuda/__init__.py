@@ -26,9 +26,8 @@ array([[4., 4.],
 """
 from ..backend import Backend, register_backend
 from ._runtime import ARRAY_TYPES, SIMULATOR, copy, from_host, full, to_host
-from . import ops, layout, matmul  # noqa: F401  (each adds its "cuda" forwards to the table)
 from .. import kernels as _cpu_kernels  # noqa: F401  (the kernels.* primitives must exist before ours)
-from . import kernels  # noqa: F401,E402
+from . import ops, layout, matmul, kernels  # noqa: F401  (each adds its "cuda" forwards to the table)
 
 __all__ = ["BACKEND", "SIMULATOR"]
 

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["cuda", "SIMULATOR", "ARRAY_TYPES", "THREADS", "BLOCKS", "REDUCE_THREADS", "position", "view",
            "contiguous_strides", "broadcast_strides", "ghost", "empty", "full", "copy", "to_host", "from_host",
-           "launch_1d", "nb_type"]
+           "launch_1d", "nb_type", "constant", "ghost_view"]
 
 
 def _load_cuda():
@@ -60,8 +60,24 @@ cuda, SIMULATOR = _load_cuda()
 
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
+
+    class _SimArray(_DeviceArray):
+        """The simulator's device array, with a plain tuple as its host-side shape (as a real DeviceNDArray).
+
+        (The simulator's own shape refuses negative indices, ``x.shape[-1]``, even outside kernels.)
+        """
+        shape = property(lambda self: tuple(self._ary.shape))
+
+        def reshape(self, *args, **kwargs):
+            return _SimArray(self._ary.reshape(*args, **kwargs))
+
+    def _own(a):
+        return _SimArray(a._ary, a.stream)
 else:
     from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
+
+    def _own(a):
+        return a
 ARRAY_TYPES = (_DeviceArray,)
 
 # Launch sizes. The simulator runs every thread as a Python thread and every barrier as a lock, so
@@ -116,7 +132,7 @@ def view(a):
     ((1,), 0, ())
     """
     if not a.is_c_contiguous():
-        a = cuda.to_device(np.ascontiguousarray(a.copy_to_host()))
+        a = from_host(a.copy_to_host())
     return a.reshape(max(a.size, 1)) if a.size else a.reshape(0), 0, contiguous_strides(a.shape)
 
 
@@ -178,7 +194,7 @@ def empty(shape, dtype):
     >>> empty((2, 3), np.float32).shape
     (2, 3)
     """
-    return cuda.device_array(tuple(int(n) for n in shape), dtype=np.dtype(dtype))
+    return _own(cuda.device_array(tuple(int(n) for n in shape), dtype=np.dtype(dtype)))
 
 
 def full(shape, value, dtype):
@@ -200,7 +216,7 @@ def copy(a):
     >>> a = from_host(np.arange(3.0)); b = copy(a); to_host(b)
     array([0., 1., 2.])
     """
-    out = cuda.device_array(a.shape, dtype=a.dtype)
+    out = empty(a.shape, a.dtype)
     if a.size:
         out.copy_to_device(a)
     return out
@@ -221,4 +237,25 @@ def from_host(a):
     >>> from_host(np.zeros((2, 2), np.float32)).dtype
     dtype('float32')
     """
-    return cuda.to_device(np.ascontiguousarray(a))
+    return _own(cuda.to_device(np.ascontiguousarray(a)))
+
+
+_CONSTANTS: dict = {}
+
+
+def constant(a) -> object:
+    """A small host array (a layer's pooling bins, its scale) on the device, copied once and then reused.
+
+    Keyed by value, so a new array with the same contents finds the same device copy; at most 512 kept.
+
+    >>> c = constant(np.array([1, 2])); c is constant(np.array([1, 2]))
+    True
+    """
+    a = np.ascontiguousarray(a)
+    key = (a.dtype.str, a.shape, a.tobytes())
+    hit = _CONSTANTS.get(key)
+    if hit is None:
+        if len(_CONSTANTS) >= 512:
+            _CONSTANTS.clear()
+        hit = _CONSTANTS[key] = from_host(a)
+    return hit

@@ -44,7 +44,7 @@ from ..autograd.engine import PRIMITIVES
 from ._runtime import (REDUCE_THREADS, broadcast_strides, cuda, empty, from_host, launch_1d,
                        nb_type, position, to_host, view)
 
-__all__ = ["cuda_map", "cuda_zip", "cuda_reduce", "strided_copy", "twin_dtype", "on_host", "padded"]
+__all__ = ["cuda_map", "cuda_zip", "cuda_reduce", "block_fold", "split_rows", "row_blocks", "strided_copy", "twin_dtype", "on_host", "padded"]
 
 
 # ---- what the CPU twin decides: output dtypes, and what to do with empty arrays ---------------------
@@ -216,6 +216,34 @@ def strided_copy(shape, dst, d_offset, d_strides, src, s_offset, s_strides) -> N
 
 
 # ---- reduce ---------------------------------------------------------------------------------------
+def block_fold(f):
+    """A device function ``fold(partial, acc, t)``: the block's ``REDUCE_THREADS`` values of ``acc`` folded by ``f``.
+
+    ``partial`` is a shared array of ``REDUCE_THREADS`` elements, ``t`` the thread's index; every thread
+    gets the result. The rounds halve the active threads: ``s[t] = f(s[t], s[t + h])`` for ``t < h``,
+    ``h = T/2, T/4, ..., 1``, with a barrier after each (so the block's threads must all call it).
+
+    >>> callable(block_fold(cuda.jit(device=True)(lambda a, b: a + b)))
+    True
+    """
+    T = REDUCE_THREADS
+
+    @cuda.jit(device=True)
+    def fold(partial, acc, t):
+        partial[t] = acc
+        cuda.syncthreads()
+        h = T // 2
+        while h > 0:                                             # the tree: T -> T/2 -> ... -> 1
+            if t < h:
+                partial[t] = f(partial[t], partial[t + h])
+            cuda.syncthreads()
+            h //= 2
+        total = partial[0]
+        cuda.syncthreads()                                       # partial may be reused at once
+        return total
+    return fold
+
+
 def cuda_reduce(fn, start, like: str | None = None):
     """A reduction over any axes from a binary scalar ``fn(acc, v)`` and its ``start`` value.
 
@@ -230,6 +258,7 @@ def cuda_reduce(fn, start, like: str | None = None):
     array([7., 4.])
     """
     f = cuda.jit(device=True)(fn)
+    fold = block_fold(f)
     T = REDUCE_THREADS
     kernels = {}
 
@@ -246,17 +275,9 @@ def cuda_reduce(fn, start, like: str | None = None):
                 acc = start
                 for l in range(t, L, T):                        # thread t: elements t, t + T, ...
                     acc = f(acc, x[position(l, base, red_shape, red_strides)])
-                partial[t] = acc
-                cuda.syncthreads()
-                s = T // 2
-                while s > 0:                                     # the tree: T -> T/2 -> ... -> 1
-                    if t < s:
-                        partial[t] = f(partial[t], partial[t + s])
-                    cuda.syncthreads()
-                    s //= 2
+                acc = fold(partial, acc, t)                     # the tree
                 if t == 0:
-                    out[a] = partial[0]
-                cuda.syncthreads()                               # partial is reused by the next row
+                    out[a] = acc
         return kernel
 
     def forward(x, axis=None, keepdims=False):
@@ -267,21 +288,37 @@ def cuda_reduce(fn, start, like: str | None = None):
         if x.size == 0:
             return on_host(like, x, axis=axis, keepdims=keepdims)
         storage, offset, strides = view(x)
-        kept = [d for d in range(x.ndim) if d not in axes]
-        out_shape = tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)) if keepdims else \
-            tuple(x.shape[d] for d in kept)
+        out_shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
         out = empty(out_shape, dtype)
-        kept_shape, kept_strides = padded(tuple(x.shape[d] for d in kept), tuple(strides[d] for d in kept))
-        red_shape, red_strides = padded(tuple(x.shape[d] for d in axes), tuple(strides[d] for d in axes))
+        kept_shape, kept_strides, red_shape, red_strides = split_rows(x.shape, strides, axes)
         L = int(np.prod(red_shape))
         if dtype not in kernels:
             kernels[dtype] = make(dtype)
-        blocks = max(1, min(out.size, 65535 if T > 32 else 4))
-        kernels[dtype][blocks, T](out.reshape(out.size), storage, offset, kept_shape, kept_strides, red_shape,
-                                  red_strides, L, _start(dtype, start))
+        kernels[dtype][row_blocks(out.size), T](out.reshape(out.size), storage, offset, kept_shape, kept_strides,
+                                                red_shape, red_strides, L, _start(dtype, start))
         return out
 
     return forward
+
+
+def split_rows(shape, strides, axes) -> tuple:
+    """``(kept_shape, kept_strides, red_shape, red_strides)``: rows over the kept axes, each row over ``axes``.
+
+    >>> split_rows((2, 3, 4), (12, 4, 1), (1,))
+    ((2, 4), (12, 1), (3,), (4,))
+    """
+    kept = [d for d in range(len(shape)) if d not in axes]
+    return (*padded(tuple(shape[d] for d in kept), tuple(strides[d] for d in kept)),
+            *padded(tuple(shape[d] for d in axes), tuple(strides[d] for d in axes)))
+
+
+def row_blocks(rows: int) -> int:
+    """Blocks for a kernel that gives each row one block (a grid-stride loop over the rest).
+
+    >>> row_blocks(3)
+    3
+    """
+    return max(1, min(rows, 65535 if REDUCE_THREADS > 32 else 4))
 
 
 def _start(dtype, value):

@@ -32,9 +32,9 @@ import numpy as np
 
 from ..autograd.engine import PRIMITIVES, implement
 from ._runtime import SIMULATOR, cuda, empty, full, nb_type, position, view
-from .factories import on_host, padded, twin_dtype
+from .factories import padded, twin_dtype
 
-__all__ = ["matmul", "TILES", "make_matmul_kernel"]
+__all__ = ["matmul", "launch_matmul", "TILES", "make_matmul_kernel"]
 
 # (BM, BN, BK, TM, TN): the tile of C per block, the depth of a slab, the outputs per thread. The
 # simulator runs every thread in Python, so it gets a tiny tile (the same code).
@@ -53,8 +53,10 @@ def make_matmul_kernel(dtype, BM, BN, BK, TM, TN):
     zero = np.dtype(dtype).type(0)
 
     @cuda.jit
-    def kernel(c, a, a_offset, a_bstrides, a_s0, a_s1, b, b_offset, b_bstrides, b_s0, b_s1, batch_shape, M, N, K, B):
-        # c (B*M*N,) C order; a, b flat storages read through offsets, batch strides and two matrix strides
+    def kernel(c, c_bs, c_s0, a, a_offset, a_bstrides, a_s0, a_s1, b, b_offset, b_bstrides, b_s0, b_s1, batch_shape,
+               M, N, K, B):
+        # c: matrix z at z * c_bs, row stride c_s0 (columns contiguous); a, b: flat storages read through
+        # offsets, batch strides (over batch_shape) and two matrix strides each
         As = cuda.shared.array((BK, BM + 1), t)                   # A's slab, transposed: As[k, i]
         Bs = cuda.shared.array((BK, BN), t)
         acc = cuda.local.array((TM, TN), t)
@@ -97,7 +99,7 @@ def make_matmul_kernel(dtype, BM, BN, BK, TM, TN):
                 for j in range(TN):
                     col = col0 + tx + j * TX
                     if r < M and col < N:
-                        c[(z * M + r) * N + col] = acc[i, j]
+                        c[z * c_bs + r * c_s0 + col] = acc[i, j]
     return kernel
 
 
@@ -108,10 +110,38 @@ def _zero_ghost(shape, dtype):
     return np.broadcast_to(np.zeros((), dtype), shape)
 
 
-def matmul(a, b, tiles=None):
+def launch_matmul(c, c_bs, c_s0, a, b, M, N, K, B=1, batch_shape=(1,), tiles=None):
+    """Launch the tiled kernel: ``a`` and ``b`` are views ``(storage, offset, batch_strides, s0, s1)``.
+
+    ``c`` is a flat output storage: matrix ``z`` of the batch at ``z * c_bs``, rows ``c_s0`` apart.
+    Convolution calls this directly (its groups are the batch, its columns matrix is ``a``).
+
+    >>> import numpy as np
+    >>> from axon.cuda._runtime import from_host, to_host, empty
+    >>> a, b, c = from_host(np.ones(6)), from_host(np.ones(6)), empty((4,), np.float64)
+    >>> launch_matmul(c, 4, 2, (a, 0, (0,), 3, 1), (b, 0, (0,), 2, 1), 2, 2, 3)     # (2, 3) @ (3, 2)
+    >>> to_host(c)
+    array([3., 3., 3., 3.])
+    """
+    BM, BN, BK, TM, TN = tiles or TILES
+    key = (np.dtype(c.dtype), BM, BN, BK, TM, TN)
+    if key not in _kernels:
+        _kernels[key] = make_matmul_kernel(c.dtype, BM, BN, BK, TM, TN)
+    grid = (-(-N // BN), -(-M // BM), min(B, 65535))
+    _kernels[key][grid, (BN // TN, BM // TM)](c, c_bs, c_s0, *a, *b, batch_shape, M, N, K, B)
+
+
+def _swap_last(shape, strides, swap):
+    if not swap:
+        return shape, strides
+    return shape[:-2] + shape[-1:] + shape[-2:-1], strides[:-2] + strides[-1:] + strides[-2:-1]
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False, tiles=None):
     """``np.matmul(a, b)`` for device arrays (vectors, batches with broadcasting), tiled as above.
 
-    ``tiles`` overrides ``TILES`` (the benchmark compares shapes).
+    ``transpose_a``/``transpose_b`` multiply by the transpose of the last two axes without copying
+    (the signature of ``kernels.matmul``); ``tiles`` overrides ``TILES`` (the benchmark compares them).
 
     >>> import numpy as np
     >>> from axon.cuda._runtime import from_host, to_host
@@ -119,43 +149,41 @@ def matmul(a, b, tiles=None):
     >>> bool(np.allclose(to_host(matmul(from_host(x), from_host(v))), x @ v))
     True
     """
+    a_storage, a_offset, a_strides = view(a)
+    b_storage, b_offset, b_strides = view(b)
+    a_shape, a_strides = _swap_last(a.shape, a_strides, transpose_a)
+    b_shape, b_strides = _swap_last(b.shape, b_strides, transpose_b)
     try:
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError
-        a_shape = (1,) + a.shape if a.ndim == 1 else a.shape      # a vector is one row
-        b_shape = b.shape + (1,) if b.ndim == 1 else b.shape      # ... or one column
+        if a.ndim == 1:                                           # a vector is one row
+            a_shape, a_strides = (1,) + a_shape, (0,) + a_strides
+        if b.ndim == 1:                                           # ... or one column
+            b_shape, b_strides = b_shape + (1,), b_strides + (0,)
         M, K = a_shape[-2:]
         K2, N = b_shape[-2:]
         if K != K2:
             raise ValueError
         batch = np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
     except ValueError:                                            # the CPU's error, raised from ghosts
-        PRIMITIVES["matmul"].forwards["cpu"](_zero_ghost(a.shape, a.dtype), _zero_ghost(b.shape, b.dtype))
+        PRIMITIVES["matmul"].forwards["cpu"](_zero_ghost(a_shape, a.dtype), _zero_ghost(b_shape, b.dtype))
         raise
     out_shape = batch + ((M,) if a.ndim > 1 else ()) + ((N,) if b.ndim > 1 else ())
     dtype = twin_dtype("matmul", (a.dtype, b.dtype))
-    if a.size == 0 or b.size == 0:
-        return on_host("matmul", a, b) if M * N * int(np.prod(batch)) else empty(out_shape, dtype)
-    BM, BN, BK, TM, TN = tiles or TILES
-    key = (np.dtype(dtype), BM, BN, BK, TM, TN)
-    if key not in _kernels:
-        _kernels[key] = make_matmul_kernel(dtype, BM, BN, BK, TM, TN)
-    a_storage, a_offset, a_strides = view(a)
-    b_storage, b_offset, b_strides = view(b)
-    a_strides = (0,) + a_strides if a.ndim == 1 else a_strides
-    b_strides = b_strides + (0,) if b.ndim == 1 else b_strides
-    lead_a, lead_b = len(batch) - (len(a_shape) - 2), len(batch) - (len(b_shape) - 2)
-    a_b = (0,) * lead_a + tuple(0 if n == 1 else s for n, s in zip(a_shape[:-2], a_strides[:-2]))
-    b_b = (0,) * lead_b + tuple(0 if n == 1 else s for n, s in zip(b_shape[:-2], b_strides[:-2]))
-    batch_shape, a_b, b_b = padded(batch, a_b, b_b)
     B = int(np.prod(batch))
-    c = empty(out_shape, dtype) if K else full(out_shape, 0, dtype)
-    if K:
-        grid = (-(-N // BN), -(-M // BM), min(B, 65535))
-        _kernels[key][grid, (BN // TN, BM // TM)](c.reshape(c.size), a_storage, a_offset, a_b, a_strides[-2],
-                                                  a_strides[-1], b_storage, b_offset, b_b, b_strides[-2],
-                                                  b_strides[-1], batch_shape, M, N, K, B)
+    if M * N * B == 0 or K == 0:
+        return full(out_shape, 0, dtype)
+    a_b = tuple(0 if n == 1 else s for n, s in zip(a_shape[:-2], a_strides[:-2]))
+    b_b = tuple(0 if n == 1 else s for n, s in zip(b_shape[:-2], b_strides[:-2]))
+    a_b = (0,) * (len(batch) - len(a_b)) + a_b                    # missing batch axes broadcast
+    b_b = (0,) * (len(batch) - len(b_b)) + b_b
+    batch_shape, a_b, b_b = padded(batch, a_b, b_b)
+    c = empty(out_shape, dtype)
+    launch_matmul(c.reshape(c.size), M * N, N, (a_storage, a_offset, a_b, a_strides[-2], a_strides[-1]),
+                  (b_storage, b_offset, b_b, b_strides[-2], b_strides[-1]), M, N, K, B, batch_shape, tiles)
     return c
 
 
 implement("matmul", "cuda", matmul)
+implement("kernels.matmul", "cuda", matmul)
+implement("kernels.matmul_loop", "cuda", matmul)
