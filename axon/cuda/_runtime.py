@@ -2,7 +2,7 @@
 
 Loading: ``numba.cuda`` is imported and checked once, here; without numba-cuda, without a driver or a
 device (and without numba's simulator, ``NUMBA_ENABLE_CUDASIM=1``), importing ``axon.cuda`` raises one
-``RuntimeError`` that says which of these is missing.
+``RuntimeError`` (``CudaUnavailable``) that says which of these is missing.
 
 Views: a kernel never receives an n-d array. It receives a *view*: the flat storage of a C-contiguous
 device array, an offset and one stride per axis, all counted in elements (MiniTorch's storage /
@@ -20,18 +20,26 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cuda", "SIMULATOR", "ARRAY_TYPES", "THREADS", "BLOCKS", "REDUCE_THREADS", "position", "view",
+__all__ = ["CudaUnavailable", "cuda", "SIMULATOR", "ARRAY_TYPES", "THREADS", "BLOCKS", "REDUCE_THREADS", "position", "view",
            "contiguous_strides", "broadcast_strides", "ghost", "empty", "full", "copy", "to_host", "from_host",
            "launch_1d", "nb_type", "constant", "ghost_view"]
 
 
+class CudaUnavailable(ImportError, RuntimeError):
+    """Why the CUDA backend cannot start here (a RuntimeError, and an ImportError for tools that walk packages).
+
+    >>> issubclass(CudaUnavailable, RuntimeError)
+    True
+    """
+
+
 def _load_cuda():
-    """``numba.cuda``, checked: one clear RuntimeError saying why the backend cannot start."""
+    """``numba.cuda``, checked: one clear error (``CudaUnavailable``) saying why the backend cannot start."""
     try:
         from numba import cuda
         from numba.cuda import config
     except Exception as e:                                       # no numba-cuda, or it fails to load
-        raise RuntimeError(f"the 'cuda' backend needs numba-cuda (pip install 'axon[cuda]'); importing "
+        raise CudaUnavailable(f"the 'cuda' backend needs numba-cuda (pip install 'axon[cuda]'); importing "
                            f"numba.cuda failed: {type(e).__name__}: {e}") from e
     simulator = bool(config.ENABLE_CUDASIM)
     if not simulator and not cuda.is_available():
@@ -39,8 +47,8 @@ def _load_cuda():
             cuda.current_context()
             reason = "numba finds no usable CUDA device"
         except Exception as e:                                   # no driver, or a driver and no device
-            reason = " ".join(str(e).split())
-        raise RuntimeError(f"the 'cuda' backend cannot start: {reason}. (Without an NVIDIA GPU, "
+            reason = " ".join(str(e).split()).rstrip(" :.")
+        raise CudaUnavailable(f"the 'cuda' backend cannot start: {reason}. (Without an NVIDIA GPU, "
                            f"NUMBA_ENABLE_CUDASIM=1 runs its kernels on numba's CUDA simulator, slowly.)")
     try:                                                         # numba's CUDA target itself must compile
         @cuda.jit
@@ -50,7 +58,7 @@ def _load_cuda():
         a = cuda.device_array(1, np.int32)
         _probe[1, 1](a)
     except Exception as e:                                       # e.g. numba-cuda 0.30 under numpy 2.5
-        raise RuntimeError(f"the 'cuda' backend cannot start: numba's CUDA target failed on a test kernel "
+        raise CudaUnavailable(f"the 'cuda' backend cannot start: numba's CUDA target failed on a test kernel "
                            f"({type(e).__name__}: {e}); check that numba-cuda supports this numpy "
                            f"({np.__version__})") from e
     return cuda, simulator
@@ -237,7 +245,7 @@ def from_host(a):
     >>> from_host(np.zeros((2, 2), np.float32)).dtype
     dtype('float32')
     """
-    return _own(cuda.to_device(np.ascontiguousarray(a)))
+    return _own(cuda.to_device(np.asarray(a, order="C")))                 # (ascontiguousarray makes 0-d 1-d)
 
 
 _CONSTANTS: dict = {}

@@ -40,7 +40,7 @@ def _clip(v, c):
 
 
 def _sign(v):
-    return v if v != v else (v > 0) - (v < 0)
+    return v if v != v else (1 if v > 0 else (-1 if v < 0 else 0))
 
 
 def _bounds(dtype, lo, hi):
