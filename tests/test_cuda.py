@@ -334,6 +334,72 @@ def test_reduce_kernels_and_dropout_mask(rng):
     assert not np.array_equal(m1, host(acuda.kernels.keep_mask(8, (20, 25), 0.75)))
 
 
+# ---- the fused kernels' VJPs: their backward primitives on the device ------------------------------------
+def needs_backward(name):
+    """Skip unless ``axon.kernels`` defines the backward primitive (the VJPs on arrays live there)."""
+    return pytest.mark.skipif(name not in PRIMITIVES, reason=f"this tree's axon.kernels has no {name} primitive")
+
+
+def _weighted(y):
+    """A scalar from y with a different weight per element (so every gradient entry is tested)."""
+    y = y[0] if isinstance(y, tuple) else y
+    w = np.linspace(0.5, 1.5, y.size).reshape(y.shape).astype(y.dtype)
+    return (y * Tensor(to_device(w, y.device))).sum()
+
+
+@needs_cuda
+@needs_backward("kernels.conv_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding, dilation, groups", CONVS[:3])
+def test_conv_vjp_on_the_device(dtype, x_shape, w_shape, strides, padding, dilation, groups, rng):
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    assert_same_grads(lambda x, w: _weighted(kernels.conv(x, w, strides, padding, dilation, groups)), x, w,
+                      tol=1e-4 if dtype == np.float32 else 1e-9)
+
+
+@needs_cuda
+@needs_backward("kernels.max_pool_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_pooling_vjps_on_the_device(dtype, rng):
+    x = rng.standard_normal((2, 5, 6, 2)).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    assert_same_grads(lambda x: _weighted(kernels.max_pool(x, (2, 3), (1, 2), ((1, 0), (1, 1)))), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.avg_pool(x, (3, 2), (2, 1), ((1, 1), (0, 1)))), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.lp_pool(x, 2, (2, 2), (2, 2), ((0, 0), (0, 0)))),
+                      np.abs(x) + 0.1, tol=tol)
+
+
+@needs_cuda
+@needs_backward("kernels.softmax_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_and_cross_entropy_vjps_on_the_device(dtype, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    assert_same_grads(lambda x: _weighted(kernels.softmax(x, (0, 2))), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.log_softmax(x, 1)), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.logsumexp(x, -1)), x, tol=tol)
+    logits, t = x[:, :, 0].T.copy(), rng.dirichlet(np.ones(3), 4).astype(dtype)
+    assert_same_grads(lambda x, t: _weighted(kernels.softmax_cross_entropy(x, t)), logits, t, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.softmax_cross_entropy(x, np.array([2, 0, 1, 1]))), logits, tol=tol)
+
+
+@needs_cuda
+@needs_backward("kernels.batch_norm_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batch_norm_bias_relu_and_adam_on_the_device(dtype, rng):
+    x = rng.normal(1.0, 2.0, (6, 2, 3)).astype(dtype)
+    gamma, beta = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    assert_same_grads(lambda x, g, b: _weighted(kernels.batch_norm_train(x, g, b, 1e-5)), x, gamma, beta, tol=tol)
+    assert_same_grads(lambda x, b: _weighted(kernels.bias_relu(x, b)), x, beta, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.max_with_indices(x, 1)), x, tol=tol)
+    p, g, m, v = (rng.standard_normal((5, 3)).astype(dtype) for _ in range(4))
+    v = np.abs(v)
+    settings = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, step=4)
+    for out, ref in zip(kernels.adam_step(*dev(p, g, m, v), **settings), kernels.adam_step(p, g, m, v, **settings)):
+        assert_twin(out, ref, tol=1e-6 if dtype == np.float32 else 1e-12)
+
+
 # ---- a few training steps on the device equal the CPU's -----------------------------------------------
 def _mlp_loss(params, x, labels):
     ag = axon.autograd
@@ -373,10 +439,33 @@ def test_mlp_training_steps_on_the_device_equal_the_cpus(rng):
         np.testing.assert_allclose(host(p_dev[k]), p_cpu[k], rtol=1e-4, atol=1e-4)
 
 
+def _cnn_loss(params, x, labels):
+    h = kernels.bias_relu(kernels.conv(x, params["k"], (1, 1), ((1, 1), (1, 1)), (1, 1)), params["c"])  # (N, 6, 6, 4)
+    h = kernels.max_pool(h, (2, 2), (2, 2), ((0, 0), (0, 0)))                                            # (N, 3, 3, 4)
+    z = h.reshape(h.shape[0], -1) @ params["w"] + params["b"]                                            # (N, 3)
+    return kernels.softmax_cross_entropy(z, labels).mean()
+
+
+@needs_cuda
+@needs_backward("kernels.conv_backward")
+def test_cnn_training_steps_on_the_device_equal_the_cpus(rng):
+    params = {"k": (rng.standard_normal((3, 3, 2, 4)) * 0.3).astype(np.float32), "c": np.zeros(4, np.float32),
+              "w": (rng.standard_normal((36, 3)) * 0.2).astype(np.float32), "b": np.zeros(3, np.float32)}
+    batches = [(rng.standard_normal((3, 6, 6, 2)).astype(np.float32), np.array([0, 2, 1]))] * 3
+    p_dev, l_dev = _sgd_steps(_cnn_loss, params, batches, 0.3, True)
+    p_cpu, l_cpu = _sgd_steps(_cnn_loss, params, batches, 0.3, False)
+    assert all(isinstance(v, acuda.ARRAY_TYPES) for v in p_dev.values())
+    np.testing.assert_allclose(l_dev, l_cpu, rtol=1e-4, atol=1e-4)
+    assert l_cpu[-1] < l_cpu[0]
+    for k in params:
+        np.testing.assert_allclose(host(p_dev[k]), p_cpu[k], rtol=1e-4, atol=1e-4)
+
+
 # ---- the docstring examples of axon.cuda run on the device too ---------------------------------------
 @needs_cuda
 @pytest.mark.parametrize("name", ["axon.cuda", "axon.cuda._runtime", "axon.cuda.factories", "axon.cuda.ops",
-                                  "axon.cuda.layout", "axon.cuda.matmul", "axon.cuda.kernels"])
+                                  "axon.cuda.layout", "axon.cuda.matmul", "axon.cuda.kernels",
+                                  "axon.cuda.backward"])
 def test_cuda_docstring_examples(name):
     import doctest
     import importlib

@@ -166,7 +166,7 @@ def _sum_pool_forward(x, bins, out_shape, scale, p):
 
 # ---- the softmax family: one block per row, two trees -------------------------------------------------
 def _row_kernels(dtype, cache={}):
-    """(rows kernel, cross-entropy kernel) for one dtype: shared memory is typed at compile time."""
+    """(rows kernel, cross-entropy kernel, their (m, s) device function) for one dtype (shared memory is typed)."""
     if dtype in cache:
         return cache[dtype]
     acc_type = nb_type(dtype)
@@ -222,8 +222,8 @@ def _row_kernels(dtype, cache={}):
                 if t == 0:
                     loss[r] = acc
 
-    cache[dtype] = rows, xent
-    return rows, xent
+    cache[dtype] = rows, xent, max_and_sum
+    return rows, xent, max_and_sum
 
 
 def _rows(x, axes, what, y_shape):
@@ -234,7 +234,7 @@ def _rows(x, axes, what, y_shape):
     y_full = tuple(1 if d in axes else n for d, n in enumerate(x.shape)) if what == _LOGSUMEXP else x.shape
     _, y_kept, _, y_red = split_rows(y_full, contiguous_strides(y_full), axes)
     A, L = int(np.prod(kept_shape)), int(np.prod(red_shape))
-    rows, _ = _row_kernels(x.dtype)
+    rows = _row_kernels(x.dtype)[0]
     rows[row_blocks(A), T](y.reshape(y.size), xs, x_offset, kept_shape, x_kept, red_shape, x_red, y_kept, y_red,
                            A, L, what, x.dtype.type(-np.inf), x.dtype.type(0))
     return y
@@ -250,13 +250,14 @@ def _lse_forward(x, axis, keepdims):
 
 
 def _xent_forward(x, t, labels):
-    # t (N, K) probabilities, or an empty placeholder when labels (N,) are given (a host or device array)
+    # t (N, K) probabilities, or an empty placeholder when labels (N,) are given (a host or device array;
+    # labels empty (0,) or None: probabilities)
     N, K = x.shape
     loss = empty((N,), x.dtype)
     if N:
-        _, xent = _row_kernels(x.dtype)
+        xent = _row_kernels(x.dtype)[1]
         xs, _, _ = view(x)
-        use_labels = labels is not None
+        use_labels = labels is not None and labels.shape[0] > 0
         tgt = xs if use_labels else view(t)[0]
         if not use_labels:
             lab = constant(np.zeros(1, np.int64))

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..autograd.engine import implement
+from ..autograd.engine import PRIMITIVES, implement
 from .factories import cuda_map, cuda_reduce, cuda_zip
 
 __all__ = ["FORWARDS"]
@@ -91,6 +91,20 @@ implement("logical_not", "cuda", cuda_map(lambda v: v == 0, like="logical_not"))
 implement("sum", "cuda", cuda_reduce(lambda a, b: a + b, 0, like="sum"))
 implement("max", "cuda", cuda_reduce(_max2, -np.inf, like="max"))
 implement("min", "cuda", cuda_reduce(_min2, np.inf, like="min"))
+
+# ---- the functional API's own primitives (activations), where this tree defines them ----------------------
+_FUNCTIONAL = {
+    "log1p": cuda_map(lambda v: math.log1p(v) if v > -1 else (-math.inf if v == -1 else math.nan), like="log1p"),
+    "expm1": cuda_map(lambda v: math.inf if v >= 709.0 else math.expm1(v), like="expm1"),
+    "erf": cuda_map(lambda v: math.erf(v)),
+    "kernels.erf": cuda_map(lambda v: math.erf(v)),
+    "softplus": cuda_map(lambda v: max(v, 0) + math.log1p(math.exp(-abs(v)))),
+    "elu": lambda x, alpha, scale: _elu(x, alpha, scale),
+}
+_elu = cuda_map(lambda v, c: v if v > 0 else c[0] * math.expm1(min(v, 0) / c[1]))
+for _name, _forward in _FUNCTIONAL.items():
+    if _name in PRIMITIVES:
+        implement(_name, "cuda", _forward)
 
 FORWARDS = ("add", "sub", "mul", "div", "power", "maximum", "minimum", "where", "neg", "exp", "log", "sqrt", "abs",
             "tanh", "sigmoid", "relu", "clip", "astype", "sign", "less", "less_equal", "greater", "greater_equal",
