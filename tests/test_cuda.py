@@ -134,6 +134,23 @@ def test_scalars_logic_where_clip_astype(rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_the_functional_apis_primitives(dtype, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    for name in ("log1p", "expm1", "softplus", "erf", "kernels.erf"):
+        if name in PRIMITIVES:
+            a = np.abs(x) if name == "log1p" else x
+            assert_twin(PRIMITIVES[name].forwards["cuda"](dev(a)), PRIMITIVES[name].forwards["cpu"](a), dtype)
+    elu = PRIMITIVES["elu"].forwards
+    assert_twin(elu["cuda"](dev(x), 1.5, 2.0), elu["cpu"](x, 1.5, 2.0), dtype)
+    for name in ("standardize", "rms_normalize"):
+        for axes in ((2,), (1, 2)):
+            out, ref = PRIMITIVES[name].forwards["cuda"](dev(x), axes, 1e-5), PRIMITIVES[name].forwards["cpu"](x, axes, 1e-5)
+            assert_twin(out[0], ref[0], dtype, tol=1e-4 if dtype == np.float32 else None)
+            assert_twin(out[1], ref[1], dtype, tol=1e-4 if dtype == np.float32 else None)
+
+
+@needs_cuda
 def test_shape_errors_are_the_cpus(rng):
     with pytest.raises(ValueError, match="add: shapes"):
         Tensor(dev(np.ones((2, 3)))) + Tensor(dev(np.ones((4,))))

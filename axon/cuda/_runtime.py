@@ -81,6 +81,44 @@ if SIMULATOR:
 
     def _own(a):
         return _SimArray(a._ary, a.stream)
+
+    def _lock_simulator_shared_arrays():
+        """Make the simulator's ``cuda.shared.array`` thread-safe (numba-cuda 0.30.4 allocates without a lock).
+
+        The simulator gives a block's shared array on first use at a source line, but two of the block's
+        threads arriving together could each make one: the block's threads then no longer share memory,
+        and a tree reduction read another array's numbers (measured: 1 block in 12,000). This is the
+        same lookup, under a lock; only the simulator is touched, and only once.
+        """
+        import sys
+        import threading
+
+        from numba.cuda.np import numpy_support
+        from numba.cuda.simulator import kernelapi
+        from numba.cuda import types
+
+        original = kernelapi.FakeCUDAShared.array
+        if getattr(original, "locked_by_axon", False):
+            return
+        lock = threading.Lock()
+
+        def array(self, shape, dtype, alignment=None):
+            if shape == 0 or alignment is not None:               # dynamic shared memory: no allocation
+                return original(self, shape, dtype, alignment)
+            if isinstance(dtype, types.Type):
+                dtype = numpy_support.as_dtype(dtype)
+            caller = sys._getframe(1)
+            key = (caller.f_code.co_filename, caller.f_lineno)    # the simulator's key: the calling line
+            with lock:
+                res = self._allocations.get(key)
+                if res is None:
+                    res = self._allocations[key] = np.empty(shape, dtype)
+            return res
+
+        array.locked_by_axon = True
+        kernelapi.FakeCUDAShared.array = array
+
+    _lock_simulator_shared_arrays()
 else:
     from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
 

@@ -29,7 +29,7 @@ import numpy as np
 from ..autograd.engine import PRIMITIVES, implement
 from ._runtime import REDUCE_THREADS, constant, cuda, empty, full, from_host, launch_1d, nb_type, position, view
 from .factories import cuda_map, cuda_zip, row_blocks, split_rows
-from .kernels import _conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2
+from .kernels import _conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2, pool_index, window_index
 from .matmul import launch_matmul
 
 __all__ = ["IMPLEMENTED"]
@@ -57,12 +57,9 @@ def _host_or_device(a, dtype=None):
 @cuda.jit
 def _col2im_kernel(dx, dcols, geo, Cg, Kc, M):
     # dx (N*D*H*W*C,) zeroed; dcols (G*M*Kc,): the reverse of _im2col_kernel, adding (windows overlap)
-    D, H, W, C, Do, Ho, Wo, KD, KH, KW, sd, sh, sw, dd, dh, dw, pd, ph, pw = geo
+    D, H, W, C = geo[0], geo[1], geo[2], geo[3]
     for e in range(cuda.grid(1), dcols.shape[0], cuda.gridsize(1)):
-        q, r, g = e % Kc, (e // Kc) % M, e // (Kc * M)
-        c, kw, kh, kd = q % Cg, (q // Cg) % KW, (q // (Cg * KW)) % KH, q // (Cg * KW * KH)
-        ow, oh, od, n = r % Wo, (r // Wo) % Ho, (r // (Wo * Ho)) % Do, r // (Wo * Ho * Do)
-        i_d, i_h, i_w = od * sd + kd * dd - pd, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw
+        n, g, c, i_d, i_h, i_w = window_index(e, geo, Cg, Kc, M)
         if 0 <= i_d < D and 0 <= i_h < H and 0 <= i_w < W:       # padding's gradient is dropped
             cuda.atomic.add(dx, (((n * D + i_d) * H + i_h) * W + i_w) * C + g * Cg + c, dcols[e])
 
@@ -111,7 +108,7 @@ def _sum_pool_backward_kernel(dx, dy, x, y, scale, p, bins_d, bins_h, bins_w, D,
     # the VJP of _sum_pool_kernel: every input of output e's box gets dy * scale (p == 1) or
     # dy x^(p-1) y^(1-p) (0 where y == 0); boxes may overlap, so atomics
     for e in range(cuda.grid(1), dy.shape[0], cuda.gridsize(1)):
-        c, ow, oh, od, n = e % C, (e // C) % Wo, (e // (C * Wo)) % Ho, (e // (C * Wo * Ho)) % Do, e // (C * Wo * Ho * Do)
+        n, od, oh, ow, c = pool_index(e, Do, Ho, Wo, C)
         g = dy[e]
         y_e = y[e]
         for i_d in range(bins_d[od, 0], bins_d[od, 1]):

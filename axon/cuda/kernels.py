@@ -55,16 +55,26 @@ _fold_sum, _fold_max = block_fold(_add), block_fold(_max2)
 
 
 # ---- convolution: im2col on the device, then the tiled matmul ------------------------------------------
+@cuda.jit(device=True)
+def window_index(e, geo, Cg, Kc, M):
+    """Entry e of the column matrix (G, M, Kc): its image n, group g, channel c and input position (i_d, i_h, i_w).
+
+    q = ((kd*KH + kh)*KW + kw)*Cg + c (the layout of w (KD, KH, KW, Cg, CO)), r = ((n*Do + od)*Ho + oh)*Wo + ow;
+    the input position may lie in the padding (outside [0, D) x [0, H) x [0, W)).
+    """
+    D, H, W, C, Do, Ho, Wo, KD, KH, KW, sd, sh, sw, dd, dh, dw, pd, ph, pw = geo
+    q, r, g = e % Kc, (e // Kc) % M, e // (Kc * M)
+    c, kw, kh, kd = q % Cg, (q // Cg) % KW, (q // (Cg * KW)) % KH, q // (Cg * KW * KH)
+    ow, oh, od, n = r % Wo, (r // Wo) % Ho, (r // (Wo * Ho)) % Do, r // (Wo * Ho * Do)
+    return n, g, c, od * sd + kd * dd - pd, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw
+
+
 @cuda.jit
 def _im2col_kernel(cols, x, geo, Cg, Kc, M):
-    # cols (G*M*Kc,): cols[g, r, q] = x[n, od*s - lo + kd*dil, ..., g*Cg + c] (0 in the padding), with
-    # q = ((kd*KH + kh)*KW + kw)*Cg + c (the layout of w (KD, KH, KW, Cg, CO)), r = ((n*Do + od)*Ho + oh)*Wo + ow
-    D, H, W, C, Do, Ho, Wo, KD, KH, KW, sd, sh, sw, dd, dh, dw, pd, ph, pw = geo
+    # cols (G*M*Kc,): cols[g, r, q] = x[n, od*s - lo + kd*dil, ..., g*Cg + c] (0 in the padding)
+    D, H, W, C = geo[0], geo[1], geo[2], geo[3]
     for e in range(cuda.grid(1), cols.shape[0], cuda.gridsize(1)):
-        q, r, g = e % Kc, (e // Kc) % M, e // (Kc * M)
-        c, kw, kh, kd = q % Cg, (q // Cg) % KW, (q // (Cg * KW)) % KH, q // (Cg * KW * KH)
-        ow, oh, od, n = r % Wo, (r // Wo) % Ho, (r // (Wo * Ho)) % Do, r // (Wo * Ho * Do)
-        i_d, i_h, i_w = od * sd + kd * dd - pd, oh * sh + kh * dh - ph, ow * sw + kw * dw - pw
+        n, g, c, i_d, i_h, i_w = window_index(e, geo, Cg, Kc, M)
         v = x[0] * 0
         if 0 <= i_d < D and 0 <= i_h < H and 0 <= i_w < W:
             v = x[(((n * D + i_d) * H + i_h) * W + i_w) * C + g * Cg + c]
@@ -104,11 +114,17 @@ def _conv_forward(x, w, strides, padding, dilation, groups, out_spatial):
 
 
 # ---- pooling: one thread per output element walks its box ---------------------------------------------
+@cuda.jit(device=True)
+def pool_index(e, Do, Ho, Wo, C):
+    """(n, od, oh, ow, c) of element e of a C-contiguous (N, Do, Ho, Wo, C) array."""
+    return e // (C * Wo * Ho * Do), (e // (C * Wo * Ho)) % Do, (e // (C * Wo)) % Ho, (e // C) % Wo, e % C
+
+
 @cuda.jit
 def _max_pool_kernel(y, arg, x, bins_d, bins_h, bins_w, D, H, W, C, Do, Ho, Wo):
     # y, arg (N*Do*Ho*Wo*C,); x (N, D, H, W, C) flat; arg = the winner's (i_d * H + i_h) * W + i_w; NaN wins
     for e in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
-        c, ow, oh, od, n = e % C, (e // C) % Wo, (e // (C * Wo)) % Ho, (e // (C * Wo * Ho)) % Do, e // (C * Wo * Ho * Do)
+        n, od, oh, ow, c = pool_index(e, Do, Ho, Wo, C)
         best = -math.inf
         where = (bins_d[od, 0] * H + bins_h[oh, 0]) * W + bins_w[ow, 0]
         for i_d in range(bins_d[od, 0], bins_d[od, 1]):
@@ -126,7 +142,7 @@ def _max_pool_kernel(y, arg, x, bins_d, bins_h, bins_w, D, H, W, C, Do, Ho, Wo):
 def _sum_pool_kernel(y, x, scale, p, bins_d, bins_h, bins_w, D, H, W, C, Do, Ho, Wo):
     # p == 1: y = scale * sum_box x;  else y = (sum_box x^p)^(1/p)
     for e in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
-        c, ow, oh, od, n = e % C, (e // C) % Wo, (e // (C * Wo)) % Ho, (e // (C * Wo * Ho)) % Do, e // (C * Wo * Ho * Do)
+        n, od, oh, ow, c = pool_index(e, Do, Ho, Wo, C)
         acc = x[0] * 0
         for i_d in range(bins_d[od, 0], bins_d[od, 1]):
             for i_h in range(bins_h[oh, 0], bins_h[oh, 1]):

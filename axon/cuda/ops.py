@@ -102,6 +102,25 @@ _FUNCTIONAL = {
     "elu": lambda x, alpha, scale: _elu(x, alpha, scale),
 }
 _elu = cuda_map(lambda v, c: v if v > 0 else c[0] * math.expm1(min(v, 0) / c[1]))
+
+
+def _normalize(x, axes, epsilon, center):
+    """Layer norm's ``standardize`` (center) and ``rms_normalize``: ``(y, r)`` with r = 1 / sqrt(mean(xc^2) + eps).
+
+    Composed from the forwards above (a handful of launches), with the CPU forward's dtype rules.
+    """
+    from ._runtime import constant
+    f = {name: PRIMITIVES[name].forwards["cuda"] for name in ("sum", "sub", "mul", "add", "div", "sqrt")}
+    scalar = lambda v: constant(np.asarray(v, dtype=x.dtype))       # noqa: E731  (0-d, in x's dtype)
+    inv_n = scalar(1.0 / int(np.prod([x.shape[a] for a in np.atleast_1d(axes)])))
+    xc = f["sub"](x, f["mul"](f["sum"](x, axes, True), inv_n)) if center else x
+    r = f["div"](scalar(1.0), f["sqrt"](f["add"](f["mul"](f["sum"](f["mul"](xc, xc), axes, True), inv_n),
+                                                 scalar(epsilon))))
+    return f["mul"](xc, r), r
+
+
+_FUNCTIONAL["standardize"] = lambda x, axes, epsilon: _normalize(x, axes, epsilon, center=True)
+_FUNCTIONAL["rms_normalize"] = lambda x, axes, epsilon: _normalize(x, axes, epsilon, center=False)
 for _name, _forward in _FUNCTIONAL.items():
     if _name in PRIMITIVES:
         implement(_name, "cuda", _forward)
