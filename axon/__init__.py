@@ -9,7 +9,8 @@ Four layered APIs, each usable on its own:
 - optimization: ``axon.updates`` (composable transformations), ``axon.optimizers``, ``axon.schedules``;
 - training: ``axon.training.step``/``train``/``evaluate``, callbacks, ``axon.datasets.mnist``.
 
-Underneath: ``axon.autograd`` (the engine) and ``axon.kernels`` (the Numba kernels).
+Underneath: ``axon.autograd`` (the engine), ``axon.backend`` (where arrays live: ``set_backend``,
+``to_device``) and ``axon.kernels`` (the Numba CPU kernels; ``axon.cuda`` is the GPU twin).
 
 >>> import axon
 >>> model = axon.input((None, 784)).dense(128, activation="relu").dense(10, activation="softmax")
@@ -18,6 +19,8 @@ Underneath: ``axon.autograd`` (the engine) and ``axon.kernels`` (the Numba kerne
 """
 import sys as _sys
 
+from . import backend
+from .backend import get_backend, set_backend, to_device
 from . import autograd, random, tree
 from .autograd import Tensor, check_grads, grad, no_grad, value_and_grad
 from . import functional
@@ -33,7 +36,7 @@ for _name in ("activations", "initializers", "layers", "losses", "metrics"):
 
 __version__ = "0.1.0"
 __all__ = [
-    "autograd", "random", "tree", "functional", "activations", "initializers", "layers", "losses", "metrics",
+    "backend", "get_backend", "set_backend", "to_device", "autograd", "random", "tree", "functional", "activations", "initializers", "layers", "losses", "metrics",
     "model", "updates", "optimizers", "schedules", "training", "datasets", "serialization",
     "Tensor", "grad", "value_and_grad", "no_grad", "check_grads", "save", "load", "__version__",
     *model.__all__,

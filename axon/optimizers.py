@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from .autograd import apply
 from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
@@ -109,14 +110,13 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
         scalars = {}                                           # dtype -> the kernel's scalars for this step
 
         def leaf(g, m, v, p):
-            if not (isinstance(g, np.ndarray) and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
+            if not (hasattr(g, "shape") and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
                 raise ValueError("mismatch")                   # reworded below, with the path
             if m.dtype not in scalars:
                 scalars[m.dtype] = kernel.adam_scalars(m.dtype, lr=step_size, b1=b1, b2=b2, eps=eps,
                                                        weight_decay=weight_decay, step=t)
-            out = (np.empty_like(m), np.empty_like(m), np.empty_like(m))                  # u, m_new, v_new
-            kernel.adam_into(p, np.ascontiguousarray(g), m, v, out, scalars[m.dtype])
-            return out
+            u, m_new, v_new = apply(kernel.ADAM_STEP, p, g, m, v, scalars=scalars[m.dtype])   # on p's backend
+            return u.data, m_new.data, v_new.data
         try:
             updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
                                              params if weight_decay else grads)   # p only read when decaying

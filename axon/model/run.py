@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import random as axrandom
 from ..autograd import Tensor, is_grad_enabled
+from ..backend import device_of, is_host, resolve_device, to_device, to_host
 from ..functional import initializers
 from ..tree import tree_leaves, tree_map
 from .graph import Axon
@@ -35,8 +36,11 @@ def _initializer(spec_init):
     return initializers.get(spec_init)
 
 
-def init(model: Axon, seed=0, dtype="float32") -> dict:
+def init(model: Axon, seed=0, dtype="float32", device=None) -> dict:
     """Fresh params for every layer: ``{layer: {param: array}}``, reproducible from ``seed``.
+
+    ``device`` (``"cpu"``, ``"cuda"``; default ``axon.get_backend()``) is where the arrays are put: they
+    are drawn on the host, so every device gets the same initial values.
 
     Each param's random stream depends only on the seed and the layer and param names, so a layer
     keeps its initial values when others are added, as long as its name stays the same (give it a
@@ -63,7 +67,7 @@ def init(model: Axon, seed=0, dtype="float32") -> dict:
                 raise ValueError(f"init: initializer of {names[node.id]}.{pname} returned shape {value.shape}, "
                                  f"expected {spec.shape}")
             layer[pname] = value
-    return params
+    return to_device(params, resolve_device(device))
 
 
 def _feed(plan, inputs) -> dict:
@@ -85,7 +89,7 @@ def _feed(plan, inputs) -> dict:
         values = [inputs]
     fed = {}
     for node, value in zip(nodes, values):
-        t = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+        t = value if isinstance(value, Tensor) else Tensor(np.asarray(value) if is_host(value) else value)
         expected = node.shape
         if t.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, t.shape)):
             raise ValueError(f"input '{names[node.id]}' expects shape {expected}, got {t.shape}")
@@ -140,8 +144,10 @@ def _plan(model: Axon) -> _Plan:
     return plan
 
 
-def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
+def apply(model: Axon, params: dict, inputs, training: bool = False, key=None, device=None):
     """Run the model: returns ``(y, new_state)``.
+
+    It runs where the params live; ``device=`` moves params and inputs there first.
 
     ``y`` is a Tensor (or the container's dict/tuple of Tensors); ``new_state`` holds the updated
     state params (``{layer: {name: array}}``, empty unless training a stateful layer). Dropout is
@@ -153,6 +159,8 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
     >>> y.numpy().round(4).tolist(), state["batch_norm_0"]["mean"]   # running mean: 0.9 * 0 + 0.1 * [2, 3]
     ([[-1.0, -1.0], [1.0, 1.0]], array([0.2, 0.3], dtype=float32))
     """
+    if device is not None:
+        params, inputs = to_device((params, inputs), resolve_device(device))
     plan = _plan(model)
     values = _feed(plan, inputs)
     new_state = {}
@@ -176,7 +184,7 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
         y = node.fn(*[values[i] for i in step.parents], **layer_params, **node.opts, **extra)
         if training and step.stateful:
             y, state = y                                      # stateful layers return their new state
-            new_state[step.name] = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
+            new_state[step.name] = {k: v.data if isinstance(v, Tensor) else v for k, v in state.items()}
         values[node.id] = y
     return values[model.id], new_state
 
@@ -186,11 +194,12 @@ def _to_numpy(y):
     return tree_map(lambda v: v.data if isinstance(v, Tensor) else v, y)
 
 
-def predict(model: Axon, params: dict, inputs):
+def predict(model: Axon, params: dict, inputs, device=None):
     """Inference (dropout off, running statistics used).
 
-    Returns numpy arrays, or Tensors when called inside ``axon.autograd.grad`` (params being traced),
-    so a user's own objective can differentiate through it.
+    Runs where the params live (inputs are moved there), or on ``device``. Returns host numpy arrays,
+    or Tensors when called inside ``axon.autograd.grad`` (params being traced), so a user's own
+    objective can differentiate through it.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2)).dense(1)
@@ -199,9 +208,10 @@ def predict(model: Axon, params: dict, inputs):
     array([[3.5],
            [3.5]], dtype=float32)
     """
-    y, _ = apply(model, params, inputs, training=False)
     traced = is_grad_enabled() and any(isinstance(p, Tensor) and p.requires_grad for p in tree_leaves(params))
-    return y if traced else _to_numpy(y)
+    y, _ = apply(model, params, inputs, training=False, device=device if device is not None else
+                 (None if traced else device_of(params)))
+    return y if traced else tree_map(to_host, _to_numpy(y))
 
 
 def compile(model: Axon):
@@ -213,11 +223,11 @@ def compile(model: Axon):
     >>> predict_fn(params, np.ones((2, 4), np.float32)).sum(axis=1).round(4)   # each row a distribution
     array([1., 1.], dtype=float32)
     """
-    def init_fn(seed=0, dtype="float32"):
-        return init(model, seed, dtype)
+    def init_fn(seed=0, dtype="float32", device=None):
+        return init(model, seed, dtype, device)
 
-    def predict_fn(params, inputs):
-        return predict(model, params, inputs)
+    def predict_fn(params, inputs, device=None):
+        return predict(model, params, inputs, device)
 
     return init_fn, predict_fn
 

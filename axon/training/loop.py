@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from ..backend import resolve_device, to_device
 from ..random import rng
 from ..tree import tree_leaves, tree_map
 from .callbacks import as_callback
@@ -181,7 +182,8 @@ def _check_validation_data(validation_data) -> None:
 
 def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
           seed=None, validation_data=None, callbacks=(), verbose: int = 1, state: TrainState | None = None,
-          steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None) -> TrainState:
+          steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None,
+          device=None) -> TrainState:
     """Train until ``epochs`` epochs are done; return the final ``TrainState``.
 
     - ``step``: from ``axon.training.step(...)``.
@@ -199,6 +201,8 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
       2 one line per epoch, 0 silent.
     - ``state``: a ``TrainState`` to continue from (e.g. ``load_checkpoint(path)``): training resumes
       at ``state.epoch`` and stops at ``epochs`` in total.
+    - ``device``: where params, optimizer state and every batch live during the run (``"cpu"``,
+      ``"cuda"``); the default leaves the params where ``init`` or the resumed state put them.
     - ``augment``: a function ``augment(x, rng) -> x`` applied to every training batch (never to the
       validation data), e.g. random shifts of images; ``rng`` is a numpy Generator seeded from
       ``(seed, epoch)``, so augmented runs are reproducible and resume exactly.
@@ -243,6 +247,9 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     elif seed is not None and int(seed) != state.seed:
         raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
                          f"leave seed out when resuming")
+    if device is not None:                                     # one copy now; each step moves only its batch
+        device = resolve_device(device)
+        state = state._replace(params=to_device(state.params, device), opt_state=to_device(state.opt_state, device))
     epochs_left = max(int(epochs) - state.epoch, 0)
     if targets is None:
         data = _IterableData(inputs, steps_per_epoch, epochs_left)
