@@ -203,9 +203,7 @@ def device_of(tree) -> str:
     from .tree import tree_leaves
     for x in tree_leaves(tree):
         x = x.data if isinstance(x, Tensor) else x
-        if isinstance(x, np.ndarray) and x.ndim > 0:
-            return "cpu"
-        if not is_host(x):
+        if getattr(x, "ndim", 0) > 0:                      # an array (host scalars and numbers say nothing)
             return backend_of(x).name
     return get_backend()
 

@@ -156,8 +156,11 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
         try:
             with no_grad():
                 y = fn(*xs, **ps, **opts, **extra)
-        except Exception as e:                                 # any failure: say which layer and inputs
+        except (ValueError, IndexError) as e:                  # a shape mismatch: say which layer and inputs
             raise ValueError(f"{op} layer cannot be applied to {describe()}: {e}") from e
+        except TypeError as e:                                 # a wrong type of option or input, likewise
+            raise TypeError(f"{op} layer cannot be applied to {describe()}: {e}") from e
+        # anything else (an ImportError, a bug in a custom layer) propagates with its own message
         outs.append(np.shape(y.data if isinstance(y, Tensor) else y))
     one, two = outs
     if len(one) != len(two):
