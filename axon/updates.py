@@ -50,6 +50,8 @@ __all__ = [
     "scale", "scale_by_schedule", "scale_by_learning_rate", "scale_by_adam", "scale_by_belief", "scale_by_rms",
     "scale_by_stddev", "scale_by_radam", "scale_by_yogi", "scale_by_nadam", "scale_by_adadelta", "scale_by_lion",
     "scale_by_rss", "scale_by_trust_ratio", "scale_by_factored_rms", "scale_by_param_block_rms",
+    "scale_by_amsgrad", "scale_by_adamax", "scale_by_novograd", "scale_by_optimistic_gradient", "scale_by_sign",
+    "ema",
     # momentum, regularisation, noise, clipping
     "trace", "add_decayed_weights", "add_noise", "clip", "clip_by_global_norm", "clip_by_block_rms", "centralize",
     # wrappers
@@ -58,6 +60,7 @@ __all__ = [
     "ScaleByScheduleState", "ScaleByAdamState", "ScaleByNadamState", "ScaleByRmsState", "ScaleByStddevState",
     "ScaleByAdadeltaState", "ScaleByLionState", "ScaleByRssState", "FactoredRmsState", "TraceState",
     "AddNoiseState", "MaskedState", "ApplyIfFiniteState", "AccumulateGradientsState", "EmaParamsState",
+    "ScaleByAmsgradState", "ScaleByNovogradState", "ScaleByOptimisticGradientState", "EmaState",
 ]
 
 
@@ -1103,3 +1106,198 @@ def ema_params(decay=0.999) -> GradientTransformation:
         ema = tensor_map(lambda e, p, u: decay * e + (1 - decay) * (p + u), state.ema, params, grads)
         return grads, EmaParamsState(_count(state.count + 1), ema)
     return GradientTransformation(init, update)
+
+
+# ---- more of Optax's transformations -----------------------------------------------------------------
+class ScaleByAmsgradState(NamedTuple):
+    """AMSGrad's moments and the running maximum of the bias-corrected second moment.
+
+    >>> scale_by_amsgrad().init({"w": np.zeros(2)}).nu_max["w"]
+    array([0., 0.])
+    """
+    count: np.ndarray
+    mu: Any
+    nu: Any
+    nu_max: Any
+
+
+class ScaleByNovogradState(NamedTuple):
+    """NovoGrad's first moment (like params) and its per-layer second moment (one 0-d array per leaf).
+
+    >>> scale_by_novograd().init({"w": np.zeros(2)}).nu["w"]
+    array(0.)
+    """
+    count: np.ndarray
+    mu: Any
+    nu: Any                                                        # () per leaf: an EMA of ||g||^2
+
+
+class ScaleByOptimisticGradientState(NamedTuple):
+    """The previous gradient, and whether there was one yet.
+
+    >>> scale_by_optimistic_gradient().init({"w": np.zeros(1)}).is_initial_step
+    array(True)
+    """
+    is_initial_step: np.ndarray                                    # () bool
+    previous_gradient: Any
+
+
+class EmaState(NamedTuple):
+    """The step count and the exponential moving average that ``ema`` keeps of the updates.
+
+    >>> ema(0.9).init({"w": np.zeros(1)})
+    EmaState(count=array(0), ema={'w': array([0.])})
+    """
+    count: np.ndarray
+    ema: Any
+
+
+@_combinator
+def scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+    """AMSGrad's direction (Reddi et al., 2018): Adam dividing by the largest second moment seen so far.
+
+    ``m, v`` as in Adam, ``v_max = max(v_max, v_hat)``, ``u = m_hat / (sqrt(v_max + eps_root) + eps)``
+    (Optax's form: the maximum of the bias-corrected ``v_hat``).
+
+    >>> t = scale_by_amsgrad()
+    >>> u, state = t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))
+    >>> u["w"].round(6), state.nu_max["w"]                     # the first step is Adam's: sign(g)
+    (array([1.]), array([4.]))
+    """
+    b1, b2 = _hyper("scale_by_amsgrad", "b1", b1, 0, 1), _hyper("scale_by_amsgrad", "b2", b2, 0, 1)
+    eps, eps_root = _hyper("scale_by_amsgrad", "eps", eps, 0), _hyper("scale_by_amsgrad", "eps_root", eps_root, 0)
+
+    def init(params):
+        return ScaleByAmsgradState(_count(), _zeros(params), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_amsgrad", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
+        nu_max = tensor_map(lambda v, v_max: ops.maximum(v_max, c2 * v), nu, state.nu_max)
+        updates = tensor_map(lambda m, v_max: (c1 * m) / (ops.sqrt(v_max + eps_root) + eps), mu, nu_max)
+        return updates, ScaleByAmsgradState(_count(t), mu, nu, nu_max)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformation:
+    """AdaMax's direction (Kingma and Ba, 2015, section 7): Adam with the infinity norm.
+
+    ``m = b1 m + (1 - b1) g``, ``u_inf = max(b2 u_inf, |g| + eps)``, ``u = m_hat / u_inf`` (no bias to
+    correct in ``u_inf``); PyTorch's ``Adamax`` and Optax's ``scale_by_adamax``.
+
+    >>> t = scale_by_adamax()
+    >>> t.update({"w": np.array([-3.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(6)
+    array([-1.])
+    """
+    b1, b2 = _hyper("scale_by_adamax", "b1", b1, 0, 1), _hyper("scale_by_adamax", "b2", b2, 0, 1)
+    eps = _hyper("scale_by_adamax", "eps", eps, 0)
+
+    def init(params):
+        return ScaleByAdamState(_count(), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_adamax", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, u: ops.maximum(b2 * u, ops.abs(g) + eps), grads, state.nu)
+        c1 = 1 / (1 - b1 ** t)
+        return tensor_map(lambda m, u: (c1 * m) / u, mu, nu), ScaleByAdamState(_count(t), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_novograd(b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0) -> GradientTransformation:
+    """NovoGrad's direction (Ginsburg et al., 2019): a second moment per layer, not per element.
+
+    Per leaf, ``n = ||g||^2`` at the first step, then ``n = b2 n + (1 - b2) ||g||^2``;
+    ``m = b1 m + (g / (sqrt(n + eps_root) + eps) + wd p)`` (``m`` starts at that bracket); ``u = m``.
+    Needs ``params`` when ``weight_decay`` is set.
+
+    >>> t = scale_by_novograd()
+    >>> t.update({"w": np.array([3.0, 4.0])}, t.init({"w": np.zeros(2)}), {"w": np.zeros(2)})[0]["w"].round(4)
+    array([0.6, 0.8])
+    """
+    b1, b2 = _hyper("scale_by_novograd", "b1", b1, 0, 1), _hyper("scale_by_novograd", "b2", b2, 0, 1)
+    eps, eps_root = _hyper("scale_by_novograd", "eps", eps, 0), _hyper("scale_by_novograd", "eps_root", eps_root, 0)
+    wd = _hyper("scale_by_novograd", "weight_decay", weight_decay, 0)
+
+    def init(params):                                              # nu: a host scalar per leaf
+        return ScaleByNovogradState(_count(), _zeros(params), tree_map(lambda p: np.zeros((), p.dtype), params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_novograd", state.mu, grads)
+        if wd:
+            _need_params("scale_by_novograd", params)
+        first = int(state.count) == 0
+        nu = tree_map(lambda g, n: np.asarray(_sum_of_squares(g) if first else
+                                              b2 * float(n) + (1 - b2) * _sum_of_squares(g), dtype=n.dtype),
+                      grads, state.nu)
+
+        def step(g, n, p):                                         # g / (sqrt(n + eps_root) + eps) + wd p
+            s = g * (1 / (math.sqrt(float(n) + eps_root) + eps))
+            return s + wd * p if wd else s
+        bracket = tensor_map(step, grads, nu, params if wd else grads)
+        mu = bracket if first else tensor_map(lambda m, s: b1 * m + s, state.mu, bracket)
+        return mu, ScaleByNovogradState(_count(int(state.count) + 1), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_optimistic_gradient(alpha=1.0, beta=1.0) -> GradientTransformation:
+    """Optimistic gradient descent's direction (Daskalakis et al., 2018): ``u = (alpha + beta) g - beta g_prev``.
+
+    At the first step ``g_prev = g``, so the step is ``alpha g``. For min-max games, where plain
+    gradient descent circles or diverges.
+
+    >>> t = scale_by_optimistic_gradient()
+    >>> u, state = t.update({"w": np.array([1.0])}, t.init({"w": np.zeros(1)}))
+    >>> u["w"], t.update({"w": np.array([3.0])}, state)[0]["w"]   # 2 * 3 - 1 * 1
+    (array([1.]), array([5.]))
+    """
+    alpha = _hyper("scale_by_optimistic_gradient", "alpha", alpha)
+    beta = _hyper("scale_by_optimistic_gradient", "beta", beta)
+
+    def init(params):
+        return ScaleByOptimisticGradientState(np.asarray(True), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_optimistic_gradient", state.previous_gradient, grads)
+        first = bool(state.is_initial_step)
+        updates = tensor_map(lambda g, g_prev: (alpha + beta) * g - beta * (g if first else g_prev),
+                             grads, state.previous_gradient)
+        return updates, ScaleByOptimisticGradientState(np.asarray(False), grads)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_sign() -> GradientTransformation:
+    """``u = sign(g)``: each element's direction only (signSGD, Bernstein et al., 2018).
+
+    >>> scale_by_sign().update({"w": np.array([-0.3, 0.0, 7.0])}, EmptyState())[0]
+    {'w': array([-1.,  0.,  1.])}
+    """
+    return stateless(lambda updates, params: tensor_map(ops.sign, updates))
+
+
+@_combinator
+def ema(decay, debias: bool = True) -> GradientTransformation:
+    """An exponential moving average of the updates: ``e = decay e + (1 - decay) g``, ``u = e`` (debiased:
+    ``e / (1 - decay^t)``).
+
+    >>> t = ema(0.5, debias=False)
+    >>> t.update({"w": np.array([4.0])}, t.init({"w": np.zeros(1)}))[0]["w"]
+    array([2.])
+    """
+    decay = _hyper("ema", "decay", decay, 0, 1)
+
+    def update(grads, state, params=None):
+        _check_like("ema", state.ema, grads)
+        t = int(state.count) + 1
+        e = tensor_map(lambda g, e: decay * e + (1 - decay) * g, grads, state.ema)
+        c = 1 / (1 - decay ** t) if debias and decay < 1 else 1.0
+        return (tensor_map(lambda e: c * e, e) if c != 1.0 else e), EmaState(_count(t), e)
+    return GradientTransformation(lambda params: EmaState(_count(), _zeros(params)), update)
