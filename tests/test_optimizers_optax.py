@@ -95,7 +95,7 @@ def test_optimistic_gradient_descent_uses_the_previous_gradient():
 
 def test_bilinear_game_converges_with_optimism_but_not_plain_descent():
     """min_x max_y x*y: simultaneous gradient descent-ascent spirals out, the optimistic one comes in."""
-    def run(opt, steps=500):
+    def run(opt, steps=1000):
         p = {"x": np.array(1.0), "y": np.array(1.0)}
         state = opt.init(p)
         for _ in range(steps):
