@@ -35,8 +35,10 @@ trains exactly as the default does. mpi4py and an MPI library come with ``pip in
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -211,7 +213,6 @@ class DataParallel(SingleProcess):
         if not hasattr(step_fn, "replica"):
             raise TypeError(f"train: strategy='data_parallel' needs a step made by axon.training.step(...), "
                             f"got a {type(step_fn).__name__}")
-        import copy
         local = copy.copy(step_fn)
         local.replica = self
         return local
@@ -239,7 +240,7 @@ class DataParallel(SingleProcess):
             return tree
         leaves = tree_leaves(tree)
         sizes = [np.size(a) for a in leaves]
-        dtype = np.result_type(*leaves) if leaves else np.dtype(np.float32)
+        dtype = np.result_type(*{np.asarray(a).dtype for a in leaves}) if leaves else np.dtype(np.float32)
         dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)     # integer state averages as floats
         if self._buffers is None or self._buffers[0].size != sum(sizes) + 1 or self._buffers[0].dtype != dtype:
             self._buffers = np.empty((2, sum(sizes) + 1), dtype)         # (send, receive) x (P + 1,)
@@ -282,7 +283,8 @@ class DataParallel(SingleProcess):
         tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         print(f"{tb}axon.distributed: rank {self.rank} of {self.size} {what}; stopping all {self.size} processes "
               f"(resume from the last checkpoint, with any number of processes)", file=sys.stderr, flush=True)
-        self.comm.Abort(1)
+        time.sleep(0.5)                                        # time for mpiexec to pass the message on: the abort
+        self.comm.Abort(1)                                     # kills every process, ours too, at once
 
 
 def get_strategy(strategy) -> SingleProcess:
@@ -299,7 +301,8 @@ def get_strategy(strategy) -> SingleProcess:
         raise ValueError(f"train: strategy must be None, 'data_parallel' or a strategy object, got {strategy!r}")
     hooks = ("start", "attach", "shard", "total", "from_main", "stop_all")
     missing = [h for h in hooks if not callable(getattr(strategy, h, None))]
+    missing += [a for a in ("is_main", "salt") if not hasattr(strategy, a)]
     if missing:
-        raise TypeError(f"train: a strategy object needs the methods {list(hooks)} (see axon.distributed."
-                        f"SingleProcess); {type(strategy).__name__} lacks {missing}")
+        raise TypeError(f"train: a strategy object needs the methods {list(hooks)} and the attributes is_main "
+                        f"and salt (see axon.distributed.SingleProcess); {type(strategy).__name__} lacks {missing}")
     return strategy
