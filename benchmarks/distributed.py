@@ -18,8 +18,8 @@ process (or takes ``--step-ms MLP CNN``, times from an idle machine), and from t
     t_step(N) = t_compute / N + 2 (N - 1) / N x bytes / bandwidth + 2 (N - 1) x latency
 
 estimates step time and speed-up for 8 and 64 machines on 10 and 100 Gbit/s (the same global batch of
-128 split N ways, and 128 rows per machine); ``tutorials/06_training.md`` explains the table. Each
-configuration runs in processes of its own; on a shared machine repeat it and compare within a run.
+128 split N ways, and 128 rows per machine); section 9.6 of ``tutorials/09_distributed.md`` explains
+the table. Each configuration runs in processes of its own; on a shared machine, compare within a run.
 """
 from __future__ import annotations
 
