@@ -48,6 +48,16 @@ def _child(mode, folder):
         state = _fit(load_checkpoint(folder / "single.npz"), epochs=2, strategy="data_parallel")
         if distributed.is_main():
             axon.serialization.save(folder / "resumed.npz", state)
+        # with dropout, batch norm and augmentation the processes draw differently, yet stay in step
+        _, x, y, _ = _case()
+        model = axon.input((None, 5)).dense(8).batch_norm().relu().dropout(rate=0.3).dense(3, activation="softmax")
+        step = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adamw(0.01))
+        state = train(step, x, y, epochs=2, batch_size=15, verbose=0, strategy="data_parallel",
+                      augment=lambda xb, rng: xb + 0.1 * rng.standard_normal(xb.shape, dtype=np.float32))
+        flat = np.concatenate([np.ravel(a) for a in axon.tree.tree_leaves(state.params)])   # (P,) with bn stats
+        everyone = distributed.world().gather(flat, root=0)
+        if distributed.is_main():
+            np.save(folder / "in_step.npy", np.array([np.array_equal(everyone[0], f) for f in everyone]))
     elif mode == "fail":                  # rank 1 raises at its third step; rank 0 is then in an Allreduce
         calls = []
 
@@ -96,13 +106,14 @@ def _assert_close(a, b):
 
 # ---- under mpiexec -n 2 --------------------------------------------------------------------------------
 def test_two_processes_match_one_and_checkpoints_resume_with_any_number(tmp_path):
+    """And with dropout, batch norm and augmentation, the two processes' params stay identical."""
     single = _fit(callbacks=[checkpoint(tmp_path / "single.npz")])   # one process, one epoch
     two_epochs = _fit(single, epochs=2)
     (tmp_path / "single.best.npz").unlink()
     done = _run_parallel("train", tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["parallel.best.npz", "parallel.npz", "resumed.npz",
-                                                          "single.npz"]          # written once, by rank 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in_step.npy", "parallel.best.npz", "parallel.npz",
+                                                          "resumed.npz", "single.npz"]   # written once, by rank 0
     parallel = load_checkpoint(tmp_path / "parallel.npz")
     assert (parallel.epoch, parallel.step) == (single.epoch, single.step) == (1, 5)   # 66 rows / 15: 5 steps
     _assert_close(parallel.params, single.params)
@@ -111,6 +122,7 @@ def test_two_processes_match_one_and_checkpoints_resume_with_any_number(tmp_path
         np.testing.assert_allclose(parallel.history[k], v, rtol=1e-5, err_msg=k)
     _assert_close(load_checkpoint(tmp_path / "resumed.npz").params, two_epochs.params)   # 1 process, then 2
     _assert_close(_fit(parallel, epochs=2).params, two_epochs.params)                   # 2 processes, then 1
+    assert np.load(tmp_path / "in_step.npy").tolist() == [True, True]   # params equal, bit for bit, on both
 
 
 def test_a_failing_process_stops_the_others_with_its_rank_and_error(tmp_path):
