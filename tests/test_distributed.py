@@ -77,7 +77,8 @@ def _mpiexec():
     return str(local) if local.exists() else shutil.which("mpiexec")
 
 
-def _run_parallel(mode, folder, timeout=180):
+def _run_parallel(mode, folder, timeout=180, args=None):
+    """``mpiexec -n 2`` on this machine: ``_child(mode, folder)`` in each process, or ``python *args``."""
     pytest.importorskip("mpi4py")
     mpiexec = _mpiexec()
     if mpiexec is None:
@@ -87,8 +88,8 @@ def _run_parallel(mode, folder, timeout=180):
            "HYDRA_IFACE": "lo",            # and talks to them over loopback
            "UCX_TLS": "self,sm",           # the processes exchange data through shared memory only
            "NUMBA_NUM_THREADS": "1"}       # two processes on a small machine: one thread each
-    code = f"import test_distributed as t; t._child({mode!r}, {str(folder)!r})"
-    return subprocess.run([mpiexec, "-n", "2", sys.executable, "-c", code], capture_output=True, text=True,
+    args = args or ["-c", f"import test_distributed as t; t._child({mode!r}, {str(folder)!r})"]
+    return subprocess.run([mpiexec, "-n", "2", sys.executable, *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=folder)
 
 
@@ -130,6 +131,16 @@ def test_a_failing_process_stops_the_others_with_its_rank_and_error(tmp_path):
     assert done.returncode != 0, done.stdout + done.stderr
     assert "rank 1 of 2 failed: RuntimeError: bad batch on purpose" in done.stderr, done.stdout + done.stderr
     assert "Traceback" in done.stderr
+
+
+def test_the_mnist_example_runs_on_two_processes(tmp_path):
+    done = _run_parallel(None, tmp_path, args=["-m", "axon.examples.mnist", "--distributed", "--limit", "400",
+                                               "--epochs", "1", "--augment", "0", "--verbose", "0",
+                                               "--save", str(tmp_path / "mnist.npz")])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("Test accuracy:") == 1, done.stdout           # only rank 0 reports
+    state = load_checkpoint(tmp_path / "mnist.npz")
+    assert (state.epoch, state.step) == (1, 3)                 # 360 images in batches of 128, as for one process
 
 
 # ---- in this process: the hooks, with a stand-in communicator ------------------------------------------
