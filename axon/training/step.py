@@ -172,6 +172,7 @@ class StepFunction:
         self.metrics = metrics                     # [(name, fn)]
         self._split, self._merge, self._evaluate = split, merge, evaluate_fn
         self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
+        self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
 
     def __call__(self, state: TrainState, x, y):
         if self._split is not None:
@@ -182,7 +183,11 @@ class StepFunction:
         if device != "cpu":                        # the batch goes where the params live
             x, y = to_device((x, y), device)
         key = step_key(state.seed, state.step)
+        if self.replica is not None:               # data parallel: this process's own dropout masks ...
+            key = self.replica.local_key(key)
         (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+        if self.replica is not None:               # ... and the whole batch's gradient, averaged over processes
+            grads, new_state = self.replica.average((grads, new_state), x)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
         if state.lr_scale != 1.0:
             s = state.lr_scale                     # a Python float: float32 updates stay float32
