@@ -1,5 +1,6 @@
 """axon.onnx: models exported by axon run in onnxruntime as they predict; ONNX files (PyTorch's) load and match."""
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -251,3 +252,176 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         axon.onnx.export(model, axon.init(model), path)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["m.onnx"]
+
+
+# ---- loading: axon's own files round-trip -----------------------------------------------------------
+# exported as compositions with an op that is no axon layer (Pow, Slice, Log, a ReduceMean over channels)
+NOT_LOADED = {"lp_pool_3", "adaptive_avg_pool_bins", "adaptive_max_pool_bins", "adaptive_lp_pool_bins",
+              "global_lp_pool_3", "group_norm", "rms_norm", "log1p"}
+
+
+@pytest.mark.parametrize("name, build, shape", LAYERS, ids=[c[0] for c in LAYERS])
+def test_exported_layers_load_back_and_predict_the_same(name, build, shape, tmp_path):
+    """What the exporter writes as one ONNX op per layer loads back as that layer; compositions of
+    several ops (silu's x * Sigmoid(x)) load when each op has an axon form, else fail cleanly."""
+    model = build(axon.input(shape))
+    x = np.abs(_input(shape)) if name == "log1p" else _input(shape)
+    path, params = _export_and_compare(model, x, tmp_path)
+    if name in NOT_LOADED:
+        with pytest.raises(ValueError, match=r"model.onnx.*no axon form: .*\((Pow|Slice|Log|ReduceMean)\)"):
+            axon.onnx.load(path)
+        return
+    loaded, loaded_params = axon.onnx.load(path)
+    _close(axon.predict(loaded, loaded_params, x), axon.predict(model, params, x))
+
+
+@pytest.mark.parametrize("name, model, shape", [
+    ("mlp", build_model("mlp"), (None, 784)),
+    ("mnist_cnn", build_model("cnn"), (None, 28, 28, 1)),
+    ("residual_block", _residual_block(), (None, 8, 8, 4)),
+])
+def test_whole_models_round_trip_with_their_layer_names(name, model, shape, tmp_path):
+    path, params = _export_and_compare(model, _input(shape), tmp_path)
+    loaded, loaded_params = axon.onnx.load(path)
+    x = _input(shape, seed=5)
+    _close(axon.predict(loaded, loaded_params, x), axon.predict(model, params, x))
+    assert set(loaded_params) == set(params)                 # conv_0, batch_norm_1, dense_0, ... as exported
+    for layer, p in params.items():
+        assert set(loaded_params[layer]) == set(p)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff\xfe not a protobuf \x00\x01")
+    with pytest.raises(ValueError, match="bad.onnx.*not an ONNX model"):
+        axon.onnx.load(bad)
+    with pytest.raises(ValueError, match="cannot read the ONNX file .*missing.onnx"):
+        axon.onnx.load(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="cannot read the ONNX file"):
+        axon.onnx.load(tmp_path)                              # a directory
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.onnx.*no graph"):
+        axon.onnx.load(tmp_path / "empty.onnx")
+
+
+def _file(tmp_path, nodes, inputs, outputs, initializers=(), opset=18, name="hand.onnx"):
+    h = onnx.helper
+    graph = h.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    path = tmp_path / name
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_unsupported_nodes_are_listed_at_once(tmp_path):
+    h, f = onnx.helper, onnx.TensorProto.FLOAT
+    nodes = [h.make_node("Sqrt", ["x"], ["a"], name="root"), h.make_node("Relu", ["a"], ["b"]),
+             h.make_node("Clip", ["x", "lo", "hi"], ["c"], name="clip"), h.make_node("Add", ["b", "c"], ["d"]),
+             h.make_node("Foo", ["d"], ["y"], name="foo", domain="custom.domain")]
+    inits = [onnx.numpy_helper.from_array(np.float32(-2), "lo"), onnx.numpy_helper.from_array(np.float32(3), "hi")]
+    path = _file(tmp_path, nodes, [h.make_tensor_value_info("x", f, ["N", 3])],
+                 [h.make_tensor_value_info("y", f, ["N", 3])], inits)
+    with pytest.raises(ValueError) as e:
+        axon.onnx.load(path)
+    message = str(e.value)
+    assert "hand.onnx" in message and "3 nodes have no axon form" in message
+    assert "'root' (Sqrt)" in message and "'foo' (Foo)" in message and "'clip' (Clip): Clip(-2.0, 3.0)" in message
+
+
+def test_external_data_is_refused_and_never_opened(tmp_path):
+    h, f = onnx.helper, onnx.TensorProto.FLOAT
+    w = onnx.numpy_helper.from_array(np.ones((3, 2), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = onnx.TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="../../../etc/passwd")
+    path = _file(tmp_path, [h.make_node("MatMul", ["x", "w"], ["y"])], [h.make_tensor_value_info("x", f, ["N", 3])],
+                 [h.make_tensor_value_info("y", f, ["N", 2])], [w])
+    with pytest.raises(ValueError, match="external file; axon loads self-contained"):
+        axon.onnx.load(path)
+
+
+def test_a_hand_built_graph_with_shape_arithmetic_loads(tmp_path):
+    """Shape -> Gather -> Unsqueeze -> Concat -> Reshape (PyTorch's x.view(x.size(0), -1)) folds into a reshape."""
+    h, f = onnx.helper, onnx.TensorProto.FLOAT
+    ints = lambda name, v: onnx.numpy_helper.from_array(np.asarray(v, np.int64), name)   # noqa: E731
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((12, 2)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             h.make_node("Unsqueeze", ["n", "axes"], ["n1"]), h.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             h.make_node("Reshape", ["x", "shape"], ["flat"]), h.make_node("MatMul", ["flat", "w"], ["m"]),
+             h.make_node("Add", ["m", "b"], ["y"])]
+    inits = [ints("zero", 0), ints("axes", [0]), ints("minus1", [-1]),
+             onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")]
+    path = _file(tmp_path, nodes, [h.make_tensor_value_info("x", f, ["N", 3, 4])],
+                 [h.make_tensor_value_info("y", f, ["N", 2])], inits)
+    model, params = axon.onnx.load(path)
+    assert [n.op for n in model.nodes()] == ["input", "reshape", "dense"]   # MatMul + Add: one dense with a bias
+    x = _input((None, 3, 4))
+    (expected,) = _run(path, x)
+    _close(axon.predict(model, params, x), expected)
+
+
+# ---- loading PyTorch's files ---------------------------------------------------------------------------
+def _torch_modules(torch):
+    nn = torch.nn
+
+    class Residual(nn.Module):
+        """conv-bn-relu-conv-bn, plus the input, relu; global mean; view(N, -1); linear."""
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+            self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            y = torch.relu(self.bn2(self.conv2(h)) + x)
+            return self.head(y.mean((2, 3)).view(y.size(0), -1))
+
+    return {
+        "mlp": (nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10), nn.Softmax(-1)),
+                (784,)),
+        "cnn": (nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(8, 16, 3, stride=2, groups=2), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                              nn.Linear(144, 10)), (1, 28, 28)),
+        "residual": (Residual(), (4, 8, 8)),
+        "layers": (nn.Sequential(nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), nn.GELU(),
+                                 nn.Conv2d(4, 4, 3, dilation=2, padding=2, padding_mode="zeros"), nn.Hardswish(),
+                                 nn.GroupNorm(2, 4), nn.ELU(0.5), nn.InstanceNorm2d(4, affine=True), nn.SiLU(),
+                                 nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), nn.LeakyReLU(0.2),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(4), nn.Tanh()), (3, 5, 6)),
+        "conv1d": (nn.Sequential(nn.Conv1d(2, 4, 5, stride=2, padding=2), nn.Sigmoid(), nn.AvgPool1d(2),
+                                 nn.Upsample(scale_factor=2, mode="nearest"), nn.Flatten(), nn.Linear(40, 2)),
+                   (2, 19)),
+    }
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "residual", "layers", "conv1d"])
+@pytest.mark.parametrize("keep_batch_norm", [False, True], ids=["bn_folded", "bn_kept"])
+def test_pytorch_exported_models_load_and_match(name, keep_batch_norm, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module, shape = _torch_modules(torch)[name]
+    for m in module.modules():                                 # running statistics that matter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    module.eval()
+    x = torch.randn((4,) + shape)
+    path = tmp_path / f"{name}.onnx"
+    mode = torch.onnx.TrainingMode.PRESERVE if keep_batch_norm else torch.onnx.TrainingMode.EVAL
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                        # the legacy exporter's deprecation notice
+        torch.onnx.export(module, (x,), path, dynamo=False, training=mode, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ("BatchNormalization" in ops) == (keep_batch_norm and name in ("cnn", "residual"))
+    model, params = axon.onnx.load(path)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    x_np = x.numpy()
+    _close(axon.predict(model, params, x_np), expected)
+    _close(axon.predict(model, params, x_np[:1]), expected[:1])   # the batch size is free

@@ -89,15 +89,17 @@ class _Graph:
         self.onnx, self.opset, self.dtype = onnx, opset, np.dtype(dtype)
         self.nodes: list = []                  # [op_type, inputs, outputs, node name, attributes]
         self.initializers: dict = {}           # name -> array
-        self.taken: set = set()
+        self.taken: set = set()                # tensor names
+        self.node_names: set = set()
         self.layer = ""                        # the layer being emitted (prefix of its names)
         self._consts: dict = {}
 
-    def fresh(self, base: str) -> str:
+    def fresh(self, base: str, taken: set | None = None) -> str:
+        taken = self.taken if taken is None else taken
         name, k = base, 1
-        while name in self.taken:
+        while name in taken:
             name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
+        taken.add(name)
         return name
 
     def param(self, value, pname: str) -> str:
@@ -124,7 +126,7 @@ class _Graph:
 
     def op(self, op_type: str, inputs, n_out: int = 1, **attrs):
         outs = [self.fresh(f"{self.layer}/{op_type}") for _ in range(n_out)]
-        self.nodes.append([op_type, list(inputs), outs, self.fresh(f"{self.layer}/{op_type}#"), attrs])
+        self.nodes.append([op_type, list(inputs), outs, self.fresh(f"{self.layer}/{op_type}", self.node_names), attrs])
         return outs[0] if n_out == 1 else outs
 
     def layout(self, v: _Value, perm: tuple) -> str:
@@ -714,7 +716,7 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
         if g.produced(tensor) and tensor not in used:
             g.rename(tensor, key)
         else:                                                  # an input, a constant, or an output twice
-            g.nodes.append(["Identity", [tensor], [key], g.fresh("output/Identity#"), {}])
+            g.nodes.append(["Identity", [tensor], [key], g.fresh("output/Identity", g.node_names), {}])
         used.add(tensor)
     out_infos = [_value_info(onnx, key, node.shape, g.dtype) for key, node in zip(keys, outputs)]
 
