@@ -425,3 +425,73 @@ def test_pytorch_exported_models_load_and_match(name, keep_batch_norm, tmp_path)
     x_np = x.numpy()
     _close(axon.predict(model, params, x_np), expected)
     _close(axon.predict(model, params, x_np[:1]), expected[:1])   # the batch size is free
+
+
+# ---- the optional dependency ----------------------------------------------------------------------------
+def test_import_axon_does_not_import_onnx():
+    import subprocess
+    import sys
+    code = "import sys, axon, axon.onnx; print('onnx' in sys.modules, 'onnxruntime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_without_onnx_the_error_names_the_extra(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "onnx", None)            # as if it were not installed
+    model = axon.input((None, 3)).dense(2)
+    with pytest.raises(ImportError, match=r'pip install "axon\[onnx\]"'):
+        axon.onnx.export(model, axon.init(model), tmp_path / "m.onnx")
+    with pytest.raises(ImportError, match=r'pip install "axon\[onnx\]"'):
+        axon.onnx.load(tmp_path / "m.onnx")
+
+
+# ---- the tutorial's ONNX section --------------------------------------------------------------------------
+CHAPTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tutorials", "04_models.md")
+
+
+def _tutorial_blocks():
+    """``[(block, its output block)]`` for chapter 4's ```python {.no-run .onnx} blocks (test_docs' parser)."""
+    from pathlib import Path
+
+    from test_docs import parse
+    blocks = parse(Path(CHAPTER)).blocks
+    pairs = [(b, blocks[i + 1]) for i, b in enumerate(blocks) if b.lang == "python" and "onnx" in b.classes]
+    assert pairs and all("onnx-output" in out.classes for _, out in pairs), "each onnx block needs its output"
+    return pairs
+
+
+def _run_tutorial_blocks(pairs):
+    import contextlib
+    import io
+    namespace, printed = {"__name__": "__main__"}, []
+    for block, _ in pairs:
+        buffer = io.StringIO()
+        code = compile("\n" * (block.line - 1) + block.code, CHAPTER, "exec")   # errors point at the chapter's lines
+        with contextlib.redirect_stdout(buffer):
+            exec(code, namespace)
+        printed.append(buffer.getvalue())
+    return printed
+
+
+def test_the_tutorial_onnx_section_runs_and_prints_what_it_shows(tmp_path, monkeypatch):
+    """The blocks test_docs shows without running (they need this extra) run here, and print their outputs."""
+    monkeypatch.chdir(tmp_path)
+    pairs = _tutorial_blocks()
+    normal = lambda text: "\n".join(line.rstrip() for line in text.rstrip().split("\n"))   # noqa: E731
+    for (block, expected), out in zip(pairs, _run_tutorial_blocks(pairs)):
+        assert normal(out) == normal(expected.code), f"{CHAPTER}:{block.line} printed\n{out}"
+
+
+if __name__ == "__main__":                                    # python tests/test_onnx.py: refresh the outputs
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    pairs = _tutorial_blocks()
+    lines = open(CHAPTER, encoding="utf-8").read().split("\n")
+    for (_, expected), out in sorted(zip(pairs, _run_tutorial_blocks(pairs)), key=lambda p: -p[0][1].line):
+        start = expected.line - 1                             # the output block's first code line (0-based)
+        end = start + (len(expected.code.split("\n")) if expected.code else 0)
+        lines[start:end] = out.rstrip("\n").split("\n")
+    open(CHAPTER, "w", encoding="utf-8").write("\n".join(lines))
+    print(f"updated {len(pairs)} output blocks in {CHAPTER}")

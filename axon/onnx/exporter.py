@@ -30,6 +30,7 @@ import inspect
 
 import numpy as np
 
+from .. import __version__
 from ..functional import activations as A
 from ..functional.layers.conv import _geometry as _conv_geometry, _separable_steps, conv_transpose_padding
 from ..functional.layers.pooling import _adaptive_geometry, _window_geometry
@@ -37,6 +38,7 @@ from ..functional.layers.shape import _pad_pairs, _resize_size
 from ..functional.layers._utils import channel_axis, spatial_tuple
 from ..model.graph import Axon
 from ..serialization import atomic_write
+from ..tree import tree_leaves
 from ._require import Unsupported, require_onnx
 
 __all__ = ["export", "OPSET", "MIN_OPSET"]
@@ -608,7 +610,6 @@ def _translation(node):
 
 # ---- export -------------------------------------------------------------------------------------------
 def _float_dtype(params) -> np.dtype:
-    from ..tree import tree_leaves
     kinds = {np.asarray(v).dtype for v in tree_leaves(params) if np.asarray(v).dtype.kind == "f"}
     if len(kinds) > 1:
         raise ValueError(f"export: params mix float dtypes {sorted(str(k) for k in kinds)}; cast them to one")
@@ -725,7 +726,6 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
                          "axon", inputs, out_infos,
                          initializer=[onnx.numpy_helper.from_array(a, k) for k, a in g.initializers.items()])
     opsets = [h.make_opsetid("", opset)]
-    from .. import __version__
     proto = h.make_model(graph, opset_imports=opsets, producer_name="axon", producer_version=__version__,
                          ir_version=h.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto)

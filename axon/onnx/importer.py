@@ -128,8 +128,9 @@ def _node_input(v, what="input"):
     return v
 
 
-def _spatial(x: Axon, first: bool = True) -> list:
-    return list(x.shape[2:] if first else x.shape[1:-1])
+def _spatial(x: Axon) -> list:
+    """The spatial sizes of a channels-first value (None where unknown)."""
+    return list(x.shape[2:])
 
 
 def _pairs(ctx, a, n, sizes, windows, strides):
@@ -193,7 +194,7 @@ def _conv_transpose(ctx, node, ins, a):
 
 
 # ---- pooling -------------------------------------------------------------------------------------------
-def _window(ctx, a, x, ceil_ok=True):
+def _window(ctx, a, x):
     """(kernel_size, strides, padding pairs, padding added for ceil_mode) of an ONNX pool."""
     k = tuple(a["kernel_shape"])
     n = len(k)
