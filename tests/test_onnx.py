@@ -221,7 +221,8 @@ def test_float64_params_give_a_float64_model(tmp_path):
 def test_every_unsupported_layer_is_listed_at_once_and_nothing_is_written(tmp_path):
     x = axon.input((None, 6, 6, 2))
     h = axon.nx(x, lambda t: t * 2).conv(2, kernel_size=3, strides=2, input_dilation=2)
-    model = axon.layer(lambda t, w: t @ w, [h.flatten()], params={"w": axon.param((50, 3))}, name="mine", op_name="dense")
+    model = axon.layer(lambda t, w: t @ w, [h.flatten()], params={"w": axon.param((50, 3))}, name="mine",
+                       op_name="dense")                       # a name of axon's, on a function of one's own
     with pytest.raises(ValueError) as e:
         axon.onnx.export(model, axon.init(model), tmp_path / "bad.onnx")
     message = str(e.value)
@@ -348,7 +349,8 @@ def test_a_hand_built_graph_with_shape_arithmetic_loads(tmp_path):
     w = rng.standard_normal((12, 2)).astype(np.float32)
     b = rng.standard_normal(2).astype(np.float32)
     nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "zero"], ["n"], axis=0),
-             h.make_node("Unsqueeze", ["n", "axes"], ["n1"]), h.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             h.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+             h.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
              h.make_node("Reshape", ["x", "shape"], ["flat"]), h.make_node("MatMul", ["flat", "w"], ["m"]),
              h.make_node("Add", ["m", "b"], ["y"])]
     inits = [ints("zero", 0), ints("axes", [0]), ints("minus1", [-1]),
@@ -425,6 +427,10 @@ def test_pytorch_exported_models_load_and_match(name, keep_batch_norm, tmp_path)
     x_np = x.numpy()
     _close(axon.predict(model, params, x_np), expected)
     _close(axon.predict(model, params, x_np[:1]), expected[:1])   # the batch size is free
+    axon.onnx.export(model, params, tmp_path / "again.onnx")    # channels-first layers export without transposes
+    (again,) = _run(tmp_path / "again.onnx", x_np)
+    _close(again, expected)
+    assert "Transpose" not in {n.op_type for n in onnx.load(tmp_path / "again.onnx").graph.node}
 
 
 # ---- the optional dependency ----------------------------------------------------------------------------

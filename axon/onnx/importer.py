@@ -535,7 +535,8 @@ def _resize(ctx, node, ins, a):
             (where == "asymmetric" and a.get("nearest_mode", "round_prefer_floor") == "floor" and upscale)
         method = "nearest"
     else:
-        ok = mode == "linear" and (where == "half_pixel" or (where == "pytorch_half_pixel" and min(sizes, default=2) > 1))
+        ok = mode == "linear" and (where == "half_pixel"               # PyTorch's differs for outputs of size 1
+                                   or (where == "pytorch_half_pixel" and min(sizes, default=2) > 1))
         method = "bilinear"
     if not ok or a.get("antialias", 0):
         raise Unsupported(f"mode {mode!r} with {where!r} has no axon form (axon samples at pixel centres)")
