@@ -207,6 +207,21 @@ def test_two_inputs_and_a_container(tmp_path):
     assert [o.name for o in onnx.load(tmp_path / "two.onnx").graph.output] == ["logits", "probs"]
 
 
+def test_outputs_that_share_a_tensor(tmp_path):
+    """The same layer twice, a dropout of it (the same value), its transpose and the input itself as outputs."""
+    x = axon.input((None, 2, 3))
+    h = x.dense(3)
+    model = axon.container([h, h.dropout(0.5), h.transpose((1, 0)), h, x])
+    params = _random_params(model)
+    axon.onnx.export(model, params, tmp_path / "shared.onnx")
+    xs = _input((None, 2, 3))
+    got = _run(tmp_path / "shared.onnx", xs)
+    expected = axon.predict(model, params, xs)
+    assert len(got) == 5
+    for a, b in zip(got, expected):
+        _close(a, b)
+
+
 def test_float64_params_give_a_float64_model(tmp_path):
     model = axon.input((None, 3)).dense(2).tanh()
     params = axon.init(model, dtype="float64")
@@ -303,6 +318,31 @@ def test_load_errors_name_the_file(tmp_path):
     (tmp_path / "empty.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="empty.onnx.*no graph"):
         axon.onnx.load(tmp_path / "empty.onnx")
+
+
+def test_corrupted_files_load_or_raise_value_error(tmp_path):
+    """Bytes flipped at random offsets, or the file cut short: a model, or a ValueError naming the file."""
+    model = _residual_block()
+    axon.onnx.export(model, _random_params(model), tmp_path / "good.onnx")
+    data = (tmp_path / "good.onnx").read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"loaded": 0, "refused": 0}
+    for trial in range(60):
+        bad = bytearray(data)
+        if trial % 3 == 0:
+            bad = bad[: rng.integers(1, len(bad))]
+        else:
+            for i in rng.integers(0, len(bad), size=trial % 5 + 1):
+                bad[i] = rng.integers(0, 256)
+        path = tmp_path / f"bad{trial}.onnx"
+        path.write_bytes(bytes(bad))
+        try:
+            axon.onnx.load(path)
+            outcomes["loaded"] += 1
+        except ValueError as e:
+            assert f"bad{trial}.onnx" in str(e)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0
 
 
 def _file(tmp_path, nodes, inputs, outputs, initializers=(), opset=18, name="hand.onnx"):

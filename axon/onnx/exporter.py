@@ -716,6 +716,10 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
         tensor = g.layout(v, _identity(v.rank))
         if g.produced(tensor) and tensor not in used:
             g.rename(tensor, key)
+            for other in values.values():                      # every value held in that tensor: now in key
+                if other is not None:
+                    other.views = {p: key if t == tensor else t for p, t in other.views.items()}
+            tensor = key
         else:                                                  # an input, a constant, or an output twice
             g.nodes.append(["Identity", [tensor], [key], g.fresh("output/Identity", g.node_names), {}])
         used.add(tensor)

@@ -680,8 +680,19 @@ def load(path):
     onnx = require_onnx()
     path = os.fspath(path)
     proto = _read(onnx, path)
-    ctx = _Context(onnx, proto, path)
-    graph = ctx.graph
+    try:
+        return _translate(_Context(onnx, proto, path))
+    except ValueError as e:
+        if repr(path) in str(e):
+            raise
+        raise ValueError(f"load: {path!r}: {e}") from e
+    except Exception as e:                                     # whatever a malformed graph trips over
+        raise ValueError(f"load: {path!r} is not a model axon can read ({type(e).__name__}: {e})") from e
+
+
+def _translate(ctx):
+    """The model and params of the file in ``ctx``: inputs, then each node in the file's (topological) order."""
+    onnx, path, graph = ctx.onnx, ctx.path, ctx.graph
     for t in graph.initializer:
         ctx.env[t.name] = ctx.array(t)
     if len(graph.sparse_initializer):
@@ -704,7 +715,7 @@ def load(path):
 
     problems = []
     for node in graph.node:
-        label = f"'{node.name or node.output[0]}' ({node.op_type})"
+        label = f"'{node.name or (node.output[0] if node.output else '?')}' ({node.op_type})"
         handle = _IMPORTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if handle is None:
             problems.append(f"{label}: no axon layer for this op")
@@ -725,11 +736,13 @@ def load(path):
             problems.append(f"{label}: {e}")
             ctx.failed.update(node.output)
             continue
-        except (ValueError, TypeError) as e:                   # an axon builder refused the options
-            problems.append(f"{label}: {e}")
+        except Exception as e:                                 # an axon builder refused, a malformed node
+            problems.append(f"{label}: {e}" if isinstance(e, (ValueError, TypeError)) else
+                            f"{label}: malformed ({type(e).__name__}: {e})")
             ctx.failed.update(node.output)
             continue
-        ctx.env[node.output[0]] = y
+        if node.output:
+            ctx.env[node.output[0]] = y
     if problems:
         raise ValueError(f"load: {path!r}: {len(problems)} node{'s' if len(problems) > 1 else ''} "
                          f"{'have' if len(problems) > 1 else 'has'} no axon form: " + "; ".join(problems))
