@@ -434,6 +434,8 @@ def _torch_modules(torch):
                                  nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), nn.LeakyReLU(0.2),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(4), nn.Tanh()), (3, 5, 6)),
         "conv1d": (nn.Sequential(nn.Conv1d(2, 4, 5, stride=2, padding=2), nn.Sigmoid(), nn.AvgPool1d(2),
+                                 nn.AvgPool1d(3, stride=1, padding=1, count_include_pad=False),
+                                 nn.LayerNorm([4, 5]),                         # over the last two axes
                                  nn.Upsample(scale_factor=2, mode="nearest"), nn.Flatten(), nn.Linear(40, 2)),
                    (2, 19)),
     }
