@@ -27,17 +27,27 @@ from . import functional
 from .functional import activations, initializers, layers, losses, metrics
 from . import model
 from .model import *  # noqa: F401,F403  (input, the builders, init, predict, summary, ...)
-from . import updates, optimizers, schedules, training, datasets, serialization
+from . import updates, optimizers, schedules, training, datasets, serialization, distributed
 from .serialization import load, save
 
 # ``import axon.activations`` works too: the functional modules under their short names.
 for _name in ("activations", "initializers", "layers", "losses", "metrics"):
     _sys.modules[f"{__name__}.{_name}"] = getattr(functional, _name)
 
+
+
+def __getattr__(name):
+    """``axon.onnx`` and ``axon.cuda`` load on first use: importing axon imports neither onnx nor numba.cuda."""
+    if name in ("onnx", "cuda"):
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'axon' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 __all__ = [
     "backend", "get_backend", "set_backend", "to_device", "autograd", "random", "tree", "functional", "activations", "initializers", "layers", "losses", "metrics",
-    "model", "updates", "optimizers", "schedules", "training", "datasets", "serialization",
+    "model", "updates", "optimizers", "schedules", "training", "datasets", "serialization", "distributed",
     "Tensor", "grad", "value_and_grad", "no_grad", "check_grads", "save", "load", "__version__",
     *model.__all__,
 ]
