@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from ..random import rng
-from ..tree import tree_leaves, tree_map
+from ..tree import tree_leaves, tree_map, tree_structure_check
 from .callbacks import as_callback
 from .step import Step, TrainState
 
@@ -179,6 +179,19 @@ def _check_validation_data(validation_data) -> None:
         raise ValueError(f"train: validation inputs have {n_x} examples but validation targets have {n_y}")
 
 
+def _check_resumed(step_fn, state: TrainState) -> None:
+    """Raise ValueError, before any training, when the state to resume does not fit the step's model and optimizer."""
+    trainable = state.params
+    split = getattr(step_fn, "_split", None)                   # the model form: the params must fit the model
+    try:
+        if split is not None:
+            trainable = split(state.params)[0]
+        tree_structure_check(step_fn.optimizer.init(trainable), state.opt_state,
+                             names=("the optimizer's state for these params", "the state's opt_state"))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: {e}") from None
+
+
 def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
           seed=None, validation_data=None, callbacks=(), verbose: int = 1, state: TrainState | None = None,
           steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None) -> TrainState:
@@ -240,9 +253,11 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
         state = init_fn(seed=0 if seed is None else seed)
     elif not isinstance(state, TrainState):
         raise TypeError(f"train: state must be a TrainState (from init or load_checkpoint), got {type(state).__name__}")
-    elif seed is not None and int(seed) != state.seed:
-        raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
-                         f"leave seed out when resuming")
+    else:
+        if seed is not None and int(seed) != state.seed:
+            raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
+                             f"leave seed out when resuming")
+        _check_resumed(step_fn, state)
     epochs_left = max(int(epochs) - state.epoch, 0)
     if targets is None:
         data = _IterableData(inputs, steps_per_epoch, epochs_left)
