@@ -228,6 +228,7 @@ def _node_from(rec, i: int, built: list, decode) -> Axon:
     opts = decode(rec.get("opts"), f"{layer}.opts")
     _expect(isinstance(opts, dict) and all(isinstance(k, str) for k in opts), f"layer '{layer}' has bad options")
     shape = decode(rec.get("shape"), f"{layer}.shape")
+    _expect(isinstance(shape, (tuple, dict)), f"layer '{layer}' has no output shape")   # None would run the layer
     parents = [built[j] for j in parents]
     if "fn" in rec:
         fn = registry.lookup(rec["fn"])
@@ -246,6 +247,8 @@ def _node_from(rec, i: int, built: list, decode) -> Axon:
         node = _rebuild(op, parents, opts, {k: s.shape for k, s in specs.items()}, name, shape, pack)
     except Exception as e:                                     # the builder refuses these parts
         raise ValueError(f"layer '{layer}' (op '{op}') cannot be rebuilt: {type(e).__name__}: {e}") from None
+    _expect(node.op == op and node.parents == tuple(parents),
+            f"layer '{layer}' (op '{op}') rebuilt as another node (op '{node.op}')")
     got = {k: (s.shape, s.kind) for k, s in node.params.items()}
     want = {k: (s.shape, s.kind) for k, s in specs.items()}
     _expect(got == want, f"layer '{layer}' (op '{op}') rebuilt with params {got}, but the file records {want}")
