@@ -65,7 +65,7 @@ MAX_DEPTH = 64                         # how deep a saved tree may nest
 _MAX_HEADER = 100 * 2**20              # safetensors' own limit on the JSON header
 _DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I16": np.int16, "U32": np.uint32,
            "I32": np.int32, "U64": np.uint64, "I64": np.int64, "F16": np.float16, "F32": np.float32,
-           "F64": np.float64, "C64": np.complex64}
+           "F64": np.float64}             # the dtypes every safetensors version stores (complex ones: not all)
 _CODES = {np.dtype(t): code for code, t in _DTYPES.items()}
 
 

@@ -69,7 +69,7 @@ def test_tree_round_trip_keeps_structure_types_and_dtypes(tmp_path, rng, registe
         "ints": {3: "three", 0: None},                       # int keys, str and None leaves, order kept
         "flags": [True, False, np.bool_(True)],
         "scalar": np.float32(1.5), "big": 2 ** 70, "neg_inf": float("-inf"),
-        "empty": {}, "u8": np.arange(4, dtype=np.uint8), "complex": np.array([1 + 2j], np.complex64),
+        "empty": {}, "u8": np.arange(4, dtype=np.uint8),
         "f16": np.ones((2, 0), np.float16), "strided": np.arange(10.0)[::3], "big_endian": np.arange(3, dtype=">i4"),
         "a.b": np.ones(1), "a": {"b": np.zeros(1)},          # the same tensor name twice: both kept
     }
@@ -88,8 +88,8 @@ def test_unsupported_leaves_and_unregistered_namedtuples_fail_before_writing(tmp
         serialization.save(path, {"a": {"b": object()}})
     with pytest.raises(TypeError, match="only numeric arrays"):
         serialization.save(path, {"a": np.array(["x"])})
-    with pytest.raises(TypeError, match="complex128"):
-        serialization.save(path, {"a": np.array([1j])})
+    with pytest.raises(TypeError, match="complex64"):
+        serialization.save(path, {"a": np.array([1j], np.complex64)})
     with pytest.raises(TypeError, match=r"NamedTuple Moments at 'm' is not one of axon's.*axon.register\('Moments'"):
         serialization.save(path, {"m": Moments(np.ones(1), {})})
     with pytest.raises(TypeError, match="dict keys must be str or int"):

@@ -186,10 +186,14 @@ def _check_resumed(step_fn, state: TrainState) -> None:
     try:
         if split is not None:
             trainable = split(state.params)[0]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: {e}") from None
+    try:
         tree_structure_check(step_fn.optimizer.init(trainable), state.opt_state,
                              names=("the optimizer's state for these params", "the state's opt_state"))
     except (ValueError, TypeError) as e:
-        raise ValueError(f"train: the state to resume does not fit this step: {e}") from None
+        raise ValueError(f"train: the state to resume does not fit this step: its opt_state is not this "
+                         f"optimizer's state for its params ({e})") from None
 
 
 def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
