@@ -25,7 +25,7 @@ from . import functional
 from .functional import activations, initializers, layers, losses, metrics
 from . import model
 from .model import *  # noqa: F401,F403  (input, the builders, init, predict, summary, ...)
-from . import updates, optimizers, schedules, training, datasets, serialization
+from . import updates, optimizers, schedules, training, datasets, registry, serialization
 from .serialization import FormatError, load, register, save
 
 # ``import axon.activations`` works too: the functional modules under their short names.
@@ -35,7 +35,7 @@ for _name in ("activations", "initializers", "layers", "losses", "metrics"):
 __version__ = "0.1.0"
 __all__ = [
     "autograd", "random", "tree", "functional", "activations", "initializers", "layers", "losses", "metrics",
-    "model", "updates", "optimizers", "schedules", "training", "datasets", "serialization",
+    "model", "updates", "optimizers", "schedules", "training", "datasets", "registry", "serialization",
     "Tensor", "grad", "value_and_grad", "no_grad", "check_grads", "save", "load", "register", "FormatError",
     "__version__",
     *model.__all__,

@@ -10,11 +10,11 @@ here again: a dict lookup, so loading imports nothing and finds only what this p
   registered by the program, once when saving and again before loading: ``register("my_fn", fn)``.
 
 >>> import axon
->>> def double(t):
+>>> def double_it(t):
 ...     return t * 2
->>> register("double", double)
->>> lookup("double") is double, name_of(double)
-(True, 'double')
+>>> register("double_it", double_it)
+>>> lookup("double_it") is double_it, name_of(double_it)
+(True, 'double_it')
 """
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ _by_id: dict = {}                      # id(obj) -> name (the objects are kept a
 def register(name: str, obj) -> None:
     """Make ``obj`` (a function, or a NamedTuple class) savable under ``name``; call it before ``save`` and ``load``.
 
-    Registering the same object twice is fine; another object under a taken name raises ValueError.
+    Registering the same object twice is fine, and so is a new definition of the same function (a
+    notebook cell run again: the new one replaces the old); another object under a taken name raises.
 
     >>> import axon, numpy as np
     >>> def halve(t):
     ...     return t * 0.5
     >>> axon.register("halve", halve)
-    >>> model = axon.nx(axon.input((None, 2)), halve)        # saved as {"fn": "halve"}
+    >>> model = axon.nx(axon.input((None, 2)), halve)        # axon.save writes {"fn": "halve"}
     >>> axon.predict(model, {}, np.ones((1, 2), np.float32))
     array([[0.5, 0.5]], dtype=float32)
     """
@@ -46,11 +47,18 @@ def register(name: str, obj) -> None:
         raise TypeError(f"register: expects a function or a NamedTuple class, got {type(obj).__name__}")
     taken = _by_name.get(name)
     if taken is not None and taken is not obj:
-        raise ValueError(f"register: the name {name!r} is already registered for {taken!r}; pick another name")
-    old = _by_id.get(id(obj))
+        if _where(taken) != _where(obj):
+            raise ValueError(f"register: the name {name!r} is already registered for {taken!r}; pick another name")
+        del _by_id[id(taken)]                                  # redefined: the new definition replaces it
+    old = name_of(obj)
     if old is not None and old != name:
         raise ValueError(f"register: {obj!r} is already registered as {old!r}")
     _by_name[name], _by_id[id(obj)] = obj, name
+
+
+def _where(obj) -> tuple:
+    """Where ``obj`` was defined: a function or class defined again (the same cell re-run) has the same."""
+    return getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
 
 
 def lookup(name: str):

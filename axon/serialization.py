@@ -434,6 +434,8 @@ def atomic_write(path, write, mode: str = "wb") -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write '{path}': it is a directory (give a file name inside it)")
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write '{path}': the folder '{folder}' does not exist")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         tmp = os.path.join(folder, f".{os.path.basename(path)[:100]}.{secrets.token_hex(4)}.tmp")

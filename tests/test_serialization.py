@@ -60,8 +60,8 @@ def _same(a, b):
 
 # ---- trees ------------------------------------------------------------------------------------------
 def test_tree_round_trip_keeps_structure_types_and_dtypes(tmp_path, rng, registered):
-    registered("Moments", Moments)
-    registered("Empty", Empty)
+    registered("test.Moments", Moments)
+    registered("test.Empty", Empty)
     tree = {
         "dense_0": {"kernel": rng.standard_normal((3, 5)).astype(np.float32), "bias": np.zeros(5, np.float64)},
         "opt": (Moments(np.array(7, np.int32), {"w": np.arange(6, dtype=np.int64).reshape(2, 3)}), Empty(), ()),
@@ -157,7 +157,21 @@ def _every_builder_model():
     s = axon.bilinear(s, f, 3) + axon.constant(np.arange(3, dtype=np.float32))
     tokens = axon.input((None, 5), name="tokens")
     e = tokens.embedding(10, 3).global_max_pool().leaky_relu(alpha=0.2)
-    return axon.container({"probs": (s + e).softmax(), "pair": axon.container((s, s.relu6()))})
+    v = axon.input((None, 6, 6, 6, 2), name="volume").separable_conv3d(1, kernel_size=3).spatial_dropout(0.1)
+    v = v.feature_alpha_dropout(0.1).global_lp_pool(norm=2).alpha_dropout(0.1)           # (None, 2)
+    p = h.lp_pool(norm=2, kernel_size=2).adaptive_max_pool((1, 1)).adaptive_avg_pool((1, 1))
+    p = p.adaptive_lp_pool((1, 1), norm=3).global_max_pool().activation("tanh")          # (None, 4)
+    q = axon.concatenate([v, p]).dense(3)
+    return axon.container({"probs": (s + e + q).softmax(), "pair": axon.container((s, s.relu6()))})
+
+
+def test_the_test_model_has_every_layer_of_axon():
+    """A builder added to axon must be savable: add it to the model above (and, if its options are not
+    its builder's arguments, teach axon.model.records._builder_args)."""
+    from axon.model import builders
+    ops = {n.op for n in _every_builder_model().nodes()}
+    missing = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"} - ops
+    assert not missing, f"layers that test_a_model_round_trips_and_predicts_the_same does not save: {sorted(missing)}"
 
 
 def test_a_model_round_trips_and_predicts_the_same(tmp_path, rng):
@@ -172,7 +186,8 @@ def test_a_model_round_trips_and_predicts_the_same(tmp_path, rng):
            [(n.op, n.name, n.shape, dict(n.params)) for n in model.nodes()]   # frozen flags, initializers kept
     assert back.names() != {} and list(back.names().values()) == list(model.names().values())
     inputs = {"img": rng.standard_normal((2, 8, 8, 3)).astype(np.float32),
-              "tokens": rng.integers(0, 10, (2, 5)).astype(np.float32)}
+              "tokens": rng.integers(0, 10, (2, 5)).astype(np.float32),
+              "volume": rng.standard_normal((2, 6, 6, 6, 2)).astype(np.float32)}
     _same(axon.predict(model, params, inputs), axon.predict(back, back_params, inputs))
     _same(axon.init(model, seed=4), axon.init(back, seed=4))   # the saved initializers give the same params
     assert axon.count_params(back) == axon.count_params(model)
@@ -204,8 +219,8 @@ def test_custom_functions_are_saved_by_their_registered_name(tmp_path, registere
     with pytest.raises(TypeError, match=r"layer 'proj' \(op 'custom'\) is the function 'scaled'.*axon.register\('scaled', fn\)"):
         axon.save(path, model, params)
     assert not path.exists()
-    registered("scaled", scaled)
-    registered("double", double)
+    registered("test.scaled", scaled)
+    registered("test.double", double)
     axon.save(path, model, params)
     back, back_params, _ = axon.load(path)
     xs = np.ones((2, 3), np.float32)
@@ -215,21 +230,44 @@ def test_custom_functions_are_saved_by_their_registered_name(tmp_path, registere
         return x @ kernel * 2 + bias
 
     fake = axon.layer(affine, x, params={"kernel": axon.param((3, 2)), "bias": axon.param((2,))}, op_name="dense")
-    with pytest.raises(TypeError, match="'affine', which axon cannot name"):
+    with pytest.raises(TypeError, match=r"op 'dense'\) does not rebuild .* axon.register\(name, fn\)"):
         axon.save(path, fake, axon.init(fake))
+    registered("test.affine", affine)
+    axon.save(path, fake, axon.init(fake))
+    back, back_params, _ = axon.load(path)
+    assert back.fn is affine
+    _same(axon.predict(fake, back_params, xs), axon.predict(back, back_params, xs))
 
 
 def test_loading_a_custom_function_that_is_not_registered_says_how(tmp_path, registered):
     def triple(t):
         return t * 3
 
-    registered("triple", triple)
+    registered("test.triple", triple)
     model = axon.nx(axon.input((None, 2)), triple)
     axon.save(tmp_path / "c.safetensors", model, {})
-    registry._by_name.pop("triple")                        # a new program that did not register it
-    with pytest.raises(axon.FormatError, match=r"c.safetensors.*'triple', which is not registered.*axon.register"):
+    registry._by_name.pop("test.triple")                        # a new program that did not register it
+    with pytest.raises(axon.FormatError, match=r"c.safetensors.*'test.triple', which is not registered.*axon.register"):
         axon.load(tmp_path / "c.safetensors")
-    registry._by_name["triple"] = triple
+    registry._by_name["test.triple"] = triple
+
+
+def test_register_refuses_clashes_and_takes_a_redefinition(registered):
+    def f(t):
+        return t
+
+    registered("test.f", f)
+    with pytest.raises(ValueError, match="already registered"):
+        axon.register("test.f", print)
+    with pytest.raises(ValueError, match="already registered as 'test.f'"):
+        axon.register("test.other", f)
+    with pytest.raises(ValueError, match="without ':'"):
+        axon.register("os:system", f)
+
+    def f(t):                                                 # the same function defined again (a notebook cell)
+        return t * 1
+    axon.register("test.f", f)
+    assert registry.lookup("test.f") is f and registry.name_of(f) == "test.f"
 
 
 def test_save_checks_its_arguments(tmp_path):

@@ -180,6 +180,11 @@ def to_records(model: Axon, encode) -> list[dict]:
         if node.op == "container" and _pack_of(node.fn) is not None:
             rec["pack"] = _pack_of(node.fn)
         if not _is_builtin(node):
+            if node.op in builders.__all__ and registry.name_of(node.fn) is None:
+                raise TypeError(f"save: layer '{layer}' (op '{node.op}') does not rebuild from its options and "
+                                f"param shapes through axon's {node.op} builder. If it is one of axon's layers, "
+                                f"axon.model.records._builder_args must learn its builder's arguments; if it "
+                                f"computes with a function of yours, register that: axon.register(name, fn)")
             rec["fn"] = _fn_name(node.fn, f"the function of layer '{layer}' (op '{node.op}')")
             rec["uses"] = sorted(node.uses)
         records.append(rec)
