@@ -67,6 +67,7 @@ _DTYPES = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "U16": np.uint16, "I
            "I32": np.int32, "U64": np.uint64, "I64": np.int64, "F16": np.float16, "F32": np.float32,
            "F64": np.float64}             # the dtypes every safetensors version stores (complex ones: not all)
 _CODES = {np.dtype(t): code for code, t in _DTYPES.items()}
+_SCALARS = {"bool": (bool,), "int": (int,), "float": (float, int), "str": (str,)}   # JSON leaf: (type, accepted)
 
 
 class FormatError(ValueError):
@@ -179,46 +180,55 @@ class _Reader:
         if depth > MAX_DEPTH:
             raise _Bad(f"nests deeper than {MAX_DEPTH} levels at '{where}'")
         t = node.get("t") if isinstance(node, dict) else None
-        v = node.get("v") if isinstance(node, dict) else None
+        if not isinstance(t, str):
+            raise _Bad(f"has a malformed tree node at '{where}'")
+        v = node.get("v")
         if t == "none":
             return None
-        if t in ("bool", "int", "str") and type(v) is {"bool": bool, "int": int, "str": str}[t]:
-            return v
-        if t == "float" and type(v) in (int, float):
-            return float(v)
+        if t in _SCALARS and type(v) in _SCALARS[t]:
+            return _SCALARS[t][0](v)
         if t in ("dict", "list", "tuple", "namedtuple"):
-            kids = node.get("kids")
-            names = node.get("keys") if t == "dict" else node.get("fields") if t == "namedtuple" else None
-            if not isinstance(kids, list) or (t in ("dict", "namedtuple") and not (
-                    isinstance(names, list) and len(names) == len(kids) and len(set(map(repr, names))) == len(names))):
-                raise _Bad(f"has a malformed {t} at '{where}'")
-            if t == "dict" and not all(type(k) in (str, int) for k in names):
-                raise _Bad(f"has a dict key that is not a str or an int at '{where}'")
-            if t == "namedtuple":
-                cls = registry.namedtuple_class(node.get("class"))
-                if cls is None:
-                    raise _Bad(f"names the state class {node.get('class')!r:.80} at '{where}', which is neither one "
-                               f"of axon's nor registered (a NamedTuple of your own: call axon.register(name, cls) "
-                               f"before loading; loading never imports code)")
-                if list(cls._fields) != names:
-                    raise _Bad(f"records fields {names!r:.80} for {cls.__name__} at '{where}', which has {list(cls._fields)}")
-            labels = names if names is not None else range(len(kids))
-            values = [self.decode(kid, _join(path, k), depth + 1) for k, kid in zip(labels, kids)]
-            if t == "dict":
-                return dict(zip(names, values))
-            return values if t == "list" else tuple(values) if t == "tuple" else cls(*values)
+            return self._container(t, node, path, depth)
         if t == "array":
-            name = node.get("k")
-            if not isinstance(name, str) or name not in self.tensors or name in self.used:
-                raise _Bad(f"refers to a missing (or already used) tensor {name!r:.80} at '{where}'")
-            self.used.add(name)
-            arr = self.tensors[name]
-            if node.get("scalar"):
-                if arr.ndim:
-                    raise _Bad(f"marks the tensor '{name}' of shape {arr.shape} as a scalar")
-                return arr[()]
-            return arr
+            return self._array(node, where)
         raise _Bad(f"has a malformed tree node at '{where}'")
+
+    def _container(self, t: str, node: dict, path: str, depth: int):
+        where = path or "<root>"
+        kids = node.get("kids")
+        names = node.get("keys") if t == "dict" else node.get("fields") if t == "namedtuple" else None
+        if not isinstance(kids, list) or (names is None) != (t in ("list", "tuple")):
+            raise _Bad(f"has a malformed {t} at '{where}'")
+        if names is not None:                                  # dict keys, NamedTuple fields: one per kid, unique
+            if not (isinstance(names, list) and len(names) == len(kids) and all(type(k) in (str, int) for k in names)
+                    and len(set(map(repr, names))) == len(names)):
+                raise _Bad(f"has a {t} with malformed keys at '{where}'")
+        cls = None
+        if t == "namedtuple":
+            cls = registry.namedtuple_class(node.get("class"))
+            if cls is None:
+                raise _Bad(f"names the state class {node.get('class')!r:.80} at '{where}', which is neither one of "
+                           f"axon's nor registered (a NamedTuple of your own: call axon.register(name, cls) before "
+                           f"loading; loading never imports code)")
+            if list(cls._fields) != names:
+                raise _Bad(f"records fields {names!r:.80} for {cls.__name__} at '{where}', which has {list(cls._fields)}")
+        labels = names if names is not None else range(len(kids))
+        values = [self.decode(kid, _join(path, k), depth + 1) for k, kid in zip(labels, kids)]
+        if t == "dict":
+            return dict(zip(names, values))
+        return values if t == "list" else tuple(values) if t == "tuple" else cls(*values)
+
+    def _array(self, node: dict, where: str):
+        name = node.get("k")
+        if not isinstance(name, str) or name not in self.tensors or name in self.used:
+            raise _Bad(f"refers to a missing (or already used) tensor {name!r:.80} at '{where}'")
+        self.used.add(name)
+        arr = self.tensors[name]
+        if node.get("scalar"):
+            if arr.ndim:
+                raise _Bad(f"marks the tensor '{name}' of shape {arr.shape} as a scalar")
+            return arr[()]                                     # a numpy scalar, as saved
+        return arr
 
 
 # ---- the file -----------------------------------------------------------------------------------------

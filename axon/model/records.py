@@ -39,32 +39,29 @@ _PACK_KINDS = {"dict": dict, "list": list, "tuple": tuple}
 
 # ---- rebuilding one node through axon's own builders ---------------------------------------------
 def _builder_args(op, parents, opts, shapes) -> tuple[list, dict]:
-    """The builder's arguments that rebuild a node: ``opts`` plus what its param shapes say (units, kernel size).
-
-    ``shapes`` maps each param to its shape.
-    """
+    """The builder's arguments that rebuild a node: its ``opts``, plus what its param ``shapes`` tell
+    (units, kernel size) for the layers whose builder takes those instead of recording them."""
     kw = dict(opts)
-    kernel = shapes.get("kernel")
+    kernel = shapes.get("kernel") or shapes.get("kernel_1")
     if op in _COMBINATORS:
         return [list(parents)], kw
     if op == "pad":
         return [parents[0], kw.pop("padding")], kw
-    if op in ("dense", "conv", "conv_transpose"):
+    if op == "dense":                                          # kernel (in, units)
         kw.update(units=kernel[-1], use_bias="bias" in shapes)
-        if op != "dense":
-            kw["kernel_size"] = tuple(kernel[:-2])
-    elif op == "bilinear":
+    elif op in ("conv", "conv_transpose"):                     # kernel (*kernel_size, in, units)
+        kw.update(units=kernel[-1], kernel_size=tuple(kernel[:-2]), use_bias="bias" in shapes)
+    elif op == "bilinear":                                     # kernel (units, in1, in2)
         kw.update(units=kernel[0], use_bias="bias" in shapes)
-    elif op == "embedding":
+    elif op == "embedding":                                    # kernel (vocab_size, embedding_size)
         kw.update(vocab_size=kernel[0], embedding_size=kernel[1])
-    elif op == "depthwise_conv" or op.startswith("separable_conv"):
+    elif op == "depthwise_conv":                               # kernel (*kernel_size, 1, in * multiplier)
         c = builders._channels(parents[0], kw.get("channels", "last"), op)
-        first = shapes.get("kernel") or shapes.get("kernel_1")
-        n = len(first) - 2                                      # spatial axes
-        kernel_size = tuple(first[:-2]) if op == "depthwise_conv" else tuple(shapes[f"kernel_{i + 1}"][i]
-                                                                             for i in range(n))
-        kw.update(channel_multiplier=first[-1] // c, kernel_size=kernel_size,
-                  use_bias=("bias" if op == "depthwise_conv" else "bias_1") in shapes)
+        kw.update(channel_multiplier=kernel[-1] // c, kernel_size=tuple(kernel[:-2]), use_bias="bias" in shapes)
+    elif op.startswith("separable_conv"):                      # kernel_i: k_i along spatial axis i, 1 elsewhere
+        c = builders._channels(parents[0], kw.get("channels", "last"), op)
+        kernel_size = tuple(shapes[f"kernel_{i + 1}"][i] for i in range(len(kernel) - 2))
+        kw.update(channel_multiplier=kernel[-1] // c, kernel_size=kernel_size, use_bias="bias_1" in shapes)
     return list(parents), kw
 
 
@@ -78,7 +75,7 @@ def _rebuild(op, parents, opts, shapes, name, shape, pack=None) -> Axon:
         if op == "container":
             keys, kind = pack["keys"], _PACK_KINDS[pack["kind"]]
             return container(dict(zip(keys, parents)) if kind is dict else kind(parents), name=name)
-        if op not in builders.__all__ or op in ("activation",):
+        if op not in builders.__all__ or op == "activation":
             raise ValueError(f"'{op}' is not one of axon's layers")
         args, kw = _builder_args(op, parents, opts, shapes)
         return vars(builders)[op](*args, name=name, **kw)
