@@ -120,6 +120,16 @@ class _Tensors:
         return name
 
 
+class _Prefixed:
+    """The arrays of one part of a file (``opt_state.*``, ``model.*``), added to the file's ``_Tensors``."""
+
+    def __init__(self, tensors: _Tensors, prefix: str):
+        self.tensors, self.prefix = tensors, prefix
+
+    def add(self, arr, path):
+        return self.tensors.add(arr, _join(self.prefix, path) if path else self.prefix)
+
+
 def _encode(x, tensors: _Tensors, path: str, depth: int = 0):
     """The JSON description of tree ``x``; arrays go to ``tensors`` and are referred to by name."""
     where = path or "<root>"
@@ -376,16 +386,6 @@ def save(path, model, params=None, opt_state=None) -> None:
     parts = {"params": _encode(params, tensors, ""), "opt_state": _encode(opt_state, _Prefixed(tensors, "opt_state"), "")}
     parts["model"] = records.to_records(model, lambda value, where: _encode(value, _Prefixed(tensors, "model"), where))
     _write(path, "model", parts, tensors)
-
-
-class _Prefixed:
-    """The arrays of one part of a file (``opt_state.*``, ``model.*``), added to the file's ``_Tensors``."""
-
-    def __init__(self, tensors: _Tensors, prefix: str):
-        self.tensors, self.prefix = tensors, prefix
-
-    def add(self, arr, path):
-        return self.tensors.add(arr, _join(self.prefix, path))
 
 
 def load(path):
