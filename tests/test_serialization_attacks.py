@@ -21,7 +21,7 @@ hypothesis = pytest.importorskip("hypothesis")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
