@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 __all__ = ["Backend", "register_backend", "backend", "backend_of", "backends", "set_backend", "get_backend",
-           "to_device", "to_host", "resolve_device"]
+           "to_device", "to_host", "device_of", "resolve_device", "unregister_backend", "is_host"]
 
 
 class Backend(NamedTuple):
@@ -191,6 +191,23 @@ def resolve_device(device) -> str:
     return device
 
 
+def device_of(tree) -> str:
+    """The device of the first array in a tree that is not a host scalar: where its params live.
+
+    A tree holding only numbers or host scalars (or nothing) is on the default device.
+
+    >>> device_of({"w": np.ones(2), "count": np.asarray(3)})
+    'cpu'
+    """
+    from .autograd import Tensor
+    from .tree import tree_leaves
+    for x in tree_leaves(tree):
+        x = x.data if isinstance(x, Tensor) else x
+        if getattr(x, "ndim", 0) > 0:                      # an array (host scalars and numbers say nothing)
+            return backend_of(x).name
+    return get_backend()
+
+
 def _move(a, target: Backend):
     src = backend_of(a)
     if src is target:
@@ -203,6 +220,8 @@ def to_device(tree, device=None):
     """Every array (and Tensor) in a nested tree, moved to ``device``; other leaves as they are.
 
     Arrays already there are not copied. Tensors come back as Tensors (detached from any graph).
+    Host scalars (numpy scalars and 0-d arrays: step counts, say) stay on the host, where they are
+    read as Python numbers; an operation joins them to any device's arrays.
 
     >>> state = {"w": np.ones(2, np.float32), "count": np.asarray(3)}
     >>> to_device(state, "cpu")["count"]
@@ -215,7 +234,9 @@ def to_device(tree, device=None):
     def move(x):
         if isinstance(x, Tensor):
             return Tensor._wrap(_move(x.data, target))
-        if isinstance(x, (np.ndarray, np.generic)) or not is_host(x):
+        if isinstance(x, np.generic) or (isinstance(x, np.ndarray) and x.ndim == 0):
+            return x
+        if isinstance(x, np.ndarray) or not is_host(x):
             return _move(x, target)
         return x
     return tree_map(move, tree)

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from .autograd import apply
 from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
@@ -37,10 +38,12 @@ from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleS
                       scale_by_adadelta, scale_by_adam, scale_by_belief, scale_by_factored_rms,
                       scale_by_learning_rate, scale_by_lion, scale_by_nadam, scale_by_param_block_rms,
                       scale_by_radam, scale_by_rms, scale_by_rss, scale_by_stddev, scale_by_trust_ratio,
-                      scale_by_yogi, trace)
+                      scale_by_yogi, trace, ema, scale_by_adamax, scale_by_amsgrad, scale_by_novograd,
+                      scale_by_optimistic_gradient, scale_by_sign)
 
 __all__ = ["adabelief", "adagrad", "adam", "adamw", "fromage", "lamb", "noisy_sgd", "radam", "rmsprop", "sgd",
-           "yogi", "nadam", "adadelta", "lion", "lars", "adafactor", "dpsgd", "lbfgs"]
+           "yogi", "nadam", "adadelta", "lion", "lars", "adafactor", "dpsgd", "lbfgs",
+           "adamax", "adamaxw", "amsgrad", "nadamw", "novograd", "sign_sgd", "signum", "optimistic_gradient_descent"]
 
 
 def _optimizer(name: str, *transforms) -> GradientTransformation:
@@ -109,14 +112,13 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
         scalars = {}                                           # dtype -> the kernel's scalars for this step
 
         def leaf(g, m, v, p):
-            if not (isinstance(g, np.ndarray) and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
+            if not (hasattr(g, "shape") and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
                 raise ValueError("mismatch")                   # reworded below, with the path
             if m.dtype not in scalars:
                 scalars[m.dtype] = kernel.adam_scalars(m.dtype, lr=step_size, b1=b1, b2=b2, eps=eps,
                                                        weight_decay=weight_decay, step=t)
-            out = (np.empty_like(m), np.empty_like(m), np.empty_like(m))                  # u, m_new, v_new
-            kernel.adam_into(p, np.ascontiguousarray(g), m, v, out, scalars[m.dtype])
-            return out
+            u, m_new, v_new = apply(kernel.ADAM_STEP, p, g, m, v, scalars=scalars[m.dtype])   # on p's backend
+            return u.data, m_new.data, v_new.data
         try:
             updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
                                              params if weight_decay else grads)   # p only read when decaying
@@ -346,3 +348,86 @@ def dpsgd(lr, l2_norm_clip, noise_multiplier, seed=0, momentum=None, nesterov=Fa
     """
     return chain(differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed),
                  *_momentum("dpsgd", momentum, nesterov), scale_by_learning_rate(lr))
+
+
+# ---- Optax's aliases ----------------------------------------------------------------------------------
+def adamax(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformation:
+    """AdaMax (Kingma and Ba, 2015): Adam with the infinity norm; PyTorch's ``Adamax``, Optax's ``adamax``.
+
+    >>> adamax(0.1).update({"w": np.array([-3.0])}, adamax(0.1).init({"w": np.zeros(1)}))[0]["w"].round(6)
+    array([0.1])
+    """
+    return _optimizer("adamax", scale_by_adamax(b1, b2, eps), scale_by_learning_rate(lr))
+
+
+def adamaxw(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask=None) -> GradientTransformation:
+    """AdaMax with decoupled weight decay, ``p -= lr (adamax + wd p)`` (Optax's ``adamaxw``).
+
+    >>> opt = adamaxw(0.1, weight_decay=0.5)
+    >>> opt.update({"w": np.array([5.0])}, opt.init({"w": np.ones(1)}), {"w": np.ones(1)})[0]["w"].round(6)
+    array([-0.15])
+    """
+    wd = _hyper("adamaxw", "weight_decay", weight_decay, 0)
+    return _optimizer("adamaxw", scale_by_adamax(b1, b2, eps), add_decayed_weights(wd, mask),
+                      scale_by_learning_rate(lr))
+
+
+def amsgrad(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+    """AMSGrad (Reddi et al., 2018): Adam that never lets its step grow back (Optax's ``amsgrad``).
+
+    >>> amsgrad(0.1).update({"w": np.array([2.0])}, amsgrad(0.1).init({"w": np.zeros(1)}))[0]["w"].round(6)
+    array([-0.1])
+    """
+    return _optimizer("amsgrad", scale_by_amsgrad(b1, b2, eps, eps_root), scale_by_learning_rate(lr))
+
+
+def nadamw(lr=2e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, momentum_decay=4e-3,
+           mask=None) -> GradientTransformation:
+    """NAdam with decoupled weight decay: PyTorch's ``NAdam(decoupled_weight_decay=True)``.
+
+    >>> opt = nadamw(0.1, weight_decay=0.5)
+    >>> type(opt.init({"w": np.ones(1)})[0]).__name__
+    'ScaleByNadamState'
+    """
+    wd = _hyper("nadamw", "weight_decay", weight_decay, 0)
+    return _optimizer("nadamw", scale_by_nadam(b1, b2, eps, momentum_decay), add_decayed_weights(wd, mask),
+                      scale_by_learning_rate(lr))
+
+
+def novograd(lr=1e-3, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0) -> GradientTransformation:
+    """NovoGrad (Ginsburg et al., 2019): layer-wise second moments, robust to the learning rate (Optax's).
+
+    >>> opt = novograd(0.1)
+    >>> opt.update({"w": np.array([3.0, 4.0])}, opt.init({"w": np.zeros(2)}), {"w": np.zeros(2)})[0]["w"].round(4)
+    array([-0.06, -0.08])
+    """
+    return _optimizer("novograd", scale_by_novograd(b1, b2, eps, eps_root, weight_decay), scale_by_learning_rate(lr))
+
+
+def sign_sgd(lr) -> GradientTransformation:
+    """signSGD (Bernstein et al., 2018): ``p -= lr sign(g)`` (Optax's ``sign_sgd``).
+
+    >>> sign_sgd(0.1).update({"w": np.array([-4.0, 2.0])}, sign_sgd(0.1).init(None))[0]["w"]
+    array([ 0.1, -0.1])
+    """
+    return _optimizer("sign_sgd", scale_by_sign(), scale_by_learning_rate(lr))
+
+
+def signum(lr, beta=0.9) -> GradientTransformation:
+    """Signum (Bernstein et al., 2018): ``m = beta m + (1 - beta) g``, ``p -= lr sign(m)`` (Optax's ``signum``).
+
+    >>> signum(0.1).update({"w": np.array([-4.0])}, signum(0.1).init({"w": np.zeros(1)}))[0]["w"]
+    array([0.1])
+    """
+    return _optimizer("signum", ema(beta, debias=False), scale_by_sign(), scale_by_learning_rate(lr))
+
+
+def optimistic_gradient_descent(lr, alpha=1.0, beta=1.0) -> GradientTransformation:
+    """Optimistic gradient descent (Daskalakis et al., 2018): ``p -= lr ((alpha + beta) g - beta g_prev)``.
+
+    >>> opt = optimistic_gradient_descent(0.1)
+    >>> opt.update({"w": np.array([1.0])}, opt.init({"w": np.zeros(1)}))[0]["w"]
+    array([-0.1])
+    """
+    return _optimizer("optimistic_gradient_descent", scale_by_optimistic_gradient(alpha, beta),
+                      scale_by_learning_rate(lr))

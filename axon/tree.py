@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["tree_map", "tree_map_multi", "tree_map_with_path", "tree_leaves", "tree_flatten_with_path", "tree_structure_check", "is_namedtuple"]
+__all__ = ["tree_map", "tensor_map", "tree_map_multi", "tree_map_with_path", "tree_leaves", "tree_flatten_with_path", "tree_structure_check", "is_namedtuple"]
 
 
 def is_namedtuple(x) -> bool:
@@ -114,6 +114,24 @@ def _map(fn, x, rest):
     kids = _children(x)
     others = [[r[k] for k, _ in kids] if isinstance(x, dict) else list(r) for r in rest]
     return _rebuild(x, [_map(fn, child, [o[i] for o in others]) for i, (_, child) in enumerate(kids)])
+
+
+def tensor_map(fn, tree, *rest):
+    """``tree_map`` with every leaf given to ``fn`` as a Tensor; the results come back as arrays.
+
+    So ``fn`` is written with Tensor operations, and runs on the backend the leaves live on (numpy on
+    the CPU, a device's kernels on a GPU): how optimizers and the training loop touch params.
+
+    >>> import numpy as np
+    >>> tensor_map(lambda g, m: 0.5 * m + g, {"w": np.ones(2)}, {"w": np.ones(2)})["w"]
+    array([1.5, 1.5])
+    """
+    from .autograd import Tensor                               # (the engine uses this module)
+
+    def leaf(*xs):
+        y = fn(*(x if x is None or isinstance(x, Tensor) else Tensor._wrap(x) for x in xs))
+        return y.data if isinstance(y, Tensor) else y
+    return tree_map(leaf, tree, *rest)
 
 
 def tree_map_multi(fn, n: int, tree, *rest) -> tuple:

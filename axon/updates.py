@@ -19,9 +19,11 @@ first argument (Axon's combinator style), so these two are the same optimizer (A
 >>> apply_updates(params, updates)["w"]
 array([ 0.9, -1.9])
 
-Params, grads, updates and states are trees (nested dicts, lists, tuples; see ``axon.tree``) of numpy
-arrays. A state is a NamedTuple of arrays (the step count is an int array), so ``np.savez`` stores it and
-a resumed run continues exactly. Nothing here changes its inputs in place. Scalars are Python floats, so
+Params, grads, updates and states are trees (nested dicts, lists, tuples; see ``axon.tree``) of
+arrays, numpy arrays or a device's (``axon.backend``): the arithmetic is done with Tensor operations
+(``tensor_map`` gives each leaf as a Tensor), so an update runs where the params live. A state is a
+NamedTuple of arrays (the step count is a 0-d int array, which stays on the host), so a checkpoint
+stores it and a resumed run continues exactly. Nothing here changes its inputs in place. Scalars are Python floats, so
 float32 params get float32 updates. Shapes are checked where they matter: a transformation that keeps
 per-parameter state (or reads ``params``) raises ValueError naming the first path where the gradients do
 not match, and so does ``apply_updates``.
@@ -35,8 +37,10 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from .autograd import Tensor, ops
+from .backend import backend_of
 from .random import rng
-from .tree import tree_leaves, tree_map, tree_structure_check
+from .tree import tensor_map, tree_leaves, tree_map, tree_structure_check
 
 __all__ = [
     # the protocol and how to combine
@@ -46,6 +50,8 @@ __all__ = [
     "scale", "scale_by_schedule", "scale_by_learning_rate", "scale_by_adam", "scale_by_belief", "scale_by_rms",
     "scale_by_stddev", "scale_by_radam", "scale_by_yogi", "scale_by_nadam", "scale_by_adadelta", "scale_by_lion",
     "scale_by_rss", "scale_by_trust_ratio", "scale_by_factored_rms", "scale_by_param_block_rms",
+    "scale_by_amsgrad", "scale_by_adamax", "scale_by_novograd", "scale_by_optimistic_gradient", "scale_by_sign",
+    "ema",
     # momentum, regularisation, noise, clipping
     "trace", "add_decayed_weights", "add_noise", "clip", "clip_by_global_norm", "clip_by_block_rms", "centralize",
     # wrappers
@@ -54,6 +60,7 @@ __all__ = [
     "ScaleByScheduleState", "ScaleByAdamState", "ScaleByNadamState", "ScaleByRmsState", "ScaleByStddevState",
     "ScaleByAdadeltaState", "ScaleByLionState", "ScaleByRssState", "FactoredRmsState", "TraceState",
     "AddNoiseState", "MaskedState", "ApplyIfFiniteState", "AccumulateGradientsState", "EmaParamsState",
+    "ScaleByAmsgradState", "ScaleByNovogradState", "ScaleByOptimisticGradientState", "EmaState",
 ]
 
 
@@ -272,14 +279,23 @@ def _need_params(fn: str, params) -> None:
         raise ValueError(f"{fn}: update needs params (call update(grads, state, params))")
 
 
+def _tensor(x):
+    return x if x is None or isinstance(x, Tensor) else Tensor._wrap(x)
+
+
+def _full_like(p, value):
+    """A new array of ``p``'s shape, dtype and backend, filled with ``value``."""
+    return backend_of(p).full(p.shape, value, p.dtype)
+
+
 def _zeros(params):
-    return tree_map(np.zeros_like, params)
+    return tree_map(lambda p: _full_like(p, 0), params)
 
 
 def _sum_of_squares(x) -> float:
     """Sum of the squares of an array's elements, as a Python float."""
-    x = np.ravel(x)
-    return float(np.dot(x, x))
+    x = _tensor(x)
+    return float(ops.sum(x * x))
 
 
 def _norm(x) -> float:
@@ -399,7 +415,10 @@ def apply_updates(params, updates):
     array([1.5, 0.5], dtype=float32)
     """
     _check_like("apply_updates", params, updates)
-    return tree_map(lambda p, u: np.asarray(p + u).astype(np.result_type(p), copy=False), params, updates)
+    def add(p, u):
+        y = p + u
+        return y if y.dtype == p.dtype else ops.astype(y, p.dtype)     # an update never changes a param's dtype
+    return tensor_map(add, params, updates)
 
 
 # ---- scaling ---------------------------------------------------------------------------------------
@@ -411,7 +430,7 @@ def scale(step_size) -> GradientTransformation:
     {'w': array([-1.])}
     """
     step_size = _hyper("scale", "step_size", step_size)
-    return stateless(lambda updates, params: tree_map(lambda g: step_size * g, updates))
+    return stateless(lambda updates, params: tensor_map(lambda g: step_size * g, updates))
 
 
 @_combinator
@@ -430,7 +449,7 @@ def scale_by_schedule(schedule) -> GradientTransformation:
 
     def update(grads, state, params=None):
         step_size = float(schedule(int(state.count)))
-        return tree_map(lambda g: step_size * g, grads), ScaleByScheduleState(_count(state.count + 1))
+        return tensor_map(lambda g: step_size * g, grads), ScaleByScheduleState(_count(state.count + 1))
     return GradientTransformation(lambda params: ScaleByScheduleState(_count()), update)
 
 
@@ -470,10 +489,10 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
     def update(grads, state, params=None):
         _check_like("scale_by_adam", state.mu, grads)
         t = int(state.count) + 1
-        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tree_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)               # bias corrections
-        updates = tree_map(lambda m, v: (c1 * m) / (np.sqrt(c2 * v + eps_root) + eps), mu, nu)
+        updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
         return updates, ScaleByAdamState(_count(t), mu, nu)
     return GradientTransformation(init, update)
 
@@ -498,10 +517,10 @@ def scale_by_belief(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16) -> GradientTran
     def update(grads, state, params=None):
         _check_like("scale_by_belief", state.mu, grads)
         t = int(state.count) + 1
-        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tree_map(lambda g, m, s: b2 * s + (1 - b2) * ((g - m) * (g - m)) + eps_root, grads, mu, state.nu)
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, m, s: b2 * s + (1 - b2) * ((g - m) * (g - m)) + eps_root, grads, mu, state.nu)
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
-        updates = tree_map(lambda m, s: (c1 * m) / (np.sqrt(c2 * s) + eps), mu, nu)
+        updates = tensor_map(lambda m, s: (c1 * m) / (ops.sqrt(c2 * s) + eps), mu, nu)
         return updates, ScaleByAdamState(_count(t), mu, nu)
     return GradientTransformation(init, update)
 
@@ -519,9 +538,9 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0) -> GradientTransformati
 
     def update(grads, state, params=None):
         _check_like("scale_by_rms", state.nu, grads)
-        nu = tree_map(lambda g, v: decay * v + (1 - decay) * (g * g), grads, state.nu)
-        return tree_map(lambda g, v: g / (np.sqrt(v) + eps), grads, nu), ScaleByRmsState(nu)
-    return GradientTransformation(lambda params: ScaleByRmsState(tree_map(lambda p: np.full_like(p, initial_scale),
+        nu = tensor_map(lambda g, v: decay * v + (1 - decay) * (g * g), grads, state.nu)
+        return tensor_map(lambda g, v: g / (ops.sqrt(v) + eps), grads, nu), ScaleByRmsState(nu)
+    return GradientTransformation(lambda params: ScaleByRmsState(tree_map(lambda p: _full_like(p, initial_scale),
                                                                           params)), update)
 
 
@@ -539,13 +558,13 @@ def scale_by_stddev(decay=0.9, eps=1e-8, initial_scale=0.0) -> GradientTransform
     initial_scale = _hyper("scale_by_stddev", "initial_scale", initial_scale, 0)
 
     def init(params):
-        return ScaleByStddevState(_zeros(params), tree_map(lambda p: np.full_like(p, initial_scale), params))
+        return ScaleByStddevState(_zeros(params), tree_map(lambda p: _full_like(p, initial_scale), params))
 
     def update(grads, state, params=None):
         _check_like("scale_by_stddev", state.mu, grads)
-        mu = tree_map(lambda g, m: decay * m + (1 - decay) * g, grads, state.mu)
-        nu = tree_map(lambda g, v: decay * v + (1 - decay) * (g * g), grads, state.nu)
-        updates = tree_map(lambda g, m, v: g / (np.sqrt(v - m * m) + eps), grads, mu, nu)
+        mu = tensor_map(lambda g, m: decay * m + (1 - decay) * g, grads, state.mu)
+        nu = tensor_map(lambda g, v: decay * v + (1 - decay) * (g * g), grads, state.nu)
+        updates = tensor_map(lambda g, m, v: g / (ops.sqrt(v - m * m) + eps), grads, mu, nu)
         return updates, ScaleByStddevState(mu, nu)
     return GradientTransformation(init, update)
 
@@ -574,16 +593,16 @@ def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8, threshold=5.0) -> GradientTransfo
     def update(grads, state, params=None):
         _check_like("scale_by_radam", state.mu, grads)
         t = int(state.count) + 1
-        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tree_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
         c1 = 1 / (1 - b1 ** t)
         rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
         if rho_t > threshold:                                      # the adaptive step's variance is finite
             r_t = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
             k = r_t * c1 * math.sqrt(1 - b2 ** t)
-            updates = tree_map(lambda m, v: (k * m) / (np.sqrt(v) + eps), mu, nu)
+            updates = tensor_map(lambda m, v: (k * m) / (ops.sqrt(v) + eps), mu, nu)
         else:
-            updates = tree_map(lambda m: c1 * m, mu)
+            updates = tensor_map(lambda m: c1 * m, mu)
         return updates, ScaleByAdamState(_count(t), mu, nu)
     return GradientTransformation(init, update)
 
@@ -604,15 +623,15 @@ def scale_by_yogi(b1=0.9, b2=0.999, eps=1e-3, eps_root=0.0, initial_accumulator_
     v0 = _hyper("scale_by_yogi", "initial_accumulator_value", initial_accumulator_value, 0)
 
     def init(params):
-        return ScaleByAdamState(_count(), _zeros(params), tree_map(lambda p: np.full_like(p, v0), params))
+        return ScaleByAdamState(_count(), _zeros(params), tree_map(lambda p: _full_like(p, v0), params))
 
     def update(grads, state, params=None):
         _check_like("scale_by_yogi", state.mu, grads)
         t = int(state.count) + 1
-        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tree_map(lambda g, v: v - (1 - b2) * np.sign(v - g * g) * (g * g), grads, state.nu)
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, v: v - (1 - b2) * ops.sign(v - g * g) * (g * g), grads, state.nu)
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
-        updates = tree_map(lambda m, v: (c1 * m) / (np.sqrt(c2 * v + eps_root) + eps), mu, nu)
+        updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
         return updates, ScaleByAdamState(_count(t), mu, nu)
     return GradientTransformation(init, update)
 
@@ -647,9 +666,9 @@ def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> GradientT
         product = float(state.mu_product) * mu_t
         k_g, k_m = (1 - mu_t) / (1 - product), mu_next / (1 - product * mu_next)
         c2 = 1 / (1 - b2 ** t)
-        mu = tree_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tree_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
-        updates = tree_map(lambda g, m, v: (k_g * g + k_m * m) / (np.sqrt(c2 * v) + eps), grads, mu, nu)
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        updates = tensor_map(lambda g, m, v: (k_g * g + k_m * m) / (ops.sqrt(c2 * v) + eps), grads, mu, nu)
         return updates, ScaleByNadamState(_count(t), np.asarray(product), mu, nu)
     return GradientTransformation(init, update)
 
@@ -668,9 +687,9 @@ def scale_by_adadelta(rho=0.9, eps=1e-6) -> GradientTransformation:
 
     def update(grads, state, params=None):
         _check_like("scale_by_adadelta", state.nu, grads)
-        nu = tree_map(lambda g, v: rho * v + (1 - rho) * (g * g), grads, state.nu)
-        updates = tree_map(lambda g, v, d: np.sqrt(d + eps) / np.sqrt(v + eps) * g, grads, nu, state.delta_nu)
-        delta_nu = tree_map(lambda u, d: rho * d + (1 - rho) * (u * u), updates, state.delta_nu)
+        nu = tensor_map(lambda g, v: rho * v + (1 - rho) * (g * g), grads, state.nu)
+        updates = tensor_map(lambda g, v, d: ops.sqrt(d + eps) / ops.sqrt(v + eps) * g, grads, nu, state.delta_nu)
+        delta_nu = tensor_map(lambda u, d: rho * d + (1 - rho) * (u * u), updates, state.delta_nu)
         return updates, ScaleByAdadeltaState(nu, delta_nu)
     return GradientTransformation(lambda params: ScaleByAdadeltaState(_zeros(params), _zeros(params)), update)
 
@@ -689,8 +708,8 @@ def scale_by_lion(b1=0.9, b2=0.99) -> GradientTransformation:
 
     def update(grads, state, params=None):
         _check_like("scale_by_lion", state.mu, grads)
-        updates = tree_map(lambda g, m: np.sign(b1 * m + (1 - b1) * g), grads, state.mu)
-        mu = tree_map(lambda g, m: b2 * m + (1 - b2) * g, grads, state.mu)
+        updates = tensor_map(lambda g, m: ops.sign(b1 * m + (1 - b1) * g), grads, state.mu)
+        mu = tensor_map(lambda g, m: b2 * m + (1 - b2) * g, grads, state.mu)
         return updates, ScaleByLionState(mu)
     return GradientTransformation(lambda params: ScaleByLionState(_zeros(params)), update)
 
@@ -713,9 +732,9 @@ def scale_by_rss(initial_accumulator_value=0.0, eps=1e-10) -> GradientTransforma
 
     def update(grads, state, params=None):
         _check_like("scale_by_rss", state.sum_of_squares, grads)
-        sums = tree_map(lambda g, s: s + g * g, grads, state.sum_of_squares)
-        return tree_map(lambda g, s: g / (np.sqrt(s) + eps), grads, sums), ScaleByRssState(sums)
-    return GradientTransformation(lambda params: ScaleByRssState(tree_map(lambda p: np.full_like(p, s0), params)),
+        sums = tensor_map(lambda g, s: s + g * g, grads, state.sum_of_squares)
+        return tensor_map(lambda g, s: g / (ops.sqrt(s) + eps), grads, sums), ScaleByRssState(sums)
+    return GradientTransformation(lambda params: ScaleByRssState(tree_map(lambda p: _full_like(p, s0), params)),
                                   update)
 
 
@@ -743,7 +762,7 @@ def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0) -> Gradie
     def update(grads, state, params=None):
         _need_params("scale_by_trust_ratio", params)
         _check_like("scale_by_trust_ratio", params, grads)
-        return tree_map(ratio_times, grads, params), state
+        return tensor_map(ratio_times, grads, params), state
     return GradientTransformation(lambda params: EmptyState(), update)
 
 
@@ -771,27 +790,27 @@ def scale_by_factored_rms(decay_rate=0.8, eps=1e-30, min_dim_size_to_factor=128)
     min_dim = int(_hyper("scale_by_factored_rms", "min_dim_size_to_factor", min_dim_size_to_factor, 1))
 
     def init(params):
-        def rows(p): return np.zeros(p.shape[:-1], p.dtype) if _factored(p.shape, min_dim) else None
-        def cols(p): return np.zeros(p.shape[:-2] + p.shape[-1:], p.dtype) if _factored(p.shape, min_dim) else None
-        def full(p): return None if _factored(p.shape, min_dim) else np.zeros_like(p)
+        def rows(p): return backend_of(p).full(p.shape[:-1], 0, p.dtype) if _factored(p.shape, min_dim) else None
+        def cols(p): return backend_of(p).full(p.shape[:-2] + p.shape[-1:], 0, p.dtype) if _factored(p.shape, min_dim) else None
+        def full(p): return None if _factored(p.shape, min_dim) else _full_like(p, 0)
         return FactoredRmsState(_count(), tree_map(rows, params), tree_map(cols, params), tree_map(full, params))
 
     def scaled(g, r, c, v):                                        # g / sqrt(v_hat) for one leaf
         if v is not None:
-            return g / np.sqrt(v)
-        row_scale = 1 / np.sqrt(r / r.mean(axis=-1, keepdims=True))       # (..., n)
-        return g * row_scale[..., :, None] * (1 / np.sqrt(c))[..., None, :]   # (..., n, m)
+            return g / ops.sqrt(v)
+        row_scale = 1 / ops.sqrt(r / r.mean(axis=-1, keepdims=True))       # (..., n)
+        return g * row_scale[..., :, None] * (1 / ops.sqrt(c))[..., None, :]   # (..., n, m)
 
     def update(grads, state, params=None):
         if params is not None:
             _check_like("scale_by_factored_rms", params, grads)
         t = int(state.count) + 1
         beta = 1 - t ** -decay_rate
-        g2 = tree_map(lambda g: g * g + eps, grads)
-        v_row = tree_map(lambda s, r: None if r is None else beta * r + (1 - beta) * s.mean(axis=-1), g2, state.v_row)
-        v_col = tree_map(lambda s, c: None if c is None else beta * c + (1 - beta) * s.mean(axis=-2), g2, state.v_col)
-        v = tree_map(lambda s, v: None if v is None else beta * v + (1 - beta) * s, g2, state.v)
-        return tree_map(scaled, grads, v_row, v_col, v), FactoredRmsState(_count(t), v_row, v_col, v)
+        g2 = tensor_map(lambda g: g * g + eps, grads)
+        v_row = tensor_map(lambda s, r: None if r is None else beta * r + (1 - beta) * s.mean(axis=-1), g2, state.v_row)
+        v_col = tensor_map(lambda s, c: None if c is None else beta * c + (1 - beta) * s.mean(axis=-2), g2, state.v_col)
+        v = tensor_map(lambda s, v: None if v is None else beta * v + (1 - beta) * s, g2, state.v)
+        return tensor_map(scaled, grads, v_row, v_col, v), FactoredRmsState(_count(t), v_row, v_col, v)
     return GradientTransformation(init, update)
 
 
@@ -808,7 +827,7 @@ def scale_by_param_block_rms(min_scale=1e-3) -> GradientTransformation:
     def update(grads, state, params=None):
         _need_params("scale_by_param_block_rms", params)
         _check_like("scale_by_param_block_rms", params, grads)
-        return tree_map(lambda u, p: max(min_scale, _rms(p)) * u, grads, params), state
+        return tensor_map(lambda u, p: max(min_scale, _rms(p)) * u, grads, params), state
     return GradientTransformation(lambda params: EmptyState(), update)
 
 
@@ -830,8 +849,8 @@ def trace(decay=0.9, nesterov: bool = False) -> GradientTransformation:
 
     def update(grads, state, params=None):
         _check_like("trace", state.trace, grads)
-        new_trace = tree_map(lambda g, t: decay * t + g, grads, state.trace)
-        updates = tree_map(lambda g, t: g + decay * t, grads, new_trace) if nesterov else new_trace
+        new_trace = tensor_map(lambda g, t: decay * t + g, grads, state.trace)
+        updates = tensor_map(lambda g, t: g + decay * t, grads, new_trace) if nesterov else new_trace
         return updates, TraceState(new_trace)
     return GradientTransformation(lambda params: TraceState(_zeros(params)), update)
 
@@ -858,7 +877,7 @@ def add_decayed_weights(weight_decay=0.0, mask=None) -> GradientTransformation:
         _check_like("add_decayed_weights", params, grads)
         wd = float(weight_decay(int(state.count))) if scheduled else weight_decay
         new_state = ScaleByScheduleState(_count(state.count + 1)) if scheduled else state
-        return tree_map(lambda g, p: g + wd * p, grads, params), new_state
+        return tensor_map(lambda g, p: g + wd * p, grads, params), new_state
     t = GradientTransformation(init, update)
     return t if mask is None else masked(t, mask)
 
@@ -884,8 +903,10 @@ def add_noise(eta=0.01, gamma=0.55, seed=0) -> GradientTransformation:
         count = int(state.count)
         std = math.sqrt(eta / (1 + count) ** gamma)
         gen = rng(seed, "add_noise", count)                        # one stream per step; leaves in tree order
-        noisy = tree_map(lambda g: g + std * gen.standard_normal(np.shape(g)).astype(np.result_type(g), copy=False),
-                         grads)
+        def noisy_leaf(g):                                         # noise drawn on the host, then moved to g's device
+            noise = gen.standard_normal(g.shape).astype(g.dtype, copy=False)
+            return g + std * Tensor._wrap(backend_of(g.data).from_host(noise))
+        noisy = tensor_map(noisy_leaf, grads)
         return noisy, AddNoiseState(_count(count + 1))
     return GradientTransformation(lambda params: AddNoiseState(_count()), update)
 
@@ -899,7 +920,7 @@ def clip(max_delta) -> GradientTransformation:
     {'w': array([-1. ,  0.5,  1. ])}
     """
     max_delta = _hyper("clip", "max_delta", max_delta, 0)
-    return stateless(lambda updates, params: tree_map(lambda g: np.clip(g, -max_delta, max_delta), updates))
+    return stateless(lambda updates, params: tensor_map(lambda g: ops.clip(g, -max_delta, max_delta), updates))
 
 
 @_combinator
@@ -918,7 +939,7 @@ def clip_by_global_norm(max_norm) -> GradientTransformation:
         if norm <= max_norm:
             return updates
         factor = max_norm / norm
-        return tree_map(lambda g: factor * g, updates)
+        return tensor_map(lambda g: factor * g, updates)
     return stateless(clip_fn)
 
 
@@ -932,7 +953,7 @@ def clip_by_block_rms(threshold=1.0) -> GradientTransformation:
     threshold = _hyper("clip_by_block_rms", "threshold", threshold, 0)
 
     def clip_fn(updates, params):
-        return tree_map(lambda u: u * (1 / max(1.0, _rms(u) / threshold)), updates)
+        return tensor_map(lambda u: u * (1 / max(1.0, _rms(u) / threshold)), updates)
     return stateless(clip_fn)
 
 
@@ -948,10 +969,10 @@ def centralize() -> GradientTransformation:
            [ 1.,  2.]])
     """
     def center(g):
-        if np.ndim(g) < 2:
+        if g.ndim < 2:
             return g
         return g - g.mean(axis=tuple(range(g.ndim - 1)), keepdims=True)   # (..., out) minus (1, ..., 1, out)
-    return stateless(lambda updates, params: tree_map(center, updates))
+    return stateless(lambda updates, params: tensor_map(center, updates))
 
 
 # ---- wrappers --------------------------------------------------------------------------------------
@@ -1011,7 +1032,8 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int =
         return ApplyIfFiniteState(_count(), np.asarray(True), _count(), inner.init(params))
 
     def update(grads, state, params=None):
-        finite = all(np.isfinite(g).all() for g in tree_leaves(grads))
+        # g * 0 is 0 for every finite element and NaN for inf and NaN: one reduction per leaf tells
+        finite = all(math.isfinite(float(ops.sum(_tensor(g) * 0))) for g in tree_leaves(grads))
         notfinite_count = 0 if finite else int(state.notfinite_count) + 1
         total = int(state.total_notfinite) + (not finite)
         if finite or notfinite_count > max_errors:
@@ -1048,11 +1070,11 @@ def accumulate_gradients(inner: GradientTransformation, every_k: int) -> Gradien
 
     def update(grads, state, params=None):
         _check_like("accumulate_gradients", state.acc_grads, grads)
-        acc = tree_map(lambda g, a: a + g, grads, state.acc_grads)
+        acc = tensor_map(lambda g, a: a + g, grads, state.acc_grads)
         mini_step = int(state.mini_step) + 1
         if mini_step < k:
             return _zeros(grads), AccumulateGradientsState(_count(mini_step), acc, state.inner_state)
-        mean = tree_map(lambda a: (1 / k) * a, acc)
+        mean = tensor_map(lambda a: (1 / k) * a, acc)
         updates, inner_state = inner.update(mean, state.inner_state, params)
         return updates, AccumulateGradientsState(_count(), _zeros(acc), inner_state)
     return GradientTransformation(init, update)
@@ -1076,11 +1098,206 @@ def ema_params(decay=0.999) -> GradientTransformation:
     decay = _hyper("ema_params", "decay", decay, 0, 1)
 
     def init(params):
-        return EmaParamsState(_count(), tree_map(np.copy, params))
+        return EmaParamsState(_count(), tree_map(lambda p: backend_of(p).copy(p), params))
 
     def update(grads, state, params=None):
         _need_params("ema_params", params)
         _check_like("ema_params", params, grads)
-        ema = tree_map(lambda e, p, u: decay * e + (1 - decay) * (p + u), state.ema, params, grads)
+        ema = tensor_map(lambda e, p, u: decay * e + (1 - decay) * (p + u), state.ema, params, grads)
         return grads, EmaParamsState(_count(state.count + 1), ema)
     return GradientTransformation(init, update)
+
+
+# ---- more of Optax's transformations -----------------------------------------------------------------
+class ScaleByAmsgradState(NamedTuple):
+    """AMSGrad's moments and the running maximum of the bias-corrected second moment.
+
+    >>> scale_by_amsgrad().init({"w": np.zeros(2)}).nu_max["w"]
+    array([0., 0.])
+    """
+    count: np.ndarray
+    mu: Any
+    nu: Any
+    nu_max: Any
+
+
+class ScaleByNovogradState(NamedTuple):
+    """NovoGrad's first moment (like params) and its per-layer second moment (one 0-d array per leaf).
+
+    >>> scale_by_novograd().init({"w": np.zeros(2)}).nu["w"]
+    array(0.)
+    """
+    count: np.ndarray
+    mu: Any
+    nu: Any                                                        # () per leaf: an EMA of ||g||^2
+
+
+class ScaleByOptimisticGradientState(NamedTuple):
+    """The previous gradient, and whether there was one yet.
+
+    >>> scale_by_optimistic_gradient().init({"w": np.zeros(1)}).is_initial_step
+    array(True)
+    """
+    is_initial_step: np.ndarray                                    # () bool
+    previous_gradient: Any
+
+
+class EmaState(NamedTuple):
+    """The step count and the exponential moving average that ``ema`` keeps of the updates.
+
+    >>> ema(0.9).init({"w": np.zeros(1)})
+    EmaState(count=array(0), ema={'w': array([0.])})
+    """
+    count: np.ndarray
+    ema: Any
+
+
+@_combinator
+def scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+    """AMSGrad's direction (Reddi et al., 2018): Adam dividing by the largest second moment seen so far.
+
+    ``m, v`` as in Adam, ``v_max = max(v_max, v_hat)``, ``u = m_hat / (sqrt(v_max + eps_root) + eps)``
+    (Optax's form: the maximum of the bias-corrected ``v_hat``).
+
+    >>> t = scale_by_amsgrad()
+    >>> u, state = t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))
+    >>> u["w"].round(6), state.nu_max["w"]                     # the first step is Adam's: sign(g)
+    (array([1.]), array([4.]))
+    """
+    b1, b2 = _hyper("scale_by_amsgrad", "b1", b1, 0, 1), _hyper("scale_by_amsgrad", "b2", b2, 0, 1)
+    eps, eps_root = _hyper("scale_by_amsgrad", "eps", eps, 0), _hyper("scale_by_amsgrad", "eps_root", eps_root, 0)
+
+    def init(params):
+        return ScaleByAmsgradState(_count(), _zeros(params), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_amsgrad", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
+        nu_max = tensor_map(lambda v, v_max: ops.maximum(v_max, c2 * v), nu, state.nu_max)
+        updates = tensor_map(lambda m, v_max: (c1 * m) / (ops.sqrt(v_max + eps_root) + eps), mu, nu_max)
+        return updates, ScaleByAmsgradState(_count(t), mu, nu, nu_max)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformation:
+    """AdaMax's direction (Kingma and Ba, 2015, section 7): Adam with the infinity norm.
+
+    ``m = b1 m + (1 - b1) g``, ``u_inf = max(b2 u_inf, |g| + eps)``, ``u = m_hat / u_inf`` (no bias to
+    correct in ``u_inf``); PyTorch's ``Adamax`` and Optax's ``scale_by_adamax``.
+
+    >>> t = scale_by_adamax()
+    >>> t.update({"w": np.array([-3.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(6)
+    array([-1.])
+    """
+    b1, b2 = _hyper("scale_by_adamax", "b1", b1, 0, 1), _hyper("scale_by_adamax", "b2", b2, 0, 1)
+    eps = _hyper("scale_by_adamax", "eps", eps, 0)
+
+    def init(params):
+        return ScaleByAdamState(_count(), _zeros(params), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_adamax", state.mu, grads)
+        t = int(state.count) + 1
+        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        nu = tensor_map(lambda g, u: ops.maximum(b2 * u, ops.abs(g) + eps), grads, state.nu)
+        c1 = 1 / (1 - b1 ** t)
+        return tensor_map(lambda m, u: (c1 * m) / u, mu, nu), ScaleByAdamState(_count(t), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_novograd(b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0) -> GradientTransformation:
+    """NovoGrad's direction (Ginsburg et al., 2019): a second moment per layer, not per element.
+
+    Per leaf, ``n = ||g||^2`` at the first step, then ``n = b2 n + (1 - b2) ||g||^2``;
+    ``m = b1 m + (g / (sqrt(n + eps_root) + eps) + wd p)`` (``m`` starts at that bracket); ``u = m``.
+    Needs ``params`` when ``weight_decay`` is set.
+
+    >>> t = scale_by_novograd()
+    >>> t.update({"w": np.array([3.0, 4.0])}, t.init({"w": np.zeros(2)}), {"w": np.zeros(2)})[0]["w"].round(4)
+    array([0.6, 0.8])
+    """
+    b1, b2 = _hyper("scale_by_novograd", "b1", b1, 0, 1), _hyper("scale_by_novograd", "b2", b2, 0, 1)
+    eps, eps_root = _hyper("scale_by_novograd", "eps", eps, 0), _hyper("scale_by_novograd", "eps_root", eps_root, 0)
+    wd = _hyper("scale_by_novograd", "weight_decay", weight_decay, 0)
+
+    def init(params):                                              # nu: a host scalar per leaf
+        return ScaleByNovogradState(_count(), _zeros(params), tree_map(lambda p: np.zeros((), p.dtype), params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_novograd", state.mu, grads)
+        if wd:
+            _need_params("scale_by_novograd", params)
+        first = int(state.count) == 0
+        nu = tree_map(lambda g, n: np.asarray(_sum_of_squares(g) if first else
+                                              b2 * float(n) + (1 - b2) * _sum_of_squares(g), dtype=n.dtype),
+                      grads, state.nu)
+
+        def step(g, n, p):                                         # g / (sqrt(n + eps_root) + eps) + wd p
+            s = g * (1 / (math.sqrt(float(n) + eps_root) + eps))
+            return s + wd * p if wd else s
+        bracket = tensor_map(step, grads, nu, params if wd else grads)
+        mu = bracket if first else tensor_map(lambda m, s: b1 * m + s, state.mu, bracket)
+        return mu, ScaleByNovogradState(_count(int(state.count) + 1), mu, nu)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_optimistic_gradient(alpha=1.0, beta=1.0) -> GradientTransformation:
+    """Optimistic gradient descent's direction (Daskalakis et al., 2018): ``u = (alpha + beta) g - beta g_prev``.
+
+    At the first step ``g_prev = g``, so the step is ``alpha g``. For min-max games, where plain
+    gradient descent circles or diverges.
+
+    >>> t = scale_by_optimistic_gradient()
+    >>> u, state = t.update({"w": np.array([1.0])}, t.init({"w": np.zeros(1)}))
+    >>> u["w"], t.update({"w": np.array([3.0])}, state)[0]["w"]   # 2 * 3 - 1 * 1
+    (array([1.]), array([5.]))
+    """
+    alpha = _hyper("scale_by_optimistic_gradient", "alpha", alpha)
+    beta = _hyper("scale_by_optimistic_gradient", "beta", beta)
+
+    def init(params):
+        return ScaleByOptimisticGradientState(np.asarray(True), _zeros(params))
+
+    def update(grads, state, params=None):
+        _check_like("scale_by_optimistic_gradient", state.previous_gradient, grads)
+        first = bool(state.is_initial_step)
+        updates = tensor_map(lambda g, g_prev: (alpha + beta) * g - beta * (g if first else g_prev),
+                             grads, state.previous_gradient)
+        return updates, ScaleByOptimisticGradientState(np.asarray(False), grads)
+    return GradientTransformation(init, update)
+
+
+@_combinator
+def scale_by_sign() -> GradientTransformation:
+    """``u = sign(g)``: each element's direction only (signSGD, Bernstein et al., 2018).
+
+    >>> scale_by_sign().update({"w": np.array([-0.3, 0.0, 7.0])}, EmptyState())[0]
+    {'w': array([-1.,  0.,  1.])}
+    """
+    return stateless(lambda updates, params: tensor_map(ops.sign, updates))
+
+
+@_combinator
+def ema(decay, debias: bool = True) -> GradientTransformation:
+    """An exponential moving average of the updates: ``e = decay e + (1 - decay) g``, ``u = e`` (debiased:
+    ``e / (1 - decay^t)``).
+
+    >>> t = ema(0.5, debias=False)
+    >>> t.update({"w": np.array([4.0])}, t.init({"w": np.zeros(1)}))[0]["w"]
+    array([2.])
+    """
+    decay = _hyper("ema", "decay", decay, 0, 1)
+
+    def update(grads, state, params=None):
+        _check_like("ema", state.ema, grads)
+        t = int(state.count) + 1
+        e = tensor_map(lambda g, e: decay * e + (1 - decay) * g, grads, state.ema)
+        c = 1 / (1 - decay ** t) if debias and decay < 1 else 1.0
+        return (tensor_map(lambda e: c * e, e) if c != 1.0 else e), EmaState(_count(t), e)
+    return GradientTransformation(lambda params: EmaState(_count(), _zeros(params)), update)

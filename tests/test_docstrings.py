@@ -13,7 +13,8 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(axon.__path__, "axon.") i
 
 
 # modules whose examples need an optional extra: skipped cleanly without it
-NEEDS = {"axon.training.plot": "matplotlib"}
+NEEDS = {"axon.training.plot": "matplotlib", "axon.onnx": "onnx", "axon.onnx._require": "onnx",
+         "axon.onnx.exporter": "onnx", "axon.onnx.importer": "onnx"}
 
 
 def _skip_unless_importable(name):

@@ -280,3 +280,15 @@ def test_every_builder_is_covered():
         exercised |= {n.op for n in build(axon.input(shape)).nodes()}
     layer_builders = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"}
     assert layer_builders - exercised == set()
+
+
+def test_only_shape_and_type_errors_are_rephrased_at_build_time():
+    def needs_a_package(x):
+        raise ImportError("No module named 'scipy'")
+
+    def bad_shape(x):
+        raise ValueError("shapes do not fit")
+    with pytest.raises(ImportError, match="No module named 'scipy'"):
+        axon.nx(axon.input((None, 3)), needs_a_package)
+    with pytest.raises(ValueError, match=r"layer cannot be applied to 'input' \(None, 3\): shapes do not fit"):
+        axon.nx(axon.input((None, 3)), bad_shape)

@@ -285,10 +285,8 @@ def backprop(root, dy, keep=None, create_graph: bool = False, retain_graph: bool
             if create_graph and not node.prim.higher_order:
                 raise NotImplementedError(f"primitive '{node.prim.name}' does not support higher-order "
                                           f"gradients (backward with create_graph=True)")
-            if node.prim.saves:
-                dxs = node.prim.vjp(g, t, *node.parents, saved=node.saved, **node.params)
-            else:
-                dxs = node.prim.vjp(g, t, *node.parents, **node.params)
+            saved = {"saved": node.saved} if node.prim.saves else {}    # what the forward kept, if anything
+            dxs = node.prim.vjp(g, t, *node.parents, **node.params, **saved)
             for p, dx in zip(node.parents, dxs):
                 if dx is None or not p.requires_grad:
                     continue

@@ -45,7 +45,7 @@ def unbroadcast(g: Tensor, shape: tuple) -> Tensor:
     lead = g.ndim - len(shape)                                 # axes broadcasting put in front
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
     if axes:
-        g = sum(g, axes, keepdims=True)
+        g = g.sum(axes, keepdims=True)                         # the Tensor method (ops.sum), not Python's
     return reshape(g, shape)
 
 
@@ -389,7 +389,7 @@ def _sum_vjp(dy, y, x, axis, keepdims):
 def _extreme_vjp(dy, y, x, axis, keepdims):
     """Max/min: the gradient goes to the elements that attain the extreme, split evenly among ties."""
     hit = astype(equal(x, _expand(y, x.shape, axis, keepdims)), x.dtype)  # (x.shape) 1 where x attains it
-    share = hit / sum(hit, _norm_axis(axis, x.ndim), keepdims=True)
+    share = hit / hit.sum(_norm_axis(axis, x.ndim), keepdims=True)
     return (_expand(dy, x.shape, axis, keepdims) * share,)
 
 
@@ -457,7 +457,7 @@ def mean(x, axis=None, keepdims=False):
     """
     x = as_tensor(x)
     n = int(np.prod([x.shape[a] for a in _norm_axis(axis, x.ndim)]))
-    return sum(x, axis, keepdims) * (1.0 / n if n else float("nan"))  # no elements: NaN, as numpy and torch
+    return x.sum(axis, keepdims) * (1.0 / n if n else float("nan"))  # no elements: NaN, as numpy and torch
 
 
 # ---- shapes ----------------------------------------------------------------------------------------

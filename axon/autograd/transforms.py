@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..tree import tree_leaves, tree_map, tree_map_with_path
+from ..backend import backend_of, is_host
 from .engine import backprop, enable_grad, is_grad_enabled
+from .ops import astype
 from .tensor import Tensor
 
 __all__ = ["grad", "value_and_grad"]
@@ -32,7 +34,8 @@ def _new_leaf(path, x) -> Tensor:
     """A fresh Tensor that requires a gradient, for an array (or number) argument."""
     if _is_traced(x):
         return x
-    arr = np.asarray(x.data if isinstance(x, Tensor) else x)
+    arr = x.data if isinstance(x, Tensor) else x
+    arr = arr if not is_host(arr) else np.asarray(arr)         # a device array stays on its device
     if arr.dtype.kind != "f":
         if isinstance(x, (int, float)):
             arr = arr.astype(np.float32)
@@ -81,13 +84,15 @@ def _value_and_grad(f, argnums, has_aux, caller):
         targets = [t for n in nums for t in tree_leaves(args[n])]
         found = {}
         if value.requires_grad:
-            dy = Tensor._wrap(np.ones_like(value.data))
+            dy = Tensor._wrap(backend_of(value.data).full(value.shape, 1, value.dtype))
             found = {id(t): g for t, g in backprop(value, dy, targets, create_graph=nested, retain_graph=nested)}
 
         def grad_of(t):
             g = found.get(id(t))
             if g is None:                                      # f does not depend on t
-                g = Tensor._wrap(np.zeros_like(t.data))
+                g = Tensor._wrap(backend_of(t.data).full(t.shape, 0, t.dtype))
+            elif g.dtype != t.dtype:                           # a gradient has its leaf's dtype
+                g = astype(g, t.dtype)
             return g if nested else g.data
 
         grads = tuple(tree_map(grad_of, args[n]) for n in nums)

@@ -10,9 +10,10 @@ pooling run in axon's numba kernels.
 
     python -m axon.examples.mnist                          # the MLP
     python -m axon.examples.mnist --model cnn --epochs 5
-    python -m axon.examples.mnist --save mnist.npz --plot curves.png
-    python -m axon.examples.mnist --resume mnist.npz --epochs 15     # continue a saved run to epoch 15
+    python -m axon.examples.mnist --save mnist.safetensors --plot curves.png
+    python -m axon.examples.mnist --resume mnist.safetensors --epochs 15     # continue a saved run to epoch 15
     python -m axon.examples.mnist --limit 2000 --epochs 1            # a quick look on a subset
+    mpiexec -n 2 python -m axon.examples.mnist --distributed         # data parallel: 2 processes (axon[distributed])
 
 From Python, ``main(argv)`` runs the same and returns the results (the final ``TrainState``, the
 test accuracy and loss, the seconds taken):
@@ -30,6 +31,7 @@ import numpy as np
 
 import axon
 from axon.datasets import mnist
+from axon.distributed import get_strategy
 
 __all__ = ["build_model", "load_data", "random_shift", "make_optimizer", "main", "DEFAULTS"]
 
@@ -115,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="PATH", default=None, help="checkpoint the training state here every epoch")
     p.add_argument("--resume", metavar="PATH", default=None, help="continue from a checkpoint saved with --save")
     p.add_argument("--plot", metavar="PATH", default=None, help="write the training curves to this PNG")
+    p.add_argument("--distributed", action="store_true",
+                   help="data parallel over the processes started by mpiexec: each takes its share of every batch")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="1: progress bars (default), 2: a line per epoch, 0: quiet")
     return p
 
@@ -130,12 +134,14 @@ def main(argv=None) -> dict:
         raise SystemExit("--limit must be at least 20")
     if args.plot and importlib.util.find_spec("matplotlib") is None:   # say so now, not after training
         raise SystemExit("--plot needs matplotlib: pip install 'axon[plot]' (or pip install matplotlib)")
-    say = print if args.verbose else (lambda *a, **k: None)
+    strategy = get_strategy("data_parallel" if args.distributed else None)
+    say = print if args.verbose and strategy.is_main else (lambda *a, **k: None)   # process 0 reports
 
     (x, y), (x_val, y_val), (x_test, y_test) = load_data(args.model, args.limit, args.validation)
     model = build_model(args.model)
     say(axon.summary(model))
-    say(f"Training on {len(x)} images, validating on {len(x_val)}, testing on {len(x_test)}")
+    say(f"Training on {len(x)} images, validating on {len(x_val)}, testing on {len(x_test)}"
+        + (f", in {strategy.size} processes" if strategy.size > 1 else ""))
 
     steps_per_epoch = -(-len(x) // args.batch_size)
     optimizer = make_optimizer(lr, epochs * steps_per_epoch, args.schedule)
@@ -146,17 +152,18 @@ def main(argv=None) -> dict:
     state = axon.training.train(step, x, y, epochs=epochs, batch_size=args.batch_size,
                                 seed=None if state else args.seed, state=state,
                                 validation_data=(x_val, y_val) if len(x_val) else None,
-                                callbacks=callbacks, verbose=args.verbose,
+                                callbacks=callbacks, verbose=args.verbose, strategy=strategy,
                                 augment=(lambda xb, rng: random_shift(xb, rng, shift)) if shift else None)
 
-    test = axon.training.evaluate(model, state.params, x_test, y_test, metrics=["accuracy"],
-                                  loss="categorical_cross_entropy", batch_size=1000)
-    if args.plot:
+    test = strategy.from_main(lambda: axon.training.evaluate(model, state.params, x_test, y_test, metrics=["accuracy"],
+                                                             loss="categorical_cross_entropy", batch_size=1000))
+    if args.plot and strategy.is_main:
         axon.training.plot_history(state.history, args.plot, title=f"MNIST {args.model}")
         say(f"Training curves written to {args.plot}")
     seconds = time.perf_counter() - start
-    print(f"Test accuracy: {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}) "
-          f"after {state.epoch} epochs, {seconds:.1f} s in all")
+    if strategy.is_main:
+        print(f"Test accuracy: {100 * test['accuracy']:.2f}% (loss {test['loss']:.4f}) "
+              f"after {state.epoch} epochs, {seconds:.1f} s in all")
     return {"state": state, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "seconds": seconds,
             "model": model}
 

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from .. import kernels
+from ..backend import is_host
 from ..autograd import ops
 from ..autograd.engine import apply
 from ..autograd.ops import primitive
@@ -59,9 +60,11 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 def _target(y, like: Tensor) -> Tensor:
     """``y_true`` as a Tensor of ``like``'s dtype; a Tensor stays in the graph, an array is a constant."""
-    if isinstance(y, Tensor):
-        return y if y.dtype == like.dtype else ops.astype(y, like.dtype)
-    return Tensor._wrap(np.asarray(y, dtype=like.dtype))
+    if not isinstance(y, Tensor):
+        if is_host(y):
+            return Tensor._wrap(np.asarray(y, dtype=like.dtype))
+        y = Tensor(y)                                          # a device array stays on its device
+    return y if y.dtype == like.dtype else ops.astype(y, like.dtype)
 
 
 def _prepare(name, y_true, y_pred, reduction, min_rank=1):

@@ -1,7 +1,7 @@
 """Metrics ``metric(y_true, y_pred, ...) -> numpy scalar``: how well a model does, in plain terms.
 
-Metrics need no gradients: they take numpy arrays or Tensors (read without recording a graph) and
-return numpy scalars. Names and options follow Elixir Axon's ``Axon.Metrics``; ``running_average``
+Metrics need no gradients: they take numpy arrays or Tensors (read without recording a graph, on
+any device: the values are copied to the host) and return numpy scalars. Names and options follow Elixir Axon's ``Axon.Metrics``; ``running_average``
 and ``running_sum`` accumulate a metric over batches; ``get(name)`` resolves a name.
 
 >>> import numpy as np
@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.tensor import Tensor
+from ..backend import to_host
 from ._registry import resolve, table
 
 __all__ = [
@@ -30,8 +31,11 @@ _KINDS = ("binary", "categorical", "sparse")
 
 
 def _array(x) -> np.ndarray:
-    """The values of a Tensor, array, list or number as a numpy array (never part of a graph)."""
-    return x.data if isinstance(x, Tensor) else np.asarray(x)
+    """The values of a Tensor, array, list or number as a host numpy array (never part of a graph).
+
+    Metrics are computed on the host: a batch's predictions are small, and what comes back is a number.
+    """
+    return to_host(x.data if isinstance(x, Tensor) else x)
 
 
 def _same_shape(name, y_true, y_pred):

@@ -33,9 +33,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..autograd import primitive
 from ._common import KERNEL, PARALLEL_MIN, num_chunks
 
-__all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into"]
+__all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "ADAM_STEP"]
 
 
 @njit(inline="always")
@@ -185,3 +186,15 @@ def adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
     out = (np.empty_like(p), np.empty_like(m), np.empty_like(v))                 # u, m_new, v_new
     adam_into(p, g, m, v, out, scalars)
     return out
+
+
+def _adam_step_forward(p, g, m, v, scalars):
+    # p, g, m, v: one shape and dtype (checked by the caller); scalars: adam_scalars(...) for this step
+    out = (np.empty_like(m), np.empty_like(m), np.empty_like(m))                 # u, m_new, v_new
+    adam_into(np.ascontiguousarray(p), np.ascontiguousarray(g), np.ascontiguousarray(m), np.ascontiguousarray(v),
+              out, scalars)
+    return out
+
+
+# The functional optimizers' entry, per backend: apply(ADAM_STEP, p, g, m, v, scalars=...) -> (u, m_new, v_new).
+ADAM_STEP = primitive("kernels.adam_step", _adam_step_forward)

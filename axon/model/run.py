@@ -21,11 +21,12 @@ import numpy as np
 
 from .. import random as axrandom
 from ..autograd import Tensor, is_grad_enabled
+from ..backend import device_of, is_host, resolve_device, to_device, to_host
 from ..functional import initializers
 from ..tree import tree_leaves, tree_map
 from .graph import Axon
 
-__all__ = ["init", "apply", "predict", "compile", "split", "merge"]
+__all__ = ["init", "apply", "predict", "compile", "split", "merge", "check_params"]
 
 
 def _initializer(spec_init):
@@ -35,8 +36,11 @@ def _initializer(spec_init):
     return initializers.get(spec_init)
 
 
-def init(model: Axon, seed=0, dtype="float32") -> dict:
+def init(model: Axon, seed=0, dtype="float32", device=None) -> dict:
     """Fresh params for every layer: ``{layer: {param: array}}``, reproducible from ``seed``.
+
+    ``device`` (``"cpu"``, ``"cuda"``; default ``axon.get_backend()``) is where the arrays are put: they
+    are drawn on the host, so every device gets the same initial values.
 
     Each param's random stream depends only on the seed and the layer and param names, so a layer
     keeps its initial values when others are added, as long as its name stays the same (give it a
@@ -63,7 +67,7 @@ def init(model: Axon, seed=0, dtype="float32") -> dict:
                 raise ValueError(f"init: initializer of {names[node.id]}.{pname} returned shape {value.shape}, "
                                  f"expected {spec.shape}")
             layer[pname] = value
-    return params
+    return to_device(params, resolve_device(device))
 
 
 def _feed(plan, inputs) -> dict:
@@ -85,7 +89,7 @@ def _feed(plan, inputs) -> dict:
         values = [inputs]
     fed = {}
     for node, value in zip(nodes, values):
-        t = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+        t = value if isinstance(value, Tensor) else Tensor(np.asarray(value) if is_host(value) else value)
         expected = node.shape
         if t.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, t.shape)):
             raise ValueError(f"input '{names[node.id]}' expects shape {expected}, got {t.shape}")
@@ -101,6 +105,7 @@ class _Step(NamedTuple):
     by_parent: bool                # a relu its parent's fused kernel already applied: reuse that value
     fused: bool                    # apply the following relu in this layer's bias add
     stateful: bool                 # while training, returns (y, new_state)
+    shapes: tuple                  # ((param name, shape), ...): what the params must look like
 
 
 class _Plan(NamedTuple):
@@ -133,15 +138,18 @@ def _plan(model: Axon) -> _Plan:
                     fused.add(parent.id)
                     by_parent.add(node.id)
         steps = [_Step(n, names[n.id], tuple(p.id for p in n.parents), n.id in by_parent, n.id in fused,
-                       any(spec.kind == "state" for spec in n.params.values()))
+                       any(spec.kind == "state" for spec in n.params.values()),
+                       tuple((k, spec.shape) for k, spec in n.params.items()))
                  for n in nodes if n.op != "input"]
         specs = [(names[n.id], k, spec.kind == "param" and not spec.frozen) for n in nodes for k, spec in n.params.items()]
         plan = _plans[model] = _Plan(steps, [n for n in nodes if n.op == "input"], names, specs)
     return plan
 
 
-def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
+def apply(model: Axon, params: dict, inputs, training: bool = False, key=None, device=None):
     """Run the model: returns ``(y, new_state)``.
+
+    It runs where the params live; ``device=`` moves params and inputs there first.
 
     ``y`` is a Tensor (or the container's dict/tuple of Tensors); ``new_state`` holds the updated
     state params (``{layer: {name: array}}``, empty unless training a stateful layer). Dropout is
@@ -153,6 +161,8 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
     >>> y.numpy().round(4).tolist(), state["batch_norm_0"]["mean"]   # running mean: 0.9 * 0 + 0.1 * [2, 3]
     ([[-1.0, -1.0], [1.0, 1.0]], array([0.2, 0.3], dtype=float32))
     """
+    if device is not None:
+        params, inputs = to_device((params, inputs), resolve_device(device))
     plan = _plan(model)
     values = _feed(plan, inputs)
     new_state = {}
@@ -162,9 +172,8 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
             continue
         node = step.node
         layer_params = params.get(step.name, {}) if node.params else {}
-        if node.params and layer_params.keys() != node.params.keys():
-            raise ValueError(f"params for layer '{step.name}' have keys {sorted(layer_params)}, "
-                             f"expected {sorted(node.params)}")
+        if node.params:
+            _check_layer(step, layer_params)
         extra = {}
         if node.uses:
             if "training" in node.uses:
@@ -176,9 +185,46 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None):
         y = node.fn(*[values[i] for i in step.parents], **layer_params, **node.opts, **extra)
         if training and step.stateful:
             y, state = y                                      # stateful layers return their new state
-            new_state[step.name] = {k: np.asarray(v.data if isinstance(v, Tensor) else v) for k, v in state.items()}
+            new_state[step.name] = {k: v.data if isinstance(v, Tensor) else v for k, v in state.items()}
         values[node.id] = y
     return values[model.id], new_state
+
+
+def _check_layer(step: _Step, layer_params) -> None:
+    """Raise ValueError unless ``layer_params`` has exactly the layer's params, each of its shape."""
+    if not isinstance(layer_params, dict):
+        raise TypeError(f"params do not fit the model: the params of layer '{step.name}' must be a dict "
+                        f"{{param: array}}, got {type(layer_params).__name__}")
+    if layer_params.keys() != step.node.params.keys():
+        raise ValueError(f"params do not fit the model: layer '{step.name}' has params {sorted(layer_params)}, "
+                         f"the model expects {sorted(step.node.params)}")
+    for k, shape in step.shapes:                             # a tuple compare per param: cheap on every call
+        v = layer_params[k]
+        if getattr(v, "shape", None) != shape:
+            raise ValueError(f"params do not fit the model: layer '{step.name}' param '{k}' has shape "
+                             f"{np.shape(v)}, the model expects {shape}")
+
+
+def check_params(model: Axon, params) -> None:
+    """Raise ValueError naming the first layer whose params are missing or of the wrong shape.
+
+    ``apply``/``predict`` make the same check as they go; this one looks at every layer up front.
+
+    >>> import axon
+    >>> a, b = axon.input((None, 4)).dense(5), axon.input((None, 4)).dense(3)
+    >>> check_params(a, axon.init(a))                         # fits: nothing happens
+    >>> check_params(b, axon.init(a))
+    Traceback (most recent call last):
+    ValueError: params do not fit the model: layer 'dense_0' param 'kernel' has shape (4, 5), the model expects (4, 3)
+    """
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict {{layer: {{param: array}}}}, got {type(params).__name__}")
+    for step in _plan(model).steps:
+        if step.node.params:
+            if step.name not in params:
+                raise ValueError(f"params do not fit the model: no params for layer '{step.name}' "
+                                 f"(the params have layers {sorted(params)})")
+            _check_layer(step, params[step.name])
 
 
 def _to_numpy(y):
@@ -186,11 +232,12 @@ def _to_numpy(y):
     return tree_map(lambda v: v.data if isinstance(v, Tensor) else v, y)
 
 
-def predict(model: Axon, params: dict, inputs):
+def predict(model: Axon, params: dict, inputs, device=None):
     """Inference (dropout off, running statistics used).
 
-    Returns numpy arrays, or Tensors when called inside ``axon.autograd.grad`` (params being traced),
-    so a user's own objective can differentiate through it.
+    Runs where the params live (inputs are moved there), or on ``device``. Returns host numpy arrays,
+    or Tensors when called inside ``axon.autograd.grad`` (params being traced), so a user's own
+    objective can differentiate through it.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2)).dense(1)
@@ -199,9 +246,10 @@ def predict(model: Axon, params: dict, inputs):
     array([[3.5],
            [3.5]], dtype=float32)
     """
-    y, _ = apply(model, params, inputs, training=False)
     traced = is_grad_enabled() and any(isinstance(p, Tensor) and p.requires_grad for p in tree_leaves(params))
-    return y if traced else _to_numpy(y)
+    y, _ = apply(model, params, inputs, training=False, device=device if device is not None else
+                 (None if traced else device_of(params)))
+    return y if traced else tree_map(to_host, _to_numpy(y))
 
 
 def compile(model: Axon):
@@ -213,11 +261,11 @@ def compile(model: Axon):
     >>> predict_fn(params, np.ones((2, 4), np.float32)).sum(axis=1).round(4)   # each row a distribution
     array([1., 1.], dtype=float32)
     """
-    def init_fn(seed=0, dtype="float32"):
-        return init(model, seed, dtype)
+    def init_fn(seed=0, dtype="float32", device=None):
+        return init(model, seed, dtype, device)
 
-    def predict_fn(params, inputs):
-        return predict(model, params, inputs)
+    def predict_fn(params, inputs, device=None):
+        return predict(model, params, inputs, device)
 
     return init_fn, predict_fn
 
@@ -231,6 +279,7 @@ def split(model: Axon, params: dict):
     >>> {k: sorted(v) for k, v in trainable.items()}, {k: sorted(v) for k, v in rest.items()}
     ({'dense_0': ['bias', 'kernel'], 'batch_norm_0': ['beta', 'gamma']}, {'batch_norm_0': ['mean', 'var']})
     """
+    check_params(model, params)
     trainable, rest = {}, {}
     for name, pname, trains in _plan(model).params:
         layer = params.get(name)

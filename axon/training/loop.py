@@ -28,8 +28,10 @@ import time
 
 import numpy as np
 
+from ..backend import resolve_device, to_device
+from ..distributed import get_strategy
 from ..random import rng
-from ..tree import tree_leaves, tree_map
+from ..tree import tree_leaves, tree_map, tree_structure_check
 from .callbacks import as_callback
 from .step import Step, TrainState
 
@@ -179,9 +181,27 @@ def _check_validation_data(validation_data) -> None:
         raise ValueError(f"train: validation inputs have {n_x} examples but validation targets have {n_y}")
 
 
+def _check_resumed(step_fn, state: TrainState) -> None:
+    """Raise ValueError, before any training, when the state to resume does not fit the step's model and optimizer."""
+    trainable = state.params
+    split = getattr(step_fn, "_split", None)                   # the model form: the params must fit the model
+    try:
+        if split is not None:
+            trainable = split(state.params)[0]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: {e}") from None
+    try:
+        tree_structure_check(step_fn.optimizer.init(trainable), state.opt_state,
+                             names=("the optimizer's state for these params", "the state's opt_state"))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: its opt_state is not this "
+                         f"optimizer's state for its params ({e})") from None
+
+
 def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
           seed=None, validation_data=None, callbacks=(), verbose: int = 1, state: TrainState | None = None,
-          steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None) -> TrainState:
+          steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None,
+          device=None, strategy=None) -> TrainState:
     """Train until ``epochs`` epochs are done; return the final ``TrainState``.
 
     - ``step``: from ``axon.training.step(...)``.
@@ -199,9 +219,15 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
       2 one line per epoch, 0 silent.
     - ``state``: a ``TrainState`` to continue from (e.g. ``load_checkpoint(path)``): training resumes
       at ``state.epoch`` and stops at ``epochs`` in total.
+    - ``device``: where params, optimizer state and every batch live during the run (``"cpu"``,
+      ``"cuda"``); the default leaves the params where ``init`` or the resumed state put them.
     - ``augment``: a function ``augment(x, rng) -> x`` applied to every training batch (never to the
       validation data), e.g. random shifts of images; ``rng`` is a numpy Generator seeded from
       ``(seed, epoch)``, so augmented runs are reproducible and resume exactly.
+    - ``strategy``: None (one process) or ``"data_parallel"`` (``axon.distributed.DataParallel``): started
+      by ``mpiexec -n N``, each process trains on ``1/N`` of every batch of ``batch_size`` rows and the
+      gradients are averaged, so the run matches the one-process run with the same ``batch_size``;
+      only process 0 prints and writes checkpoints.
 
     ``state.history`` holds one value per epoch for each metric: the average over the epoch's batches
     (weighted by batch size) of the values measured during training, then the validation ones.
@@ -236,18 +262,27 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
         raise TypeError(f"train: augment must be a function augment(x, rng) -> x, got {type(augment).__name__}")
     callbacks = _checked_callbacks(callbacks)
     _check_validation_data(validation_data)
+    strategy = get_strategy(strategy)
+    step_fn = strategy.attach(step_fn)                         # data parallel: gradients averaged over processes
+    verbose = verbose if strategy.is_main else 0               # one process reports
     if state is None:
         state = init_fn(seed=0 if seed is None else seed)
     elif not isinstance(state, TrainState):
         raise TypeError(f"train: state must be a TrainState (from init or load_checkpoint), got {type(state).__name__}")
-    elif seed is not None and int(seed) != state.seed:
-        raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
-                         f"leave seed out when resuming")
+    else:
+        if seed is not None and int(seed) != state.seed:
+            raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
+                             f"leave seed out when resuming")
+        _check_resumed(step_fn, state)
+    if device is not None:                                     # one copy now; each step moves only its batch
+        device = resolve_device(device)
+        state = state._replace(params=to_device(state.params, device), opt_state=to_device(state.opt_state, device))
     epochs_left = max(int(epochs) - state.epoch, 0)
     if targets is None:
         data = _IterableData(inputs, steps_per_epoch, epochs_left)
     else:
         data = _ArrayData(inputs, targets, batch_size, shuffle)
+    state = strategy.start(state, data)                        # data parallel: process 0's state on every process
 
     state = _run_hooks(callbacks, "on_train_begin", state._replace(stop_training=False))
     progress, done = None, state.epoch_step                    # done: batches of the current epoch trained
@@ -257,8 +292,9 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
             sums, count = {}, 0                                # metric -> sum over examples; examples seen
             skip = done if data.replayable else 0              # resuming an interrupted epoch: its first batches
             progress = _Progress(verbose, data.steps, f"Epoch {epoch + 1}/{epochs}", initial=done)
-            augment_rng = rng(state.seed, "augment", epoch) if augment is not None else None
+            augment_rng = rng(state.seed, "augment", epoch, *strategy.salt) if augment is not None else None
             for i, (x, y) in enumerate(data.batches(state.seed, epoch, done)):
+                x, y = strategy.shard(x, y)                    # data parallel: this process's rows of the batch
                 if augment is not None:
                     x = augment(x, augment_rng)                # skipped batches too: the same random stream
                 if i < skip:
@@ -270,6 +306,7 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                     sums[k] = sums.get(k, 0.0) + v * n
                 count += n
                 progress.step(sums, count)
+            sums, count = strategy.total(sums, count)          # data parallel: over every process's rows
             if count == 0 and done == 0:                       # done > 0: all were trained before an interruption
                 raise ValueError(f"train: epoch {epoch + 1} got no batches")
             if count:
@@ -278,7 +315,7 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                 names = ["loss", *(name for name, _ in getattr(step_fn, "metrics", ())), *state.history]
                 results = {k: float("nan") for k in names if not k.startswith("val_")}
             if validation_data is not None:
-                val = step_fn.evaluate(state.params, validation_data[0], validation_data[1], validation_batch_size)
+                val = strategy.from_main(step_fn.evaluate, state.params, *validation_data, validation_batch_size)
                 results.update({f"val_{k}": v for k, v in val.items()})
             progress.close(results)
             progress = None
@@ -290,16 +327,20 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
             state = state._replace(epoch=epoch + 1, history=history, epoch_step=0)
             done = 0
             state = _run_hooks(callbacks, "on_epoch_end", state)
-            for cb in callbacks:
+            for cb in callbacks if strategy.is_main else ():  # one process writes files
                 cb.after_epoch(state)                          # read-only: checkpoints save the final state
             if state.stop_training:
                 if verbose:
                     print(f"Training stopped after epoch {epoch + 1} by a callback", file=sys.stderr, flush=True)
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
+        strategy.stop_all(error)                               # data parallel: every process stops (MPI_Abort)
         if progress is not None and progress.bar is not None:
             progress.bar.close()
         state = state._replace(epoch_step=done)
         print(f"\nTraining interrupted: returning the state after step {state.step} ({state.epoch} complete "
               f"epochs and {done} batches of the next); pass it as state= to continue", file=sys.stderr, flush=True)
+    except Exception as error:
+        strategy.stop_all(error)                               # data parallel: name the rank, stop every process
+        raise
     return _run_hooks(callbacks, "on_train_end", state)

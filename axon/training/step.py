@@ -35,8 +35,9 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..autograd import Tensor, no_grad, value_and_grad
+from ..backend import device_of, resolve_device, to_device
 from ..model.run import _to_numpy as _data          # Tensors (in a dict/list/tuple) as arrays
-from ..tree import tree_leaves, tree_map
+from ..tree import tensor_map, tree_leaves, tree_map
 from ..updates import apply_updates
 
 __all__ = ["TrainState", "Step", "StepFunction", "step", "evaluate", "step_key"]
@@ -171,18 +172,26 @@ class StepFunction:
         self.metrics = metrics                     # [(name, fn)]
         self._split, self._merge, self._evaluate = split, merge, evaluate_fn
         self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
+        self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
 
     def __call__(self, state: TrainState, x, y):
         if self._split is not None:
             trainable, frozen = self._split(state.params)
         else:
             trainable, frozen = state.params, None
+        device = device_of(trainable)
+        if device != "cpu":                        # the batch goes where the params live
+            x, y = to_device((x, y), device)
         key = step_key(state.seed, state.step)
+        if self.replica is not None:               # data parallel: this process's own dropout masks ...
+            key = self.replica.local_key(key)
         (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+        if self.replica is not None:               # ... and the whole batch's gradient, averaged over processes
+            grads, new_state = self.replica.average((grads, new_state), x)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
         if state.lr_scale != 1.0:
             s = state.lr_scale                     # a Python float: float32 updates stay float32
-            updates = tree_map(lambda u: u * s, updates)
+            updates = tensor_map(lambda u: u * s, updates)
         params = apply_updates(trainable, updates)
         if frozen or new_state:                    # put back the untrained params and the layers' new state
             params = self._merge(params, frozen, new_state)
@@ -305,9 +314,11 @@ def _objective_step(init_params, objective_fn, optimizer, metrics) -> Step:
 
     def evaluate_fn(params, x, y, batch_size):
         total, n, preds = 0.0, 0, []
+        device = device_of(params)
         params = tree_map(Tensor._wrap, params)    # Tensors, as during training, so Tensor methods work
         with no_grad():
             for xb, yb, nb in _batches(x, y, batch_size):
+                xb, yb = to_device((xb, yb), device)
                 loss, y_pred = call(params, xb, yb, None, False)
                 total, n = total + float(loss) * nb, n + nb
                 preds.append(_data(y_pred))
@@ -375,12 +386,12 @@ def step(model, loss=None, optimizer=None, metrics=None) -> Step:
     return _model_step(model, loss, optimizer, metric_list)
 
 
-def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None) -> dict:
+def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None, device=None) -> dict:
     """Metrics of ``model`` with ``params`` on ``(x, y)``, in inference mode: ``{"accuracy": 0.98, ...}``.
 
     Predictions are made ``batch_size`` rows at a time, then every metric (and ``loss``, if given as a
     name or function) is computed once over all of them, so the numbers are exact, not batch averages.
-    ``params`` may also be a ``TrainState``.
+    ``params`` may also be a ``TrainState``. It runs where the params live, or on ``device``.
 
     >>> import numpy as np, axon
     >>> model = axon.input((None, 2)).dense(2, activation="softmax")
@@ -391,6 +402,8 @@ def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None
     """
     metric_list = _resolve_metrics(metrics)
     loss_fn = _resolve_loss(loss) if loss is not None else None
+    if device is not None:
+        params = to_device(params.params if isinstance(params, TrainState) else params, resolve_device(device))
     return _evaluate(model, params, x, y, metric_list, loss_fn, batch_size)
 
 

@@ -18,6 +18,8 @@ import numbers
 
 import numpy as np
 
+from ...autograd import Tensor
+from ...backend import to_device
 from ...random import rng
 from ._utils import channel_axis, check_spatial_input, tensor
 
@@ -75,8 +77,8 @@ def _inverted(layer, x, key, rate, training, noise_shape):
     noise_shape = _check_noise_shape(layer, noise_shape, x.shape)
     if not training or rate == 0:
         return x
-    m = _keep_mask(key, rate, noise_shape, x.dtype)            # (noise_shape), broadcasts to x
-    return x * (m * x.dtype.type(1 / (1 - rate)))
+    m = _keep_mask(key, rate, noise_shape, x.dtype) * x.dtype.type(1 / (1 - rate))   # (noise_shape), broadcasts
+    return x * Tensor._wrap(to_device(m, x.device))            # drawn on the host: the same mask on every device
 
 
 def dropout(x, key, rate=0.5, training=True, noise_shape=None):
