@@ -410,10 +410,21 @@ def test_batch_norm_bias_relu_and_adam_on_the_device(dtype, rng):
     assert_same_grads(lambda x, g, b: _weighted(kernels.batch_norm_train(x, g, b, 1e-5)), x, gamma, beta, tol=tol)
     assert_same_grads(lambda x, b: _weighted(kernels.bias_relu(x, b)), x, beta, tol=tol)
     assert_same_grads(lambda x: _weighted(kernels.max_with_indices(x, 1)), x, tol=tol)
+
+
+@needs_cuda
+@needs_backward("kernels.adam_step")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_fused_adam_step_on_the_device(dtype, rng):
+    import inspect
+    from axon.kernels.adam import adam_scalars
     p, g, m, v = (rng.standard_normal((5, 3)).astype(dtype) for _ in range(4))
     v = np.abs(v)
     settings = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, step=4)
-    for out, ref in zip(kernels.adam_step(*dev(p, g, m, v), **settings), kernels.adam_step(p, g, m, v, **settings)):
+    forwards = PRIMITIVES["kernels.adam_step"].forwards
+    if "scalars" in inspect.signature(forwards["cpu"]).parameters:          # the settings as adam_scalars
+        settings = {"scalars": adam_scalars(dtype, **settings)}
+    for out, ref in zip(forwards["cuda"](*dev(p, g, m, v), **settings), forwards["cpu"](p, g, m, v, **settings)):
         assert_twin(out, ref, tol=1e-6 if dtype == np.float32 else 1e-12)
 
 
@@ -476,6 +487,31 @@ def test_cnn_training_steps_on_the_device_equal_the_cpus(rng):
     assert l_cpu[-1] < l_cpu[0]
     for k in params:
         np.testing.assert_allclose(host(p_dev[k]), p_cpu[k], rtol=1e-4, atol=1e-4)
+
+
+PUBLIC_MODELS = {   # dropout's mask is drawn on the host from the step's key: the same on both devices
+    "mlp": lambda: axon.input((None, 12)).dense(8, activation="relu").dropout(rate=0.25).dense(4, activation="softmax"),
+    "cnn": lambda: (axon.input((None, 6, 6, 1)).conv(3, kernel_size=3, padding="same", activation="relu")
+                    .max_pool(kernel_size=2).flatten().dense(4, activation="softmax")),
+}
+
+
+@needs_cuda
+@needs_backward("kernels.softmax_cross_entropy_backward")
+@pytest.mark.parametrize("name", list(PUBLIC_MODELS))
+def test_training_with_device_cuda_equals_the_cpu(name, rng):
+    """``train(..., device="cuda")``: params and Adam's moments stay device arrays, and end as on the CPU."""
+    x = rng.random((16, 6, 6, 1) if name == "cnn" else (16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    model = PUBLIC_MODELS[name]()
+    s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adam(0.01), metrics=["accuracy"])
+    cpu = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1)
+    dev = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1, device="cuda")
+    leaves = axon.tree.tree_leaves(dev.params)
+    assert leaves and all(isinstance(v, acuda.ARRAY_TYPES) for v in leaves)
+    np.testing.assert_allclose(dev.history["loss"], cpu.history["loss"], rtol=1e-4)
+    for a, b in zip(axon.tree.tree_leaves(cpu.params), leaves):
+        np.testing.assert_allclose(host(b), a, rtol=1e-4, atol=1e-4)
 
 
 # ---- the docstring examples of axon.cuda run on the device too ---------------------------------------

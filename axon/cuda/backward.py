@@ -329,9 +329,12 @@ def _adam_kernel(u, m_out, v_out, p, g, m, v, b1, c1, b2, c2, step_size, inv_sqr
         u[i] = -(p[i] * lr_wd) - step_size * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
 
 
-def _adam_step(p, g, m, v, lr, b1, b2, eps, weight_decay, step):
-    from ..kernels.adam import adam_scalars                       # the CPU's scalars, shared
-    scalars = adam_scalars(p.dtype, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=step)
+def _adam_step(p, g, m, v, scalars=None, **settings):
+    # (p, g, m, v, scalars=adam_scalars(...)) or (p, g, m, v, lr=, b1=, b2=, eps=, weight_decay=, step=):
+    # the two forms of the CPU primitive's settings; the scalars are the CPU's own (adam_scalars)
+    if scalars is None:
+        from ..kernels.adam import adam_scalars
+        scalars = adam_scalars(p.dtype, **settings)
     u, m_new, v_new = empty(p.shape, p.dtype), empty(p.shape, p.dtype), empty(p.shape, p.dtype)
     if p.size:
         flat = [view(a)[0] for a in (u, m_new, v_new, p, g, m, v)]
