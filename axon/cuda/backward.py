@@ -28,7 +28,7 @@ import numpy as np
 
 from ..autograd.engine import PRIMITIVES, implement
 from ._runtime import REDUCE_THREADS, constant, cuda, empty, full, from_host, launch_1d, nb_type, position, view
-from .factories import cuda_map, cuda_zip, row_blocks, split_rows
+from .factories import cuda_zip, row_blocks, split_rows
 from .kernels import _conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2, pool_index, window_index
 from .matmul import launch_matmul
 
@@ -50,7 +50,7 @@ def _host_or_device(a, dtype=None):
     if isinstance(a, np.ndarray) or np.isscalar(a):
         a = np.asarray(a, dtype=dtype)
         return from_host(a)
-    return a if dtype is None or a.dtype == dtype else cuda_map(lambda v: v)(a, dtype=dtype)
+    return a if dtype is None or a.dtype == dtype else PRIMITIVES["astype"].forwards["cuda"](a, np.dtype(dtype))
 
 
 # ---- conv ------------------------------------------------------------------------------------------------

@@ -124,20 +124,19 @@ def _scatter_add(dy, index, shape):
     index = _host_index(index)
     g = full(shape, 0, dy.dtype)
     base = ghost(shape, dy.dtype)
-    target = base[index] if not _is_advanced(index) else None
-    target_shape = target.shape if target is not None else positions(shape, index).shape
-    if dy.size == 0 or int(np.prod(target_shape)) == 0:
+    advanced = _is_advanced(index)
+    target = positions(shape, index) if advanced else base[index]              # what x[index] picked
+    if dy.size == 0 or target.size == 0:
         return g
     storage, dy_offset, dy_strides = view(dy)
-    b_strides = broadcast_strides(dy.shape, dy_strides, target_shape)          # numpy broadcasts dy too
-    if target is not None:                                                     # slices never repeat: a copy
+    b_strides = broadcast_strides(dy.shape, dy_strides, target.shape)          # numpy broadcasts dy too
+    if not advanced:                                                           # slices never repeat: a copy
         offset, strides = ghost_view(target, base)
-        strided_copy(target_shape, g.reshape(g.size), offset, strides, storage, dy_offset, b_strides)
+        strided_copy(target.shape, g.reshape(g.size), offset, strides, storage, dy_offset, b_strides)
         return g
-    pos = positions(shape, index).reshape(-1)
-    shape_k = target_shape or (1,)
-    _scatter_add_kernel[launch_1d(pos.size)](g.reshape(g.size), from_host(pos), shape_k, storage, dy_offset,
-                                             b_strides or (0,))
+    shape_k, b_strides = (target.shape, b_strides) if target.ndim else ((1,), (0,))
+    _scatter_add_kernel[launch_1d(target.size)](g.reshape(g.size), from_host(target.reshape(-1)), shape_k,
+                                                storage, dy_offset, b_strides)
     return g
 
 

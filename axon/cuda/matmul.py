@@ -49,6 +49,7 @@ def make_matmul_kernel(dtype, BM, BN, BK, TM, TN):
     """
     TY, TX = BM // TM, BN // TN                                   # threads per block along rows, columns
     NT = TX * TY
+    BM1 = BM + 1                                                  # (a shared array's shape must be constants)
     t = nb_type(dtype)
     zero = np.dtype(dtype).type(0)
 
@@ -57,7 +58,7 @@ def make_matmul_kernel(dtype, BM, BN, BK, TM, TN):
                M, N, K, B):
         # c: matrix z at z * c_bs, row stride c_s0 (columns contiguous); a, b: flat storages read through
         # offsets, batch strides (over batch_shape) and two matrix strides each
-        As = cuda.shared.array((BK, BM + 1), t)                   # A's slab, transposed: As[k, i]
+        As = cuda.shared.array((BK, BM1), t)                      # A's slab, transposed: As[k, i]
         Bs = cuda.shared.array((BK, BN), t)
         acc = cuda.local.array((TM, TN), t)
         a_reg = cuda.local.array(TM, t)
