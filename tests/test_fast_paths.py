@@ -5,17 +5,16 @@ column blocks of ``_BLOCK_BYTES``), by the inputs (the convolution's transposed 
 per group), or by the graph (the model plan folds a lone relu into its layer's bias add; a cross-entropy
 after a softmax is computed from the logits; Adam runs one fused kernel). Tests elsewhere force some of
 them (``test_kernels_*``: batch norm, bias_relu, reductions, pools, softmax, matmul, Adam's in-place
-kernel; ``test_optimizers``: the fused Adam against the numpy chain); this file forces the rest:
+kernel, the convolution's chunks and blocks over the cross product of its options and its backward
+computing only dx or only dw; ``test_optimizers``: the fused Adam against the numpy chain); this file
+forces the rest:
 
-- the convolution's parallel and small-block paths over the cross product of last-axis options that
-  ``test_silent_wrong`` checks serially against PyTorch, and its backward computing only dx or only dw;
 - the model plan's fusion decisions (which layers get the relu epilogue);
 - a model-form step whose cross-entropy is taken from the logits, against the same loss on the
   probabilities (values, one training step, ``evaluate``);
 - the fused Adam(W) update (out of place, as the optimizer calls it) split across threads.
 """
 import importlib
-import itertools
 
 import numpy as np
 import pytest
@@ -23,59 +22,11 @@ import pytest
 import axon
 import axon.functional.layers as L
 from axon.autograd import Tensor, ops
-from axon.kernels import conv as kernel_conv
 from axon.model.run import _plan
 from axon.training import evaluate, step
 from axon.updates import apply_updates
 
-from test_silent_wrong import CHANNELS_PER_GROUP, conv_case, last_axis_options
-
-conv_module = importlib.import_module("axon.kernels.conv")       # the module (axon.kernels.conv is the function)
 adam_module = importlib.import_module("axon.kernels.adam")
-
-
-# ---- the convolution kernel: parallel chunks and small blocks, and partial backward ----------------------
-def _conv_run(x, w, opts, u, need=(True, True)):
-    X, W = Tensor(x, requires_grad=need[0]), Tensor(w, requires_grad=need[1])
-    y = kernel_conv(X, W, *opts)
-    y.backward(u)
-    return y.numpy(), X.grad, W.grad
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-@pytest.mark.parametrize("cg", CHANNELS_PER_GROUP)
-@pytest.mark.parametrize("n_sp", [1, 2, 3])
-def test_conv_parallel_and_block_paths_agree_with_serial(rng, monkeypatch, n_sp, cg, groups):
-    """Chunks across threads (3: boundaries mid-line) and blocks of 5 rows (starting mid-line), every case.
-
-    float32, the dtype training uses, so the parallel kernels compile once for the suite."""
-    cases = []
-    for s, pad, d in last_axis_options():
-        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
-        x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
-        u = rng.standard_normal(kernel_conv(x, w, *opts).shape).astype(np.float32)
-        cases.append((x, w, opts, u, _conv_run(x, w, opts, u)))          # small: serial, one block
-    monkeypatch.setattr(conv_module, "_PARALLEL_MACS", 0)
-    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1)
-    monkeypatch.setattr(conv_module, "_MIN_ROWS", 5)
-    for threads in (3, 1):
-        monkeypatch.setattr(conv_module, "num_threads", lambda: threads)
-        for x, w, opts, u, want in cases:
-            for name, g, ref in zip(("y", "dx", "dw"), _conv_run(x, w, opts, u), want):
-                np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
-                                           err_msg=f"{name}, {threads} chunks: options {opts}")
-
-
-@pytest.mark.parametrize("n_sp", [1, 2, 3])
-def test_conv_backward_of_one_input_only_is_the_same_gradient(rng, n_sp):
-    """x as data (the first layer) or w frozen: the kernel skips dw or dx, the other one must not change."""
-    for cg, groups, (s, pad, d) in itertools.product((1, 8), (1, 2), last_axis_options()):
-        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
-        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-        u = rng.standard_normal(kernel_conv(x, w, *opts).shape)
-        _, dx, dw = _conv_run(x, w, opts, u)
-        np.testing.assert_array_equal(_conv_run(x, w, opts, u, need=(True, False))[1], dx)
-        np.testing.assert_array_equal(_conv_run(x, w, opts, u, need=(False, True))[2], dw)
 
 
 # ---- the model plan: which relus are folded into their layer ----------------------------------------------

@@ -4,21 +4,18 @@ PyTorch (where installed), finite differences (``check_grads``) or a computation
 
 1. ``x ** p``: the gradients at base 0 (and for negative bases) are finite and PyTorch's;
 2. ``concatenate`` / ``stack`` along a negative axis: each input gets its own slice of the gradient;
-3. convolutions with stride, padding and dilation on the last spatial axis and few channels per group,
-   1-, 2- and 3-d, forward and backward, over the cross product of the options that select the kernel's
-   code paths (and the transposed convolution, which runs on the same kernel);
+3. convolutions with stride, padding and dilation on the last spatial axis and few channels per group:
+   in ``test_kernels_conv`` (the kernel, over the cross product of the options that select its code paths)
+   and ``test_layers_conv`` (``conv_transpose``, which runs on the same kernel);
 4. a model whose dense/conv output feeds its relu *and* another node: no fusion may swallow the tap;
 5. ``evaluate`` of an objective-form step with a batch size that does not divide the examples.
 """
-import itertools
-
 import numpy as np
 import pytest
 
 import axon
 import axon.functional.layers as L
 from axon.autograd import Tensor, check_grads, grad, ops
-from axon.kernels import conv as kernel_conv
 from axon.model.run import _plan
 from axon.training import step
 
@@ -103,117 +100,6 @@ def test_stack_negative_axis_gradients(rng, axis):
     for i, X in enumerate(Xs):                                   # by hand: slice i along the new axis
         assert X.grad.shape == X.shape
         np.testing.assert_array_equal(X.grad, np.take(u, i, axis=axis))
-
-
-# ---- 3. convolutions: the cross product of the options that choose the kernel's paths -------------------
-# The kernel (axon/kernels/conv.py) picks, per call: transposed columns (fewer than 8 channels per group) or
-# rows (8 or more); within rows, one contiguous copy per kernel row (one group, kernel dilation 1 along W,
-# window inside the input) or a per-tap loop; one group or several (a copy per group); and, along the last
-# axis, the outputs whose taps fall in the input (_valid_run), which stride, padding and dilation decide.
-# Leading axes get fixed, non-trivial options; the last axis takes every combination below.
-LAST_STRIDES = (1, 2, 3)
-LAST_PADS = ((0, 0), (1, 2), (2, 1))
-LAST_DILATIONS = (1, 2)
-CHANNELS_PER_GROUP = (1, 2, 4, 8)
-LEAD = {1: ((), (), (), (), ()),                               # (sizes, kernel, strides, padding, dilation)
-        2: ((4,), (2,), (2,), ((1, 0),), (1,)),
-        3: ((3, 4), (2, 2), (1, 2), ((0, 1), (1, 0)), (2, 1))}
-W_SIZE, KW = 7, 3
-
-
-def conv_case(n_sp, cg, groups, s, pad, d):
-    """(x shape, w shape, strides, padding, dilation, groups) of one case, channels-last."""
-    sizes, k, strides, padding, dilation = LEAD[n_sp]
-    c_out = 3 * groups
-    return ((2, *sizes, W_SIZE, cg * groups), (*k, KW, cg, c_out), strides + (s,), padding + (pad,),
-            dilation + (d,), groups)
-
-
-def last_axis_options():
-    return itertools.product(LAST_STRIDES, LAST_PADS, LAST_DILATIONS)
-
-
-def torch_conv(x, w, strides, padding, dilation, groups, u):
-    """The channels-last convolution by PyTorch: y and the gradients of sum(y * u) (numpy, channels-last)."""
-    import torch
-    F = torch.nn.functional
-    n = x.ndim - 2
-    xt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)                        # (N, C, *S)
-    wt = torch.tensor(np.moveaxis(np.moveaxis(w, -1, 0), -1, 1), requires_grad=True)   # (C_out, Cg, *k)
-    pads = [p for lo_hi in reversed(padding) for p in lo_hi]
-    yt = getattr(F, f"conv{n}d")(F.pad(xt, pads), wt, stride=strides, dilation=dilation, groups=groups)
-    yt.backward(torch.tensor(np.moveaxis(u, -1, 1)))
-    return (np.moveaxis(yt.detach().numpy(), 1, -1), np.moveaxis(xt.grad.numpy(), 1, -1),
-            np.moveaxis(np.moveaxis(wt.grad.numpy(), 1, -1), 0, -1))
-
-
-def axon_conv(x, w, strides, padding, dilation, groups, rng):
-    """The kernel's y and the gradients of sum(y * u), and the random u (drawn once y's shape is known)."""
-    X, W = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
-    y = kernel_conv(X, W, strides, padding, dilation, groups)
-    u = rng.standard_normal(y.shape).astype(x.dtype)
-    y.backward(u)
-    return (y.numpy(), X.grad, W.grad), u
-
-
-@pytest.mark.parametrize("groups", [1, 2])
-@pytest.mark.parametrize("cg", CHANNELS_PER_GROUP)
-@pytest.mark.parametrize("n_sp", [1, 2, 3])
-def test_conv_last_axis_stride_padding_dilation_match_torch(rng, n_sp, cg, groups):
-    pytest.importorskip("torch")
-    for s, pad, d in last_axis_options():
-        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
-        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-        got, u = axon_conv(x, w, *opts, rng)
-        want = torch_conv(x, w, *opts, u)
-        for name, g, t in zip(("y", "dx", "dw"), got, want):
-            np.testing.assert_allclose(g, t, rtol=1e-10, atol=1e-10,
-                                       err_msg=f"{name}: strides {opts[0]}, padding {opts[1]}, dilation {opts[2]}")
-
-
-def test_conv_last_axis_gradients_match_finite_differences(rng):
-    """Without PyTorch too: the few-channel, strided, padded cases against central differences."""
-    for n_sp, (s, pad, d) in itertools.product((1, 2), [(2, (1, 2), 1), (3, (2, 1), 2), (2, (2, 1), 2)]):
-        x_shape, w_shape, *opts = conv_case(n_sp, 1, 2, s, pad, d)
-        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-        check_grads(lambda x, w: kernel_conv(x, w, *opts), (x, w), rtol=1e-6, atol=1e-7)
-
-
-def torch_conv_transpose(x, k, s, p, q, d, u):
-    """PyTorch's conv_transpose with axon's (*k, C_in, C_out) kernel flipped into its (C_in, C_out, *k) one."""
-    import torch
-    n = x.ndim - 2
-    xt, kt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True), torch.tensor(k, requires_grad=True)
-    weight = kt.flip(list(range(n))).permute(n, n + 1, *range(n)).contiguous()          # no-flip convention
-    yt = getattr(torch.nn.functional, f"conv_transpose{n}d")(xt, weight, None, s, p, q, 1, d)
-    yt.backward(torch.tensor(np.moveaxis(u, -1, 1)))
-    return np.moveaxis(yt.detach().numpy(), 1, -1), np.moveaxis(xt.grad.numpy(), 1, -1), kt.grad.numpy()
-
-
-# leading axes of the transposed cases: (size, kernel, stride, padding, output padding, dilation)
-LEAD_T = {1: [], 2: [(3, 2, 2, 0, 1, 1)], 3: [(2, 2, 1, 1, 0, 2), (3, 2, 2, 0, 1, 1)]}
-
-
-@pytest.mark.parametrize("c_in", [1, 3])
-@pytest.mark.parametrize("n_sp", [1, 2, 3])
-def test_conv_transpose_last_axis_options_match_torch(rng, n_sp, c_in):
-    """``conv_transpose`` runs the kernel at stride 1 on the input with zeros inserted: every last-axis
-    stride, padding, output padding and dilation, against ``torch.nn.functional.conv_transpose{n}d``."""
-    pytest.importorskip("torch")
-    for s, p, q, d in itertools.product((1, 2, 3), (0, 1, 2), (0, 1), (1, 2)):
-        if q >= max(s, d):                                       # PyTorch needs output padding < stride or dilation
-            continue
-        axes = LEAD_T[n_sp] + [(4, KW, s, p, q, d)]
-        size, ks, ss, ps, qs, ds = (tuple(a) for a in zip(*axes))
-        x, k = rng.standard_normal((2, *size, c_in)), rng.standard_normal((*ks, c_in, 2))
-        pads = [(di * (ki - 1) - pi, di * (ki - 1) - pi + qi) for ki, pi, qi, di in zip(ks, ps, qs, ds)]
-        X, K = Tensor(x, requires_grad=True), Tensor(k, requires_grad=True)
-        y = L.conv_transpose(X, K, strides=ss, padding=pads, kernel_dilation=ds)
-        u = rng.standard_normal(y.shape)
-        y.backward(u)
-        want = torch_conv_transpose(x, k, ss, ps, qs, ds, u)
-        for name, g, t in zip(("y", "dx", "dkernel"), (y.numpy(), X.grad, K.grad), want):
-            np.testing.assert_allclose(g, t, rtol=1e-10, atol=1e-10, err_msg=f"{name}: s {ss}, p {ps}, q {qs}, d {ds}")
 
 
 # ---- 4. a layer's output tapped before its relu -----------------------------------------------------------
