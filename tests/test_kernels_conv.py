@@ -158,9 +158,16 @@ def test_conv_last_axis_stride_padding_dilation_match_torch(rng, torch_one_threa
                                        err_msg=f"{name}: strides {opts[0]}, padding {opts[1]}, dilation {opts[2]}")
 
 
-def test_conv_last_axis_gradients_match_finite_differences(rng):
-    """Without PyTorch too: the few-channel, strided, padded cases against central differences."""
-    for n_sp, (s, pad, d) in itertools.product((1, 2), [(2, (1, 2), 1), (3, (2, 1), 2), (2, (2, 1), 2)]):
+@pytest.mark.parametrize("n_sp", [1, 2, 3])
+def test_conv_last_axis_cross_product_without_torch(rng, n_sp):
+    """Without PyTorch too: every case's values against the numpy reference, and a few few-channel, strided,
+    padded ones against finite differences (which alone cannot see a wrong tap the backward mirrors)."""
+    for cg, groups, (s, pad, d) in itertools.product(CHANNELS_PER_GROUP, (1, 2), last_axis_options()):
+        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        np.testing.assert_allclose(conv(x, w, *opts).numpy(), reference_conv(x, w, *opts), rtol=1e-10, atol=1e-10,
+                                   err_msg=f"options {opts}")
+    for s, pad, d in [(2, (1, 2), 1), (3, (2, 1), 2)]:
         x_shape, w_shape, *opts = conv_case(n_sp, 1, 2, s, pad, d)
         x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
         check_grads(lambda x, w: conv(x, w, *opts), (x, w), rtol=1e-6, atol=1e-7)
