@@ -89,6 +89,19 @@ def test_cross_entropy_from_logits_trains_as_from_the_probabilities(sparse):
             np.testing.assert_allclose(params_a[layer][k], params_b[layer][k], rtol=1e-5, atol=1e-6)
 
 
+def test_softmax_over_another_axis_is_not_taken_from_the_logits():
+    """A softmax over axis 1 of (N, 3, 4) outputs is no class-axis softmax: the loss must see its probabilities."""
+    from axon.functional import losses
+    r = np.random.default_rng(0)
+    model = axon.input((None, 3, 5)).dense(4).softmax(axis=1)
+    params = model.init(seed=0)
+    x = r.standard_normal((6, 3, 5)).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)[r.integers(0, 4, (6, 3))]                  # one-hot over the last axis
+    by_name = evaluate(model, params, x, y, loss="categorical_cross_entropy")
+    p = model.predict(params, x)
+    assert by_name["loss"] == pytest.approx(float(losses.categorical_cross_entropy(y, p).numpy().mean()), rel=1e-6)
+
+
 # ---- the fused Adam(W) update, split across threads -------------------------------------------------------
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_fused_adam_split_across_threads_follows_the_reference(rng, monkeypatch, weight_decay):
