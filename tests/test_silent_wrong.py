@@ -52,6 +52,15 @@ def test_power_gradients_at_base_zero_and_negative_bases_match_torch(rng):
     np.testing.assert_array_equal(dp[~where_defined], 0.0)     # axon's convention: finite, 0 (documented in power)
 
 
+def test_power_exponent_gradient_by_hand(rng):
+    """d(x^p)/dp = x^p log x where x > 0; 0 at x = 0 (x^p stays 0) and, by convention, for x < 0."""
+    u = rng.standard_normal(X_POW.shape)
+    with np.errstate(all="ignore"):
+        y, _, dp = _power_grads(X_POW, P_POW, u)
+    want = np.where(X_POW > 0, u * y * np.log(np.abs(X_POW) + (X_POW == 0)), 0.0)
+    np.testing.assert_allclose(dp, want, rtol=1e-12, atol=1e-12)
+
+
 def test_power_gradients_at_base_zero_match_finite_differences():
     """Base 0 with p > 0: x^p stays 0 as p moves, so d/dp = 0; x^0 is flat in x, so d/dx = 0 at p = 0."""
     base = np.array([0.0, 0.0, 0.5, 2.0, 0.0])
