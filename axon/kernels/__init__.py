@@ -38,8 +38,10 @@ from .matmul import matmul, matmul_loop
 from .norm import batch_norm_train
 from .pool import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool, lp_pool,
                    max_pool)
-from .reduce import max_with_indices, reduce_mean, reduce_sum
+from .ctc import ctc_loss
+from .reduce import max_with_indices, reduce_mean, reduce_sum, take_along_axis
 from .softmax import log_softmax, logsumexp, softmax, softmax_cross_entropy
+from .special import erf
 from .threads import num_threads, set_num_threads
 from .workspace import keep_freed_memory
 
@@ -48,6 +50,6 @@ keep_freed_memory()
 __all__ = [
     "conv", "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "global_max_pool",
     "global_avg_pool", "softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "reduce_sum",
-    "reduce_mean", "max_with_indices", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
+    "reduce_mean", "max_with_indices", "take_along_axis", "erf", "ctc_loss", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
     "adam_update", "adam_step", "num_threads", "set_num_threads",
 ]

@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from ... import kernels
+from ...kernels._common import on_backend_of
 from ...autograd import Tensor, apply, as_tensor, is_grad_enabled, mean, primitive, reshape, sqrt
 from ._utils import (channel_axis, check_channels, check_param, check_rank, check_spatial_input, from_channels_last,
                      param_shape, tensor, to_channels_last)
@@ -243,8 +244,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
         y = (x - running_mean) / sqrt(running_var + epsilon) * gamma + beta
 
     Training normalizes with the batch mean and biased variance (through the numba kernel) and
-    returns ``(y, new_mean, new_var)``, the updated running statistics as numpy arrays (state, not
-    differentiated), with PyTorch's convention for ``momentum`` and the *unbiased* batch variance:
+    returns ``(y, new_mean, new_var)``, the updated running statistics as Tensors (state, not
+    differentiated, on x's backend), with PyTorch's convention for ``momentum`` and the *unbiased* batch variance:
 
         new_mean = (1 - momentum) running_mean + momentum mean
         new_var  = (1 - momentum) running_var  + momentum var n / (n - 1)     (n values per channel)
@@ -272,8 +273,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
         raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r}")
 
     if not training:
-        inv = 1.0 / np.sqrt(running_var + epsilon)             # (C,)
-        scale = Tensor._wrap(inv) if gamma is None else as_tensor(gamma) * inv
+        inv = 1.0 / sqrt(running_var + epsilon)                # (C,)
+        scale = inv if gamma is None else as_tensor(gamma) * inv
         shift = -running_mean * scale if beta is None else beta - running_mean * scale
         shape = param_shape(x.ndim, (c,), (n_channels,))
         return x * reshape(scale, shape) + reshape(shift, shape)
@@ -281,19 +282,19 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
     n = x.size // n_channels
     if n < 2:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {x.shape}")
-    gamma = np.ones(n_channels, dtype=x.dtype) if gamma is None else gamma
-    beta = np.zeros(n_channels, dtype=x.dtype) if beta is None else beta
+    gamma = on_backend_of(x, np.ones(n_channels, dtype=x.dtype)) if gamma is None else gamma
+    beta = on_backend_of(x, np.zeros(n_channels, dtype=x.dtype)) if beta is None else beta
     y, batch_mean, batch_var = kernels.batch_norm_train(to_channels_last(x, channels), gamma, beta, epsilon)
     new_mean = (1 - momentum) * running_mean + momentum * batch_mean.astype(running_mean.dtype)
     new_var = (1 - momentum) * running_var + momentum * (batch_var * (n / (n - 1))).astype(running_var.dtype)
     return from_channels_last(y, channels), new_mean, new_var
 
 
-def _state(name, s, n_channels, x_shape) -> np.ndarray:
-    """A running statistic as a numpy array of shape (C,)."""
+def _state(name, s, n_channels, x_shape) -> Tensor:
+    """A running statistic as a constant Tensor of shape (C,) (a host array moves to x's backend later)."""
     if s is None:
         raise ValueError(f"batch_norm: {name} is required (an array of shape ({n_channels},))")
-    s = np.asarray(s.data if isinstance(s, Tensor) else s)
+    s = Tensor._wrap(s.data) if isinstance(s, Tensor) else as_tensor(np.asarray(s))
     if s.shape != (n_channels,):
         raise ValueError(f"batch_norm: {name} must have shape ({n_channels},) for input shape {x_shape}, "
                          f"got {s.shape}")
