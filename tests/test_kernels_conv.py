@@ -1,14 +1,11 @@
-"""axon.kernels.conv against a plain-numpy reference, finite differences and PyTorch."""
-import importlib
-
+"""axon.kernels.conv (in axon.kernels.convolution) against a plain-numpy reference, finite differences and PyTorch."""
 import numpy as np
 import pytest
 
 from axon.autograd import Tensor, check_grads
-from axon.kernels import conv
-
-conv_module = importlib.import_module("axon.kernels.conv")   # the module (axon.kernels.conv is the function)
-common_module = importlib.import_module("axon.kernels._common")
+from axon.kernels import _common as common_module
+from axon.kernels import conv                                 # the function (its module is kernels.convolution)
+from axon.kernels import convolution as conv_module
 
 
 def reference_conv(x, w, strides, padding, dilation, groups):

@@ -1,5 +1,4 @@
 """axon.kernels pooling against a plain-numpy reference, finite differences and PyTorch."""
-import importlib
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ from axon.autograd import Tensor, check_grads
 from axon.kernels import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool,
                           lp_pool, max_pool)
 
-pool_module = importlib.import_module("axon.kernels.pool")
+from axon.kernels import pool as pool_module
 
 
 def reference_pool(x, bins_per_axis, reduce):
