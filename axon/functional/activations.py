@@ -26,7 +26,7 @@ from ..autograd import ops
 from ..autograd.ops import primitive
 from ..autograd.engine import apply
 from ..autograd.tensor import Tensor, as_tensor
-from ._registry import resolve, table
+from ._registry import getter
 
 __all__ = [
     "celu", "elu", "exp", "gelu", "hard_sigmoid", "hard_silu", "hard_tanh", "leaky_relu", "linear",
@@ -321,13 +321,4 @@ def tanh(x):
     return ops.tanh(_float(x))
 
 
-_BY_NAME = table(globals(), __all__)                         # every public function but get
-
-
-def get(name):
-    """The activation called ``name`` (a callable is returned unchanged).
-
-    >>> get("relu") is relu
-    True
-    """
-    return resolve("activation", _BY_NAME, name)
+get = getter("activation", globals(), __all__)                 # get("relu") -> relu

@@ -28,7 +28,7 @@ from ..kernels._common import on_backend_of
 from ..autograd import ops
 from ..autograd.tensor import Tensor
 from . import activations as A
-from ._registry import resolve, table
+from ._registry import getter
 
 __all__ = [
     "binary_cross_entropy", "categorical_cross_entropy", "sparse_categorical_cross_entropy",
@@ -437,13 +437,4 @@ def connectionist_temporal_classification(y_true, y_pred, *, blank=0, input_leng
     return _reduce(loss, reduction)
 
 
-_BY_NAME = table(globals(), __all__)
-
-
-def get(name):
-    """The loss called ``name`` (a callable is returned unchanged).
-
-    >>> get("mean_squared_error") is mean_squared_error
-    True
-    """
-    return resolve("loss", _BY_NAME, name)
+get = getter("loss", globals(), __all__)                       # get("huber") -> huber
