@@ -181,3 +181,37 @@ def test_adam_step_runs_on_a_backend_that_is_not_numpy(rng, boxed_backend):
     for a, b in zip(got, want):
         assert isinstance(a.data, Boxed)
         np.testing.assert_array_equal(a.data.a, b.numpy())
+
+
+def _functional_cases(rng):
+    """Layers, activations and losses a CNN/MLP uses, each a function of float32 inputs -> a Tensor."""
+    import axon.functional.layers as L
+    from axon.functional import activations as A, losses
+    x = rng.standard_normal((4, 6, 6, 2)).astype(np.float32)
+    k = (rng.standard_normal((3, 3, 2, 3)) * 0.3).astype(np.float32)
+    c = rng.standard_normal(3).astype(np.float32)
+    w = (rng.standard_normal((27, 5)) * 0.3).astype(np.float32)
+    onehot = np.eye(5, dtype=np.float32)[rng.integers(0, 5, 4)]
+    labels = rng.integers(0, 5, 4)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+
+    def cnn(x, k, c, w):
+        h = A.relu(L.conv(x, k, c, padding="same"))                                # (4, 6, 6, 3)
+        h, _, _ = L.batch_norm(h, c, c, zeros, ones, training=True)
+        h = L.max_pool(A.gelu(h), 2)                                                  # (4, 3, 3, 3)
+        h = L.dropout(L.flatten(h), key=0, rate=0.25)                                 # (4, 27)
+        logits = L.dense(A.leaky_relu(h), w)                                          # (4, 5)
+        return (losses.categorical_cross_entropy(onehot, logits, from_logits=True, reduction="mean")
+                + losses.sparse_categorical_cross_entropy(labels, A.softmax(logits), reduction="mean")
+                + losses.huber(onehot, logits, reduction="mean"))
+    return cnn, (x, k, c, w)
+
+
+def test_layers_activations_and_losses_run_on_a_backend_that_is_not_numpy(rng, boxed_backend):
+    f, arrays = _functional_cases(rng)
+    y_cpu, g_cpu = _grads(f, arrays)
+    y_box, g_box = _grads(f, arrays, wrap=_boxed_tensor)
+    assert y_box.device == boxed_backend
+    np.testing.assert_allclose(B.to_host(y_box.data), y_cpu.numpy(), rtol=1e-5)
+    for got, want in zip(g_box, g_cpu):
+        np.testing.assert_allclose(got.a, want, rtol=1e-4, atol=1e-6)

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import apply, primitive, transpose
-from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks
+from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, same_dtype
 from .threads import use_single_threaded_blas
 
 __all__ = ["matmul_loop", "matmul"]
@@ -126,6 +126,7 @@ def _matmul_forward(a, b, transpose_a, transpose_b):
 def _matmul_vjp(dy, y, a, b, transpose_a, transpose_b):
     """C = op(A) op(B): d op(A) = dC op(B)^T and d op(B) = op(A)^T dC, each a matmul without copies."""
     ta, tb = transpose_a, transpose_b
+    dy = same_dtype(dy, y)                                     # BLAS takes one dtype
     da = db = None
     if a.requires_grad:
         da = _product(b, dy, tb, True) if ta else _product(dy, b, False, not tb)

@@ -266,8 +266,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
     c = channel_axis(x.ndim, channels)
     n_channels = x.shape[c]
     _check_params("batch_norm", x.shape, (c,), ("gamma", gamma), ("beta", beta))
-    running_mean = _state("running_mean", running_mean, n_channels, x.shape)
-    running_var = _state("running_var", running_var, n_channels, x.shape)
+    running_mean = _state("running_mean", running_mean, n_channels, x)
+    running_var = _state("running_var", running_var, n_channels, x)
     epsilon = _epsilon("batch_norm", epsilon)
     if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
         raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r}")
@@ -290,12 +290,12 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
     return from_channels_last(y, channels), new_mean, new_var
 
 
-def _state(name, s, n_channels, x_shape) -> Tensor:
-    """A running statistic as a constant Tensor of shape (C,) (a host array moves to x's backend later)."""
+def _state(name, s, n_channels, x) -> Tensor:
+    """A running statistic as a constant Tensor of shape (C,) on ``x``'s backend (a host array is moved there)."""
     if s is None:
         raise ValueError(f"batch_norm: {name} is required (an array of shape ({n_channels},))")
-    s = Tensor._wrap(s.data) if isinstance(s, Tensor) else as_tensor(np.asarray(s))
+    s = Tensor._wrap(s.data) if isinstance(s, Tensor) else on_backend_of(x, np.asarray(s))
     if s.shape != (n_channels,):
-        raise ValueError(f"batch_norm: {name} must have shape ({n_channels},) for input shape {x_shape}, "
+        raise ValueError(f"batch_norm: {name} must have shape ({n_channels},) for input shape {x.shape}, "
                          f"got {s.shape}")
     return s
