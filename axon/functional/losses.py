@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from .. import kernels
-from ..kernels._common import on_backend_of
+from ..kernels._common import in_range, on_backend_of
 from ..autograd import ops
 from ..autograd.tensor import Tensor
 from . import activations as A
@@ -162,8 +162,8 @@ def _softmax_xent(logits: Tensor, targets) -> Tensor:
 def _labels(name, y_true, y_pred: Tensor) -> Tensor:
     """Integer class labels of shape ``y_pred.shape[:-1]`` (a trailing axis of 1 is accepted), checked.
 
-    An int64 Tensor on ``y_pred``'s backend; the checks are Tensor operations there (one value each
-    comes back to the host), so labels that live on a device stay there.
+    An int64 Tensor on ``y_pred``'s backend, checked where it lives (``kernels._common.in_range``), so
+    labels that live on a device stay there.
     """
     labels = y_true if isinstance(y_true, Tensor) else on_backend_of(y_pred, np.asarray(y_true))
     batch = y_pred.shape[:-1]
@@ -177,9 +177,9 @@ def _labels(name, y_true, y_pred: Tensor) -> Tensor:
     if labels.dtype.kind == "f" and labels.size and bool(ops.max(ops.astype(as_int, labels.dtype) != labels)):
         raise ValueError(f"{name}: y_true must hold integer class indices, got non-integer values")
     k = y_pred.shape[-1]
-    if as_int.size and bool(ops.max((as_int < 0) | (as_int >= k))):
-        raise ValueError(f"{name}: class indices must be in [0, {k}), got values in "
-                         f"[{int(ops.min(as_int))}, {int(ops.max(as_int))}]")
+    ok, lo, hi = in_range(as_int, 0, k)
+    if not ok:
+        raise ValueError(f"{name}: class indices must be in [0, {k}), got values in [{lo}, {hi}]")
     return as_int
 
 

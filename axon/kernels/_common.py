@@ -10,13 +10,14 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor, as_tensor
+from ..autograd import max as tmax, min as tmin
 from ..backend import backend_of
 from .threads import num_threads
 
 __all__ = ["FASTMATH", "KERNEL", "PARALLEL_MIN", "num_chunks", "run_chunks", "float_tensor", "check_same_dtype",
            "int_tuple", "padding_pairs", "check_pool_padding", "to_3d", "window_output_size", "check_window_fits",
            "out_sizes", "contiguous", "on_backend_of",
-           "same_dtype"]
+           "same_dtype", "in_range"]
 
 # Reassociation lets numba vectorise reductions (5x on some loops); without "nnan"/"ninf", so
 # NaN checks (max pooling lets NaN win, as PyTorch) keep working.
@@ -230,6 +231,27 @@ def same_dtype(dy: Tensor, x: Tensor) -> Tensor:
     dtype('float32')
     """
     return dy if dy.dtype == x.dtype else dy.astype(x.dtype)
+
+
+def in_range(t: Tensor, lo: int, hi: int) -> tuple:
+    """``(ok, smallest, largest)``: whether every element of the integer Tensor ``t`` is in ``[lo, hi)``.
+
+    The one check of labels and indices before a kernel uses them (an index out of range would read or
+    write outside an array in compiled code). Host data is checked with numpy at once; data on a device
+    with Tensor operations there (one value comes back). ``smallest``/``largest`` are None when ``ok``.
+
+    >>> in_range(Tensor(np.array([0, 2])), 0, 3), in_range(Tensor(np.array([0, 3])), 0, 3)
+    ((True, None, None), (False, 0, 3))
+    """
+    if t.size == 0:
+        return True, None, None
+    if type(t.data) is np.ndarray:                              # the CPU: numpy, no primitives to run
+        lo_t, hi_t = t.data.min(), t.data.max()
+        ok = lo <= lo_t and hi_t < hi
+    else:
+        ok = not bool(tmax((t < lo) | (t >= hi)))
+        lo_t, hi_t = (None, None) if ok else (tmin(t), tmax(t))
+    return (True, None, None) if ok else (False, int(lo_t), int(hi_t))
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:

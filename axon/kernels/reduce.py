@@ -33,8 +33,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import Tensor, apply, as_tensor, broadcast_to, equal, is_grad_enabled, primitive, reshape, where
-from ..autograd import max as tmax
-from ._common import KERNEL, PARALLEL_MIN, contiguous, float_tensor, num_chunks, on_backend_of, run_chunks, same_dtype
+from ._common import (KERNEL, PARALLEL_MIN, contiguous, float_tensor, in_range, num_chunks, on_backend_of, run_chunks,
+                      same_dtype)
 
 __all__ = ["reduce_sum", "reduce_mean", "max_with_indices", "take_along_axis"]
 
@@ -223,7 +223,7 @@ def take_along_axis(x, index, axis):
     if index.dtype.kind not in "iu" or index.shape != want:
         raise ValueError(f"take_along_axis: index must hold integers of shape {want} for x of shape {x.shape} "
                          f"and axis {axis}, got dtype {index.dtype} and shape {index.shape}")
-    if index.size and bool(tmax((index < 0) | (index >= x.shape[axis]))):
+    if not in_range(index, 0, x.shape[axis])[0]:
         raise ValueError(f"take_along_axis: index values must be in [0, {x.shape[axis]}) along axis {axis}")
     A, _, B = _alb(x.shape, axis)
     index = reshape(index if index.dtype == np.int64 else index.astype(np.int64), (A, B))

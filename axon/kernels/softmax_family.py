@@ -44,8 +44,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import Tensor, apply, astype, equal, exp, is_grad_enabled, primitive, reshape
-from ..autograd import max as tmax, min as tmin, sum as tsum
-from ._common import (KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks, on_backend_of,
+from ..autograd import sum as tsum
+from ._common import (KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, in_range, num_chunks,
+                      on_backend_of,
                       run_chunks, same_dtype)
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy"]
@@ -376,9 +377,10 @@ def softmax_cross_entropy(logits, targets):
         if t.shape != x.shape[:1]:
             raise ValueError(f"softmax_cross_entropy: integer labels must have shape ({x.shape[0]},) for logits "
                              f"of shape {x.shape}, got {t.shape}")
-        if t.size and bool(tmax((t < 0) | (t >= x.shape[1]))):                  # one check, on the labels' device
+        ok, lo, hi = in_range(t, 0, x.shape[1])
+        if not ok:
             raise ValueError(f"softmax_cross_entropy: labels must be in [0, {x.shape[1]}), got values from "
-                             f"{int(tmin(t))} to {int(tmax(t))}")
+                             f"{lo} to {hi}")
         labels = t if t.dtype == np.int64 else astype(t, np.int64)
         return apply(_xent, x, on_backend_of(x, np.empty((0, 0), dtype=x.dtype)), labels)
     t = float_tensor("softmax_cross_entropy", "targets", t)
