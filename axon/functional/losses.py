@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .. import kernels
+from ..backend import is_host
 from ..kernels._common import in_range, on_backend_of
 from ..autograd import ops
 from ..autograd.tensor import Tensor
@@ -56,10 +57,12 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 
 def _target(y, like: Tensor) -> Tensor:
-    """``y_true`` as a Tensor of ``like``'s dtype; a Tensor stays in the graph, an array is a constant."""
-    if isinstance(y, Tensor):
-        return y if y.dtype == like.dtype else ops.astype(y, like.dtype)
-    return on_backend_of(like, np.asarray(y, dtype=like.dtype))
+    """``y_true`` as a Tensor of ``like``'s dtype on its backend; a Tensor stays in the graph, an array is a constant."""
+    if not isinstance(y, Tensor):
+        if is_host(y):
+            return on_backend_of(like, np.asarray(y, dtype=like.dtype))
+        y = Tensor(y)                                          # a device array stays on its device
+    return y if y.dtype == like.dtype else ops.astype(y, like.dtype)
 
 
 def _prepare(name, y_true, y_pred, reduction, min_rank=1):

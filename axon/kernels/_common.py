@@ -11,7 +11,7 @@ import numpy as np
 
 from ..autograd import Tensor, as_tensor
 from ..autograd import max as tmax, min as tmin
-from ..backend import backend_of
+from ..backend import is_host, to_device
 from .threads import num_threads
 
 __all__ = ["FASTMATH", "KERNEL", "PARALLEL_MIN", "num_chunks", "run_chunks", "float_tensor", "check_same_dtype",
@@ -210,7 +210,7 @@ def out_sizes(fn: str, sizes, windows, strides, pads, detail: str, what: str = "
 
 
 def on_backend_of(like: Tensor, a) -> Tensor:
-    """A host array (a constant made from shapes or a user's labels) as a Tensor on ``like``'s backend.
+    """An array (a host constant made from shapes, a user's labels) as a Tensor on ``like``'s backend.
 
     Inputs of one primitive must live on one backend; a kernel's own index arrays and constants are
     moved to the backend of the data they go with (no copy on the CPU).
@@ -218,9 +218,7 @@ def on_backend_of(like: Tensor, a) -> Tensor:
     >>> t = on_backend_of(Tensor([1.0, 2.0]), np.arange(3)); t.device, t.dtype
     ('cpu', dtype('int64'))
     """
-    b = backend_of(like.data)
-    a = np.asarray(a)
-    return Tensor._wrap(a if b.name == "cpu" else b.from_host(np.ascontiguousarray(a)))
+    return Tensor._wrap(to_device(a if not is_host(a) else np.asarray(a), like.device))
 
 
 def same_dtype(dy: Tensor, x: Tensor) -> Tensor:

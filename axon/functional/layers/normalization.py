@@ -275,7 +275,7 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
     if not training:
         inv = 1.0 / sqrt(running_var + epsilon)                # (C,)
         scale = inv if gamma is None else as_tensor(gamma) * inv
-        shift = -running_mean * scale if beta is None else beta - running_mean * scale
+        shift = -running_mean * scale if beta is None else as_tensor(beta) - running_mean * scale
         shape = param_shape(x.ndim, (c,), (n_channels,))
         return x * reshape(scale, shape) + reshape(shift, shape)
 
@@ -295,7 +295,7 @@ def _state(name, s, n_channels, x) -> Tensor:
     """A running statistic as a constant Tensor of shape (C,) on ``x``'s backend (a host array is moved there)."""
     if s is None:
         raise ValueError(f"batch_norm: {name} is required (an array of shape ({n_channels},))")
-    s = Tensor._wrap(s.data) if isinstance(s, Tensor) else on_backend_of(x, np.asarray(s))
+    s = Tensor._wrap(s.data) if isinstance(s, Tensor) else on_backend_of(x, s)
     if s.shape != (n_channels,):
         raise ValueError(f"batch_norm: {name} must have shape ({n_channels},) for input shape {x.shape}, "
                          f"got {s.shape}")
