@@ -28,7 +28,6 @@ import math
 
 import numpy as np
 
-from .autograd import apply
 from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
@@ -109,16 +108,13 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
             _need_params(fn, params)
         t = int(adam_state.count) + 1
         step_size = float(lr(int(lr_state.count))) if scheduled else lr
-        scalars = {}                                           # dtype -> the kernel's scalars for this step
 
         def leaf(g, m, v, p):
             if not (hasattr(g, "shape") and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
                 raise ValueError("mismatch")                   # reworded below, with the path
-            if m.dtype not in scalars:
-                scalars[m.dtype] = kernel.adam_scalars(m.dtype, lr=step_size, b1=b1, b2=b2, eps=eps,
-                                                       weight_decay=weight_decay, step=t)
-            u, m_new, v_new = apply(kernel.ADAM_STEP, p, g, m, v, scalars=scalars[m.dtype])   # on p's backend
-            return u.data, m_new.data, v_new.data
+            out = kernel.adam_step(p, g, m, v, lr=step_size, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                                   step=t)                     # the primitive kernels.adam_step, on p's backend
+            return tuple(getattr(a, "data", a) for a in out)   # u, m_new, v_new as arrays
         try:
             updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
                                              params if weight_decay else grads)   # p only read when decaying

@@ -83,10 +83,17 @@ def _div_vjp(dy, y, a, b):                                     # d(a/b) = da / b
 
 
 def _power_vjp(dy, y, x, p):                                   # d(x^p) = p x^(p-1) dx + x^p log(x) dp
-    dx = unbroadcast(dy * p * x ** (p - 1), x.shape) if x.requires_grad else None
+    dx = None
+    if x.requires_grad:                                        # x = p = 0: 0 (x^0 = 1 is flat), not 0 * 0^-1 = nan
+        constant = not p.requires_grad and p.ndim == 0 and type(p.data) is np.ndarray
+        if constant and p.data != 0:                           # x ** 2 and the like: nothing to guard
+            x_safe = x
+        else:
+            x_safe = where(p == 0, where(x == 0, 1.0, x), x)   # 1 there only: elsewhere the rule stands
+        dx = unbroadcast(dy * p * x_safe ** (p - 1), x.shape)
     dp = None
-    if p.requires_grad:                                        # log only where x > 0
-        dp = unbroadcast(dy * y * log(where(x > 0, x, 1.0)), p.shape)
+    if p.requires_grad:                                        # log only where x > 0; 0 elsewhere, finite
+        dp = unbroadcast(dy * y * log(where(x > 0, x, 1.0)), p.shape)   # (PyTorch: NaN for x < 0)
     return dx, dp
 
 

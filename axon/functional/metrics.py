@@ -19,7 +19,7 @@ import numpy as np
 
 from ..autograd.tensor import Tensor
 from ..backend import to_host
-from ._registry import resolve, table
+from ._registry import getter
 
 __all__ = [
     "accuracy", "precision", "recall", "f1", "true_positives", "true_negatives", "false_positives",
@@ -311,13 +311,4 @@ def running_sum(*args):
     return np.asarray(args[0]) + np.asarray(args[1])
 
 
-_BY_NAME = table(globals(), [n for n in __all__ if n not in ("running_average", "running_sum")])
-
-
-def get(name):
-    """The metric called ``name`` (a callable is returned unchanged).
-
-    >>> get("accuracy") is accuracy
-    True
-    """
-    return resolve("metric", _BY_NAME, name)
+get = getter("metric", globals(), [n for n in __all__ if n not in ("running_average", "running_sum")])

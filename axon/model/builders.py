@@ -132,8 +132,13 @@ def embedding(x, vocab_size, embedding_size, kernel_initializer="uniform", name=
 
 
 def _indices(x):
-    """Integer indices from an input node's value (inputs are fed as arrays of any numeric dtype)."""
-    return np.asarray(x.data if isinstance(x, Tensor) else x).astype(np.int64, copy=False)
+    """Integer indices from an input node's value (inputs are fed as arrays of any numeric dtype).
+
+    >>> _indices(np.array([[1.0, 3.0]], np.float32))
+    Tensor([[1, 3]], dtype=int64)
+    """
+    x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+    return x if x.dtype == np.int64 else x.astype(np.int64)
 
 
 # ---- convolutions ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..autograd import Tensor, no_grad, value_and_grad
-from ..backend import device_of, resolve_device, to_device
+from ..backend import device_of, resolve_device, to_device, to_host
 from ..model.run import _to_numpy as _data          # Tensors (in a dict/list/tuple) as arrays
 from ..tree import tensor_map, tree_leaves, tree_map
 from ..updates import apply_updates
@@ -195,7 +195,7 @@ class StepFunction:
         params = apply_updates(trainable, updates)
         if frozen or new_state:                    # put back the untrained params and the layers' new state
             params = self._merge(params, frozen, new_state)
-        metrics = {"loss": float(loss)}
+        metrics = {"loss": float(to_host(loss))}             # the one number that comes back every step
         if self.metrics:
             y_pred = _data(y_pred)
             for name, fn in self.metrics:

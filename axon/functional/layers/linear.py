@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ... import kernels
 from ...autograd import getitem, reshape, sum as tsum, transpose
+from ...kernels._common import in_range
 from ._utils import check_param, int_indices, tensor
 
 __all__ = ["dense", "bilinear", "embedding", "dense_output_shape", "bilinear_output_shape",
@@ -129,8 +130,9 @@ def embedding(x, kernel):
     kernel = tensor("embedding", kernel, "kernel")
     embedding_output_shape(idx.shape, kernel.shape)
     vocab = kernel.shape[0]
-    if idx.size and (idx.min() < 0 or idx.max() >= vocab):
-        bad = idx.min() if idx.min() < 0 else idx.max()
+    ok, lo, hi = in_range(idx, 0, vocab)
+    if not ok:
+        bad = lo if lo < 0 else hi
         raise ValueError(f"embedding: index {bad} is out of range for a table of {vocab} rows "
                          f"(kernel shape {kernel.shape})")
     return getitem(kernel, idx)                                # (*idx.shape, dim)
