@@ -280,10 +280,21 @@ def to_host(a) -> np.ndarray:
 def from_host(a):
     """A numpy array (or scalar) copied to the device, C-contiguous, with its dtype.
 
+    A 0-d array (the scalar of ``x * 2.0``, which the engine moves to the inputs' device) is copied once
+    per value and then reused (``constant``): no host-to-device copy per operation. Device arrays are
+    never written in place by axon, so sharing them is safe.
+
     >>> from_host(np.zeros((2, 2), np.float32)).dtype
     dtype('float32')
+    >>> from_host(np.float32(2.0)) is from_host(np.asarray(2.0, np.float32))
+    True
     """
-    return _own(cuda.to_device(np.asarray(a, order="C")))                 # (ascontiguousarray makes 0-d 1-d)
+    a = np.asarray(a, order="C")                                          # (ascontiguousarray makes 0-d 1-d)
+    return constant(a) if a.ndim == 0 else _copy_in(a)
+
+
+def _copy_in(a):
+    return _own(cuda.to_device(a))
 
 
 _CONSTANTS: dict = {}
@@ -297,11 +308,11 @@ def constant(a) -> object:
     >>> c = constant(np.array([1, 2])); c is constant(np.array([1, 2]))
     True
     """
-    a = np.ascontiguousarray(a)
+    a = np.asarray(a, order="C")                                          # (keeps a 0-d array 0-d)
     key = (a.dtype.str, a.shape, a.tobytes())
     hit = _CONSTANTS.get(key)
     if hit is None:
         if len(_CONSTANTS) >= 512:
             _CONSTANTS.clear()
-        hit = _CONSTANTS[key] = from_host(a)
+        hit = _CONSTANTS[key] = _copy_in(a)
     return hit
