@@ -109,7 +109,10 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
         scalars = {}                                           # dtype -> the kernel's scalars for this step
 
         def leaf(g, m, v, p):
-            if not (isinstance(g, np.ndarray) and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
+            g = np.asarray(g)                                  # a 0-d param's grad may be a numpy scalar
+            if g.dtype != m.dtype and g.dtype.kind in "biuf":  # the moments keep the param's dtype, as
+                g = g.astype(m.dtype)                          # the reference path's do
+            if not (g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
                 raise ValueError("mismatch")                   # reworded below, with the path
             if m.dtype not in scalars:
                 scalars[m.dtype] = kernel.adam_scalars(m.dtype, lr=step_size, b1=b1, b2=b2, eps=eps,
@@ -192,7 +195,7 @@ def fromage(lr=1e-2, min_norm=1e-6) -> GradientTransformation:
     >>> round(float(np.linalg.norm(opt.update({"w": np.array([4.0, -3.0])}, opt.init(p), p)[0]["w"] + p["w"])), 12)
     5.0
     """
-    lr = as_schedule(lr)
+    lr = as_schedule(lr if callable(lr) else _hyper("fromage", "lr", lr, 0))
 
     def mult(count):                                               # 1 / sqrt(1 + lr^2)
         return 1 / math.sqrt(1 + float(lr(count)) ** 2)

@@ -53,6 +53,9 @@ class Node:
     def __init__(self, prim: Primitive, parents: tuple, params: dict):
         self.prim, self.parents, self.params = prim, parents, params
 
+    def __repr__(self):                                        # as Tensor's repr shows it: grad_fn=<mul>
+        return f"<{self.prim.name}>"
+
 
 class _GradMode:
     enabled = True

@@ -72,6 +72,7 @@ class Tensor:
     ndim = property(lambda self: self.data.ndim, doc="Number of axes.")
     size = property(lambda self: self.data.size, doc="Number of elements.")
     is_leaf = property(lambda self: self._node is None, doc="True unless made by a recorded operation.")
+    grad_fn = property(lambda self: self._node, doc="The recorded operation that made it (``<mul>``), None for a leaf.")
 
     def numpy(self) -> np.ndarray:
         """The underlying numpy array (shared, not copied)."""

@@ -189,8 +189,9 @@ def _to_numpy(y):
 def predict(model: Axon, params: dict, inputs):
     """Inference (dropout off, running statistics used).
 
-    Returns numpy arrays, or Tensors when called inside ``axon.autograd.grad`` (params being traced),
-    so a user's own objective can differentiate through it.
+    Returns numpy arrays, or Tensors when the output is being differentiated (inside ``axon.grad``
+    with respect to the params or the inputs, or given Tensors that require a gradient), so a
+    user's own objective can differentiate through it (saliency maps, adversarial examples).
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2)).dense(1)
@@ -200,7 +201,7 @@ def predict(model: Axon, params: dict, inputs):
            [3.5]], dtype=float32)
     """
     y, _ = apply(model, params, inputs, training=False)
-    traced = is_grad_enabled() and any(isinstance(p, Tensor) and p.requires_grad for p in tree_leaves(params))
+    traced = is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in tree_leaves(y))
     return y if traced else _to_numpy(y)
 
 

@@ -196,6 +196,9 @@ class Checkpoint(Callback):
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise ValueError(f"checkpoint: the folder of '{self.path}' does not exist")
+        for p in (self.path, self.best_path):
+            if os.path.isdir(p):
+                raise ValueError(f"checkpoint: '{p}' is a directory; give a file path such as '{p}/ckpt.npz'")
 
     def on_epoch_end(self, state):
         self._save_best = False

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad, value_and_grad
 from ..model.run import _to_numpy as _data          # Tensors (in a dict/list/tuple) as arrays
+from ..privacy import needs_per_example_grads, per_example_grads
 from ..tree import tree_leaves, tree_map
 from ..updates import apply_updates
 
@@ -171,6 +172,7 @@ class StepFunction:
         self.metrics = metrics                     # [(name, fn)]
         self._split, self._merge, self._evaluate = split, merge, evaluate_fn
         self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
+        self._per_example = needs_per_example_grads(optimizer)     # dpsgd: one gradient per example
 
     def __call__(self, state: TrainState, x, y):
         if self._split is not None:
@@ -178,7 +180,12 @@ class StepFunction:
         else:
             trainable, frozen = state.params, None
         key = step_key(state.seed, state.step)
-        (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+        if self._per_example:                      # the optimizer clips each example's gradient (DP-SGD)
+            with no_grad():
+                loss, (y_pred, new_state) = self.objective(trainable, frozen, x, y, key)
+            grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0], trainable, x, y)
+        else:
+            (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
         if state.lr_scale != 1.0:
             s = state.lr_scale                     # a Python float: float32 updates stay float32
@@ -224,6 +231,8 @@ def _make_init(init_params, split, optimizer):
 def _batches(x, y, batch_size):
     """Consecutive ``(x, y)`` slices of at most ``batch_size`` rows (trees of arrays allowed)."""
     n = len(tree_leaves(x)[0])
+    if n == 0:
+        raise ValueError("evaluate: no examples to evaluate (x is empty)")
     for lo in range(0, n, batch_size):
         take = slice(lo, lo + batch_size)
         yield tree_map(lambda a: a[take], x), tree_map(lambda a: a[take], y), min(batch_size, n - lo)

@@ -16,7 +16,7 @@ from ...autograd import Tensor, as_tensor, transpose
 
 __all__ = ["tensor", "check_channels", "spatial_tuple", "check_rank", "check_spatial_input", "channel_axis",
            "to_channels_last", "from_channels_last", "shape_to_last", "shape_from_last", "resolve_padding",
-           "window_output_size", "check_window_fits", "check_param", "param_shape", "int_indices"]
+           "window_output_size", "check_window_fits", "check_param", "param_shape", "int_indices", "check_int"]
 
 
 def tensor(layer: str, x, what: str = "input") -> Tensor:
@@ -46,6 +46,23 @@ def check_channels(layer: str, channels) -> None:
     """
     if channels not in ("last", "first"):
         raise ValueError(f'{layer}: channels must be "last" or "first", got {channels!r}')
+
+
+def check_int(layer: str, name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``: a TypeError for anything but an int (2.5, "4", True), else a ValueError.
+
+    >>> check_int("dense", "units", 4)
+    4
+    >>> check_int("dense", "units", 2.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: dense: units must be an int, got 2.5 (float)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def spatial_tuple(layer: str, name: str, value, n: int, minimum: int = 1) -> tuple:
