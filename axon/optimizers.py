@@ -112,6 +112,7 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
             g = np.asarray(g)                                  # a 0-d param's grad may be a numpy scalar
             if g.dtype != m.dtype and g.dtype.kind in "biuf":  # the moments keep the param's dtype, as
                 g = g.astype(m.dtype)                          # the reference path's do
+            p = p if weight_decay else g                       # without decay p is only read as a placeholder
             if not (g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
                 raise ValueError("mismatch")                   # reworded below, with the path
             if m.dtype not in scalars:

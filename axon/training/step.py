@@ -182,7 +182,7 @@ class StepFunction:
         key = step_key(state.seed, state.step)
         if self._per_example:                      # the optimizer clips each example's gradient (DP-SGD)
             with no_grad():
-                loss, (y_pred, new_state) = self.objective(trainable, frozen, x, y, key)
+                loss, (y_pred, new_state) = self.objective(tree_map(Tensor._wrap, trainable), frozen, x, y, key)
             grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0], trainable, x, y)
         else:
             (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
