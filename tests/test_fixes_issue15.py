@@ -349,3 +349,39 @@ def test_tensor_grad_fn_matches_the_repr():
     assert x.grad_fn is None and y.grad_fn is not None
     assert repr(y.grad_fn) == "<mul>" and "grad_fn=<mul>" in repr(y)
     assert y.grad_fn.prim.name == "mul" and y.grad_fn.parents[0] is x
+
+
+_OPENMP_SCRIPT = r"""
+import ctypes, ctypes.util, sys
+path = ctypes.util.find_library("gomp")
+if path is None:
+    print("skip: no libgomp"); sys.exit()
+ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)        # as PyTorch loads its libgomp: first, and globally
+omp = ctypes.CDLL(None)
+omp.omp_set_num_threads(1)                         # as torch.set_num_threads(1) does
+import numpy as np
+import numba
+from axon import kernels
+x = np.ones((600, 600), np.float32)
+kernels.matmul(x, x)                               # a parallel kernel: numba's pool starts here
+if numba.threading_layer() != "omp":
+    print("skip: numba does not use OpenMP here"); sys.exit()
+print(omp.omp_get_max_threads(), kernels.num_threads())
+"""
+
+
+def test_axon_leaves_a_shared_openmp_runtime_as_it_found_it():
+    """Numba's pool binds to an OpenMP runtime already loaded (PyTorch's) and used to reset its thread count."""
+    import os
+    import subprocess
+    import sys
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: numba's pool has one thread too, nothing to reset")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _OPENMP_SCRIPT], capture_output=True, text=True, timeout=300,
+                         cwd=root, env={**os.environ, "PYTHONPATH": root}).stdout.strip()
+    if out.startswith("skip"):
+        pytest.skip(out)
+    omp_threads, axon_threads = map(int, out.split())
+    assert omp_threads == 1                          # the other library's setting is back
+X
