@@ -19,7 +19,7 @@ from ..functional import activations as A
 from ..functional import layers as L
 from ..functional.layers._utils import check_int
 from ..functional.layers.dropout import _check_rate
-from .graph import Axon, _describe, _node, param
+from .graph import Axon, _node, param
 
 # Builders that become methods of every node (x.dense(...)); the module functions take the node first.
 __all__ = [
@@ -598,7 +598,7 @@ def resize(x, size, method="nearest", channels="last", name=None) -> Axon:
 
 
 # ---- combinators -----------------------------------------------------------------------------------
-def _combinator(op, nodes, others, fn, name, broadcast=True, **opts):
+def _combinator(op, nodes, others, fn, name, **opts):
     """``op([a, b, ...])`` or ``op(a, b, ...)`` (Axon's ``add(input, x)``): at least two layers."""
     if isinstance(nodes, Axon):
         nodes = [nodes, *others]
@@ -608,19 +608,7 @@ def _combinator(op, nodes, others, fn, name, broadcast=True, **opts):
         nodes = list(nodes)
     if len(nodes) < 2:
         raise ValueError(f"{op} needs at least two layers, got {len(nodes)}")
-    if broadcast:
-        _check_broadcast(op, nodes)
-    return _layer(op, nodes, fn, opts=opts, name=name)
-
-
-def _check_broadcast(op, nodes) -> None:
-    """ValueError naming every input's shape when they do not broadcast (None, a varying size, fits any)."""
-    shapes = [n.shape for n in nodes if isinstance(n, Axon) and isinstance(n.shape, tuple)]
-    for axis in range(1, max((len(s) for s in shapes), default=0) + 1):     # numpy's rule, from the right
-        sizes = {s[-axis] for s in shapes if len(s) >= axis and s[-axis] not in (None, 1)}
-        if len(sizes) > 1:
-            raise ValueError(f"{op}: the inputs' shapes do not broadcast (axis -{axis}: sizes "
-                             f"{sorted(sizes)}): {_describe(nodes)}")
+    return _layer(op, nodes, fn, opts=opts, name=name)     # shapes that do not fit: the error names them all
 
 
 def _fold(f):
@@ -679,7 +667,7 @@ def concatenate(nodes, *others, axis=-1, name=None) -> Axon:
     ((None, 8), (None, 8))
     """
     return _combinator("concatenate", nodes, others, lambda *xs, axis: L.concatenate(list(xs), axis=axis), name,
-                       broadcast=False, axis=axis)
+                       axis=axis)
 
 
 # ---- activations as layers -------------------------------------------------------------------------
