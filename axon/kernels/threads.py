@@ -20,13 +20,13 @@ time slices the others need.
 Numba's pool and another library's OpenMP runtime. When a library with its own OpenMP runtime is
 loaded first and globally (PyTorch: its ``libgomp``), numba's OpenMP layer binds to that runtime rather
 than to a copy of its own, and starting numba's pool resets the runtime's settings: its thread count
-(``omp_set_num_threads``) and nesting levels. PyTorch's ``torch.set_num_threads(1)`` became 2, and each of
-its ops then woke a second thread that spun beside it: measured on the 2-core machine, 100 steps of a
-784-256-10 MLP in PyTorch (1 thread) took 0.2 s of CPU before one small axon/numba parallel loop and 3.7 s
-after it (0.6 s and 12-15 s of wall time on a loaded machine). ``start_workers()``, which every kernel
-reaches through ``num_threads()``, starts numba's pool once and puts those settings back as it found
-them (then the same steps took 0.24 s of CPU, 0.8 s of wall time): numba's own loops keep their thread
-count, since numba passes it to every parallel region itself.
+(``omp_set_num_threads``) and nesting levels. PyTorch's ``torch.set_num_threads(1)`` became 2, and each
+of its ops then woke a second thread that spun beside it. Measured with ``benchmarks/torch_after_axon.py``
+on the 2-core machine: 200 steps of PyTorch's 784-256-10 MLP (1 thread) took 0.35 s of CPU before 100
+axon steps and 11.1 s after them (1.2 s and 45.6 s of wall time, the machine being shared). So
+``start_workers()``, which every kernel reaches through ``num_threads()``, starts numba's pool once and
+puts those settings back as it found them: then 0.42 s before and 0.41 s after. Numba's own loops keep
+their thread count, since numba passes it to every parallel region itself.
 
 >>> from axon.kernels import threads
 >>> threads.set_num_threads(threads.num_threads())           # one thread per core by default
@@ -50,7 +50,7 @@ def _openmp_settings():
         names = ("num_threads", "max_active_levels", "dynamic")
         values = [getattr(omp, f"omp_get_{n}" if n != "num_threads" else "omp_get_max_threads")() for n in names]
         return [getattr(omp, f"omp_set_{n}") for n in names], values
-    except (OSError, AttributeError):                          # no OpenMP runtime in the global scope
+    except (OSError, AttributeError, TypeError):               # no OpenMP runtime in the global scope
         return None
 
 
