@@ -342,7 +342,8 @@ def dpsgd(lr, l2_norm_clip, noise_multiplier, seed=0, momentum=None, nesterov=Fa
 
     Each example's gradient is clipped to norm ``l2_norm_clip``; the sum gets Gaussian noise of std
     ``noise_multiplier * l2_norm_clip`` and is divided by E; then (momentum) SGD. Get the per-example
-    gradients with ``axon.privacy.per_example_grads``.
+    gradients with ``axon.privacy.per_example_grads``; ``axon.training.step`` and ``train`` do that by
+    themselves for this optimizer (``axon.privacy.needs_per_example_grads``).
 
     >>> opt = dpsgd(0.1, l2_norm_clip=1.0, noise_multiplier=0.0)
     >>> opt.update({"w": np.array([[30.0], [0.0]])}, opt.init({"w": np.zeros(1)}), {"w": np.zeros(1)})[0]["w"]
