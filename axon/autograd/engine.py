@@ -111,6 +111,9 @@ class Node:
     def __init__(self, prim: Primitive, parents: tuple, params: dict, saved=None):
         self.prim, self.parents, self.params, self.saved = prim, parents, params, saved
 
+    def __repr__(self):                                        # as Tensor's repr shows it: grad_fn=<mul>
+        return f"<{self.prim.name}>"
+
 
 class _GradMode:
     enabled = True
