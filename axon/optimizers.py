@@ -119,7 +119,7 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
                 raise ValueError("mismatch")                   # reworded below, with the path
             out = kernel.adam_step(p, g, m, v, lr=step_size, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                                    step=t)                     # the primitive kernels.adam_step, on p's backend
-            return tuple(getattr(a, "data", a) for a in out)   # u, m_new, v_new as arrays
+            return tuple(a.data if isinstance(a, Tensor) else a for a in out)   # u, m_new, v_new as arrays
         try:
             updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
                                              params if weight_decay else grads)   # p only read when decaying

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import kernels
 from ..autograd import Tensor
+from ..backend import is_host
 from ..functional import activations as A
 from ..functional import layers as L
 from ..functional.layers._utils import check_int

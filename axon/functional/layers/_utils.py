@@ -13,6 +13,8 @@ called (``conv: strides must be ...``) and names the expected and the actual val
 from __future__ import annotations
 
 
+import numbers
+
 import numpy as np
 
 from ...autograd import Tensor, as_tensor, transpose
