@@ -154,6 +154,8 @@ def _softmax_xent(logits: Tensor, targets) -> Tensor:
     batch shape); the kernel computes the loss and its gradient in one pass per row each.
     """
     k = logits.shape[-1]
+    if k == 0:
+        raise ValueError(f"cross-entropy from logits needs at least one class, got y_pred of shape {logits.shape}")
     rows = ops.reshape(logits, (-1, k))                                           # (..., K) -> (M, K)
     if targets.dtype.kind == "f":
         targets = ops.reshape(targets, (-1, k))

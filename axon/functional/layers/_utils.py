@@ -13,6 +13,8 @@ called (``conv: strides must be ...``) and names the expected and the actual val
 from __future__ import annotations
 
 
+import numbers
+
 import numpy as np
 
 from ...autograd import Tensor, as_tensor, transpose
@@ -23,7 +25,7 @@ spatial_tuple = int_tuple
 
 __all__ = ["tensor", "check_channels", "spatial_tuple", "check_rank", "check_spatial_input", "channel_axis",
            "to_channels_last", "from_channels_last", "shape_to_last", "shape_from_last", "resolve_padding",
-           "window_output_size", "check_window_fits", "check_param", "param_shape", "int_indices"]
+           "window_output_size", "check_window_fits", "check_param", "param_shape", "int_indices", "check_int"]
 
 
 def tensor(layer: str, x, what: str = "input") -> Tensor:
@@ -53,6 +55,23 @@ def check_channels(layer: str, channels) -> None:
     """
     if channels not in ("last", "first"):
         raise ValueError(f'{layer}: channels must be "last" or "first", got {channels!r}')
+
+
+def check_int(layer: str, name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``: a TypeError for anything but an int (2.5, "4", True), else a ValueError.
+
+    >>> check_int("dense", "units", 4)
+    4
+    >>> check_int("dense", "units", 2.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: dense: units must be an int, got 2.5 (float)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_rank(layer: str, shape, ranks, what: str = "input", layout: str = "") -> None:

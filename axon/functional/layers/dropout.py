@@ -45,7 +45,9 @@ spatial_dropout_output_shape = alpha_dropout_output_shape = feature_alpha_dropou
 
 
 def _check_rate(layer, rate) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f"{layer}: rate must be a number in [0, 1), got {rate!r} ({type(rate).__name__})")
+    if not 0 <= rate < 1:
         raise ValueError(f"{layer}: rate must be a number in [0, 1), got {rate!r}")
     return float(rate)
 

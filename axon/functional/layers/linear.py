@@ -10,6 +10,8 @@ Parameters are passed explicitly, as in Axon: a dense kernel is (in, out), a bil
 """
 from __future__ import annotations
 
+import math
+
 from ... import kernels
 from ...autograd import getitem, reshape, sum as tsum, transpose
 from ...kernels._common import in_range
@@ -52,7 +54,7 @@ def dense(x, kernel, bias=None):
     bias = check_param("dense", "bias", bias, kernel.shape[1:])
     # One matmul over every leading index, through the kernel (numba's thread pool, like conv's),
     # never numpy's own multi-threaded BLAS: two pools on the same cores slow each other down.
-    x2 = x if x.ndim == 2 else reshape(x, (-1, x.shape[-1]))   # (..., in) -> (M, in)
+    x2 = x if x.ndim == 2 else reshape(x, (math.prod(x.shape[:-1]), x.shape[-1]))   # (..., in) -> (M, in)
     y = kernels.matmul(x2, kernel)                              # (M, out)
     if x.ndim != 2:
         y = reshape(y, out_shape)                               # (M, out) -> (..., out)

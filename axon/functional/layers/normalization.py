@@ -279,6 +279,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
         shape = param_shape(x.ndim, (c,), (n_channels,))
         return x * reshape(scale, shape) + reshape(shift, shape)
 
+    if n_channels == 0:
+        raise ValueError(f"batch_norm: the input has no channels (input shape {x.shape})")
     n = x.size // n_channels
     if n < 2:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {x.shape}")
