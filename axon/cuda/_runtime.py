@@ -93,11 +93,13 @@ if SIMULATOR:
         import sys
         import threading
 
-        from numba.cuda.np import numpy_support
-        from numba.cuda.simulator import kernelapi
-        from numba.cuda import types
-
-        original = kernelapi.FakeCUDAShared.array
+        try:                                                      # (the simulator's internals, as of 0.30)
+            from numba.cuda import types
+            from numba.cuda.np import numpy_support
+            from numba.cuda.simulator import kernelapi
+            original = kernelapi.FakeCUDAShared.array
+        except (ImportError, AttributeError):                     # another numba-cuda: leave it as it is
+            return
         if getattr(original, "locked_by_axon", False):
             return
         lock = threading.Lock()
