@@ -9,6 +9,7 @@ checks shapes and dtypes in Python, and returns Tensors the engine can different
 - ``softmax``, ``log_softmax``, ``logsumexp``, ``softmax_cross_entropy`` (fused with its gradient).
 - ``reduce_sum``, ``reduce_mean``, ``max_with_indices``: reductions along one axis.
 - ``batch_norm_train(x, gamma, beta, eps) -> (y, mean, var)``; ``bias_relu(x, b)`` (fused).
+- ``lstm_sequence``, ``gru_sequence``: a whole LSTM/GRU recurrence (after the input projection) fused.
 - ``matmul_loop`` (the teaching triple loop) and ``matmul`` (BLAS per row chunk).
 - ``adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step)``: numpy arrays, in place;
   ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays (functional optimizers).
@@ -38,6 +39,7 @@ from .matmul import matmul, matmul_loop
 from .norm import batch_norm_train
 from .pool import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool, lp_pool,
                    max_pool)
+from .recurrent import gru_sequence, lstm_sequence
 from .reduce import max_with_indices, reduce_mean, reduce_sum
 from .softmax import log_softmax, logsumexp, softmax, softmax_cross_entropy
 from .threads import num_threads, set_num_threads
@@ -49,5 +51,5 @@ __all__ = [
     "conv", "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "global_max_pool",
     "global_avg_pool", "softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "reduce_sum",
     "reduce_mean", "max_with_indices", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
-    "adam_update", "adam_step", "num_threads", "set_num_threads",
+    "adam_update", "adam_step", "num_threads", "set_num_threads", "lstm_sequence", "gru_sequence",
 ]
