@@ -211,9 +211,9 @@ def rotary_embedding(x, base=10000.0, offset=0):
     >>> q = np.tile(np.array([1.0, 0.0, 0.0, 1.0]), (3, 1))          # the same vector at 3 positions
     >>> y = rotary_embedding(q).numpy()
     >>> np.round(y @ y.T, 4)                                         # dot products depend on m - n only
-    array([[2.    , 1.0806, 0.1677],
-           [1.0806, 2.    , 1.0806],
-           [0.1677, 1.0806, 2.    ]])
+    array([[2.    , 1.5403, 0.5837],
+           [1.5403, 2.    , 1.5403],
+           [0.5837, 1.5403, 2.    ]])
     """
     x = tensor("rotary_embedding", x)
     if x.ndim < 2 or x.shape[-1] % 2:

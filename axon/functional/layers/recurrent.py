@@ -329,7 +329,7 @@ def lstm(x, carry, kernel_input, kernel_hidden, bias=None, mask=None, reverse=Fa
     >>> w, u, zeros = np.full((2, 4), 0.5, np.float32), np.zeros((1, 4), np.float32), np.zeros((1, 1), np.float32)
     >>> y, (c, h) = lstm(x, (zeros, zeros), w, u)
     >>> y.numpy().round(3).ravel()
-    array([0.55 , 0.707, 0.754, 0.77 ], dtype=float32)
+    array([0.37 , 0.545, 0.622, 0.659], dtype=float32)
     """
     x, (c0, h0), kernel_input, kernel_hidden = _check_rnn("lstm", x, carry, kernel_input, kernel_hidden, 4, unroll)
     bias = check_param("lstm", "bias", bias, kernel_hidden.shape[1:])
@@ -356,7 +356,7 @@ def gru(x, h, kernel_input, kernel_hidden, bias_input=None, bias_hidden=None, ma
     >>> x, w, u = np.ones((1, 3, 2), np.float32), np.full((2, 3), 0.5, np.float32), np.zeros((1, 3), np.float32)
     >>> y, h = gru(x, np.zeros((1, 1), np.float32), w, u)
     >>> y.numpy().round(3).ravel()
-    array([0.205, 0.29 , 0.321], dtype=float32)
+    array([0.205, 0.355, 0.464], dtype=float32)
     """
     x, (h0,), kernel_input, kernel_hidden = _check_rnn("gru", x, (h,), kernel_input, kernel_hidden, 3, unroll)
     bias_input = check_param("gru", "bias_input", bias_input, kernel_hidden.shape[1:])
