@@ -99,7 +99,7 @@ def sample(model, params, seed_ids, vocab, n, temperature=0.8, key=0):
 def main(argv=None):
     ap = argparse.ArgumentParser(description="A character-level GRU or transformer on Hamlet.")
     ap.add_argument("--model", choices=("gru", "transformer"), default="gru")
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=None, help="default 600 (GRU), 300 (transformer)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=256, help="GRU units")
@@ -115,6 +115,8 @@ def main(argv=None):
         for k, v in QUICK.items():
             setattr(args, k, v)
     lr = args.lr if args.lr is not None else (3e-3 if args.model == "gru" else 1e-3)
+    if args.steps is None:
+        args.steps = 600 if args.model == "gru" else 300
     say = print if args.verbose else (lambda *a, **k: None)
 
     train, val, vocab = load_text()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..autograd import Tensor
+from ..autograd import Tensor, as_tensor
 from ..functional import activations as A
 from ..functional import layers as L
 from .graph import Axon, _node, param
@@ -810,8 +810,8 @@ def _attention_call(x, *rest, has_context, has_mask, num_heads, causal, dropout_
                     **params):
     context = rest[0] if has_context else x
     m = rest[-1] if has_mask else None
-    if m is not None and m.ndim == 2:                          # (B, Tk) key padding -> (B, 1, 1, Tk)
-        m = m.data[:, None, None, :]
+    if m is not None and np.ndim(m) == 2:                      # (B, Tk) key padding -> (B, 1, 1, Tk)
+        m = as_tensor(m).reshape(m.shape[0], 1, 1, m.shape[1])
     rate = dropout_rate if training else 0.0
     return L.multi_head_attention(x, context, context, params["query_kernel"], params["key_kernel"],
                                   params["value_kernel"], params["output_kernel"], num_heads,
