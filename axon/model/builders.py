@@ -875,8 +875,8 @@ def transformer_block(x, num_heads, mlp_units, mask=None, causal=False, dropout_
     if dropout_rate:
         h = h.dropout(dropout_rate, name=part("dropout_1"))
     h = add([x, h], name=part("residual_1"))
-    m = h.layer_norm(epsilon, name=part("norm_2")).dense(mlp_units, activation=activation, name=part("mlp_1"))
-    m = m.dense(E, name=part("mlp_2"))
+    m = h.layer_norm(epsilon, name=part("norm_2")).dense(mlp_units, name=part("mlp_1"))
+    m = _activation_node(m, activation, name=part("activation")).dense(E, name=part("mlp_2"))
     if dropout_rate:
         m = m.dropout(dropout_rate, name=part("dropout_2"))
     return add([h, m], name=name)
