@@ -12,6 +12,7 @@ get the same thread count. Each side is timed ``--repeat`` times after a warm-up
 
     python benchmarks/sequence.py
     python benchmarks/sequence.py --threads 1 --repeat 20 --stat min
+    python benchmarks/sequence.py --threads 1 --clock cpu        # on a shared machine: CPU time
 """
 from __future__ import annotations
 
@@ -29,13 +30,19 @@ B, T_LSTM, F, H = 32, 64, 64, 128
 T_ATT, E, HEADS, MLP = 128, 128, 4, 512
 
 
-def measure(fn, repeat, stat):
+def measure(fn, repeat, stat, clock="wall"):
+    """Milliseconds per call of ``fn``: the median (or min) of ``repeat`` calls after a warm-up.
+
+    ``clock="cpu"`` counts the process's CPU time instead of the wall clock: with one thread, immune to
+    other processes taking turns on the cores.
+    """
+    now = time.process_time if clock == "cpu" else time.perf_counter
     fn()                                                                         # warm-up (compiles kernels)
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
     return 1000 * (min(times) if stat == "min" else statistics.median(times))
 
 
@@ -123,7 +130,7 @@ def set_threads(n, torch_side):
 def worker(args):
     set_threads(args.threads, torch_side=True)
     cases = torch_cases(np.random.default_rng(0))
-    print(json.dumps({k: measure(fn, args.repeat, args.stat) for k, fn in cases.items()}), flush=True)
+    print(json.dumps({k: measure(fn, args.repeat, args.stat, args.clock) for k, fn in cases.items()}), flush=True)
 
 
 def main():
@@ -131,12 +138,16 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--stat", choices=("median", "min"), default="median")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: the process's CPU time (use with --threads 1 on a shared machine)")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.clock == "cpu" and args.threads != 1:
+        ap.error("--clock cpu measures one thread's work: use it with --threads 1")
     if args.torch_worker:
         return worker(args)
     set_threads(args.threads, torch_side=False)
-    ours = {k: measure(fn, args.repeat, args.stat) for k, fn in axon_cases(np.random.default_rng(0)).items()}
+    ours = {k: measure(fn, args.repeat, args.stat, args.clock) for k, fn in axon_cases(np.random.default_rng(0)).items()}
     try:
         import importlib.util
         has_torch = importlib.util.find_spec("torch") is not None
@@ -145,12 +156,14 @@ def main():
     theirs = {}
     if has_torch:
         out = subprocess.run([sys.executable, __file__, "--torch-worker", "--threads", str(args.threads),
-                              "--repeat", str(args.repeat), "--stat", args.stat], capture_output=True, text=True,
+                              "--repeat", str(args.repeat), "--stat", args.stat, "--clock", args.clock],
+                             capture_output=True, text=True,
                              check=True)
         theirs = json.loads(out.stdout.strip().splitlines()[-1])
     names = {"lstm": f"LSTM B{B} T{T_LSTM} F{F} H{H}", "mha": f"MHA B{B} T{T_ATT} E{E} {HEADS} heads",
              "block": f"transformer block B{B} T{T_ATT} E{E} MLP {MLP}"}
-    print(f"forward+backward, ms ({args.stat} of {args.repeat}, {args.threads} threads)")
+    print(f"forward+backward, ms ({args.stat} of {args.repeat}, {args.threads} threads, {args.clock} clock, "
+          f"load average {os.getloadavg()[0]:.1f})")
     print(f"{'case':<40} {'axon':>9} {'torch':>9} {'axon/torch':>11}")
     for k, label in names.items():
         t = theirs.get(k)

@@ -216,20 +216,21 @@ def _lstm_forward(xw, h0, c0, wh, keep, reverse):
 
 
 def _lstm_backward_forward(dy, y, c0, wh, gates, keep, reverse):
-    """The backward kernel as a primitive's forward: (B, T + 1, 4H), the last step holding [dh0, dc0, 0, 0]."""
+    """The backward kernel as a primitive's forward: one flat array, d xw (B, T, 4H) then d(h0, c0) (B, 2, H).
+
+    A primitive returns one array; flat, both parts are contiguous views of it (no copies).
+    """
     dy, y = contiguous(dy), contiguous(y)
     B, T, H = dy.shape[1], dy.shape[2], dy.shape[3]
-    out = np.zeros((B, T + 1, 4 * H), dtype=dy.dtype)
-    da, dcarry = out[:, :T], out[:, T, :2 * H].reshape(B, 2, H)
+    out = np.zeros(B * T * 4 * H + 2 * B * H, dtype=dy.dtype)
+    da, dcarry = out[:B * T * 4 * H].reshape(B, T, 4 * H), out[B * T * 4 * H:].reshape(B, 2, H)
     if B and T:
         n = _chunks(B, T, H, 4 * H)
-        args = (dy[0], dy[1], contiguous(c0), contiguous(wh), keep, reverse, y[1], gates)
-        da_c, dcarry_c = np.empty((B, T, 4 * H), dy.dtype), np.empty((B, 2, H), dy.dtype)
+        args = (dy[0], dy[1], contiguous(c0), contiguous(wh), keep, reverse, y[1], gates, da, dcarry)
         if n == 1:
-            _lstm_backward_rows(*args, da_c, dcarry_c, 0, B)
+            _lstm_backward_rows(*args, 0, B)
         else:
-            _lstm_backward_parallel(*args, da_c, dcarry_c, n)
-        da[:], dcarry[:] = da_c, dcarry_c
+            _lstm_backward_parallel(*args, n)
     return out
 
 
@@ -283,11 +284,12 @@ def _lstm_vjp_ops(dy, y, xw, h0, c0, wh, keep, reverse):
 def _lstm_vjp(dy, y, xw, h0, c0, wh, keep, reverse, saved):
     if is_grad_enabled():                                      # backward(create_graph=True): record it
         return _lstm_vjp_ops(dy, y, xw, h0, c0, wh, keep, reverse)
-    T, H = xw.shape[1], h0.shape[1]
+    B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
     out = apply(_lstm_backward, dy, y, c0, wh, Tensor._wrap(saved), keep=keep, reverse=reverse)
-    da = out[:, :T]                                            # (B, T, 4H)
+    n = B * T * 4 * H
+    da, dcarry = reshape(out[:n], (B, T, 4 * H)), reshape(out[n:], (B, 2, H))
     dwh = _weight_grad(_previous(y[0], h0, reverse), da) if wh.requires_grad else None
-    return da, out[:, T, :H], out[:, T, H:2 * H], dwh
+    return da, dcarry[:, 0], dcarry[:, 1], dwh
 
 
 _lstm = primitive("kernels.lstm_sequence", _lstm_forward, _lstm_vjp, saves=True)
@@ -403,20 +405,19 @@ def _gru_forward(xw, h0, wh, bh, keep, reverse):
 
 
 def _gru_backward_forward(dy, y, h0, wh, gates, keep, reverse):
-    """The backward kernel as a primitive's forward: (2, B, T + 1, 3H) = d xw, d(h U + b_h); dh0 at [0, :, T, :H]."""
+    """The backward kernel as a primitive's forward: one flat array, d xw and d(h U + b_h) (B, T, 3H) each, then dh0."""
     dy, y = contiguous(dy), contiguous(y)
     B, T, H = dy.shape[0], dy.shape[1], dy.shape[2]
-    out = np.zeros((2, B, T + 1, 3 * H), dtype=dy.dtype)
+    n = B * T * 3 * H
+    out = np.zeros(2 * n + B * H, dtype=dy.dtype)
+    dxw, dhw, dh0 = out[:n].reshape(B, T, 3 * H), out[n:2 * n].reshape(B, T, 3 * H), out[2 * n:].reshape(B, H)
     if B and T:
-        n = _chunks(B, T, H, 3 * H)
-        dxw, dhw, dh0 = (np.empty((B, T, 3 * H), dy.dtype), np.empty((B, T, 3 * H), dy.dtype),
-                         np.empty((B, H), dy.dtype))
+        chunks = _chunks(B, T, H, 3 * H)
         args = (dy, contiguous(h0), contiguous(wh), keep, reverse, y, gates, dxw, dhw, dh0)
-        if n == 1:
+        if chunks == 1:
             _gru_backward_rows(*args, 0, B)
         else:
-            _gru_backward_parallel(*args, n)
-        out[0, :, :T], out[1, :, :T], out[0, :, T, :H] = dxw, dhw, dh0
+            _gru_backward_parallel(*args, chunks)
     return out
 
 
@@ -449,11 +450,12 @@ def _gru_vjp_ops(dy, y, xw, h0, wh, bh, keep, reverse):
 def _gru_vjp(dy, y, xw, h0, wh, bh, keep, reverse, saved):
     if is_grad_enabled():
         return _gru_vjp_ops(dy, y, xw, h0, wh, bh, keep, reverse)
-    T, H = xw.shape[1], h0.shape[1]
+    B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
     out = apply(_gru_backward, dy, y, h0, wh, Tensor._wrap(saved), keep=keep, reverse=reverse)
-    dhw = out[1, :, :T]                                        # (B, T, 3H)
+    n = B * T * 3 * H
+    dxw, dhw, dh0 = reshape(out[:n], (B, T, 3 * H)), reshape(out[n:2 * n], (B, T, 3 * H)), reshape(out[2 * n:], (B, H))
     dwh = _weight_grad(_previous(y, h0, reverse), dhw) if wh.requires_grad else None
-    return out[0, :, :T], out[0, :, T, :H], dwh, tsum(dhw, (0, 1)) if bh.requires_grad else None
+    return dxw, dh0, dwh, tsum(dhw, (0, 1)) if bh.requires_grad else None
 
 
 _gru = primitive("kernels.gru_sequence", _gru_forward, _gru_vjp, saves=True)
