@@ -2,12 +2,12 @@
 
 Run through per-step Tensor operations, a 64-step LSTM records about a thousand small operations,
 each paying Python's and numpy's overhead on a (32, 512) array. Here the input projections of every
-step are one big matrix product made beforehand (``xw = x W + b``, by the caller), and the kernel
+step are one big matrix product made beforehand (``xw = x W``, by the caller), and the kernel
 runs the recurrence itself: per step one single-threaded BLAS call ``h_{t-1} U`` and one fused loop
 over the gates. Rows of the batch are independent, so each thread takes its own rows through all
 the steps (one parallel region per sequence, not one per step).
 
-LSTM (PyTorch's gate order i, f, g, o), with ``a = xw_t + h_{t-1} U`` split in four:
+LSTM (PyTorch's gate order i, f, g, o), with ``a = xw_t + h_{t-1} U + b`` split in four:
 
     i, f, o = sigmoid(a_i), sigmoid(a_f), sigmoid(a_o)     g = tanh(a_g)
     c_t = f c_{t-1} + i g                                   h_t = o tanh(c_t)
@@ -101,8 +101,8 @@ def _tanh_into(v, out):
 
 # ---- LSTM ---------------------------------------------------------------------------------------------
 @njit(**KERNEL)
-def _lstm_rows(xw, h0, c0, wh, keep, reverse, hs, cs, gates, b0, b1):
-    # xw (B, T, 4H); h0, c0 (B, H); wh (H, 4H); keep (B, T): 1 a real step, 0 padding (the carry is kept)
+def _lstm_rows(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, b0, b1):
+    # xw (B, T, 4H); h0, c0 (B, H); wh (H, 4H); bias (4H,); keep (B, T): 1 a real step, 0 padding (the carry is kept)
     # hs, cs (B, T, H): the carry after each step; gates (B, T, 5H): i, f, g, o after their
     # nonlinearities, and tanh(c_t). Each loop below runs over one contiguous slice, so it vectorises.
     T, H = xw.shape[1], h0.shape[1]
@@ -118,7 +118,7 @@ def _lstm_rows(xw, h0, c0, wh, keep, reverse, hs, cs, gates, b0, b1):
             if keep[b, t] != 0:
                 ar, xr = a[r], xw[b, t]
                 for j in range(4 * H):
-                    ar[j] += xr[j]
+                    ar[j] += xr[j] + bias[j]
                 _sigmoid_into(ar[:2 * H], gb[:2 * H])          # i, f
                 _tanh_into(ar[2 * H:3 * H], gb[2 * H:3 * H])   # g
                 _sigmoid_into(ar[3 * H:], gb[3 * H:4 * H])     # o
@@ -136,10 +136,10 @@ def _lstm_rows(xw, h0, c0, wh, keep, reverse, hs, cs, gates, b0, b1):
 
 
 @njit(parallel=True, **KERNEL)
-def _lstm_parallel(xw, h0, c0, wh, keep, reverse, hs, cs, gates, n_chunks):
+def _lstm_parallel(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, n_chunks):
     B = xw.shape[0]
     for k in prange(n_chunks):
-        _lstm_rows(xw, h0, c0, wh, keep, reverse, hs, cs, gates, k * B // n_chunks, (k + 1) * B // n_chunks)
+        _lstm_rows(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, k * B // n_chunks, (k + 1) * B // n_chunks)
 
 
 @njit(**KERNEL)
@@ -201,17 +201,17 @@ def _chunks(B, T, H, G):
     return num_chunks(B * T * H * G, B, _PARALLEL_MIN)
 
 
-def _lstm_forward(xw, h0, c0, wh, keep, reverse):
-    xw, h0, c0, wh = contiguous(xw), contiguous(h0), contiguous(c0), contiguous(wh)
+def _lstm_forward(xw, h0, c0, wh, bias, keep, reverse):
+    xw, h0, c0, wh, bias = contiguous(xw), contiguous(h0), contiguous(c0), contiguous(wh), contiguous(bias)
     B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
     y = np.empty((2, B, T, H), dtype=xw.dtype)                 # y[0] the h carries, y[1] the c carries
     gates = np.empty((B, T, 5 * H), dtype=xw.dtype)            # i, f, g, o, tanh(c)
     if B and T:
         n = _chunks(B, T, H, 4 * H)
         if n == 1:
-            _lstm_rows(xw, h0, c0, wh, keep, reverse, y[0], y[1], gates, 0, B)
+            _lstm_rows(xw, h0, c0, wh, bias, keep, reverse, y[0], y[1], gates, 0, B)
         else:
-            _lstm_parallel(xw, h0, c0, wh, keep, reverse, y[0], y[1], gates, n)
+            _lstm_parallel(xw, h0, c0, wh, bias, keep, reverse, y[0], y[1], gates, n)
     return y, gates
 
 
@@ -257,7 +257,7 @@ def _steps(T, reverse):
     return [(t, t + 1 if reverse else t - 1) for t in (range(T) if reverse else range(T - 1, -1, -1))]
 
 
-def _lstm_vjp_ops(dy, y, xw, h0, c0, wh, keep, reverse):
+def _lstm_vjp_ops(dy, y, xw, h0, c0, wh, bias, keep, reverse):
     """The LSTM's VJP from Tensor operations, step by step (differentiable again)."""
     T, H = xw.shape[1], h0.shape[1]
     k = Tensor._wrap(keep[:, :, None])                         # (B, T, 1)
@@ -268,7 +268,7 @@ def _lstm_vjp_ops(dy, y, xw, h0, c0, wh, keep, reverse):
         c_prev = c0 if tp in (-1, T) else y[1][:, tp]
         dh = dy[0][:, t] if dh is None else dh + dy[0][:, t]
         dc = dy[1][:, t] if dc is None else dc + dy[1][:, t]
-        a = xw[:, t] + h_prev @ wh                             # (B, 4H)
+        a = xw[:, t] + bias + h_prev @ wh                      # (B, 4H)
         i, f, g, o = tsigmoid(a[:, :H]), tsigmoid(a[:, H:2 * H]), ttanh(a[:, 2 * H:3 * H]), tsigmoid(a[:, 3 * H:])
         tc = ttanh(f * c_prev + i * g)
         dcj = dc + dh * o * (1 - tc * tc)
@@ -278,18 +278,18 @@ def _lstm_vjp_ops(dy, y, xw, h0, c0, wh, keep, reverse):
         dh = dh * (1 - kt) + da[t] @ transpose(wh)
         dc = dc * (1 - kt) + dcj * f * kt
     da = stack(da, axis=1)                                     # (B, T, 4H)
-    return da, dh, dc, _weight_grad(_previous(y[0], h0, reverse), da)
+    return da, dh, dc, _weight_grad(_previous(y[0], h0, reverse), da), tsum(da, (0, 1))
 
 
-def _lstm_vjp(dy, y, xw, h0, c0, wh, keep, reverse, saved):
+def _lstm_vjp(dy, y, xw, h0, c0, wh, bias, keep, reverse, saved):
     if is_grad_enabled():                                      # backward(create_graph=True): record it
-        return _lstm_vjp_ops(dy, y, xw, h0, c0, wh, keep, reverse)
+        return _lstm_vjp_ops(dy, y, xw, h0, c0, wh, bias, keep, reverse)
     B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
     out = apply(_lstm_backward, dy, y, c0, wh, Tensor._wrap(saved), keep=keep, reverse=reverse)
     n = B * T * 4 * H
     da, dcarry = reshape(out[:n], (B, T, 4 * H)), reshape(out[n:], (B, 2, H))
     dwh = _weight_grad(_previous(y[0], h0, reverse), da) if wh.requires_grad else None
-    return da, dcarry[:, 0], dcarry[:, 1], dwh
+    return da, dcarry[:, 0], dcarry[:, 1], dwh, tsum(da, (0, 1)) if bias.requires_grad else None
 
 
 _lstm = primitive("kernels.lstm_sequence", _lstm_forward, _lstm_vjp, saves=True)
@@ -485,8 +485,10 @@ def _check(fn, xw, carry, wh, gates, mask, extra=()):
     return xw, carry, wh, extra, contiguous(keep)
 
 
-def lstm_sequence(xw, h0, c0, wh, mask=None, reverse=False):
-    """The LSTM recurrence over all steps: ``xw`` (B, T, 4H) = x W + b precomputed, carry (h0, c0) (B, H) each.
+def lstm_sequence(xw, h0, c0, wh, bias=None, mask=None, reverse=False):
+    """The LSTM recurrence over all steps: ``xw`` (B, T, 4H) = x W precomputed, carry (h0, c0) (B, H) each.
+
+    ``bias`` (4H,) (or None) is added inside the kernel, in the same pass as ``xw_t + h_{t-1} U``.
 
     Returns y (2, B, T, H): ``y[0, :, t]`` and ``y[1, :, t]`` are h and c after step t (on a padded
     step, where ``mask`` (B, T) is False, the carry from before). ``reverse`` runs from the last step.
@@ -497,8 +499,12 @@ def lstm_sequence(xw, h0, c0, wh, mask=None, reverse=False):
     >>> y[1, 0, :, 0].numpy()                                # c = f c + i g = c / 2 each step
     array([0.5 , 0.25], dtype=float32)
     """
-    xw, (h0, c0), wh, _, keep = _check("lstm_sequence", xw, [("h0", h0), ("c0", c0)], wh, 4, mask)
-    return apply(_lstm, xw, h0, c0, wh, keep=keep, reverse=bool(reverse))
+    bias = np.zeros(np.shape(wh)[-1], dtype=np.asarray(wh).dtype) if bias is None else bias
+    xw, (h0, c0), wh, (bias,), keep = _check("lstm_sequence", xw, [("h0", h0), ("c0", c0)], wh, 4, mask,
+                                             [("bias", bias)])
+    if bias.shape != (wh.shape[1],):
+        raise ValueError(f"lstm_sequence: bias must be ({wh.shape[1]},), got shape {bias.shape}")
+    return apply(_lstm, xw, h0, c0, wh, bias, keep=keep, reverse=bool(reverse))
 
 
 def gru_sequence(xw, h0, wh, bh, mask=None, reverse=False):

@@ -334,12 +334,13 @@ def lstm(x, carry, kernel_input, kernel_hidden, bias=None, mask=None, reverse=Fa
     x, (c0, h0), kernel_input, kernel_hidden = _check_rnn("lstm", x, carry, kernel_input, kernel_hidden, 4, unroll)
     bias = check_param("lstm", "bias", bias, kernel_hidden.shape[1:])
     keep = _keep("lstm", mask, *x.shape[:2])
-    xw = dense(x, kernel_input, bias)                          # (B, T, F) -> (B, T, 4H): every step at once
-    if unroll == "fused":
-        y = kernels.lstm_sequence(xw, h0, c0, kernel_hidden, mask=keep, reverse=reverse)   # (2, B, T, H)
+    if unroll == "fused":                                      # the bias is added inside the kernel
+        xw = dense(x, kernel_input)                            # (B, T, F) -> (B, T, 4H): every step at once
+        y = kernels.lstm_sequence(xw, h0, c0, kernel_hidden, bias, mask=keep, reverse=reverse)   # (2, B, T, H)
         last = 0 if reverse else -1
         hs = y[0] if keep is None else y[0] * keep[:, :, None].astype(y.dtype)          # padding outputs 0
         return hs, (y[1][:, last], y[0][:, last])
+    xw = dense(x, kernel_input, bias)                          # (B, T, F) -> (B, T, 4H)
     cell = lambda xw_t, carry, u: _lstm_gates(xw_t + carry[1] @ u, carry[0])  # noqa: E731
     run = static_unroll if unroll == "static" else dynamic_unroll
     return run(cell, xw, (c0, h0), kernel_hidden, mask=keep, reverse=reverse)
