@@ -45,7 +45,7 @@ from numba.extending import overload
 from ..autograd import Tensor, apply, concatenate, is_grad_enabled, primitive, reshape, stack, transpose
 from ..autograd import sigmoid as tsigmoid, sum as tsum, tanh as ttanh
 from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks
-from .matmul import _product
+from .matrix_product import _product
 from .threads import use_single_threaded_blas
 
 __all__ = ["lstm_sequence", "gru_sequence"]
