@@ -63,7 +63,8 @@ class TracedArray:
     """A placeholder for an array while ``axon.jit`` traces: it has a shape and a dtype, but no readable values.
 
     Axon ops take it like any array (``engine.apply`` hands it to the tracer); the arithmetic operators
-    and the usual array methods compute with Tensor ops; anything that reads the values on the host
+    and the usual array methods compute with Tensor ops (returning placeholders, as numpy's return arrays);
+    anything that reads the values on the host
     (``np.asarray``, ``float``, ``bool``, numpy functions) raises ``TraceError``.
 
     >>> f = jit(lambda x: x.reshape(2, 2).T * 2.0)   # x is a TracedArray inside: .reshape is ops.reshape
@@ -81,7 +82,6 @@ class TracedArray:
     dtype = property(lambda self: self.value.dtype)
     ndim = property(lambda self: self.value.ndim)
     size = property(lambda self: self.value.size)
-    T = property(lambda self: Tensor._wrap(self).T)
 
     def __len__(self):
         return self.shape[0]
@@ -101,6 +101,10 @@ class TracedArray:
                          f"Python needs as static (axon.jit(fn, static_argnums=(i,))), compute with axon ops "
                          f"instead (ops.where for an if), or call the function without jit")
 
+    def __getattr__(self, name):                   # only for names the class lacks (numpy's methods)
+        raise AttributeError(f"a traced value has no attribute {name!r} while axon.jit traces: numpy's array "
+                             f"methods read the values on the host; use axon ops ({self._origin()})")
+
     def __array__(self, dtype=None, copy=None): self._read("np.asarray()")
     def __float__(self): self._read("float()")
     def __int__(self): self._read("int()")
@@ -116,18 +120,28 @@ class TracedArray:
         self._read(f"numpy's {func.__name__}")
 
 
-def _tensor_method(name: str):
+def _array_method(name: str):
+    """A numpy-like method of TracedArray, computed with the Tensor op of that name: an array in, an array out.
+
+    An operator meeting a Tensor steps aside (``NotImplemented``), so the Tensor's reflected operator
+    runs and the result stays in the graph, as ``ndarray * Tensor`` does.
+    """
     def method(self, *args, **kwargs):
-        return getattr(Tensor._wrap(self), name)(*args, **kwargs)
+        if name in _BINARY and any(isinstance(a, Tensor) for a in args):
+            return NotImplemented
+        y = getattr(Tensor._wrap(self), name)(*args, **kwargs)
+        return y.data if isinstance(y, Tensor) else y
     method.__name__ = name
     return method
 
 
-for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
-              "__pow__", "__rpow__", "__matmul__", "__rmatmul__", "__neg__", "__getitem__", "__lt__", "__le__",
-              "__gt__", "__ge__", "__eq__", "__ne__", "__and__", "__or__", "__invert__", "reshape", "transpose",
-              "astype", "sum", "mean", "max", "min", "exp", "log", "sqrt", "abs", "clip"):
-    setattr(TracedArray, _name, _tensor_method(_name))
+_BINARY = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+           "__pow__", "__rpow__", "__matmul__", "__rmatmul__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__",
+           "__ne__", "__and__", "__or__"}
+for _name in sorted(_BINARY) + ["__neg__", "__getitem__", "__invert__", "reshape", "transpose", "astype", "sum",
+                                "mean", "max", "min", "exp", "log", "sqrt", "abs", "clip"]:
+    setattr(TracedArray, _name, _array_method(_name))
+TracedArray.T = property(lambda self: Tensor._wrap(self).T.data)
 
 
 class Op(NamedTuple):
