@@ -117,7 +117,11 @@ class _GradMode:
 
 
 class TRACING:
-    """The recorder of ``axon.jit`` while it traces a function (``None`` otherwise): ``apply`` hands it every op."""
+    """The recorder of ``axon.jit`` while it traces a function (``None`` otherwise): ``apply`` hands it every op.
+
+    >>> TRACING.tracer is None                          # nothing is being traced
+    True
+    """
     tracer = None
 
 
