@@ -11,6 +11,8 @@ on is reachable through ``parents``.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -24,6 +26,7 @@ from ..autograd import Tensor, no_grad
 __all__ = ["Axon", "ParamSpec", "param", "input", "layer", "nx", "constant", "container", "freeze", "unfreeze"]
 
 _ids = itertools.count()
+_GIVEN_SHAPE = contextvars.ContextVar("axon_given_shape", default=None)   # (shape,) while rebuilding a saved node
 
 
 class ParamSpec(NamedTuple):
@@ -190,11 +193,33 @@ def _node(op, parents, fn, params=None, opts=None, name=None, uses=(), shape=Non
     params = dict(params or {})
     opts = dict(opts or {})
     uses = frozenset(uses)
+    given = _GIVEN_SHAPE.get()
+    if shape is None and given is not None:
+        shape = given[0]                                       # rebuilding a saved model: run no layer code
     if shape is None:
         shape = _infer_shape(op, fn, [p.shape for p in parents], params, opts, uses, lambda: _describe(parents))
     node = Axon(next(_ids), name, op, parents, MappingProxyType(params), MappingProxyType(opts), shape, fn, uses)
     node.names()                                              # a repeated name fails here, at the line that built it
     return node
+
+
+@contextlib.contextmanager
+def given_shape(shape):
+    """Inside this block, nodes take ``shape`` as their output shape instead of running their layer on zeros.
+
+    ``axon.load`` rebuilds each saved node through its builder in such a block, with the shape the
+    file records, so loading never runs a layer (a file cannot make it compute or allocate).
+
+    >>> import axon
+    >>> with given_shape((None, 7)):                        # the recorded shape is taken as it is
+    ...     axon.input((None, 4)).dense(3).shape
+    (None, 7)
+    """
+    token = _GIVEN_SHAPE.set((shape,))
+    try:
+        yield
+    finally:
+        _GIVEN_SHAPE.reset(token)
 
 
 def input(shape, name="input") -> Axon:

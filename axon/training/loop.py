@@ -31,7 +31,7 @@ import numpy as np
 from ..backend import resolve_device, to_device
 from ..distributed import get_strategy
 from ..random import rng
-from ..tree import tree_leaves, tree_map
+from ..tree import tree_leaves, tree_map, tree_structure_check
 from .callbacks import as_callback
 from .step import Step, TrainState
 
@@ -181,6 +181,23 @@ def _check_validation_data(validation_data) -> None:
         raise ValueError(f"train: validation inputs have {n_x} examples but validation targets have {n_y}")
 
 
+def _check_resumed(step_fn, state: TrainState) -> None:
+    """Raise ValueError, before any training, when the state to resume does not fit the step's model and optimizer."""
+    trainable = state.params
+    split = getattr(step_fn, "_split", None)                   # the model form: the params must fit the model
+    try:
+        if split is not None:
+            trainable = split(state.params)[0]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: {e}") from None
+    try:
+        tree_structure_check(step_fn.optimizer.init(trainable), state.opt_state,
+                             names=("the optimizer's state for these params", "the state's opt_state"))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: its opt_state is not this "
+                         f"optimizer's state for its params ({e})") from None
+
+
 def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
           seed=None, validation_data=None, callbacks=(), verbose: int = 1, state: TrainState | None = None,
           steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None,
@@ -252,9 +269,11 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
         state = init_fn(seed=0 if seed is None else seed)
     elif not isinstance(state, TrainState):
         raise TypeError(f"train: state must be a TrainState (from init or load_checkpoint), got {type(state).__name__}")
-    elif seed is not None and int(seed) != state.seed:
-        raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
-                         f"leave seed out when resuming")
+    else:
+        if seed is not None and int(seed) != state.seed:
+            raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
+                             f"leave seed out when resuming")
+        _check_resumed(step_fn, state)
     if device is not None:                                     # one copy now; each step moves only its batch
         device = resolve_device(device)
         state = state._replace(params=to_device(state.params, device), opt_state=to_device(state.opt_state, device))
