@@ -43,9 +43,9 @@ import numpy as np
 
 from .autograd import Tensor, is_grad_enabled
 from .autograd.engine import TRACING, forward_for
-from .backend import Backend, backend_of, is_host, register_backend
+from .backend import Backend, backend_of, is_host, register_backend, to_host
 
-__all__ = ["jit", "TraceError", "TracedArray", "Plan", "Op"]
+__all__ = ["jit", "check", "TraceError", "TracedArray", "Plan", "Op"]
 
 
 class TraceError(TypeError):
@@ -330,6 +330,41 @@ register_backend(Backend(
     "jit", (TracedArray,), to_host=lambda a: a._read("float(), int(), bool(), .item(), .numpy() or np.asarray()"),
     from_host=lambda a: _active("from_host").real.from_host(a),
     full=lambda shape, value, dtype: _active("full").real.full(shape, value, dtype), copy=_copy))
+
+
+def check(bad, error: Callable, *values) -> None:
+    """Raise ``error(*values)`` (host arrays) when the boolean Tensor ``bad`` is true: a check of values.
+
+    Eagerly it is ``if bool(bad): raise error(...)``. While ``axon.jit`` traces, the check becomes an op
+    of the plan, run at every replay on that call's arrays, so input validation that reads values
+    (labels in range, say) keeps guarding the compiled function instead of making it untraceable.
+
+    >>> from axon.autograd import ops
+    >>> def root(x):
+    ...     check(ops.max(Tensor(x) < 0), lambda x: ValueError(f"root: negative input {x.min()}"), x)
+    ...     return ops.sqrt(x)
+    >>> f = jit(root)
+    >>> f(np.array([4.0, 9.0]))
+    array([2., 3.])
+    >>> f(np.array([4.0, -1.0]))                       # the replay runs the check
+    Traceback (most recent call last):
+    ...
+    ValueError: root: negative input -1.0
+    """
+    tracer = TRACING.tracer
+    flag = bad.data if isinstance(bad, Tensor) else bad
+    arrays = [v.data if isinstance(v, Tensor) else v for v in values]
+    if tracer is None:
+        if bool(np.asarray(to_host(flag))):
+            raise error(*[to_host(a) for a in arrays])
+        return
+    inputs = tuple(tracer.slot(a) for a in [flag, *arrays])
+    tracer.record("check", functools.partial(_check_forward, error), inputs, [tracer.values[s] for s in inputs], {})
+
+
+def _check_forward(error, flag, *arrays):
+    if bool(np.asarray(to_host(flag))):
+        raise error(*[to_host(a) for a in arrays])
 
 
 # ---- signatures: a tree's containers, its arrays' shapes and dtypes, its other leaves' values ---------------
