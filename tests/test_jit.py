@@ -118,3 +118,46 @@ def test_jit_inside_a_trace_joins_the_outer_plan():
     outer = jit(lambda x: ops.exp(inner(x)))
     x = np.arange(3, dtype=np.float32)
     assert np.array_equal(outer(x), np.exp(x * np.float32(2.0))) and not inner.plans
+
+
+# ---- the compiled training step ----------------------------------------------------------------------------
+def _models():
+    x = axon.input((None, 8, 8, 1))
+    h = x.flatten().dense(16, activation="relu")
+    return {
+        "mlp": x.flatten().dense(32, activation="relu").dense(10, activation="softmax"),
+        "cnn": x.conv(4, 3, padding="same", activation="relu").max_pool(2).flatten().dense(10, activation="softmax"),
+        "residual": axon.add([h, h.dense(16, activation="relu")]).dense(10, activation="softmax"),
+        "dropout": x.flatten().dense(32, activation="relu").dropout(0.3).dense(10, activation="softmax"),
+        "batch_norm": x.conv(4, 3).batch_norm().relu().flatten().dense(10, activation="softmax"),
+    }
+
+
+def _kernels_go_through_apply() -> bool:
+    """Whether every kernel VJP is a primitive (the kernels branch): only then is a model step traceable."""
+    import axon.kernels._common as common
+    return hasattr(common, "on_backend_of")
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_compiled_model_step_is_bit_identical_to_eager_over_epochs_with_a_partial_batch(name, recwarn):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 8, 8, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 50)]
+    model, runs = _models()[name], []
+    for compile in (False, True):
+        init, step_fn = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adam(1e-2),
+                                           metrics=["accuracy"], compile=compile)
+        state, history = init(seed=1), []
+        for _ in range(2):                                      # batches of 16, 16, 16 and a last one of 2
+            for lo in range(0, 50, 16):
+                state, metrics = step_fn(state, x[lo:lo + 16], y[lo:lo + 16])
+                history.append(metrics)
+        runs.append((state, history, step_fn))
+    (eager, eager_history, _), (compiled, compiled_history, step_fn) = runs
+    assert same(eager.params, compiled.params) and same(eager.opt_state, compiled.opt_state)
+    assert eager_history == compiled_history
+    if not _kernels_go_through_apply():
+        pytest.skip("this tree's kernels compute on .data outside primitives, so the step ran eagerly "
+                    "(after the kernels branch, every kernel VJP is a primitive and the step is traced)")
+    assert step_fn.compiled is not None and len(step_fn.compiled.plans) == 2, [str(w.message) for w in recwarn]
