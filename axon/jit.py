@@ -9,7 +9,7 @@ forward on the real arrays and writes down one op:
 A *slot* numbers an array of the plan: an argument, an output of an earlier op, or a *constant* (an
 array that entered an op from anywhere else: a number, a mask made from shapes, a global). The ops
 form a ``Plan``. A later call with the same signature (the arguments' tree structure, every array's
-shape and dtype, the values of static arguments) puts its arrays in the input slots and calls the
+shape and dtype, the values of static arguments, the grad mode) puts its arrays in the input slots and calls the
 forwards in order: no Tensors, no Nodes, no graph walk, no VJP rules (the backward pass is already a
 list of the primitives the VJPs called). A new shape traces again; plans are cached by signature.
 
@@ -455,7 +455,7 @@ def jit(fn: Callable, static_argnums=()) -> Callable:
         leaves = []
         arg_sigs = tuple(_static(a) if i in static or i - len(args) in static else _flatten(a, leaves)
                          for i, a in enumerate(args))
-        sig = ((tuple, arg_sigs), _flatten(kwargs, leaves))
+        sig = ((tuple, arg_sigs), _flatten(kwargs, leaves), is_grad_enabled())   # (layers read the grad mode)
         plan = plans.get(sig)
         if plan is not None:
             return plan(leaves)
