@@ -9,9 +9,9 @@ forward on the real arrays and writes down one op:
 A *slot* numbers an array of the plan: an argument, an output of an earlier op, or a *constant* (an
 array that entered an op from anywhere else: a number, a mask made from shapes, a global). The ops
 form a ``Plan``. A later call with the same signature (the arguments' tree structure, every array's
-shape and dtype, the values of static arguments, the grad mode) puts its arrays in the input slots and calls the
-forwards in order: no Tensors, no Nodes, no graph walk, no VJP rules (the backward pass is already a
-list of the primitives the VJPs called). A new shape traces again; plans are cached by signature.
+shape and dtype, the values of static arguments, the grad mode) puts its arrays in the input slots and
+calls the forwards in order: no Tensors, no Nodes, no graph walk, no VJP rules (the backward pass is
+already a list of the primitives the VJPs called). A new shape traces again; plans are cached by signature.
 
 >>> import numpy as np
 >>> f = jit(lambda w, x: ((x @ w) ** 2).sum())

@@ -6,10 +6,11 @@ Two models, batch 128, Adam (lr 1e-3), 469 steps per epoch (60,000 images):
 - CNN: conv 3x3 32 (same) -> relu -> maxpool 2 -> conv 3x3 64 (same) -> relu -> maxpool 2 -> dense 128 (relu) -> dense 10
 
 axon runs three ways: through its public API (the model graph, ``axon.training.step``, ``axon.optimizers.adam``:
-what users get), eagerly (``compile=False``: the Python graph every step) and compiled (the default: the
-loss and gradient traced once per batch shape by ``axon.jit`` and replayed), and written with ``axon.kernels`` and ``axon.autograd`` directly (one visible training
-step function per model: forward, ``value_and_grad``, the fused in-place Adam update), which shows the
-floor the kernels set and, by difference, the framework's overhead. The PyTorch side is the usual
+what users get) eagerly (``compile=False``: the Python graph every step) and compiled (the default: the
+loss and gradient traced once per batch shape by ``axon.jit`` and replayed), and written with ``axon.kernels``
+and ``axon.autograd`` directly (one visible training step function per model: forward, ``value_and_grad``,
+the fused in-place Adam update), which shows the floor the kernels set and, by difference, the framework's
+overhead. The PyTorch side is the usual
 ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.Adam`` in PyTorch's own (N, C, H, W) layout.
 
 Both get the same thread count (numba, PyTorch and the BLAS libraries; default: all cores). PyTorch runs
@@ -335,7 +336,8 @@ def main():
             steps += (f", torch {1e3 * min(t_steps):.2f} / {1e3 * statistics.median(t_steps):.2f} ms"
                       f" (API/torch {min(p_steps) / min(t_steps):.2f}x / "
                       f"{statistics.median(p_steps) / statistics.median(t_steps):.2f}x; compiled/torch "
-                      f"{min(j_steps) / min(t_steps):.2f}x / {statistics.median(j_steps) / statistics.median(t_steps):.2f}x)")
+                      f"{min(j_steps) / min(t_steps):.2f}x / "
+                      f"{statistics.median(j_steps) / statistics.median(t_steps):.2f}x)")
             theirs.close()
         print(steps)
         if args.breakdown:
