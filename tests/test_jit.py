@@ -161,3 +161,25 @@ def test_compiled_model_step_is_bit_identical_to_eager_over_epochs_with_a_partia
         pytest.skip("this tree's kernels compute on .data outside primitives, so the step ran eagerly "
                     "(after the kernels branch, every kernel VJP is a primitive and the step is traced)")
     assert step_fn.compiled is not None and len(step_fn.compiled.plans) == 2, [str(w.message) for w in recwarn]
+
+
+def test_a_trace_records_only_its_own_threads_ops():
+    import threading
+    started, done = threading.Event(), threading.Event()
+
+    def other_thread():                                         # eager ops while the main thread traces
+        started.wait()
+        for _ in range(50):
+            ops.exp(Tensor(np.ones(3, np.float32)))
+        done.set()
+
+    def f(x):
+        started.set()
+        done.wait(5)
+        return Tensor(x) * 2.0
+    t = threading.Thread(target=other_thread)
+    t.start()
+    g = jit(f)
+    g(np.ones(2, np.float32))
+    t.join()
+    assert [op.name for op in next(iter(g.plans.values())).ops] == ["mul"]

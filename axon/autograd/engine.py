@@ -14,6 +14,7 @@ array([2., 4., 6.], dtype=float32)
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Callable
 
@@ -116,13 +117,18 @@ class _GradMode:
     enabled = True
 
 
-class TRACING:
+class _Tracing(threading.local):
     """The recorder of ``axon.jit`` while it traces a function (``None`` otherwise): ``apply`` hands it every op.
+
+    One per thread, so a trace records only its own thread's ops.
 
     >>> TRACING.tracer is None                          # nothing is being traced
     True
     """
     tracer = None
+
+
+TRACING = _Tracing()
 
 
 def is_grad_enabled() -> bool:
