@@ -181,9 +181,11 @@ class Plan:
     Calling it with the arguments' arrays (flattened, in trace order) runs the forwards and returns the
     result tree. Each slot is let go after its last use, so memory is freed as eagerly as the graph would.
 
-    >>> plan = next(iter(jit(lambda x: -x).plans.values()), None) is None    # (no plan before the first call)
-    >>> plan
-    True
+    >>> f = jit(lambda x: -Tensor(x))
+    >>> _ = f(np.ones(2))                                   # the trace makes the plan
+    >>> plan = next(iter(f.plans.values()))
+    >>> plan([np.arange(2.0)]), [op.name for op in plan.ops]
+    (array([-0., -1.]), ['neg'])
     """
 
     def __init__(self, ops: list, n_inputs: int, constants: dict, results: list, out_sig, n_slots: int):
