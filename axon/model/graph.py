@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -228,8 +229,21 @@ def input(shape, name="input") -> Axon:
     >>> input((None, 28, 28, 1)).shape
     (None, 28, 28, 1)
     """
-    shape = tuple(None if n is None else int(n) for n in shape)
+    shape = _input_shape(shape)
     return _node("input", [], None, opts={"shape": shape}, name=name, shape=shape)
+
+
+def _input_shape(shape) -> tuple:
+    """``shape`` as a tuple of ints >= 0 and Nones, else a TypeError/ValueError naming it."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"input: shape must be a tuple of ints (None for the batch axis), got {shape!r}")
+    shape = tuple(shape)
+    for n in shape:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+            raise TypeError(f"input: shape must be a tuple of ints (None for the batch axis), got {shape!r}")
+        if n is not None and n < 0:
+            raise ValueError(f"input: shape sizes must be >= 0, got {shape!r}")
+    return tuple(None if n is None else int(n) for n in shape)
 
 
 def constant(value, name=None) -> Axon:

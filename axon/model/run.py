@@ -236,8 +236,9 @@ def predict(model: Axon, params: dict, inputs, device=None):
     """Inference (dropout off, running statistics used).
 
     Runs where the params live (inputs are moved there), or on ``device``. Returns host numpy arrays,
-    or Tensors when called inside ``axon.autograd.grad`` (params being traced), so a user's own
-    objective can differentiate through it.
+    or Tensors when the output is being differentiated (inside ``axon.grad`` with respect to the
+    params or the inputs, or given Tensors that require a gradient), so a user's own objective can
+    differentiate through it (saliency maps, adversarial examples).
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2)).dense(1)
@@ -246,9 +247,8 @@ def predict(model: Axon, params: dict, inputs, device=None):
     array([[3.5],
            [3.5]], dtype=float32)
     """
-    traced = is_grad_enabled() and any(isinstance(p, Tensor) and p.requires_grad for p in tree_leaves(params))
-    y, _ = apply(model, params, inputs, training=False, device=device if device is not None else
-                 (None if traced else device_of(params)))
+    y, _ = apply(model, params, inputs, training=False, device=device if device is not None else device_of(params))
+    traced = is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in tree_leaves(y))
     return y if traced else tree_map(to_host, _to_numpy(y))
 
 

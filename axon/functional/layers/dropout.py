@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from ...autograd import Tensor, apply, primitive
-from ...backend import to_device
+from ...kernels._common import on_backend_of
 from ...random import Key, rng
 from ._utils import channel_axis, check_spatial_input, tensor
 
@@ -46,7 +46,9 @@ spatial_dropout_output_shape = alpha_dropout_output_shape = feature_alpha_dropou
 
 
 def _check_rate(layer, rate) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f"{layer}: rate must be a number in [0, 1), got {rate!r} ({type(rate).__name__})")
+    if not 0 <= rate < 1:
         raise ValueError(f"{layer}: rate must be a number in [0, 1), got {rate!r}")
     return float(rate)
 
@@ -80,7 +82,7 @@ def _keep_mask(key, x, rate, noise_shape, scale=1.0) -> Tensor:
     """
     if key is None or isinstance(key, np.random.Generator):
         m = _draw(rng(key), noise_shape, rate, scale, x.dtype)
-        return Tensor._wrap(to_device(m, x.device))            # drawn on the host: the same mask on every device
+        return on_backend_of(x, m)                             # drawn on the host: the same mask on every device
     k = key if isinstance(key, Key) else Key(key, ())
     if isinstance(k.key, (int, np.integer)) and not isinstance(k.key, bool):   # a 0-d uint64 Tensor
         k_t = Tensor._wrap(np.asarray(int(k.key) & 0xFFFFFFFFFFFFFFFF, np.uint64))

@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from ... import kernels
+from ...kernels._common import check_pool_padding, on_backend_of
 from ...autograd import max as tmax, mean as tmean, sum as tsum, where
 from ._utils import (check_spatial_input, check_window_fits, from_channels_last, resolve_padding, shape_from_last,
                      shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
@@ -42,9 +43,7 @@ def _window_geometry(layer, input_shape, kernel_size, strides, padding, channels
     window = spatial_tuple(layer, "kernel_size", kernel_size, n)
     strides = window if strides is None else spatial_tuple(layer, "strides", strides, n)
     pads = resolve_padding(layer, padding, last[1:-1], window, strides)
-    if any(lo >= k or hi >= k for (lo, hi), k in zip(pads, window)):
-        raise ValueError(f"{layer}: padding {pads} must be smaller than the window {window} on every side "
-                         f"(a window of padding only has no value)")
+    check_pool_padding(layer, window, pads)
     check_window_fits(layer, last[1:-1], window, pads, f"input shape {input_shape}, padding {pads}", what="window")
     out = tuple(window_output_size(s, k, st, p) for s, k, st, p in zip(last[1:-1], window, strides, pads))
     return window, strides, pads, shape_from_last((last[0], *out, last[-1]), channels)
@@ -133,7 +132,7 @@ def lp_pool(x, kernel_size, strides=None, padding="valid", norm=2, channels="las
 
 def _root(s, norm):
     """``s^(1/p)``, with gradient 0 where ``s == 0`` (instead of the root's infinite slope, which gives NaN)."""
-    nonzero = s.data != 0
+    nonzero = s != 0
     safe = where(nonzero, s, 1.0)                              # the root is only differentiated where s != 0
     return where(nonzero, safe ** (1 / norm), 0.0)
 
@@ -232,6 +231,7 @@ def adaptive_lp_pool(x, output_size, norm=2, channels="last"):
     last = shape_to_last(x.shape, channels)
     counts = _bin_counts(last[1:-1], size).astype(x.dtype)    # (*size): the mean times the count is the sum
     counts = counts[..., None] if channels == "last" else counts[None]   # (*size, 1) or (1, *size)
+    counts = on_backend_of(x, counts)
     return _root(adaptive_avg_pool(x ** norm, size, channels) * counts, norm)
 
 

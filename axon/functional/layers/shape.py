@@ -17,6 +17,7 @@ import numpy as np
 
 from ...autograd import as_tensor, concatenate as tconcatenate, getitem, pad as tpad
 from ...autograd import reshape as treshape, transpose as ttranspose
+from ...kernels._common import on_backend_of
 from ._utils import (channel_axis, check_rank, check_spatial_input, resolve_padding, shape_from_last, shape_to_last,
                      spatial_tuple, tensor)
 
@@ -215,7 +216,7 @@ def resize(x, size, method="nearest", channels="last"):
             x = getitem(x, lead + (_nearest_index(n_in, n_out),))          # size n_in -> n_out along axis
         else:
             i0, i1, w = _linear_index(n_in, n_out, x.dtype)
-            w = w.reshape((-1,) + (1,) * (x.ndim - axis - 1))               # broadcast along axis
+            w = on_backend_of(x, w.reshape((-1,) + (1,) * (x.ndim - axis - 1)))   # broadcast along axis
             x = getitem(x, lead + (i0,)) * (1 - w) + getitem(x, lead + (i1,)) * w
     return x
 
