@@ -360,7 +360,7 @@ def _objective_step(init_params, objective_fn, optimizer, metrics, compile) -> S
     return Step(_make_init(make, None, optimizer), fn)
 
 
-def step(model, loss=None, optimizer=None, metrics=None, compile: bool = True) -> Step:
+def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
     """Build a training step: ``init, step_fn = step(model, loss, optimizer, metrics=["accuracy"])``.
 
     Two forms, as in Elixir Axon:
@@ -378,11 +378,13 @@ def step(model, loss=None, optimizer=None, metrics=None, compile: bool = True) -
     and accumulation are transformations in its chain. ``metrics`` are names (``"accuracy"``) or
     functions ``metric(y_true, y_pred)``, or a dict ``{name: fn}``.
 
-    ``compile`` (default True): the loss and its gradient are traced by ``axon.jit`` on the first batch of
-    each shape and replayed after (the same kernels in the same order: bit-identical results, without
-    the Python graph); the optimizer update runs eagerly (one fused kernel per param for Adam). An
-    objective that Python must read values of cannot be traced: it runs eagerly, with a warning once.
-    ``compile=False`` is the eager step.
+    ``compile``: the loss and its gradient are traced by ``axon.jit`` on the first batch of each shape and
+    replayed after (the same kernels in the same order: bit-identical results, without the Python
+    graph); the optimizer update runs eagerly (one fused kernel per param for Adam). The default
+    compiles the model form, whose objective axon builds, and not the objective form: a replay skips
+    your objective's Python, so side effects in it (counting calls, raising at step n) would happen only
+    while tracing; pass ``compile=True`` for an objective without them. An objective whose Python reads
+    values cannot be traced: it runs eagerly, with a warning once. ``compile=False``: the eager step.
 
     Returns ``Step(init, step)``: ``init(seed=0, params=None) -> TrainState`` and
     ``step(state, x_batch, y_batch) -> (new_state, {"loss": float, metric: float})``.
@@ -406,14 +408,14 @@ def step(model, loss=None, optimizer=None, metrics=None, compile: bool = True) -
             raise TypeError("step: the objective form takes no loss (the objective is the loss): "
                             "step((init_params_fn, objective_fn), optimizer)")
         _check_optimizer(optimizer)
-        return _objective_step(model[0], model[1], optimizer, metric_list, compile)
+        return _objective_step(model[0], model[1], optimizer, metric_list, bool(compile))   # None: eager
     if not (hasattr(model, "apply") and hasattr(model, "init")):
         raise TypeError(f"step: expects an axon model or a pair (init_params_fn, objective_fn), "
                         f"got {type(model).__name__}")
     if loss is None:
         raise TypeError("step: the model form needs a loss: step(model, 'categorical_cross_entropy', optimizer)")
     _check_optimizer(optimizer)
-    return _model_step(model, loss, optimizer, metric_list, compile)
+    return _model_step(model, loss, optimizer, metric_list, compile is None or bool(compile))
 
 
 def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None, device=None) -> dict:
