@@ -212,11 +212,11 @@ def resize(x, size, method="nearest", channels="last"):
         if n_in == n_out:
             continue
         lead = (slice(None),) * axis
-        if method == "nearest":
-            x = getitem(x, lead + (_nearest_index(n_in, n_out),))          # size n_in -> n_out along axis
+        if method == "nearest":                                # (index arrays on x's backend, like x)
+            x = getitem(x, lead + (on_backend_of(x, _nearest_index(n_in, n_out)),))   # n_in -> n_out along axis
         else:
-            i0, i1, w = _linear_index(n_in, n_out, x.dtype)
-            w = on_backend_of(x, w.reshape((-1,) + (1,) * (x.ndim - axis - 1)))   # broadcast along axis
+            i0, i1, w = (on_backend_of(x, a) for a in _linear_index(n_in, n_out, x.dtype))
+            w = w.reshape((-1,) + (1,) * (x.ndim - axis - 1))                # broadcast along axis
             x = getitem(x, lead + (i0,)) * (1 - w) + getitem(x, lead + (i1,)) * w
     return x
 
