@@ -154,11 +154,11 @@ def _softmax_xent(logits: Tensor, targets) -> Tensor:
     ``targets`` are probabilities (a Tensor like ``logits``) or integer labels (an array of the
     batch shape); the kernel computes the loss and its gradient in one pass per row each.
     """
-    if logits.ndim == 2:                                                         # already rows (the usual case)
-        return kernels.softmax_cross_entropy(logits, targets)
     k = logits.shape[-1]
     if k == 0:
         raise ValueError(f"cross-entropy from logits needs at least one class, got y_pred of shape {logits.shape}")
+    if logits.ndim == 2:                                                         # already rows (the usual case)
+        return kernels.softmax_cross_entropy(logits, targets)
     rows = ops.reshape(logits, (-1, k))                                           # (..., K) -> (M, K)
     targets = ops.reshape(targets, (-1, k) if targets.dtype.kind == "f" else (-1,))   # labels: (...) -> (M,)
     return ops.reshape(kernels.softmax_cross_entropy(rows, targets), logits.shape[:-1])
