@@ -331,7 +331,7 @@ def _copy(a):
 register_backend(Backend(
     "jit", (TracedArray,), to_host=lambda a: a._read("float(), int(), bool(), .item(), .numpy() or np.asarray()"),
     from_host=lambda a: _active("from_host").real.from_host(a),
-    full=lambda shape, value, dtype: _active("full").real.full(shape, value, dtype), copy=_copy))
+    full=lambda shape, value, dtype: _active("full").real.full(shape, value, dtype), copy=_copy, device=False))
 
 
 def check(bad, error: Callable, *values) -> None:
