@@ -220,6 +220,9 @@ def test_builders_count_params_exactly_and_run():
     out = axon.predict(model, params, a(2, 6, 3).astype(np.float32))
     assert out["seq"].shape == (2, 6, 8) and [c.shape for c in out["carry"]] == [(2, 5), (2, 5)]
     assert "Total parameters: 444" in axon.summary(model)
+    for axis, error in ((0, ValueError), (3, ValueError), (-1, ValueError), (1.0, TypeError)):   # not a step axis
+        with pytest.raises(error, match="bidirectional: axis must be"):
+            axon.bidirectional(x, lambda s: s.gru(4), axis=axis)
 
 
 def test_builder_mask_and_carry_inputs():

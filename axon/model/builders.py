@@ -680,8 +680,8 @@ def concatenate(nodes, *others, axis=-1, name=None) -> Axon:
 # A recurrent layer is one node whose value is the tuple (seq, carry); ``x.lstm(...)`` returns two
 # small nodes that pick them out, as Axon's {seq, carry}. A node has one value (a Tensor or a tuple of
 # them), so a layer with two results is a tuple-valued node, and the summary counts its params once.
-def _pick(rnn, index, op):
-    return _node(op, [rnn], lambda y, index: y[index], opts={"index": index})
+def _pick(rnn, index, op, name=None):
+    return _node(op, [rnn], lambda y, index: y[index], opts={"index": index}, name=name)
 
 
 def _recurrent_call(layer_fn, n_carry):
@@ -797,9 +797,13 @@ def conv_lstm(x, units, kernel_size=3, strides=1, padding="same", carry=None, ma
     return _recurrent("conv_lstm", x, _recurrent_call(_conv_lstm_layer, 2), params, opts, carry, mask, name)
 
 
-def _reverse(x, axis) -> Axon:
+def _reverse(x, axis, name=None) -> Axon:
+    axis = check_int("bidirectional", "axis", axis)
+    if axis >= len(x.shape):
+        raise ValueError(f"bidirectional: axis must be a step axis of the input, 1 to {len(x.shape) - 1}, got {axis} "
+                         f"for shape {x.shape}")
     return _node("reverse", [x], lambda x, axis: x[(slice(None),) * axis + (slice(None, None, -1),)],
-                 opts={"axis": axis})
+                 opts={"axis": axis}, name=name)
 
 
 def bidirectional(x, forward_fn, merge="concatenate", axis=1, name=None):
