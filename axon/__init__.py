@@ -30,6 +30,7 @@ from . import model
 from .model import *  # noqa: F401,F403  (input, the builders, init, predict, summary, ...)
 from . import updates, optimizers, schedules, training, datasets, registry, serialization, distributed
 from .serialization import FormatError, load, register, save
+from .jit import TraceError, jit  # (``axon.jit`` is the function; ``import axon.jit`` still finds the module)
 
 # ``import axon.activations`` works too: the functional modules under their short names.
 for _name in ("activations", "initializers", "layers", "losses", "metrics"):
@@ -50,7 +51,7 @@ __all__ = [
     "backend", "get_backend", "set_backend", "to_device", "autograd", "random", "tree", "functional", "activations",
     "initializers", "layers", "losses", "metrics", "model", "updates", "optimizers", "schedules", "training",
     "datasets", "registry", "serialization", "distributed",
-    "Tensor", "grad", "value_and_grad", "no_grad", "check_grads", "save", "load", "register", "FormatError",
-    "__version__",
+    "Tensor", "grad", "value_and_grad", "jit", "TraceError", "no_grad", "check_grads", "save", "load", "register",
+    "FormatError", "__version__",
     *model.__all__,
 ]

@@ -41,6 +41,8 @@ class Backend(NamedTuple):
     array into a numpy array; ``from_host(a)`` copies a numpy array in; ``full(shape, value, dtype)``
     makes a new filled array; ``copy(a)`` an independent copy. Arrays of every backend have ``shape``,
     ``dtype`` (a numpy dtype), ``ndim`` and ``size``; all arithmetic goes through primitives.
+    ``device=False`` marks arrays that are not a device users pick (``axon.jit``'s placeholders):
+    ``backends()`` does not list them.
 
     >>> cpu = backend("cpu")
     >>> cpu.full((2,), 3.0, np.float32), cpu.name
@@ -52,6 +54,7 @@ class Backend(NamedTuple):
     from_host: Callable
     full: Callable
     copy: Callable
+    device: bool = True
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -96,7 +99,7 @@ def backends() -> list:
     >>> "cpu" in backends()
     True
     """
-    return sorted(set(_BACKENDS) | set(_PROVIDERS))
+    return sorted({n for n, b in _BACKENDS.items() if b.device} | set(_PROVIDERS))
 
 
 def backend(name: str) -> Backend:

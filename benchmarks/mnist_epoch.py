@@ -5,10 +5,12 @@ Two models, batch 128, Adam (lr 1e-3), 469 steps per epoch (60,000 images):
 - MLP: 784 -> 128 (relu) -> 10
 - CNN: conv 3x3 32 (same) -> relu -> maxpool 2 -> conv 3x3 64 (same) -> relu -> maxpool 2 -> dense 128 (relu) -> dense 10
 
-axon runs twice: through its public API (the model graph, ``axon.training.step``, ``axon.optimizers.adam``:
-what users get), and written with ``axon.kernels`` and ``axon.autograd`` directly (one visible training
-step function per model: forward, ``value_and_grad``, the fused in-place Adam update), which shows the
-floor the kernels set and, by difference, the framework's overhead. The PyTorch side is the usual
+axon runs three ways: through its public API (the model graph, ``axon.training.step``, ``axon.optimizers.adam``:
+what users get) eagerly (``compile=False``: the Python graph every step) and compiled (the default: the
+loss and gradient traced once per batch shape by ``axon.jit`` and replayed), and written with ``axon.kernels``
+and ``axon.autograd`` directly (one visible training step function per model: forward, ``value_and_grad``,
+the fused in-place Adam update), which shows the floor the kernels set and, by difference, the framework's
+overhead. The PyTorch side is the usual
 ``nn.Sequential`` + ``CrossEntropyLoss`` + ``optim.Adam`` in PyTorch's own (N, C, H, W) layout.
 
 Both get the same thread count (numba, PyTorch and the BLAS libraries; default: all cores). PyTorch runs
@@ -121,7 +123,7 @@ class ApiTrainer:
     the framework's own overhead (graph walk, params trees, the optimizer's functional update).
     """
 
-    def __init__(self, model, seed=0):
+    def __init__(self, model, seed=0, compile=True):
         import axon
         x = axon.input((None, 28, 28, 1))
         if model == "mlp":
@@ -132,7 +134,7 @@ class ApiTrainer:
                    .flatten().dense(128, activation="relu").dense(10))
         loss = lambda y, logits: axon.losses.sparse_categorical_cross_entropy(y, logits, from_logits=True,
                                                                              reduction="mean")
-        init, self.train_step = axon.training.step(net, loss, axon.optimizers.adam(1e-3))
+        init, self.train_step = axon.training.step(net, loss, axon.optimizers.adam(1e-3), compile=compile)
         self.state = init(seed=seed)
 
     def step(self, x, y):
@@ -239,21 +241,23 @@ def torch_worker():
 def write_markdown(path, args, load, results):
     """The table as Markdown: a line about the machine and the settings, then one row per model.
 
-    ``results``: ``(model, api, kernels, torch, api_step, torch_step)``: seconds per epoch, then the
-    fastest single step of the API and of PyTorch in seconds (the torch entries None without PyTorch).
+    ``results``: ``(model, api, compiled, kernels, torch, api_step, compiled_step, torch_step)``: seconds
+    per epoch (the eager API, the compiled API, the kernels, PyTorch), then the fastest single step of
+    the eager API, the compiled API and PyTorch in seconds (the torch entries None without PyTorch).
     """
     ms = lambda s: f"{s:.2f} s ({1e3 * s / STEPS_PER_EPOCH:.1f} ms/step)"    # noqa: E731
     lines = [f"Measured on {machine_line(args.threads, load)}. Batch {BATCH}, Adam, {args.data} data; "
              f"{args.steps} steps per run, scaled to an epoch of {STEPS_PER_EPOCH} steps; {args.stat} of "
              f"{args.rounds} alternating rounds; PyTorch in a process of its own.",
              "",
-             "| model | axon API | axon kernels | PyTorch | API/torch | kernels/torch | fastest step: API, torch |",
-             "|---|--:|--:|--:|--:|--:|--:|"]
-    for model, api, ours, torch_s, api_step, torch_step in results:
-        theirs = ((ms(torch_s), f"{api / torch_s:.2f}", f"{ours / torch_s:.2f}",
-                   f"{1e3 * api_step:.1f}, {1e3 * torch_step:.1f} ms") if torch_s else
-                  ("-", "-", "-", f"{1e3 * api_step:.1f} ms, -"))
-        lines.append(f"| {model.upper()} | {ms(api)} | {ms(ours)} | " + " | ".join(theirs) + " |")
+             "| model | axon API eager | axon API compiled | axon kernels | PyTorch | eager/torch | compiled/torch "
+             "| kernels/torch | fastest step: eager, compiled, torch |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for model, api, jit_s, ours, torch_s, api_step, jit_step, torch_step in results:
+        theirs = ((ms(torch_s), f"{api / torch_s:.2f}", f"{jit_s / torch_s:.2f}", f"{ours / torch_s:.2f}",
+                   f"{1e3 * api_step:.1f}, {1e3 * jit_step:.1f}, {1e3 * torch_step:.1f} ms") if torch_s else
+                  ("-", "-", "-", "-", f"{1e3 * api_step:.1f}, {1e3 * jit_step:.1f} ms, -"))
+        lines.append(f"| {model.upper()} | {ms(api)} | {ms(jit_s)} | {ms(ours)} | " + " | ".join(theirs) + " |")
     write_lines(path, lines)
 
 
@@ -295,34 +299,45 @@ def main():
         t = time.perf_counter()
         ours.step(*axon_data[0])
         first = time.perf_counter() - t                                       # compile or load from cache
-        api = ApiTrainer(model)
+        api = ApiTrainer(model, compile=False)
         api.step(*axon_data[0])
+        compiled = ApiTrainer(model, compile=True)
+        t = time.perf_counter()
+        compiled.step(*axon_data[0])
+        first_jit = time.perf_counter() - t                                   # the trace (an eager step, recorded)
+        compiled.step(*axon_data[-1])                                         # the last batch's shape, traced too
         theirs = TorchProcess(model, args.threads, x, y) if not args.no_torch else None
-        a_times, p_times, t_times, a_steps, p_steps, t_steps = [], [], [], [], [], []
+        a_times, p_times, j_times, t_times, a_steps, p_steps, j_steps, t_steps = [], [], [], [], [], [], [], []
         for _ in range(args.rounds):                                         # interleaved: load hits all alike
             p_times.append(run_epoch(api, axon_data, p_steps))
+            j_times.append(run_epoch(compiled, axon_data, j_steps))
             a_times.append(run_epoch(ours, axon_data, a_steps, breakdown=args.breakdown))
             if theirs:
                 t_times.append(theirs.epoch(t_steps))
         pick = min if args.stat == "min" else statistics.median
-        a, p = pick(a_times) * scale, pick(p_times) * scale
-        line = (f"{model.upper()}: axon API {p:6.2f} s/epoch ({1e3 * p / STEPS_PER_EPOCH:6.2f} ms/step) | "
-                f"axon kernels {a:6.2f} s/epoch")
+        a, p, j = pick(a_times) * scale, pick(p_times) * scale, pick(j_times) * scale
+        line = (f"{model.upper()}: axon API eager {p:6.2f} s/epoch ({1e3 * p / STEPS_PER_EPOCH:6.2f} ms/step) | "
+                f"compiled {j:6.2f} s/epoch ({1e3 * j / STEPS_PER_EPOCH:6.2f} ms/step) | axon kernels {a:6.2f} s/epoch")
         if theirs:
             tt = pick(t_times) * scale
             line += (f" | torch {tt:6.2f} s/epoch ({1e3 * tt / STEPS_PER_EPOCH:6.2f} ms/step) | "
-                     f"API/torch {p / tt:.2f}x, kernels/torch {a / tt:.2f}x")
-        results.append((model, p, a, pick(t_times) * scale if theirs else None, min(p_steps),
+                     f"eager/torch {p / tt:.2f}x, compiled/torch {j / tt:.2f}x, kernels/torch {a / tt:.2f}x")
+        results.append((model, p, j, a, pick(t_times) * scale if theirs else None, min(p_steps), min(j_steps),
                         min(t_steps) if theirs else None))
-        print(line + f"   [first axon step {first:.2f} s; runs: API " + " ".join(f"{x * scale:.2f}" for x in p_times)
+        print(line + f"   [first axon step {first:.2f} s, first compiled step (the trace) {first_jit:.2f} s; "
+              + "runs: eager " + " ".join(f"{x * scale:.2f}" for x in p_times)
+              + " compiled " + " ".join(f"{x * scale:.2f}" for x in j_times)
               + " kernels " + " ".join(f"{x * scale:.2f}" for x in a_times)
               + (" torch " + " ".join(f"{x * scale:.2f}" for x in t_times) if theirs else "") + "]")
-        steps = (f"    one step, fastest / median: axon API {1e3 * min(p_steps):.2f} / "
-                 f"{1e3 * statistics.median(p_steps):.2f} ms")
+        steps = (f"    one step, fastest / median: axon API eager {1e3 * min(p_steps):.2f} / "
+                 f"{1e3 * statistics.median(p_steps):.2f} ms, compiled {1e3 * min(j_steps):.2f} / "
+                 f"{1e3 * statistics.median(j_steps):.2f} ms")
         if theirs:
             steps += (f", torch {1e3 * min(t_steps):.2f} / {1e3 * statistics.median(t_steps):.2f} ms"
                       f" (API/torch {min(p_steps) / min(t_steps):.2f}x / "
-                      f"{statistics.median(p_steps) / statistics.median(t_steps):.2f}x)")
+                      f"{statistics.median(p_steps) / statistics.median(t_steps):.2f}x; compiled/torch "
+                      f"{min(j_steps) / min(t_steps):.2f}x / "
+                      f"{statistics.median(j_steps) / statistics.median(t_steps):.2f}x)")
             theirs.close()
         print(steps)
         if args.breakdown:

@@ -14,12 +14,13 @@ array([2., 4., 6.], dtype=float32)
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["Primitive", "PRIMITIVES", "primitive", "implement", "Node", "apply", "toposort", "backprop", "no_grad", "enable_grad",
+__all__ = ["Primitive", "PRIMITIVES", "primitive", "implement", "Node", "apply", "forward_for", "TRACING", "toposort", "backprop", "no_grad", "enable_grad",
            "is_grad_enabled", "set_grad_enabled"]
 
 
@@ -121,6 +122,20 @@ class _GradMode:
     enabled = True
 
 
+class _Tracing(threading.local):
+    """The recorder of ``axon.jit`` while it traces a function (``None`` otherwise): ``apply`` hands it every op.
+
+    One per thread, so a trace records only its own thread's ops.
+
+    >>> TRACING.tracer is None                          # nothing is being traced
+    True
+    """
+    tracer = None
+
+
+TRACING = _Tracing()
+
+
 def is_grad_enabled() -> bool:
     """Whether operations are being recorded for differentiation.
 
@@ -191,11 +206,12 @@ def apply(prim: Primitive, *inputs, **params):
     """
     xs = tuple(x if isinstance(x, Tensor) else as_tensor(x, like=inputs) for x in inputs)
     arrays = [x.data for x in xs]
-    if all(type(a) is np.ndarray for a in arrays):         # the common case: every input on the CPU
-        forward = prim.forwards["cpu"]
+    if TRACING.tracer is not None:                         # axon.jit is recording: it runs the forward, notes it
+        out = TRACING.tracer.run(prim, arrays, params)
+    elif all(type(a) is np.ndarray for a in arrays):       # the common case: every input on the CPU
+        out = prim.forwards["cpu"](*arrays, **params)
     else:
-        forward = _forward_for(prim, arrays)
-    out = forward(*arrays, **params)
+        out = forward_for(prim, arrays)(*arrays, **params)
     saved = None
     if prim.saves:
         out, saved = out
@@ -210,8 +226,12 @@ def apply(prim: Primitive, *inputs, **params):
     return y
 
 
-def _forward_for(prim: Primitive, arrays: list):
-    """The forward of the one backend the inputs live on; 0-d host arrays are moved there (in ``arrays``)."""
+def forward_for(prim: Primitive, arrays: list):
+    """The forward of the one backend the inputs live on; 0-d host arrays are moved there (in ``arrays``).
+
+    >>> forward_for(PRIMITIVES["neg"], [np.ones(2)]) is PRIMITIVES["neg"].forwards["cpu"]
+    True
+    """
     found = {}
     for a in arrays:
         b = backend_of(a)

@@ -119,6 +119,15 @@ def _normalize(x, axes, epsilon, center):
     return f["mul"](xc, r), r
 
 
+def _keep_mask(key, like, salt, shape, rate, scale):
+    """Dropout's ``random.keep_mask``: drawn on the host from the key, as the CPU draws it (the same masks), then copied here."""
+    from ..backend import to_host
+    from ._runtime import from_host
+    cpu = PRIMITIVES["random.keep_mask"].forwards["cpu"]
+    return from_host(cpu(to_host(key), np.empty(0, like.dtype), salt, shape, rate, scale))
+
+
+_FUNCTIONAL["random.keep_mask"] = _keep_mask
 _FUNCTIONAL["standardize"] = lambda x, axes, epsilon: _normalize(x, axes, epsilon, center=True)
 _FUNCTIONAL["rms_normalize"] = lambda x, axes, epsilon: _normalize(x, axes, epsilon, center=False)
 for _name, _forward in _FUNCTIONAL.items():

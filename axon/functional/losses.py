@@ -28,6 +28,7 @@ from ..backend import is_host
 from ..kernels._common import in_range, on_backend_of
 from ..autograd import ops
 from ..autograd.tensor import Tensor
+from ..jit import check
 from . import activations as A
 from ._registry import getter
 
@@ -169,7 +170,7 @@ def _labels(name, y_true, y_pred: Tensor) -> Tensor:
     An int64 Tensor on ``y_pred``'s backend, checked where it lives (``kernels._common.in_range``), so
     labels that live on a device stay there.
     """
-    labels = y_true if isinstance(y_true, Tensor) else on_backend_of(y_pred, np.asarray(y_true))
+    labels = y_true if isinstance(y_true, Tensor) else on_backend_of(y_pred, y_true)
     batch = y_pred.shape[:-1]
     if labels.shape not in (batch, batch + (1,)):
         raise ValueError(f"{name}: y_true must hold one class index per row of y_pred, with shape {batch} "
@@ -178,12 +179,12 @@ def _labels(name, y_true, y_pred: Tensor) -> Tensor:
         raise TypeError(f"{name}: y_true must hold integer class indices, got dtype {labels.dtype}")
     labels = labels if labels.shape == batch else ops.reshape(labels, batch)
     as_int = labels if labels.dtype == np.int64 else ops.astype(labels, np.int64)
-    if labels.dtype.kind == "f" and labels.size and bool(ops.max(ops.astype(as_int, labels.dtype) != labels)):
-        raise ValueError(f"{name}: y_true must hold integer class indices, got non-integer values")
+    if labels.dtype.kind == "f" and labels.size:
+        check(ops.max(ops.astype(as_int, labels.dtype) != labels),
+              lambda: ValueError(f"{name}: y_true must hold integer class indices, got non-integer values"))
     k = y_pred.shape[-1]
-    ok, lo, hi = in_range(as_int, 0, k)
-    if not ok:
-        raise ValueError(f"{name}: class indices must be in [0, {k}), got values in [{lo}, {hi}]")
+    in_range(as_int, 0, k, lambda lo, hi: ValueError(
+        f"{name}: class indices must be in [0, {k}), got values in [{lo}, {hi}]"))
     return as_int
 
 

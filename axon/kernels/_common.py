@@ -231,25 +231,29 @@ def same_dtype(dy: Tensor, x: Tensor) -> Tensor:
     return dy if dy.dtype == x.dtype else dy.astype(x.dtype)
 
 
-def in_range(t: Tensor, lo: int, hi: int) -> tuple:
-    """``(ok, smallest, largest)``: whether every element of the integer Tensor ``t`` is in ``[lo, hi)``.
+def in_range(t: Tensor, lo: int, hi: int, error) -> None:
+    """Raise ``error(smallest, largest)`` unless every element of the integer Tensor ``t`` is in ``[lo, hi)``.
 
     The one check of labels and indices before a kernel uses them (an index out of range would read or
     write outside an array in compiled code). Host data is checked with numpy at once; data on a device
-    with Tensor operations there (one value comes back). ``smallest``/``largest`` are None when ``ok``.
+    with Tensor operations there (one value comes back); under ``axon.jit`` the check is an op of the
+    plan (``axon.jit.check``), run on every call's indices.
 
-    >>> in_range(Tensor(np.array([0, 2])), 0, 3), in_range(Tensor(np.array([0, 3])), 0, 3)
-    ((True, None, None), (False, 0, 3))
+    >>> in_range(Tensor(np.array([0, 2])), 0, 3, lambda lo, hi: ValueError(f"{lo}..{hi}"))   # fine: nothing
+    >>> in_range(Tensor(np.array([0, 3])), 0, 3, lambda lo, hi: ValueError(f"{lo}..{hi}"))
+    Traceback (most recent call last):
+    ...
+    ValueError: 0..3
     """
     if t.size == 0:
-        return True, None, None
+        return
     if type(t.data) is np.ndarray:                              # the CPU: numpy, no primitives to run
         lo_t, hi_t = t.data.min(), t.data.max()
-        ok = lo <= lo_t and hi_t < hi
-    else:
-        ok = not bool(tmax((t < lo) | (t >= hi)))
-        lo_t, hi_t = (None, None) if ok else (tmin(t), tmax(t))
-    return (True, None, None) if ok else (False, int(lo_t), int(hi_t))
+        if not (lo <= lo_t and hi_t < hi):
+            raise error(int(lo_t), int(hi_t))
+        return
+    from ..jit import check                                     # (axon.jit imports the engine, as this does)
+    check(tmax((t < lo) | (t >= hi)), lambda a: error(int(a.min()), int(a.max())), t)
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:

@@ -173,7 +173,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
     lp = as_tensor(log_probs)
 
     def ints(a):
-        a = a if isinstance(a, Tensor) else on_backend_of(lp, np.asarray(a))
+        a = a if isinstance(a, Tensor) else on_backend_of(lp, a)
         return a if a.dtype == np.int64 else a.astype(np.int64)
 
     return apply(_ctc, lp, ints(targets), ints(input_lengths), ints(target_lengths), blank=int(blank),

@@ -218,13 +218,13 @@ def take_along_axis(x, index, axis):
            [1., 0., 0.]])
     """
     x, axis = _check("take_along_axis", x, axis)
-    index = as_tensor(index) if isinstance(index, Tensor) else on_backend_of(x, np.asarray(index))
+    index = as_tensor(index) if isinstance(index, Tensor) else on_backend_of(x, index)
     want = _out_shape(x.shape, axis, False)
     if index.dtype.kind not in "iu" or index.shape != want:
         raise ValueError(f"take_along_axis: index must hold integers of shape {want} for x of shape {x.shape} "
                          f"and axis {axis}, got dtype {index.dtype} and shape {index.shape}")
-    if not in_range(index, 0, x.shape[axis])[0]:
-        raise ValueError(f"take_along_axis: index values must be in [0, {x.shape[axis]}) along axis {axis}")
+    in_range(index, 0, x.shape[axis], lambda lo, hi: ValueError(
+        f"take_along_axis: index values must be in [0, {x.shape[axis]}) along axis {axis}"))
     A, _, B = _alb(x.shape, axis)
     index = reshape(index if index.dtype == np.int64 else index.astype(np.int64), (A, B))
     return apply(_take, x, index, axis=axis, keepdims=False)

@@ -372,15 +372,13 @@ def softmax_cross_entropy(logits, targets):
     x = float_tensor("softmax_cross_entropy", "logits", logits)
     if x.ndim != 2:
         raise ValueError(f"softmax_cross_entropy: logits must be (N, K), got shape {x.shape}")
-    t = targets if isinstance(targets, Tensor) else on_backend_of(x, np.asarray(targets))
+    t = targets if isinstance(targets, Tensor) else on_backend_of(x, targets)
     if t.dtype.kind in "iu":
         if t.shape != x.shape[:1]:
             raise ValueError(f"softmax_cross_entropy: integer labels must have shape ({x.shape[0]},) for logits "
                              f"of shape {x.shape}, got {t.shape}")
-        ok, lo, hi = in_range(t, 0, x.shape[1])
-        if not ok:
-            raise ValueError(f"softmax_cross_entropy: labels must be in [0, {x.shape[1]}), got values from "
-                             f"{lo} to {hi}")
+        in_range(t, 0, x.shape[1], lambda lo, hi: ValueError(
+            f"softmax_cross_entropy: labels must be in [0, {x.shape[1]}), got values from {lo} to {hi}"))
         labels = t if t.dtype == np.int64 else astype(t, np.int64)
         return apply(_xent, x, on_backend_of(x, np.empty((0, 0), dtype=x.dtype)), labels)
     t = float_tensor("softmax_cross_entropy", "targets", t)

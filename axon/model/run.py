@@ -179,7 +179,7 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None, d
             if "training" in node.uses:
                 extra["training"] = training
             if "key" in node.uses:
-                extra["key"] = axrandom.rng(key, step.name) if training else None
+                extra["key"] = axrandom.derive(key, step.name) if training else None
             if step.fused:
                 extra["relu_epilogue"] = True
         y = node.fn(*[values[i] for i in step.parents], **layer_params, **node.opts, **extra)

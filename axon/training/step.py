@@ -30,12 +30,14 @@ and adds them to the params:
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from ..autograd import Tensor, no_grad, value_and_grad
 from ..backend import device_of, resolve_device, to_device, to_host
+from ..jit import TraceError, jit
 from ..model.run import _to_numpy as _data          # Tensors (in a dict/list/tuple) as arrays
 from ..privacy import needs_per_example_grads, per_example_grads
 from ..tree import tensor_map, tree_leaves, tree_map
@@ -167,14 +169,27 @@ class StepFunction:
     ({'loss': 1.0}, 0.64)
     """
 
-    def __init__(self, objective, evaluate_fn, optimizer, metrics, split=None, merge=None):
+    def __init__(self, objective, evaluate_fn, optimizer, metrics, split=None, merge=None, compile=True):
         self.objective = objective                 # (trainable, frozen, x, y, key) -> (loss, (y_pred, new_state))
         self.optimizer = optimizer
         self.metrics = metrics                     # [(name, fn)]
         self._split, self._merge, self._evaluate = split, merge, evaluate_fn
         self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
+        # compile: the loss and gradient traced once per batch shape and replayed (axon.jit); the key
+        # is an input array, so each step's dropout masks are new.
+        self.compiled = jit(self._value_and_grad) if compile else None
         self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
         self._per_example = needs_per_example_grads(optimizer)     # dpsgd: one gradient per example
+
+    def _loss_and_grads(self, trainable, frozen, x, y, key):
+        if self.compiled is not None:
+            try:
+                return self.compiled(trainable, frozen, x, y, np.asarray(key, np.uint64))
+            except (TraceError, AttributeError) as e:   # Python reads a value: run it eagerly from now on
+                warnings.warn(f"axon.training.step: the objective cannot be traced, so it runs eagerly "
+                              f"(pass compile=False to say so and silence this): {e}", stacklevel=3)
+                self.compiled = None
+        return self._value_and_grad(trainable, frozen, x, y, key)
 
     def __call__(self, state: TrainState, x, y):
         if self._split is not None:
@@ -187,12 +202,12 @@ class StepFunction:
         key = step_key(state.seed, state.step)
         if self.replica is not None:               # data parallel: this process's own dropout masks ...
             key = self.replica.local_key(key)
-        if self._per_example:                      # the optimizer clips each example's gradient (DP-SGD)
+        if self._per_example:                      # the optimizer clips each example's gradient (DP-SGD; eager)
             with no_grad():
                 loss, (y_pred, new_state) = self.objective(tree_map(Tensor._wrap, trainable), frozen, x, y, key)
             grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0], trainable, x, y)
         else:
-            (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+            (loss, (y_pred, new_state)), grads = self._loss_and_grads(trainable, frozen, x, y, key)
         if self.replica is not None:               # ... and the whole batch's gradient, averaged over processes
             grads, new_state = self.replica.average((grads, new_state), x)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
@@ -277,7 +292,7 @@ def _probabilities(logits):
         return kernels.softmax(_data(logits)).data
 
 
-def _model_step(model, loss, optimizer, metrics) -> Step:
+def _model_step(model, loss, optimizer, metrics, compile) -> Step:
     from ..model import merge
     loss_fn = _resolve_loss(loss)
     logits_model = _logits_behind_softmax(model, loss_fn)
@@ -295,11 +310,11 @@ def _model_step(model, loss, optimizer, metrics) -> Step:
         return _evaluate(model, params, x, y, metrics, loss_fn, batch_size)
 
     split = model.split
-    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, split=split, merge=merge)
+    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, split=split, merge=merge, compile=compile)
     return Step(_make_init(lambda seed: model.init(seed=seed), split, optimizer), fn)
 
 
-def _objective_step(init_params, objective_fn, optimizer, metrics) -> Step:
+def _objective_step(init_params, objective_fn, optimizer, metrics, compile) -> Step:
     if not callable(objective_fn):
         raise TypeError(f"step: the objective must be a function objective(params, x, y) -> loss, "
                         f"got {type(objective_fn).__name__}")
@@ -341,11 +356,11 @@ def _objective_step(init_params, objective_fn, optimizer, metrics) -> Step:
         make = (lambda seed: init_params(seed)) if _takes_arguments(init_params) else (lambda seed: init_params())
     else:                                          # an initial params tree itself: every run starts from a copy
         make = lambda seed: tree_map(np.copy, init_params)  # noqa: E731
-    fn = StepFunction(objective, evaluate_fn, optimizer, metrics)
+    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, compile=compile)
     return Step(_make_init(make, None, optimizer), fn)
 
 
-def step(model, loss=None, optimizer=None, metrics=None) -> Step:
+def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
     """Build a training step: ``init, step_fn = step(model, loss, optimizer, metrics=["accuracy"])``.
 
     Two forms, as in Elixir Axon:
@@ -362,6 +377,14 @@ def step(model, loss=None, optimizer=None, metrics=None) -> Step:
     ``optimizer`` is a ``GradientTransformation`` (``axon.optimizers.adamw(0.005)``); gradient clipping
     and accumulation are transformations in its chain. ``metrics`` are names (``"accuracy"``) or
     functions ``metric(y_true, y_pred)``, or a dict ``{name: fn}``.
+
+    ``compile``: the loss and its gradient are traced by ``axon.jit`` on the first batch of each shape and
+    replayed after (the same kernels in the same order: bit-identical results, without the Python
+    graph); the optimizer update runs eagerly (one fused kernel per param for Adam). The default
+    compiles the model form, whose objective axon builds, and not the objective form: a replay skips
+    your objective's Python, so side effects in it (counting calls, raising at step n) would happen only
+    while tracing; pass ``compile=True`` for an objective without them. An objective whose Python reads
+    values cannot be traced: it runs eagerly, with a warning once. ``compile=False``: the eager step.
 
     Returns ``Step(init, step)``: ``init(seed=0, params=None) -> TrainState`` and
     ``step(state, x_batch, y_batch) -> (new_state, {"loss": float, metric: float})``.
@@ -385,14 +408,14 @@ def step(model, loss=None, optimizer=None, metrics=None) -> Step:
             raise TypeError("step: the objective form takes no loss (the objective is the loss): "
                             "step((init_params_fn, objective_fn), optimizer)")
         _check_optimizer(optimizer)
-        return _objective_step(model[0], model[1], optimizer, metric_list)
+        return _objective_step(model[0], model[1], optimizer, metric_list, bool(compile))   # None: eager
     if not (hasattr(model, "apply") and hasattr(model, "init")):
         raise TypeError(f"step: expects an axon model or a pair (init_params_fn, objective_fn), "
                         f"got {type(model).__name__}")
     if loss is None:
         raise TypeError("step: the model form needs a loss: step(model, 'categorical_cross_entropy', optimizer)")
     _check_optimizer(optimizer)
-    return _model_step(model, loss, optimizer, metric_list)
+    return _model_step(model, loss, optimizer, metric_list, compile is None or bool(compile))
 
 
 def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None, device=None) -> dict:

@@ -18,8 +18,9 @@ import numbers
 
 import numpy as np
 
+from ...autograd import Tensor, apply, primitive
 from ...kernels._common import on_backend_of
-from ...random import rng
+from ...random import Key, rng
 from ._utils import channel_axis, check_spatial_input, tensor
 
 __all__ = ["dropout", "spatial_dropout", "alpha_dropout", "feature_alpha_dropout", "dropout_output_shape",
@@ -61,9 +62,35 @@ def _check_noise_shape(layer, noise_shape, x_shape) -> tuple:
     return noise_shape
 
 
-def _keep_mask(key, rate, noise_shape, dtype) -> np.ndarray:
-    """A 0/1 mask of ``noise_shape`` in ``dtype``: each entry 1 with probability ``1 - rate``."""
-    return (rng(key).random(noise_shape, dtype=np.float32) < 1 - rate).astype(dtype)
+def _draw(gen, shape, rate, scale, dtype) -> np.ndarray:
+    """``scale`` where a draw from ``gen`` keeps the unit (probability ``1 - rate``), else 0: (shape) in ``dtype``."""
+    m = (gen.random(shape, dtype=np.float32) < 1 - rate).astype(dtype)
+    return m if scale == 1 else m * dtype.type(scale)
+
+
+# The key is an input array, so a plan of axon.jit draws a new mask from each call's key; ``like`` (the
+# input x) says which backend the mask is made on, and its dtype. Never differentiated: a constant.
+_keep_mask_prim = primitive("random.keep_mask", lambda key, like, salt, shape, rate, scale:
+                            _draw(rng(int(key), *salt), shape, rate, scale, like.dtype))
+
+
+def _keep_mask(key, x, rate, noise_shape, scale=1.0) -> Tensor:
+    """A mask of ``noise_shape`` in ``x``'s dtype on ``x``'s device: ``scale`` with probability ``1 - rate``, else 0.
+
+    An int key (or a model layer's ``Key``, or a 0-d integer array) is drawn by the primitive
+    ``random.keep_mask``; a Generator (or None: fresh entropy) is drawn on the host from that stream.
+    """
+    if key is None or isinstance(key, np.random.Generator):
+        m = _draw(rng(key), noise_shape, rate, scale, x.dtype)
+        return on_backend_of(x, m)                             # drawn on the host: the same mask on every device
+    k = key if isinstance(key, Key) else Key(key, ())
+    if isinstance(k.key, (int, np.integer)) and not isinstance(k.key, bool):   # a 0-d uint64 Tensor
+        k_t = Tensor._wrap(np.asarray(int(k.key) & 0xFFFFFFFFFFFFFFFF, np.uint64))
+    elif getattr(k.key, "ndim", None) == 0 and k.key.dtype.kind in "iu":      # an array or Tensor (jit: a placeholder)
+        k_t = k.key if isinstance(k.key, Tensor) else Tensor._wrap(k.key)
+    else:
+        raise TypeError(f"a random key must be an int seed, a numpy Generator or None, got {type(k.key).__name__}")
+    return apply(_keep_mask_prim, k_t, x, salt=k.salt, shape=tuple(noise_shape), rate=rate, scale=scale)
 
 
 def _channel_noise_shape(x_shape, channels) -> tuple:
@@ -78,8 +105,7 @@ def _inverted(layer, x, key, rate, training, noise_shape):
     noise_shape = _check_noise_shape(layer, noise_shape, x.shape)
     if not training or rate == 0:
         return x
-    m = _keep_mask(key, rate, noise_shape, x.dtype)            # (noise_shape), broadcasts to x
-    return x * on_backend_of(x, m * x.dtype.type(1 / (1 - rate)))
+    return x * _keep_mask(key, x, rate, noise_shape, scale=1 / (1 - rate))    # (noise_shape) broadcasts to x
 
 
 def dropout(x, key, rate=0.5, training=True, noise_shape=None):
@@ -123,10 +149,8 @@ def _alpha(layer, x, key, rate, training, noise_shape):
     alpha_p = -_SELU_SCALE * _SELU_ALPHA
     a = ((1 - rate) * (1 + rate * alpha_p ** 2)) ** -0.5
     b = -a * alpha_p * rate
-    m = _keep_mask(key, rate, noise_shape, x.dtype)            # (noise_shape), broadcasts to x
-    scale = on_backend_of(x, m * x.dtype.type(a))                                    # (noise_shape)
-    shift = on_backend_of(x, (1 - m) * x.dtype.type(a * alpha_p) + x.dtype.type(b))
-    return x * scale + shift
+    m = _keep_mask(key, x, rate, noise_shape)                  # (noise_shape), broadcasts to x
+    return x * (m * x.dtype.type(a)) + ((1 - m) * x.dtype.type(a * alpha_p) + x.dtype.type(b))
 
 
 def alpha_dropout(x, key, rate=0.5, training=True, noise_shape=None):

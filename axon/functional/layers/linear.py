@@ -132,9 +132,7 @@ def embedding(x, kernel):
     kernel = tensor("embedding", kernel, "kernel")
     embedding_output_shape(idx.shape, kernel.shape)
     vocab = kernel.shape[0]
-    ok, lo, hi = in_range(idx, 0, vocab)
-    if not ok:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"embedding: index {bad} is out of range for a table of {vocab} rows "
-                         f"(kernel shape {kernel.shape})")
+    in_range(idx, 0, vocab, lambda lo, hi: ValueError(
+        f"embedding: index {lo if lo < 0 else hi} is out of range for a table of {vocab} rows "
+        f"(kernel shape {kernel.shape})"))
     return getitem(kernel, idx)                                # (*idx.shape, dim)
