@@ -67,13 +67,18 @@ def _momentum(fn, momentum, nesterov):
 
 
 # ---- the eleven of Axon ------------------------------------------------------------------------------
-def adabelief(lr=1e-3, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16) -> GradientTransformation:
+def adabelief(lr=1e-3, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, weight_decay=0.0, mask=None
+              ) -> GradientTransformation:
     """AdaBelief (Zhuang et al., 2020): Adam that trusts the gradient when it matches its prediction.
+
+    ``weight_decay`` is decoupled, as in AdamW and the authors' ``AdaBelief(weight_decouple=True)``:
+    ``p -= lr (step + weight_decay p)`` (``mask`` chooses the params it applies to).
 
     >>> adabelief(1e-3).init({"w": np.zeros(2)})[0].count
     array(0)
     """
-    return _optimizer("adabelief", scale_by_belief(b1, b2, eps, eps_root), scale_by_learning_rate(lr))
+    decay = [add_decayed_weights(weight_decay, mask)] if weight_decay or mask is not None else []
+    return _optimizer("adabelief", scale_by_belief(b1, b2, eps, eps_root), *decay, scale_by_learning_rate(lr))
 
 
 def adagrad(lr=1e-2, initial_accumulator_value=0.0, eps=1e-10) -> GradientTransformation:
@@ -202,14 +207,17 @@ def fromage(lr=1e-2, min_norm=1e-6) -> GradientTransformation:
                       scale_by_learning_rate(lambda c: float(lr(c)) * mult(c)), add_decayed_weights(lambda c: mult(c) - 1))
 
 
-def lamb(lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0, mask=None) -> GradientTransformation:
+def lamb(lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0, mask=None, min_norm=0.0
+         ) -> GradientTransformation:
     """LAMB (You et al., 2019): AdamW's step rescaled per layer by ``||p|| / ||step||`` (layer-wise trust ratio).
+
+    ``min_norm``: both norms are at least this (Polaris' option), so a param near 0 still moves.
 
     >>> lamb(1e-3).init({"w": np.zeros(2)})[0].count
     array(0)
     """
     return _optimizer("lamb", scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(weight_decay, mask),
-                      scale_by_trust_ratio(), scale_by_learning_rate(lr))
+                      scale_by_trust_ratio(min_norm), scale_by_learning_rate(lr))
 
 
 def noisy_sgd(lr=1e-2, eta=0.01, gamma=0.55, seed=0) -> GradientTransformation:
@@ -235,15 +243,17 @@ def radam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, threshold=5.0) -> GradientTransfo
     return _optimizer("radam", scale_by_radam(b1, b2, eps, threshold), scale_by_learning_rate(lr))
 
 
-def rmsprop(lr=1e-2, decay=0.9, eps=1e-8, centered=False, momentum=None, nesterov=False) -> GradientTransformation:
+def rmsprop(lr=1e-2, decay=0.9, eps=1e-8, centered=False, momentum=None, nesterov=False, initial_scale=0.0
+            ) -> GradientTransformation:
     """RMSProp (Hinton, 2012): ``p -= lr g / (sqrt(E[g^2]) + eps)``; centered: divide by the std of g.
 
     With ``momentum`` the scaled gradients go through ``trace``: PyTorch's ``RMSprop(alpha=decay, ...)``.
+    ``initial_scale``: the starting value of E[g^2] (Polaris' and Optax's option; PyTorch starts at 0).
 
     >>> type(rmsprop(1e-2, centered=True, momentum=0.9).init({"w": np.zeros(1)})[1]).__name__
     'TraceState'
     """
-    scaling = scale_by_stddev(decay, eps) if centered else scale_by_rms(decay, eps)
+    scaling = (scale_by_stddev if centered else scale_by_rms)(decay, eps, initial_scale)
     return _optimizer("rmsprop", scaling, *_momentum("rmsprop", momentum, nesterov), scale_by_learning_rate(lr))
 
 

@@ -51,7 +51,7 @@ __all__ = [
     "scale_by_stddev", "scale_by_radam", "scale_by_yogi", "scale_by_nadam", "scale_by_adadelta", "scale_by_lion",
     "scale_by_rss", "scale_by_trust_ratio", "scale_by_factored_rms", "scale_by_param_block_rms",
     "scale_by_amsgrad", "scale_by_adamax", "scale_by_novograd", "scale_by_optimistic_gradient", "scale_by_sign",
-    "ema",
+    "ema", "scale_by_state",
     # momentum, regularisation, noise, clipping
     "trace", "add_decayed_weights", "add_noise", "clip", "clip_by_global_norm", "clip_by_block_rms", "centralize",
     # wrappers
@@ -61,6 +61,7 @@ __all__ = [
     "ScaleByAdadeltaState", "ScaleByLionState", "ScaleByRssState", "FactoredRmsState", "TraceState",
     "AddNoiseState", "MaskedState", "ApplyIfFiniteState", "AccumulateGradientsState", "EmaParamsState",
     "ScaleByAmsgradState", "ScaleByNovogradState", "ScaleByOptimisticGradientState", "EmaState",
+    "ScaleByStateState",
 ]
 
 
@@ -1301,3 +1302,34 @@ def ema(decay, debias: bool = True) -> GradientTransformation:
         c = 1 / (1 - decay ** t) if debias and decay < 1 else 1.0
         return (tensor_map(lambda e: c * e, e) if c != 1.0 else e), EmaState(_count(t), e)
     return GradientTransformation(lambda params: EmaState(_count(), _zeros(params)), update)
+
+
+class ScaleByStateState(NamedTuple):
+    """The step size ``scale_by_state`` multiplies by, kept in the state so code outside can change it.
+
+    >>> scale_by_state(-0.1).init({"w": np.zeros(2)})
+    ScaleByStateState(scale=array(-0.1))
+    """
+    scale: np.ndarray                                              # () float64: the current step size
+
+
+@_combinator
+def scale_by_state(step_size) -> GradientTransformation:
+    """Multiply the updates by a step size held in the optimizer state: ``u = scale * g`` (Polaris).
+
+    Like ``scale``, but the factor is ``state.scale``, so a callback (or any code holding the state)
+    can tune it during training: ``find_state(opt_state, ScaleByStateState)._replace(scale=...)``.
+
+    >>> t = scale_by_state(-0.5)
+    >>> state = t.init({"w": np.zeros(1)})
+    >>> t.update({"w": np.array([2.0])}, state)[0]
+    {'w': array([-1.])}
+    >>> t.update({"w": np.array([2.0])}, state._replace(scale=np.asarray(-0.25)))[0]    # lowered from outside
+    {'w': array([-0.5])}
+    """
+    step_size = _hyper("scale_by_state", "step_size", step_size)
+
+    def update(grads, state, params=None):
+        factor = float(state.scale)                                # a Python float: float32 updates stay float32
+        return tensor_map(lambda g: factor * g, grads), state
+    return GradientTransformation(lambda params: ScaleByStateState(np.asarray(step_size, dtype=np.float64)), update)
