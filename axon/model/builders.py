@@ -256,8 +256,8 @@ def _pool(op, fn, x, name, **opts) -> Axon:
     return _layer(op, x, fn, opts=opts, name=name)
 
 
-def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Max over windows; ``strides`` defaults to the window size (as in Axon).
+def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None, window_dilations=1) -> Axon:
+    """Max over windows; ``strides`` defaults to the window size (as in Axon); ``window_dilations`` spaces the taps.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 4, 4, 1)).max_pool(kernel_size=2)
@@ -267,11 +267,11 @@ def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", n
            [13., 15.]], dtype=float32)
     """
     return _pool("max_pool", L.max_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
-                 channels=channels)
+                 channels=channels, window_dilations=window_dilations)
 
 
-def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Average over windows; ``strides`` defaults to the window size.
+def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None, window_dilations=1) -> Axon:
+    """Average over windows; ``strides`` defaults to the window size; ``window_dilations`` spaces the taps.
 
     >>> import axon
     >>> x = axon.input((None, 8, 8, 3))
@@ -279,11 +279,12 @@ def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", n
     ((None, 4, 4, 3), (None, 8, 8, 3))
     """
     return _pool("avg_pool", L.avg_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
-                 channels=channels)
+                 channels=channels, window_dilations=window_dilations)
 
 
-def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Power-average pooling: ``(sum over the window of x^p)^(1/p)``.
+def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="last", name=None,
+            window_dilations=1) -> Axon:
+    """Power-average pooling: ``(sum over the window of x^p)^(1/p)``; ``window_dilations`` spaces the taps.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2, 2, 1)).lp_pool(norm=2, kernel_size=2)
@@ -291,7 +292,7 @@ def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="l
     array([6.], dtype=float32)
     """
     return _pool("lp_pool", L.lp_pool, x, name, norm=norm, kernel_size=kernel_size, strides=strides,
-                 padding=padding, channels=channels)
+                 padding=padding, channels=channels, window_dilations=window_dilations)
 
 
 def adaptive_max_pool(x, output_size, channels="last", name=None) -> Axon:

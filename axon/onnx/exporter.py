@@ -280,6 +280,10 @@ def _window(node) -> dict:
                                                                 o["strides"], o["padding"], o["channels"])
     except TypeError as e:
         raise Unsupported(f"the spatial sizes of the input must be known, got shape {node.parents[0].shape}") from e
+    if o.get("window_dilations", 1) not in (1, (1,) * len(window), [1] * len(window)):
+        raise Unsupported(f"{node.op} with window_dilations={o['window_dilations']!r} (only 1 is exported)")
+    if any(lo >= k or hi >= k for (lo, hi), k in zip(pads, window)):
+        raise Unsupported(f"{node.op} with padding {pads} as large as the window {tuple(window)}")
     return dict(kernel_shape=list(window), strides=list(strides),
                 pads=[lo for lo, _ in pads] + [hi for _, hi in pads])
 
