@@ -24,7 +24,7 @@ __all__ = [
     "dense", "bilinear", "embedding",
     "conv", "conv_transpose", "depthwise_conv", "separable_conv2d", "separable_conv3d",
     "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "adaptive_lp_pool",
-    "global_max_pool", "global_avg_pool", "global_lp_pool",
+    "global_max_pool", "global_avg_pool", "global_lp_pool", "blur_pool",
     "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
     "dropout", "alpha_dropout", "feature_alpha_dropout", "spatial_dropout",
     "flatten", "reshape", "transpose", "pad", "resize",
@@ -358,6 +358,16 @@ def global_lp_pool(x, norm=2, keep_axes=False, channels="last", name=None) -> Ax
     return _pool("global_lp_pool", L.global_lp_pool, x, name, norm=norm, keep_axes=keep_axes, channels=channels)
 
 
+def blur_pool(x, channels="last", name=None) -> Axon:
+    """Blur each channel with a 3x3 binomial filter (same size), as Axon's ``blur_pool``.
+
+    >>> import axon
+    >>> axon.input((None, 8, 8, 3)).blur_pool().shape
+    (None, 8, 8, 3)
+    """
+    return _pool("blur_pool", L.blur_pool, x, name, channels=channels)
+
+
 # ---- normalization ---------------------------------------------------------------------------------
 def _norm_params(c, gamma_initializer="ones", beta_initializer="zeros", beta=True):
     params = {"gamma": param((c,), gamma_initializer)}
@@ -439,8 +449,9 @@ def instance_norm(x, epsilon=1e-5, channels="last", gamma_initializer="ones", be
                   dict(epsilon=epsilon, channels=channels), name)
 
 
-def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=None) -> Axon:
-    """Scale by the root mean square over the channel axis (no centering, no shift).
+def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=None, shift=0.0,
+             upcast="normalization") -> Axon:
+    """Scale by the root mean square over the channel axis (no centering), times ``shift + gamma``.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2)).rms_norm()
@@ -449,7 +460,7 @@ def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=No
     """
     c = _channels(x, channels, "rms_norm")
     return _layer("rms_norm", x, L.rms_norm, _norm_params(c, gamma_initializer, beta=False),
-                  dict(epsilon=epsilon, channels=channels), name)
+                  dict(epsilon=epsilon, channels=channels, shift=shift, upcast=upcast), name)
 
 
 # ---- dropout ---------------------------------------------------------------------------------------
@@ -561,8 +572,8 @@ def pad(x, config, value=0.0, channels="last", name=None) -> Axon:
     return _layer("pad", x, L.pad, opts={"padding": config, "value": value, "channels": channels}, name=name)
 
 
-def resize(x, size, method="nearest", channels="last", name=None) -> Axon:
-    """Resize the spatial axes to ``size`` by "nearest" or "bilinear" interpolation.
+def resize(x, size, method="nearest", channels="last", name=None, antialias=False) -> Axon:
+    """Resize the spatial axes to ``size``: "nearest", "bilinear", "bicubic", "lanczos3" or "lanczos5" (see ``axon.layers.resize``).
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2, 2, 1)).resize((4, 4))             # nearest: each pixel twice
@@ -573,7 +584,8 @@ def resize(x, size, method="nearest", channels="last", name=None) -> Axon:
            [3., 3., 4., 4.],
            [3., 3., 4., 4.]], dtype=float32)
     """
-    return _layer("resize", x, L.resize, opts=dict(size=size, method=method, channels=channels), name=name)
+    return _layer("resize", x, L.resize, opts=dict(size=size, method=method, channels=channels, antialias=antialias),
+                  name=name)
 
 
 # ---- combinators -----------------------------------------------------------------------------------

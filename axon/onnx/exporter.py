@@ -424,7 +424,9 @@ def _rms_norm(g, node, xs, p):
     name, perm = _channels_at_end(g, node, x)
     ms = g.reduce("ReduceMean", g.op("Mul", [name, name]), [x.rank - 1], True)
     y = g.op("Div", [name, g.op("Sqrt", [g.op("Add", [ms, g.scalar(node.opts["epsilon"])])])])
-    return _Value(x.rank, g.op("Mul", [y, g.param(p["gamma"], "gamma")]), perm)
+    shift = node.opts.get("shift", 0.0)                        # the scale is shift + gamma
+    gamma = p["gamma"] if not shift else (np.asarray(p["gamma"]) + shift).astype(np.asarray(p["gamma"]).dtype)
+    return _Value(x.rank, g.op("Mul", [y, g.param(gamma, "gamma")]), perm)
 
 
 # ---- activations ------------------------------------------------------------------------------------
@@ -536,6 +538,9 @@ def _resize(g, node, xs, p):
     if g.opset < 18:
         raise Unsupported(f"resize needs opset >= 18 (Resize's axes), got {g.opset}")
     size = _resize_size(node.parents[0].shape, o["size"], o["method"], o["channels"])
+    if o["method"] not in ("nearest", "bilinear", "linear", "trilinear") or o.get("antialias", False):
+        raise Unsupported(f"resize with method {o['method']!r}, antialias={o.get('antialias', False)} "
+                          f"(only nearest and linear without antialiasing are exported)")
     c = channel_axis(x.rank, o["channels"])
     axes = [x.perm.index(a) for a in range(1, x.rank) if a != c]
     order = sorted(range(len(axes)), key=lambda i: axes[i])    # Resize wants its axes in increasing order

@@ -25,11 +25,12 @@ import numpy as np
 from ... import kernels
 from ...autograd import Tensor, ops
 from ...autograd import max as tmax, mean as tmean, sum as tsum, where
-from ._utils import (check_spatial_input, check_window_fits, from_channels_last, resolve_padding, shape_from_last,
+from .conv import conv
+from ._utils import (channel_axis, check_rank, check_spatial_input, check_window_fits, from_channels_last, resolve_padding, shape_from_last,
                      shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
 
 __all__ = ["max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "adaptive_lp_pool",
-           "global_max_pool", "global_avg_pool", "global_lp_pool",
+           "global_max_pool", "global_avg_pool", "global_lp_pool", "blur_pool", "blur_pool_output_shape",
            "max_pool_output_shape", "avg_pool_output_shape", "lp_pool_output_shape",
            "adaptive_max_pool_output_shape", "adaptive_avg_pool_output_shape", "adaptive_lp_pool_output_shape",
            "global_max_pool_output_shape", "global_avg_pool_output_shape", "global_lp_pool_output_shape"]
@@ -374,3 +375,40 @@ def global_lp_pool(x, norm=2, keep_axes=False, channels="last"):
     norm = _check_norm("global_lp_pool", norm)
     axes = _global_axes("global_lp_pool", x.shape, channels)
     return _root(tsum(x ** norm, axes, keepdims=bool(keep_axes)), norm)
+
+
+# ---- blur pool ----------------------------------------------------------------------------------------------
+_BINOMIAL = np.array([1.0, 2.0, 1.0])                         # [1, 2, 1] (x) [1, 2, 1] / 16: a 3x3 low-pass filter
+
+
+def blur_pool_output_shape(input_shape, channels="last") -> tuple:
+    """``blur_pool`` keeps the shape (2 spatial axes).
+
+    >>> blur_pool_output_shape((None, 8, 8, 3))
+    (None, 8, 8, 3)
+    """
+    check_rank("blur_pool", tuple(input_shape), (4,), layout="batch, 2 spatial, channels")
+    check_spatial_input("blur_pool", tuple(input_shape), channels)
+    return tuple(input_shape)
+
+
+def blur_pool(x, channels="last"):
+    """Blur each channel with the 3x3 binomial filter ``[1, 2, 1]^T [1, 2, 1] / 16``, zero padded to the same size.
+
+    A low-pass filter, applied before pooling or strided convolutions so they alias less (Zhang,
+    2019). As Axon's ``blur_pool`` (after MosaicML's): a depthwise convolution with stride 1, the
+    same as ``torch.nn.functional.conv2d(x, w, padding=1, groups=C)`` with that filter.
+
+    >>> import numpy as np
+    >>> x = np.zeros((1, 3, 3, 1)); x[0, 1, 1, 0] = 16.0     # an impulse spreads into the filter
+    >>> blur_pool(x).numpy()[0, :, :, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    x = tensor("blur_pool", x)
+    blur_pool_output_shape(x.shape, channels)
+    c = x.shape[channel_axis(x.ndim, channels)]
+    w = np.broadcast_to((np.outer(_BINOMIAL, _BINOMIAL) / 16.0)[:, :, None, None], (3, 3, 1, c))  # (3, 3, 1, C)
+    return conv(x, Tensor._wrap(np.ascontiguousarray(w, dtype=x.dtype)), None, padding=[(1, 1), (1, 1)],
+                feature_group_size=c, channels=channels)
