@@ -137,3 +137,29 @@ def test_pop_node_and_rewrite_nodes():
     with pytest.raises(TypeError, match="the rewriter of relu returned a int"):
         axon.rewrite_nodes(model, lambda n: (lambda inputs, out: 3) if n.op == "relu" else None)
 
+
+
+def test_block_shares_one_set_of_weights_between_calls():
+    encode = axon.block(lambda x: x.dense(3, name="proj", activation="tanh"), name="enc")
+    a, b = axon.input((None, 4), name="a"), axon.input((None, 4), name="b")
+    model = encode(a) - encode(b)
+    params = axon.init(model, seed=3)
+    assert list(params) == ["enc"] and axon.count_params(model)["total"] == 4 * 3 + 3
+    xa, xb = r.standard_normal((5, 4)).astype(np.float32), r.standard_normal((5, 4)).astype(np.float32)
+    w, c = params["enc"]["proj/kernel"], params["enc"]["proj/bias"]
+    np.testing.assert_allclose(axon.predict(model, params, {"a": xa, "b": xb}),
+                               np.tanh(xa @ w + c) - np.tanh(xb @ w + c), rtol=1e-5, atol=1e-6)
+
+    def loss(p):
+        y, _ = axon.apply(model, p, {"a": xa, "b": xb})
+        return (y * y).sum()
+    _, g = value_and_grad(loss)(params)
+    ha, hb = np.tanh(xa @ w + c), np.tanh(xb @ w + c)                 # d/dW of sum((ha - hb)^2), both calls
+    dy = 2 * (ha - hb)
+    want = xa.T @ (dy * (1 - ha ** 2)) - xb.T @ (dy * (1 - hb ** 2))
+    np.testing.assert_allclose(g["enc"]["proj/kernel"], want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"block: every call takes inputs of the first call's shapes \[\(None, 4\)\]"):
+        encode(axon.input((None, 5)))
+    stateful = axon.block(lambda x: x.batch_norm())
+    with pytest.raises(ValueError, match="block: layer batch_norm_0 keeps state"):
+        stateful(a)

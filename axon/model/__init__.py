@@ -4,7 +4,7 @@
 - ``builders``: one builder per functional layer, also a chainable method (``x.dense(128)``).
 - ``run``: ``init``, ``apply``, ``predict``, ``compile``, ``split``/``merge`` of params and state.
 - ``summary``: the summary table and the graph as Mermaid/Graphviz text.
-- ``tools``: Axon's graph tools (``bias``, ``stack_columns``, ``cond``, ``attach_hook``, ``get_op_counts``,
+- ``tools``: Axon's graph tools (``block``, ``bias``, ``stack_columns``, ``cond``, ``attach_hook``, ``get_op_counts``,
   ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
 """
 from . import builders
@@ -13,7 +13,7 @@ from .graph import Axon, ParamSpec, constant, container, freeze, input, layer, n
 from .run import apply, compile, init, merge, predict, split
 from .summary import as_graph, count_params, summary
 from . import tools
-from .tools import (attach_hook, bias, cond, get_op_counts, pop_node, rewrite_nodes, set_options, set_parameters,
+from .tools import (attach_hook, bias, block, cond, get_op_counts, pop_node, rewrite_nodes, set_options, set_parameters,
                     stack_columns)
 
 __all__ = ["Axon", "ParamSpec", "input", "constant", "container", "layer", "nx", "param", "freeze", "unfreeze",

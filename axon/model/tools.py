@@ -1,5 +1,5 @@
-"""Graph tools from Elixir Axon: layers that act on the graph (``bias``, ``stack_columns``, ``cond``,
-``attach_hook``) and functions that read or rewrite a built model (``get_op_counts``, ``set_options``,
+"""Graph tools from Elixir Axon: layers that act on the graph (``block``, ``bias``, ``stack_columns``,
+``cond``, ``attach_hook``) and functions that read or rewrite a built model (``get_op_counts``, ``set_options``,
 ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
 
 A model is immutable: every tool returns new nodes and leaves the old ones as they were.
@@ -21,13 +21,102 @@ import numpy as np
 from ..autograd import apply, primitive
 from ..autograd import stack as tstack
 from ..autograd import reshape as treshape
-from .graph import Axon, ParamSpec, _ids, _node, _Pack, param
+from .graph import Axon, ParamSpec, _ids, _node, _Pack, input as _input, param
 
-__all__ = ["bias", "stack_columns", "cond", "attach_hook", "get_op_counts", "set_options", "set_parameters",
+__all__ = ["block", "bias", "stack_columns", "cond", "attach_hook", "get_op_counts", "set_options", "set_parameters",
            "pop_node", "rewrite_nodes"]
 
 
 # ---- layers -------------------------------------------------------------------------------------------------
+def _block_params(**params):
+    return params                                              # the shared weights, as one node's value
+
+
+class _BlockCall:
+    """One call of a block: the inner model run on this call's inputs with the block's one set of params."""
+
+    def __init__(self, inner, layers):
+        self.inner, self.layers = inner, layers                # layers: [(layer, param)] of the inner model
+
+    def __call__(self, shared, *xs, training=False, key=None):
+        from .run import apply
+        params: dict = {}
+        for layer, pname in self.layers:
+            params.setdefault(layer, {})[pname] = shared[f"{layer}/{pname}"]
+        y, _ = apply(self.inner, params, xs[0] if len(xs) == 1 else list(xs), training=training, key=key)
+        return y
+
+
+class Block:
+    """A function of model nodes whose every call shares one set of weights (see ``block``).
+
+    >>> import axon
+    >>> twice = Block(lambda x: x.dense(4, name="d"))
+    >>> x = axon.input((None, 4))
+    >>> axon.count_params(twice(twice(x)))["total"]             # one 4x4 kernel and bias, used twice
+    20
+    """
+
+    def __init__(self, fn, name=None):
+        if not callable(fn):
+            raise TypeError(f"block: fn must build a model from nodes, got {type(fn).__name__}")
+        self.fn, self.name = fn, name
+        self.inner = self.weights = self.call = None
+        self.in_shapes: tuple = ()
+
+    def _build(self, shapes):
+        self.in_shapes = shapes
+        placeholders = [_input(s, name=f"block_input_{i}") for i, s in enumerate(shapes)]
+        inner = self.fn(*placeholders)
+        if not isinstance(inner, Axon):
+            raise TypeError(f"block: fn must return a model node, got {type(inner).__name__}")
+        names = inner.names()
+        specs, layers = {}, []
+        for node in inner.nodes():
+            for pname, spec in node.params.items():
+                if spec.kind == "state":
+                    raise ValueError(f"block: layer {names[node.id]} keeps state ({pname}); blocks take params only")
+                specs[f"{names[node.id]}/{pname}"] = spec
+                layers.append((names[node.id], pname))
+        self.inner, self.call = inner, _BlockCall(inner, layers)
+        self.weights = _node("block", [], _block_params, specs, name=self.name,
+                             shape={k: spec.shape for k, spec in specs.items()})
+
+    def __call__(self, *inputs) -> Axon:
+        for x in inputs:
+            if not isinstance(x, Axon):
+                raise TypeError(f"block: inputs must be model nodes, got {type(x).__name__}")
+        shapes = tuple(x.shape for x in inputs)
+        if self.inner is None:
+            self._build(shapes)
+        elif shapes != self.in_shapes:
+            raise ValueError(f"block: every call takes inputs of the first call's shapes {list(self.in_shapes)}, "
+                             f"got {list(shapes)}")
+        return _node("block_call", [self.weights, *inputs], self.call, uses=("training", "key"),
+                     shape=self.inner.shape)
+
+
+def block(fn, name=None) -> Block:
+    """``fn`` (nodes -> node) as a block: every call builds the same layers with the same weights.
+
+    As Axon's ``block``: the first call builds ``fn`` on inputs of its shapes; the weights live once,
+    in a ``block`` node (``params[name]``, keys ``"layer/param"``), and every call reads them, so a
+    gradient step moves all calls together (a siamese encoder, a tied layer).
+
+    >>> import axon, numpy as np
+    >>> encode = block(lambda x: x.dense(2, name="proj"), name="encoder")
+    >>> a, b = axon.input((None, 3), name="a"), axon.input((None, 3), name="b")
+    >>> model = encode(a) - encode(b)                           # one set of weights, used twice
+    >>> params = axon.init(model)
+    >>> list(params), sorted(params["encoder"])
+    (['encoder'], ['proj/bias', 'proj/kernel'])
+    >>> x = np.ones((1, 3), np.float32)
+    >>> axon.predict(model, params, {"a": x, "b": x})          # the same input through the same weights
+    array([[0., 0.]], dtype=float32)
+    """
+    return Block(fn, name)
+
+
 def _add_bias(x, bias):
     return x + bias
 
