@@ -142,3 +142,35 @@ def test_handle_event_bad_arguments():
     with pytest.raises(TypeError, match=r"returned a tuple from iteration_completed; .*\(status, state\)"):
         train(make_step(), x, y, verbose=0, callbacks=[handle_event("iteration_completed", lambda s: ("stop", s))])
 
+
+
+# ---- several outputs, a weighted sum of losses (Axon's list of {loss, weight}) ----------------------
+def test_a_list_of_loss_weight_pairs_trains_a_two_output_model():
+    import axon
+    r = np.random.default_rng(4)
+    x = r.standard_normal((64, 5)).astype(np.float32)
+    labels = (x[:, 0] > 0).astype(int)
+    y_cls, y_reg = np.eye(2, dtype=np.float32)[labels], x[:, 1:2] * 2                # (64, 2), (64, 1)
+    trunk = axon.input((None, 5)).dense(8, activation="tanh", name="trunk")
+    model = axon.container([trunk.dense(2, name="cls", activation="softmax"), trunk.dense(1, name="reg")])
+    s = step(model, [("categorical_cross_entropy", 1.0), ("mean_squared_error", 0.5)], U.scale(-0.1))
+    state = s.init(seed=0)
+    p = state.params
+    h = np.tanh(x[:16] @ p["trunk"]["kernel"] + p["trunk"]["bias"])
+    z = h @ p["cls"]["kernel"] + p["cls"]["bias"]
+    log_p = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    reg = h @ p["reg"]["kernel"] + p["reg"]["bias"]
+    want = -(y_cls[:16] * log_p).sum(1).mean() + 0.5 * ((reg - y_reg[:16]) ** 2).mean()   # by hand, numpy
+    _, metrics = s.step(state, x[:16], (y_cls[:16], y_reg[:16]))
+    assert metrics["loss"] == pytest.approx(want, rel=1e-5)
+    trained = train(s, x, (y_cls, y_reg), epochs=15, batch_size=16, verbose=0, validation_data=(x, (y_cls, y_reg)))
+    assert trained.history["loss"][-1] < 0.5 * trained.history["loss"][0]
+    assert trained.history["val_loss"][-1] == pytest.approx(trained.history["loss"][-1], rel=0.3)
+    named = axon.container({"cls": model.parents[0], "reg": model.parents[1]})
+    s2 = step(named, {"cls": ("categorical_cross_entropy", 1.0), "reg": ("mean_squared_error", 0.5)}, U.scale(-0.1))
+    _, m2 = s2.step(s2.init(seed=0), x[:16], {"cls": y_cls[:16], "reg": y_reg[:16]})
+    assert m2["loss"] == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match=r"2 \(loss, weight\) pairs need 2 model outputs and targets"):
+        s.step(state, x[:16], y_cls[:16])
+    with pytest.raises(TypeError, match="each multi-output loss must be a pair"):
+        step(model, ["mean_squared_error"], U.scale(-0.1))
