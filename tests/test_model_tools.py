@@ -163,3 +163,25 @@ def test_block_shares_one_set_of_weights_between_calls():
     stateful = axon.block(lambda x: x.batch_norm())
     with pytest.raises(ValueError, match="block: layer batch_norm_0 keeps state"):
         stateful(a)
+
+
+def test_split_layer_cuts_an_axis_and_the_pieces_train():
+    x = axon.input((None, 3, 6))
+    a, b, c = axon.split_layer(x, 3, name="part")
+    assert [n.shape for n in (a, b, c)] == [(None, 3, 2)] * 3 and a.name == "part_0"
+    lo, hi = axon.split_layer(x, [1, 2], axis=1)
+    v = r.standard_normal((2, 3, 6)).astype(np.float32)
+    out = axon.predict(axon.container([lo, hi, c]), {}, v)
+    np.testing.assert_array_equal(out[0], v[:, :1])
+    np.testing.assert_array_equal(out[1], v[:, 1:])
+    np.testing.assert_array_equal(out[2], v[:, :, 4:])
+    model = (a * b).dense(1, name="d")                                # gradients flow through the pieces
+    params = axon.init(model)
+    _, g = value_and_grad(lambda p: axon.apply(model, p, v)[0].sum())(params)
+    assert g["d"]["kernel"].shape == (2, 1) and np.abs(g["d"]["kernel"]).sum() > 0
+    with pytest.raises(ValueError, match=r"6 \(axis 2 of \(None, 3, 6\)\) cannot be cut into 4 equal pieces"):
+        axon.split_layer(x, 4)
+    with pytest.raises(ValueError, match=r"sizes \[1, 1\] must be positive and add up to 3"):
+        axon.split_layer(x, [1, 1], axis=1)
+    with pytest.raises(ValueError, match="axis must be a non-batch axis"):
+        axon.split_layer(x, 2, axis=0)

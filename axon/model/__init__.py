@@ -4,8 +4,8 @@
 - ``builders``: one builder per functional layer, also a chainable method (``x.dense(128)``).
 - ``run``: ``init``, ``apply``, ``predict``, ``compile``, ``split``/``merge`` of params and state.
 - ``summary``: the summary table and the graph as Mermaid/Graphviz text.
-- ``tools``: Axon's graph tools (``block``, ``bias``, ``stack_columns``, ``cond``, ``attach_hook``, ``get_op_counts``,
-  ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
+- ``tools``: Axon's graph tools (``block``, ``bias``, ``stack_columns``, ``split_layer``, ``cond``,
+  ``attach_hook``, ``get_op_counts``, ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
 """
 from . import builders
 from .builders import *  # noqa: F401,F403  (every builder)
@@ -14,7 +14,7 @@ from .run import apply, compile, init, merge, predict, split
 from .summary import as_graph, count_params, summary
 from . import tools
 from .tools import (attach_hook, bias, block, cond, get_op_counts, pop_node, rewrite_nodes, set_options, set_parameters,
-                    stack_columns)
+                    split_layer, stack_columns)
 
 __all__ = ["Axon", "ParamSpec", "input", "constant", "container", "layer", "nx", "param", "freeze", "unfreeze",
            "init", "apply", "predict", "compile", "split", "merge", "summary", "as_graph", "count_params",

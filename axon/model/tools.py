@@ -23,7 +23,7 @@ from ..autograd import stack as tstack
 from ..autograd import reshape as treshape
 from .graph import Axon, ParamSpec, _ids, _node, _Pack, input as _input, param
 
-__all__ = ["block", "bias", "stack_columns", "cond", "attach_hook", "get_op_counts", "set_options", "set_parameters",
+__all__ = ["block", "bias", "stack_columns", "split_layer", "cond", "attach_hook", "get_op_counts", "set_options", "set_parameters",
            "pop_node", "rewrite_nodes"]
 
 
@@ -173,6 +173,52 @@ def stack_columns(columns, ignore=(), name=None) -> Axon:
         if not (isinstance(n.shape, tuple) and (len(n.shape) == 1 or (len(n.shape) == 2 and n.shape[1] == 1))):
             raise ValueError(f"stack_columns: each column must have shape (N,) or (N, 1), got {n.shape}")
     return _node("stack_columns", nodes, _stack_columns, name=name)
+
+
+class _Slice:
+    """One piece of ``split_layer``: ``x[..., lo:hi, ...]`` along ``axis``."""
+
+    def __init__(self, axis, lo, hi):
+        self.axis, self.lo, self.hi = axis, lo, hi
+
+    def __call__(self, x):
+        return x[(slice(None),) * self.axis + (slice(self.lo, self.hi),)]
+
+
+def split_layer(x: Axon, splits, axis=-1, name=None) -> tuple:
+    """``x`` cut along ``axis`` into ``splits`` equal pieces (an int) or pieces of the given sizes (a list).
+
+    Axon's layer-level ``split`` (in axon, ``split`` is taken by the split of params into trainable
+    and the rest). Returns a tuple of nodes; ``name`` names them ``name_0``, ``name_1``, ...
+
+    >>> import axon, numpy as np
+    >>> a, b = split_layer(axon.input((None, 6)), [2, 4])
+    >>> a.shape, b.shape
+    ((None, 2), (None, 4))
+    >>> axon.predict(axon.container([a, b]), {}, np.arange(6, dtype=np.float32)[None])
+    [array([[0., 1.]], dtype=float32), array([[2., 3., 4., 5.]], dtype=float32)]
+    """
+    if not isinstance(x, Axon) or not isinstance(x.shape, tuple):
+        raise TypeError(f"split_layer: x must be a model node with one output, got {type(x).__name__}")
+    rank = len(x.shape)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -rank <= axis < rank or axis % rank == 0:
+        raise ValueError(f"split_layer: axis must be a non-batch axis of the input's {rank} axes, got {axis!r}")
+    axis = int(axis) % rank
+    size = x.shape[axis]
+    if size is None:
+        raise ValueError(f"split_layer: axis {axis} of the input has no fixed size (shape {x.shape})")
+    if isinstance(splits, (int, np.integer)) and not isinstance(splits, bool):
+        if splits < 1 or size % splits:
+            raise ValueError(f"split_layer: {size} (axis {axis} of {x.shape}) cannot be cut into {splits} equal pieces")
+        sizes = [size // int(splits)] * int(splits)
+    else:
+        sizes = [int(n) for n in splits]
+        if any(n < 1 for n in sizes) or sum(sizes) != size:
+            raise ValueError(f"split_layer: sizes {sizes} must be positive and add up to {size} "
+                             f"(axis {axis} of {x.shape})")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    return tuple(_node("split", [x], _Slice(axis, int(lo), int(hi)), name=None if name is None else f"{name}_{i}")
+                 for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])))
 
 
 class _Cond:
