@@ -185,3 +185,23 @@ def test_split_layer_cuts_an_axis_and_the_pieces_train():
         axon.split_layer(x, [1, 1], axis=1)
     with pytest.raises(ValueError, match="axis must be a non-batch axis"):
         axon.split_layer(x, 2, axis=0)
+
+
+def test_optional_inputs_or_else_and_nullified_layers():
+    x = axon.input((None, 3), name="x")
+    bonus = axon.input((None, 2), name="bonus", optional=True)
+    h = x.dense(2, name="d")
+    model = h + axon.or_else(bonus.dense(2, name="b"), axon.constant(np.zeros((1, 2), np.float32)))
+    params = axon.init(model, seed=0)
+    xv, bv = r.standard_normal((4, 3)).astype(np.float32), r.standard_normal((4, 2)).astype(np.float32)
+    plain = xv @ params["d"]["kernel"] + params["d"]["bias"]
+    np.testing.assert_allclose(axon.predict(model, params, {"x": xv}), plain, rtol=1e-6)        # bonus left out
+    np.testing.assert_allclose(axon.predict(model, params, {"x": xv, "bonus": bv}),
+                               plain + bv @ params["b"]["kernel"] + params["b"]["bias"], rtol=1e-5)
+    _, g = value_and_grad(lambda p: axon.apply(model, p, {"x": xv})[0].sum())(params)
+    assert not np.abs(g["b"]["kernel"]).any() and np.abs(g["d"]["kernel"]).any()              # the absent branch
+    assert axon.predict(h + bonus, params, {"x": xv}) is None                                  # nullified
+    with pytest.raises(ValueError, match=r"missing model inputs \['x'\]"):
+        axon.predict(model, params, {"bonus": bv})
+    with pytest.raises(ValueError, match=r"or_else: default's shape \(None, 3\) does not match"):
+        axon.or_else(bonus, x)

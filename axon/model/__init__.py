@@ -5,7 +5,7 @@
 - ``run``: ``init``, ``apply``, ``predict``, ``compile``, ``split``/``merge`` of params and state.
 - ``summary``: the summary table and the graph as Mermaid/Graphviz text.
 - ``tools``: Axon's graph tools (``block``, ``bias``, ``stack_columns``, ``split_layer``, ``cond``,
-  ``attach_hook``, ``get_op_counts``, ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
+  ``optional``, ``or_else``, ``attach_hook``, ``get_op_counts``, ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
 """
 from . import builders
 from .builders import *  # noqa: F401,F403  (every builder)
@@ -13,8 +13,8 @@ from .graph import Axon, ParamSpec, constant, container, freeze, input, layer, n
 from .run import apply, compile, init, merge, predict, split
 from .summary import as_graph, count_params, summary
 from . import tools
-from .tools import (attach_hook, bias, block, cond, get_op_counts, pop_node, rewrite_nodes, set_options, set_parameters,
-                    split_layer, stack_columns)
+from .tools import (attach_hook, bias, block, cond, get_op_counts, optional, or_else, pop_node, rewrite_nodes,
+                    set_options, set_parameters, split_layer, stack_columns)
 
 __all__ = ["Axon", "ParamSpec", "input", "constant", "container", "layer", "nx", "param", "freeze", "unfreeze",
            "init", "apply", "predict", "compile", "split", "merge", "summary", "as_graph", "count_params",

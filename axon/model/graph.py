@@ -197,14 +197,18 @@ def _node(op, parents, fn, params=None, opts=None, name=None, uses=(), shape=Non
     return node
 
 
-def input(shape, name="input") -> Axon:
+def input(shape, name="input", optional=False) -> Axon:
     """A model input; ``None`` marks the batch axis (or any axis whose size varies).
+
+    ``optional=True`` (Axon's ``optional: true``): the input may be left out when the model runs;
+    the layers that depend on it then give None, unless ``axon.optional``/``axon.or_else`` handle it.
 
     >>> input((None, 28, 28, 1)).shape
     (None, 28, 28, 1)
     """
     shape = tuple(None if n is None else int(n) for n in shape)
-    return _node("input", [], None, opts={"shape": shape}, name=name, shape=shape)
+    opts = {"shape": shape, "optional": True} if optional else {"shape": shape}
+    return _node("input", [], None, opts=opts, name=name, shape=shape)
 
 
 def constant(value, name=None) -> Axon:

@@ -23,7 +23,7 @@ from ..autograd import stack as tstack
 from ..autograd import reshape as treshape
 from .graph import Axon, ParamSpec, _ids, _node, _Pack, input as _input, param
 
-__all__ = ["block", "bias", "stack_columns", "split_layer", "cond", "attach_hook", "get_op_counts", "set_options", "set_parameters",
+__all__ = ["block", "bias", "stack_columns", "split_layer", "cond", "optional", "or_else", "attach_hook", "get_op_counts", "set_options", "set_parameters",
            "pop_node", "rewrite_nodes"]
 
 
@@ -255,6 +255,57 @@ def cond(x: Axon, predicate, on_true: Axon, on_false: Axon, name=None) -> Axon:
         raise ValueError(f"cond: the branches must have the same shape, got on_true {on_true.shape} "
                          f"and on_false {on_false.shape}")
     return _node("cond", [x, on_true, on_false], _Cond(predicate), name=name, shape=on_true.shape)
+
+
+def _pass(x):
+    return x
+
+
+def optional(x: Axon, name=None) -> Axon:
+    """``x``, whose value may be None (a left-out optional input), handed as such to the next layer.
+
+    Without it, a layer that depends on a missing optional input gives None itself; after it, the
+    layer receives None and decides (a custom layer, or ``or_else``). As Axon's ``optional``.
+
+    >>> import axon, numpy as np
+    >>> mask = axon.input((None, 2), name="mask", optional=True)
+    >>> ones = axon.nx(optional(mask), lambda m: np.float32([-1]) if m is None else m.sum(-1))   # None or the mask
+    >>> axon.predict(ones, {}, {"mask": np.ones((1, 2), np.float32)}), axon.predict(ones, {}, {})
+    (array([2.], dtype=float32), array([-1.], dtype=float32))
+    >>> axon.predict(mask.relu(), {}, {}) is None                  # not handled: what follows is None too
+    True
+    """
+    if not isinstance(x, Axon):
+        raise TypeError(f"optional: x must be a model node, got {type(x).__name__}")
+    return _node("optional", [x], _pass, name=name, shape=x.shape)
+
+
+def _first_present(x, default):
+    return default if x is None else x
+
+
+def or_else(x: Axon, default: Axon, name=None) -> Axon:
+    """``x``'s value, or ``default``'s when ``x`` is None (a left-out optional input); Axon's ``or_else``.
+
+    >>> import axon, numpy as np
+    >>> x = axon.input((None, 2), name="x")
+    >>> scale = axon.input((None, 2), name="scale", optional=True)
+    >>> model = x * or_else(scale, axon.constant(np.ones((1, 2), np.float32)))
+    >>> axon.predict(model, {}, {"x": np.float32([[1, 2]])})                       # no scale: times 1
+    array([[1., 2.]], dtype=float32)
+    >>> axon.predict(model, {}, {"x": np.float32([[1, 2]]), "scale": np.float32([[3, 3]])})
+    array([[3., 6.]], dtype=float32)
+    """
+    for what, n in (("x", x), ("default", default)):
+        if not isinstance(n, Axon):
+            raise TypeError(f"or_else: {what} must be a model node, got {type(n).__name__}")
+    shape = x.shape
+    if isinstance(shape, tuple) and isinstance(default.shape, tuple) and (
+            len(shape) != len(default.shape) or any(a is not None and b is not None and a != b
+                                                    for a, b in zip(shape, default.shape))):
+        raise ValueError(f"or_else: default's shape {default.shape} does not match x's {x.shape}")
+    x = x if x.op == "optional" else optional(x)
+    return _node("or_else", [x, default], _first_present, name=name, shape=shape)
 
 
 # ---- hooks --------------------------------------------------------------------------------------------------

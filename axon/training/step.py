@@ -388,7 +388,9 @@ def step(model, loss=None, optimizer=None, metrics=None) -> Step:
 
     - ``step(model, loss, optimizer)``: ``model`` is an ``axon`` model, ``loss`` a name
       (``"categorical_cross_entropy"``) or a function ``loss(y_true, y_pred) -> Tensor`` (per-example
-      losses are averaged). Only the trainable params are differentiated and updated; layer state
+      losses are averaged), or for a model with several outputs a list of ``(loss, weight)`` pairs
+      (a dict by output name for a dict container): the weighted sum of the outputs' mean losses, with
+      targets in the same structure. Only the trainable params are differentiated and updated; layer state
       (batch-norm running statistics) is carried along; dropout keys derive from ``(seed, step)``.
     - ``step((init_params_fn, objective_fn), optimizer)``: any differentiable objective.
       ``init_params_fn(seed) -> params`` (or a params tree to start from), and
