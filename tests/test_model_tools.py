@@ -205,3 +205,33 @@ def test_optional_inputs_or_else_and_nullified_layers():
         axon.predict(model, params, {"bonus": bv})
     with pytest.raises(ValueError, match=r"or_else: default's shape \(None, 3\) does not match"):
         axon.or_else(bonus, x)
+
+
+def test_model_state_keeps_trainable_state_and_frozen_apart(tmp_path):
+    from axon import serialization
+    model = axon.freeze(axon.input((None, 3)).dense(4, name="body").batch_norm(name="bn").dense(2, name="head"),
+                        ["body"])
+    params = axon.init(model, seed=0)
+    ms = axon.model_state(model, params)
+    assert {k: sorted(v) for k, v in ms.trainable.items()} == {"bn": ["beta", "gamma"], "head": ["bias", "kernel"]}
+    assert sorted(ms.state["bn"]) == ["mean", "var"] and sorted(ms.frozen) == ["body"]
+    trainable, rest = axon.split(model, params)                       # the same partition as the training step's
+    assert trainable.keys() == ms.trainable.keys() and axon.merge(ms.state, ms.frozen).keys() == rest.keys()
+    x = r.standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(axon.predict(model, ms.data, x), axon.predict(model, params, x))
+    y, new_state = axon.apply(model, ms.data, x, training=True)
+    updated = ms.update(state=new_state)
+    np.testing.assert_array_equal(updated.state["bn"]["mean"], new_state["bn"]["mean"])
+    assert updated.frozen is ms.frozen
+    moved = ms.freeze(["head"]).unfreeze(["body"])
+    assert sorted(moved.trainable) == ["bn", "body"] and sorted(moved.frozen) == ["head"]
+    serialization.save(tmp_path / "ms.npz", ms)
+    back = serialization.load(tmp_path / "ms.npz")
+    assert type(back) is axon.ModelState
+    np.testing.assert_array_equal(back.frozen["body"]["kernel"], ms.frozen["body"]["kernel"])
+    with pytest.raises(ValueError, match=r"ModelState.freeze: no layers named \['tail'\]"):
+        ms.freeze(["tail"])
+    with pytest.raises(ValueError, match=r"ModelState.update: state has no bn.\['average'\]"):
+        ms.update(state={"bn": {"average": np.zeros(4)}})
+    with pytest.raises(ValueError, match=r"model_state: params have no head.bias"):
+        axon.model_state(model, {**params, "head": {"kernel": params["head"]["kernel"]}})
