@@ -5,7 +5,8 @@ Four layered APIs, each usable on its own:
 - functional: ``axon.activations``, ``axon.initializers``, ``axon.layers``, ``axon.losses``, ``axon.metrics``
   (plain functions on Tensors, also reachable as ``axon.functional.<module>``);
 - model creation: ``axon.input((None, 784)).dense(128, activation="relu")``, ``axon.summary``,
-  ``axon.init``/``axon.predict``/``axon.compile``, custom layers with ``axon.nx``/``axon.layer``;
+  ``axon.init``/``axon.predict``/``axon.compile``, custom layers with ``axon.nx``/``axon.layer``,
+  ``axon.save``/``axon.load`` (one safetensors file; ``axon.register`` names custom functions);
 - optimization: ``axon.updates`` (composable transformations), ``axon.optimizers``, ``axon.schedules``;
 - training: ``axon.training.step``/``train``/``evaluate``, callbacks, ``axon.datasets.mnist``.
 
@@ -27,8 +28,8 @@ from . import functional
 from .functional import activations, initializers, layers, losses, metrics
 from . import model
 from .model import *  # noqa: F401,F403  (input, the builders, init, predict, summary, ...)
-from . import updates, optimizers, schedules, training, datasets, serialization, distributed
-from .serialization import load, save
+from . import updates, optimizers, schedules, training, datasets, registry, serialization, distributed
+from .serialization import FormatError, load, register, save
 
 # ``import axon.activations`` works too: the functional modules under their short names.
 for _name in ("activations", "initializers", "layers", "losses", "metrics"):
@@ -46,8 +47,10 @@ def __getattr__(name):
 
 __version__ = "0.1.0"
 __all__ = [
-    "backend", "get_backend", "set_backend", "to_device", "autograd", "random", "tree", "functional", "activations", "initializers", "layers", "losses", "metrics",
-    "model", "updates", "optimizers", "schedules", "training", "datasets", "serialization", "distributed",
-    "Tensor", "grad", "value_and_grad", "no_grad", "check_grads", "save", "load", "__version__",
+    "backend", "get_backend", "set_backend", "to_device", "autograd", "random", "tree", "functional", "activations",
+    "initializers", "layers", "losses", "metrics", "model", "updates", "optimizers", "schedules", "training",
+    "datasets", "registry", "serialization", "distributed",
+    "Tensor", "grad", "value_and_grad", "no_grad", "check_grads", "save", "load", "register", "FormatError",
+    "__version__",
     *model.__all__,
 ]

@@ -219,7 +219,8 @@ def _move(a, target: Backend):
 def to_device(tree, device=None):
     """Every array (and Tensor) in a nested tree, moved to ``device``; other leaves as they are.
 
-    Arrays already there are not copied. Tensors come back as Tensors (detached from any graph).
+    Arrays already there are not copied. A Tensor already there is returned as it is; a moved one
+    comes back as a new Tensor, detached from any graph.
     Host scalars (numpy scalars and 0-d arrays: step counts, say) stay on the host, where they are
     read as Python numbers; an operation joins them to any device's arrays.
 
@@ -232,8 +233,8 @@ def to_device(tree, device=None):
     target = backend(resolve_device(device))
 
     def move(x):
-        if isinstance(x, Tensor):
-            return Tensor._wrap(_move(x.data, target))
+        if isinstance(x, Tensor):                          # already there: the same Tensor, graph and all
+            return x if backend_of(x.data) is target else Tensor._wrap(_move(x.data, target))
         if isinstance(x, np.generic) or (isinstance(x, np.ndarray) and x.ndim == 0):
             return x
         if isinstance(x, np.ndarray) or not is_host(x):

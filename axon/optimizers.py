@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .autograd import apply
+from .autograd import Tensor, ops
 from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
@@ -114,16 +114,17 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
             _need_params(fn, params)
         t = int(adam_state.count) + 1
         step_size = float(lr(int(lr_state.count))) if scheduled else lr
-        scalars = {}                                           # dtype -> the kernel's scalars for this step
 
         def leaf(g, m, v, p):
-            if not (hasattr(g, "shape") and g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
+            g = g if hasattr(g, "dtype") else np.asarray(g)    # a Python number for a 0-d param
+            if g.dtype != m.dtype and g.dtype.kind in "biuf":  # the moments keep the param's dtype, as
+                g = ops.astype(Tensor._wrap(g), m.dtype).data  # the reference path's do
+            p = p if weight_decay else g                       # without decay p is only read as a placeholder
+            if not (g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
                 raise ValueError("mismatch")                   # reworded below, with the path
-            if m.dtype not in scalars:
-                scalars[m.dtype] = kernel.adam_scalars(m.dtype, lr=step_size, b1=b1, b2=b2, eps=eps,
-                                                       weight_decay=weight_decay, step=t)
-            u, m_new, v_new = apply(kernel.ADAM_STEP, p, g, m, v, scalars=scalars[m.dtype])   # on p's backend
-            return u.data, m_new.data, v_new.data
+            out = kernel.adam_step(p, g, m, v, lr=step_size, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                                   step=t)                     # the primitive kernels.adam_step, on p's backend
+            return tuple(a.data if isinstance(a, Tensor) else a for a in out)   # u, m_new, v_new as arrays
         try:
             updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
                                              params if weight_decay else grads)   # p only read when decaying
@@ -199,7 +200,7 @@ def fromage(lr=1e-2, min_norm=1e-6) -> GradientTransformation:
     >>> round(float(np.linalg.norm(opt.update({"w": np.array([4.0, -3.0])}, opt.init(p), p)[0]["w"] + p["w"])), 12)
     5.0
     """
-    lr = as_schedule(lr)
+    lr = as_schedule(lr if callable(lr) else _hyper("fromage", "lr", lr, 0))
 
     def mult(count):                                               # 1 / sqrt(1 + lr^2)
         return 1 / math.sqrt(1 + float(lr(count)) ** 2)
@@ -350,7 +351,8 @@ def dpsgd(lr, l2_norm_clip, noise_multiplier, seed=0, momentum=None, nesterov=Fa
 
     Each example's gradient is clipped to norm ``l2_norm_clip``; the sum gets Gaussian noise of std
     ``noise_multiplier * l2_norm_clip`` and is divided by E; then (momentum) SGD. Get the per-example
-    gradients with ``axon.privacy.per_example_grads``.
+    gradients with ``axon.privacy.per_example_grads``; ``axon.training.step`` and ``train`` do that by
+    themselves for this optimizer (``axon.privacy.needs_per_example_grads``).
 
     >>> opt = dpsgd(0.1, l2_norm_clip=1.0, noise_multiplier=0.0)
     >>> opt.update({"w": np.array([[30.0], [0.0]])}, opt.init({"w": np.zeros(1)}), {"w": np.zeros(1)})[0]["w"]

@@ -32,7 +32,8 @@ from .random import rng
 from .tree import tree_leaves, tree_map, tree_structure_check
 from .updates import GradientTransformation, _count
 
-__all__ = ["per_example_grads", "differentially_private_aggregate", "DifferentiallyPrivateAggregateState"]
+__all__ = ["per_example_grads", "differentially_private_aggregate", "DifferentiallyPrivateAggregateState",
+           "needs_per_example_grads"]
 
 
 def per_example_grads(loss_fn, params, x, y, reduction="mean", method="auto"):
@@ -114,6 +115,20 @@ def _per_example_loop(loss_fn, params, x, y):
     return tree_map(lambda *gs: np.stack(gs), *each)
 
 
+def needs_per_example_grads(optimizer) -> bool:
+    """Whether ``optimizer.update`` wants per-example gradients (E, *param.shape), as ``dpsgd``'s does.
+
+    A transformation says so with the attribute ``per_example_grads = True`` on its ``update``
+    (``differentially_private_aggregate`` sets it, ``chain`` passes it on); ``axon.training.step``
+    then hands it ``per_example_grads(...)`` instead of the batch-mean gradient.
+
+    >>> from axon import optimizers
+    >>> needs_per_example_grads(optimizers.dpsgd(0.1, 1.0, 1.0)), needs_per_example_grads(optimizers.sgd(0.1))
+    (True, False)
+    """
+    return bool(getattr(getattr(optimizer, "update", None), "per_example_grads", False))
+
+
 class DifferentiallyPrivateAggregateState(NamedTuple):
     """The state of ``differentially_private_aggregate``: the step count, which picks each step's noise.
 
@@ -164,4 +179,5 @@ def differentially_private_aggregate(l2_norm_clip, noise_multiplier, seed=0) -> 
             return (1.0 / n) * (clipped_sum + (sigma * clip) * noise)
         new_state = DifferentiallyPrivateAggregateState(_count(state.count + 1))
         return tree_map(aggregate, grads), new_state
+    update.per_example_grads = True                                # see needs_per_example_grads
     return GradientTransformation(lambda params: DifferentiallyPrivateAggregateState(_count()), update)

@@ -252,6 +252,8 @@ def _hyper(fn: str, name: str, value, lo: float = -math.inf, hi: float = math.in
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a number, got {type(value).__name__}")
     value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{fn}: {name} must be a number, got nan")
     if not lo <= value <= hi:
         raise ValueError(f"{fn}: {name} must be in [{lo}, {hi}], got {value}")
     return value
@@ -287,6 +289,11 @@ def _tensor(x):
 def _full_like(p, value):
     """A new array of ``p``'s shape, dtype and backend, filled with ``value``."""
     return backend_of(p).full(p.shape, value, p.dtype)
+
+
+def _like(x, ref):
+    """``x`` in ``ref``'s dtype (float64 grads for float32 params must not turn the state float64)."""
+    return x if x.dtype == ref.dtype else ops.astype(x, ref.dtype)
 
 
 def _zeros(params):
@@ -406,6 +413,7 @@ def chain(*transforms) -> GradientTransformation:
             grads, s = t.update(grads, s, params)
             new_state.append(s)
         return grads, tuple(new_state)
+    update.per_example_grads = any(getattr(t.update, "per_example_grads", False) for t in transforms)   # DP-SGD
     return GradientTransformation(init, update)
 
 
@@ -490,8 +498,8 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
     def update(grads, state, params=None):
         _check_like("scale_by_adam", state.mu, grads)
         t = int(state.count) + 1
-        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        mu = tensor_map(lambda g, m: _like(b1 * m + (1 - b1) * g, m), grads, state.mu)   # moments keep
+        nu = tensor_map(lambda g, v: _like(b2 * v + (1 - b2) * (g * g), v), grads, state.nu)  # their dtype
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)               # bias corrections
         updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
         return updates, ScaleByAdamState(_count(t), mu, nu)
@@ -585,7 +593,8 @@ def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8, threshold=5.0) -> GradientTransfo
     array([3.])
     """
     b1, b2 = _hyper("scale_by_radam", "b1", b1, 0, 1), _hyper("scale_by_radam", "b2", b2, 0, 1 - 1e-12)
-    eps, threshold = _hyper("scale_by_radam", "eps", eps, 0), _hyper("scale_by_radam", "threshold", threshold)
+    eps = _hyper("scale_by_radam", "eps", eps, 0)
+    threshold = _hyper("scale_by_radam", "threshold", threshold, 4)   # r_t is real only for rho_t > 4
     rho_inf = 2 / (1 - b2) - 1
 
     def init(params):

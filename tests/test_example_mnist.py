@@ -11,7 +11,7 @@ from axon.training import load_checkpoint
 
 
 def test_mlp_learns_on_a_subset(tmp_path, capsys):
-    ckpt, png = tmp_path / "mlp.npz", tmp_path / "curves.png"
+    ckpt, png = tmp_path / "mlp.safetensors", tmp_path / "curves.png"
     plotting = importlib.util.find_spec("matplotlib") is not None      # the optional 'plot' extra
     results = example.main(["--limit", "2000", "--epochs", "2", "--save", str(ckpt)]
                            + (["--plot", str(png)] if plotting else []))

@@ -1,13 +1,17 @@
-"""axon.kernels.conv against a plain-numpy reference, finite differences and PyTorch."""
-import importlib
+"""axon.kernels.conv (in axon.kernels.convolution) against a plain-numpy reference, finite differences and PyTorch.
+
+Picked odd cases (``CASES``), then the cross product of the last-axis options that select the kernel's code
+paths (stride, padding, dilation; channels per group; one group or two; 1-, 2- and 3-d), each against
+PyTorch serially and against the serial run when forced into parallel chunks and small blocks."""
+import itertools
 
 import numpy as np
 import pytest
 
 from axon.autograd import Tensor, check_grads
-from axon.kernels import conv
-
-conv_module = importlib.import_module("axon.kernels.conv")   # the module (axon.kernels.conv is the function)
+from axon.kernels import _common as common_module
+from axon.kernels import conv                                 # the function (its module is kernels.convolution)
+from axon.kernels import convolution as conv_module
 
 
 def reference_conv(x, w, strides, padding, dilation, groups):
@@ -40,6 +44,14 @@ CASES = [
     ((1, 7, 7, 8), (3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2), 1, 4),              # dilated, 8 channels
 ]
 # Fewer than 8 channels per group take the transposed-columns path, 8 or more the row path.
+
+
+def _conv_run(x, w, opts, u, need=(True, True)):
+    """y and the gradients of sum(y * u) w.r.t. the inputs in ``need`` (x, w)."""
+    X, W = Tensor(x, requires_grad=need[0]), Tensor(w, requires_grad=need[1])
+    y = conv(X, W, *opts)
+    y.backward(u)
+    return y.numpy(), X.grad, W.grad
 
 
 def _run(x, w, case):
@@ -83,24 +95,81 @@ def test_conv_gradients_finite_differences(rng, case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_conv_matches_torch(rng, case):
-    torch = pytest.importorskip("torch")
-    shape, k, strides, padding, dilation, groups, c_out = case
-    n = len(shape) - 2
+    pytest.importorskip("torch")
     x, w = _inputs(rng, case, np.float32)
-    X, W = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
-    y = _run(X, W, case)
-    u = rng.standard_normal(y.shape).astype(np.float32)
-    y.backward(u)
+    u = rng.standard_normal(_run(x, w, case).shape).astype(np.float32)
+    for name, g, t in zip(("y", "dx", "dw"), _conv_run(x, w, case[2:6], u), torch_conv(x, w, *case[2:6], u)):
+        np.testing.assert_allclose(g, t, rtol=1e-4, atol=1e-4, err_msg=name)
 
-    xt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)                 # (N, C, *S)
-    wt = torch.tensor(np.moveaxis(np.moveaxis(w, -1, 0), -1, 1), requires_grad=True)   # (C_out, C_in/g, *K)
+
+# ---- the cross product of the options that choose the kernel's paths ----------------------------------
+# The kernel (axon/kernels/conv.py) picks, per call: transposed columns (fewer than 8 channels per group) or
+# rows (8 or more); within rows, one contiguous copy per kernel row (one group, kernel dilation 1 along W,
+# window inside the input) or a per-tap loop; one group or several (a copy per group); and, along the last
+# axis, the outputs whose taps fall in the input (_valid_run), which stride, padding and dilation decide.
+# Leading axes get fixed, non-trivial options; the last axis takes every combination below.
+LAST_STRIDES = (1, 2, 3)
+LAST_PADS = ((0, 0), (1, 2), (2, 1))
+LAST_DILATIONS = (1, 2)
+CHANNELS_PER_GROUP = (1, 2, 4, 8)
+LEAD = {1: ((), (), (), (), ()),                               # (sizes, kernel, strides, padding, dilation)
+        2: ((4,), (2,), (2,), ((1, 0),), (1,)),
+        3: ((3, 4), (2, 2), (1, 2), ((0, 1), (1, 0)), (2, 1))}
+W_SIZE, KW = 7, 3
+
+
+def conv_case(n_sp, cg, groups, s, pad, d):
+    """(x shape, w shape, strides, padding, dilation, groups) of one case, channels-last."""
+    sizes, k, strides, padding, dilation = LEAD[n_sp]
+    c_out = 3 * groups
+    return ((2, *sizes, W_SIZE, cg * groups), (*k, KW, cg, c_out), strides + (s,), padding + (pad,),
+            dilation + (d,), groups)
+
+
+def last_axis_options():
+    return itertools.product(LAST_STRIDES, LAST_PADS, LAST_DILATIONS)
+
+
+def torch_conv(x, w, strides, padding, dilation, groups, u):
+    """The channels-last convolution by PyTorch: y and the gradients of sum(y * u) (numpy, channels-last)."""
+    import torch
+    F = torch.nn.functional
+    n = x.ndim - 2
+    xt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)                        # (N, C, *S)
+    wt = torch.tensor(np.moveaxis(np.moveaxis(w, -1, 0), -1, 1), requires_grad=True)   # (C_out, Cg, *k)
     pads = [p for lo_hi in reversed(padding) for p in lo_hi]
-    f = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[n]
-    yt = f(torch.nn.functional.pad(xt, pads), wt, stride=strides, dilation=dilation, groups=groups)
+    yt = getattr(F, f"conv{n}d")(F.pad(xt, pads), wt, stride=strides, dilation=dilation, groups=groups)
     yt.backward(torch.tensor(np.moveaxis(u, -1, 1)))
-    np.testing.assert_allclose(y.numpy(), np.moveaxis(yt.detach().numpy(), 1, -1), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(X.grad, np.moveaxis(xt.grad.numpy(), 1, -1), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(W.grad, np.moveaxis(np.moveaxis(wt.grad.numpy(), 1, -1), 0, -1), rtol=1e-4, atol=1e-4)
+    return (np.moveaxis(yt.detach().numpy(), 1, -1), np.moveaxis(xt.grad.numpy(), 1, -1),
+            np.moveaxis(np.moveaxis(wt.grad.numpy(), 1, -1), 0, -1))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("cg", CHANNELS_PER_GROUP)
+@pytest.mark.parametrize("n_sp", [1, 2, 3])
+def test_conv_last_axis_stride_padding_dilation_match_torch(rng, torch_one_thread, n_sp, cg, groups):
+    for s, pad, d in last_axis_options():
+        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        u = rng.standard_normal(conv(x, w, *opts).shape)
+        for name, g, t in zip(("y", "dx", "dw"), _conv_run(x, w, opts, u), torch_conv(x, w, *opts, u)):
+            np.testing.assert_allclose(g, t, rtol=1e-10, atol=1e-10,
+                                       err_msg=f"{name}: strides {opts[0]}, padding {opts[1]}, dilation {opts[2]}")
+
+
+@pytest.mark.parametrize("n_sp", [1, 2, 3])
+def test_conv_last_axis_cross_product_without_torch(rng, n_sp):
+    """Without PyTorch too: every case's values against the numpy reference, and a few few-channel, strided,
+    padded ones against finite differences (which alone cannot see a wrong tap the backward mirrors)."""
+    for cg, groups, (s, pad, d) in itertools.product(CHANNELS_PER_GROUP, (1, 2), last_axis_options()):
+        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        np.testing.assert_allclose(conv(x, w, *opts).numpy(), reference_conv(x, w, *opts), rtol=1e-10, atol=1e-10,
+                                   err_msg=f"options {opts}")
+    for s, pad, d in [(2, (1, 2), 1), (3, (2, 1), 2)]:
+        x_shape, w_shape, *opts = conv_case(n_sp, 1, 2, s, pad, d)
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        check_grads(lambda x, w: conv(x, w, *opts), (x, w), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]])
@@ -122,16 +191,45 @@ def test_conv_parallel_and_block_paths_agree(rng, monkeypatch, case):
     monkeypatch.setattr(conv_module, "_MIN_ROWS", 5)                            # blocks of 5 rows
     for threads in (None, 1):
         if threads:
-            monkeypatch.setattr(conv_module, "num_threads", lambda: threads)
+            monkeypatch.setattr(common_module, "num_threads", lambda: threads)
         for got, want in zip(values_and_grads(), expected):                    # float32 sums in another order
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
-def test_conv_gradient_only_where_needed(rng):
-    x, w = rng.standard_normal((2, 5, 5, 1)), rng.standard_normal((3, 3, 1, 4))
-    W = Tensor(w, requires_grad=True)
-    conv(x, W, (1, 1), ((1, 1), (1, 1)), (1, 1)).sum().backward()               # x is data: no dx needed
-    assert W.grad.shape == w.shape
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("cg", CHANNELS_PER_GROUP)
+@pytest.mark.parametrize("n_sp", [1, 2, 3])
+def test_conv_parallel_and_block_paths_agree_over_the_cross_product(rng, monkeypatch, n_sp, cg, groups):
+    """Chunks across threads (3: boundaries mid-line) and blocks of 5 rows (starting mid-line), every case.
+
+    float32, the dtype training uses, so the parallel kernels compile once for the suite."""
+    cases = []
+    for s, pad, d in last_axis_options():
+        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
+        x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+        u = rng.standard_normal(conv(x, w, *opts).shape).astype(np.float32)
+        cases.append((x, w, opts, u, _conv_run(x, w, opts, u)))          # small: serial, one block
+    monkeypatch.setattr(conv_module, "_PARALLEL_MACS", 0)
+    monkeypatch.setattr(conv_module, "_BLOCK_BYTES", 1)
+    monkeypatch.setattr(conv_module, "_MIN_ROWS", 5)
+    for threads in (3, 1):
+        monkeypatch.setattr(common_module, "num_threads", lambda: threads)
+        for x, w, opts, u, want in cases:
+            for name, g, ref in zip(("y", "dx", "dw"), _conv_run(x, w, opts, u), want):
+                np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(),
+                                           err_msg=f"{name}, {threads} chunks: options {opts}")
+
+
+@pytest.mark.parametrize("n_sp", [1, 2, 3])
+def test_conv_gradient_only_where_needed(rng, n_sp):
+    """x as data (the first layer) or w frozen: the kernel skips dw or dx, the other one must not change."""
+    for cg, groups, (s, pad, d) in itertools.product((1, 8), (1, 2), last_axis_options()):
+        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
+        x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+        u = rng.standard_normal(conv(x, w, *opts).shape)
+        _, dx, dw = _conv_run(x, w, opts, u)
+        np.testing.assert_array_equal(_conv_run(x, w, opts, u, need=(True, False))[1], dx)
+        np.testing.assert_array_equal(_conv_run(x, w, opts, u, need=(False, True))[2], dw)
 
 
 def test_conv_bad_arguments_raise_clear_errors(rng):
@@ -142,11 +240,11 @@ def test_conv_bad_arguments_raise_clear_errors(rng):
         conv(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1))
     with pytest.raises(TypeError, match="same dtype"):
         conv(x, w4.astype(np.float64), (1, 1), ((0, 0), (0, 0)), (1, 1))
-    with pytest.raises(ValueError, match="larger than spatial axis"):
+    with pytest.raises(ValueError, match="larger than the padded input"):
         conv(x, np.zeros((7, 3, 4, 8), np.float32), (1, 1), ((0, 0), (0, 0)), (1, 1))
-    with pytest.raises(ValueError, match="strides must be 2"):
+    with pytest.raises(ValueError, match="strides must be an int or a sequence of 2 ints"):
         conv(x, w4, (1,), ((0, 0), (0, 0)), (1, 1))
-    with pytest.raises(ValueError, match="padding must be 2 pair"):
+    with pytest.raises(ValueError, match="padding must be non-negative"):
         conv(x, w4, (1, 1), ((0, -1), (0, 0)), (1, 1))
     with pytest.raises(ValueError, match="groups=3 must divide"):
         conv(x, w4, (1, 1), ((0, 0), (0, 0)), (1, 1), groups=3)

@@ -1,5 +1,4 @@
 """axon.kernels pooling against a plain-numpy reference, finite differences and PyTorch."""
-import importlib
 
 import numpy as np
 import pytest
@@ -8,7 +7,7 @@ from axon.autograd import Tensor, check_grads
 from axon.kernels import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool,
                           lp_pool, max_pool)
 
-pool_module = importlib.import_module("axon.kernels.pool")
+from axon.kernels import pool as pool_module
 
 
 def reference_pool(x, bins_per_axis, reduce):
@@ -177,13 +176,13 @@ def test_lp_pool_matches_torch(rng):
 
 def test_pool_bad_arguments_raise_clear_errors(rng):
     x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
-    with pytest.raises(ValueError, match="padding must be smaller than the window"):
+    with pytest.raises(ValueError, match=r"padding \(\(2, 0\), \(0, 0\)\) must be smaller than the window \(2, 2\)"):
         max_pool(x, (2, 2), (2, 2), ((2, 0), (0, 0)))
-    with pytest.raises(ValueError, match="window must be 2 int"):
+    with pytest.raises(ValueError, match="window must be an int or a sequence of 2 ints"):
         max_pool(x, (2,), (2, 2), ((0, 0), (0, 0)))
-    with pytest.raises(ValueError, match="larger than spatial axis"):
+    with pytest.raises(ValueError, match="larger than the padded input"):
         avg_pool(x, (5, 2), (1, 1), ((0, 0), (0, 0)))
-    with pytest.raises(ValueError, match="output_size must be 2 int"):
+    with pytest.raises(ValueError, match=r"output_size must be >= 1, got \(2, 0\)"):
         adaptive_avg_pool(x, (2, 0))
     with pytest.raises(ValueError, match="norm must be a positive number"):
         lp_pool(x, 0, (2, 2), (2, 2), ((0, 0), (0, 0)))

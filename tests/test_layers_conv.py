@@ -1,4 +1,6 @@
 """Convolution layers: conv, conv_transpose, depthwise and separable, against torch and finite differences."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -74,7 +76,7 @@ def test_conv_finite_differences(rng, x_shape, k_shape, opts):
 def torch_conv_transpose_kernel(k):
     """Our (*k, C_in, C_out) kernel as torch's conv_transpose weight (C_in, C_out, *k), flipped."""
     n = k.ndim - 2
-    return k.flip(list(range(n))).permute(n, n + 1, *range(n))
+    return k.flip(list(range(n))).permute(n, n + 1, *range(n)).contiguous()   # (torch's backward wants it so)
 
 
 @pytest.mark.parametrize("x_shape, k_shape, stride, padding, output_padding, dilation", [
@@ -94,6 +96,26 @@ def test_conv_transpose_matches_torch(rng, x_shape, k_shape, stride, padding, ou
                   lambda x, k, b: nhwc(fn(nchw(x), torch_conv_transpose_kernel(k), b, s, p, q, 1, d)), (x, k, b))
     against_torch(lambda x, k: L.conv_transpose(x, k, strides=s, padding=pads, kernel_dilation=d, channels="first"),
                   lambda x, k: fn(x, torch_conv_transpose_kernel(k), None, s, p, q, 1, d), (nchw(x), k))
+
+
+# leading axes of the cross-product cases: (size, kernel, stride, padding, output padding, dilation)
+LEAD_T = {1: [], 2: [(3, 2, 2, 0, 1, 1)], 3: [(2, 2, 1, 1, 0, 2), (3, 2, 2, 0, 1, 1)]}
+
+
+@pytest.mark.parametrize("c_in", [1, 3])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_conv_transpose_last_axis_cross_product_matches_torch(rng, torch_one_thread, n, c_in):
+    """Every last-axis stride, padding, output padding and kernel dilation, with few channels (the kernel runs
+    them at stride 1 on the input with zeros inserted, through its transposed-columns path)."""
+    fn = getattr(torch_one_thread.nn.functional, f"conv_transpose{n}d")
+    for s, p, q, d in itertools.product((1, 2, 3), (0, 1, 2), (0, 1), (1, 2)):
+        if q >= max(s, d):                                     # torch: output padding < stride or dilation
+            continue
+        size, ks, ss, ps, qs, ds = (tuple(a) for a in zip(*LEAD_T[n], (4, 3, s, p, q, d)))
+        pads = [(di * (ki - 1) - pi, di * (ki - 1) - pi + qi) for ki, pi, qi, di in zip(ks, ps, qs, ds)]
+        x, k = rng.standard_normal((2, *size, c_in)), rng.standard_normal((*ks, c_in, 2))
+        against_torch(lambda x, k: L.conv_transpose(x, k, strides=ss, padding=pads, kernel_dilation=ds),
+                      lambda x, k: nhwc(fn(nchw(x), torch_conv_transpose_kernel(k), None, ss, ps, qs, 1, ds)), (x, k))
 
 
 @pytest.mark.parametrize("n, k, s", [(5, 3, 2), (4, 2, 2), (3, 1, 3), (6, 4, 3), (1, 3, 1)])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import axon.functional.layers as L
-from axon.autograd import check_grads
+from axon.autograd import Tensor, check_grads
 
 from test_layers_helpers import against_torch, keeps_float32, nchw, nhwc
 
@@ -128,7 +128,8 @@ def test_batch_norm_training_gradients_and_dtypes(rng):
     y, new_m, new_v = L.batch_norm(x.astype(np.float32), None, None, m.astype(np.float32), v.astype(np.float32),
                                    training=True)
     assert (y.dtype, new_m.dtype, new_v.dtype) == (np.float32,) * 3
-    assert isinstance(new_m, np.ndarray) and isinstance(new_v, np.ndarray)
+    for s in (new_m, new_v):                                   # state: constant Tensors, on x's backend
+        assert isinstance(s, Tensor) and not s.requires_grad and s.device == "cpu"
 
 
 @pytest.mark.parametrize("layer, call, match", [

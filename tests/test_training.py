@@ -312,7 +312,7 @@ def test_a_run_interrupted_mid_epoch_resumes_exactly(with_augment, capsys, tmp_p
     assert "1 batches of the next" in capsys.readouterr().err
     resumed = train(make_step(), x, y, epochs=3, batch_size=32, verbose=0, augment=augment, state=state)
     if with_augment:                                          # through a checkpoint file: the same again
-        path = tmp_path / "ckpt.npz"
+        path = tmp_path / "ckpt.safetensors"
         calls.clear()
         train(step((init_params, interrupted), adam()), x, y, epochs=3, batch_size=32, verbose=0,
               augment=augment, callbacks=[checkpoint(path)])
@@ -370,7 +370,7 @@ def test_a_generator_interrupted_after_its_last_batch_resumes():
 
 def test_checkpoint_rejects_a_bad_mode_before_training(tmp_path):
     with pytest.raises(ValueError, match="checkpoint: mode must be"):
-        checkpoint(tmp_path / "c.npz", mode="lowest")
+        checkpoint(tmp_path / "c.safetensors", mode="lowest")
 
 
 def test_augment_changes_training_batches_only_and_reproducibly():
@@ -516,7 +516,7 @@ def test_callback_functions_and_hook_order(tmp_path):
 
 def test_checkpoint_every_n_and_best(tmp_path):
     x, y = make_data()
-    path = tmp_path / "ckpt.npz"
+    path = tmp_path / "ckpt.safetensors"
     saved = []
 
     def spy(state):
@@ -524,19 +524,19 @@ def test_checkpoint_every_n_and_best(tmp_path):
     state = train(make_step(), x[:64], y[:64], epochs=4, validation_data=(x[64:], y[64:]), verbose=0,
                   callbacks=[spy, checkpoint(path, every=2, monitor="val_accuracy")])
     assert saved == [(1, False), (2, False), (3, True), (4, True)]
-    assert sorted(os.listdir(tmp_path)) == ["ckpt.best.npz", "ckpt.npz"]   # no temp files left behind
-    last, best = load_checkpoint(path), load_checkpoint(tmp_path / "ckpt.best.npz")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.best.safetensors", "ckpt.safetensors"]   # no temp files left behind
+    last, best = load_checkpoint(path), load_checkpoint(tmp_path / "ckpt.best.safetensors")
     assert last.epoch == 4 and last.step == state.step
     same_tree(last.params, state.params)
     same_tree(last.history, state.history)
     accs = state.history["val_accuracy"]
     assert best.epoch == 1 + int(np.argmax(accs))
     assert last.callbacks["checkpoint"]["best"] == max(accs)
-    (tmp_path / "other.npz").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="other.npz"):
-        load_checkpoint(tmp_path / "other.npz")
+    (tmp_path / "other.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="other.safetensors"):
+        load_checkpoint(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="does not exist"):
-        checkpoint(tmp_path / "missing" / "c.npz")
+        checkpoint(tmp_path / "missing" / "c.safetensors")
 
 
 def test_csv_logger(tmp_path):
@@ -567,11 +567,11 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
         return train(s, x[:64], y[:64], epochs=epochs, batch_size=16, seed=None if state else 7, state=state,
                      validation_data=(x[64:], y[64:]), callbacks=cbs, verbose=0, augment=jitter)
 
-    full = run(4, tmp_path / "full.npz")
-    run(2, tmp_path / "half.npz")
-    resumed_from = load_checkpoint(tmp_path / "half.npz")
+    full = run(4, tmp_path / "full.safetensors")
+    run(2, tmp_path / "half.safetensors")
+    resumed_from = load_checkpoint(tmp_path / "half.safetensors")
     assert resumed_from.epoch == 2 and resumed_from.seed == 7
-    resumed = run(4, tmp_path / "resumed.npz", state=resumed_from)
+    resumed = run(4, tmp_path / "resumed.safetensors", state=resumed_from)
     assert resumed.step == full.step == 16
     same_tree(resumed.params, full.params)
     same_tree(resumed.opt_state, full.opt_state)
@@ -691,8 +691,8 @@ def test_model_form_dropout_is_reproducible_from_the_seed_and_resumes_exactly(tm
     a, b, c = run(3, seed=1), run(3, seed=1), run(3, seed=2)
     same_tree(a.params, b.params)
     assert not np.array_equal(a.params["dense_0"]["kernel"], c.params["dense_0"]["kernel"])
-    run(1, seed=1, path=tmp_path / "one.npz")
-    resumed = run(3, state=load_checkpoint(tmp_path / "one.npz"))
+    run(1, seed=1, path=tmp_path / "one.safetensors")
+    resumed = run(3, state=load_checkpoint(tmp_path / "one.safetensors"))
     same_tree(resumed.params, a.params)
     same_tree(resumed.history, a.history)
     # dropout is off when evaluating: the validation numbers are those of plain inference

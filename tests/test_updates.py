@@ -464,8 +464,8 @@ def test_states_round_trip_through_axon_serialization(tmp_path):
               ema_params(0.9), accumulate_gradients(trace(0.9), 2))
     params = _params()["dense"]                                  
     _, state = _run(t, [g["dense"] for g in _grads_sequence(3)], params)
-    serialization.save(tmp_path / "state.npz", state)
-    back = serialization.load(tmp_path / "state.npz")
+    serialization.save(tmp_path / "state.safetensors", state)
+    back = serialization.load(tmp_path / "state.safetensors")
     g = _grads_sequence(1, seed=5)[0]["dense"]
     a, _ = t.update(g, state, params)
     b, _ = t.update(g, back, params)

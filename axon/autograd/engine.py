@@ -60,7 +60,8 @@ def primitive(name: str, forward: Callable, vjp: Callable | None = None, **flags
     """Add a primitive to the table with its CPU forward (numpy arrays in and out) and return it.
 
     Names are unique: one table, one entry per operation (``"kernels.conv"``, not a second ``"conv"``).
-    Re-running the definition in an interactive session (``__main__``) replaces the old entry.
+    Only a primitive defined in an interactive session (``__main__``) may be defined again, from
+    ``__main__`` too: the new one replaces it, so re-running a notebook cell works.
 
     >>> cube = primitive("doc.cube", lambda x: x ** 3, lambda dy, y, x: (dy * 3 * x * x,))  # dy 3x^2
     >>> x = Tensor([1.0, 2.0], requires_grad=True)
@@ -69,8 +70,9 @@ def primitive(name: str, forward: Callable, vjp: Callable | None = None, **flags
     >>> del PRIMITIVES["doc.cube"]  # free the name again (this is only an example)
     """
     old = PRIMITIVES.get(name)
-    if old is not None and not _from_main(forward):
-        origin = next(iter(old.forwards.values())).__module__ if old.forwards else "?"
+    old_cpu = old.forwards.get("cpu") if old is not None else None
+    if old is not None and not (_from_main(forward) and _from_main(old_cpu)):   # a library's entry stays
+        origin = getattr(old_cpu, "__module__", "?")
         raise ValueError(f"primitive {name!r} is already in the table (from {origin}); give the new one another name")
     PRIMITIVES[name] = prim = Primitive(name, vjp, **flags)
     prim.forwards["cpu"] = forward
@@ -110,6 +112,9 @@ class Node:
 
     def __init__(self, prim: Primitive, parents: tuple, params: dict, saved=None):
         self.prim, self.parents, self.params, self.saved = prim, parents, params, saved
+
+    def __repr__(self):                                        # as Tensor's repr shows it: grad_fn=<mul>
+        return f"<{self.prim.name}>"
 
 
 class _GradMode:

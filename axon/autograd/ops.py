@@ -83,10 +83,17 @@ def _div_vjp(dy, y, a, b):                                     # d(a/b) = da / b
 
 
 def _power_vjp(dy, y, x, p):                                   # d(x^p) = p x^(p-1) dx + x^p log(x) dp
-    dx = unbroadcast(dy * p * x ** (p - 1), x.shape) if x.requires_grad else None
+    dx = None
+    if x.requires_grad:                                        # x = p = 0: 0 (x^0 = 1 is flat), not 0 * 0^-1 = nan
+        constant = not p.requires_grad and p.ndim == 0 and type(p.data) is np.ndarray
+        if constant and p.data != 0:                           # x ** 2 and the like: nothing to guard
+            x_safe = x
+        else:
+            x_safe = where(p == 0, where(x == 0, 1.0, x), x)   # 1 there only: elsewhere the rule stands
+        dx = unbroadcast(dy * p * x_safe ** (p - 1), x.shape)
     dp = None
-    if p.requires_grad:                                        # log only where x > 0
-        dp = unbroadcast(dy * y * log(where(x > 0, x, 1.0)), p.shape)
+    if p.requires_grad:                                        # log only where x > 0; 0 elsewhere, finite
+        dp = unbroadcast(dy * y * log(where(x > 0, x, 1.0)), p.shape)   # (PyTorch: NaN for x < 0)
     return dx, dp
 
 
@@ -361,9 +368,13 @@ def clip(x, lo=None, hi=None):
 
 
 # ---- reductions ------------------------------------------------------------------------------------
-def _axes_or_empty(axis):
-    """The axes as written, as a sequence: an int becomes ``(axis,)``, None ``()`` (for checking them)."""
-    return () if axis is None else ((axis,) if isinstance(axis, (int, np.integer)) else axis)
+def _axes_or_empty(axis, fn="reduce"):
+    """The axes as written, as a sequence: an int becomes ``(axis,)``, None ``()``; anything else a TypeError."""
+    axes = () if axis is None else ((axis,) if isinstance(axis, (int, np.integer)) else axis)
+    if not isinstance(axes, (tuple, list)) or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                                                     for a in axes):
+        raise TypeError(f"{fn}: axis must be None, an int or a tuple of ints, got {axis!r}")
+    return axes
 
 
 def _norm_axis(axis, ndim):
@@ -402,7 +413,7 @@ def _reduce(prim, x, axis, keepdims):
     x = as_tensor(x)
     if isinstance(axis, list):
         axis = tuple(axis)
-    for a in _axes_or_empty(axis):
+    for a in _axes_or_empty(axis, prim.name):
         if not -x.ndim <= a < builtins.max(x.ndim, 1):
             raise ValueError(f"{prim.name}: axis {a} is out of range for a Tensor of shape {x.shape}")
     return apply(prim, x, axis=axis, keepdims=keepdims)
@@ -707,7 +718,11 @@ def pad(x, pad_width, value=0.0):
     array([2., 3.], dtype=float32)
     """
     x = as_tensor(x)
-    pw = np.broadcast_to(np.asarray(pad_width, dtype=int), (x.ndim, 2))
+    try:
+        pw = np.broadcast_to(np.asarray(pad_width, dtype=int), (x.ndim, 2))
+    except (TypeError, ValueError):
+        raise ValueError(f"pad: pad_width must be (before, after) int pairs, one per axis ({x.ndim} for shape "
+                         f"{x.shape}) or one for all, got {pad_width!r}") from None
     if (pw < 0).any():
         raise ValueError(f"pad: pad_width must be non-negative, got {pad_width!r}")
     return apply(_pad, x, pad_width=tuple(map(tuple, pw.tolist())), value=value)

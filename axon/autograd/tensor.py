@@ -106,6 +106,7 @@ class Tensor:
     size = property(lambda self: self.data.size, doc="Number of elements.")
     is_leaf = property(lambda self: self._node is None, doc="True unless made by a recorded operation.")
     device = property(lambda self: backend_of(self.data).name, doc="The backend holding the data: 'cpu', 'cuda'...")
+    grad_fn = property(lambda self: self._node, doc="The recorded operation that made it (``<mul>``), None for a leaf.")
 
     def numpy(self) -> np.ndarray:
         """The data as a host numpy array (the array itself on the CPU; a copy from a device)."""

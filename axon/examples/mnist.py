@@ -10,8 +10,8 @@ pooling run in axon's numba kernels.
 
     python -m axon.examples.mnist                          # the MLP
     python -m axon.examples.mnist --model cnn --epochs 5
-    python -m axon.examples.mnist --save mnist.npz --plot curves.png
-    python -m axon.examples.mnist --resume mnist.npz --epochs 15     # continue a saved run to epoch 15
+    python -m axon.examples.mnist --save mnist.safetensors --plot curves.png
+    python -m axon.examples.mnist --resume mnist.safetensors --epochs 15     # continue a saved run to epoch 15
     python -m axon.examples.mnist --limit 2000 --epochs 1            # a quick look on a subset
     mpiexec -n 2 python -m axon.examples.mnist --distributed         # data parallel: 2 processes (axon[distributed])
 

@@ -11,23 +11,22 @@ Tensor([0., 3., 6.], dtype=float64)
 [0.6931, 1.3133]
 
 A few are primitives of their own, where composing existing ops would be unstable, slow or give a
-wrong subgradient: ``log1p``, ``expm1``, ``erf`` (a numba kernel), ``elu`` (also behind celu and
-selu), ``softplus``, ``softmax``, ``log_softmax`` and ``log_sumexp``. Their VJPs are written with
-Tensor ops, so grad-of-grad works everywhere; the rest are compositions of ``axon.autograd`` ops.
+wrong subgradient: ``log1p``, ``expm1``, ``elu`` (also behind celu and selu) and ``softplus`` here;
+``erf``, ``softmax``, ``log_softmax`` and ``log_sumexp`` are numba kernels of ``axon.kernels``. Their
+VJPs work with grad-of-grad too (Tensor ops, or the same formula in Tensor ops when a backward is
+recorded); the rest are compositions of ``axon.autograd`` ops.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit
-
 from .. import kernels
 from ..autograd import ops
 from ..autograd.ops import primitive
 from ..autograd.engine import apply
 from ..autograd.tensor import Tensor, as_tensor
-from ._registry import resolve, table
+from ._registry import getter
 
 __all__ = [
     "celu", "elu", "exp", "gelu", "hard_sigmoid", "hard_silu", "hard_tanh", "leaky_relu", "linear",
@@ -36,7 +35,6 @@ __all__ = [
 ]
 
 _SQRT_HALF = math.sqrt(0.5)
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _SQRT_TWO_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -47,22 +45,6 @@ def _float(x) -> Tensor:
 
 
 # ---- primitives this module adds -----------------------------------------------------------------
-@njit(cache=True)
-def _erf_kernel(x, out):
-    """``out[i] = erf(x[i])``; x, out: (n,) of one float dtype."""
-    for i in range(x.size):
-        out[i] = math.erf(x[i])
-
-
-def _erf_forward(x):
-    if x.dtype not in (np.float32, np.float64):              # numba has no float16: compute in float32
-        return _erf_forward(x.astype(np.float32)).astype(x.dtype)
-    x = np.asarray(x, order="C")                              # so the flat views below share memory
-    out = np.empty_like(x)                                    # same shape and dtype as x
-    _erf_kernel(x.reshape(-1), out.reshape(-1))
-    return out
-
-
 def _softplus_forward(x):
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for any x."""
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
@@ -75,12 +57,11 @@ def _elu_forward(x, alpha, scale):
 
 def _elu_vjp(dy, y, x, alpha, scale):
     # on the negative side dy/dx = (alpha / scale) e^(x/scale) = (y + alpha) / scale
-    return (ops.where(x.data > 0, dy, dy * ((y + alpha) / scale)),)
+    return (ops.where(x > 0, dy, dy * ((y + alpha) / scale)),)
 
 
 _log1p = primitive("log1p", np.log1p, lambda dy, y, x: (dy / (1 + x),))
 _expm1 = primitive("expm1", np.expm1, lambda dy, y, x: (dy * (y + 1),))
-_erf = primitive("erf", _erf_forward, lambda dy, y, x: (dy * _TWO_OVER_SQRT_PI * ops.exp(-(x * x)),))
 _elu = primitive("elu", _elu_forward, _elu_vjp)
 _softplus = primitive("softplus", _softplus_forward, lambda dy, y, x: (dy * ops.sigmoid(x),))
 
@@ -104,12 +85,12 @@ def expm1(x):
 
 
 def erf(x):
-    """The error function erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt (a compiled kernel).
+    """The error function erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt (the kernel ``axon.kernels.erf``).
 
     >>> float(erf(np.array(1.0)))
     0.8427007929497149
     """
-    return apply(_erf, _float(x))
+    return kernels.erf(_float(x))
 
 
 # ---- activations ---------------------------------------------------------------------------------
@@ -203,7 +184,7 @@ def leaky_relu(x, alpha=0.01):
     array([-1.,  3.])
     """
     x = _float(x)
-    return ops.where(x.data > 0, x, alpha * x)
+    return ops.where(x > 0, x, alpha * x)
 
 
 def linear(x):
@@ -340,13 +321,4 @@ def tanh(x):
     return ops.tanh(_float(x))
 
 
-_BY_NAME = table(globals(), __all__)                         # every public function but get
-
-
-def get(name):
-    """The activation called ``name`` (a callable is returned unchanged).
-
-    >>> get("relu") is relu
-    True
-    """
-    return resolve("activation", _BY_NAME, name)
+get = getter("activation", globals(), __all__)                 # get("relu") -> relu

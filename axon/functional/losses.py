@@ -22,16 +22,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from .. import kernels
 from ..backend import is_host
+from ..kernels._common import in_range, on_backend_of
 from ..autograd import ops
-from ..autograd.engine import apply
-from ..autograd.ops import primitive
 from ..autograd.tensor import Tensor
 from . import activations as A
-from ._registry import resolve, table
+from ._registry import getter
 
 __all__ = [
     "binary_cross_entropy", "categorical_cross_entropy", "sparse_categorical_cross_entropy",
@@ -59,10 +57,10 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 
 def _target(y, like: Tensor) -> Tensor:
-    """``y_true`` as a Tensor of ``like``'s dtype; a Tensor stays in the graph, an array is a constant."""
+    """``y_true`` as a Tensor of ``like``'s dtype on its backend; a Tensor stays in the graph, an array is a constant."""
     if not isinstance(y, Tensor):
         if is_host(y):
-            return Tensor._wrap(np.asarray(y, dtype=like.dtype))
+            return on_backend_of(like, np.asarray(y, dtype=like.dtype))
         y = Tensor(y)                                          # a device array stays on its device
     return y if y.dtype == like.dtype else ops.astype(y, like.dtype)
 
@@ -98,7 +96,7 @@ def _check_smoothing(name, label_smoothing):
 # ---- cross-entropies -----------------------------------------------------------------------------
 def _class_weights(name: str, what: str, w, k: int, like: Tensor) -> Tensor:
     """A weight per class (a number, or one per class of the last axis) as a constant Tensor of ``like``'s dtype."""
-    w = np.asarray(w.data if isinstance(w, Tensor) else w)
+    w = np.asarray(w)                                         # a host copy: the weights are a few numbers
     if w.dtype.kind not in "iuf":
         raise TypeError(f"{name}: {what} must be numbers, got dtype {w.dtype}")
     if w.ndim > 1 or (w.ndim == 1 and w.shape[0] != k):
@@ -106,7 +104,7 @@ def _class_weights(name: str, what: str, w, k: int, like: Tensor) -> Tensor:
                          f"axis of y_pred {like.shape}), got shape {w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f"{name}: {what} must be finite and >= 0, got {w.tolist()}")
-    return Tensor._wrap(w.astype(like.dtype))
+    return on_backend_of(like, w.astype(like.dtype))
 
 
 def binary_cross_entropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, positive_weight=None,
@@ -215,31 +213,38 @@ def _softmax_xent(logits: Tensor, targets) -> Tensor:
     batch shape); the kernel computes the loss and its gradient in one pass per row each.
     """
     k = logits.shape[-1]
+    if k == 0:
+        raise ValueError(f"cross-entropy from logits needs at least one class, got y_pred of shape {logits.shape}")
     rows = ops.reshape(logits, (-1, k))                                           # (..., K) -> (M, K)
-    if isinstance(targets, Tensor):
+    if targets.dtype.kind == "f":
         targets = ops.reshape(targets, (-1, k))
     else:
-        targets = targets.reshape(-1)                                            # labels: (...) -> (M,)
+        targets = ops.reshape(targets, (-1,))                                    # labels: (...) -> (M,)
     return ops.reshape(kernels.softmax_cross_entropy(rows, targets), logits.shape[:-1])
 
 
-def _labels(name, y_true, y_pred: Tensor) -> np.ndarray:
-    """Integer class labels of shape ``y_pred.shape[:-1]`` (a trailing axis of 1 is accepted), checked."""
-    labels = np.asarray(y_true.data if isinstance(y_true, Tensor) else y_true)
+def _labels(name, y_true, y_pred: Tensor) -> Tensor:
+    """Integer class labels of shape ``y_pred.shape[:-1]`` (a trailing axis of 1 is accepted), checked.
+
+    An int64 Tensor on ``y_pred``'s backend, checked where it lives (``kernels._common.in_range``), so
+    labels that live on a device stay there.
+    """
+    labels = y_true if isinstance(y_true, Tensor) else on_backend_of(y_pred, np.asarray(y_true))
     batch = y_pred.shape[:-1]
     if labels.shape not in (batch, batch + (1,)):
         raise ValueError(f"{name}: y_true must hold one class index per row of y_pred, with shape {batch} "
                          f"or {batch + (1,)}; got y_true {labels.shape} and y_pred {y_pred.shape}")
-    if labels.dtype.kind == "f" and np.any(labels != np.round(labels)):
-        raise ValueError(f"{name}: y_true must hold integer class indices, got non-integer values")
     if labels.dtype.kind not in "iuf":
         raise TypeError(f"{name}: y_true must hold integer class indices, got dtype {labels.dtype}")
-    labels = labels.reshape(batch).astype(np.intp)
+    labels = ops.reshape(labels, batch)
+    as_int = labels if labels.dtype == np.int64 else ops.astype(labels, np.int64)
+    if labels.dtype.kind == "f" and labels.size and bool(ops.max(ops.astype(as_int, labels.dtype) != labels)):
+        raise ValueError(f"{name}: y_true must hold integer class indices, got non-integer values")
     k = y_pred.shape[-1]
-    if labels.size and (labels.min() < 0 or labels.max() >= k):
-        raise ValueError(f"{name}: class indices must be in [0, {k}), got values in "
-                         f"[{labels.min()}, {labels.max()}]")
-    return labels
+    ok, lo, hi = in_range(as_int, 0, k)
+    if not ok:
+        raise ValueError(f"{name}: class indices must be in [0, {k}), got values in [{lo}, {hi}]")
+    return as_int
 
 
 def sparse_categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0,
@@ -269,12 +274,14 @@ def sparse_categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label
         cw = _class_weights(name, "class_weights", class_weights, k, y_pred)
         if cw.ndim == 0:
             raise ValueError(f"{name}: class_weights must hold one weight per class ({k}), got a number")
-        w = cw[labels]                                                       # (...,) each label's weight
+        flat = ops.reshape(labels, (-1,))                                    # (M,) labels
+        w = ops.reshape(kernels.take_along_axis(ops.broadcast_to(cw, (flat.shape[0], k)), flat, 1),
+                        labels.shape)                                        # (...,) each label's weight
     if from_logits and not label_smoothing:                   # the fused kernel takes the labels directly
         return _weighted_reduce(_softmax_xent(y_pred, labels), w, reduction)
     log_p = A.log_softmax(y_pred, -1) if from_logits else ops.log(ops.clip(y_pred, _EPS, 1.0))
     rows = ops.reshape(log_p, (-1, k))                                       # (..., K) -> (M, K)
-    picked = ops.reshape(rows[np.arange(rows.shape[0]), labels.ravel()], labels.shape)  # log p[label]
+    picked = ops.reshape(kernels.take_along_axis(rows, ops.reshape(labels, (-1,)), 1), labels.shape)  # log p[label]
     loss = -picked
     if label_smoothing:
         loss = (1 - label_smoothing) * loss - label_smoothing * ops.mean(log_p, -1)
@@ -416,7 +423,7 @@ def huber(y_true, y_pred, *, delta=1.0, reduction="none"):
     y_true, y_pred = _prepare("huber", y_true, y_pred, reduction, min_rank=0)
     d = y_pred - y_true
     abs_d = ops.abs(d)
-    loss = ops.where(abs_d.data <= delta, 0.5 * d * d, delta * abs_d - 0.5 * delta * delta)
+    loss = ops.where(abs_d <= delta, 0.5 * d * d, delta * abs_d - 0.5 * delta * delta)
     return _reduce(loss, reduction)
 
 
@@ -475,122 +482,9 @@ def cosine_similarity(y_true, y_pred, *, axes=-1, eps=1e-6, reduction="none"):
 
 
 # ---- CTC -----------------------------------------------------------------------------------------
-@njit(cache=True)
-def _logaddexp(a, b):
-    """log(e^a + e^b) for scalars, exact when either is -inf."""
-    if a == -np.inf:
-        return b
-    if b == -np.inf:
-        return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
-
-
-@njit(cache=True)
-def _extended(labels, length, blank):
-    """The target with blanks around and between its labels: (2 L + 1,) = [_, l1, _, l2, ..., _]."""
-    ext = np.full(2 * length + 1, blank, dtype=np.int64)
-    for i in range(length):
-        ext[2 * i + 1] = labels[i]
-    return ext
-
-
-@njit(cache=True)
-def _ctc_alpha_kernel(lp, targets, input_lengths, target_lengths, blank, alpha, nll):
-    """Forward variables of CTC in log space, and nll = -log p(target | input) per sequence.
-
-    lp (B, T, C) log-probabilities; targets (B, S); input_lengths, target_lengths (B,);
-    alpha (B, T, 2S + 1) out: log-probability of all prefixes of paths that are at extended
-    position s at time t; nll (B,) out. Serial: ``parallel=True`` did not pay for typical batches.
-    """
-    for b in range(lp.shape[0]):
-        t_len, length = input_lengths[b], target_lengths[b]
-        ext = _extended(targets[b], length, blank)
-        n = ext.size
-        alpha[b] = -np.inf
-        alpha[b, 0, 0] = lp[b, 0, blank]                      # start on the leading blank...
-        if length > 0:
-            alpha[b, 0, 1] = lp[b, 0, ext[1]]                 # ... or on the first label
-        for t in range(1, t_len):
-            for s in range(n):
-                a = alpha[b, t - 1, s]                        # stay
-                if s >= 1:
-                    a = _logaddexp(a, alpha[b, t - 1, s - 1])     # advance one
-                if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2]:
-                    a = _logaddexp(a, alpha[b, t - 1, s - 2])     # skip a blank between different labels
-                alpha[b, t, s] = a + lp[b, t, ext[s]]
-        log_p = alpha[b, t_len - 1, n - 1]                    # end on the trailing blank...
-        if length > 0:
-            log_p = _logaddexp(log_p, alpha[b, t_len - 1, n - 2])     # ... or on the last label
-        nll[b] = -log_p
-
-
-@njit(cache=True)
-def _ctc_grad_kernel(lp, targets, input_lengths, target_lengths, blank, alpha, nll, grad):
-    """d nll / d lp from the forward variables and the backward ones (beta), computed here.
-
-    grad (B, T, C) out, zero-filled by the caller. With beta[t, s] the log-probability of all
-    suffixes from (t, s) (both alpha and beta include lp[t, ext[s]]):
-    d nll / d lp[t, k] = -sum_{s: ext[s] = k} exp(alpha[t, s] + beta[t, s] - lp[t, k] + nll).
-    """
-    n_classes = lp.shape[2]
-    for b in range(lp.shape[0]):
-        t_len, length = input_lengths[b], target_lengths[b]
-        ext = _extended(targets[b], length, blank)
-        n = ext.size
-        beta = np.full(n, -np.inf)                            # (2L + 1,) beta at time t
-        beta_next = np.full(n, -np.inf)                       # (2L + 1,) beta at time t + 1
-        acc = np.empty(n_classes)                             # (C,) log sum of alpha * beta per class
-        for t in range(t_len - 1, -1, -1):
-            if t == t_len - 1:
-                beta[n - 1] = lp[b, t, ext[n - 1]]
-                if length > 0:
-                    beta[n - 2] = lp[b, t, ext[n - 2]]
-            else:
-                for s in range(n):
-                    v = beta_next[s]
-                    if s + 1 < n:
-                        v = _logaddexp(v, beta_next[s + 1])
-                    if s + 2 < n and ext[s] != blank and ext[s + 2] != ext[s]:
-                        v = _logaddexp(v, beta_next[s + 2])
-                    beta[s] = v + lp[b, t, ext[s]]
-            acc[:] = -np.inf
-            for s in range(n):
-                acc[ext[s]] = _logaddexp(acc[ext[s]], alpha[b, t, s] + beta[s])
-            for k in range(n_classes):
-                if acc[k] != -np.inf:
-                    grad[b, t, k] = -math.exp(acc[k] - lp[b, t, k] + nll[b])
-            beta, beta_next = beta_next, beta
-
-
-def _ctc_forward(lp, targets, input_lengths, target_lengths, blank, zero_infinity):
-    lp64 = np.ascontiguousarray(lp, dtype=np.float64)          # (B, T, C): the recursion runs in float64
-    batch, steps, _ = lp64.shape
-    alpha = np.empty((batch, steps, 2 * targets.shape[1] + 1))  # (B, T, 2S + 1)
-    nll = np.empty(batch)
-    _ctc_alpha_kernel(lp64, targets, input_lengths, target_lengths, blank, alpha, nll)
-    loss = np.where(np.isinf(nll), 0.0, nll) if zero_infinity else nll
-    return loss.astype(lp.dtype), (alpha, nll)
-
-
-def _ctc_vjp(dy, y, lp, targets, input_lengths, target_lengths, blank, zero_infinity, saved):
-    alpha, nll = saved
-    lp64 = np.ascontiguousarray(lp.data, dtype=np.float64)
-    g = np.zeros_like(lp64)                                    # (B, T, C); zero past each input length
-    _ctc_grad_kernel(lp64, targets, input_lengths, target_lengths, blank, alpha, nll, g)
-    if zero_infinity:
-        g[np.isinf(nll)] = 0.0
-    g *= dy.data[:, None, None]                                # (B,) -> (B, 1, 1)
-    return (Tensor._wrap(g.astype(lp.dtype)),)
-
-
-_ctc = primitive("ctc_loss", _ctc_forward, _ctc_vjp, saves=True, higher_order=False)
-
-
 def _int_array(name, what, x, shape):
     """``x`` as an int64 array of ``shape``, or a ValueError naming ``what``."""
-    arr = np.asarray(x.data if isinstance(x, Tensor) else x)
+    arr = np.asarray(x)                                        # (a Tensor on a device is copied to the host)
     if arr.shape != shape:
         raise ValueError(f"{name}: {what} must have shape {shape}, got {arr.shape}")
     if arr.size and (arr.dtype.kind not in "iuf" or np.any(arr != np.round(arr))):
@@ -606,7 +500,8 @@ def connectionist_temporal_classification(y_true, y_pred, *, blank=0, input_leng
     target_lengths (B,); ``targets`` alone means every target is S long. ``y_pred`` holds
     log-probabilities (B, T, C) (e.g. a log_softmax), with class ``blank`` as the blank;
     ``input_lengths`` (B,) defaults to T for every sequence. The forward (alpha) and backward (beta)
-    recursions run in log space in float64 in a compiled kernel; the gradient is d loss / d y_pred.
+    recursions run in log space in float64 in a compiled kernel (``axon.kernels.ctc_loss``); the gradient is
+    d loss / d y_pred.
     ``reduction="mean"`` divides each loss by its target length, then averages (as Axon and torch).
     ``zero_infinity=True`` replaces the infinite loss of an impossible alignment (and its gradient) by 0.
 
@@ -625,7 +520,7 @@ def connectionist_temporal_classification(y_true, y_pred, *, blank=0, input_leng
         target_lengths, targets = y_true
     else:
         target_lengths, targets = None, y_true
-    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    targets = np.asarray(targets)
     if targets.ndim != 2 or targets.shape[0] != batch:
         raise ValueError(f"{name}: targets must have shape (batch, max_target_length) with batch {batch}, "
                          f"got targets {targets.shape} and y_pred {y_pred.shape}")
@@ -647,21 +542,12 @@ def connectionist_temporal_classification(y_true, y_pred, *, blank=0, input_leng
         if real.min() < 0 or real.max() >= n_classes or (real == blank).any():
             raise ValueError(f"{name}: target labels must be in [0, {n_classes}) and differ from the blank "
                              f"({blank}), got values in [{real.min()}, {real.max()}]")
-    loss = apply(_ctc, y_pred, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
-                 blank=int(blank), zero_infinity=bool(zero_infinity))
+    loss = kernels.ctc_loss(y_pred, targets, input_lengths, target_lengths, blank=blank, zero_infinity=zero_infinity)
     if reduction == "mean":
-        per_label = np.maximum(target_lengths, 1).astype(loss.dtype)   # (B,) as torch: clamp to 1
+        per_label = on_backend_of(loss, np.maximum(target_lengths, 1).astype(loss.dtype))   # (B,) as torch: clamp to 1
         return ops.mean(loss / per_label)
     return _reduce(loss, reduction)
 
 
-_BY_NAME = table(globals(), [n for n in __all__ if n not in ("apply_label_smoothing", "label_smoothing")])
-
-
-def get(name):
-    """The loss called ``name`` (a callable is returned unchanged).
-
-    >>> get("mean_squared_error") is mean_squared_error
-    True
-    """
-    return resolve("loss", _BY_NAME, name)
+get = getter("loss", globals(), [n for n in __all__                # get("huber") -> huber
+                                  if n not in ("apply_label_smoothing", "label_smoothing")])   # not losses

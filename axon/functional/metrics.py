@@ -19,7 +19,7 @@ import numpy as np
 
 from ..autograd.tensor import Tensor
 from ..backend import to_host
-from ._registry import resolve, table
+from ._registry import getter
 
 __all__ = [
     "accuracy", "precision", "recall", "f1", "true_positives", "true_negatives", "false_positives",
@@ -259,7 +259,13 @@ def top_k_categorical_accuracy(y_true, y_pred, *, k=5, sparse=None):
     if sparse is None:
         sparse = y_true.shape != y_pred.shape
     if sparse:
-        labels = _sparse_labels(name, y_true, y_pred).astype(np.intp)
+        labels = _sparse_labels(name, y_true, y_pred)
+        n_classes = y_pred.shape[-1]
+        bad = (labels < 0) | (labels >= n_classes) | (labels != np.round(labels))          # (...)
+        if bad.any():
+            raise ValueError(f"{name}: sparse labels must be class indices in [0, {n_classes}) for y_pred "
+                             f"{y_pred.shape}, got {labels[bad].ravel()[0]}")
+        labels = labels.astype(np.intp)
     else:
         labels = np.argmax(_same_shape(name, y_true, y_pred)[0], -1)
     true_score = np.take_along_axis(y_pred, labels[..., None], -1)       # (..., 1)
@@ -311,13 +317,4 @@ def running_sum(*args):
     return np.asarray(args[0]) + np.asarray(args[1])
 
 
-_BY_NAME = table(globals(), [n for n in __all__ if n not in ("running_average", "running_sum")])
-
-
-def get(name):
-    """The metric called ``name`` (a callable is returned unchanged).
-
-    >>> get("accuracy") is accuracy
-    True
-    """
-    return resolve("metric", _BY_NAME, name)
+get = getter("metric", globals(), [n for n in __all__ if n not in ("running_average", "running_sum")])

@@ -1,17 +1,26 @@
 """Numba CPU kernels, each wired into autograd as a primitive with its own backward.
 
 Every function takes Tensors or numpy arrays (channels-last, float32 or float64, dtype preserved),
-checks shapes and dtypes in Python, and returns Tensors the engine can differentiate:
+checks shapes and dtypes in Python, and returns Tensors the engine can differentiate. The functions,
+and the module each lives in (named for what it holds, so that ``axon.kernels.conv`` is the function
+and ``axon.kernels.convolution`` its module):
 
-- ``conv(x, w, strides, padding, dilation, groups=1)``: 1-d, 2-d, 3-d convolution by im2col/col2im.
+- ``conv(x, w, strides, padding, dilation, groups=1)``: 1-d, 2-d, 3-d convolution by im2col/col2im
+  (``convolution``).
 - ``max_pool``, ``avg_pool``, ``lp_pool``, ``adaptive_max_pool``, ``adaptive_avg_pool``,
-  ``global_max_pool``, ``global_avg_pool``.
-- ``softmax``, ``log_softmax``, ``logsumexp``, ``softmax_cross_entropy`` (fused with its gradient).
-- ``reduce_sum``, ``reduce_mean``, ``max_with_indices``: reductions along one axis.
-- ``batch_norm_train(x, gamma, beta, eps) -> (y, mean, var)``; ``bias_relu(x, b)`` (fused).
-- ``matmul_loop`` (the teaching triple loop) and ``matmul`` (BLAS per row chunk).
+  ``global_max_pool``, ``global_avg_pool`` (``pool``).
+- ``softmax``, ``log_softmax``, ``logsumexp``, ``softmax_cross_entropy`` (fused with its gradient)
+  (``softmax_family``).
+- ``reduce_sum``, ``reduce_mean``, ``max_with_indices``, ``take_along_axis``: along one axis (``reduce``).
+- ``batch_norm_train(x, gamma, beta, eps) -> (y, mean, var)`` (``norm``); ``bias_relu(x, b)`` (fused,
+  ``activation``); ``erf`` (``special``); ``ctc_loss`` (``ctc``).
+- ``matmul_loop`` (the teaching triple loop) and ``matmul`` (BLAS per row chunk) (``matrix_product``).
 - ``adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step)``: numpy arrays, in place;
-  ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays (functional optimizers).
+  ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays, a primitive (``adam``).
+
+Each kernel is a primitive of the engine's one table (``"kernels.<name>"``), and so is its backward
+(``"kernels.<name>_backward"``): another backend (``axon.backend``) adds its own forwards for them with
+``axon.autograd.implement``; the signatures are listed in each module's docstring and in CONTRIBUTING.md.
 
 How they stay fast inside a whole training step (see each module's docstring):
 
@@ -21,7 +30,8 @@ How they stay fast inside a whole training step (see each module's docstring):
 - float32 stays float32 inside the kernels (constants cast to the array's dtype).
 
 Kernels compile on first use (``cache=True``: a second process loads them from disk), so importing
-this package compiles nothing.
+this package compiles nothing. It does change one process-wide setting: glibc's ``malloc`` keeps freed
+memory for reuse (``workspace.keep_freed_memory``; ``AXON_KEEP_FREED_MEMORY=0`` leaves it alone).
 
 >>> import numpy as np
 >>> from axon import kernels
@@ -33,13 +43,15 @@ this package compiles nothing.
 """
 from .activation import bias_relu
 from .adam import adam_step, adam_update
-from .conv import conv
-from .matmul import matmul, matmul_loop
+from .convolution import conv
+from .matrix_product import matmul, matmul_loop
 from .norm import batch_norm_train
 from .pool import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool, lp_pool,
                    max_pool)
-from .reduce import max_with_indices, reduce_mean, reduce_sum
-from .softmax import log_softmax, logsumexp, softmax, softmax_cross_entropy
+from .ctc import ctc_loss
+from .reduce import max_with_indices, reduce_mean, reduce_sum, take_along_axis
+from .softmax_family import log_softmax, logsumexp, softmax, softmax_cross_entropy
+from .special import erf
 from .threads import num_threads, set_num_threads
 from .workspace import keep_freed_memory
 
@@ -48,6 +60,6 @@ keep_freed_memory()
 __all__ = [
     "conv", "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "global_max_pool",
     "global_avg_pool", "softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "reduce_sum",
-    "reduce_mean", "max_with_indices", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
+    "reduce_mean", "max_with_indices", "take_along_axis", "erf", "ctc_loss", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
     "adam_update", "adam_step", "num_threads", "set_num_threads",
 ]

@@ -10,10 +10,14 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor, as_tensor
+from ..autograd import max as tmax, min as tmin
+from ..backend import is_host, to_device
 from .threads import num_threads
 
-__all__ = ["FASTMATH", "KERNEL", "PARALLEL_MIN", "num_chunks", "float_tensor", "check_same_dtype", "int_tuple",
-           "padding_pairs", "to_3d", "out_sizes", "contiguous"]
+__all__ = ["FASTMATH", "KERNEL", "PARALLEL_MIN", "num_chunks", "run_chunks", "float_tensor", "check_same_dtype",
+           "int_tuple", "padding_pairs", "check_pool_padding", "to_3d", "window_output_size", "check_window_fits",
+           "out_sizes", "contiguous", "on_backend_of",
+           "same_dtype", "in_range"]
 
 # Reassociation lets numba vectorise reductions (5x on some loops); without "nnan"/"ninf", so
 # NaN checks (max pooling lets NaN win, as PyTorch) keep working.
@@ -45,6 +49,26 @@ def num_chunks(work: int, units: int, minimum: int) -> int:
     True
     """
     return 1 if work < minimum else max(1, min(num_threads(), units))
+
+
+def run_chunks(serial, parallel, n_chunks: int, units: int, *args) -> None:
+    """The one serial-or-parallel dispatch: ``serial(*args, 0, units)`` for one chunk, else ``parallel(*args, n_chunks)``.
+
+    Every kernel comes as a serial body over a range ``[u0, u1)`` of its units (rows, lines, images) and a
+    ``prange`` driver that gives each chunk its share; one chunk needs no parallel region at all.
+
+    >>> def serial(out, u0, u1): out.extend(range(u0, u1))
+    >>> def parallel(out, n): out.append(f"{n} chunks")
+    >>> a, b = [], []
+    >>> run_chunks(serial, parallel, 1, 3, a), run_chunks(serial, parallel, 2, 3, b)
+    (None, None)
+    >>> a, b
+    ([0, 1, 2], ['2 chunks'])
+    """
+    if n_chunks == 1:
+        serial(*args, 0, units)
+    else:
+        parallel(*args, n_chunks)
 
 
 def float_tensor(fn: str, name: str, x) -> Tensor:
@@ -81,34 +105,66 @@ def check_same_dtype(fn: str, **tensors) -> None:
 def int_tuple(fn: str, name: str, value, n: int, minimum: int = 1) -> tuple:
     """``value`` (an int, or a sequence of ``n`` ints) as a tuple of ``n`` ints, each ``>= minimum``.
 
+    The one check of per-axis options (strides, dilation, window and output sizes), for the kernels and
+    the layers alike (``axon.functional.layers`` calls it ``spatial_tuple``).
+
     >>> int_tuple("conv2d", "strides", 2, 2), int_tuple("conv2d", "strides", (1, 2), 2)
     ((2, 2), (1, 2))
+    >>> int_tuple("conv2d", "strides", (1, 0), 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: conv2d: strides must be >= 1, got (1, 0)
     """
-    items = (value,) * n if isinstance(value, numbers.Integral) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if (items is None or len(items) != n
-            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum for v in items)):
-        raise ValueError(f"{fn}: {name} must be {n} int(s) >= {minimum} (one per spatial axis), got {value!r}")
+    def is_int(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    items = (value,) * n if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if items is None or len(items) != n or not all(is_int(v) for v in items):
+        raise ValueError(f"{fn}: {name} must be an int or a sequence of {n} ints (one per spatial axis), "
+                         f"got {value!r}")
+    if any(v < minimum for v in items):
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
     return tuple(int(v) for v in items)
 
 
-def padding_pairs(fn: str, value, n: int) -> tuple:
-    """``value`` as ``n`` pairs ``(lo, hi)`` of non-negative ints (an int pads every side equally).
+def padding_pairs(fn: str, value, n: int, also: str = "") -> tuple:
+    """``value`` as ``n`` pairs ``(lo, hi)`` of non-negative ints: an int pads every side equally, a
+    sequence gives each axis an int or a pair. ``also`` names other forms the caller accepts (for the error).
 
-    >>> padding_pairs("conv2d", 1, 2), padding_pairs("conv2d", [(0, 1), (2, 2)], 2)
+    >>> padding_pairs("conv2d", 1, 2), padding_pairs("conv2d", [(0, 1), 2], 2)
     (((1, 1), (1, 1)), ((0, 1), (2, 2)))
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = ((value, value),) * n
+    def is_int(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    value_in = value
+    if is_int(value):
+        value = (value,) * n
     try:
-        pairs = tuple((int(lo), int(hi)) for lo, hi in value)
-        ok = len(pairs) == n and all(lo >= 0 and hi >= 0 for lo, hi in pairs) and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for pair in value for v in pair)
-    except (TypeError, ValueError):
+        pairs = tuple((p, p) if is_int(p) else tuple(p) for p in value)
+        ok = len(pairs) == n and all(len(p) == 2 and all(is_int(v) for v in p) for p in pairs)
+    except TypeError:
         ok = False
     if not ok:
-        raise ValueError(f"{fn}: padding must be {n} pair(s) (lo, hi) of ints >= 0 (one per spatial axis), "
-                         f"got {value!r}")
+        raise ValueError(f"{fn}: padding must be {also}an int or {n} (lo, hi) pairs (one per spatial axis), "
+                         f"got {value_in!r}")
+    pairs = tuple((int(lo), int(hi)) for lo, hi in pairs)
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ValueError(f"{fn}: padding must be non-negative, got {value_in!r}")
     return pairs
+
+
+def check_pool_padding(fn: str, window: tuple, pads: tuple) -> None:
+    """A pool's padding must be smaller than its window on every side, so that every window holds an input.
+
+    >>> check_pool_padding("max_pool", (2,), ((2, 0),))
+    Traceback (most recent call last):
+    ...
+    ValueError: max_pool: padding ((2, 0),) must be smaller than the window (2,) on every side, so that every window holds an input
+    """
+    if any(lo >= k or hi >= k for (lo, hi), k in zip(pads, window)):
+        raise ValueError(f"{fn}: padding {pads} must be smaller than the window {window} on every side, so that "
+                         f"every window holds an input")
 
 
 def to_3d(values: tuple, fill) -> tuple:
@@ -120,19 +176,80 @@ def to_3d(values: tuple, fill) -> tuple:
     return (fill,) * (3 - len(values)) + tuple(values)
 
 
-def out_sizes(fn: str, sizes, windows, strides, pads, detail: str) -> tuple:
+def window_output_size(size: int, window: int, stride: int, pad) -> int:
+    """Number of window positions: ``(size + lo + hi - window) // stride + 1``.
+
+    >>> window_output_size(28, 3, 2, (1, 1))                 # (28 + 2 - 3) // 2 + 1
+    14
+    """
+    return (size + pad[0] + pad[1] - window) // stride + 1
+
+
+def check_window_fits(fn: str, sizes, windows, pads, detail: str, what: str = "kernel") -> None:
+    """Raise ValueError when an (effective) window is larger than the padded input on some axis.
+
+    >>> check_window_fits("conv", (2, 5), (3, 3), ((0, 0), (0, 0)), "input shape (1, 2, 5, 1)")
+    Traceback (most recent call last):
+    ...
+    ValueError: conv: kernel spatial size (3, 3) is larger than the padded input (2, 5) (input shape (1, 2, 5, 1))
+    """
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(sizes, pads))
+    if any(k > p for k, p in zip(windows, padded)):
+        raise ValueError(f"{fn}: {what} spatial size {tuple(windows)} is larger than the padded input "
+                         f"{padded} ({detail})")
+
+
+def out_sizes(fn: str, sizes, windows, strides, pads, detail: str, what: str = "kernel") -> tuple:
     """Output size per axis, ``(n + lo + hi - window) // stride + 1``; ValueError when a window does not fit.
 
     >>> out_sizes("conv2d", (28, 28), (3, 3), (2, 2), ((1, 1), (1, 1)), "")
     (14, 14)
     """
-    out = []
-    for axis, (n, k, s, (lo, hi)) in enumerate(zip(sizes, windows, strides, pads)):
-        if n + lo + hi < k:
-            raise ValueError(f"{fn}: the window ({k} after dilation) is larger than spatial axis {axis + 1} "
-                             f"after padding ({n} + {lo} + {hi}) ({detail})")
-        out.append((n + lo + hi - k) // s + 1)
-    return tuple(out)
+    check_window_fits(fn, sizes, windows, pads, detail, what)
+    return tuple(window_output_size(n, k, s, p) for n, k, s, p in zip(sizes, windows, strides, pads))
+
+
+def on_backend_of(like: Tensor, a) -> Tensor:
+    """An array (a host constant made from shapes, a user's labels) as a Tensor on ``like``'s backend.
+
+    Inputs of one primitive must live on one backend; a kernel's own index arrays and constants are
+    moved to the backend of the data they go with (no copy on the CPU).
+
+    >>> t = on_backend_of(Tensor([1.0, 2.0]), np.arange(3)); t.device, t.dtype
+    ('cpu', dtype('int64'))
+    """
+    return Tensor._wrap(to_device(a if not is_host(a) else np.asarray(a), like.device))
+
+
+def same_dtype(dy: Tensor, x: Tensor) -> Tensor:
+    """``dy`` in ``x``'s dtype: a backward kernel is compiled for one dtype, and an upstream gradient may
+    arrive promoted (a float32 output times a float64 weight gives a float64 ``dy``).
+
+    >>> same_dtype(Tensor(np.ones(2)), Tensor(np.ones(2, np.float32))).dtype
+    dtype('float32')
+    """
+    return dy if dy.dtype == x.dtype else dy.astype(x.dtype)
+
+
+def in_range(t: Tensor, lo: int, hi: int) -> tuple:
+    """``(ok, smallest, largest)``: whether every element of the integer Tensor ``t`` is in ``[lo, hi)``.
+
+    The one check of labels and indices before a kernel uses them (an index out of range would read or
+    write outside an array in compiled code). Host data is checked with numpy at once; data on a device
+    with Tensor operations there (one value comes back). ``smallest``/``largest`` are None when ``ok``.
+
+    >>> in_range(Tensor(np.array([0, 2])), 0, 3), in_range(Tensor(np.array([0, 3])), 0, 3)
+    ((True, None, None), (False, 0, 3))
+    """
+    if t.size == 0:
+        return True, None, None
+    if type(t.data) is np.ndarray:                              # the CPU: numpy, no primitives to run
+        lo_t, hi_t = t.data.min(), t.data.max()
+        ok = lo <= lo_t and hi_t < hi
+    else:
+        ok = not bool(tmax((t < lo) | (t >= hi)))
+        lo_t, hi_t = (None, None) if ok else (tmin(t), tmax(t))
+    return (True, None, None) if ok else (False, int(lo_t), int(hi_t))
 
 
 def contiguous(a: np.ndarray) -> np.ndarray:

@@ -10,6 +10,11 @@ one pass each way; the backward threads each sum ``db`` for their own rows, then
 are added. Under ``backward(create_graph=True)`` the VJP is built from Tensor operations instead, so
 grad of grad works through it.
 
+Primitives (a backend implements both forwards with these signatures):
+
+- ``kernels.bias_relu(x, b) -> y``;
+- ``kernels.bias_relu_backward(dy, y) -> (dx, db)`` (never differentiated).
+
 >>> import numpy as np
 >>> bias_relu(np.array([[-1.0, 2.0]]), np.array([0.5, 0.5])).numpy()
 array([[0. , 2.5]])
@@ -19,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import Tensor, apply, is_grad_enabled, primitive
+from ..autograd import apply, is_grad_enabled, primitive
 from ..autograd import sum as tsum
-from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks, run_chunks, same_dtype
 
 __all__ = ["bias_relu"]
 
@@ -65,30 +70,33 @@ def _forward(x, b):
     x2 = contiguous(x).reshape(-1, x.shape[-1])                                # (..., C) -> (M, C)
     y = np.empty_like(x2)
     n = num_chunks(x2.size, x2.shape[0], PARALLEL_MIN)
-    if n == 1:
-        _bias_relu_rows(x2, contiguous(b), y, 0, x2.shape[0])
-    else:
-        _bias_relu_parallel(x2, contiguous(b), y, n)
+    run_chunks(_bias_relu_rows, _bias_relu_parallel, n, x2.shape[0], x2, contiguous(b), y)
     return y.reshape(x.shape)
+
+
+def _backward_forward(dy, y):
+    """``(dx, db)`` on arrays: dx = dy where y > 0, db = the column sums of dx."""
+    C = y.shape[-1]
+    dy2 = contiguous(dy).reshape(-1, C)                                        # (M, C)
+    y2 = contiguous(y).reshape(-1, C)
+    n = num_chunks(dy2.size, dy2.shape[0], PARALLEL_MIN)
+    dx = np.empty_like(dy2)
+    db = np.zeros((n, C), dtype=dy2.dtype)                                     # per-chunk partial sums
+    if n == 1:                                                                 # (the serial body takes one row)
+        _bias_relu_backward_rows(dy2, y2, dx, db[0], 0, dy2.shape[0])
+    else:
+        _bias_relu_backward_parallel(dy2, y2, dx, db, n)
+    return dx.reshape(y.shape), db.sum(axis=0)
 
 
 def _vjp(dy, y, x, b):
     if is_grad_enabled():                                      # backward(create_graph=True): record it
-        dx = dy * (y.data > 0)                                 # the mask is constant: relu'' = 0
+        dx = dy * (y > 0)                                      # the mask is constant: relu'' = 0
         return dx, tsum(dx, tuple(range(dx.ndim - 1)))
-    C = x.shape[-1]
-    dy2 = contiguous(dy.data).reshape(-1, C)                                   # (M, C)
-    n = num_chunks(dy2.size, dy2.shape[0], PARALLEL_MIN)
-    dx = np.empty_like(dy2)
-    db = np.zeros((n, C), dtype=dy2.dtype)                                     # per-chunk partial sums
-    y2 = y.data.reshape(-1, C)
-    if n == 1:
-        _bias_relu_backward_rows(dy2, y2, dx, db[0], 0, dy2.shape[0])
-    else:
-        _bias_relu_backward_parallel(dy2, y2, dx, db, n)
-    return Tensor._wrap(dx.reshape(x.shape)), Tensor._wrap(db.sum(axis=0))
+    return apply(_bias_relu_backward, same_dtype(dy, y), y)
 
 
+_bias_relu_backward = primitive("kernels.bias_relu_backward", _backward_forward)
 _bias_relu = primitive("kernels.bias_relu", _forward, _vjp)
 
 

@@ -12,12 +12,18 @@ Written as separate numpy expressions this reads and writes the arrays about ten
 reads ``p, g, m, v`` once and writes ``p, m, v`` once. The scalars (``1 - b2`` included) are computed
 in float64 and then cast to the arrays' dtype, so float32 stays float32 and matches PyTorch's rounding.
 
-Two entry points, each with its own loop over the same per-element step (``_adam_element``):
+One loop (``_adam_rows``) over the per-element step, and two entry points:
 
-- ``adam_update(p, g, m, v, ...)`` overwrites ``p``, ``m``, ``v`` (PyTorch's ``optimizer.step()``);
+- ``adam_update(p, g, m, v, ...)`` overwrites ``p``, ``m``, ``v`` (PyTorch's ``optimizer.step()``): the loop
+  writes its outputs over its inputs;
 - ``adam_step(p, g, m, v, ...) -> (u, m_new, v_new)`` leaves its inputs alone and returns the update
   ``u`` (add it to ``p``) and the new moments: what a functional optimizer (``axon.optimizers.adam``)
-  needs, still in one pass.
+  needs, still in one pass. It is the primitive ``kernels.adam_step``, so it runs on the backend where
+  the arrays live.
+
+Primitive (a backend implements this forward; never differentiated):
+
+- ``kernels.adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step) -> (u, m_new, v_new)``.
 
 >>> import numpy as np
 >>> p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32)
@@ -33,61 +39,37 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import primitive
-from ._common import KERNEL, PARALLEL_MIN, num_chunks
+from ..autograd import apply, primitive
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks, run_chunks
 
 __all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "ADAM_STEP"]
 
 
-@njit(inline="always")
-def _adam_element(g_i, m_i, v_i, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps):
-    # one element's new moments and step; with step_size = lr / bc1 and inv_sqrt_bc2 = 1 / sqrt(bc2):
-    #   m_hat / (sqrt(v_hat) + eps) = (m / bc1) / (sqrt(v) / sqrt(bc2) + eps)
-    m_i = b1 * m_i + c1 * g_i                                   # c1 = 1 - b1
-    v_i = b2 * v_i + c2 * g_i * g_i                             # c2 = 1 - b2
-    return m_i, v_i, step_size * m_i / (np.sqrt(v_i) * inv_sqrt_bc2 + eps)
-
-
 @njit(**KERNEL)
-def _adam_in_place(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd):
-    # p, g, m, v (n,) flat, one dtype, the scalars in that dtype; p, m, v overwritten
-    # (decay = 1 - lr * weight_decay: PyTorch's form of the decoupled decay)
+def _adam_rows(p, g, m, v, p_out, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, keep, lr_wd, i0, i1):
+    # p, g, m, v, p_out, m_out, v_out (n,) flat, one dtype, the scalars in that dtype; elements [i0, i1).
+    # p_out = p keep - p lr_wd - step: in place (p_out is p) keep = 1 - lr wd and lr_wd = 0 (PyTorch's form
+    # of the decoupled decay); out of place keep = 0 and p_out is the update u (1 - keep would cancel digits)
+    p, g, m, v = p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1]
+    p_out, m_out, v_out = p_out[i0:i1], m_out[i0:i1], v_out[i0:i1]
     for i in range(p.shape[0]):                                 # from 0: vectorised (8 floats at a time)
-        m_i, v_i, step_i = _adam_element(g[i], m[i], v[i], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps)
-        m[i] = m_i
-        v[i] = v_i
-        p[i] = p[i] * decay - step_i
-
-
-@njit(**KERNEL)
-def _adam_out_of_place(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd):
-    # the same step into separate arrays u, m_out, v_out (n,): u = new p - p. (Separate loops, because
-    # outputs that might alias the inputs stop the compiler from vectorising; lr_wd = lr * weight_decay
-    # is passed apart from decay, since 1 - decay would cancel digits in float32.)
-    for i in range(p.shape[0]):
-        m_i, v_i, step_i = _adam_element(g[i], m[i], v[i], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps)
+        g_i, p_i = g[i], p[i]
+        m_i = b1 * m[i] + c1 * g_i                              # c1 = 1 - b1
+        v_i = b2 * v[i] + c2 * g_i * g_i                        # c2 = 1 - b2
+        # with step_size = lr / bc1, inv_sqrt_bc2 = 1 / sqrt(bc2): m_hat / (sqrt(v_hat) + eps) times lr
+        step_i = step_size * m_i / (np.sqrt(v_i) * inv_sqrt_bc2 + eps)
         m_out[i] = m_i
         v_out[i] = v_i
-        u[i] = -(p[i] * lr_wd) - step_i
+        p_out[i] = p_i * keep - p_i * lr_wd - step_i
 
 
 @njit(parallel=True, **KERNEL)
-def _adam_in_place_parallel(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd, n_chunks):
+def _adam_parallel(p, g, m, v, p_out, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, keep, lr_wd,
+                   n_chunks):
     n = p.shape[0]
     for t in prange(n_chunks):
-        i0, i1 = t * n // n_chunks, (t + 1) * n // n_chunks
-        _adam_in_place(p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps,
-                       decay, lr_wd)
-
-
-@njit(parallel=True, **KERNEL)
-def _adam_out_of_place_parallel(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay,
-                                lr_wd, n_chunks):
-    n = p.shape[0]
-    for t in prange(n_chunks):
-        i0, i1 = t * n // n_chunks, (t + 1) * n // n_chunks
-        _adam_out_of_place(p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1], u[i0:i1], m_out[i0:i1], v_out[i0:i1],
-                           b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd)
+        _adam_rows(p, g, m, v, p_out, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, keep, lr_wd,
+                   t * n // n_chunks, (t + 1) * n // n_chunks)
 
 
 def adam_scalars(dtype, *, lr, b1, b2, eps, weight_decay, step) -> tuple:
@@ -122,18 +104,16 @@ def adam_into(p, g, m, v, out, scalars) -> None:
     (array([-0.001,  0.001]), array([ 0.1, -0.1]))
     """
     flat = [a.reshape(-1) for a in (p, g, m, v)]                                # views: (n,)
-    n = num_chunks(p.size, p.size, PARALLEL_MIN)                    # 1: the serial loop; else chunks of elements
-    if out is None:
-        if n == 1:
-            _adam_in_place(*flat, *scalars)
-        else:
-            _adam_in_place_parallel(*flat, *scalars, n)
-    else:
+    *common, decay, lr_wd = scalars
+    zero = decay.dtype.type(0)
+    if out is None:                                             # write over p, m, v
+        flat += flat[:1] + flat[2:]
+        common += [decay, zero]
+    else:                                                       # write u, m_new, v_new
         flat += [a.reshape(-1) for a in out]
-        if n == 1:
-            _adam_out_of_place(*flat, *scalars)
-        else:
-            _adam_out_of_place_parallel(*flat, *scalars, n)
+        common += [zero, lr_wd]
+    n = num_chunks(p.size, p.size, PARALLEL_MIN)                # 1: the serial loop; else chunks of elements
+    run_chunks(_adam_rows, _adam_parallel, n, p.size, *flat, *common)
 
 
 def _check(fn, p, g, m, v, in_place: bool):
@@ -171,30 +151,35 @@ def adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step) -> None:
     adam_into(p, g, m, v, None, scalars)
 
 
-def adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
-    """One Adam/AdamW step without touching the inputs: returns ``(u, m_new, v_new)``, with ``p + u`` the new p.
-
-    >>> import numpy as np
-    >>> p, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
-    >>> u, m2, v2 = adam_step(p, np.array([1.0, -1.0]), m, v, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-    ...                       weight_decay=0.0, step=1)
-    >>> u.round(6), m                                              # m itself is unchanged
-    (array([-0.001,  0.001]), array([0., 0.]))
-    """
-    p, g, m, v = _check("adam_step", p, g, m, v, in_place=False)
+def _adam_step_forward(p, g, m, v, lr, b1, b2, eps, weight_decay, step):
+    """The primitive's forward on numpy arrays: ``(u, m_new, v_new)`` in fresh arrays."""
+    p, g, m, v = (contiguous(a) for a in (p, g, m, v))
     scalars = adam_scalars(p.dtype, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=step)
     out = (np.empty_like(p), np.empty_like(m), np.empty_like(v))                 # u, m_new, v_new
     adam_into(p, g, m, v, out, scalars)
     return out
 
 
-def _adam_step_forward(p, g, m, v, scalars):
-    # p, g, m, v: one shape and dtype (checked by the caller); scalars: adam_scalars(...) for this step
-    out = (np.empty_like(m), np.empty_like(m), np.empty_like(m))                 # u, m_new, v_new
-    adam_into(np.ascontiguousarray(p), np.ascontiguousarray(g), np.ascontiguousarray(m), np.ascontiguousarray(v),
-              out, scalars)
-    return out
+_adam_step = primitive("kernels.adam_step", _adam_step_forward)
 
 
-# The functional optimizers' entry, per backend: apply(ADAM_STEP, p, g, m, v, scalars=...) -> (u, m_new, v_new).
-ADAM_STEP = primitive("kernels.adam_step", _adam_step_forward)
+def adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
+    """One Adam/AdamW step without touching the inputs: returns Tensors ``(u, m_new, v_new)``, ``p + u`` the new p.
+
+    ``p, g, m, v``: Tensors or arrays of one shape and one float dtype, on one backend.
+
+    >>> import numpy as np
+    >>> p, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    >>> u, m2, v2 = adam_step(p, np.array([1.0, -1.0]), m, v, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
+    ...                       weight_decay=0.0, step=1)
+    >>> u.numpy().round(6), m                                      # m itself is unchanged
+    (array([-0.001,  0.001]), array([0., 0.]))
+    """
+    tensors = {name: float_tensor("adam_step", name, a) for name, a in (("p", p), ("g", g), ("m", m), ("v", v))}
+    shapes = {t.shape for t in tensors.values()}
+    if len(shapes) > 1:
+        raise ValueError("adam_step: p, g, m, v must share one shape, got "
+                         + ", ".join(f"{k} {t.shape}" for k, t in tensors.items()))
+    check_same_dtype("adam_step", **tensors)
+    adam_scalars(np.float64, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=step)   # checks them
+    return apply(_adam_step, *tensors.values(), lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=step)

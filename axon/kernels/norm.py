@@ -14,10 +14,17 @@ Pass 1 (statistics) and pass 3 (the two sums of the backward) split the rows acr
 thread adding into its own row of partial sums (float64, so a million float32 values still add up
 exactly enough); passes 2 and 4 are one fused multiply-add per element.
 
+Primitives (a backend implements the three forwards with these signatures; ``mean`` and ``invstd``
+are float64 (C,), everything else in x's dtype):
+
+- ``kernels.batch_norm_statistics(x) -> (mean, var)``: per channel of (..., C), the biased variance;
+- ``kernels.batch_norm_train(x, gamma, beta, mean, invstd) -> y``;
+- ``kernels.batch_norm_backward(dy, x, gamma, mean, invstd, *, need_dx) -> (dx, dgamma, dbeta)``.
+
 >>> import numpy as np
 >>> x = np.array([[1.0], [3.0]])                               # (M, C) = (2, 1)
 >>> y, mean, var = batch_norm_train(x, np.ones(1), np.zeros(1), 0.0)
->>> y.numpy().ravel(), mean, var
+>>> y.numpy().ravel(), mean.numpy(), var.numpy()
 (array([-1.,  1.]), array([2.]), array([1.]))
 """
 from __future__ import annotations
@@ -25,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import Tensor, apply, primitive
-from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks
+from ..autograd import apply, primitive, sqrt
+from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks, run_chunks, same_dtype
 
 __all__ = ["batch_norm_train"]
 
@@ -69,10 +76,7 @@ def _affine2_parallel(a, b, alpha, beta, gamma, out, n_chunks):
 def _affine2(a, b, alpha, beta, gamma, out):
     """``out = a * alpha + b * beta + gamma`` per channel, on (M, C) rows."""
     n = num_chunks(a.size, a.shape[0], PARALLEL_MIN)
-    if n == 1:
-        _affine2_rows(a, b, alpha, beta, gamma, out, 0, a.shape[0])
-    else:
-        _affine2_parallel(a, b, alpha, beta, gamma, out, n)
+    run_chunks(_affine2_rows, _affine2_parallel, n, a.shape[0], a, b, alpha, beta, gamma, out)
 
 
 def _sums(a, b, a0, b0):
@@ -80,7 +84,7 @@ def _sums(a, b, a0, b0):
     n = num_chunks(a.size, a.shape[0], PARALLEL_MIN)
     sums = np.zeros((n, 2, a.shape[1]), dtype=np.float64)                     # (T, 2, C) partial sums
     a0, b0 = a0.astype(a.dtype), b0.astype(b.dtype)
-    if n == 1:
+    if n == 1:                                                                # (the serial body takes one slice)
         _channel_sums_rows(a, b, a0, b0, sums[0], 0, a.shape[0])
     else:
         _channel_sums_parallel(a, b, a0, b0, sums, n)
@@ -88,8 +92,9 @@ def _sums(a, b, a0, b0):
     return total[0], total[1]
 
 
-def _statistics(x2):
-    """Mean and biased variance per channel of (M, C) rows, float64 (shifted by the first row: exact)."""
+def _statistics(x):
+    """Mean and biased variance per channel of (..., C), float64 (shifted by the first row: exact)."""
+    x2 = contiguous(x).reshape(-1, x.shape[-1])                               # (..., C) -> (M, C)
     shift = x2[0].copy()                                                      # (C,)
     s, ss = _sums(x2, x2, shift, shift)
     M = x2.shape[0]
@@ -106,36 +111,44 @@ def _bn_forward(x, gamma, beta, mean, invstd):
     return y.reshape(x.shape)
 
 
-def _bn_vjp(dy, y, x, gamma, beta, mean, invstd):
+def _bn_backward(dy, x, gamma, mean, invstd, need_dx):
+    """``(dx, dgamma, dbeta)`` on arrays: two per-channel sums, then one affine pass for dx."""
     C = x.shape[-1]
-    x2 = contiguous(x.data).reshape(-1, C)                                    # (M, C)
-    dy2 = contiguous(dy.data).reshape(-1, C)
+    x2 = contiguous(x).reshape(-1, C)                                         # (M, C)
+    dy2 = contiguous(dy).reshape(-1, C)
     M = x2.shape[0]
     sum_dy, sum_dy_xc = _sums(dy2, x2, np.zeros(C), mean)                     # sum dy, sum dy (x - mean)
     dbeta = sum_dy
     dgamma = invstd * sum_dy_xc
     dx = None
-    if x.requires_grad:                                                       # dx = a dy + b x + c
-        g = gamma.data.astype(np.float64)
+    if need_dx:                                                               # dx = a dy + b x + c
+        g = gamma.astype(np.float64)
         a = g * invstd
         b = -g * invstd ** 3 * sum_dy_xc / M
         c = -a * sum_dy / M - b * mean
         dx2 = np.empty_like(x2)
         _affine2(dy2, x2, a.astype(x2.dtype), b.astype(x2.dtype), c.astype(x2.dtype), dx2)
-        dx = Tensor._wrap(dx2.reshape(x.shape))
-    dt = x.dtype
-    return dx, Tensor._wrap(dgamma.astype(dt)), Tensor._wrap(dbeta.astype(dt))
+        dx = dx2.reshape(x.shape)
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
+def _bn_vjp(dy, y, x, gamma, beta, mean, invstd):
+    # mean and invstd are constants here: the formula already holds their dependence on x
+    dx, dgamma, dbeta = apply(_batch_norm_backward, same_dtype(dy, x), x, gamma, mean, invstd, need_dx=x.requires_grad)
+    return dx, dgamma, dbeta, None, None
+
+
+_batch_norm_statistics = primitive("kernels.batch_norm_statistics", _statistics)
 _batch_norm = primitive("kernels.batch_norm_train", _bn_forward, _bn_vjp, higher_order=False)
+_batch_norm_backward = primitive("kernels.batch_norm_backward", _bn_backward)
 
 
 def batch_norm_train(x, gamma, beta, eps):
     """Batch normalization with the batch's statistics, normalising every axis but the last (channels).
 
     ``y = (x - mean) / sqrt(var + eps) * gamma + beta``; ``x``: (..., C), ``gamma``, ``beta``: (C,).
-    Returns ``(y, mean, var)``: ``y`` a Tensor (differentiable w.r.t. x, gamma, beta), ``mean`` and
-    ``var`` numpy arrays (C,) in x's dtype (the biased variance) for the caller's running statistics.
+    Returns ``(y, mean, var)``: ``y`` differentiable w.r.t. x, gamma, beta; ``mean`` and ``var`` (C,)
+    in x's dtype (the biased variance), constant Tensors for the caller's running statistics.
 
     >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(3.0, 2.0, (64, 4)).astype(np.float32)
@@ -156,7 +169,7 @@ def batch_norm_train(x, gamma, beta, eps):
         raise ValueError(f"{fn}: x is empty (shape {x.shape})")
     if not eps >= 0:
         raise ValueError(f"{fn}: eps must be a number >= 0, got {eps!r}")
-    mean, var = _statistics(contiguous(x.data).reshape(-1, C))                 # (C,), (C,) float64
-    invstd = 1.0 / np.sqrt(var + eps)
-    y = apply(_batch_norm, x, gamma, beta, mean=mean, invstd=invstd)
+    mean, var = apply(_batch_norm_statistics, x)                              # (C,), (C,) float64
+    invstd = 1.0 / sqrt(var + float(eps))
+    y = apply(_batch_norm, x, gamma, beta, mean, invstd)
     return y, mean.astype(x.dtype), var.astype(x.dtype)

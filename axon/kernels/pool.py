@@ -16,6 +16,14 @@ positions never win a max. As in conv, 1-d and 2-d inputs are 3-d inputs with le
 The forward kernels split the output lines across threads; the backward kernels split the images,
 so overlapping windows of one image never add into ``dx`` from two threads. Small inputs run serially.
 
+Primitives (a backend implements the four forwards with these signatures; ``bins`` are three int64
+(O, 2) host arrays, the geometry, and ``scale`` a float64 (Do, Ho, Wo) host array):
+
+- ``kernels.max_pool(x, *, bins, out_shape) -> (y, arg)``: ``arg`` int32, saved for the backward;
+- ``kernels.max_pool_backward(dy, arg, *, x_shape) -> (dx,)``;
+- ``kernels.sum_pool(x, *, bins, out_shape, scale, p) -> y``;
+- ``kernels.sum_pool_backward(dy, x, y, *, bins, out_shape, scale, p) -> (dx,)``.
+
 >>> import numpy as np
 >>> x = np.array([[[1.0], [3.0], [2.0], [5.0]]])              # (N, W, C) = (1, 4, 1)
 >>> max_pool(x, (2,), (2,), ((0, 0),)).numpy().ravel()
@@ -31,8 +39,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import Tensor, apply, primitive
-from ._common import (KERNEL, PARALLEL_MIN, contiguous, float_tensor, int_tuple, num_chunks, out_sizes, padding_pairs,
-                      to_3d)
+from ._common import (KERNEL, PARALLEL_MIN, check_pool_padding, contiguous, float_tensor, int_tuple, num_chunks, out_sizes, padding_pairs,
+                      run_chunks, same_dtype, to_3d)
 
 __all__ = ["max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool",
            "global_max_pool", "global_avg_pool"]
@@ -169,55 +177,54 @@ def _max_forward(x, bins, out_shape):
     y = np.empty((x.shape[0],) + to_3d(out_shape, 1) + (x.shape[-1],), dtype=x.dtype)   # (N, Do, Ho, Wo, C)
     arg = np.empty(y.shape, dtype=np.int32)
     lines = int(np.prod(y.shape[:3]))
-    n = num_chunks(x.size, lines, PARALLEL_MIN)
-    if y.size and n == 1:
-        _max_pool_lines(x5, y, arg, *bins, 0, lines)
-    elif y.size:
-        _max_pool_parallel(x5, y, arg, *bins, n)
+    if y.size:
+        n = num_chunks(x.size, lines, PARALLEL_MIN)
+        run_chunks(_max_pool_lines, _max_pool_parallel, n, lines, x5, y, arg, *bins)
     return y.reshape((x.shape[0],) + out_shape + (x.shape[-1],)), arg
 
 
+def _max_backward(dy, arg, x_shape):
+    N, C = x_shape[0], x_shape[-1]
+    size = int(np.prod(x_shape))
+    dx = np.empty((N, size // max(N * C, 1), C), dtype=dy.dtype)   # (N, D*H*W, C), zeroed by the kernel
+    n = num_chunks(size, N, PARALLEL_MIN)
+    run_chunks(_max_pool_backward_images, _max_pool_backward_parallel, n, N, _as_5d(contiguous(dy)), arg, dx)
+    return (dx.reshape(x_shape),)
+
+
 def _max_vjp(dy, y, x, bins, out_shape, saved):
-    N, C = x.shape[0], x.shape[-1]
-    dx = np.empty((N, x.size // max(N * C, 1), C), dtype=x.dtype)    # (N, D*H*W, C), zeroed by the kernel
-    dy5 = _as_5d(contiguous(dy.data))
-    n = num_chunks(x.size, N, PARALLEL_MIN)
-    if n == 1:
-        _max_pool_backward_images(dy5, saved, dx, 0, N)
-    else:
-        _max_pool_backward_parallel(dy5, saved, dx, n)
-    return (Tensor._wrap(dx.reshape(x.shape)),)
+    return apply(_max_pool_backward, same_dtype(dy, x), Tensor._wrap(saved), x_shape=x.shape)
 
 
 def _sum_forward(x, bins, out_shape, scale, p):
     x5 = _as_5d(contiguous(x))
     y = np.empty((x.shape[0],) + to_3d(out_shape, 1) + (x.shape[-1],), dtype=x.dtype)   # (N, Do, Ho, Wo, C)
-    args = (scale.astype(x.dtype, copy=False), x.dtype.type(p), *bins)
     lines = int(np.prod(y.shape[:3]))
-    n = num_chunks(x.size, lines, PARALLEL_MIN)
-    if y.size and n == 1:
-        _sum_pool_lines(x5, y, *args, 0, lines)
-    elif y.size:
-        _sum_pool_parallel(x5, y, *args, n)
+    if y.size:
+        n = num_chunks(x.size, lines, PARALLEL_MIN)
+        run_chunks(_sum_pool_lines, _sum_pool_parallel, n, lines, x5, y, scale.astype(x.dtype, copy=False),
+                   x.dtype.type(p), *bins)
     return y.reshape((x.shape[0],) + out_shape + (x.shape[-1],))
 
 
-def _sum_vjp(dy, y, x, bins, out_shape, scale, p):
-    x5 = _as_5d(contiguous(x.data))
+def _sum_backward(dy, x, y, bins, out_shape, scale, p):
+    x5 = _as_5d(contiguous(x))
     dx = np.empty(x5.shape, dtype=x.dtype)                                             # zeroed by the kernel
-    args = (_as_5d(contiguous(dy.data)), x5, _as_5d(y.data), dx, scale.astype(x.dtype, copy=False),
-            x.dtype.type(p), *bins)
     N = x.shape[0]
     n = num_chunks(x.size, N, PARALLEL_MIN)
-    if n == 1:
-        _sum_pool_backward_images(*args, 0, N)
-    else:
-        _sum_pool_backward_parallel(*args, n)
-    return (Tensor._wrap(dx.reshape(x.shape)),)
+    run_chunks(_sum_pool_backward_images, _sum_pool_backward_parallel, n, N, _as_5d(contiguous(dy)), x5,
+               _as_5d(contiguous(y)), dx, scale.astype(x.dtype, copy=False), x.dtype.type(p), *bins)
+    return (dx.reshape(x.shape),)
+
+
+def _sum_vjp(dy, y, x, bins, out_shape, scale, p):
+    return apply(_sum_pool_backward, same_dtype(dy, x), x, y, bins=bins, out_shape=out_shape, scale=scale, p=p)
 
 
 _max_pool = primitive("kernels.max_pool", _max_forward, _max_vjp, saves=True, higher_order=False)
+_max_pool_backward = primitive("kernels.max_pool_backward", _max_backward)
 _sum_pool = primitive("kernels.sum_pool", _sum_forward, _sum_vjp, higher_order=False)
+_sum_pool_backward = primitive("kernels.sum_pool_backward", _sum_backward)
 
 
 # ---- geometry ------------------------------------------------------------------------------------------
@@ -236,12 +243,9 @@ def _window_bins(fn, x, window, strides, padding):
     window = int_tuple(fn, "window", window, n_sp)
     strides = int_tuple(fn, "strides", strides, n_sp)
     padding = padding_pairs(fn, padding, n_sp)
+    check_pool_padding(fn, window, padding)
     detail = f"input shape {x.shape}, window {window}, padding {padding}"
-    for k, (lo, hi) in zip(window, padding):
-        if lo >= k or hi >= k:
-            raise ValueError(f"{fn}: padding must be smaller than the window on each side, so that every "
-                             f"window holds an input ({detail})")
-    out_shape = out_sizes(fn, x.shape[1:-1], window, strides, padding, detail)
+    out_shape = out_sizes(fn, x.shape[1:-1], window, strides, padding, detail, what="window")
     bins = []
     for n, k, s, (lo, _), o in zip(x.shape[1:-1], window, strides, padding, out_shape):
         start = np.arange(o) * s - lo                                             # (O,)

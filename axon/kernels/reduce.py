@@ -11,12 +11,20 @@ then ``l``, then ``b`` innermost, so every read is contiguous whatever the axis:
 ``max_with_indices`` returns the indices too (the first maximum on ties; NaN wins, as in PyTorch),
 and sends the gradient to that one element (the engine's ``max`` splits it among ties instead).
 
+Primitives (a backend implements the four forwards with these signatures; ``axis`` is one
+non-negative int, ``index`` int64 of shape (A, B)):
+
+- ``kernels.reduce_sum(x, *, axis, keepdims) -> y``;
+- ``kernels.argmax(x, *, axis) -> index``;
+- ``kernels.take_along_axis(x, index, *, axis, keepdims) -> y``: ``x[a, index[a, b], b]``;
+- ``kernels.take_along_axis_backward(dy, index, *, x_shape, axis) -> (dx,)``.
+
 >>> import numpy as np
 >>> x = np.array([[1.0, 5.0, 2.0], [7.0, 0.0, 7.0]])
 >>> reduce_sum(x, axis=1).numpy(), reduce_mean(x, axis=0).numpy()
 (array([ 8., 14.]), array([4. , 2.5, 4.5]))
 >>> values, indices = max_with_indices(x, axis=1)
->>> values.numpy(), indices
+>>> values.numpy(), indices.numpy()
 (array([5., 7.]), array([1, 0]))
 """
 from __future__ import annotations
@@ -24,10 +32,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import Tensor, apply, broadcast_to, primitive, reshape
-from ._common import KERNEL, PARALLEL_MIN, contiguous, float_tensor, num_chunks
+from ..autograd import Tensor, apply, as_tensor, broadcast_to, equal, is_grad_enabled, primitive, reshape, where
+from ._common import (KERNEL, PARALLEL_MIN, contiguous, float_tensor, in_range, num_chunks, on_backend_of, run_chunks,
+                      same_dtype)
 
-__all__ = ["reduce_sum", "reduce_mean", "max_with_indices"]
+__all__ = ["reduce_sum", "reduce_mean", "max_with_indices", "take_along_axis"]
 
 
 @njit(**KERNEL)
@@ -98,11 +107,8 @@ def _out_shape(shape, axis, keepdims):
 def _sum_forward(x, axis, keepdims):
     x3 = contiguous(x).reshape(_alb(x.shape, axis))                            # (A, L, B)
     y = np.empty((x3.shape[0], x3.shape[2]), dtype=x.dtype)                    # (A, B)
-    n = num_chunks(x3.size, x3.shape[0], PARALLEL_MIN)
-    if y.size and n == 1:
-        _sum_rows(x3, y, 0, x3.shape[0])
-    elif y.size:
-        _sum_parallel(x3, y, n)
+    if y.size:
+        run_chunks(_sum_rows, _sum_parallel, num_chunks(x3.size, x3.shape[0], PARALLEL_MIN), x3.shape[0], x3, y)
     return y.reshape(_out_shape(x.shape, axis, keepdims))
 
 
@@ -115,11 +121,9 @@ def _argmax(x, axis):
     x3 = contiguous(x).reshape(_alb(x.shape, axis))                            # (A, L, B)
     y = np.empty((x3.shape[0], x3.shape[2]), dtype=x.dtype)                    # (A, B)
     index = np.empty(y.shape, dtype=np.int64)
-    n = num_chunks(x3.size, x3.shape[0], PARALLEL_MIN)
-    if y.size and n == 1:
-        _argmax_rows(x3, y, index, 0, x3.shape[0])
-    elif y.size:
-        _argmax_parallel(x3, y, index, n)
+    if y.size:
+        n = num_chunks(x3.size, x3.shape[0], PARALLEL_MIN)
+        run_chunks(_argmax_rows, _argmax_parallel, n, x3.shape[0], x3, y, index)
     return index
 
 
@@ -129,14 +133,25 @@ def _take_forward(x, index, axis, keepdims):
     return y.reshape(_out_shape(x.shape, axis, keepdims))
 
 
+def _take_backward(dy, index, x_shape, axis):
+    dx = np.zeros(_alb(x_shape, axis), dtype=dy.dtype)                         # (A, L, B)
+    _scatter_kernel(contiguous(dy).reshape(index.shape), contiguous(index), dx)
+    return (dx.reshape(x_shape),)
+
+
 def _take_vjp(dy, y, x, index, axis, keepdims):
-    dx = np.zeros(_alb(x.shape, axis), dtype=x.dtype)                          # (A, L, B)
-    _scatter_kernel(contiguous(dy.data).reshape(index.shape), index, dx)
-    return (Tensor._wrap(dx.reshape(x.shape)),)
+    if is_grad_enabled():                                      # backward(create_graph=True): Tensor ops
+        A, L, B = _alb(x.shape, axis)
+        positions = on_backend_of(index, np.arange(L).reshape(1, L, 1))             # (1, L, 1)
+        picked = equal(reshape(index, (A, 1, B)), positions)                         # (A, L, B)
+        return reshape(where(picked, reshape(dy, (A, 1, B)), 0.0), x.shape), None
+    return apply(_take_backward_prim, same_dtype(dy, x), index, x_shape=x.shape, axis=axis) + (None,)
 
 
 _sum = primitive("kernels.reduce_sum", _sum_forward, _sum_vjp)
-_take = primitive("kernels.take_along_axis", _take_forward, _take_vjp, higher_order=False)
+_argmax_prim = primitive("kernels.argmax", _argmax)
+_take = primitive("kernels.take_along_axis", _take_forward, _take_vjp)
+_take_backward_prim = primitive("kernels.take_along_axis_backward", _take_backward)
 
 
 def _check(fn, x, axis):
@@ -171,18 +186,45 @@ def reduce_mean(x, axis, keepdims=False):
 
 
 def max_with_indices(x, axis, keepdims=False):
-    """The maximum along ``axis`` and where it is: ``(values Tensor, indices int64 array)``.
+    """The maximum along ``axis`` and where it is: ``(values, indices)``, Tensors, the indices int64.
 
     On ties the first maximum wins (and gets the whole gradient); NaN wins over numbers.
 
     >>> import numpy as np
     >>> values, indices = max_with_indices(np.array([[3.0, 9.0], [4.0, 1.0]]), axis=0)
-    >>> values.numpy(), indices
+    >>> values.numpy(), indices.numpy()
     (array([4., 9.]), array([1, 0]))
     """
     x, axis = _check("max_with_indices", x, axis)
     if x.shape[axis] == 0:
         raise ValueError(f"max_with_indices: axis {axis} of shape {x.shape} is empty")
-    index = _argmax(x.data, axis)                                              # (A, B)
-    y = apply(_take, x, index=index, axis=axis, keepdims=bool(keepdims))
-    return y, index.reshape(_out_shape(x.shape, axis, keepdims))
+    index = apply(_argmax_prim, x, axis=axis)                                  # (A, B) int64
+    y = apply(_take, x, index, axis=axis, keepdims=bool(keepdims))
+    return y, reshape(index, _out_shape(x.shape, axis, keepdims))
+
+
+def take_along_axis(x, index, axis):
+    """``x`` picked at one position along ``axis`` per line: ``y[a, b] = x[a, index[a, b], b]``.
+
+    ``index`` holds integers in ``[0, x.shape[axis])`` and has x's shape without ``axis`` (a Tensor on
+    x's backend, or an array). Differentiable w.r.t. ``x``: the gradient lands on the picked elements.
+
+    >>> import numpy as np
+    >>> x = Tensor(np.array([[1.0, 5.0, 2.0], [7.0, 0.0, 3.0]]), requires_grad=True)
+    >>> y = take_along_axis(x, np.array([2, 0]), axis=1); y.numpy()
+    array([2., 7.])
+    >>> y.sum().backward(); x.grad
+    array([[0., 0., 1.],
+           [1., 0., 0.]])
+    """
+    x, axis = _check("take_along_axis", x, axis)
+    index = as_tensor(index) if isinstance(index, Tensor) else on_backend_of(x, np.asarray(index))
+    want = _out_shape(x.shape, axis, False)
+    if index.dtype.kind not in "iu" or index.shape != want:
+        raise ValueError(f"take_along_axis: index must hold integers of shape {want} for x of shape {x.shape} "
+                         f"and axis {axis}, got dtype {index.dtype} and shape {index.shape}")
+    if not in_range(index, 0, x.shape[axis])[0]:
+        raise ValueError(f"take_along_axis: index values must be in [0, {x.shape[axis]}) along axis {axis}")
+    A, _, B = _alb(x.shape, axis)
+    index = reshape(index if index.dtype == np.int64 else index.astype(np.int64), (A, B))
+    return apply(_take, x, index, axis=axis, keepdims=False)

@@ -15,8 +15,11 @@ import numpy as np
 
 from .. import kernels
 from ..autograd import Tensor
+from ..backend import is_host
 from ..functional import activations as A
 from ..functional import layers as L
+from ..functional.layers._utils import check_int
+from ..functional.layers.dropout import _check_rate
 from .graph import Axon, _node, param
 
 # Builders that become methods of every node (x.dense(...)); the module functions take the node first.
@@ -48,6 +51,8 @@ def _channels(x: Axon, channels: str, layer: str) -> int:
     c = x.shape[-1] if channels == "last" else x.shape[1]
     if c is None:
         raise ValueError(f"{layer}: the channel axis of the input must have a known size, got shape {x.shape}")
+    if c == 0:
+        raise ValueError(f"{layer}: the input has no channels, got shape {x.shape}")
     return c
 
 
@@ -100,6 +105,10 @@ def dense(x, units, activation=None, use_bias=True, kernel_initializer="glorot_u
     if len(x.shape) > 3:
         raise ValueError(f"dense expects (batch, features) or (batch, steps, features); the input "
                          f"'{x.names()[x.id]}' has shape {x.shape}: flatten it first (x.flatten())")
+    units = check_int("dense", "units", units)
+    if x.shape[-1] is None:
+        raise ValueError(f"dense: the last axis of the input '{x.names()[x.id]}' must have a known size "
+                         f"(the kernel is (features, units)), got shape {x.shape}")
     params = _with_bias({"kernel": param((x.shape[-1], units), kernel_initializer)}, use_bias, units,
                         bias_initializer)
     return _layer("dense", x, _biased(L.dense), params, name=name, uses=_fusable(use_bias), activation=activation)
@@ -127,13 +136,30 @@ def embedding(x, vocab_size, embedding_size, kernel_initializer="uniform", name=
     >>> axon.input((None, 6)).embedding(100, 8).shape      # 6 token ids -> 6 vectors of 8
     (None, 6, 8)
     """
-    params = {"kernel": param((vocab_size, embedding_size), kernel_initializer)}
+    shape = (check_int("embedding", "vocab_size", vocab_size), check_int("embedding", "embedding_size", embedding_size))
+    params = {"kernel": param(shape, kernel_initializer)}
     return _layer("embedding", x, lambda x, kernel: L.embedding(_indices(x), kernel), params, name=name)
 
 
 def _indices(x):
-    """Integer indices from an input node's value (inputs are fed as arrays of any numeric dtype)."""
-    return np.asarray(x.data if isinstance(x, Tensor) else x).astype(np.int64, copy=False)
+    """Integer indices from an input node's value (inputs are fed as arrays of any numeric dtype).
+
+    Floats must hold whole numbers (a 0.7 is an error, not index 0); checked where the indices are on the host.
+
+    >>> _indices(np.array([[1.0, 3.0]], np.float32))
+    Tensor([[1, 3]], dtype=int64)
+    """
+    x = x if isinstance(x, Tensor) else Tensor(np.asarray(x) if is_host(x) else x)
+    if x.dtype.kind == "f" and x.device == "cpu":
+        values = x.numpy()
+        if not np.isfinite(values).all():
+            raise ValueError("embedding: indices must be finite integers, the input holds NaN or inf")
+        if (values != np.round(values)).any():
+            bad = values[values != np.round(values)].ravel()[0]
+            raise TypeError(f"embedding: indices must be integers, the input holds {bad} (dtype {values.dtype})")
+    elif x.dtype.kind not in "iubf":
+        raise TypeError(f"embedding: indices must be integers, got dtype {x.dtype}")
+    return x if x.dtype == np.int64 else x.astype(np.int64)
 
 
 # ---- convolutions ----------------------------------------------------------------------------------
@@ -151,6 +177,8 @@ def conv(x, units, kernel_size=1, strides=1, padding="valid", input_dilation=1, 
     """
     c = _channels(x, channels, "conv")
     k = _tuple(kernel_size, len(x.shape) - 2)
+    units = check_int("conv", "units", units)
+    feature_group_size = check_int("conv", "feature_group_size", feature_group_size)
     if c % feature_group_size:
         raise ValueError(f"conv: input channels {c} are not divisible by feature_group_size {feature_group_size}")
     params = _with_bias({"kernel": param(k + (c // feature_group_size, units), kernel_initializer)},
@@ -465,8 +493,7 @@ def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=No
 
 # ---- dropout ---------------------------------------------------------------------------------------
 def _dropout(op, fn, x, rate, name, **opts):
-    if not 0 <= rate < 1:
-        raise ValueError(f"{op}: rate must be in [0, 1), got {rate}")
+    rate = _check_rate(op, rate)
     return _layer(op, x, fn, opts=dict(rate=rate, **opts), name=name, uses=("training", "key"))
 
 
@@ -589,11 +616,17 @@ def resize(x, size, method="nearest", channels="last", name=None, antialias=Fals
 
 
 # ---- combinators -----------------------------------------------------------------------------------
-def _combinator(op, nodes, fn, name, **opts):
-    nodes = list(nodes)
+def _combinator(op, nodes, others, fn, name, **opts):
+    """``op([a, b, ...])`` or ``op(a, b, ...)`` (Axon's ``add(input, x)``): at least two layers."""
+    if isinstance(nodes, Axon):
+        nodes = [nodes, *others]
+    elif others:
+        raise TypeError(f"{op}: give the layers as one list, {op}([a, b]), or one by one, {op}(a, b), not both")
+    else:
+        nodes = list(nodes)
     if len(nodes) < 2:
         raise ValueError(f"{op} needs at least two layers, got {len(nodes)}")
-    return _layer(op, nodes, fn, opts=opts, name=name)
+    return _layer(op, nodes, fn, opts=opts, name=name)     # shapes that do not fit: the error names them all
 
 
 def _fold(f):
@@ -605,19 +638,19 @@ def _fold(f):
     return call
 
 
-def add(nodes, name=None) -> Axon:
+def add(nodes, *others, name=None) -> Axon:
     """Elementwise sum of layers with broadcast-compatible shapes (residual connections): ``a + b``.
 
     >>> import axon, numpy as np
     >>> x = axon.input((None, 2))
-    >>> model = axon.add([x, x.relu()])                    # the same as x + x.relu()
+    >>> model = axon.add([x, x.relu()])                    # the same as x + x.relu(), or axon.add(x, x.relu())
     >>> axon.predict(model, {}, np.array([[-1.0, 2.0]], np.float32))
     array([[-1.,  4.]], dtype=float32)
     """
-    return _combinator("add", nodes, _fold(lambda a, b: a + b), name)
+    return _combinator("add", nodes, others, _fold(lambda a, b: a + b), name)
 
 
-def subtract(nodes, name=None) -> Axon:
+def subtract(nodes, *others, name=None) -> Axon:
     """Elementwise difference, left to right: ``a - b``.
 
     >>> import axon, numpy as np
@@ -626,10 +659,10 @@ def subtract(nodes, name=None) -> Axon:
     >>> axon.predict(model, {}, np.array([[-1.0, 2.0]], np.float32))
     array([[-1.,  0.]], dtype=float32)
     """
-    return _combinator("subtract", nodes, _fold(lambda a, b: a - b), name)
+    return _combinator("subtract", nodes, others, _fold(lambda a, b: a - b), name)
 
 
-def multiply(nodes, name=None) -> Axon:
+def multiply(nodes, *others, name=None) -> Axon:
     """Elementwise product: ``a * b``.
 
     >>> import axon, numpy as np
@@ -638,20 +671,21 @@ def multiply(nodes, name=None) -> Axon:
     >>> axon.predict(model, {}, np.array([[-1.0, 2.0]], np.float32)).round(4)
     array([[-0.2689,  1.7616]], dtype=float32)
     """
-    return _combinator("multiply", nodes, _fold(lambda a, b: a * b), name)
+    return _combinator("multiply", nodes, others, _fold(lambda a, b: a * b), name)
 
 
-def concatenate(nodes, axis=-1, name=None) -> Axon:
+def concatenate(nodes, *others, axis=-1, name=None) -> Axon:
     """Join layers along ``axis`` (default: the channel/feature axis).
 
-    As a method it takes the other layers as arguments: ``a.concatenate(b, c)``.
+    The layers come as a list or one by one: ``concatenate([a, b])``, ``concatenate(a, b)``, ``a.concatenate(b, c)``.
 
     >>> import axon
     >>> a, b = axon.input((None, 3), name="a"), axon.input((None, 5), name="b")
     >>> axon.concatenate([a, b]).shape, a.concatenate(b).shape
     ((None, 8), (None, 8))
     """
-    return _combinator("concatenate", nodes, lambda *xs, axis: L.concatenate(list(xs), axis=axis), name, axis=axis)
+    return _combinator("concatenate", nodes, others, lambda *xs, axis: L.concatenate(list(xs), axis=axis), name,
+                       axis=axis)
 
 
 # ---- activations as layers -------------------------------------------------------------------------
@@ -733,4 +767,4 @@ __all__ += list(ACTIVATIONS)
 for _name in __all__:
     if _name not in ("add", "subtract", "multiply", "concatenate"):
         setattr(Axon, _name, globals()[_name])
-Axon.concatenate = lambda self, *others, axis=-1, name=None: concatenate([self, *others], axis=axis, name=name)
+Axon.concatenate = concatenate

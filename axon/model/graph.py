@@ -11,7 +11,10 @@ on is reachable through ``parents``.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -24,6 +27,7 @@ from ..autograd import Tensor, no_grad
 __all__ = ["Axon", "ParamSpec", "param", "input", "layer", "nx", "constant", "container", "freeze", "unfreeze"]
 
 _ids = itertools.count()
+_GIVEN_SHAPE = contextvars.ContextVar("axon_given_shape", default=None)   # (shape,) while rebuilding a saved node
 
 
 class ParamSpec(NamedTuple):
@@ -190,11 +194,33 @@ def _node(op, parents, fn, params=None, opts=None, name=None, uses=(), shape=Non
     params = dict(params or {})
     opts = dict(opts or {})
     uses = frozenset(uses)
+    given = _GIVEN_SHAPE.get()
+    if shape is None and given is not None:
+        shape = given[0]                                       # rebuilding a saved model: run no layer code
     if shape is None:
         shape = _infer_shape(op, fn, [p.shape for p in parents], params, opts, uses, lambda: _describe(parents))
     node = Axon(next(_ids), name, op, parents, MappingProxyType(params), MappingProxyType(opts), shape, fn, uses)
     node.names()                                              # a repeated name fails here, at the line that built it
     return node
+
+
+@contextlib.contextmanager
+def given_shape(shape):
+    """Inside this block, nodes take ``shape`` as their output shape instead of running their layer on zeros.
+
+    ``axon.load`` rebuilds each saved node through its builder in such a block, with the shape the
+    file records, so loading never runs a layer (a file cannot make it compute or allocate).
+
+    >>> import axon
+    >>> with given_shape((None, 7)):                        # the recorded shape is taken as it is
+    ...     axon.input((None, 4)).dense(3).shape
+    (None, 7)
+    """
+    token = _GIVEN_SHAPE.set((shape,))
+    try:
+        yield
+    finally:
+        _GIVEN_SHAPE.reset(token)
 
 
 def input(shape, name="input", optional=False) -> Axon:
@@ -206,9 +232,22 @@ def input(shape, name="input", optional=False) -> Axon:
     >>> input((None, 28, 28, 1)).shape
     (None, 28, 28, 1)
     """
-    shape = tuple(None if n is None else int(n) for n in shape)
+    shape = _input_shape(shape)
     opts = {"shape": shape, "optional": True} if optional else {"shape": shape}
     return _node("input", [], None, opts=opts, name=name, shape=shape)
+
+
+def _input_shape(shape) -> tuple:
+    """``shape`` as a tuple of ints >= 0 and Nones, else a TypeError/ValueError naming it."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"input: shape must be a tuple of ints (None for the batch axis), got {shape!r}")
+    shape = tuple(shape)
+    for n in shape:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+            raise TypeError(f"input: shape must be a tuple of ints (None for the batch axis), got {shape!r}")
+        if n is not None and n < 0:
+            raise ValueError(f"input: shape sizes must be >= 0, got {shape!r}")
+    return tuple(None if n is None else int(n) for n in shape)
 
 
 def constant(value, name=None) -> Axon:

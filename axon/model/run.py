@@ -26,7 +26,7 @@ from ..functional import initializers
 from ..tree import tree_leaves, tree_map
 from .graph import Axon
 
-__all__ = ["init", "apply", "predict", "compile", "split", "merge"]
+__all__ = ["init", "apply", "predict", "compile", "split", "merge", "check_params"]
 
 
 def _initializer(spec_init):
@@ -108,6 +108,7 @@ class _Step(NamedTuple):
     by_parent: bool                # a relu its parent's fused kernel already applied: reuse that value
     fused: bool                    # apply the following relu in this layer's bias add
     stateful: bool                 # while training, returns (y, new_state)
+    shapes: tuple                  # ((param name, shape), ...): what the params must look like
 
 
 class _Plan(NamedTuple):
@@ -140,7 +141,8 @@ def _plan(model: Axon) -> _Plan:
                     fused.add(parent.id)
                     by_parent.add(node.id)
         steps = [_Step(n, names[n.id], tuple(p.id for p in n.parents), n.id in by_parent, n.id in fused,
-                       any(spec.kind == "state" for spec in n.params.values()))
+                       any(spec.kind == "state" for spec in n.params.values()),
+                       tuple((k, spec.shape) for k, spec in n.params.items()))
                  for n in nodes if n.op != "input"]
         specs = [(names[n.id], k, spec.kind == "param" and not spec.frozen) for n in nodes for k, spec in n.params.items()]
         plan = _plans[model] = _Plan(steps, [n for n in nodes if n.op == "input"], names, specs)
@@ -173,9 +175,8 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None, d
             continue
         node = step.node
         layer_params = params.get(step.name, {}) if node.params else {}
-        if node.params and layer_params.keys() != node.params.keys():
-            raise ValueError(f"params for layer '{step.name}' have keys {sorted(layer_params)}, "
-                             f"expected {sorted(node.params)}")
+        if node.params:
+            _check_layer(step, layer_params)
         extra = {}
         if node.uses:
             if "training" in node.uses:
@@ -196,6 +197,43 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None, d
     return values[model.id], new_state
 
 
+def _check_layer(step: _Step, layer_params) -> None:
+    """Raise ValueError unless ``layer_params`` has exactly the layer's params, each of its shape."""
+    if not isinstance(layer_params, dict):
+        raise TypeError(f"params do not fit the model: the params of layer '{step.name}' must be a dict "
+                        f"{{param: array}}, got {type(layer_params).__name__}")
+    if layer_params.keys() != step.node.params.keys():
+        raise ValueError(f"params do not fit the model: layer '{step.name}' has params {sorted(layer_params)}, "
+                         f"the model expects {sorted(step.node.params)}")
+    for k, shape in step.shapes:                             # a tuple compare per param: cheap on every call
+        v = layer_params[k]
+        if getattr(v, "shape", None) != shape:
+            raise ValueError(f"params do not fit the model: layer '{step.name}' param '{k}' has shape "
+                             f"{np.shape(v)}, the model expects {shape}")
+
+
+def check_params(model: Axon, params) -> None:
+    """Raise ValueError naming the first layer whose params are missing or of the wrong shape.
+
+    ``apply``/``predict`` make the same check as they go; this one looks at every layer up front.
+
+    >>> import axon
+    >>> a, b = axon.input((None, 4)).dense(5), axon.input((None, 4)).dense(3)
+    >>> check_params(a, axon.init(a))                         # fits: nothing happens
+    >>> check_params(b, axon.init(a))
+    Traceback (most recent call last):
+    ValueError: params do not fit the model: layer 'dense_0' param 'kernel' has shape (4, 5), the model expects (4, 3)
+    """
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict {{layer: {{param: array}}}}, got {type(params).__name__}")
+    for step in _plan(model).steps:
+        if step.node.params:
+            if step.name not in params:
+                raise ValueError(f"params do not fit the model: no params for layer '{step.name}' "
+                                 f"(the params have layers {sorted(params)})")
+            _check_layer(step, params[step.name])
+
+
 def _to_numpy(y):
     """The arrays of a Tensor, or of a container's dict/list/tuple of Tensors."""
     return tree_map(lambda v: v.data if isinstance(v, Tensor) else v, y)
@@ -205,8 +243,9 @@ def predict(model: Axon, params: dict, inputs, device=None):
     """Inference (dropout off, running statistics used).
 
     Runs where the params live (inputs are moved there), or on ``device``. Returns host numpy arrays,
-    or Tensors when called inside ``axon.autograd.grad`` (params being traced), so a user's own
-    objective can differentiate through it.
+    or Tensors when the output is being differentiated (inside ``axon.grad`` with respect to the
+    params or the inputs, or given Tensors that require a gradient), so a user's own objective can
+    differentiate through it (saliency maps, adversarial examples).
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2)).dense(1)
@@ -215,9 +254,8 @@ def predict(model: Axon, params: dict, inputs, device=None):
     array([[3.5],
            [3.5]], dtype=float32)
     """
-    traced = is_grad_enabled() and any(isinstance(p, Tensor) and p.requires_grad for p in tree_leaves(params))
-    y, _ = apply(model, params, inputs, training=False, device=device if device is not None else
-                 (None if traced else device_of(params)))
+    y, _ = apply(model, params, inputs, training=False, device=device if device is not None else device_of(params))
+    traced = is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad for v in tree_leaves(y))
     return y if traced else tree_map(to_host, _to_numpy(y))
 
 
@@ -248,6 +286,7 @@ def split(model: Axon, params: dict):
     >>> {k: sorted(v) for k, v in trainable.items()}, {k: sorted(v) for k, v in rest.items()}
     ({'dense_0': ['bias', 'kernel'], 'batch_norm_0': ['beta', 'gamma']}, {'batch_norm_0': ['mean', 'var']})
     """
+    check_params(model, params)
     trainable, rest = {}, {}
     for name, pname, trains in _plan(model).params:
         layer = params.get(name)

@@ -212,9 +212,11 @@ class Checkpoint(Callback):
 
     With ``keep_best``, the state of the best epoch so far (by ``monitor``: "val_loss" when there is
     validation data, else "loss", unless given) is also saved to ``best_path`` (default: ``path`` with
-    ``.best`` before its suffix, ``ckpt.npz -> ckpt.best.npz``). A run interrupted by Ctrl-C is saved
-    to ``path`` as well, mid-epoch. Resume with ``train(..., state=load_checkpoint(path))``: it goes on
-    exactly where the saved state stopped.
+    ``.best`` before its suffix, ``ckpt.safetensors -> ckpt.best.safetensors``). A run interrupted by
+    Ctrl-C is saved to ``path`` as well, mid-epoch. Resume with ``train(..., state=load_checkpoint(path))``:
+    it goes on exactly where the saved state stopped. The file is ``axon.save``'s (safetensors, the
+    whole ``TrainState``: params, optimizer state, history, callback memory); the paths are checked here,
+    before any training.
 
     >>> import numpy as np, axon
     >>> objective = lambda p, x, y: ((x @ p["w"] - y) ** 2).mean()   # no bias: the loss stalls near 0.84
@@ -222,10 +224,10 @@ class Checkpoint(Callback):
     >>> x, y = np.random.default_rng(0).standard_normal((16, 2)), np.ones(16)
     >>> import os, tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     save = checkpoint(f"{tmp}/ckpt.npz")                 # every epoch, and the best one apart
+    ...     save = checkpoint(f"{tmp}/ckpt.safetensors")         # every epoch, and the best one apart
     ...     state = axon.training.train(s, x, y, epochs=2, batch_size=4, verbose=0, callbacks=[save])
-    ...     sorted(os.listdir(tmp)), load_checkpoint(f"{tmp}/ckpt.npz").epoch
-    (['ckpt.best.npz', 'ckpt.npz'], 2)
+    ...     sorted(os.listdir(tmp)), load_checkpoint(f"{tmp}/ckpt.safetensors").epoch
+    (['ckpt.best.safetensors', 'ckpt.safetensors'], 2)
     """
     stateful = True
 
@@ -236,12 +238,15 @@ class Checkpoint(Callback):
         _check_mode("checkpoint", mode)                        # now, not after the first epoch's training
         self.path = os.fspath(path)
         stem, suffix = os.path.splitext(self.path)
-        self.best_path = os.fspath(best_path) if best_path is not None else f"{stem}.best{suffix or '.npz'}"
+        self.best_path = os.fspath(best_path) if best_path is not None else f"{stem}.best{suffix or '.safetensors'}"
         self.every, self.keep_best, self.name = int(every), bool(keep_best), name
         self.monitor, self.mode, self._save_best = monitor, mode, False
-        folder = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"checkpoint: the folder of '{self.path}' does not exist")
+        for p in (self.path, self.best_path) if keep_best else (self.path,):
+            if os.path.isdir(p):
+                raise ValueError(f"checkpoint: '{p}' is a directory; give a file path, such as "
+                                 f"'{os.path.join(p, 'ckpt.safetensors')}'")
+            if not os.path.isdir(os.path.dirname(os.path.abspath(p))):
+                raise ValueError(f"checkpoint: the folder of '{p}' does not exist")
 
     def on_epoch_end(self, state):
         self._save_best = False
@@ -472,17 +477,19 @@ def as_callback(c) -> Callback:
 
 
 def load_checkpoint(path) -> TrainState:
-    """The ``TrainState`` saved by ``checkpoint`` (or ``axon.serialization.save``) at ``path``.
+    """The ``TrainState`` saved by ``checkpoint`` (or ``axon.save(path, state)``) at ``path``.
 
-    >>> import tempfile
-    >>> from axon import serialization
+    A file that is not one raises ``axon.FormatError`` naming it.
+
+    >>> import tempfile, axon
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     serialization.save(f"{tmp}/ckpt.npz", TrainState({}, (), 2, 20, {"loss": [0.3, 0.2]}, 0, 1.0, {}))
-    ...     load_checkpoint(f"{tmp}/ckpt.npz").history
+    ...     axon.save(f"{tmp}/ckpt.safetensors", TrainState({}, (), 2, 20, {"loss": [0.3, 0.2]}, 0, 1.0, {}))
+    ...     load_checkpoint(f"{tmp}/ckpt.safetensors").history
     {'loss': [0.3, 0.2]}
     """
     state = serialization.load(path)
     if not isinstance(state, TrainState):
-        raise ValueError(f"load_checkpoint: '{os.fspath(path)}' holds a {type(state).__name__}, not a TrainState "
-                         f"(was it written by axon.training.callbacks.checkpoint?)")
+        raise serialization.FormatError(
+            f"load_checkpoint: '{os.fspath(path)}' holds a {type(state).__name__}, not a TrainState "
+            f"(was it written by axon.training.callbacks.checkpoint?)")
     return state

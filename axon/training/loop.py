@@ -30,15 +30,17 @@ a checkpoint continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from ..backend import resolve_device, to_device
 from ..distributed import get_strategy
 from ..random import rng
-from ..tree import tree_leaves, tree_map
+from ..tree import tree_leaves, tree_map, tree_structure_check
 from .callbacks import as_callback
 from .step import Step, TrainState
 
@@ -50,6 +52,10 @@ def _num_examples(tree, what: str) -> int:
     leaves = tree_leaves(tree)
     if not leaves:
         raise ValueError(f"train: {what} holds no arrays")
+    if not all(isinstance(a, np.ndarray) for a in leaves):
+        kind = type(next(a for a in leaves if not isinstance(a, np.ndarray))).__name__
+        raise TypeError(f"train: {what} must be numpy arrays with one example per row (or a dict of them), "
+                        f"got a {type(tree).__name__} holding {kind}s; convert with np.asarray(..., np.float32)")
     lengths = {np.shape(a)[0] if np.ndim(a) else None for a in leaves}
     if len(lengths) != 1 or None in lengths:
         shapes = [np.shape(a) for a in leaves]
@@ -71,7 +77,7 @@ def _take(tree, rows):
 class _ArrayData:
     """Batches of ``(x, y)`` arrays, shuffled per epoch from ``(seed, epoch)``."""
 
-    def __init__(self, x, y, batch_size: int, shuffle: bool):
+    def __init__(self, x, y, batch_size: int, shuffle: bool, steps_per_epoch=None):
         n_x, n_y = _num_examples(x, "inputs"), _num_examples(y, "targets")
         if n_x != n_y:
             raise ValueError(f"train: inputs have {n_x} examples but targets have {n_y}")
@@ -79,11 +85,16 @@ class _ArrayData:
             raise ValueError("train: no training examples (the inputs are empty)")
         self.x, self.y, self.n, self.batch_size, self.shuffle = x, y, n_x, batch_size, shuffle
         self.steps = -(-n_x // batch_size)                     # ceil: the last batch may be smaller
+        if steps_per_epoch is not None:
+            if steps_per_epoch > self.steps:
+                raise ValueError(f"train: steps_per_epoch={steps_per_epoch} but {n_x} examples in batches of "
+                                 f"{batch_size} make only {self.steps} steps")
+            self.steps = steps_per_epoch                       # the first batches of each epoch's shuffle
         self.replayable = True                                 # an epoch's batches can be drawn again
 
     def batches(self, seed: int, epoch: int, done: int = 0):   # ``done`` matters to one-shot iterables only
         order = rng(seed, "shuffle", epoch).permutation(self.n) if self.shuffle else None
-        for lo in range(0, self.n, self.batch_size):
+        for lo in range(0, self.steps * self.batch_size, self.batch_size):
             if self.shuffle:
                 rows = order[lo:lo + self.batch_size]                 # (batch,) example indices
                 yield _take(self.x, rows), _take(self.y, rows)
@@ -114,6 +125,14 @@ class _IterableData:
                 raise ValueError(f"train: each batch must be a pair (x, y), got {type(batch).__name__}"
                                  f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}")
             yield batch
+
+
+class _NonFiniteLoss(Exception):
+    """Raised inside the loop when a step's loss is NaN or inf (``terminate_on_nan``)."""
+
+    def __init__(self, loss, epoch, batch):
+        super().__init__(loss)
+        self.loss, self.epoch, self.batch = loss, epoch, batch
 
 
 def _fmt(metrics: dict) -> str:
@@ -217,19 +236,39 @@ def _check_validation_data(validation_data) -> None:
     n_y = _num_examples(validation_data[1], "validation targets")
     if n_x != n_y:
         raise ValueError(f"train: validation inputs have {n_x} examples but validation targets have {n_y}")
+    if n_x == 0:
+        raise ValueError("train: validation_data holds no examples")
+
+
+def _check_resumed(step_fn, state: TrainState) -> None:
+    """Raise ValueError, before any training, when the state to resume does not fit the step's model and optimizer."""
+    trainable = state.params
+    split = getattr(step_fn, "_split", None)                   # the model form: the params must fit the model
+    try:
+        if split is not None:
+            trainable = split(state.params)[0]
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: {e}") from None
+    try:
+        tree_structure_check(step_fn.optimizer.init(trainable), state.opt_state,
+                             names=("the optimizer's state for these params", "the state's opt_state"))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"train: the state to resume does not fit this step: its opt_state is not this "
+                         f"optimizer's state for its params ({e})") from None
 
 
 def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
           seed=None, validation_data=None, callbacks=(), verbose: int = 1, state: TrainState | None = None,
           steps_per_epoch: int | None = None, validation_batch_size: int = 1000, augment=None,
-          device=None, strategy=None) -> TrainState:
+          device=None, strategy=None, terminate_on_nan: bool = True) -> TrainState:
     """Train until ``epochs`` epochs are done; return the final ``TrainState``.
 
     - ``step``: from ``axon.training.step(...)``.
     - ``inputs, targets``: arrays with one example per row (or dicts of them, for several model
       inputs), cut into batches of ``batch_size`` (the last one may be smaller), shuffled every epoch
       when ``shuffle``; or ``inputs`` alone, an iterable of ``(x, y)`` batches (a list, a generator with
-      ``steps_per_epoch``, a data loader).
+      ``steps_per_epoch``, a data loader). ``steps_per_epoch`` limits every epoch to that many batches
+      (with arrays: the first ones of the epoch's shuffle).
     - ``seed``: seeds the params (through ``init``), the shuffles and the dropout masks. Defaults to 0;
       when resuming, the state's own seed is used (passing a different one is an error).
     - ``validation_data=(x_val, y_val)``: evaluated after every epoch (inference mode) into
@@ -253,6 +292,9 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
       by ``mpiexec -n N``, each process trains on ``1/N`` of every batch of ``batch_size`` rows and the
       gradients are averaged, so the run matches the one-process run with the same ``batch_size``;
       only process 0 prints and writes checkpoints.
+    - ``terminate_on_nan``: a step whose loss is NaN or infinite stops training (as Keras'
+      ``TerminateOnNaN``) with a ``RuntimeWarning``, returning the state from before that step (its params
+      are still finite); False trains on regardless.
 
     ``state.history`` holds one value per epoch for each metric: the average over the epoch's batches
     (weighted by batch size) of the values measured during training, then the validation ones.
@@ -294,9 +336,11 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
         state = init_fn(seed=0 if seed is None else seed)
     elif not isinstance(state, TrainState):
         raise TypeError(f"train: state must be a TrainState (from init or load_checkpoint), got {type(state).__name__}")
-    elif seed is not None and int(seed) != state.seed:
-        raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
-                         f"leave seed out when resuming")
+    else:
+        if seed is not None and int(seed) != state.seed:
+            raise ValueError(f"train: seed={seed} but the state to resume was created with seed {state.seed}; "
+                             f"leave seed out when resuming")
+        _check_resumed(step_fn, state)
     if device is not None:                                     # one copy now; each step moves only its batch
         device = resolve_device(device)
         state = state._replace(params=to_device(state.params, device), opt_state=to_device(state.opt_state, device))
@@ -304,7 +348,7 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     if targets is None:
         data = _IterableData(inputs, steps_per_epoch, epochs_left)
     else:
-        data = _ArrayData(inputs, targets, batch_size, shuffle)
+        data = _ArrayData(inputs, targets, batch_size, shuffle, steps_per_epoch)
     state = strategy.start(state, data)                        # data parallel: process 0's state on every process
 
     state, _ = _fire(callbacks, "started", state._replace(stop_training=False), {})
@@ -329,7 +373,10 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                 state, halt_epoch = _fire(callbacks, "iteration_started", state, _means(sums, count))
                 if halt_epoch or state.stop_training:
                     break
-                state, metrics = step_fn(state, x, y)
+                new_state, metrics = step_fn(state, x, y)
+                if terminate_on_nan and not math.isfinite(metrics["loss"]):
+                    raise _NonFiniteLoss(metrics["loss"], epoch, done)
+                state = new_state
                 done += 1
                 n = _num_examples(x, "a batch's inputs") if not isinstance(x, np.ndarray) else len(x)
                 for k, v in metrics.items():
@@ -378,6 +425,14 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                 break
         last = {k: v[-1] for k, v in state.history.items() if v}   # the last epoch's results
         state, _ = _fire(callbacks, "halted" if state.stop_training else "completed", state, last)
+    except _NonFiniteLoss as stop:
+        if progress is not None and progress.bar is not None:
+            progress.bar.close()
+        state = state._replace(epoch_step=done, stop_training=True)
+        warnings.warn(f"train: the loss is {stop.loss} at step {state.step + 1} (epoch {stop.epoch + 1}, batch "
+                      f"{stop.batch + 1}): training stopped, returning the state before that step. Look for NaN or "
+                      f"inf in the data, or lower the learning rate; terminate_on_nan=False trains on regardless",
+                      RuntimeWarning, stacklevel=2)
     except KeyboardInterrupt as error:
         strategy.stop_all(error)                               # data parallel: every process stops (MPI_Abort)
         if progress is not None and progress.bar is not None:

@@ -35,8 +35,9 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from ..autograd import Tensor, no_grad, value_and_grad
-from ..backend import device_of, resolve_device, to_device
+from ..backend import device_of, resolve_device, to_device, to_host
 from ..model.run import _to_numpy as _data          # Tensors (in a dict/list/tuple) as arrays
+from ..privacy import needs_per_example_grads, per_example_grads
 from ..tree import tensor_map, tree_leaves, tree_map
 from ..updates import apply_updates
 
@@ -218,6 +219,7 @@ class StepFunction:
         self._split, self._merge, self._evaluate = split, merge, evaluate_fn
         self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
         self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
+        self._per_example = needs_per_example_grads(optimizer)     # dpsgd: one gradient per example
 
     def __call__(self, state: TrainState, x, y):
         if self._split is not None:
@@ -230,7 +232,12 @@ class StepFunction:
         key = step_key(state.seed, state.step)
         if self.replica is not None:               # data parallel: this process's own dropout masks ...
             key = self.replica.local_key(key)
-        (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+        if self._per_example:                      # the optimizer clips each example's gradient (DP-SGD)
+            with no_grad():
+                loss, (y_pred, new_state) = self.objective(tree_map(Tensor._wrap, trainable), frozen, x, y, key)
+            grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0], trainable, x, y)
+        else:
+            (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
         if self.replica is not None:               # ... and the whole batch's gradient, averaged over processes
             grads, new_state = self.replica.average((grads, new_state), x)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
@@ -240,7 +247,7 @@ class StepFunction:
         params = apply_updates(trainable, updates)
         if frozen or new_state:                    # put back the untrained params and the layers' new state
             params = self._merge(params, frozen, new_state)
-        metrics = {"loss": float(loss)}
+        metrics = {"loss": float(to_host(loss))}             # the one number that comes back every step
         if self.metrics:
             y_pred = _data(y_pred)
             for name, fn in self.metrics:
@@ -278,6 +285,8 @@ def _make_init(init_params, split, optimizer):
 def _batches(x, y, batch_size):
     """Consecutive ``(x, y)`` slices of at most ``batch_size`` rows (trees of arrays allowed)."""
     n = len(tree_leaves(x)[0])
+    if n == 0:
+        raise ValueError("evaluate: no examples to evaluate (x is empty)")
     for lo in range(0, n, batch_size):
         take = slice(lo, lo + batch_size)
         yield tree_map(lambda a: a[take], x), tree_map(lambda a: a[take], y), min(batch_size, n - lo)

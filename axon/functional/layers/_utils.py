@@ -1,5 +1,9 @@
 """Option handling shared by every layer: per-axis tuples, padding, the channel axis, shape checks.
 
+The per-axis checks (``spatial_tuple``, explicit padding pairs, ``window_output_size``,
+``check_window_fits``) are those of ``axon.kernels._common``, so a layer and the kernel it calls check
+an option one way.
+
 Each helper takes the layer's name first, so every error message starts with the layer that was
 called (``conv: strides must be ...``) and names the expected and the actual value.
 
@@ -8,15 +12,20 @@ called (``conv: strides must be ...``) and names the expected and the actual val
 """
 from __future__ import annotations
 
+
 import numbers
 
 import numpy as np
 
 from ...autograd import Tensor, as_tensor, transpose
+from ...kernels._common import check_window_fits, int_tuple, padding_pairs, window_output_size
+
+# The per-axis option checks are the kernels' (one place for both): an int or one per spatial axis.
+spatial_tuple = int_tuple
 
 __all__ = ["tensor", "check_channels", "spatial_tuple", "check_rank", "check_spatial_input", "channel_axis",
            "to_channels_last", "from_channels_last", "shape_to_last", "shape_from_last", "resolve_padding",
-           "window_output_size", "check_window_fits", "check_param", "param_shape", "int_indices"]
+           "window_output_size", "check_window_fits", "check_param", "param_shape", "int_indices", "check_int"]
 
 
 def tensor(layer: str, x, what: str = "input") -> Tensor:
@@ -48,26 +57,21 @@ def check_channels(layer: str, channels) -> None:
         raise ValueError(f'{layer}: channels must be "last" or "first", got {channels!r}')
 
 
-def spatial_tuple(layer: str, name: str, value, n: int, minimum: int = 1) -> tuple:
-    """One int per spatial axis: an int applies to all ``n`` axes, a sequence gives one each.
+def check_int(layer: str, name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``: a TypeError for anything but an int (2.5, "4", True), else a ValueError.
 
-    >>> spatial_tuple("conv", "strides", 2, 3), spatial_tuple("conv", "strides", [1, 2], 2)
-    ((2, 2, 2), (1, 2))
+    >>> check_int("dense", "units", 4)
+    4
+    >>> check_int("dense", "units", 2.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: dense: units must be an int, got 2.5 (float)
     """
-    if isinstance(value, numbers.Integral):
-        out = (int(value),) * n
-    else:
-        try:
-            out = tuple(int(v) for v in value)
-            ok = all(isinstance(v, numbers.Integral) for v in value) and len(out) == n
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"{layer}: {name} must be an int or a sequence of {n} ints "
-                             f"(one per spatial axis), got {value!r}")
-    if any(v < minimum for v in out):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
         raise ValueError(f"{layer}: {name} must be >= {minimum}, got {value!r}")
-    return out
+    return int(value)
 
 
 def check_rank(layer: str, shape, ranks, what: str = "input", layout: str = "") -> None:
@@ -180,44 +184,7 @@ def resolve_padding(layer: str, padding, sizes, windows, strides) -> tuple:
                 pads.append((total // 2, total - total // 2))
             return tuple(pads)
         raise ValueError(f'{layer}: padding must be "valid", "same", an int or (lo, hi) pairs, got {padding!r}')
-    if isinstance(padding, numbers.Integral):
-        padding = (padding,) * n
-    try:
-        pairs = tuple((p, p) if isinstance(p, numbers.Integral) else tuple(p) for p in padding)
-        ok = len(pairs) == n and all(len(p) == 2 and all(isinstance(v, numbers.Integral) for v in p)
-                                     for p in pairs)
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f'{layer}: padding must be "valid", "same", an int or {n} (lo, hi) pairs '
-                         f"(one per spatial axis), got {padding!r}")
-    pairs = tuple((int(lo), int(hi)) for lo, hi in pairs)
-    if any(v < 0 for p in pairs for v in p):
-        raise ValueError(f"{layer}: padding must be non-negative, got {padding!r}")
-    return pairs
-
-
-def window_output_size(size: int, window: int, stride: int, pad) -> int:
-    """Number of window positions: ``(size + lo + hi - window) // stride + 1``.
-
-    >>> window_output_size(28, 3, 2, (1, 1))                 # (28 + 2 - 3) // 2 + 1
-    14
-    """
-    return (size + pad[0] + pad[1] - window) // stride + 1
-
-
-def check_window_fits(layer: str, sizes, windows, pads, detail: str, what: str = "kernel") -> None:
-    """Raise ValueError when an (effective) window is larger than the padded input on some axis.
-
-    >>> check_window_fits("conv", (2, 5), (3, 3), ((0, 0), (0, 0)), "input shape (1, 2, 5, 1)")
-    Traceback (most recent call last):
-    ...
-    ValueError: conv: kernel spatial size (3, 3) is larger than the padded input (2, 5) (input shape (1, 2, 5, 1))
-    """
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(sizes, pads))
-    if any(k > p for k, p in zip(windows, padded)):
-        raise ValueError(f"{layer}: {what} spatial size {tuple(windows)} is larger than the padded input "
-                         f"{padded} ({detail})")
+    return padding_pairs(layer, padding, n, also='"valid", "same", ')
 
 
 def param_shape(ndim: int, axes, sizes) -> tuple:
@@ -250,17 +217,17 @@ def check_param(layer: str, name: str, p, shape) -> Tensor | None:
     return p
 
 
-def int_indices(layer: str, x, what: str = "input") -> np.ndarray:
-    """An integer index array from an array, a list or a Tensor.
+def int_indices(layer: str, x, what: str = "input") -> Tensor:
+    """An integer index Tensor from an array, a list or a Tensor (a Tensor stays on its device).
 
-    >>> int_indices("embedding", [[2, 0]]).tolist()
+    >>> int_indices("embedding", [[2, 0]]).numpy().tolist()
     [[2, 0]]
     >>> int_indices("embedding", [0.5])
     Traceback (most recent call last):
     ...
     TypeError: embedding: input must hold integer indices, got dtype float64
     """
-    idx = np.asarray(x.data if isinstance(x, Tensor) else x)
+    idx = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{layer}: {what} must hold integer indices, got dtype {idx.dtype}")
     return idx

@@ -59,6 +59,8 @@ def _geometry(layer, input_shape, kernel_shape, strides, padding, input_dilation
         raise ValueError(f"{layer}: feature_group_size must be a positive int, got {groups!r}")
     c_in, (k_in, c_out) = last[-1], kernel_shape[n:]
     detail = f"input shape {input_shape}, kernel shape {kernel_shape}"
+    if c_in == 0:
+        raise ValueError(f"{layer}: the input has no channels ({detail})")
     if c_in % groups or c_out % groups:
         raise ValueError(f"{layer}: feature_group_size {groups} must divide the input channels ({c_in}) "
                          f"and the output channels ({c_out}) ({detail})")

@@ -18,8 +18,7 @@ import numbers
 
 import numpy as np
 
-from ...autograd import Tensor
-from ...backend import to_device
+from ...kernels._common import on_backend_of
 from ...random import rng
 from ._utils import channel_axis, check_spatial_input, tensor
 
@@ -46,7 +45,9 @@ spatial_dropout_output_shape = alpha_dropout_output_shape = feature_alpha_dropou
 
 
 def _check_rate(layer, rate) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f"{layer}: rate must be a number in [0, 1), got {rate!r} ({type(rate).__name__})")
+    if not 0 <= rate < 1:
         raise ValueError(f"{layer}: rate must be a number in [0, 1), got {rate!r}")
     return float(rate)
 
@@ -77,8 +78,8 @@ def _inverted(layer, x, key, rate, training, noise_shape):
     noise_shape = _check_noise_shape(layer, noise_shape, x.shape)
     if not training or rate == 0:
         return x
-    m = _keep_mask(key, rate, noise_shape, x.dtype) * x.dtype.type(1 / (1 - rate))   # (noise_shape), broadcasts
-    return x * Tensor._wrap(to_device(m, x.device))            # drawn on the host: the same mask on every device
+    m = _keep_mask(key, rate, noise_shape, x.dtype)            # (noise_shape), broadcasts to x
+    return x * on_backend_of(x, m * x.dtype.type(1 / (1 - rate)))
 
 
 def dropout(x, key, rate=0.5, training=True, noise_shape=None):
@@ -123,7 +124,9 @@ def _alpha(layer, x, key, rate, training, noise_shape):
     a = ((1 - rate) * (1 + rate * alpha_p ** 2)) ** -0.5
     b = -a * alpha_p * rate
     m = _keep_mask(key, rate, noise_shape, x.dtype)            # (noise_shape), broadcasts to x
-    return x * (m * x.dtype.type(a)) + ((1 - m) * x.dtype.type(a * alpha_p) + x.dtype.type(b))
+    scale = on_backend_of(x, m * x.dtype.type(a))                                    # (noise_shape)
+    shift = on_backend_of(x, (1 - m) * x.dtype.type(a * alpha_p) + x.dtype.type(b))
+    return x * scale + shift
 
 
 def alpha_dropout(x, key, rate=0.5, training=True, noise_shape=None):

@@ -10,8 +10,11 @@ Parameters are passed explicitly, as in Axon: a dense kernel is (in, out), a bil
 """
 from __future__ import annotations
 
+import math
+
 from ... import kernels
 from ...autograd import getitem, reshape, sum as tsum, transpose
+from ...kernels._common import in_range
 from ._utils import check_param, int_indices, tensor
 
 __all__ = ["dense", "bilinear", "embedding", "dense_output_shape", "bilinear_output_shape",
@@ -51,7 +54,7 @@ def dense(x, kernel, bias=None):
     bias = check_param("dense", "bias", bias, kernel.shape[1:])
     # One matmul over every leading index, through the kernel (numba's thread pool, like conv's),
     # never numpy's own multi-threaded BLAS: two pools on the same cores slow each other down.
-    x2 = x if x.ndim == 2 else reshape(x, (-1, x.shape[-1]))   # (..., in) -> (M, in)
+    x2 = x if x.ndim == 2 else reshape(x, (math.prod(x.shape[:-1]), x.shape[-1]))   # (..., in) -> (M, in)
     y = kernels.matmul(x2, kernel)                              # (M, out)
     if x.ndim != 2:
         y = reshape(y, out_shape)                               # (M, out) -> (..., out)
@@ -129,8 +132,9 @@ def embedding(x, kernel):
     kernel = tensor("embedding", kernel, "kernel")
     embedding_output_shape(idx.shape, kernel.shape)
     vocab = kernel.shape[0]
-    if idx.size and (idx.min() < 0 or idx.max() >= vocab):
-        bad = idx.min() if idx.min() < 0 else idx.max()
+    ok, lo, hi = in_range(idx, 0, vocab)
+    if not ok:
+        bad = lo if lo < 0 else hi
         raise ValueError(f"embedding: index {bad} is out of range for a table of {vocab} rows "
                          f"(kernel shape {kernel.shape})")
     return getitem(kernel, idx)                                # (*idx.shape, dim)

@@ -21,8 +21,8 @@ import numbers
 import numpy as np
 
 from ... import kernels
+from ...kernels._common import on_backend_of
 from ...autograd import Tensor, apply, as_tensor, astype, is_grad_enabled, mean, no_grad, primitive, reshape, sqrt
-from ...backend import backend_of
 from ._utils import (channel_axis, check_channels, check_param, check_rank, check_spatial_input, from_channels_last,
                      param_shape, tensor, to_channels_last)
 
@@ -270,8 +270,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
         y = (x - running_mean) / sqrt(running_var + epsilon) * gamma + beta
 
     Training normalizes with the batch mean and biased variance (through the numba kernel) and
-    returns ``(y, new_mean, new_var)``, the updated running statistics as numpy arrays (state, not
-    differentiated), with PyTorch's convention for ``momentum`` and the *unbiased* batch variance:
+    returns ``(y, new_mean, new_var)``, the updated running statistics as Tensors (state, not
+    differentiated, on x's backend), with PyTorch's convention for ``momentum`` and the *unbiased* batch variance:
 
         new_mean = (1 - momentum) running_mean + momentum mean
         new_var  = (1 - momentum) running_var  + momentum var n / (n - 1)     (n values per channel)
@@ -292,8 +292,8 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
     c = channel_axis(x.ndim, channels)
     n_channels = x.shape[c]
     _check_params("batch_norm", x.shape, (c,), ("gamma", gamma), ("beta", beta))
-    running_mean = _state("running_mean", running_mean, n_channels, x.shape)
-    running_var = _state("running_var", running_var, n_channels, x.shape)
+    running_mean = _state("running_mean", running_mean, n_channels, x)
+    running_var = _state("running_var", running_var, n_channels, x)
     epsilon = _epsilon("batch_norm", epsilon)
     if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
         raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r}")
@@ -301,29 +301,30 @@ def batch_norm(x, gamma, beta, running_mean, running_var, training=False, moment
     if not training:
         inv = 1.0 / sqrt(running_var + epsilon)                # (C,)
         scale = inv if gamma is None else as_tensor(gamma) * inv
-        shift = -running_mean * scale if beta is None else beta - running_mean * scale
+        shift = -running_mean * scale if beta is None else as_tensor(beta) - running_mean * scale
         shape = param_shape(x.ndim, (c,), (n_channels,))
         return x * reshape(scale, shape) + reshape(shift, shape)
 
+    if n_channels == 0:
+        raise ValueError(f"batch_norm: the input has no channels (input shape {x.shape})")
     n = x.size // n_channels
     if n < 2:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input shape {x.shape}")
-    full = backend_of(x.data).full
-    gamma = Tensor._wrap(full((n_channels,), 1, x.dtype)) if gamma is None else gamma
-    beta = Tensor._wrap(full((n_channels,), 0, x.dtype)) if beta is None else beta
+    gamma = on_backend_of(x, np.ones(n_channels, dtype=x.dtype)) if gamma is None else gamma
+    beta = on_backend_of(x, np.zeros(n_channels, dtype=x.dtype)) if beta is None else beta
     y, batch_mean, batch_var = kernels.batch_norm_train(to_channels_last(x, channels), gamma, beta, epsilon)
     with no_grad():                                            # the running statistics are not differentiated
         new_mean = (1 - momentum) * running_mean + momentum * batch_mean.astype(running_mean.dtype)
         new_var = (1 - momentum) * running_var + momentum * (batch_var * (n / (n - 1))).astype(running_var.dtype)
-    return from_channels_last(y, channels), new_mean.data, new_var.data
+    return from_channels_last(y, channels), new_mean, new_var
 
 
-def _state(name, s, n_channels, x_shape) -> Tensor:
-    """A running statistic as a Tensor of shape (C,) (never differentiated)."""
+def _state(name, s, n_channels, x) -> Tensor:
+    """A running statistic as a constant Tensor of shape (C,) on ``x``'s backend (a host array is moved there)."""
     if s is None:
         raise ValueError(f"batch_norm: {name} is required (an array of shape ({n_channels},))")
-    s = as_tensor(s.detach() if isinstance(s, Tensor) else s)
+    s = Tensor._wrap(s.data) if isinstance(s, Tensor) else on_backend_of(x, s)
     if s.shape != (n_channels,):
-        raise ValueError(f"batch_norm: {name} must have shape ({n_channels},) for input shape {x_shape}, "
+        raise ValueError(f"batch_norm: {name} must have shape ({n_channels},) for input shape {x.shape}, "
                          f"got {s.shape}")
     return s

@@ -23,11 +23,12 @@ import numbers
 import numpy as np
 
 from ... import kernels
-from ...autograd import Tensor, ops
+from ...kernels._common import on_backend_of
+from ...autograd import ops
 from ...autograd import max as tmax, mean as tmean, sum as tsum, where
 from .conv import conv
-from ._utils import (channel_axis, check_rank, check_spatial_input, check_window_fits, from_channels_last, resolve_padding, shape_from_last,
-                     shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
+from ._utils import (channel_axis, check_rank, check_spatial_input, check_window_fits, from_channels_last,
+                     resolve_padding, shape_from_last, shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
 
 __all__ = ["max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "adaptive_lp_pool",
            "global_max_pool", "global_avg_pool", "global_lp_pool", "blur_pool", "blur_pool_output_shape",
@@ -88,10 +89,10 @@ def _taps(x, window, strides, dilations, pads, out_last, fill):
         yield xp[(slice(None), *index, slice(None))]           # (N, *out, C)
 
 
-def _real_taps(shape_last, window, strides, dilations, pads, out_last, dtype):
-    """How many taps of each window are real inputs (not padding): a constant (1, *out, 1)."""
-    ones = np.ones((1, *shape_last[1:-1], 1), dtype)
-    return functools.reduce(ops.add, _taps(Tensor._wrap(ones), window, strides, dilations, pads, out_last, 0.0))
+def _real_taps(x, window, strides, dilations, pads, out_last):
+    """How many taps of each window are real inputs (not padding): a constant (1, *out, 1) on x's backend."""
+    ones = on_backend_of(x, np.ones((1, *x.shape[1:-1], 1), x.dtype))
+    return functools.reduce(ops.add, _taps(ones, window, strides, dilations, pads, out_last, 0.0))
 
 
 def max_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", channels="last",
@@ -172,7 +173,7 @@ def avg_pool(x, kernel_size, strides=None, padding="valid", count_include_pad=Tr
         out_last = shape_to_last(out, channels)
         total = functools.reduce(ops.add, _taps(x, window, strides, dilations, pads, out_last, 0.0))
         count = (float(np.prod(window)) if count_include_pad
-                 else _real_taps(x.shape, window, strides, dilations, pads, out_last, x.dtype))
+                 else _real_taps(x, window, strides, dilations, pads, out_last))
         y = total / count
     return from_channels_last(y, channels)
 
@@ -209,7 +210,7 @@ def lp_pool(x, kernel_size, strides=None, padding="valid", norm=2, channels="las
 
 def _root(s, norm):
     """``s^(1/p)``, with gradient 0 where ``s == 0`` (instead of the root's infinite slope, which gives NaN)."""
-    nonzero = s.data != 0
+    nonzero = s != 0
     safe = where(nonzero, s, 1.0)                              # the root is only differentiated where s != 0
     return where(nonzero, safe ** (1 / norm), 0.0)
 
@@ -308,6 +309,7 @@ def adaptive_lp_pool(x, output_size, norm=2, channels="last"):
     last = shape_to_last(x.shape, channels)
     counts = _bin_counts(last[1:-1], size).astype(x.dtype)    # (*size): the mean times the count is the sum
     counts = counts[..., None] if channels == "last" else counts[None]   # (*size, 1) or (1, *size)
+    counts = on_backend_of(x, counts)
     return _root(adaptive_avg_pool(x ** norm, size, channels) * counts, norm)
 
 
@@ -410,5 +412,5 @@ def blur_pool(x, channels="last"):
     blur_pool_output_shape(x.shape, channels)
     c = x.shape[channel_axis(x.ndim, channels)]
     w = np.broadcast_to((np.outer(_BINOMIAL, _BINOMIAL) / 16.0)[:, :, None, None], (3, 3, 1, c))  # (3, 3, 1, C)
-    return conv(x, Tensor._wrap(np.ascontiguousarray(w, dtype=x.dtype)), None, padding=[(1, 1), (1, 1)],
+    return conv(x, on_backend_of(x, np.ascontiguousarray(w, dtype=x.dtype)), None, padding=[(1, 1), (1, 1)],
                 feature_group_size=c, channels=channels)

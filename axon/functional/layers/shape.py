@@ -15,8 +15,9 @@ import numbers
 
 import numpy as np
 
-from ...autograd import Tensor, as_tensor, concatenate as tconcatenate, getitem, matmul, pad as tpad
+from ...autograd import as_tensor, concatenate as tconcatenate, getitem, matmul, pad as tpad
 from ...autograd import reshape as treshape, transpose as ttranspose
+from ...kernels._common import on_backend_of
 from ._utils import (channel_axis, check_rank, check_spatial_input, resolve_padding, shape_from_last, shape_to_last,
                      spatial_tuple, tensor)
 
@@ -255,7 +256,7 @@ def resize(x, size, method="nearest", channels="last", antialias=False):
             continue
         lead = (slice(None),) * axis
         if method != "nearest" and (antialias or method in ("bicubic", "lanczos3", "lanczos5")):
-            w = Tensor._wrap(_resize_weights(n_in, n_out, _KERNELS[method], bool(antialias)).T.astype(x.dtype))
+            w = on_backend_of(x, _resize_weights(n_in, n_out, _KERNELS[method], bool(antialias)).T.astype(x.dtype))
             moved = tuple(a for a in range(x.ndim) if a != axis) + (axis,)
             y = matmul(ttranspose(x, moved), w)                # (..., n_in) @ (n_in, n_out): the axis last
             x = ttranspose(y, tuple(int(i) for i in np.argsort(moved)))
@@ -263,7 +264,7 @@ def resize(x, size, method="nearest", channels="last", antialias=False):
             x = getitem(x, lead + (_nearest_index(n_in, n_out),))          # size n_in -> n_out along axis
         else:
             i0, i1, w = _linear_index(n_in, n_out, x.dtype)
-            w = w.reshape((-1,) + (1,) * (x.ndim - axis - 1))               # broadcast along axis
+            w = on_backend_of(x, w.reshape((-1,) + (1,) * (x.ndim - axis - 1)))   # broadcast along axis
             x = getitem(x, lead + (i0,)) * (1 - w) + getitem(x, lead + (i1,)) * w
     return x
 

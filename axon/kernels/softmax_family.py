@@ -22,6 +22,16 @@ The VJPs run the numba kernels in an ordinary backward pass; under ``backward(cr
 (grad of grad) they build the same formulas from Tensor operations instead, so they can be
 differentiated again.
 
+Primitives (a backend implements the five forwards with these signatures; ``axis`` is a sorted tuple
+of non-negative ints, ``what`` 0 softmax, 1 log_softmax, 2 logsumexp; ``labels`` int64 (N,) and ``t``
+(N, K), one of them empty: (0,) or (0, 0)):
+
+- ``kernels.softmax(x, *, axis, what) -> y`` (softmax and log_softmax);
+- ``kernels.logsumexp(x, *, axis, keepdims) -> y``;
+- ``kernels.softmax_backward(dy, y, x, *, axis, what) -> (dx,)``: dy and y with size 1 at ``axis`` for logsumexp;
+- ``kernels.softmax_cross_entropy(x, t, labels) -> loss`` (N,);
+- ``kernels.softmax_cross_entropy_backward(dy, x, t, labels, *, need_dt) -> (dx, dt)``.
+
 >>> import numpy as np
 >>> softmax(np.array([1000.0, 1000.0])).numpy()
 array([0.5, 0.5])
@@ -33,9 +43,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import Tensor, apply, exp, is_grad_enabled, primitive, reshape
+from ..autograd import Tensor, apply, astype, equal, exp, is_grad_enabled, primitive, reshape
 from ..autograd import sum as tsum
-from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks
+from ._common import (KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, in_range, num_chunks,
+                      on_backend_of,
+                      run_chunks, same_dtype)
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy"]
 
@@ -184,10 +196,7 @@ def _rows_forward_any(x, axes, what):
     y2 = np.empty((x2.shape[0], 1 if what == _LOGSUMEXP else x2.shape[1]), dtype=x.dtype)   # (M, K) or (M, 1)
     if x2.size:
         n = num_chunks(x2.size, x2.shape[0], PARALLEL_MIN)
-        if n == 1:
-            _rows_forward(x2, y2, what, 0, x2.shape[0])
-        else:
-            _rows_forward_parallel(x2, y2, what, n)
+        run_chunks(_rows_forward, _rows_forward_parallel, n, x2.shape[0], x2, y2, what)
     return y2, moved_shape
 
 
@@ -205,22 +214,25 @@ def _rows_vjp_ops(dy, y, x, axis, what):
     return y * (dy - tsum(dy * y, axis, keepdims=True))
 
 
-def _rows_vjp(dy, y, x, axis, what):
-    if is_grad_enabled():                                      # backward(create_graph=True): record it
-        return (_rows_vjp_ops(dy, y, x, axis, what),)
-    x2, moved_shape = _to_rows(x.data, axis)
-    y2, _ = _to_rows(y.data, axis)
-    dy2, _ = _to_rows(dy.data, axis)
+def _rows_backward_any(dy, y, x, axis, what):
+    """The VJP of softmax, log_softmax or logsumexp on arrays, one pass per row: ``(dx,)``."""
+    x2, moved_shape = _to_rows(x, axis)
+    y2, _ = _to_rows(y, axis)
+    dy2, _ = _to_rows(dy, axis)
     dx2 = np.empty_like(x2)
     if x2.size:
         n = num_chunks(x2.size, x2.shape[0], PARALLEL_MIN)
-        if n == 1:
-            _rows_backward(dy2, y2, x2, dx2, what, 0, x2.shape[0])
-        else:
-            _rows_backward_parallel(dy2, y2, x2, dx2, what, n)
-    return (Tensor._wrap(_from_rows(dx2, moved_shape, axis)),)
+        run_chunks(_rows_backward, _rows_backward_parallel, n, x2.shape[0], dy2, y2, x2, dx2, what)
+    return (_from_rows(dx2, moved_shape, axis),)
 
 
+def _rows_vjp(dy, y, x, axis, what):
+    if is_grad_enabled():                                      # backward(create_graph=True): record it
+        return (_rows_vjp_ops(dy, y, x, axis, what),)
+    return apply(_softmax_backward, same_dtype(dy, x), y, x, axis=axis, what=what)
+
+
+_softmax_backward = primitive("kernels.softmax_backward", _rows_backward_any)
 _softmax = primitive("kernels.softmax", _softmax_forward, _rows_vjp)
 
 
@@ -293,53 +305,54 @@ _NO_LABELS = np.empty(0, dtype=np.int64)
 
 
 def _xent_forward(x, t, labels):
-    # t (N, K) probabilities, or empty (0, 0) when labels (N,) are given (softmax_cross_entropy passes one)
-    x, t = contiguous(x), contiguous(t)
-    labels = _NO_LABELS if labels is None else labels
+    # x (N, K); t (N, K) probabilities and labels empty (0,), or t empty (0, 0) and labels (N,) int64
+    x, t, labels = contiguous(x), contiguous(t), contiguous(labels)
     M = x.shape[0]
     loss = np.empty(M, dtype=x.dtype)                                          # (N,)
     if M:
         n = num_chunks(x.size, M, PARALLEL_MIN)
-        if n == 1:
-            _xent_rows(x, t, labels, loss, 0, M)
-        else:
-            _xent_parallel(x, t, labels, loss, n)
+        run_chunks(_xent_rows, _xent_parallel, n, M, x, t, labels, loss)
     return loss
+
+
+def _xent_backward(dy, x, t, labels, need_dt):
+    """``(dx, dt)`` on arrays (dt None unless asked for), one pass per row."""
+    xa, ta, labels = contiguous(x), contiguous(t), contiguous(labels)
+    dx = np.empty_like(xa)
+    dt = np.empty_like(ta) if need_dt else np.empty((0, 0), dtype=xa.dtype)
+    M = xa.shape[0]
+    if M:
+        n = num_chunks(xa.size, M, PARALLEL_MIN)
+        run_chunks(_xent_backward_rows, _xent_backward_parallel, n, M, contiguous(dy), xa, ta, labels, dx, dt)
+    return dx, (dt if need_dt else None)
 
 
 def _xent_vjp_ops(dy, x, t, labels):
     """The cross-entropy's VJP from Tensor operations (differentiable again)."""
     axis = (1,)
     p = apply(_softmax, x, axis=axis, what=_SOFTMAX)                               # (N, K)
-    targets = Tensor._wrap(np.eye(x.shape[1], dtype=x.dtype)[labels]) if labels is not None else t
+    if labels.shape[0]:                                                              # one-hot rows (N, K)
+        classes = on_backend_of(labels, np.arange(x.shape[1], dtype=labels.dtype))  # (K,)
+        targets = astype(equal(reshape(labels, (-1, 1)), classes), x.dtype)
+    else:
+        targets = t
     g = reshape(dy, (-1, 1))                                                         # (N,) -> (N, 1)
     dx = g * (p * tsum(targets, axis, keepdims=True) - targets)
     dt = None
-    if labels is None and t.requires_grad:
+    if not labels.shape[0] and t.requires_grad:
         dt = -g * apply(_softmax, x, axis=axis, what=_LOG_SOFTMAX)
-    return dx, dt
+    return dx, dt, None
 
 
 def _xent_vjp(dy, y, x, t, labels):
     if is_grad_enabled():                                      # backward(create_graph=True): record it
         return _xent_vjp_ops(dy, x, t, labels)
-    xa, ta = contiguous(x.data), contiguous(t.data)                           # ta: (N, K) or empty (0, 0)
-    need_dt = labels is None and t.requires_grad
-    dx = np.empty_like(xa)
-    dt = np.empty_like(ta) if need_dt else np.empty((0, 0), dtype=xa.dtype)
-    labels = _NO_LABELS if labels is None else labels
-    M = xa.shape[0]
-    if M:
-        n = num_chunks(xa.size, M, PARALLEL_MIN)
-        dloss = contiguous(dy.data)
-        if n == 1:
-            _xent_backward_rows(dloss, xa, ta, labels, dx, dt, 0, M)
-        else:
-            _xent_backward_parallel(dloss, xa, ta, labels, dx, dt, n)
-    return Tensor._wrap(dx), (Tensor._wrap(dt) if need_dt else None)
+    need_dt = not labels.shape[0] and t.requires_grad
+    return apply(_xent_backward_prim, same_dtype(dy, x), x, t, labels, need_dt=need_dt) + (None,)
 
 
 _xent = primitive("kernels.softmax_cross_entropy", _xent_forward, _xent_vjp)
+_xent_backward_prim = primitive("kernels.softmax_cross_entropy_backward", _xent_backward)
 
 
 def softmax_cross_entropy(logits, targets):
@@ -359,19 +372,20 @@ def softmax_cross_entropy(logits, targets):
     x = float_tensor("softmax_cross_entropy", "logits", logits)
     if x.ndim != 2:
         raise ValueError(f"softmax_cross_entropy: logits must be (N, K), got shape {x.shape}")
-    t_data = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-    if t_data.dtype.kind in "iu":
-        if t_data.shape != x.shape[:1]:
+    t = targets if isinstance(targets, Tensor) else on_backend_of(x, np.asarray(targets))
+    if t.dtype.kind in "iu":
+        if t.shape != x.shape[:1]:
             raise ValueError(f"softmax_cross_entropy: integer labels must have shape ({x.shape[0]},) for logits "
-                             f"of shape {x.shape}, got {t_data.shape}")
-        if t_data.size and (t_data.min() < 0 or t_data.max() >= x.shape[1]):
+                             f"of shape {x.shape}, got {t.shape}")
+        ok, lo, hi = in_range(t, 0, x.shape[1])
+        if not ok:
             raise ValueError(f"softmax_cross_entropy: labels must be in [0, {x.shape[1]}), got values from "
-                             f"{t_data.min()} to {t_data.max()}")
-        labels = contiguous(t_data.astype(np.int64, copy=False))
-        return apply(_xent, x, Tensor._wrap(np.empty((0, 0), dtype=x.dtype)), labels=labels)
-    t = float_tensor("softmax_cross_entropy", "targets", targets)
+                             f"{lo} to {hi}")
+        labels = t if t.dtype == np.int64 else astype(t, np.int64)
+        return apply(_xent, x, on_backend_of(x, np.empty((0, 0), dtype=x.dtype)), labels)
+    t = float_tensor("softmax_cross_entropy", "targets", t)
     check_same_dtype("softmax_cross_entropy", logits=x, targets=t)
     if t.shape != x.shape:
         raise ValueError(f"softmax_cross_entropy: targets must be labels ({x.shape[0]},) or probabilities of the "
                          f"logits' shape {x.shape}, got {t.shape}")
-    return apply(_xent, x, t, labels=None)
+    return apply(_xent, x, t, on_backend_of(x, _NO_LABELS))

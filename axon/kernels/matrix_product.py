@@ -16,6 +16,11 @@ and copying ``A^T`` or ``B^T`` would cost a pass over memory, so the primitive c
 dimension (each thread a partial sum of rows, added at the end). The VJPs are ``matmul``s again,
 so the gradient can be differentiated again.
 
+Primitives (a backend implements both forwards; the VJPs need nothing more):
+
+- ``kernels.matmul_loop(a, b) -> c``;
+- ``kernels.matmul(a, b, *, transpose_a, transpose_b) -> c``: ``op(a) @ op(b)``.
+
 >>> import numpy as np
 >>> a, b = np.arange(6.0).reshape(2, 3), np.ones((3, 2))
 >>> matmul_loop(a, b).numpy()
@@ -30,8 +35,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import apply, primitive, transpose
-from ._common import KERNEL, check_same_dtype, contiguous, float_tensor
-from .threads import num_threads, use_single_threaded_blas
+from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, same_dtype
+from .threads import use_single_threaded_blas
 
 __all__ = ["matmul_loop", "matmul"]
 
@@ -104,14 +109,14 @@ def _matmul_forward(a, b, transpose_a, transpose_b):
         out[:] = 0
         return out
     use_single_threaded_blas()
-    T = 1 if M * K * N < _SPLIT_MIN else num_threads()
+    T = num_chunks(M * K * N, K if transpose_a else M, _SPLIT_MIN)            # chunks of rows, or of K
     if T == 1:
         _blas_kernel(A, B, out)
     elif not transpose_a:
-        _split_rows_kernel(a, B, out, min(T, M))
+        _split_rows_kernel(a, B, out, T)
     elif not transpose_b:
-        partial = np.empty((min(T, K), M, N), dtype=a.dtype)
-        _split_inner_kernel(a, b, partial, partial.shape[0])
+        partial = np.empty((T, M, N), dtype=a.dtype)
+        _split_inner_kernel(a, b, partial, T)
         np.sum(partial, axis=0, out=out)
     else:                                                                         # a^T b^T = (b a)^T
         return np.ascontiguousarray(_matmul_forward(b, a, False, False).T)
@@ -121,6 +126,7 @@ def _matmul_forward(a, b, transpose_a, transpose_b):
 def _matmul_vjp(dy, y, a, b, transpose_a, transpose_b):
     """C = op(A) op(B): d op(A) = dC op(B)^T and d op(B) = op(A)^T dC, each a matmul without copies."""
     ta, tb = transpose_a, transpose_b
+    dy = same_dtype(dy, y)                                     # BLAS takes one dtype
     da = db = None
     if a.requires_grad:
         da = _product(b, dy, tb, True) if ta else _product(dy, b, False, not tb)

@@ -23,6 +23,12 @@ does dW and dx in the same sweep over the blocks, recomputing the columns instea
 Groups (``groups == C_in``: depthwise) split the channels; group ``g`` uses input channels
 ``g*Cg:(g+1)*Cg`` and output channels ``g*COg:(g+1)*COg``.
 
+Primitives (a backend implements both forwards with these signatures):
+
+- ``kernels.conv(x, w, *, strides, padding, dilation, groups, out_spatial) -> y``;
+- ``kernels.conv_backward(dy, x, w, *, strides, padding, dilation, groups, out_spatial, need_dx, need_dw)
+  -> (dx, dw)`` (``None`` for a gradient not asked for; never differentiated).
+
 >>> import numpy as np
 >>> x = np.arange(5.0).reshape(1, 5, 1)                       # (N, W, C): one signal 0..4
 >>> w = np.ones((2, 1, 1))                                     # (KW, C_in, C_out): sums pairs
@@ -34,9 +40,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import Tensor, apply, primitive
-from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, int_tuple, out_sizes, padding_pairs, to_3d
-from .threads import num_threads, use_single_threaded_blas
+from ..autograd import apply, primitive
+from ._common import (KERNEL, check_same_dtype, contiguous, float_tensor, int_tuple, num_chunks, out_sizes,
+                      padding_pairs, same_dtype, to_3d)
+from .threads import use_single_threaded_blas
 from .workspace import scratch
 
 __all__ = ["conv"]
@@ -333,11 +340,6 @@ def _block_rows(Kc: int, itemsize: int, M: int) -> int:
     return max(1, min(M, max(_MIN_ROWS, min(_MAX_ROWS, _BLOCK_BYTES // (Kc * itemsize)))))
 
 
-def _n_chunks(macs: int, units: int) -> int:
-    """Threads to split ``units`` (rows or images) over: 1, so no parallel region, for small convolutions."""
-    return 1 if macs < _PARALLEL_MACS else max(1, min(num_threads(), units))
-
-
 def _shapes(x, w, strides, padding, dilation, groups, out_spatial):
     """Everything as 3-d: x5 (N, D, H, W, C), the geometry array the kernels take, COg, Kc."""
     n_sp = x.ndim - 2
@@ -355,7 +357,7 @@ def _conv_forward(x, w, strides, padding, dilation, groups, out_spatial):
     y = np.empty((M, w.shape[-1]), dtype=x.dtype)                               # (N*Do*Ho*Wo, C_out)
     if M > 0:
         w_g = w.reshape(Kc, groups, COg).transpose(1, 0, 2).copy()              # (*k, Cg, CO) -> (G, Kc, COg)
-        T = _n_chunks(M * Kc * w.shape[-1], M)
+        T = num_chunks(M * Kc * w.shape[-1], M, _PARALLEL_MACS)               # small convolutions: 1
         R = _block_rows(Kc, x.dtype.itemsize, -(-M // T))
         use_single_threaded_blas()
         cols = scratch("conv.cols", (T, R, Kc), x.dtype)
@@ -367,14 +369,14 @@ def _conv_forward(x, w, strides, padding, dilation, groups, out_spatial):
     return y.reshape((x.shape[0],) + tuple(out_spatial) + (w.shape[-1],))
 
 
-def _conv_vjp(dy, y, x, w, strides, padding, dilation, groups, out_spatial):
-    need_dx, need_dw = x.requires_grad, w.requires_grad
-    xa, wa = contiguous(x.data), contiguous(w.data)
+def _conv_backward(dy, x, w, strides, padding, dilation, groups, out_spatial, need_dx, need_dw):
+    """``(dx, dw)`` on arrays, in one sweep over the column blocks (``None`` for one not asked for)."""
+    xa, wa = contiguous(x), contiguous(w)
     x5, geometry, COg, Kc = _shapes(xa, wa, strides, padding, dilation, groups, out_spatial)
     N = xa.shape[0]
     M = N * int(np.prod(out_spatial))                                           # output rows, as the forward
-    dy2 = contiguous(dy.data).reshape(M, w.shape[-1])                           # (N, *out, CO) -> (M, CO)
-    T = _n_chunks(M * Kc * w.shape[-1] * (need_dx + need_dw), N)
+    dy2 = contiguous(dy).reshape(M, w.shape[-1])                                # (N, *out, CO) -> (M, CO)
+    T = num_chunks(M * Kc * w.shape[-1] * (need_dx + need_dw), N, _PARALLEL_MACS)
     dx = np.empty(x5.shape if need_dx else (1,) * 5, dtype=xa.dtype)          # the kernel zeroes it
     dw = np.zeros((T, groups, COg, Kc) if need_dw else (T, 1, 1, 1), dtype=xa.dtype)   # partial dW^T per chunk
     if M > 0 and (need_dx or need_dw):
@@ -385,19 +387,24 @@ def _conv_vjp(dy, y, x, w, strides, padding, dilation, groups, out_spatial):
         dcols = scratch("conv.dcols", (T, R, Kc), xa.dtype)
         dy_block = scratch("conv.dy_block", (T, R, COg), xa.dtype)
         dw_tmp = scratch("conv.dw_tmp", (T, COg, Kc), xa.dtype)
-        if T == 1:
+        if T == 1:                                                              # (the serial body takes chunk 0)
             _backward_images(x5, w_t, dy2, dx, dw[0], cols[0], dcols[0], dy_block[0], dw_tmp[0], geometry,
                              0, N, need_dx, need_dw)
         else:
             _backward_parallel(x5, w_t, dy2, dx, dw, cols, dcols, dy_block, dw_tmp, geometry, T, need_dx, need_dw)
-    dx_t = Tensor._wrap(dx.reshape(xa.shape)) if need_dx else None
-    dw_t = None
+    dx_out = dx.reshape(xa.shape) if need_dx else None
+    dw_out = None
     if need_dw:
         dw_sum = dw.sum(axis=0) if T > 1 else dw[0]                              # (G, COg, Kc)
-        dw_t = Tensor._wrap(dw_sum.transpose(2, 0, 1).reshape(wa.shape))         # -> (Kc, G, COg) -> w.shape
-    return dx_t, dw_t
+        dw_out = dw_sum.transpose(2, 0, 1).reshape(wa.shape)                     # -> (Kc, G, COg) -> w.shape
+    return dx_out, dw_out
 
 
+def _conv_vjp(dy, y, x, w, **geometry):
+    return apply(_conv_backward_prim, same_dtype(dy, x), x, w, need_dx=x.requires_grad, need_dw=w.requires_grad, **geometry)
+
+
+_conv_backward_prim = primitive("kernels.conv_backward", _conv_backward)
 _conv = primitive("kernels.conv", _conv_forward, _conv_vjp, higher_order=False)
 
 
