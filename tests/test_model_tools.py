@@ -235,3 +235,17 @@ def test_model_state_keeps_trainable_state_and_frozen_apart(tmp_path):
         ms.update(state={"bn": {"average": np.zeros(4)}})
     with pytest.raises(ValueError, match=r"model_state: params have no head.bias"):
         axon.model_state(model, {**params, "head": {"kernel": params["head"]["kernel"]}})
+
+
+def test_optional_inputs_and_new_layer_options_survive_save_and_load(tmp_path):
+    x, extra = axon.input((None, 9, 9, 2), name="x"), axon.input((None, 2), name="extra", optional=True)
+    y = x.max_pool(kernel_size=2, strides=1, window_dilations=2).resize((5, 5), method="lanczos3", antialias=True)
+    model = axon.container({"y": y.rms_norm(shift=1.0).global_avg_pool(), "extra": extra.dense(1)})
+    params = axon.init(model, seed=0)
+    axon.save(tmp_path / "m.safetensors", model, params)
+    back, back_params, _ = axon.load(tmp_path / "m.safetensors")
+    xv = r.standard_normal((2, 9, 9, 2)).astype(np.float32)
+    out, want = axon.predict(back, back_params, {"x": xv}), axon.predict(model, params, {"x": xv})
+    np.testing.assert_array_equal(out["y"], want["y"])
+    assert out["extra"] is None and want["extra"] is None                 # a container keeps the missing entry
+    assert [n.opts.get("optional", False) for n in back.inputs()] == [False, True]

@@ -186,7 +186,7 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None, d
             if step.fused:
                 extra["relu_epilogue"] = True
         args = [values[i] for i in step.parents]
-        if any(a is None and p.op != "optional" for a, p in zip(args, node.parents)):
+        if node.op != "container" and any(a is None and p.op != "optional" for a, p in zip(args, node.parents)):
             values[node.id] = None                            # a missing optional input: nothing to compute
             continue
         y = node.fn(*args, **layer_params, **node.opts, **extra)
