@@ -40,7 +40,7 @@ import numpy as np
 from .autograd import Tensor, ops
 from .backend import backend_of
 from .random import rng
-from .tree import tensor_map, tree_leaves, tree_map, tree_structure_check
+from .tree import tensor_map, tree_leaves, tree_map, tree_map_multi, tree_structure_check
 
 __all__ = [
     # the protocol and how to combine
@@ -51,7 +51,7 @@ __all__ = [
     "scale_by_stddev", "scale_by_radam", "scale_by_yogi", "scale_by_nadam", "scale_by_adadelta", "scale_by_lion",
     "scale_by_rss", "scale_by_trust_ratio", "scale_by_factored_rms", "scale_by_param_block_rms",
     "scale_by_amsgrad", "scale_by_adamax", "scale_by_novograd", "scale_by_optimistic_gradient", "scale_by_sign",
-    "ema", "scale_by_state",
+    "ema", "scale_by_state", "scale_by_rprop", "scale_by_adan", "scale_by_polyak",
     # momentum, regularisation, noise, clipping
     "trace", "add_decayed_weights", "add_noise", "clip", "clip_by_global_norm", "clip_by_block_rms", "centralize",
     # wrappers
@@ -61,7 +61,7 @@ __all__ = [
     "ScaleByAdadeltaState", "ScaleByLionState", "ScaleByRssState", "FactoredRmsState", "TraceState",
     "AddNoiseState", "MaskedState", "ApplyIfFiniteState", "AccumulateGradientsState", "EmaParamsState",
     "ScaleByAmsgradState", "ScaleByNovogradState", "ScaleByOptimisticGradientState", "EmaState",
-    "ScaleByStateState",
+    "ScaleByStateState", "ScaleByRpropState", "ScaleByAdanState",
 ]
 
 
@@ -479,11 +479,13 @@ def scale_by_learning_rate(lr, flip_sign: bool = True) -> GradientTransformation
 
 
 @_combinator
-def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False) -> GradientTransformation:
     """Adam's direction (Kingma and Ba, 2015), bias-corrected moments of the gradient.
 
     ``m = b1 m + (1 - b1) g``,  ``v = b2 v + (1 - b2) g^2``,
     ``u = m_hat / (sqrt(v_hat + eps_root) + eps)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
+    ``nesterov=True`` (Optax's option) looks one step ahead:
+    ``m_hat = b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t)``.
 
     >>> t = scale_by_adam()
     >>> t.update({"w": np.array([3.0, -0.5])}, t.init({"w": np.zeros(2)}))[0]["w"].round(6)
@@ -501,7 +503,12 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
         mu = tensor_map(lambda g, m: _like(b1 * m + (1 - b1) * g, m), grads, state.mu)   # moments keep
         nu = tensor_map(lambda g, v: _like(b2 * v + (1 - b2) * (g * g), v), grads, state.nu)  # their dtype
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)               # bias corrections
-        updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
+        if nesterov:                                               # the moment one step ahead
+            ahead = b1 / (1 - b1 ** (t + 1))
+            updates = tensor_map(lambda g, m, v: (ahead * m + ((1 - b1) * c1) * g) / (ops.sqrt(c2 * v + eps_root) + eps),
+                                 grads, mu, nu)
+        else:
+            updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
         return updates, ScaleByAdamState(_count(t), mu, nu)
     return GradientTransformation(init, update)
 
@@ -1342,3 +1349,120 @@ def scale_by_state(step_size) -> GradientTransformation:
         factor = float(state.scale)                                # a Python float: float32 updates stay float32
         return tensor_map(lambda g: factor * g, grads), state
     return GradientTransformation(lambda params: ScaleByStateState(np.asarray(step_size, dtype=np.float64)), update)
+
+
+class ScaleByRpropState(NamedTuple):
+    """Rprop's step size per element and the previous (masked) gradient.
+
+    >>> scale_by_rprop(0.1).init({"w": np.zeros(2)}).step_sizes["w"]
+    array([0.1, 0.1])
+    """
+    step_sizes: Any
+    previous_gradient: Any
+
+
+@_combinator
+def scale_by_rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0
+                   ) -> GradientTransformation:
+    """Rprop's direction (Riedmiller and Braun, 1993): the sign of g times a step size of its own per element.
+
+    Where g keeps its sign the step grows by ``eta_plus`` (up to ``max_step_size``), where it flips the
+    step shrinks by ``eta_minus`` (down to ``min_step_size``) and that element rests for one step.
+    ``u = sign(g) step`` (Optax's ``scale_by_rprop``; negate for descent).
+
+    >>> t = scale_by_rprop(0.1)
+    >>> u, state = t.update({"w": np.array([2.0, -1.0])}, t.init({"w": np.zeros(2)}))
+    >>> u["w"], t.update({"w": np.array([3.0, 1.0])}, state)[0]["w"]   # kept sign: 0.12; flipped: rests
+    (array([ 0.1, -0.1]), array([0.12, 0.  ]))
+    """
+    fn = "scale_by_rprop"
+    lr = _hyper(fn, "learning_rate", learning_rate, 0)
+    eta_minus, eta_plus = _hyper(fn, "eta_minus", eta_minus, 0, 1), _hyper(fn, "eta_plus", eta_plus, 1)
+    lo, hi = _hyper(fn, "min_step_size", min_step_size, 0), _hyper(fn, "max_step_size", max_step_size, 0)
+
+    def init(params):
+        return ScaleByRpropState(tree_map(lambda p: _full_like(p, lr), params), _zeros(params))
+
+    def step(*arrays):                                             # one leaf: (g, g_prev, step size)
+        g, prev, size = (_tensor(a) for a in arrays)
+        agree = ops.sign(g * prev)                                 # +1 kept, -1 flipped, 0 either is 0
+        size = ops.where(agree > 0, ops.minimum(size * eta_plus, hi),
+                         ops.where(agree < 0, ops.maximum(size * eta_minus, lo), size))
+        g = ops.where(agree < 0, 0.0 * g, g)                       # a flipped element rests this step
+        return (ops.sign(g) * size).data, g.data, size.data
+
+    def update(grads, state, params=None):
+        _check_like(fn, state.step_sizes, grads)
+        updates, previous, sizes = tree_map_multi(step, 3, grads, state.previous_gradient, state.step_sizes)
+        return updates, ScaleByRpropState(sizes, previous)
+    return GradientTransformation(init, update)
+
+
+class ScaleByAdanState(NamedTuple):
+    """Adan's moments of g, of the gradient difference and of the corrected square, the previous g, the count.
+
+    >>> scale_by_adan().init({"w": np.zeros(1)}).count
+    array(0)
+    """
+    m: Any
+    v: Any
+    n: Any
+    g: Any
+    count: np.ndarray
+
+
+@_combinator
+def scale_by_adan(b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+    """Adan's direction (Xie et al., 2022), as Optax's ``scale_by_adan``.
+
+    With ``d = g - g_prev`` (0 at the first step): ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) d``,
+    ``n = b3 n + (1 - b3) (g + (1 - b2) d)^2``, and with bias-corrected moments
+    ``u = (m_hat + (1 - b2) v_hat) / (sqrt(n_hat + eps_root) + eps)``.
+
+    >>> t = scale_by_adan()
+    >>> t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(6)   # the first step: g / |g|
+    array([1.])
+    """
+    fn = "scale_by_adan"
+    b1, b2, b3 = (_hyper(fn, name, b, 0, 1) for name, b in (("b1", b1), ("b2", b2), ("b3", b3)))
+    eps, eps_root = _hyper(fn, "eps", eps, 0), _hyper(fn, "eps_root", eps_root, 0)
+
+    def init(params):
+        return ScaleByAdanState(_zeros(params), _zeros(params), _zeros(params), _zeros(params), _count())
+
+    def update(grads, state, params=None):
+        _check_like(fn, state.m, grads)
+        first = int(state.count) == 0
+        t = int(state.count) + 1
+        d = tensor_map(lambda g, g_prev: 0.0 * g if first else g - g_prev, grads, state.g)
+        m = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.m)
+        v = tensor_map(lambda d, v: b2 * v + (1 - b2) * d, d, state.v)
+        n = tensor_map(lambda g, d, n: b3 * n + (1 - b3) * ((g + (1 - b2) * d) * (g + (1 - b2) * d)), grads, d, state.n)
+        c1, c2, c3 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t), 1 / (1 - b3 ** t)
+        updates = tensor_map(lambda m, v, n: (c1 * m + ((1 - b2) * c2) * v) / (ops.sqrt(c3 * n + eps_root) + eps),
+                             m, v, n)
+        return updates, ScaleByAdanState(m, v, n, grads, _count(t))
+    return GradientTransformation(init, update)
+
+
+def scale_by_polyak(max_learning_rate=1.0, scaling=1.0, f_min=0.0, eps=0.0) -> GradientTransformation:
+    """The Polyak step size: ``u = min(max_lr, scaling (f - f_min) / (||g||^2 + eps)) g`` (Optax's ``scale_by_polyak``).
+
+    It needs the loss ``f`` at the params: ``update(grads, state, params, value=f)``. The step lands on
+    the minimum of a function whose least value ``f_min`` is known (0 for interpolating models).
+
+    >>> t = scale_by_polyak()
+    >>> t.update({"w": np.array([2.0])}, t.init(None), value=1.0)[0]["w"]     # f = w^2 at w = 1: 1 / 4 * 2
+    array([0.5])
+    """
+    fn = "scale_by_polyak"
+    max_lr, scaling = _hyper(fn, "max_learning_rate", max_learning_rate, 0), _hyper(fn, "scaling", scaling)
+    f_min, eps = _hyper(fn, "f_min", f_min), _hyper(fn, "eps", eps, 0)
+
+    def update(grads, state, params=None, value=None):
+        if value is None:
+            raise ValueError(f"{fn}: update needs the loss at the params: update(grads, state, params, value=loss)")
+        step = min(max_lr, scaling * (float(value) - f_min) / (global_norm(grads) ** 2 + eps)) \
+            if global_norm(grads) ** 2 + eps > 0 else 0.0
+        return tensor_map(lambda g: step * g, grads), state
+    return GradientTransformation(lambda params: EmptyState(), update)
