@@ -40,12 +40,12 @@ from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleS
                       scale_by_radam, scale_by_rms, scale_by_rss, scale_by_stddev, scale_by_trust_ratio,
                       scale_by_yogi, trace, ema, scale_by_adamax, scale_by_amsgrad, scale_by_novograd,
                       scale_by_optimistic_gradient, scale_by_sign, scale_by_rprop, scale_by_adan, scale_by_polyak,
-                      scale)
+                      scale_by_sm3, scale)
 
 __all__ = ["adabelief", "adagrad", "adam", "adamw", "fromage", "lamb", "noisy_sgd", "radam", "rmsprop", "sgd",
            "yogi", "nadam", "adadelta", "lion", "lars", "adafactor", "dpsgd", "lbfgs",
            "adamax", "adamaxw", "amsgrad", "nadamw", "novograd", "sign_sgd", "signum", "optimistic_gradient_descent",
-           "rprop", "adan", "optimistic_adam", "polyak_sgd"]
+           "rprop", "adan", "optimistic_adam", "polyak_sgd", "sm3"]
 
 
 def _optimizer(name: str, *transforms) -> GradientTransformation:
@@ -504,3 +504,13 @@ def polyak_sgd(max_lr=1.0, scaling=1.0, f_min=0.0, eps=0.0) -> GradientTransform
         updates, state = inner.update(grads, state, params, value=value)
         return tensor_map(lambda u: -u, updates), state
     return GradientTransformation(inner.init, update)
+
+
+def sm3(lr, momentum=0.9) -> GradientTransformation:
+    """SM3 (Anil et al., 2019): Adagrad with one accumulator per axis of each param; Optax's ``sm3``.
+
+    >>> opt = sm3(0.1, momentum=0.0)
+    >>> opt.update({"w": np.array([[3.0, -4.0]])}, opt.init({"w": np.zeros((1, 2))}))[0]["w"].round(6)
+    array([[-0.1,  0.1]])
+    """
+    return _optimizer("sm3", scale_by_sm3(momentum), scale(-_hyper("sm3", "lr", lr)))

@@ -51,7 +51,7 @@ __all__ = [
     "scale_by_stddev", "scale_by_radam", "scale_by_yogi", "scale_by_nadam", "scale_by_adadelta", "scale_by_lion",
     "scale_by_rss", "scale_by_trust_ratio", "scale_by_factored_rms", "scale_by_param_block_rms",
     "scale_by_amsgrad", "scale_by_adamax", "scale_by_novograd", "scale_by_optimistic_gradient", "scale_by_sign",
-    "ema", "scale_by_state", "scale_by_rprop", "scale_by_adan", "scale_by_polyak",
+    "ema", "scale_by_state", "scale_by_rprop", "scale_by_adan", "scale_by_polyak", "scale_by_sm3",
     # momentum, regularisation, noise, clipping
     "trace", "add_decayed_weights", "add_noise", "clip", "clip_by_global_norm", "clip_by_block_rms", "centralize",
     # wrappers
@@ -61,7 +61,7 @@ __all__ = [
     "ScaleByAdadeltaState", "ScaleByLionState", "ScaleByRssState", "FactoredRmsState", "TraceState",
     "AddNoiseState", "MaskedState", "ApplyIfFiniteState", "AccumulateGradientsState", "EmaParamsState",
     "ScaleByAmsgradState", "ScaleByNovogradState", "ScaleByOptimisticGradientState", "EmaState",
-    "ScaleByStateState", "ScaleByRpropState", "ScaleByAdanState",
+    "ScaleByStateState", "ScaleByRpropState", "ScaleByAdanState", "ScaleBySM3State",
 ]
 
 
@@ -1466,3 +1466,61 @@ def scale_by_polyak(max_learning_rate=1.0, scaling=1.0, f_min=0.0, eps=0.0) -> G
             if global_norm(grads) ** 2 + eps > 0 else 0.0
         return tensor_map(lambda g: step * g, grads), state
     return GradientTransformation(lambda params: EmptyState(), update)
+
+
+class ScaleBySM3State(NamedTuple):
+    """SM3's accumulators, one vector per axis of each leaf (``mu[i]``: the i-th leaf's list, in
+    ``tree_leaves`` order), and the momentum of the scaled g (``nu``, like the params).
+
+    >>> [a.shape for a in scale_by_sm3().init({"w": np.zeros((3, 2))}).mu[0]]
+    [(3,), (2,)]
+    """
+    mu: Any
+    nu: Any
+
+
+@_combinator
+def scale_by_sm3(b1=0.9, b2=1.0, eps=1e-8) -> GradientTransformation:
+    """SM3's direction (Anil et al., 2019), as Optax's ``scale_by_sm3``: Adagrad with one accumulator per row,
+    column, ... of each leaf instead of one per element (memory: the sum of the sizes, not their product).
+
+    Each element's sum of squares is bounded by the smallest of its axes' accumulators:
+    ``a = g^2 + min_axes(mu)`` (with ``b2 < 1``: ``(1 - b2) g^2 + b2 min_axes(mu)``), the update is
+    ``g / sqrt(a + eps)`` (0 where ``a = 0``) through a momentum ``b1``, and each axis keeps the max of
+    ``a`` over the other axes. For a vector, it is Adagrad with momentum.
+
+    >>> t = scale_by_sm3(b1=0.0)
+    >>> t.update({"w": np.array([[3.0, 4.0]])}, t.init({"w": np.zeros((1, 2))}))[0]["w"].round(6)   # g / |g|
+    array([[1., 1.]])
+    """
+    fn = "scale_by_sm3"
+    b1, b2, eps = _hyper(fn, "b1", b1, 0, 1), _hyper(fn, "b2", b2, 0, 1), _hyper(fn, "eps", eps, 0)
+    keep, new = (b2, 1.0 - b2) if b2 != 1.0 else (1.0, 1.0)
+
+    def init(params):
+        leaves = tree_leaves(params)
+        if any(np.ndim(p) == 0 for p in leaves):
+            raise ValueError(f"{fn}: every param needs at least one axis, got a 0-d param")
+        mu = [[backend_of(p).full((n,), 0, p.dtype) for n in p.shape] for p in leaves]   # per leaf, per axis
+        return ScaleBySM3State(mu, _zeros(params))
+
+    def leaf(g, mu, nu):
+        g, nu = _tensor(g), _tensor(nu)
+        rank = g.ndim
+        bounds = [ops.reshape(_tensor(m), tuple(n if a == i else 1 for a, n in enumerate(g.shape)))
+                  for i, m in enumerate(mu)]                        # axis i's vector, broadcastable to g
+        low = functools.reduce(ops.minimum, bounds)
+        a = new * (g * g) + keep * low                              # (*g.shape)
+        scaled = ops.where(a > 0, g / ops.sqrt(a + eps), 0.0 * g)
+        nu = b1 * nu + (1 - b1) * scaled
+        new_mu = [ops.max(a, axis=tuple(j for j in range(rank) if j != i)).data if rank > 1 else a.data
+                  for i in range(rank)]
+        return nu.data, new_mu
+
+    def update(grads, state, params=None):
+        _check_like(fn, state.nu, grads)
+        done = [leaf(g, mu, nu) for g, mu, nu in zip(tree_leaves(grads), state.mu, tree_leaves(state.nu))]
+        steps = iter(done)
+        updates = tree_map(lambda g: next(steps)[0], grads)       # the leaves back in the grads' tree
+        return updates, ScaleBySM3State([d[1] for d in done], updates)
+    return GradientTransformation(init, update)

@@ -92,3 +92,41 @@ def test_new_aliases_keep_float32_and_check_their_settings():
         O.rprop(0.1, eta_minus=2.0)
     with pytest.raises(ValueError, match=r"scale_by_adan: b3 must be in \[0, 1\]"):
         O.adan(b3=1.5)
+
+
+def sm3_by_hand(grads_seq, shapes, b1=0.9, eps=1e-8):
+    """Optax's SM3 with b2 = 1, a loop over elements (no broadcasting tricks)."""
+    mus = [[np.zeros(n) for n in shape] for shape in shapes]
+    nus = [np.zeros(shape) for shape in shapes]
+    out = []
+    for grads in grads_seq:
+        step = []
+        for k, g in enumerate(grads):
+            a = np.empty(g.shape)
+            for idx in np.ndindex(g.shape):
+                a[idx] = g[idx] ** 2 + min(mus[k][axis][i] for axis, i in enumerate(idx))
+            scaled = np.where(a > 0, g / np.sqrt(a + eps), 0.0)
+            nus[k] = b1 * nus[k] + (1 - b1) * scaled
+            mus[k] = [a.max(axis=tuple(j for j in range(g.ndim) if j != axis)) if g.ndim > 1 else a
+                      for axis in range(g.ndim)]
+            step.append(nus[k])
+        out.append(step)
+    return out
+
+
+def test_sm3_by_hand():
+    shapes = [(3, 4), (5,), (2, 3, 2)]
+    grads_seq = [[r.standard_normal(s) for s in shapes] for _ in range(4)]
+    t = U.scale_by_sm3()
+    params = {"a": np.zeros(shapes[0]), "b": np.zeros(shapes[1]), "c": np.zeros(shapes[2])}
+    state = t.init(params)
+    for grads, want in zip(grads_seq, sm3_by_hand(grads_seq, shapes)):
+        u, state = t.update(dict(zip("abc", grads)), state)
+        for k, w in zip("abc", want):
+            np.testing.assert_allclose(u[k], w, rtol=1e-10)
+    opt = O.sm3(0.1)
+    p = {"w": np.ones((2, 2), np.float32)}
+    u, _ = opt.update({"w": np.ones((2, 2), np.float32)}, opt.init(p), p)
+    assert u["w"].dtype == np.float32
+    with pytest.raises(ValueError, match="scale_by_sm3: every param needs at least one axis"):
+        t.init({"w": np.float32(1.0)})
