@@ -213,7 +213,7 @@ def _move(a, target: Backend):
     if src is target:
         return a
     host = np.asarray(a) if src is _CPU else src.to_host(a)
-    return host if target is _CPU else target.from_host(np.ascontiguousarray(host))
+    return host if target is _CPU else target.from_host(np.asarray(host, order="C"))   # (keeps 0-d arrays 0-d)
 
 
 def to_device(tree, device=None):

@@ -51,7 +51,7 @@ CASES = {
     "concatenate": (([a(2, 3), a(2, 4)],), {}),
 }
 
-LAYERS = sorted(n for n in L.__all__ if not n.endswith("_output_shape")
+LAYERS = sorted(n for m in L._MODULES for n in m.__all__ if not n.endswith("_output_shape")
                 and n not in ("output_shape", "standardize", "conv_transpose_padding"))
 
 

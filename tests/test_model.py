@@ -257,6 +257,13 @@ BUILDERS = {
     "activation": ((None, 6), lambda x: axon.activation(x, "gelu")),
     "softmax_axis": ((None, 3, 6), lambda x: x.softmax(axis=1)),
     "constant_add": ((None, 6), lambda x: x + axon.constant(np.ones(6, np.float32))),
+    "lstm": ((None, 5, 3), lambda x: x.lstm(4)[0]),
+    "gru": ((None, 5, 3), lambda x: x.gru(4)[1]),
+    "conv_lstm": ((None, 3, 5, 5, 2), lambda x: x.conv_lstm(2, kernel_size=3)[0]),
+    "bidirectional": ((None, 5, 3), lambda x: axon.bidirectional(x, lambda s: s.lstm(2))[0]),
+    "mask": ((None, 5), lambda x: x.mask(0)),
+    "multi_head_attention": ((None, 5, 8), lambda x: x.multi_head_attention(2, causal=True)),
+    "transformer_block": ((None, 5, 8), lambda x: x.transformer_block(2, 16, dropout_rate=0.1)),
 }
 
 
@@ -279,7 +286,8 @@ def test_every_builder_is_covered():
     exercised = set()
     for shape, build in BUILDERS.values():
         exercised |= {n.op for n in build(axon.input(shape)).nodes()}
-    layer_builders = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"}
+    composites = {"bidirectional", "transformer_block"}         # made of the other builders' nodes
+    layer_builders = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"} - composites
     assert layer_builders - exercised == set()
 
 

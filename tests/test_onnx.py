@@ -232,6 +232,60 @@ def test_float64_params_give_a_float64_model(tmp_path):
     np.testing.assert_allclose(y, axon.predict(model, params, x), rtol=1e-12)
 
 
+# ---- recurrent layers: ONNX's LSTM and GRU -----------------------------------------------------------------
+def _encoder_decoder(layer, **opts):
+    def build(x):
+        seq, carry = getattr(x, layer)(5, **opts)
+        return axon.container([seq, getattr(x, layer)(5, carry=carry, reverse=True)[0]])
+    return build
+
+
+RECURRENT = [
+    ("lstm", lambda x: x.lstm(5)[0]),
+    ("lstm_reverse_no_bias", lambda x: x.lstm(5, reverse=True, use_bias=False)[0].dense(2)),
+    ("lstm_carry_starts_a_decoder", _encoder_decoder("lstm", use_bias=False)),
+    ("gru_seq_and_carry", lambda x: axon.container(list(x.gru(5, unroll="static")))),
+    ("gru_reverse_no_bias", lambda x: x.gru(5, reverse=True, use_bias=False)[1]),
+    ("gru_carry_starts_a_decoder", _encoder_decoder("gru")),
+    ("bidirectional_lstm", lambda x: axon.bidirectional(x, lambda s: s.lstm(3))[0]),
+    ("bidirectional_gru_add", lambda x: axon.bidirectional(x, lambda s: s.gru(3), merge="add")[0].global_avg_pool()),
+]
+
+
+@pytest.mark.parametrize("name, build", RECURRENT, ids=[c[0] for c in RECURRENT])
+def test_lstm_and_gru_run_in_onnxruntime_as_they_predict(name, build, tmp_path):
+    model = build(axon.input((None, 7, 4)))
+    params = _random_params(model)                           # biases random: each gate's bias matters
+    axon.onnx.export(model, params, tmp_path / "rnn.onnx")
+    x = _input((None, 7, 4))
+    got, expected = _run(tmp_path / "rnn.onnx", x), axon.predict(model, params, x)
+    expected = expected if isinstance(expected, list) else [expected]
+    assert len(got) == len(expected)
+    for y, e in zip(got, expected):
+        assert y.shape == e.shape and y.dtype == e.dtype
+        _close(y, e)
+    ops = [n.op_type for n in onnx.load(tmp_path / "rnn.onnx").graph.node]
+    assert ("LSTM" in ops) == ("lstm" in name) and ("GRU" in ops) == ("gru" in name)
+
+
+def test_sequence_layers_without_onnx_form_are_listed_at_once(tmp_path):
+    tokens = axon.input((None, 6), name="tokens")
+    x = tokens.embedding(10, 4)
+    seq, _ = x.lstm(4, mask=tokens.mask(0))
+    model = seq.multi_head_attention(2) + axon.input((None, 6, 4, 4, 1), name="frames").conv_lstm(
+        1, kernel_size=3)[0].flatten().reshape((6, 16)).dense(4)
+    with pytest.raises(ValueError) as e:
+        axon.onnx.export(model, axon.init(model), tmp_path / "bad.onnx")
+    message = str(e.value)
+    assert message.startswith("export: 4 layers have no ONNX form")
+    for layer in ("'mask_0'", "'lstm_0' (op 'lstm': a mask", "'multi_head_attention_0'", "'conv_lstm_0'"):
+        assert layer in message
+    carry = axon.input((None, 6, 4)).lstm(3)[1]                 # a (c, h) tuple is no ONNX output
+    with pytest.raises(ValueError, match=r"outputs 'carry_0' \(op 'carry'\) are tuples"):
+        axon.onnx.export(carry, axon.init(carry), tmp_path / "bad.onnx")
+    assert not os.listdir(tmp_path)
+
+
 # ---- errors -------------------------------------------------------------------------------------------
 def test_every_unsupported_layer_is_listed_at_once_and_nothing_is_written(tmp_path):
     x = axon.input((None, 6, 6, 2))

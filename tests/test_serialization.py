@@ -157,21 +157,40 @@ def _every_builder_model():
     s = axon.bilinear(s, f, 3) + axon.constant(np.arange(3, dtype=np.float32))
     tokens = axon.input((None, 5), name="tokens")
     e = tokens.embedding(10, 3).global_max_pool().leaky_relu(alpha=0.2)
-    v = axon.input((None, 6, 6, 6, 2), name="volume").separable_conv3d(1, kernel_size=3).spatial_dropout(0.1)
+    volume = axon.input((None, 6, 6, 6, 2), name="volume")
+    v = volume.separable_conv3d(1, kernel_size=3).spatial_dropout(0.1)
     v = v.feature_alpha_dropout(0.1).global_lp_pool(norm=2).alpha_dropout(0.1)           # (None, 2)
     p = h.lp_pool(norm=2, kernel_size=2).adaptive_max_pool((1, 1)).adaptive_avg_pool((1, 1))
     p = p.adaptive_lp_pool((1, 1), norm=3).global_max_pool().activation("tanh")          # (None, 4)
     q = axon.concatenate([v, p]).dense(3)
-    return axon.container({"probs": (s + e + q).softmax(), "pair": axon.container((s, s.relu6()))})
+    # sequences: a recurrent layer is one (seq, carry) node and two picker nodes
+    words = axon.input((None, 6), name="words")
+    m = words.mask(0)
+    w = words.embedding(10, 4)                                                      # (None, 6, 4)
+    r, carry = w.lstm(5, mask=m)
+    r, _ = w.lstm(5, carry=carry, reverse=True, unroll="static", use_bias=False)    # an encoder-decoder
+    r, (fw, bw) = axon.bidirectional(r, lambda s: s.gru(3, mask=m), merge="add", name="bi")   # (None, 6, 3)
+    a = r.transformer_block(num_heads=1, mlp_units=4, mask=m, dropout_rate=0.1, name="block")
+    a = a.multi_head_attention(3, context=w, head_size=2, causal=True, use_bias=False)       # cross-attention
+    c, _ = volume.conv_lstm(2, kernel_size=3, padding="valid", reverse=True)             # (None, 6, 4, 4, 2): steps along axis 1
+    text = axon.concatenate([a.global_avg_pool(), fw, bw, c.global_max_pool().dense(3)])
+    return axon.container({"probs": (s + e + q).softmax(), "pair": axon.container((s, s.relu6())), "text": text})
+
+
+# builders made of other builders' nodes (no node of their own op), and the layer the model above names so
+_COMPOSITES = {"bidirectional": "bi", "transformer_block": "block"}
 
 
 def test_the_test_model_has_every_layer_of_axon():
     """A builder added to axon must be savable: add it to the model above (and, if its options are not
     its builder's arguments, teach axon.model.records._builder_args)."""
     from axon.model import builders
-    ops = {n.op for n in _every_builder_model().nodes()}
-    missing = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"} - ops
+    model = _every_builder_model()
+    ops = {n.op for n in model.nodes()}
+    missing = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"} - set(_COMPOSITES) - ops
     assert not missing, f"layers that test_a_model_round_trips_and_predicts_the_same does not save: {sorted(missing)}"
+    assert set(_COMPOSITES.values()) <= set(model.names().values())
+    assert {"seq", "carry", "reverse"} <= ops                 # the recurrent layers' pickers, bidirectional's reversal
 
 
 def test_a_model_round_trips_and_predicts_the_same(tmp_path, rng):
@@ -187,7 +206,8 @@ def test_a_model_round_trips_and_predicts_the_same(tmp_path, rng):
     assert back.names() != {} and list(back.names().values()) == list(model.names().values())
     inputs = {"img": rng.standard_normal((2, 8, 8, 3)).astype(np.float32),
               "tokens": rng.integers(0, 10, (2, 5)).astype(np.float32),
-              "volume": rng.standard_normal((2, 6, 6, 6, 2)).astype(np.float32)}
+              "volume": rng.standard_normal((2, 6, 6, 6, 2)).astype(np.float32),
+              "words": np.array([[3, 1, 4, 1, 5, 0], [9, 2, 6, 0, 0, 0]])}   # 0 ends a sentence: masked
     _same(axon.predict(model, params, inputs), axon.predict(back, back_params, inputs))
     _same(axon.init(model, seed=4), axon.init(back, seed=4))   # the saved initializers give the same params
     assert axon.count_params(back) == axon.count_params(model)

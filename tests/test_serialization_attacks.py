@@ -130,6 +130,35 @@ def test_an_op_or_function_named_by_the_file_resolves_only_through_axon(node, fi
     assert _load(_forge(_model_file(), edit)) is None
 
 
+@functools.lru_cache(maxsize=None)
+def _sequence_file() -> bytes:
+    x = axon.input((None, 4))
+    r, _ = x.embedding(5, 4).lstm(2, mask=x.mask(0))
+    model = axon.bidirectional(r, lambda s: s.gru(2))[0].multi_head_attention(2)
+    return _bytes_of(lambda p: axon.save(p, model, axon.init(model, seed=0)))
+
+
+@pytest.mark.parametrize("op, field, value", [
+    ("seq", "parents", [0]),                                  # a picker of a layer that is not recurrent
+    ("lstm", "parents", [1, 2, 2]),                           # more inputs than has_mask/has_carry say
+    ("reverse", "axis", 10**9), ("reverse", "axis", -1),       # a reversal along no step axis
+    ("multi_head_attention", "num_heads", 0), ("multi_head_attention", "num_heads", 3),
+    ("gru", "units", 3),                                       # the params recorded do not fit
+])
+def test_a_forged_sequence_layer_raises_format_error(op, field, value):
+    assert isinstance(_load(_sequence_file()), serialization.Saved)   # the file as saved loads
+
+    def edit(meta, arrays):
+        records = json.loads(meta["model"])
+        rec = next(r for r in records if r["op"] == op)
+        if field == "parents":
+            rec["parents"] = value
+        else:                                                  # an option, as the file encodes it
+            rec["opts"]["kids"][rec["opts"]["keys"].index(field)] = {"t": "int", "v": value}
+        meta["model"] = json.dumps(records)
+    assert _load(_forge(_sequence_file(), edit)) is None
+
+
 def test_deep_nesting_huge_sizes_and_foreign_files_raise_format_errors(tmp_path):
     deep = '{"t": "list", "kids": [' * 3000 + ']}' * 3000
     assert _load(_forge(_tree_file(), lambda meta, arrays: meta.update(tree=deep))) is None

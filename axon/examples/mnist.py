@@ -14,6 +14,7 @@ pooling run in axon's numba kernels.
     python -m axon.examples.mnist --resume mnist.safetensors --epochs 15     # continue a saved run to epoch 15
     python -m axon.examples.mnist --limit 2000 --epochs 1            # a quick look on a subset
     mpiexec -n 2 python -m axon.examples.mnist --distributed         # data parallel: 2 processes (axon[distributed])
+    python -m axon.examples.mnist --device cuda                      # on a GPU (axon[cuda])
 
 From Python, ``main(argv)`` runs the same and returns the results (the final ``TrainState``, the
 test accuracy and loss, the seconds taken):
@@ -119,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH", default=None, help="write the training curves to this PNG")
     p.add_argument("--distributed", action="store_true",
                    help="data parallel over the processes started by mpiexec: each takes its share of every batch")
+    p.add_argument("--device", default=None,
+                   help="where params, optimizer state and batches live: cpu (default) or cuda (axon[cuda], a GPU)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="1: progress bars (default), 2: a line per epoch, 0: quiet")
     return p
 
@@ -135,6 +138,11 @@ def main(argv=None) -> dict:
     if args.plot and importlib.util.find_spec("matplotlib") is None:   # say so now, not after training
         raise SystemExit("--plot needs matplotlib: pip install 'axon[plot]' (or pip install matplotlib)")
     strategy = get_strategy("data_parallel" if args.distributed else None)
+    if args.device is not None:
+        try:
+            axon.backend.backend(args.device)                  # an unknown or unusable device: say so now
+        except (ValueError, ImportError, RuntimeError) as e:
+            raise SystemExit(f"--device {args.device}: {e}")
     say = print if args.verbose and strategy.is_main else (lambda *a, **k: None)   # process 0 reports
 
     (x, y), (x_val, y_val), (x_test, y_test) = load_data(args.model, args.limit, args.validation)
@@ -152,7 +160,7 @@ def main(argv=None) -> dict:
     state = axon.training.train(step, x, y, epochs=epochs, batch_size=args.batch_size,
                                 seed=None if state else args.seed, state=state,
                                 validation_data=(x_val, y_val) if len(x_val) else None,
-                                callbacks=callbacks, verbose=args.verbose, strategy=strategy,
+                                callbacks=callbacks, verbose=args.verbose, strategy=strategy, device=args.device,
                                 augment=(lambda xb, rng: random_shift(xb, rng, shift)) if shift else None)
 
     test = strategy.from_main(lambda: axon.training.evaluate(model, state.params, x_test, y_test, metrics=["accuracy"],

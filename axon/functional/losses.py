@@ -215,11 +215,10 @@ def _softmax_xent(logits: Tensor, targets) -> Tensor:
     k = logits.shape[-1]
     if k == 0:
         raise ValueError(f"cross-entropy from logits needs at least one class, got y_pred of shape {logits.shape}")
+    if logits.ndim == 2:                                                         # already rows (the usual case)
+        return kernels.softmax_cross_entropy(logits, targets)
     rows = ops.reshape(logits, (-1, k))                                           # (..., K) -> (M, K)
-    if targets.dtype.kind == "f":
-        targets = ops.reshape(targets, (-1, k))
-    else:
-        targets = ops.reshape(targets, (-1,))                                    # labels: (...) -> (M,)
+    targets = ops.reshape(targets, (-1, k) if targets.dtype.kind == "f" else (-1,))   # labels: (...) -> (M,)
     return ops.reshape(kernels.softmax_cross_entropy(rows, targets), logits.shape[:-1])
 
 
@@ -236,7 +235,7 @@ def _labels(name, y_true, y_pred: Tensor) -> Tensor:
                          f"or {batch + (1,)}; got y_true {labels.shape} and y_pred {y_pred.shape}")
     if labels.dtype.kind not in "iuf":
         raise TypeError(f"{name}: y_true must hold integer class indices, got dtype {labels.dtype}")
-    labels = ops.reshape(labels, batch)
+    labels = labels if labels.shape == batch else ops.reshape(labels, batch)
     as_int = labels if labels.dtype == np.int64 else ops.astype(labels, np.int64)
     if labels.dtype.kind == "f" and labels.size and bool(ops.max(ops.astype(as_int, labels.dtype) != labels)):
         raise ValueError(f"{name}: y_true must hold integer class indices, got non-integer values")

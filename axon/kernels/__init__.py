@@ -14,6 +14,8 @@ and ``axon.kernels.convolution`` its module):
 - ``reduce_sum``, ``reduce_mean``, ``max_with_indices``, ``take_along_axis``: along one axis (``reduce``).
 - ``batch_norm_train(x, gamma, beta, eps) -> (y, mean, var)`` (``norm``); ``bias_relu(x, b)`` (fused,
   ``activation``); ``erf`` (``special``); ``ctc_loss`` (``ctc``).
+- ``lstm_sequence``, ``gru_sequence``: a whole LSTM/GRU recurrence (after the input projection) fused
+  (``recurrent``).
 - ``matmul_loop`` (the teaching triple loop) and ``matmul`` (BLAS per row chunk) (``matrix_product``).
 - ``adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step)``: numpy arrays, in place;
   ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays, a primitive (``adam``).
@@ -49,6 +51,7 @@ from .norm import batch_norm_train
 from .pool import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool, lp_pool,
                    max_pool)
 from .ctc import ctc_loss
+from .recurrent import gru_sequence, lstm_sequence
 from .reduce import max_with_indices, reduce_mean, reduce_sum, take_along_axis
 from .softmax_family import log_softmax, logsumexp, softmax, softmax_cross_entropy
 from .special import erf
@@ -61,5 +64,5 @@ __all__ = [
     "conv", "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "global_max_pool",
     "global_avg_pool", "softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "reduce_sum",
     "reduce_mean", "max_with_indices", "take_along_axis", "erf", "ctc_loss", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
-    "adam_update", "adam_step", "num_threads", "set_num_threads",
+    "adam_update", "adam_step", "num_threads", "set_num_threads", "lstm_sequence", "gru_sequence",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..autograd import Tensor
+from ..autograd import Tensor, as_tensor
 from ..backend import is_host
 from ..functional import activations as A
 from ..functional import layers as L
@@ -32,6 +32,7 @@ __all__ = [
     "dropout", "alpha_dropout", "feature_alpha_dropout", "spatial_dropout",
     "flatten", "reshape", "transpose", "pad", "resize",
     "add", "subtract", "multiply", "concatenate", "activation",
+    "lstm", "gru", "conv_lstm", "bidirectional", "mask", "multi_head_attention", "transformer_block",
 ]
 
 
@@ -688,6 +689,250 @@ def concatenate(nodes, *others, axis=-1, name=None) -> Axon:
                        axis=axis)
 
 
+# ---- sequences -------------------------------------------------------------------------------------
+# A recurrent layer is one node whose value is the tuple (seq, carry); ``x.lstm(...)`` returns two
+# small nodes that pick them out, as Axon's {seq, carry}. A node has one value (a Tensor or a tuple of
+# them), so a layer with two results is a tuple-valued node, and the summary counts its params once.
+def _pick(rnn, index, op, name=None):
+    return _node(op, [rnn], lambda y, index: y[index], opts={"index": index}, name=name)
+
+
+def _recurrent_call(layer_fn, n_carry):
+    """``fn(x, [mask], [carry], **params, **opts)`` of a recurrent node: a zero carry unless one is given."""
+    def call(x, *rest, has_mask, has_carry, units, **opts):
+        mask = rest[0] if has_mask else None
+        if has_carry:
+            carry = rest[-1]
+        else:
+            zeros = Tensor._wrap(np.zeros(x.shape[:1] + _carry_shape(x, opts, units), x.dtype))
+            carry = (zeros,) * n_carry if n_carry > 1 else zeros
+        return layer_fn(x, carry, mask=mask, **opts)
+    return call
+
+
+def _carry_shape(x, opts, units):
+    """The carry's shape after the batch axis: (units,), or (*spatial, units) for a ConvLSTM."""
+    if "strides" not in opts:
+        return (units,)
+    strides = _tuple(opts["strides"], x.ndim - 3)
+    spatial = x.shape[2:-1]
+    if opts["padding"] == "same":
+        return tuple(-(-n // s) for n, s in zip(spatial, strides)) + (units,)
+    k = opts["kernel_size"]
+    return tuple((n - kk) // s + 1 for n, kk, s in zip(spatial, k, strides)) + (units,)
+
+
+def _recurrent(op, x, fn, params, opts, carry, mask, name):
+    inputs = [x] + ([mask] if mask is not None else []) + ([carry] if carry is not None else [])
+    opts = dict(opts, has_mask=mask is not None, has_carry=carry is not None)
+    rnn = _node(op, inputs, fn, params, opts, name)
+    return _pick(rnn, 0, "seq"), _pick(rnn, 1, "carry")
+
+
+def _lstm_layer(x, carry, kernel_input, kernel_hidden, bias=None, mask=None, reverse=False, unroll="fused"):
+    return L.lstm(x, carry, kernel_input, kernel_hidden, bias, mask=mask, reverse=reverse, unroll=unroll)
+
+
+def lstm(x, units, carry=None, mask=None, reverse=False, unroll="fused", use_bias=True,
+         kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
+         name=None) -> tuple:
+    """An LSTM over (batch, steps, features): returns ``(seq, carry)``, nodes of (None, T, units) and (c, h).
+
+    ``carry``: a node holding an initial ``(c, h)`` (another LSTM's carry: an encoder-decoder), else
+    zeros; ``mask``: a (batch, steps) node, True on real steps (``x.mask(...)``). Params: kernel_input
+    (F, 4 units), kernel_hidden (units, 4 units), bias (4 units,); gates i, f, g, o (see ``axon.layers.lstm``).
+
+    >>> import axon
+    >>> seq, carry = axon.input((None, 10, 3)).lstm(8)
+    >>> seq.shape, carry.shape
+    ((None, 10, 8), ((None, 8), (None, 8)))
+    >>> axon.count_params(seq)["total"]                     # 3*32 + 8*32 + 32
+    384
+    """
+    params = _with_bias({"kernel_input": param((x.shape[-1], 4 * units), kernel_initializer),
+                         "kernel_hidden": param((units, 4 * units), recurrent_initializer)},
+                        use_bias, 4 * units, bias_initializer)
+    return _recurrent("lstm", x, _recurrent_call(_lstm_layer, 2), params,
+                      dict(units=units, reverse=reverse, unroll=unroll), carry, mask, name)
+
+
+def _gru_layer(x, h, kernel_input, kernel_hidden, bias_input=None, bias_hidden=None, mask=None, reverse=False,
+               unroll="fused"):
+    return L.gru(x, h, kernel_input, kernel_hidden, bias_input, bias_hidden, mask=mask, reverse=reverse,
+                 unroll=unroll)
+
+
+def gru(x, units, carry=None, mask=None, reverse=False, unroll="fused", use_bias=True,
+        kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal", bias_initializer="zeros",
+        name=None) -> tuple:
+    """A GRU over (batch, steps, features): returns ``(seq, carry)``, nodes of (None, T, units) and (None, units).
+
+    Params: kernel_input (F, 3 units), kernel_hidden (units, 3 units), bias_input and bias_hidden
+    (3 units,) (PyTorch's two biases; see ``axon.layers.gru``).
+
+    >>> import axon
+    >>> seq, h = axon.input((None, 10, 3)).gru(8)
+    >>> seq.shape, h.shape, axon.count_params(h)["total"]   # 3*24 + 8*24 + 2*24
+    ((None, 10, 8), (None, 8), 312)
+    """
+    params = {"kernel_input": param((x.shape[-1], 3 * units), kernel_initializer),
+              "kernel_hidden": param((units, 3 * units), recurrent_initializer)}
+    if use_bias:
+        params.update(bias_input=param((3 * units,), bias_initializer), bias_hidden=param((3 * units,), bias_initializer))
+    return _recurrent("gru", x, _recurrent_call(_gru_layer, 1), params,
+                      dict(units=units, reverse=reverse, unroll=unroll), carry, mask, name)
+
+
+def _conv_lstm_layer(x, carry, kernel_input, kernel_hidden, bias=None, mask=None, reverse=False, strides=1,
+                     padding="same", kernel_size=None, unroll="static"):
+    return L.conv_lstm(x, carry, kernel_input, kernel_hidden, bias, strides=strides, padding=padding, mask=mask,
+                       reverse=reverse, unroll=unroll)
+
+
+def conv_lstm(x, units, kernel_size=3, strides=1, padding="same", carry=None, mask=None, reverse=False,
+              unroll="static", use_bias=True, kernel_initializer="glorot_uniform",
+              recurrent_initializer="glorot_uniform", bias_initializer="zeros", name=None) -> tuple:
+    """A ConvLSTM over (batch, steps, *spatial, channels): returns ``(seq, carry)`` nodes.
+
+    Params: kernel_input (*kernel_size, C, 4 units), kernel_hidden (*kernel_size, units, 4 units),
+    bias (4 units,); the hidden-to-hidden convolution is "same" (see ``axon.layers.conv_lstm_cell``).
+
+    >>> import axon
+    >>> seq, carry = axon.input((None, 5, 8, 8, 1)).conv_lstm(4, kernel_size=3)
+    >>> seq.shape, axon.count_params(seq)["total"]          # 9*1*16 + 9*4*16 + 16
+    ((None, 5, 8, 8, 4), 736)
+    """
+    k = _tuple(kernel_size, len(x.shape) - 3)
+    params = _with_bias({"kernel_input": param(k + (x.shape[-1], 4 * units), kernel_initializer),
+                         "kernel_hidden": param(k + (units, 4 * units), recurrent_initializer)},
+                        use_bias, 4 * units, bias_initializer)
+    opts = dict(units=units, kernel_size=k, strides=strides, padding=padding, reverse=reverse, unroll=unroll)
+    return _recurrent("conv_lstm", x, _recurrent_call(_conv_lstm_layer, 2), params, opts, carry, mask, name)
+
+
+def _reverse(x, axis, name=None) -> Axon:
+    axis = check_int("bidirectional", "axis", axis)
+    if axis >= len(x.shape):
+        raise ValueError(f"bidirectional: axis must be a step axis of the input, 1 to {len(x.shape) - 1}, got {axis} "
+                         f"for shape {x.shape}")
+    return _node("reverse", [x], lambda x, axis: x[(slice(None),) * axis + (slice(None, None, -1),)],
+                 opts={"axis": axis}, name=name)
+
+
+def bidirectional(x, forward_fn, merge="concatenate", axis=1, name=None):
+    """Run ``forward_fn`` on the sequence and on it reversed along ``axis``, and merge the two (as Axon's).
+
+    ``forward_fn(node)`` builds a layer (e.g. ``lambda s: s.lstm(32)``); a ``(seq, carry)`` result gives
+    ``(merged seq, (forward carry, backward carry))``. The backward run's outputs are reversed back, so
+    step t of both sits at t. ``merge``: ``"concatenate"`` (on the last axis), ``"add"``,
+    ``"multiply"`` or a function of two nodes. The two runs have their own params. With padding, build
+    the mask inside ``forward_fn`` from its input (``lambda s: s.lstm(32, mask=...)``) so it is
+    reversed too.
+
+    >>> import axon
+    >>> x = axon.input((None, 10, 3))
+    >>> seq, (fw, bw) = axon.bidirectional(x, lambda s: s.gru(8))
+    >>> seq.shape, fw.shape
+    ((None, 10, 16), (None, 8))
+    """
+    fw, bw = forward_fn(x), forward_fn(_reverse(x, axis))
+    join = {"concatenate": lambda a, b: concatenate([a, b], axis=-1, name=name),
+            "add": lambda a, b: add([a, b], name=name),
+            "multiply": lambda a, b: multiply([a, b], name=name)}.get(merge, merge)
+    if not callable(join):
+        raise ValueError(f"bidirectional: merge must be 'concatenate', 'add', 'multiply' or a function, got {merge!r}")
+    if isinstance(fw, tuple):
+        return join(fw[0], _reverse(bw[0], axis)), (fw[1], bw[1])
+    return join(fw, _reverse(bw, axis))
+
+
+def mask(x, eos_token=0, name=None) -> Axon:
+    """A (batch, steps) mask of the real tokens, ``x != eos_token``, for ``lstm``/``gru``/attention ``mask=``.
+
+    >>> import axon, numpy as np
+    >>> tokens = axon.input((None, 4))
+    >>> axon.predict(tokens.mask(0), {}, np.array([[5, 2, 0, 0]]))
+    array([[ True,  True, False, False]])
+    """
+    return _node("mask", [x], lambda x, eos_token: x != eos_token, opts={"eos_token": eos_token}, name=name)
+
+
+def _attention_call(x, *rest, has_context, has_mask, num_heads, causal, dropout_rate, training=False, key=None,
+                    **params):
+    context = rest[0] if has_context else x
+    m = rest[-1] if has_mask else None
+    if m is not None and np.ndim(m) == 2:                      # (B, Tk) key padding -> (B, 1, 1, Tk)
+        m = as_tensor(m).reshape(m.shape[0], 1, 1, m.shape[1])
+    rate = dropout_rate if training else 0.0
+    return L.multi_head_attention(x, context, context, params["query_kernel"], params["key_kernel"],
+                                  params["value_kernel"], params["output_kernel"], num_heads,
+                                  params.get("query_bias"), params.get("key_bias"), params.get("value_bias"),
+                                  params.get("output_bias"), mask=m, causal=causal, dropout_rate=rate, key=key)
+
+
+def multi_head_attention(x, num_heads, context=None, mask=None, causal=False, dropout_rate=0.0, head_size=None,
+                         use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                         name=None) -> Axon:
+    """Multi-head attention of ``x`` (batch, Tq, E) over itself, or over ``context`` (batch, Tk, Ec).
+
+    ``mask``: a node of (batch, Tk) (True: a real key, as from ``x.mask(...)``) or broadcastable to
+    (batch, heads, Tq, Tk); ``causal`` for decoders; ``dropout_rate`` on the attention weights while
+    training. Params: query/key/value kernels (E or Ec, heads * head_size), output kernel
+    (heads * head_size, E), and their biases; ``head_size`` defaults to E / heads.
+
+    >>> import axon
+    >>> x = axon.input((None, 6, 16))
+    >>> y = x.multi_head_attention(4, causal=True)
+    >>> y.shape, axon.count_params(y)["total"]              # 4 * (16*16 + 16)
+    ((None, 6, 16), 1088)
+    >>> x.multi_head_attention(4, context=axon.input((None, 9, 8), name="memory")).shape   # cross-attention
+    (None, 6, 16)
+    """
+    E = x.shape[-1]
+    D = head_size if head_size is not None else E // num_heads
+    if head_size is None and E % num_heads:
+        raise ValueError(f"multi_head_attention: the width {E} is not divisible by num_heads {num_heads}; "
+                         f"give head_size")
+    inner, Ec = num_heads * D, (context if context is not None else x).shape[-1]
+    params = {"query_kernel": param((E, inner), kernel_initializer), "key_kernel": param((Ec, inner), kernel_initializer),
+              "value_kernel": param((Ec, inner), kernel_initializer),
+              "output_kernel": param((inner, E), kernel_initializer)}
+    if use_bias:
+        for p, n in (("query", inner), ("key", inner), ("value", inner), ("output", E)):
+            params[f"{p}_bias"] = param((n,), bias_initializer)
+    inputs = [x] + ([context] if context is not None else []) + ([mask] if mask is not None else [])
+    opts = dict(has_context=context is not None, has_mask=mask is not None, num_heads=num_heads, causal=causal,
+                dropout_rate=dropout_rate)
+    return _layer("multi_head_attention", inputs, _attention_call, params, opts, name,
+                  uses=("training", "key") if dropout_rate else ())
+
+
+def transformer_block(x, num_heads, mlp_units, mask=None, causal=False, dropout_rate=0.0, activation="gelu",
+                      epsilon=1e-5, name=None) -> Axon:
+    """A pre-norm transformer block: ``h = x + attention(norm(x))``, then ``h + mlp(norm(h))``.
+
+    The MLP is dense(mlp_units, activation) then dense(E). Built from the builders above, so the
+    summary lists each part; with ``name``, the parts are called ``{name}_norm_1``, ``{name}_attention``, ...
+
+    >>> import axon
+    >>> y = axon.input((None, 8, 16)).transformer_block(num_heads=2, mlp_units=32, causal=True)
+    >>> y.shape, axon.count_params(y)["total"]              # norms 2*32, attention 4*272, MLP 544 + 528
+    ((None, 8, 16), 2224)
+    """
+    part = (lambda s: None) if name is None else (lambda s: f"{name}_{s}")
+    E = x.shape[-1]
+    h = x.layer_norm(epsilon, name=part("norm_1")).multi_head_attention(
+        num_heads, mask=mask, causal=causal, dropout_rate=dropout_rate, name=part("attention"))
+    if dropout_rate:
+        h = h.dropout(dropout_rate, name=part("dropout_1"))
+    h = add([x, h], name=part("residual_1"))
+    m = h.layer_norm(epsilon, name=part("norm_2")).dense(mlp_units, name=part("mlp_1"))
+    m = _activation_node(m, activation, name=part("activation")).dense(E, name=part("mlp_2"))
+    if dropout_rate:
+        m = m.dropout(dropout_rate, name=part("dropout_2"))
+    return add([h, m], name=name)
+
+
 # ---- activations as layers -------------------------------------------------------------------------
 def _activation_node(x, activation, name=None, **opts) -> Axon:
     fn = A.get(activation) if isinstance(activation, str) else activation
@@ -765,6 +1010,8 @@ __all__ += list(ACTIVATIONS)
 
 # every builder is also a method: x.dense(128) is dense(x, 128)
 for _name in __all__:
-    if _name not in ("add", "subtract", "multiply", "concatenate"):
+    if _name not in ("add", "subtract", "multiply", "concatenate", "bidirectional"):
         setattr(Axon, _name, globals()[_name])
-Axon.concatenate = concatenate
+Axon.bidirectional = lambda self, forward_fn, merge="concatenate", axis=1, name=None: \
+    bidirectional(self, forward_fn, merge, axis, name)
+Axon.concatenate = lambda self, *others, axis=-1, name=None: concatenate([self, *others], axis=axis, name=name)

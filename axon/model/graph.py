@@ -144,6 +144,8 @@ class Axon:
 
 # ---- building nodes ------------------------------------------------------------------------------------
 def _zeros(shape, fill):
+    if shape and isinstance(shape[0], tuple):                 # a tuple-valued node: (seq, carry), say
+        return tuple(_zeros(s, fill) for s in shape)
     return np.zeros(tuple(fill if n is None else n for n in shape), dtype=np.float32)
 
 
@@ -165,8 +167,21 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
         except TypeError as e:                                 # a wrong type of option or input, likewise
             raise TypeError(f"{op} layer cannot be applied to {describe()}: {e}") from e
         # anything else (an ImportError, a bug in a custom layer) propagates with its own message
-        outs.append(np.shape(y.data if isinstance(y, Tensor) else y))
-    one, two = outs
+        outs.append(_shape_of(y))
+    return _merge_shapes(op, *outs)
+
+
+def _shape_of(y):
+    """The shape of a layer's output; a tuple of shapes for a tuple of outputs (a recurrent layer's (y, carry))."""
+    if isinstance(y, (tuple, list)):
+        return tuple(_shape_of(v) for v in y)
+    return np.shape(y.data if isinstance(y, Tensor) else y)
+
+
+def _merge_shapes(op, one, two):
+    """The two runs' shapes, with None on the axes that followed the batch size (nested like the outputs)."""
+    if one and isinstance(one[0], tuple):
+        return tuple(_merge_shapes(op, a, b) for a, b in zip(one, two))
     if len(one) != len(two):
         raise ValueError(f"{op}: output rank depends on the batch size ({one} vs {two})")
     return tuple(None if a != b else a for a, b in zip(one, two))

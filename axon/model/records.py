@@ -35,6 +35,11 @@ __all__ = ["to_records", "from_records", "MAX_NODES"]
 MAX_NODES = 10_000                     # a saved graph with more nodes is refused
 _COMBINATORS = ("add", "subtract", "multiply", "concatenate")
 _PACK_KINDS = {"dict": dict, "list": list, "tuple": tuple}
+_RECURRENT = ("lstm", "gru", "conv_lstm")   # one node whose value is (seq, carry), picked out by the nodes below
+_PICKS = {"seq": 0, "carry": 1}
+# builders that make no node of their own op: an activation's node is named after its function, and
+# bidirectional and transformer_block are made of other builders' nodes (and "reverse", below)
+_NO_NODE = ("activation", "bidirectional", "transformer_block")
 
 
 # ---- rebuilding one node through axon's own builders ---------------------------------------------
@@ -47,6 +52,18 @@ def _builder_args(op, parents, opts, shapes) -> tuple[list, dict]:
         return [list(parents)], kw
     if op == "pad":
         return [parents[0], kw.pop("padding")], kw
+    if op in _RECURRENT or op == "multi_head_attention":      # parents: x, then the optional inputs in order
+        rest = list(parents[1:])
+        optional = ("context", "mask") if op == "multi_head_attention" else ("mask", "carry")
+        for arg in optional:
+            kw[arg] = rest.pop(0) if kw.pop(f"has_{arg}") else None
+        if rest:
+            raise ValueError(f"{op} has {len(rest)} more inputs than its options say")
+        if op == "multi_head_attention":                       # query_kernel (E, heads * head_size)
+            kw.update(head_size=shapes["query_kernel"][-1] // kw["num_heads"], use_bias="query_bias" in shapes)
+        else:
+            kw.update(use_bias="bias" in shapes or "bias_input" in shapes)
+        return [parents[0]], kw
     if op == "dense":                                          # kernel (in, units)
         kw.update(units=kernel[-1], use_bias="bias" in shapes)
     elif op in ("conv", "conv_transpose"):                     # kernel (*kernel_size, in, units)
@@ -75,10 +92,17 @@ def _rebuild(op, parents, opts, shapes, name, shape, pack=None) -> Axon:
         if op == "container":
             keys, kind = pack["keys"], _PACK_KINDS[pack["kind"]]
             return container(dict(zip(keys, parents)) if kind is dict else kind(parents), name=name)
-        if op not in builders.__all__ or op == "activation":
+        if op in _PICKS:
+            if len(parents) != 1 or parents[0].op not in _RECURRENT:
+                raise ValueError(f"'{op}' picks from one recurrent layer ({', '.join(_RECURRENT)})")
+            return builders._pick(parents[0], _PICKS[op], op, name=name)
+        if op == "reverse":                                    # bidirectional's backward run reads its input reversed
+            return builders._reverse(*parents, opts["axis"], name=name)
+        if op not in builders.__all__ or op in _NO_NODE:
             raise ValueError(f"'{op}' is not one of axon's layers")
         args, kw = _builder_args(op, parents, opts, shapes)
-        return vars(builders)[op](*args, name=name, **kw)
+        node = vars(builders)[op](*args, name=name, **kw)
+        return node[0].parents[0] if op in _RECURRENT else node   # the (seq, carry) node, not its pickers
 
 
 def _same(a, b, depth=0) -> bool:

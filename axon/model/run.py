@@ -62,7 +62,7 @@ def init(model: Axon, seed=0, dtype="float32", device=None) -> dict:
         layer = params[names[node.id]] = {}
         for pname, spec in node.params.items():
             value = _initializer(spec.initializer)(spec.shape, dtype, axrandom.rng(seed, names[node.id], pname))
-            value = np.asarray(value, dtype=dtype)
+            value = np.ascontiguousarray(value, dtype=dtype)          # C order: the fused kernels (Adam) assume it
             if value.shape != spec.shape:
                 raise ValueError(f"init: initializer of {names[node.id]}.{pname} returned shape {value.shape}, "
                                  f"expected {spec.shape}")

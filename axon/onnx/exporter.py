@@ -14,8 +14,10 @@ whose meaning depends on the order of elements (``flatten``, ``dense``, the grap
 axon's. So a CNN exports as ``Transpose, Conv, Relu, MaxPool, Conv, Relu, MaxPool, Transpose,
 Flatten, Gemm, ...``: one transpose each way, and the file takes and returns axon's layout.
 
-Layers ONNX cannot express (``axon.nx``/``axon.layer`` functions of your own, an input dilation
-together with strides) make ``export`` raise one ValueError that lists all of them.
+``lstm`` and ``gru`` become ONNX's ``LSTM`` and ``GRU`` (their gates reordered), ``bidirectional``
+their two runs with a ``Slice`` reversing the sequence. Layers ONNX cannot express (``axon.nx``/
+``axon.layer`` functions of your own, an input dilation together with strides, attention, ``conv_lstm``,
+a recurrent layer with a mask) make ``export`` raise one ValueError that lists all of them.
 
 >>> import os, tempfile, onnx, axon, axon.onnx
 >>> model = axon.input((None, 4)).dense(3, activation="relu")
@@ -577,6 +579,65 @@ def _concatenate(g, node, xs, p):
     return _Value(len(perm), g.op("Concat", names, axis=perm.index(node.opts["axis"] % len(perm))), perm)
 
 
+# ---- recurrent layers -----------------------------------------------------------------------------
+# ONNX's LSTM and GRU take X (T, B, F) and give Y (T, 1, B, H), Y_h and Y_c (1, B, H): the sequence
+# stays time-major (perm (1, 0, 2)) until a layer asks for axon's order. W (1, gH, F), R (1, gH, H)
+# and B (1, 2gH) hold the gates in ONNX's order: axon's i, f, g, o are ONNX's i, o, f, c (LSTM), and
+# its r, z, n are ONNX's z, r, h (GRU; linear_before_reset=1 is PyTorch's formula, axon's).
+_TIME_MAJOR = (1, 0, 2)
+_ONNX_GATES = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2)}         # ONNX's gate k is axon's gate _ONNX_GATES[op][k]
+
+
+def _gates(w, order) -> np.ndarray:
+    """(..., gH) in axon's gate order -> (gH, ...) in ONNX's: blocks reordered, then transposed."""
+    blocks = np.split(np.asarray(w), len(order), axis=-1)
+    return np.concatenate([blocks[k] for k in order], axis=-1).T
+
+
+def _recurrent(g, node, xs, p):
+    """lstm and gru as ONNX's LSTM and GRU; the node's value is the tuple (seq, carry)."""
+    o, op = node.opts, node.op
+    if o["has_mask"]:
+        raise Unsupported("a mask (ONNX's recurrent ops take sequence lengths, which a mask with gaps or "
+                          "with padding in front, as bidirectional's reversed run has, does not give)")
+    H, order = int(o["units"]), _ONNX_GATES[op]
+    w = g.param(_gates(p["kernel_input"], order)[None], "kernel_input")        # (F, gH) -> (1, gH, F)
+    r = g.param(_gates(p["kernel_hidden"], order)[None], "kernel_hidden")      # (H, gH) -> (1, gH, H)
+    zeros = np.zeros(len(order) * H)
+    biases = (p.get("bias", zeros), zeros) if op == "lstm" else (p.get("bias_input", zeros), p.get("bias_hidden", zeros))
+    b = g.param(np.concatenate([_gates(v, order) for v in biases])[None], "bias") \
+        if any(k.startswith("bias") for k in p) else ""                        # (1, 2gH)
+    initial = []
+    if o["has_carry"]:                                         # a carry (B, H), or (c, h), of another layer
+        carry = xs[-1] if op == "lstm" else (xs[-1],)
+        if op == "lstm" and not isinstance(carry, tuple):
+            raise Unsupported("an LSTM carry that is not another LSTM's (c, h)")
+        initial = [g.op("Unsqueeze", [g.layout(c, _identity(2)), g.ints([0])]) for c in carry]   # (B, H) -> (1, B, H)
+        if op == "lstm":
+            initial = initial[::-1]                            # axon's (c, h) -> ONNX's initial_h, initial_c
+    x = g.layout(xs[0], _TIME_MAJOR)                           # (B, T, F) -> (T, B, F)
+    attrs = dict(hidden_size=H, direction="reverse" if o["reverse"] else "forward")
+    if op == "gru":
+        attrs["linear_before_reset"] = 1
+    outs = g.op(op.upper(), [x, w, r, b, "", *initial], n_out=3 if op == "lstm" else 2, **attrs)
+    seq = _Value(3, g.op("Squeeze", [outs[0], g.ints([1])]), _TIME_MAJOR)    # (T, 1, B, H) -> (T, B, H)
+    last = [_Value(2, g.op("Squeeze", [y, g.ints([0])])) for y in outs[1:]]  # (1, B, H) -> (B, H)
+    return seq, (last[1], last[0]) if op == "lstm" else last[0]
+
+
+def _pick(g, node, xs, p):
+    """A recurrent layer's seq or carry: no op, a part of the layer's tuple."""
+    return xs[0][node.opts["index"]]
+
+
+def _reverse(g, node, xs, p):
+    """bidirectional's reversed run: a Slice with step -1 along the step axis."""
+    x = xs[0]
+    axis = x.perm.index(node.opts["axis"])
+    y = g.op("Slice", [x.name, g.ints([-1]), g.ints([np.iinfo(np.int64).min]), g.ints([axis]), g.ints([-1])])
+    return _Value(x.rank, y, x.perm)
+
+
 def _constant(g, node, xs, p):
     value = np.asarray(node.opts["value"])
     if value.dtype.kind == "f":
@@ -599,7 +660,7 @@ _EXPORTERS = {
     "feature_alpha_dropout": lambda g, node, xs, p: xs[0], "spatial_dropout": lambda g, node, xs, p: xs[0],
     "flatten": _flatten, "reshape": _reshape, "transpose": _transpose, "pad": _pad, "resize": _resize,
     "add": _combine("Add"), "subtract": _combine("Sub"), "multiply": _combine("Mul"), "concatenate": _concatenate,
-    "constant": _constant,
+    "constant": _constant, "lstm": _recurrent, "gru": _recurrent, "seq": _pick, "carry": _pick, "reverse": _reverse,
     **{name: _activation for name in A.__all__ if name != "get"},
 }
 
@@ -618,6 +679,13 @@ def _translation(node):
 
 
 # ---- export -------------------------------------------------------------------------------------------
+def _placeholder(shape):
+    """A stand-in for the value of a layer that was not translated: a tuple of them for a tuple of shapes."""
+    if isinstance(shape, tuple) and shape and all(isinstance(s, tuple) for s in shape):
+        return tuple(_placeholder(s) for s in shape)
+    return _Value(len(shape) if isinstance(shape, tuple) else 0, "?")
+
+
 def _float_dtype(params) -> np.dtype:
     kinds = {np.asarray(v).dtype for v in tree_leaves(params) if np.asarray(v).dtype.kind == "f"}
     if len(kinds) > 1:
@@ -701,7 +769,7 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
             ready = all(values.get(q.id) is not None for q in node.parents)
             # after a layer that failed, translate into a scratch graph: only to find this one's problems too
             target = g if ready else _Graph(onnx, opset, g.dtype)
-            xs = [values[q.id] if ready else _Value(len(q.shape), "?") for q in node.parents]
+            xs = [values[q.id] if ready else _placeholder(q.shape) for q in node.parents]
             target.layer, start = name, len(target.nodes)
             try:
                 value = fn(target, node, xs, layer_params[node.id])
@@ -710,7 +778,7 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
                 continue
             if not ready:
                 continue
-            if g.produced(value.name, start):                  # the layer's result is named after the layer
+            if isinstance(value, _Value) and g.produced(value.name, start):   # the result is named after the layer
                 new = g.fresh(name)
                 g.rename(value.name, new, start)
                 value.views = {value.perm: new}
@@ -719,6 +787,11 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
         raise ValueError(f"export: {len(problems)} layer{'s' if len(problems) > 1 else ''} "
                          f"{'have' if len(problems) > 1 else 'has'} no ONNX form: " + "; ".join(problems))
 
+    tuples = [f"'{names[n.id]}' (op '{n.op}')" for n in outputs if not isinstance(values[n.id], _Value)]
+    if tuples:
+        raise ValueError(f"export: the model outputs {', '.join(tuples)} are tuples (an LSTM's carry (c, h)); "
+                         f"ONNX outputs are tensors: output a layer of one tensor instead")
+
     g.layer, used = "output", set()
     for key, node in zip(keys, outputs):
         v = values[node.id]
@@ -726,7 +799,7 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
         if g.produced(tensor) and tensor not in used:
             g.rename(tensor, key)
             for other in values.values():                      # every value held in that tensor: now in key
-                if other is not None:
+                if isinstance(other, _Value):
                     other.views = {p: key if t == tensor else t for p, t in other.views.items()}
             tensor = key
         else:                                                  # an input, a constant, or an output twice

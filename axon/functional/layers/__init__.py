@@ -13,6 +13,8 @@ are (out,) or None. Every function accepts Tensors or numpy arrays and returns a
     normalization   batch_norm, layer_norm, group_norm, instance_norm, rms_norm
     dropout         dropout, alpha_dropout, feature_alpha_dropout, spatial_dropout
     shape           flatten, reshape, transpose, pad, resize, concatenate
+    attention       dot_product_attention, multi_head_attention, positional embeddings, rotary_embedding
+    recurrent       lstm_cell, gru_cell, conv_lstm_cell, static_unroll, dynamic_unroll, lstm, gru, conv_lstm
     ==============  ================================================================================
 
 Shape inference without running a layer: every layer ``f`` has ``f_output_shape``, taking the same
@@ -28,11 +30,14 @@ looks one up by name.
 """
 from . import conv as _conv_module, dropout as _dropout_module, linear as _linear_module
 from . import normalization as _normalization_module, pooling as _pooling_module, shape as _shape_module
+from . import attention as _attention_module, recurrent as _recurrent_module
+from .attention import *  # noqa: F401,F403
 from .conv import *  # noqa: F401,F403
 from .dropout import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
+from .recurrent import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 
 _MODULES = (_linear_module, _conv_module, _pooling_module, _normalization_module, _dropout_module, _shape_module)
@@ -59,4 +64,7 @@ def output_shape(name: str, *input_shapes, **options) -> tuple:
     return fn(*input_shapes, **options)
 
 
-__all__ = [name for m in _MODULES for name in m.__all__] + ["output_shape"]
+# Sequence layers return (outputs, carry) or take cells: they have no shape functions.
+_SEQUENCE_MODULES = (_recurrent_module, _attention_module)
+
+__all__ = [name for m in _MODULES + _SEQUENCE_MODULES for name in m.__all__] + ["output_shape"]

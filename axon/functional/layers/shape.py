@@ -260,11 +260,11 @@ def resize(x, size, method="nearest", channels="last", antialias=False):
             moved = tuple(a for a in range(x.ndim) if a != axis) + (axis,)
             y = matmul(ttranspose(x, moved), w)                # (..., n_in) @ (n_in, n_out): the axis last
             x = ttranspose(y, tuple(int(i) for i in np.argsort(moved)))
-        elif method == "nearest":
-            x = getitem(x, lead + (_nearest_index(n_in, n_out),))          # size n_in -> n_out along axis
+        elif method == "nearest":                              # (index arrays on x's backend, like x)
+            x = getitem(x, lead + (on_backend_of(x, _nearest_index(n_in, n_out)),))   # n_in -> n_out along axis
         else:
-            i0, i1, w = _linear_index(n_in, n_out, x.dtype)
-            w = on_backend_of(x, w.reshape((-1,) + (1,) * (x.ndim - axis - 1)))   # broadcast along axis
+            i0, i1, w = (on_backend_of(x, a) for a in _linear_index(n_in, n_out, x.dtype))
+            w = w.reshape((-1,) + (1,) * (x.ndim - axis - 1))                # broadcast along axis
             x = getitem(x, lead + (i0,)) * (1 - w) + getitem(x, lead + (i1,)) * w
     return x
 

@@ -1,0 +1,532 @@
+"""The CUDA backend against its CPU twin: every forward, the VJPs through the engine, a few training steps.
+
+Without a GPU these tests run on numba's CUDA simulator, as CI does, in a pytest run of their own:
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda.py -q
+
+(the simulator runs every GPU thread as a Python thread, so the shapes are small and odd). In an
+ordinary run without a GPU and without the simulator the device tests skip, saying why; the two
+tests of how the backend loads run everywhere.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import axon
+from axon import kernels
+from axon.autograd import PRIMITIVES, Tensor
+from axon.backend import to_device
+
+try:
+    import axon.cuda as acuda
+    REASON = None
+except RuntimeError as e:                                       # no numba-cuda, no driver, no device
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":           # the simulator was asked for: it must load
+        raise
+    acuda, REASON = None, str(e)
+
+needs_cuda = pytest.mark.skipif(acuda is None, reason=f"the CUDA backend cannot run here: {REASON}")
+FLOATS = [np.float32, np.float64]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_thread_switches():
+    """The simulator's threads meet at barriers: switch between Python threads often (restored after)."""
+    old = sys.getswitchinterval()
+    if acuda is not None and acuda.SIMULATOR:
+        sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(old)
+
+
+def dev(*arrays):
+    """Host arrays on the device (one array, or a list)."""
+    out = [to_device(np.asarray(a), "cuda") for a in arrays]
+    return out[0] if len(out) == 1 else out
+
+
+def host(x):
+    if isinstance(x, Tensor):
+        return x.numpy()
+    return np.asarray(x) if isinstance(x, (np.ndarray, np.generic)) else x.copy_to_host()
+
+
+def assert_twin(out, ref, dtype=None, tol=None):
+    """Same shape, same dtype, values equal to rounding (float32: 1e-5 relative)."""
+    out, ref = host(out), host(ref)
+    assert out.shape == ref.shape and out.dtype == ref.dtype, (out.shape, out.dtype, ref.shape, ref.dtype)
+    if tol is None:
+        tol = 2e-5 if (dtype or ref.dtype) == np.float32 else 1e-10
+    if ref.dtype.kind == "f":
+        np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    else:
+        np.testing.assert_array_equal(out, ref)
+
+
+# ---- loading ------------------------------------------------------------------------------------------
+def _python(code, **env_changes):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env.update(env_changes)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_import_axon_does_not_load_the_cuda_backend():
+    r = _python("import sys, axon; import axon.backend as b; "
+                "print('axon.cuda' in sys.modules, 'numba.cuda' in sys.modules, b.get_backend())")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False", "cpu"]
+
+
+def test_asking_for_cuda_without_a_gpu_is_one_clear_error():
+    r = _python("import axon.backend as b\ntry:\n    b.backend('cuda')\nexcept RuntimeError as e:\n"
+                "    print('ERROR', e)\nelse:\n    print('LOADED')")
+    assert r.returncode == 0, r.stderr
+    if r.stdout.startswith("LOADED"):
+        pytest.skip("a usable GPU is present: there is no error to see")
+    assert r.stdout.startswith("ERROR the 'cuda' backend"), r.stdout
+    assert "cannot start" in r.stdout or "needs numba-cuda" in r.stdout
+
+
+# ---- elementwise and comparisons ----------------------------------------------------------------------
+UNARY = ["neg", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "sign"]
+BINARY = ["add", "sub", "mul", "div", "power", "maximum", "minimum", "less", "less_equal", "greater",
+          "greater_equal", "equal", "not_equal"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_unary_forwards_equal_the_cpu(dtype, rng):
+    x = rng.standard_normal((3, 5)).astype(dtype)
+    x[0, 0], x[1, 1] = 0.0, np.nan                                    # zero and NaN go through as numpy's
+    x_pos = np.abs(x) + 0.5
+    for name in UNARY:
+        a = x_pos if name in ("log", "sqrt") else x
+        ref = PRIMITIVES[name].forwards["cpu"](a)
+        assert_twin(PRIMITIVES[name].forwards["cuda"](dev(a)), ref, dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_binary_forwards_broadcast_as_the_cpu(dtype, rng):
+    a = rng.standard_normal((2, 1, 5)).astype(dtype)                  # (2, 1, 5) with (3, 1): (2, 3, 5)
+    b = (rng.standard_normal((3, 1)) + 2.0).astype(dtype)
+    b[1, 0] = a[0, 0, 0]                                              # a tie for the comparisons
+    for name in BINARY:
+        p, q = (np.abs(a) + 0.1, b) if name == "power" else (a, b)
+        assert_twin(PRIMITIVES[name].forwards["cuda"](*dev(p, q)), PRIMITIVES[name].forwards["cpu"](p, q), dtype)
+
+
+@needs_cuda
+def test_scalars_logic_where_clip_astype(rng):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    t = Tensor(dev(x))
+    assert_twin(t * 2.0 + 1, Tensor(x) * 2.0 + 1)                      # scalars stay float32
+    assert_twin((t > 0) & ~(t > 1) | (t < -1), (Tensor(x) > 0) & ~(Tensor(x) > 1) | (Tensor(x) < -1))
+    assert_twin(axon.autograd.where(t > 0, t, 0.5 * t), axon.autograd.where(Tensor(x) > 0, Tensor(x), 0.5 * Tensor(x)))
+    assert_twin(t.clip(-0.5, None), Tensor(x).clip(-0.5, None))
+    assert_twin(t.astype(np.float64), Tensor(x).astype(np.float64))
+    assert_twin(t.astype(np.int32), Tensor(x).astype(np.int32))
+    assert_twin((t > 0).astype(np.float32) * t, (Tensor(x) > 0).astype(np.float32) * Tensor(x))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_the_functional_apis_primitives(dtype, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    for name in ("log1p", "expm1", "softplus", "erf", "kernels.erf"):
+        if name in PRIMITIVES:
+            a = np.abs(x) if name == "log1p" else x
+            assert_twin(PRIMITIVES[name].forwards["cuda"](dev(a)), PRIMITIVES[name].forwards["cpu"](a), dtype)
+    elu = PRIMITIVES["elu"].forwards
+    assert_twin(elu["cuda"](dev(x), 1.5, 2.0), elu["cpu"](x, 1.5, 2.0), dtype)
+    for name in ("standardize", "rms_normalize"):
+        for axes in ((2,), (1, 2)):
+            out, ref = PRIMITIVES[name].forwards["cuda"](dev(x), axes, 1e-5), PRIMITIVES[name].forwards["cpu"](x, axes, 1e-5)
+            assert_twin(out[0], ref[0], dtype, tol=1e-4 if dtype == np.float32 else None)
+            assert_twin(out[1], ref[1], dtype, tol=1e-4 if dtype == np.float32 else None)
+
+
+@needs_cuda
+def test_shape_errors_are_the_cpus(rng):
+    with pytest.raises(ValueError, match="add: shapes"):
+        Tensor(dev(np.ones((2, 3)))) + Tensor(dev(np.ones((4,))))
+    with pytest.raises(ValueError, match="matmul: shapes"):
+        Tensor(dev(np.ones((2, 3)))) @ Tensor(dev(np.ones((4, 2))))
+    with pytest.raises(ValueError, match="reshape: cannot reshape"):
+        Tensor(dev(np.ones((2, 3)))).reshape(4, 2)
+    with pytest.raises(ValueError, match="different devices"):
+        Tensor(dev(np.ones(3))) + Tensor(np.ones(3))
+
+
+# ---- reductions -----------------------------------------------------------------------------------------
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("axis, keepdims", [(None, False), (0, True), ((0, 2), False), (-1, False), ((1,), True)])
+def test_reductions_equal_the_cpu(dtype, axis, keepdims, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    for name in ("sum", "max", "min"):
+        ref = PRIMITIVES[name].forwards["cpu"](x, axis=axis, keepdims=keepdims)
+        assert_twin(PRIMITIVES[name].forwards["cuda"](dev(x), axis=axis, keepdims=keepdims), ref, dtype)
+
+
+@needs_cuda
+def test_reductions_nan_ints_and_empty():
+    x = np.array([[1.0, np.nan, 3.0], [4.0, 5.0, -6.0]], np.float32)
+    assert_twin(Tensor(dev(x)).max(axis=1), Tensor(x).max(axis=1))      # NaN wins, as numpy
+    i = np.arange(12, dtype=np.int32).reshape(3, 4)
+    assert_twin(PRIMITIVES["sum"].forwards["cuda"](dev(i), axis=0, keepdims=False), i.sum(axis=0))  # int64, as numpy
+    e = np.zeros((0, 3), np.float32)
+    assert_twin(Tensor(dev(e)).sum(axis=0), Tensor(e).sum(axis=0))
+    assert_twin(Tensor(dev(x)).mean(), Tensor(x).mean())
+
+
+# ---- layout ops --------------------------------------------------------------------------------------------
+INDEXES = [
+    (1,), (slice(None, None, -1), 2), (Ellipsis, None, slice(1, 4)), (slice(1, None), [0, 2, 2]),
+    (np.array([2, 0, 2]),), (np.array([[0, 1], [2, 2]]), slice(None), np.array([4, 0])),
+    (np.array([True, False, True]),), (slice(None), 1, -1),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_layout_ops_equal_the_cpu(dtype, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    X, C = Tensor(dev(x)), Tensor(x)
+    assert_twin(X.reshape(5, -1), C.reshape(5, -1))
+    assert_twin(X.transpose(2, 0, 1), C.transpose(2, 0, 1))
+    assert_twin(X.T, C.T)
+    assert_twin(axon.autograd.broadcast_to(X[:, :1], (2, 3, 4, 5)), axon.autograd.broadcast_to(C[:, :1], (2, 3, 4, 5)))
+    for index in INDEXES:
+        assert_twin(X[index], C[index])
+    assert_twin(axon.autograd.concatenate([X, X[:, :1]], axis=1), axon.autograd.concatenate([C, C[:, :1]], axis=1))
+    assert_twin(axon.autograd.stack([X, X * 2], axis=-1), axon.autograd.stack([C, C * 2], axis=-1))
+    assert_twin(axon.autograd.pad(X, ((1, 0), (0, 2), (1, 1)), value=0.5), axon.autograd.pad(C, ((1, 0), (0, 2), (1, 1)), value=0.5))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_scatter_add_accumulates_repeats_with_atomics(dtype, rng):
+    dy = rng.standard_normal((4, 3)).astype(dtype)
+    for index, shape in [((np.array([0, 2, 2, 0]),), (3, 3)), ((slice(1, 5),), (6, 3)),
+                         ((np.array([1, 1, 1, 1]), np.array([0, 1, 0, 0])), (2, 2, 3))]:
+        target = np.zeros(shape, dtype)[index]
+        d = np.broadcast_to(dy[: target.shape[0]], target.shape).copy() if target.shape != dy.shape else dy
+        ref = PRIMITIVES["scatter_add"].forwards["cpu"](d, index, shape)
+        assert_twin(PRIMITIVES["scatter_add"].forwards["cuda"](dev(d), index, shape), ref, dtype, tol=1e-5)
+
+
+# ---- matmul ----------------------------------------------------------------------------------------------
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("a_shape, b_shape", [((5, 7), (7, 3)), ((2, 1, 3, 9), (4, 9, 2)), ((9,), (9, 2)),
+                                              ((3, 9), (9,)), ((17, 1), (1, 11))])
+def test_matmul_equals_numpy(dtype, a_shape, b_shape, rng):
+    a, b = rng.standard_normal(a_shape).astype(dtype), rng.standard_normal(b_shape).astype(dtype)
+    assert_twin(PRIMITIVES["matmul"].forwards["cuda"](*dev(a, b)), np.matmul(a, b), dtype, tol=1e-4)
+
+
+@needs_cuda
+def test_kernels_matmul_reads_transposes_in_place(rng):
+    a, b = rng.standard_normal((6, 5)).astype(np.float32), rng.standard_normal((7, 6)).astype(np.float32)
+    out = PRIMITIVES["kernels.matmul"].forwards["cuda"](*dev(a, b), transpose_a=True, transpose_b=True)
+    assert_twin(out, (a.T @ b.T).astype(np.float32), tol=1e-4)
+
+
+# ---- VJPs through the engine: the same gradients on both backends ------------------------------------
+def _grads(f, arrays, on_device):
+    leaves = [Tensor(dev(a) if on_device else a, requires_grad=True) for a in arrays]
+    y = f(*leaves)
+    y.backward()
+    return y, [t.grad for t in leaves]
+
+
+def assert_same_grads(f, *arrays, tol=None):
+    y_d, g_d = _grads(f, arrays, True)
+    y_c, g_c = _grads(f, arrays, False)
+    assert y_d.device == "cuda" and all(not isinstance(g, np.ndarray) for g in g_d)   # never left the device
+    assert_twin(y_d, y_c, tol=tol)
+    for gd, gc in zip(g_d, g_c):
+        assert_twin(gd, gc, tol=tol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_vjps_of_the_engines_ops_run_on_the_device(dtype, rng):
+    ag = axon.autograd
+    x = rng.standard_normal((3, 4)).astype(dtype)
+    w = rng.standard_normal((4, 5)).astype(dtype)
+    b = rng.standard_normal((5,)).astype(dtype)
+
+    def f(x, w, b):
+        h = ag.tanh(x @ w + b) * ag.sigmoid(x[:, :1]) - ag.relu(-(x @ w)) / (1.0 + ag.abs(b))
+        h = ag.maximum(h, ag.minimum(b, 0.2)) + ag.exp(ag.clip(h, -1.0, 0.5)) ** 2
+        g = ag.concatenate([h, ag.sqrt(ag.abs(h) + 1.0)], axis=1)[[0, 2, 2], ::2]
+        s = ag.stack([g.max(axis=1), g.min(axis=1), ag.log(g.sum(axis=1) ** 2 + 1.0)], axis=0)
+        return ag.where(s > 0, s, 0.1 * s).mean() + ag.pad(x.T, ((1, 0), (0, 1))).reshape(-1).sum()
+
+    assert_same_grads(f, x, w, b, tol=1e-4 if dtype == np.float32 else 1e-9)
+
+
+# ---- the fused kernels ---------------------------------------------------------------------------------
+CONVS = [  # x shape, w shape, strides, padding, dilation, groups
+    ((2, 7, 3), (3, 3, 4), (2,), ((1, 1),), (1,), 1),
+    ((1, 5, 6, 4), (3, 2, 2, 6), (1, 2), ((1, 0), (0, 2)), (2, 1), 2),
+    ((2, 4, 5, 3), (3, 3, 3, 2), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    ((1, 3, 4, 3, 2), (2, 2, 2, 2, 3), (1, 2, 1), ((0, 1), (1, 0), (0, 0)), (1, 1, 2), 1),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding, dilation, groups", CONVS)
+def test_conv_forward_equals_the_cpu(dtype, x_shape, w_shape, strides, padding, dilation, groups, rng):
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    run = lambda x, w: kernels.conv(x, w, strides, padding, dilation, groups)   # noqa: E731
+    assert_twin(run(*dev(x, w)), run(x, w), dtype, tol=1e-4 if dtype == np.float32 else None)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_pooling_forwards_equal_the_cpu(dtype, rng):
+    x = rng.standard_normal((2, 5, 7, 3)).astype(dtype)
+    x[0, 1, 1, 0] = np.nan
+    pools = [lambda x: kernels.max_pool(x, (2, 3), (2, 2), ((1, 0), (1, 1))),
+             lambda x: kernels.avg_pool(x, (3, 2), (2, 1), ((1, 1), (0, 1)), count_include_pad=False),
+             lambda x: kernels.avg_pool(x, (2, 2), (1, 2), ((0, 1), (1, 0))),
+             lambda x: kernels.adaptive_max_pool(x, (2, 3)), lambda x: kernels.adaptive_avg_pool(x, (3, 2)),
+             lambda x: kernels.global_avg_pool(x)]
+    for pool in pools:
+        assert_twin(pool(dev(x)), pool(x), dtype)
+    a = np.abs(x[:, :, :, :2]) + 0.1
+    assert_twin(kernels.lp_pool(dev(a), 3, (2, 2), (2, 2), ((0, 0), (0, 0))),
+                kernels.lp_pool(a, 3, (2, 2), (2, 2), ((0, 0), (0, 0))), dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_family_and_cross_entropy_equal_the_cpu(dtype, rng):
+    x = (rng.standard_normal((3, 4, 5)) * 3).astype(dtype)
+    X = dev(x)
+    for axis in (-1, 0, (0, 2)):
+        assert_twin(kernels.softmax(X, axis), kernels.softmax(x, axis), dtype)
+        assert_twin(kernels.log_softmax(X, axis), kernels.log_softmax(x, axis), dtype)
+        assert_twin(kernels.logsumexp(X, axis, keepdims=True), kernels.logsumexp(x, axis, keepdims=True), dtype)
+    assert_twin(kernels.logsumexp(X, 1), kernels.logsumexp(x, 1), dtype)
+    logits = x[:, :, 0].T.copy()                                             # (4, 3)
+    t = rng.dirichlet(np.ones(3), 4).astype(dtype)
+    assert_twin(kernels.softmax_cross_entropy(dev(logits), dev(t)), kernels.softmax_cross_entropy(logits, t), dtype)
+    labels = np.array([2, 0, 1, 2])
+    xent = PRIMITIVES["kernels.softmax_cross_entropy"].forwards
+    assert_twin(xent["cuda"](dev(logits), None, labels), xent["cpu"](logits, np.empty((0, 0), dtype), labels), dtype)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batch_norm_and_bias_relu_forwards_equal_the_cpu(dtype, rng):
+    x = rng.normal(2.0, 3.0, (5, 3, 4)).astype(dtype)
+    gamma, beta = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    bn = PRIMITIVES["kernels.batch_norm_train"].forwards
+    mean, invstd = x.reshape(-1, 4).mean(0), 1 / np.sqrt(x.reshape(-1, 4).var(0) + 1e-5)
+    assert_twin(bn["cuda"](*dev(x, gamma, beta), mean, invstd), bn["cpu"](x, gamma, beta, mean, invstd), dtype)
+    assert_twin(kernels.bias_relu(*dev(x, beta)), kernels.bias_relu(x, beta), dtype)
+
+
+@needs_cuda
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")              # the simulator's uint64 arithmetic wraps
+def test_reduce_kernels_and_dropout_mask(rng):
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    assert_twin(kernels.reduce_sum(dev(x), 1), kernels.reduce_sum(x, 1))
+    index = np.argmax(x, axis=1)                                             # (A, B) for axis 1
+    take = PRIMITIVES["kernels.take_along_axis"].forwards
+    assert_twin(take["cuda"](dev(x), index, 1, False), take["cpu"](x, index, 1, False))
+    m1, m2 = acuda.kernels.keep_mask(7, (20, 25), 0.75), acuda.kernels.keep_mask(7, (20, 25), 0.75)
+    m1, m2 = host(m1), host(m2)
+    assert m1.dtype == np.float32 and set(np.unique(m1)) <= {0.0, 1.0}
+    assert np.array_equal(m1, m2) and 0.65 < m1.mean() < 0.85                # seeded, about 3 in 4 kept
+    assert not np.array_equal(m1, host(acuda.kernels.keep_mask(8, (20, 25), 0.75)))
+
+
+# ---- the fused kernels' VJPs: their backward primitives on the device ------------------------------------
+def needs_backward(name):
+    """Skip unless ``axon.kernels`` defines the backward primitive (the VJPs on arrays live there)."""
+    return pytest.mark.skipif(name not in PRIMITIVES, reason=f"this tree's axon.kernels has no {name} primitive")
+
+
+def _weighted(y):
+    """A scalar from y with a different weight per element (so every gradient entry is tested)."""
+    y = y[0] if isinstance(y, tuple) else y
+    w = np.linspace(0.5, 1.5, y.size).reshape(y.shape).astype(y.dtype)
+    return (y * Tensor(to_device(w, y.device))).sum()
+
+
+@needs_cuda
+@needs_backward("kernels.conv_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding, dilation, groups", CONVS[:3])
+def test_conv_vjp_on_the_device(dtype, x_shape, w_shape, strides, padding, dilation, groups, rng):
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    assert_same_grads(lambda x, w: _weighted(kernels.conv(x, w, strides, padding, dilation, groups)), x, w,
+                      tol=1e-4 if dtype == np.float32 else 1e-9)
+
+
+@needs_cuda
+@needs_backward("kernels.max_pool_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_pooling_vjps_on_the_device(dtype, rng):
+    x = rng.standard_normal((2, 5, 6, 2)).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    assert_same_grads(lambda x: _weighted(kernels.max_pool(x, (2, 3), (1, 2), ((1, 0), (1, 1)))), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.avg_pool(x, (3, 2), (2, 1), ((1, 1), (0, 1)))), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.lp_pool(x, 2, (2, 2), (2, 2), ((0, 0), (0, 0)))),
+                      np.abs(x) + 0.1, tol=tol)
+
+
+@needs_cuda
+@needs_backward("kernels.softmax_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_softmax_and_cross_entropy_vjps_on_the_device(dtype, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    assert_same_grads(lambda x: _weighted(kernels.softmax(x, (0, 2))), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.log_softmax(x, 1)), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.logsumexp(x, -1)), x, tol=tol)
+    logits, t = x[:, :, 0].T.copy(), rng.dirichlet(np.ones(3), 4).astype(dtype)
+    assert_same_grads(lambda x, t: _weighted(kernels.softmax_cross_entropy(x, t)), logits, t, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.softmax_cross_entropy(x, np.array([2, 0, 1, 1]))), logits, tol=tol)
+
+
+@needs_cuda
+@needs_backward("kernels.batch_norm_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batch_norm_bias_relu_and_adam_on_the_device(dtype, rng):
+    x = rng.normal(1.0, 2.0, (6, 2, 3)).astype(dtype)
+    gamma, beta = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    assert_same_grads(lambda x, g, b: _weighted(kernels.batch_norm_train(x, g, b, 1e-5)), x, gamma, beta, tol=tol)
+    assert_same_grads(lambda x, b: _weighted(kernels.bias_relu(x, b)), x, beta, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.max_with_indices(x, 1)), x, tol=tol)
+
+
+@needs_cuda
+@needs_backward("kernels.adam_step")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_fused_adam_step_on_the_device(dtype, rng):
+    import inspect
+    from axon.kernels.adam import adam_scalars
+    p, g, m, v = (rng.standard_normal((5, 3)).astype(dtype) for _ in range(4))
+    v = np.abs(v)
+    settings = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, step=4)
+    forwards = PRIMITIVES["kernels.adam_step"].forwards
+    if "scalars" in inspect.signature(forwards["cpu"]).parameters:          # the settings as adam_scalars
+        settings = {"scalars": adam_scalars(dtype, **settings)}
+    for out, ref in zip(forwards["cuda"](*dev(p, g, m, v), **settings), forwards["cpu"](p, g, m, v, **settings)):
+        assert_twin(out, ref, tol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+# ---- a few training steps on the device equal the CPU's -----------------------------------------------
+def _mlp_loss(params, x, labels):
+    ag = axon.autograd
+    h = ag.relu(x @ params["w1"] + params["b1"])                            # (N, 784') -> (N, H)
+    z = h @ params["w2"] + params["b2"]                                     # (N, K) logits
+    m = z.max(axis=1, keepdims=True)
+    lse = m + ag.log(ag.exp(z - m).sum(axis=1, keepdims=True))              # (N, 1)
+    return (lse.reshape(-1) - z[np.arange(z.shape[0]), labels]).mean()
+
+
+def _sgd_steps(loss_fn, params, batches, lr, on_device):
+    """Plain SGD by hand: Tensor leaves, backward, ``p - lr g`` as Tensor ops (no host round trip)."""
+    params = to_device(params, "cuda" if on_device else "cpu")
+    losses = []
+    for x, labels in batches:
+        leaves = {k: Tensor(v, requires_grad=True) for k, v in params.items()}
+        xb = Tensor(to_device(x, "cuda") if on_device else x)
+        loss = loss_fn(leaves, xb, labels)
+        loss.backward()
+        with axon.no_grad():
+            params = {k: (Tensor(v) - lr * Tensor(leaves[k].grad)).data for k, v in params.items()}
+        losses.append(float(loss))
+    return params, losses
+
+
+@needs_cuda
+def test_mlp_training_steps_on_the_device_equal_the_cpus(rng):
+    params = {"w1": (rng.standard_normal((12, 8)) * 0.3).astype(np.float32), "b1": np.zeros(8, np.float32),
+              "w2": (rng.standard_normal((8, 5)) * 0.3).astype(np.float32), "b2": np.zeros(5, np.float32)}
+    batches = [(rng.standard_normal((6, 12)).astype(np.float32), rng.integers(0, 5, 6))] * 3   # fit one batch
+    p_dev, l_dev = _sgd_steps(_mlp_loss, params, batches, 0.5, True)
+    p_cpu, l_cpu = _sgd_steps(_mlp_loss, params, batches, 0.5, False)
+    assert all(isinstance(v, acuda.ARRAY_TYPES) for v in p_dev.values())   # params stayed device arrays
+    np.testing.assert_allclose(l_dev, l_cpu, rtol=1e-4, atol=1e-4)
+    assert l_cpu[-1] < l_cpu[0]
+    for k in params:
+        np.testing.assert_allclose(host(p_dev[k]), p_cpu[k], rtol=1e-4, atol=1e-4)
+
+
+def _cnn_loss(params, x, labels):
+    h = kernels.bias_relu(kernels.conv(x, params["k"], (1, 1), ((1, 1), (1, 1)), (1, 1)), params["c"])  # (N, 6, 6, 4)
+    h = kernels.max_pool(h, (2, 2), (2, 2), ((0, 0), (0, 0)))                                            # (N, 3, 3, 4)
+    z = h.reshape(h.shape[0], -1) @ params["w"] + params["b"]                                            # (N, 3)
+    return kernels.softmax_cross_entropy(z, labels).mean()
+
+
+@needs_cuda
+@needs_backward("kernels.conv_backward")
+def test_cnn_training_steps_on_the_device_equal_the_cpus(rng):
+    params = {"k": (rng.standard_normal((3, 3, 2, 4)) * 0.3).astype(np.float32), "c": np.zeros(4, np.float32),
+              "w": (rng.standard_normal((36, 3)) * 0.2).astype(np.float32), "b": np.zeros(3, np.float32)}
+    batches = [(rng.standard_normal((3, 6, 6, 2)).astype(np.float32), np.array([0, 2, 1]))] * 3
+    p_dev, l_dev = _sgd_steps(_cnn_loss, params, batches, 0.3, True)
+    p_cpu, l_cpu = _sgd_steps(_cnn_loss, params, batches, 0.3, False)
+    assert all(isinstance(v, acuda.ARRAY_TYPES) for v in p_dev.values())
+    np.testing.assert_allclose(l_dev, l_cpu, rtol=1e-4, atol=1e-4)
+    assert l_cpu[-1] < l_cpu[0]
+    for k in params:
+        np.testing.assert_allclose(host(p_dev[k]), p_cpu[k], rtol=1e-4, atol=1e-4)
+
+
+PUBLIC_MODELS = {   # dropout's mask is drawn on the host from the step's key: the same on both devices
+    "mlp": lambda: axon.input((None, 12)).dense(8, activation="relu").dropout(rate=0.25).dense(4, activation="softmax"),
+    "cnn": lambda: (axon.input((None, 6, 6, 1)).conv(3, kernel_size=3, padding="same", activation="relu")
+                    .max_pool(kernel_size=2).flatten().dense(4, activation="softmax")),
+}
+
+
+@needs_cuda
+@needs_backward("kernels.softmax_cross_entropy_backward")
+@pytest.mark.parametrize("name", list(PUBLIC_MODELS))
+def test_training_with_device_cuda_equals_the_cpu(name, rng):
+    """``train(..., device="cuda")``: params and Adam's moments stay device arrays, and end as on the CPU."""
+    x = rng.random((16, 6, 6, 1) if name == "cnn" else (16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    model = PUBLIC_MODELS[name]()
+    s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adam(0.01), metrics=["accuracy"])
+    cpu = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1)
+    dev = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1, device="cuda")
+    leaves = axon.tree.tree_leaves(dev.params)
+    assert leaves and all(isinstance(v, acuda.ARRAY_TYPES) for v in leaves)
+    np.testing.assert_allclose(dev.history["loss"], cpu.history["loss"], rtol=1e-4)
+    for a, b in zip(axon.tree.tree_leaves(cpu.params), leaves):
+        np.testing.assert_allclose(host(b), a, rtol=1e-4, atol=1e-4)
+
+
+# ---- the docstring examples of axon.cuda run on the device too ---------------------------------------
+@needs_cuda
+@pytest.mark.parametrize("name", ["axon.cuda", "axon.cuda._runtime", "axon.cuda.factories", "axon.cuda.ops",
+                                  "axon.cuda.layout", "axon.cuda.matmul", "axon.cuda.kernels",
+                                  "axon.cuda.backward"])
+def test_cuda_docstring_examples(name):
+    import doctest
+    import importlib
+    import inspect
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0 and result.failed == 0, f"{result.failed} of {result.attempted} failed in {name}"
+    missing = [n for n in getattr(module, "__all__", []) if (inspect.isfunction(getattr(module, n, None)) or
+               inspect.isclass(getattr(module, n, None))) and getattr(module, n).__module__ == name
+               and ">>>" not in (inspect.getdoc(getattr(module, n)) or "")]
+    assert not missing, f"{name}: public functions without a runnable example: {missing}"

@@ -1,0 +1,237 @@
+"""Recurrent layers: cells, unrolls and the fused kernels, against finite differences and PyTorch."""
+import numpy as np
+import pytest
+
+import axon
+from axon import layers as L
+from axon.autograd import Tensor
+
+r = np.random.default_rng(0)
+UNROLLS = ("fused", "static", "dynamic")
+MASK = np.array([[True, True, False], [True, False, True]])     # (B, T) = (2, 3): padding in the middle and at the end
+
+
+def a(*shape):
+    return r.standard_normal(shape)
+
+
+# ---- finite differences --------------------------------------------------------------------------------
+def test_cells_check_grads_second_order():
+    B, F, H = 2, 3, 2
+    axon.check_grads(lambda x, c, h, w, u, b: sum(t.sum() for t in L.lstm_cell(x, (c, h), w, u, b)[0]),
+                     (a(B, F), a(B, H), a(B, H), a(F, 4 * H), a(H, 4 * H), a(4 * H)), order=2)
+    axon.check_grads(lambda x, h, w, u, bi, bh: L.gru_cell(x, h, w, u, bi, bh)[1] ** 2,
+                     (a(B, F), a(B, H), a(F, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H)), order=2)
+
+
+def test_conv_lstm_cell_check_grads():
+    # first order: the convolution kernel's VJP is first-order only (kernels.conv)
+    axon.check_grads(lambda x, c, h, w, u, b: L.conv_lstm_cell(x, (c, h), w, u, b)[1],
+                     (a(1, 4, 2), a(1, 4, 2), a(1, 4, 2), a(3, 2, 8), a(3, 2, 8), a(8)))
+
+
+@pytest.mark.parametrize("unroll", UNROLLS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_gru_check_grads(unroll, reverse):
+    B, T, F, H = 2, 3, 2, 2
+    order = 1 if unroll == "dynamic" else 2                     # dynamic_unroll is first-order only
+
+    def lstm_loss(x, w, u, b, c0, h0):
+        y, (c, h) = L.lstm(x, (c0, h0), w, u, b, mask=MASK, reverse=reverse, unroll=unroll)
+        return (y * y).sum() + (c * h).sum()
+
+    def gru_loss(x, w, u, bi, bh, h0):
+        y, h = L.gru(x, h0, w, u, bi, bh, mask=MASK, reverse=reverse, unroll=unroll)
+        return (y * y).sum() + (h * h * h).sum()
+
+    axon.check_grads(lstm_loss, (a(B, T, F), a(F, 4 * H), a(H, 4 * H), a(4 * H), a(B, H), a(B, H)), order=order)
+    axon.check_grads(gru_loss, (a(B, T, F), a(F, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H), a(B, H)), order=order)
+
+
+def test_conv_lstm_check_grads_and_unrolls_agree():
+    args = (a(2, 3, 3, 1), a(3, 1, 4), a(3, 1, 4), a(4), a(2, 3, 1), a(2, 3, 1))
+    f = lambda x, w, u, b, c0, h0, unroll="static": L.conv_lstm(x, (c0, h0), w, u, b, mask=MASK, unroll=unroll)[0]  # noqa: E731
+    axon.check_grads(f, args)
+    np.testing.assert_allclose(f(*args).numpy(), f(*args, unroll="dynamic").numpy(), atol=1e-12)
+
+
+def test_static_and_dynamic_unroll_of_any_cell():
+    cell = lambda x_t, s, w: (s * w + x_t, (s * w + x_t) ** 2)  # noqa: E731
+    x, s0 = a(2, 4, 3), a(2, 3)
+    axon.check_grads(lambda x, s0, w: L.static_unroll(cell, x, s0, w, mask=np.ones((2, 4)))[0], (x, s0, a(3)), order=2)
+    axon.check_grads(lambda x, s0, w: L.dynamic_unroll(cell, x, s0, w, reverse=True)[0], (x, s0, a(3)))
+    y, s = L.static_unroll(cell, x, s0, np.full(3, 0.5))
+    y2, s2 = L.dynamic_unroll(cell, x, s0, np.full(3, 0.5))
+    np.testing.assert_allclose(y.numpy(), y2.numpy())
+    np.testing.assert_allclose(s.numpy(), s2.numpy())
+
+
+def test_unrolls_agree_in_float32_and_keep_the_dtype():
+    B, T, F, H = 3, 7, 5, 4
+    x, w, u, b = (v.astype(np.float32) for v in (a(B, T, F), a(F, 4 * H), a(H, 4 * H), a(4 * H)))
+    zeros = np.zeros((B, H), np.float32)
+    outs = [L.lstm(x, (zeros, zeros), w, u, b, unroll=un)[0] for un in UNROLLS]
+    assert all(y.dtype == np.float32 for y in outs)
+    for y in outs[1:]:
+        np.testing.assert_allclose(outs[0].numpy(), y.numpy(), atol=2e-6)    # the float32 tanh: 2 ulp
+
+
+def test_masked_steps_keep_the_carry_and_output_zero():
+    B, T, F, H = 2, 3, 2, 3
+    x, w, u = a(B, T, F), a(F, 4 * H), a(H, 4 * H)
+    zeros = np.zeros((B, H))
+    y, (c, h) = L.lstm(x, (zeros, zeros), w, u, mask=MASK)
+    assert np.all(y.numpy()[0, 2] == 0) and np.all(y.numpy()[1, 1] == 0)
+    np.testing.assert_allclose(h.numpy()[0], y.numpy()[0, 1])                 # the last real step's h
+    short, _ = L.lstm(x[:1, :2], (zeros[:1], zeros[:1]), w, u)               # the same sequence, unpadded
+    np.testing.assert_allclose(y.numpy()[0, :2], short.numpy()[0])
+
+
+def test_reverse_equals_running_the_flipped_sequence():
+    x, w, u, bi, bh, h0 = a(2, 5, 3), a(3, 6), a(2, 6), a(6), a(6), a(2, 2)
+    y, h = L.gru(x, h0, w, u, bi, bh, reverse=True)
+    y2, h2 = L.gru(x[:, ::-1], h0, w, u, bi, bh)
+    np.testing.assert_allclose(y.numpy(), y2.numpy()[:, ::-1], atol=1e-12)
+    np.testing.assert_allclose(h.numpy(), h2.numpy(), atol=1e-12)
+
+
+def test_bad_shapes_raise_clear_errors():
+    with pytest.raises(ValueError, match="lstm: expects a sequence"):
+        L.lstm(a(2, 3), (a(2, 4), a(2, 4)), a(3, 16), a(4, 16))
+    with pytest.raises(ValueError, match="kernel_hidden"):
+        L.lstm(a(2, 3, 3), (a(2, 4), a(2, 4)), a(3, 16), a(4, 12))
+    with pytest.raises(ValueError, match="mask must be"):
+        L.gru(a(2, 3, 3), a(2, 4), a(3, 12), a(4, 12), mask=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="unroll must be"):
+        L.gru(a(2, 3, 3), a(2, 4), a(3, 12), a(4, 12), unroll="fast")
+
+
+def test_dynamic_unroll_refuses_grad_of_grad():
+    cell = lambda x_t, s, w: (s * w + x_t, s * w + x_t)  # noqa: E731
+    with pytest.raises(NotImplementedError, match="scan"):
+        axon.check_grads(lambda x: L.dynamic_unroll(cell, x, np.zeros((1, 2)), np.ones(2))[0], (a(1, 2, 2),), order=2)
+
+
+# ---- against PyTorch -----------------------------------------------------------------------------------
+def _torch_weights(module):
+    w = {k: v.detach().numpy() for k, v in module.named_parameters()}
+    return w["weight_ih_l0"].T, w["weight_hh_l0"].T, w["bias_ih_l0"], w["bias_hh_l0"]
+
+
+def test_cells_equal_torch():
+    torch = pytest.importorskip("torch")
+    B, F, H = 3, 4, 5
+    x, h0, c0 = a(B, F), a(B, H), a(B, H)
+    cell = torch.nn.LSTMCell(F, H).double()
+    xt = torch.tensor(x, requires_grad=True)
+    ht, ct = cell(xt, (torch.tensor(h0), torch.tensor(c0)))
+    (ht.sum() + (ct * ct).sum()).backward()
+    w, u, bi, bh = (cell.weight_ih.detach().numpy().T, cell.weight_hh.detach().numpy().T,
+                    cell.bias_ih.detach().numpy(), cell.bias_hh.detach().numpy())
+    xa = Tensor(x, requires_grad=True)
+    (c, h), y = L.lstm_cell(xa, (c0, h0), w, u, bi + bh)
+    (h.sum() + (c * c).sum()).backward()
+    np.testing.assert_allclose(h.numpy(), ht.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(xa.grad, xt.grad.numpy(), atol=1e-12)
+
+    cell = torch.nn.GRUCell(F, H).double()
+    xt = torch.tensor(x, requires_grad=True)
+    ht = cell(xt, torch.tensor(h0))
+    (ht ** 2).sum().backward()
+    xa = Tensor(x, requires_grad=True)
+    h, _ = L.gru_cell(xa, h0, cell.weight_ih.detach().numpy().T, cell.weight_hh.detach().numpy().T,
+                      cell.bias_ih.detach().numpy(), cell.bias_hh.detach().numpy())
+    (h * h).sum().backward()
+    np.testing.assert_allclose(h.numpy(), ht.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(xa.grad, xt.grad.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("unroll", UNROLLS)
+def test_lstm_and_gru_equal_torch(unroll):
+    torch = pytest.importorskip("torch")
+    B, T, F, H = 3, 6, 4, 5
+    x, h0, c0 = a(B, T, F), a(B, H), a(B, H)
+
+    lstm = torch.nn.LSTM(F, H, batch_first=True).double()
+    xt = torch.tensor(x, requires_grad=True)
+    yt, (ht, ct) = lstm(xt, (torch.tensor(h0)[None], torch.tensor(c0)[None]))
+    ((yt ** 2).sum() + (ct * ht).sum()).backward()
+    w, u, bi, bh = _torch_weights(lstm)
+    xa, ua = Tensor(x, requires_grad=True), Tensor(u, requires_grad=True)
+    y, (c, h) = L.lstm(xa, (c0, h0), w, ua, bi + bh, unroll=unroll)
+    ((y * y).sum() + (c * h).sum()).backward()
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(c.numpy(), ct[0].detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(xa.grad, xt.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(ua.grad, lstm.weight_hh_l0.grad.numpy().T, atol=1e-12)
+
+    gru = torch.nn.GRU(F, H, batch_first=True).double()
+    xt = torch.tensor(x, requires_grad=True)
+    yt, ht = gru(xt, torch.tensor(h0)[None])
+    ((yt ** 2).sum() + (ht ** 3).sum()).backward()
+    w, u, bi, bh = _torch_weights(gru)
+    xa, bha = Tensor(x, requires_grad=True), Tensor(bh, requires_grad=True)
+    y, h = L.gru(xa, h0, w, u, bi, bha, unroll=unroll)
+    ((y * y).sum() + (h * h * h).sum()).backward()
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(xa.grad, xt.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(bha.grad, gru.bias_hh_l0.grad.numpy(), atol=1e-12)
+
+
+def test_padded_lstm_equals_torch_packed_sequences():
+    torch = pytest.importorskip("torch")
+    B, T, F, H = 3, 5, 2, 3
+    lengths = np.array([5, 2, 4])
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    x = a(B, T, F) * mask[:, :, None]
+    lstm = torch.nn.LSTM(F, H, batch_first=True).double()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x), torch.tensor(lengths), batch_first=True,
+                                                     enforce_sorted=False)
+    yt, (ht, ct) = lstm(packed)
+    yt, _ = torch.nn.utils.rnn.pad_packed_sequence(yt, batch_first=True, total_length=T)
+    w, u, bi, bh = _torch_weights(lstm)
+    zeros = np.zeros((B, H))
+    y, (c, h) = L.lstm(x, (zeros, zeros), w, u, bi + bh, mask=mask)
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(h.numpy(), ht[0].detach().numpy(), atol=1e-12)
+
+
+def test_float32_fused_kernels_close_to_torch():
+    torch = pytest.importorskip("torch")
+    B, T, F, H = 4, 9, 3, 8
+    x = a(B, T, F).astype(np.float32)
+    gru = torch.nn.GRU(F, H, batch_first=True)
+    yt, _ = gru(torch.tensor(x))
+    w, u, bi, bh = _torch_weights(gru)
+    y, _ = L.gru(x, np.zeros((B, H), np.float32), w, u, bi, bh)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), atol=1e-5)
+
+
+# ---- the model builders ----------------------------------------------------------------------------------
+def test_builders_count_params_exactly_and_run():
+    x = axon.input((None, 6, 3))
+    seq, carry = x.lstm(5)
+    gseq, gh = axon.bidirectional(seq, lambda s: s.gru(4))[0], None
+    model = axon.container({"seq": gseq, "carry": carry})
+    params = axon.init(model)
+    n = sum(v.size for layer in params.values() for v in layer.values())
+    assert axon.count_params(model)["total"] == n == (3 * 20 + 5 * 20 + 20) + 2 * (5 * 12 + 4 * 12 + 24)
+    out = axon.predict(model, params, a(2, 6, 3).astype(np.float32))
+    assert out["seq"].shape == (2, 6, 8) and [c.shape for c in out["carry"]] == [(2, 5), (2, 5)]
+    assert "Total parameters: 444" in axon.summary(model)
+    for axis, error in ((0, ValueError), (3, ValueError), (-1, ValueError), (1.0, TypeError)):   # not a step axis
+        with pytest.raises(error, match="bidirectional: axis must be"):
+            axon.bidirectional(x, lambda s: s.gru(4), axis=axis)
+
+
+def test_builder_mask_and_carry_inputs():
+    tokens = axon.input((None, 4), name="tokens")
+    emb = tokens.embedding(10, 3)
+    seq, carry = emb.lstm(2, mask=tokens.mask(0))
+    dec, _ = emb.lstm(2, carry=carry)                          # an encoder's carry starts the decoder
+    params = axon.init(dec)
+    t = np.array([[3, 1, 0, 0], [2, 5, 7, 1]])
+    s, c = axon.predict(axon.container((seq, carry)), params, t)
+    assert np.all(s[0, 2:] == 0) and np.allclose(c[1][0], s[0, 1])
+    assert axon.predict(dec, params, t).shape == (2, 4, 2)
