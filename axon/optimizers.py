@@ -32,18 +32,20 @@ from .autograd import Tensor, ops
 from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
-from .tree import tree_flatten_with_path, tree_leaves, tree_map_multi
+from .tree import tensor_map, tree_flatten_with_path, tree_leaves, tree_map_multi
 from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleState, _check_like, _count, _hyper,
                       _need_params, add_decayed_weights, add_noise, chain, clip_by_block_rms, masked,
                       scale_by_adadelta, scale_by_adam, scale_by_belief, scale_by_factored_rms,
                       scale_by_learning_rate, scale_by_lion, scale_by_nadam, scale_by_param_block_rms,
                       scale_by_radam, scale_by_rms, scale_by_rss, scale_by_stddev, scale_by_trust_ratio,
                       scale_by_yogi, trace, ema, scale_by_adamax, scale_by_amsgrad, scale_by_novograd,
-                      scale_by_optimistic_gradient, scale_by_sign)
+                      scale_by_optimistic_gradient, scale_by_sign, scale_by_rprop, scale_by_adan, scale_by_polyak,
+                      scale_by_sm3, scale)
 
 __all__ = ["adabelief", "adagrad", "adam", "adamw", "fromage", "lamb", "noisy_sgd", "radam", "rmsprop", "sgd",
            "yogi", "nadam", "adadelta", "lion", "lars", "adafactor", "dpsgd", "lbfgs",
-           "adamax", "adamaxw", "amsgrad", "nadamw", "novograd", "sign_sgd", "signum", "optimistic_gradient_descent"]
+           "adamax", "adamaxw", "amsgrad", "nadamw", "novograd", "sign_sgd", "signum", "optimistic_gradient_descent",
+           "rprop", "adan", "optimistic_adam", "polyak_sgd", "sm3"]
 
 
 def _optimizer(name: str, *transforms) -> GradientTransformation:
@@ -67,13 +69,18 @@ def _momentum(fn, momentum, nesterov):
 
 
 # ---- the eleven of Axon ------------------------------------------------------------------------------
-def adabelief(lr=1e-3, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16) -> GradientTransformation:
+def adabelief(lr=1e-3, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, weight_decay=0.0, mask=None
+              ) -> GradientTransformation:
     """AdaBelief (Zhuang et al., 2020): Adam that trusts the gradient when it matches its prediction.
+
+    ``weight_decay`` is decoupled, as in AdamW and the authors' ``AdaBelief(weight_decouple=True)``:
+    ``p -= lr (step + weight_decay p)`` (``mask`` chooses the params it applies to).
 
     >>> adabelief(1e-3).init({"w": np.zeros(2)})[0].count
     array(0)
     """
-    return _optimizer("adabelief", scale_by_belief(b1, b2, eps, eps_root), scale_by_learning_rate(lr))
+    decay = [add_decayed_weights(weight_decay, mask)] if weight_decay or mask is not None else []
+    return _optimizer("adabelief", scale_by_belief(b1, b2, eps, eps_root), *decay, scale_by_learning_rate(lr))
 
 
 def adagrad(lr=1e-2, initial_accumulator_value=0.0, eps=1e-10) -> GradientTransformation:
@@ -203,14 +210,17 @@ def fromage(lr=1e-2, min_norm=1e-6) -> GradientTransformation:
                       scale_by_learning_rate(lambda c: float(lr(c)) * mult(c)), add_decayed_weights(lambda c: mult(c) - 1))
 
 
-def lamb(lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0, mask=None) -> GradientTransformation:
+def lamb(lr=1e-3, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0, mask=None, min_norm=0.0
+         ) -> GradientTransformation:
     """LAMB (You et al., 2019): AdamW's step rescaled per layer by ``||p|| / ||step||`` (layer-wise trust ratio).
+
+    ``min_norm``: both norms are at least this (Polaris' option), so a param near 0 still moves.
 
     >>> lamb(1e-3).init({"w": np.zeros(2)})[0].count
     array(0)
     """
     return _optimizer("lamb", scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(weight_decay, mask),
-                      scale_by_trust_ratio(), scale_by_learning_rate(lr))
+                      scale_by_trust_ratio(min_norm), scale_by_learning_rate(lr))
 
 
 def noisy_sgd(lr=1e-2, eta=0.01, gamma=0.55, seed=0) -> GradientTransformation:
@@ -236,15 +246,17 @@ def radam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, threshold=5.0) -> GradientTransfo
     return _optimizer("radam", scale_by_radam(b1, b2, eps, threshold), scale_by_learning_rate(lr))
 
 
-def rmsprop(lr=1e-2, decay=0.9, eps=1e-8, centered=False, momentum=None, nesterov=False) -> GradientTransformation:
+def rmsprop(lr=1e-2, decay=0.9, eps=1e-8, centered=False, momentum=None, nesterov=False, initial_scale=0.0
+            ) -> GradientTransformation:
     """RMSProp (Hinton, 2012): ``p -= lr g / (sqrt(E[g^2]) + eps)``; centered: divide by the std of g.
 
     With ``momentum`` the scaled gradients go through ``trace``: PyTorch's ``RMSprop(alpha=decay, ...)``.
+    ``initial_scale``: the starting value of E[g^2] (Polaris' and Optax's option; PyTorch starts at 0).
 
     >>> type(rmsprop(1e-2, centered=True, momentum=0.9).init({"w": np.zeros(1)})[1]).__name__
     'TraceState'
     """
-    scaling = scale_by_stddev(decay, eps) if centered else scale_by_rms(decay, eps)
+    scaling = (scale_by_stddev if centered else scale_by_rms)(decay, eps, initial_scale)
     return _optimizer("rmsprop", scaling, *_momentum("rmsprop", momentum, nesterov), scale_by_learning_rate(lr))
 
 
@@ -433,3 +445,72 @@ def optimistic_gradient_descent(lr, alpha=1.0, beta=1.0) -> GradientTransformati
     """
     return _optimizer("optimistic_gradient_descent", scale_by_optimistic_gradient(alpha, beta),
                       scale_by_learning_rate(lr))
+
+
+def rprop(lr, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0) -> GradientTransformation:
+    """Rprop (Riedmiller and Braun, 1993): a step size per element, grown while g keeps its sign;
+    ``p -= sign(g) step``. PyTorch's ``Rprop(lr, etas=(eta_minus, eta_plus), step_sizes=(min, max))``.
+
+    >>> opt = rprop(0.1)
+    >>> opt.update({"w": np.array([3.0, -2.0])}, opt.init({"w": np.zeros(2)}))[0]["w"]
+    array([-0.1,  0.1])
+    """
+    return _optimizer("rprop", scale_by_rprop(lr, eta_minus, eta_plus, min_step_size, max_step_size), scale(-1.0))
+
+
+def adan(lr=1e-3, b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=0.0, weight_decay=0.0, mask=None
+         ) -> GradientTransformation:
+    """Adan (Xie et al., 2022): Nesterov-style moments of g and of its differences; Optax's ``adan``.
+
+    ``weight_decay`` is decoupled (added after the direction, before the learning rate).
+
+    >>> adan(1e-3).init({"w": np.zeros(2)})[0].count
+    array(0)
+    """
+    decay = [add_decayed_weights(weight_decay, mask)] if weight_decay or mask is not None else []
+    return _optimizer("adan", scale_by_adan(b1, b2, b3, eps, eps_root), *decay, scale_by_learning_rate(lr))
+
+
+def optimistic_adam(lr, optimism=None, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=True
+                    ) -> GradientTransformation:
+    """Optimistic Adam (Daskalakis et al., 2018), as Optax: with Adam's direction r,
+    ``p -= lr r + optimism (r - r_prev)`` (``optimism`` defaults to ``lr``), for min-max games.
+
+    >>> opt = optimistic_adam(0.1)
+    >>> opt.update({"w": np.array([3.0])}, opt.init({"w": np.zeros(1)}))[0]["w"].round(6)   # -lr r, r looking ahead
+    array([-0.147368])
+    """
+    optimism = lr if optimism is None else optimism
+    return _optimizer("optimistic_adam", scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov),
+                      scale_by_optimistic_gradient(lr, optimism), scale(-1.0))
+
+
+def polyak_sgd(max_lr=1.0, scaling=1.0, f_min=0.0, eps=0.0) -> GradientTransformation:
+    """SGD with the Polyak step size (Optax's ``polyak_sgd``): ``p -= min(max_lr, (f - f_min) / ||g||^2) g``.
+
+    ``update`` needs the loss: ``update(grads, state, params, value=f)`` (so it runs in a loop written by
+    hand, not through ``axon.training.step``).
+
+    >>> opt = polyak_sgd()
+    >>> w = np.array([1.0, -2.0])                              # f = ||w||^2 / 2, least value 0
+    >>> opt.update(w, opt.init(w), w, value=float(w @ w) / 2)[0]   # (f - 0) / ||g||^2 = 1/2: halfway there
+    array([-0.5,  1. ])
+    """
+    inner = scale_by_polyak(max_lr, scaling, f_min, eps)
+
+    def update(grads, state, params=None, value=None):
+        if params is not None:
+            _check_like("polyak_sgd", params, grads)
+        updates, state = inner.update(grads, state, params, value=value)
+        return tensor_map(lambda u: -u, updates), state
+    return GradientTransformation(inner.init, update)
+
+
+def sm3(lr, momentum=0.9) -> GradientTransformation:
+    """SM3 (Anil et al., 2019): Adagrad with one accumulator per axis of each param; Optax's ``sm3``.
+
+    >>> opt = sm3(0.1, momentum=0.0)
+    >>> opt.update({"w": np.array([[3.0, -4.0]])}, opt.init({"w": np.zeros((1, 2))}))[0]["w"].round(6)
+    array([[-0.1,  0.1]])
+    """
+    return _optimizer("sm3", scale_by_sm3(momentum), scale(-_hyper("sm3", "lr", lr)))

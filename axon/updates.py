@@ -40,7 +40,7 @@ import numpy as np
 from .autograd import Tensor, ops
 from .backend import backend_of
 from .random import rng
-from .tree import tensor_map, tree_leaves, tree_map, tree_structure_check
+from .tree import tensor_map, tree_leaves, tree_map, tree_map_multi, tree_structure_check
 
 __all__ = [
     # the protocol and how to combine
@@ -51,7 +51,7 @@ __all__ = [
     "scale_by_stddev", "scale_by_radam", "scale_by_yogi", "scale_by_nadam", "scale_by_adadelta", "scale_by_lion",
     "scale_by_rss", "scale_by_trust_ratio", "scale_by_factored_rms", "scale_by_param_block_rms",
     "scale_by_amsgrad", "scale_by_adamax", "scale_by_novograd", "scale_by_optimistic_gradient", "scale_by_sign",
-    "ema",
+    "ema", "scale_by_state", "scale_by_rprop", "scale_by_adan", "scale_by_polyak", "scale_by_sm3",
     # momentum, regularisation, noise, clipping
     "trace", "add_decayed_weights", "add_noise", "clip", "clip_by_global_norm", "clip_by_block_rms", "centralize",
     # wrappers
@@ -61,6 +61,7 @@ __all__ = [
     "ScaleByAdadeltaState", "ScaleByLionState", "ScaleByRssState", "FactoredRmsState", "TraceState",
     "AddNoiseState", "MaskedState", "ApplyIfFiniteState", "AccumulateGradientsState", "EmaParamsState",
     "ScaleByAmsgradState", "ScaleByNovogradState", "ScaleByOptimisticGradientState", "EmaState",
+    "ScaleByStateState", "ScaleByRpropState", "ScaleByAdanState", "ScaleBySM3State",
 ]
 
 
@@ -478,11 +479,13 @@ def scale_by_learning_rate(lr, flip_sign: bool = True) -> GradientTransformation
 
 
 @_combinator
-def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False) -> GradientTransformation:
     """Adam's direction (Kingma and Ba, 2015), bias-corrected moments of the gradient.
 
     ``m = b1 m + (1 - b1) g``,  ``v = b2 v + (1 - b2) g^2``,
     ``u = m_hat / (sqrt(v_hat + eps_root) + eps)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
+    ``nesterov=True`` (Optax's option) looks one step ahead:
+    ``m_hat = b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t)``.
 
     >>> t = scale_by_adam()
     >>> t.update({"w": np.array([3.0, -0.5])}, t.init({"w": np.zeros(2)}))[0]["w"].round(6)
@@ -500,7 +503,12 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransform
         mu = tensor_map(lambda g, m: _like(b1 * m + (1 - b1) * g, m), grads, state.mu)   # moments keep
         nu = tensor_map(lambda g, v: _like(b2 * v + (1 - b2) * (g * g), v), grads, state.nu)  # their dtype
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)               # bias corrections
-        updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
+        if nesterov:                                               # the moment one step ahead
+            ahead = b1 / (1 - b1 ** (t + 1))
+            updates = tensor_map(lambda g, m, v: (ahead * m + ((1 - b1) * c1) * g) / (ops.sqrt(c2 * v + eps_root) + eps),
+                                 grads, mu, nu)
+        else:
+            updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
         return updates, ScaleByAdamState(_count(t), mu, nu)
     return GradientTransformation(init, update)
 
@@ -1310,3 +1318,209 @@ def ema(decay, debias: bool = True) -> GradientTransformation:
         c = 1 / (1 - decay ** t) if debias and decay < 1 else 1.0
         return (tensor_map(lambda e: c * e, e) if c != 1.0 else e), EmaState(_count(t), e)
     return GradientTransformation(lambda params: EmaState(_count(), _zeros(params)), update)
+
+
+class ScaleByStateState(NamedTuple):
+    """The step size ``scale_by_state`` multiplies by, kept in the state so code outside can change it.
+
+    >>> scale_by_state(-0.1).init({"w": np.zeros(2)})
+    ScaleByStateState(scale=array(-0.1))
+    """
+    scale: np.ndarray                                              # () float64: the current step size
+
+
+@_combinator
+def scale_by_state(step_size) -> GradientTransformation:
+    """Multiply the updates by a step size held in the optimizer state: ``u = scale * g`` (Polaris).
+
+    Like ``scale``, but the factor is ``state.scale``, so a callback (or any code holding the state)
+    can tune it during training: ``find_state(opt_state, ScaleByStateState)._replace(scale=...)``.
+
+    >>> t = scale_by_state(-0.5)
+    >>> state = t.init({"w": np.zeros(1)})
+    >>> t.update({"w": np.array([2.0])}, state)[0]
+    {'w': array([-1.])}
+    >>> t.update({"w": np.array([2.0])}, state._replace(scale=np.asarray(-0.25)))[0]    # lowered from outside
+    {'w': array([-0.5])}
+    """
+    step_size = _hyper("scale_by_state", "step_size", step_size)
+
+    def update(grads, state, params=None):
+        factor = float(state.scale)                                # a Python float: float32 updates stay float32
+        return tensor_map(lambda g: factor * g, grads), state
+    return GradientTransformation(lambda params: ScaleByStateState(np.asarray(step_size, dtype=np.float64)), update)
+
+
+class ScaleByRpropState(NamedTuple):
+    """Rprop's step size per element and the previous (masked) gradient.
+
+    >>> scale_by_rprop(0.1).init({"w": np.zeros(2)}).step_sizes["w"]
+    array([0.1, 0.1])
+    """
+    step_sizes: Any
+    previous_gradient: Any
+
+
+@_combinator
+def scale_by_rprop(learning_rate, eta_minus=0.5, eta_plus=1.2, min_step_size=1e-6, max_step_size=50.0
+                   ) -> GradientTransformation:
+    """Rprop's direction (Riedmiller and Braun, 1993): the sign of g times a step size of its own per element.
+
+    Where g keeps its sign the step grows by ``eta_plus`` (up to ``max_step_size``), where it flips the
+    step shrinks by ``eta_minus`` (down to ``min_step_size``) and that element rests for one step.
+    ``u = sign(g) step`` (Optax's ``scale_by_rprop``; negate for descent).
+
+    >>> t = scale_by_rprop(0.1)
+    >>> u, state = t.update({"w": np.array([2.0, -1.0])}, t.init({"w": np.zeros(2)}))
+    >>> u["w"], t.update({"w": np.array([3.0, 1.0])}, state)[0]["w"]   # kept sign: 0.12; flipped: rests
+    (array([ 0.1, -0.1]), array([0.12, 0.  ]))
+    """
+    fn = "scale_by_rprop"
+    lr = _hyper(fn, "learning_rate", learning_rate, 0)
+    eta_minus, eta_plus = _hyper(fn, "eta_minus", eta_minus, 0, 1), _hyper(fn, "eta_plus", eta_plus, 1)
+    lo, hi = _hyper(fn, "min_step_size", min_step_size, 0), _hyper(fn, "max_step_size", max_step_size, 0)
+
+    def init(params):
+        return ScaleByRpropState(tree_map(lambda p: _full_like(p, lr), params), _zeros(params))
+
+    def step(*arrays):                                             # one leaf: (g, g_prev, step size)
+        g, prev, size = (_tensor(a) for a in arrays)
+        agree = ops.sign(g * prev)                                 # +1 kept, -1 flipped, 0 either is 0
+        size = ops.where(agree > 0, ops.minimum(size * eta_plus, hi),
+                         ops.where(agree < 0, ops.maximum(size * eta_minus, lo), size))
+        g = ops.where(agree < 0, 0.0 * g, g)                       # a flipped element rests this step
+        return (ops.sign(g) * size).data, g.data, size.data
+
+    def update(grads, state, params=None):
+        _check_like(fn, state.step_sizes, grads)
+        updates, previous, sizes = tree_map_multi(step, 3, grads, state.previous_gradient, state.step_sizes)
+        return updates, ScaleByRpropState(sizes, previous)
+    return GradientTransformation(init, update)
+
+
+class ScaleByAdanState(NamedTuple):
+    """Adan's moments of g, of the gradient difference and of the corrected square, the previous g, the count.
+
+    >>> scale_by_adan().init({"w": np.zeros(1)}).count
+    array(0)
+    """
+    m: Any
+    v: Any
+    n: Any
+    g: Any
+    count: np.ndarray
+
+
+@_combinator
+def scale_by_adan(b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=0.0) -> GradientTransformation:
+    """Adan's direction (Xie et al., 2022), as Optax's ``scale_by_adan``.
+
+    With ``d = g - g_prev`` (0 at the first step): ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) d``,
+    ``n = b3 n + (1 - b3) (g + (1 - b2) d)^2``, and with bias-corrected moments
+    ``u = (m_hat + (1 - b2) v_hat) / (sqrt(n_hat + eps_root) + eps)``.
+
+    >>> t = scale_by_adan()
+    >>> t.update({"w": np.array([2.0])}, t.init({"w": np.zeros(1)}))[0]["w"].round(6)   # the first step: g / |g|
+    array([1.])
+    """
+    fn = "scale_by_adan"
+    b1, b2, b3 = (_hyper(fn, name, b, 0, 1) for name, b in (("b1", b1), ("b2", b2), ("b3", b3)))
+    eps, eps_root = _hyper(fn, "eps", eps, 0), _hyper(fn, "eps_root", eps_root, 0)
+
+    def init(params):
+        return ScaleByAdanState(_zeros(params), _zeros(params), _zeros(params), _zeros(params), _count())
+
+    def update(grads, state, params=None):
+        _check_like(fn, state.m, grads)
+        first = int(state.count) == 0
+        t = int(state.count) + 1
+        d = tensor_map(lambda g, g_prev: 0.0 * g if first else g - g_prev, grads, state.g)
+        m = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.m)
+        v = tensor_map(lambda d, v: b2 * v + (1 - b2) * d, d, state.v)
+        n = tensor_map(lambda g, d, n: b3 * n + (1 - b3) * ((g + (1 - b2) * d) * (g + (1 - b2) * d)), grads, d, state.n)
+        c1, c2, c3 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t), 1 / (1 - b3 ** t)
+        updates = tensor_map(lambda m, v, n: (c1 * m + ((1 - b2) * c2) * v) / (ops.sqrt(c3 * n + eps_root) + eps),
+                             m, v, n)
+        return updates, ScaleByAdanState(m, v, n, grads, _count(t))
+    return GradientTransformation(init, update)
+
+
+def scale_by_polyak(max_learning_rate=1.0, scaling=1.0, f_min=0.0, eps=0.0) -> GradientTransformation:
+    """The Polyak step size: ``u = min(max_lr, scaling (f - f_min) / (||g||^2 + eps)) g`` (Optax's ``scale_by_polyak``).
+
+    It needs the loss ``f`` at the params: ``update(grads, state, params, value=f)``. The step lands on
+    the minimum of a function whose least value ``f_min`` is known (0 for interpolating models).
+
+    >>> t = scale_by_polyak()
+    >>> t.update({"w": np.array([2.0])}, t.init(None), value=1.0)[0]["w"]     # f = w^2 at w = 1: 1 / 4 * 2
+    array([0.5])
+    """
+    fn = "scale_by_polyak"
+    max_lr, scaling = _hyper(fn, "max_learning_rate", max_learning_rate, 0), _hyper(fn, "scaling", scaling)
+    f_min, eps = _hyper(fn, "f_min", f_min), _hyper(fn, "eps", eps, 0)
+
+    def update(grads, state, params=None, value=None):
+        if value is None:
+            raise ValueError(f"{fn}: update needs the loss at the params: update(grads, state, params, value=loss)")
+        step = min(max_lr, scaling * (float(value) - f_min) / (global_norm(grads) ** 2 + eps)) \
+            if global_norm(grads) ** 2 + eps > 0 else 0.0
+        return tensor_map(lambda g: step * g, grads), state
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+class ScaleBySM3State(NamedTuple):
+    """SM3's accumulators, one vector per axis of each leaf (``mu[i]``: the i-th leaf's list, in
+    ``tree_leaves`` order), and the momentum of the scaled g (``nu``, like the params).
+
+    >>> [a.shape for a in scale_by_sm3().init({"w": np.zeros((3, 2))}).mu[0]]
+    [(3,), (2,)]
+    """
+    mu: Any
+    nu: Any
+
+
+@_combinator
+def scale_by_sm3(b1=0.9, b2=1.0, eps=1e-8) -> GradientTransformation:
+    """SM3's direction (Anil et al., 2019), as Optax's ``scale_by_sm3``: Adagrad with one accumulator per row,
+    column, ... of each leaf instead of one per element (memory: the sum of the sizes, not their product).
+
+    Each element's sum of squares is bounded by the smallest of its axes' accumulators:
+    ``a = g^2 + min_axes(mu)`` (with ``b2 < 1``: ``(1 - b2) g^2 + b2 min_axes(mu)``), the update is
+    ``g / sqrt(a + eps)`` (0 where ``a = 0``) through a momentum ``b1``, and each axis keeps the max of
+    ``a`` over the other axes. For a vector, it is Adagrad with momentum.
+
+    >>> t = scale_by_sm3(b1=0.0)
+    >>> t.update({"w": np.array([[3.0, 4.0]])}, t.init({"w": np.zeros((1, 2))}))[0]["w"].round(6)   # g / |g|
+    array([[1., 1.]])
+    """
+    fn = "scale_by_sm3"
+    b1, b2, eps = _hyper(fn, "b1", b1, 0, 1), _hyper(fn, "b2", b2, 0, 1), _hyper(fn, "eps", eps, 0)
+    keep, new = (b2, 1.0 - b2) if b2 != 1.0 else (1.0, 1.0)
+
+    def init(params):
+        leaves = tree_leaves(params)
+        if any(np.ndim(p) == 0 for p in leaves):
+            raise ValueError(f"{fn}: every param needs at least one axis, got a 0-d param")
+        mu = [[backend_of(p).full((n,), 0, p.dtype) for n in p.shape] for p in leaves]   # per leaf, per axis
+        return ScaleBySM3State(mu, _zeros(params))
+
+    def leaf(g, mu, nu):
+        g, nu = _tensor(g), _tensor(nu)
+        rank = g.ndim
+        bounds = [ops.reshape(_tensor(m), tuple(n if a == i else 1 for a, n in enumerate(g.shape)))
+                  for i, m in enumerate(mu)]                        # axis i's vector, broadcastable to g
+        low = functools.reduce(ops.minimum, bounds)
+        a = new * (g * g) + keep * low                              # (*g.shape)
+        scaled = ops.where(a > 0, g / ops.sqrt(a + eps), 0.0 * g)
+        nu = b1 * nu + (1 - b1) * scaled
+        new_mu = [ops.max(a, axis=tuple(j for j in range(rank) if j != i)).data if rank > 1 else a.data
+                  for i in range(rank)]
+        return nu.data, new_mu
+
+    def update(grads, state, params=None):
+        _check_like(fn, state.nu, grads)
+        done = [leaf(g, mu, nu) for g, mu, nu in zip(tree_leaves(grads), state.mu, tree_leaves(state.nu))]
+        steps = iter(done)
+        updates = tree_map(lambda g: next(steps)[0], grads)       # the leaves back in the grads' tree
+        return updates, ScaleBySM3State([d[1] for d in done], updates)
+    return GradientTransformation(init, update)

@@ -47,6 +47,7 @@ CASES = {
     "transpose": ((a(2, 3, 4),), dict(axes=(0, 2, 1))),
     "pad": ((a(2, 3, 4),), dict(padding=[(1, 2)])),
     "resize": ((a(2, 3, 4, 1),), dict(size=(5, 2), method="bilinear")),
+    "blur_pool": ((a(2, 3, 4, 2),), {}),
     "concatenate": (([a(2, 3), a(2, 4)],), {}),
 }
 

@@ -175,7 +175,8 @@ def test_lp_pools_give_zero_gradient_on_zero_windows():
 
 @pytest.mark.parametrize("call, match", [
     (lambda: L.max_pool(np.ones((1, 3, 2)), 4), r"max_pool: window spatial size \(4,\) is larger than the padded input \(3,\)"),
-    (lambda: L.max_pool(np.ones((1, 3, 2)), 2, padding=[(2, 0)]), r"max_pool: padding \(\(2, 0\),\) must be smaller than the window"),
+    (lambda: L.max_pool(np.ones((1, 3, 2)), 2, padding=[(3, 0)]), r"max_pool: padding \(\(3, 0\),\) must be at most the window"),
+    (lambda: L.avg_pool(np.ones((1, 3, 2)), 2, padding=[(2, 0)]), r"avg_pool: padding \(\(2, 0\),\) must be smaller than the window"),
     (lambda: L.avg_pool(np.ones((3, 2)), 2), r"avg_pool: expects input of rank 3, 4 or 5"),
     (lambda: L.lp_pool(np.ones((1, 4, 2)), 2, norm=0), r"lp_pool: norm must be a positive number"),
     (lambda: L.max_pool(np.ones((1, 4, 4, 2)), (2, 2, 2)), r"max_pool: kernel_size must be an int or a sequence of 2 ints"),

@@ -235,6 +235,7 @@ BUILDERS = {
     "global_max_pool": (IMG, lambda x: x.global_max_pool()),
     "global_avg_pool": (IMG, lambda x: x.global_avg_pool(keep_axes=True)),
     "global_lp_pool": (IMG, lambda x: x.global_lp_pool()),
+    "blur_pool": (IMG, lambda x: x.blur_pool()),
     "batch_norm": (IMG, lambda x: x.batch_norm()),
     "layer_norm": ((None, 6), lambda x: x.layer_norm()),
     "group_norm": (IMG[:3] + (4,), lambda x: x.group_norm(2)),

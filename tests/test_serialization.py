@@ -148,7 +148,7 @@ def _every_builder_model():
     x = axon.input((None, 8, 8, 3), name="img")
     h = x.conv(4, kernel_size=3, padding="same", activation="relu").batch_norm().max_pool(kernel_size=2)
     d = h.depthwise_conv(2, kernel_size=3).separable_conv2d(1, kernel_size=(3, 1), padding="same", use_bias=False)
-    t = h.conv_transpose(8, kernel_size=2, strides=1, name="up").avg_pool(kernel_size=2, strides=1)
+    t = h.conv_transpose(8, kernel_size=2, strides=1, name="up").blur_pool().avg_pool(kernel_size=2, strides=1)
     t = t.pad([(1, 0), (0, 1)], value=0.5).resize((4, 4)).group_norm(num_groups=2).instance_norm()
     f = d.flatten().dense(6, activation="gelu", kernel_initializer="he_normal")
     g = t.global_avg_pool().dense(6, use_bias=False).rms_norm()

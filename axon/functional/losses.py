@@ -36,7 +36,7 @@ __all__ = [
     "binary_cross_entropy", "categorical_cross_entropy", "sparse_categorical_cross_entropy",
     "categorical_hinge", "hinge", "kl_divergence", "log_cosh", "margin_ranking", "mean_absolute_error",
     "mean_squared_error", "poisson", "soft_margin", "cosine_similarity", "huber",
-    "connectionist_temporal_classification", "get",
+    "connectionist_temporal_classification", "apply_label_smoothing", "label_smoothing", "get",
 ]
 
 _EPS = 1e-7                                                    # Axon's clipping epsilon
@@ -95,12 +95,35 @@ def _check_smoothing(name, label_smoothing):
 
 
 # ---- cross-entropies -----------------------------------------------------------------------------
-def binary_cross_entropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, reduction="none"):
+def _class_weights(name: str, what: str, w, k: int, like: Tensor) -> Tensor:
+    """A weight per class (a number, or one per class of the last axis) as a constant Tensor of ``like``'s dtype."""
+    w = np.asarray(w)                                         # a host copy: the weights are a few numbers
+    if w.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: {what} must be numbers, got dtype {w.dtype}")
+    if w.ndim > 1 or (w.ndim == 1 and w.shape[0] != k):
+        raise ValueError(f"{name}: {what} must be a number or hold one weight per class ({k} classes, the last "
+                         f"axis of y_pred {like.shape}), got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"{name}: {what} must be finite and >= 0, got {w.tolist()}")
+    return on_backend_of(like, w.astype(like.dtype))
+
+
+def binary_cross_entropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, positive_weight=None,
+                         negative_weight=None, reduction="none"):
     """Binary cross-entropy, averaged over the last axis.
 
     l = mean_j -(y_j log p_j + (1 - y_j) log(1 - p_j)), with p = clip(y_pred, 1e-7, 1 - 1e-7), or with
     ``from_logits=True`` the stable form softplus(x) - y x (x the logits). ``label_smoothing`` s moves
     the targets to y (1 - s) + s / 2.
+
+    ``positive_weight`` w+ and ``negative_weight`` w- (numbers, or one per column of the last axis;
+    default 1) weigh the two terms: l = mean_j -(w+ y_j log p_j + w- (1 - y_j) log(1 - p_j)). For
+    targets of 0 and 1 this is Axon's weight per target class; w+ alone is PyTorch's
+    ``BCEWithLogitsLoss(pos_weight=)``. (Axon also averages a weighted loss over the batch, whatever
+    ``reduction`` says; here the reduction applies as for the unweighted loss.)
+
+    >>> round(float(binary_cross_entropy(np.array([[1.0, 0.0]]), np.array([[0.8, 0.4]]), positive_weight=2.0)[0]), 4)
+    0.4786
 
     >>> y_true = np.array([[0, 1], [1, 0], [1, 0]])
     >>> y_pred = np.array([[0.6811, 0.5565], [0.6551, 0.4551], [0.5422, 0.2648]])
@@ -112,23 +135,52 @@ def binary_cross_entropy(y_true, y_pred, *, from_logits=False, label_smoothing=0
     name = "binary_cross_entropy"
     _check_smoothing(name, label_smoothing)
     y_true, y_pred = _prepare(name, y_true, y_pred, reduction)
+    k = y_pred.shape[-1]
+    w_pos = None if positive_weight is None else _class_weights(name, "positive_weight", positive_weight, k, y_pred)
+    w_neg = None if negative_weight is None else _class_weights(name, "negative_weight", negative_weight, k, y_pred)
     if label_smoothing:
         y_true = y_true * (1 - label_smoothing) + 0.5 * label_smoothing
-    if from_logits:
-        loss = A.softplus(y_pred) - y_true * y_pred           # -y log sigmoid(x) - (1 - y) log sigmoid(-x)
+    if w_pos is None and w_neg is None:
+        if from_logits:
+            loss = A.softplus(y_pred) - y_true * y_pred       # -y log sigmoid(x) - (1 - y) log sigmoid(-x)
+        else:
+            p = ops.clip(y_pred, _EPS, 1 - _EPS)
+            loss = -(y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p))
+        return _reduce(ops.mean(loss, -1), reduction)
+    if from_logits:                                           # -log p = softplus(-x), -log(1 - p) = softplus(x)
+        pos, neg = A.softplus(-y_pred), A.softplus(y_pred)
     else:
         p = ops.clip(y_pred, _EPS, 1 - _EPS)
-        loss = -(y_true * ops.log(p) + (1 - y_true) * ops.log(1 - p))
-    return _reduce(ops.mean(loss, -1), reduction)
+        pos, neg = -ops.log(p), -ops.log(1 - p)
+    pos = y_true * pos if w_pos is None else w_pos * y_true * pos
+    neg = (1 - y_true) * neg if w_neg is None else w_neg * (1 - y_true) * neg
+    return _reduce(ops.mean(pos + neg, -1), reduction)
+
+
+def _weighted_reduce(loss: Tensor, w: Tensor | None, reduction: str) -> Tensor:
+    """Per-example losses times their weights; ``"mean"`` divides by the sum of the weights (as torch and Axon)."""
+    if w is None:
+        return _reduce(loss, reduction)
+    loss = w * loss
+    return ops.sum(loss) / ops.sum(w) if reduction == "mean" else _reduce(loss, reduction)
 
 
 def categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, sparse=False,
-                              reduction="none"):
+                              class_weights=None, reduction="none"):
     """Cross-entropy between target distributions and predicted ones over the last axis (K classes).
 
     l = -sum_k y_k log p_k with p = clip(y_pred, 1e-7, 1), or log p = log_softmax(x) with
     ``from_logits=True``. ``label_smoothing`` s moves the targets to y (1 - s) + s / K.
     ``sparse=True`` takes integer labels instead (see ``sparse_categorical_cross_entropy``).
+
+    ``class_weights`` (K numbers) weigh each example by the weight of its class, the class of its
+    largest target (Axon's ``argmax``; a tie averages the tied classes' weights), and ``"mean"`` then
+    divides by the sum of the weights: PyTorch's ``cross_entropy(weight=)`` for one-hot targets.
+    (For soft targets PyTorch weighs each term of the sum instead.)
+
+    >>> categorical_cross_entropy(np.array([[0, 1], [1, 0]]), np.array([[0.5, 0.5], [0.9, 0.1]]),
+    ...                           class_weights=[1.0, 3.0]).numpy().round(4)
+    array([2.0794, 0.1054])
 
     >>> y_true = np.array([[0, 1, 0], [0, 0, 1]])
     >>> y_pred = np.array([[0.05, 0.95, 0], [0.1, 0.8, 0.1]])
@@ -136,16 +188,23 @@ def categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label_smooth
     array([0.0513, 2.3026])
     """
     if sparse:
-        return sparse_categorical_cross_entropy(y_true, y_pred, from_logits=from_logits,
+        return sparse_categorical_cross_entropy(y_true, y_pred, from_logits=from_logits, class_weights=class_weights,
                                                 label_smoothing=label_smoothing, reduction=reduction)
     name = "categorical_cross_entropy"
     _check_smoothing(name, label_smoothing)
     y_true, y_pred = _prepare(name, y_true, y_pred, reduction)
+    w = None
+    if class_weights is not None:
+        cw = _class_weights(name, "class_weights", class_weights, y_pred.shape[-1], y_pred)
+        if cw.ndim == 0:
+            raise ValueError(f"{name}: class_weights must hold one weight per class ({y_pred.shape[-1]}), got a number")
+        top = ops.astype(ops.equal(y_true, ops.max(y_true, -1, keepdims=True)), y_pred.dtype)   # (..., K) argmax mask
+        w = ops.sum(top * cw, -1) / ops.sum(top, -1)                                          # (...,) its weight
     if label_smoothing:
         y_true = y_true * (1 - label_smoothing) + label_smoothing / y_pred.shape[-1]
     if from_logits:                                           # one fused pass: log_softmax, product, sum
-        return _reduce(_softmax_xent(y_pred, y_true), reduction)
-    return _reduce(-ops.sum(y_true * ops.log(ops.clip(y_pred, _EPS, 1.0)), -1), reduction)
+        return _weighted_reduce(_softmax_xent(y_pred, y_true), w, reduction)
+    return _weighted_reduce(-ops.sum(y_true * ops.log(ops.clip(y_pred, _EPS, 1.0)), -1), w, reduction)
 
 
 def _softmax_xent(logits: Tensor, targets) -> Tensor:
@@ -189,11 +248,12 @@ def _labels(name, y_true, y_pred: Tensor) -> Tensor:
 
 
 def sparse_categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0,
-                                     reduction="none"):
+                                     class_weights=None, reduction="none"):
     """Categorical cross-entropy with integer labels: l = -log p[label].
 
     ``y_true`` holds class indices, shape ``y_pred.shape[:-1]`` (or with a trailing 1);
-    ``label_smoothing`` s gives l = -(1 - s) log p[label] - s mean_k log p_k.
+    ``label_smoothing`` s gives l = -(1 - s) log p[label] - s mean_k log p_k. ``class_weights`` (K
+    numbers) weigh each example by its label's weight; ``"mean"`` divides by the sum of the weights.
 
     >>> y_pred = np.array([[0.05, 0.95, 0], [0.1, 0.8, 0.1]])
     >>> sparse_categorical_cross_entropy(np.array([1, 2]), y_pred).numpy().round(4)
@@ -209,15 +269,62 @@ def sparse_categorical_cross_entropy(y_true, y_pred, *, from_logits=False, label
         raise ValueError(f"{name}: y_pred needs a class axis, got shape {y_pred.shape}")
     labels = _labels(name, y_true, y_pred)
     k = y_pred.shape[-1]
+    w = None
+    if class_weights is not None:
+        cw = _class_weights(name, "class_weights", class_weights, k, y_pred)
+        if cw.ndim == 0:
+            raise ValueError(f"{name}: class_weights must hold one weight per class ({k}), got a number")
+        flat = ops.reshape(labels, (-1,))                                    # (M,) labels
+        w = ops.reshape(kernels.take_along_axis(ops.broadcast_to(cw, (flat.shape[0], k)), flat, 1),
+                        labels.shape)                                        # (...,) each label's weight
     if from_logits and not label_smoothing:                   # the fused kernel takes the labels directly
-        return _reduce(_softmax_xent(y_pred, labels), reduction)
+        return _weighted_reduce(_softmax_xent(y_pred, labels), w, reduction)
     log_p = A.log_softmax(y_pred, -1) if from_logits else ops.log(ops.clip(y_pred, _EPS, 1.0))
     rows = ops.reshape(log_p, (-1, k))                                       # (..., K) -> (M, K)
     picked = ops.reshape(kernels.take_along_axis(rows, ops.reshape(labels, (-1,)), 1), labels.shape)  # log p[label]
     loss = -picked
     if label_smoothing:
         loss = (1 - label_smoothing) * loss - label_smoothing * ops.mean(log_p, -1)
-    return _reduce(loss, reduction)
+    return _weighted_reduce(loss, w, reduction)
+
+
+def apply_label_smoothing(y_true, y_pred, smoothing=0.1):
+    """Targets moved towards the uniform distribution: y (1 - s) + s / K, K the size of y_pred's last axis.
+
+    As Axon's ``Axon.Losses.apply_label_smoothing`` (which takes K from axis 1; the same for
+    ``(batch, classes)``). Differentiable in ``y_true`` when it is a Tensor.
+
+    >>> apply_label_smoothing(np.array([[0.0, 1.0, 0.0]]), np.zeros((1, 3)), smoothing=0.3).numpy().round(4)
+    array([[0.1, 0.8, 0.1]])
+    """
+    name = "apply_label_smoothing"
+    _check_smoothing(name, smoothing)
+    y_pred = A._float(y_pred)
+    y_true = _target(y_true, y_pred)
+    if y_pred.ndim < 1 or y_true.shape[-1:] != y_pred.shape[-1:]:
+        raise ValueError(f"{name}: y_true and y_pred must share the class axis (the last one), "
+                         f"got y_true {y_true.shape} and y_pred {y_pred.shape}")
+    return y_true * (1 - smoothing) + smoothing / y_pred.shape[-1]
+
+
+def label_smoothing(loss, smoothing=0.1):
+    """The loss ``loss`` (a function or a name) computed on smoothed targets: ``loss(apply_label_smoothing(y, p), p)``.
+
+    As Axon's ``Axon.Losses.label_smoothing(loss_fun, smoothing: s)``; with the categorical
+    cross-entropy it equals its own ``label_smoothing=s`` option.
+
+    >>> smoothed = label_smoothing("categorical_cross_entropy", smoothing=0.2)
+    >>> y, p = np.array([[0.0, 1.0]]), np.array([[0.3, 0.7]])
+    >>> bool(np.allclose(smoothed(y, p).numpy(), categorical_cross_entropy(y, p, label_smoothing=0.2).numpy()))
+    True
+    """
+    fn = get(loss)
+    _check_smoothing("label_smoothing", smoothing)
+
+    def smoothed(y_true, y_pred, **options):
+        return fn(apply_label_smoothing(y_true, y_pred, smoothing), y_pred, **options)
+    smoothed.__name__ = f"label_smoothed_{getattr(fn, '__name__', 'loss')}"
+    return smoothed
 
 
 # ---- margins -------------------------------------------------------------------------------------
@@ -442,4 +549,5 @@ def connectionist_temporal_classification(y_true, y_pred, *, blank=0, input_leng
     return _reduce(loss, reduction)
 
 
-get = getter("loss", globals(), __all__)                       # get("huber") -> huber
+get = getter("loss", globals(), [n for n in __all__                # get("huber") -> huber
+                                  if n not in ("apply_label_smoothing", "label_smoothing")])   # not losses

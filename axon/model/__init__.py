@@ -3,19 +3,29 @@
 - ``graph``: the ``Axon`` node, ``input``, ``layer``/``nx`` for custom layers, ``container``, ``freeze``.
 - ``builders``: one builder per functional layer, also a chainable method (``x.dense(128)``).
 - ``run``: ``init``, ``apply``, ``predict``, ``compile``, ``split``/``merge`` of params and state.
+- ``state``: ``ModelState``, trainable params, layer state and frozen params apart (``model_state``).
 - ``summary``: the summary table and the graph as Mermaid/Graphviz text.
+- ``tools``: Axon's graph tools (``block``, ``bias``, ``stack_columns``, ``split_layer``, ``cond``,
+  ``optional``, ``or_else``, ``attach_hook``, ``get_op_counts``, ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
 """
 from . import builders
 from .builders import *  # noqa: F401,F403  (every builder)
 from .graph import Axon, ParamSpec, constant, container, freeze, input, layer, nx, param, unfreeze
 from .run import apply, compile, init, merge, predict, split
 from .summary import as_graph, count_params, summary
+from .state import ModelState, model_state
+from . import tools
+from .tools import (attach_hook, bias, block, cond, get_op_counts, optional, or_else, pop_node, rewrite_nodes,
+                    set_options, set_parameters, split_layer, stack_columns)
 
 __all__ = ["Axon", "ParamSpec", "input", "constant", "container", "layer", "nx", "param", "freeze", "unfreeze",
            "init", "apply", "predict", "compile", "split", "merge", "summary", "as_graph", "count_params",
-           *builders.__all__]
+           "ModelState", "model_state",
+           *builders.__all__, *tools.__all__]
 
 # the run functions as methods too: model.init(seed=0), model.predict(params, x), ...
 for _f in (init, apply, predict, split):
     setattr(Axon, _f.__name__, _f)
 Axon.summary = summary
+for _f in (bias, attach_hook, get_op_counts, set_options, set_parameters, pop_node, rewrite_nodes):
+    setattr(Axon, _f.__name__, _f)

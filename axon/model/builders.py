@@ -27,7 +27,7 @@ __all__ = [
     "dense", "bilinear", "embedding",
     "conv", "conv_transpose", "depthwise_conv", "separable_conv2d", "separable_conv3d",
     "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "adaptive_lp_pool",
-    "global_max_pool", "global_avg_pool", "global_lp_pool",
+    "global_max_pool", "global_avg_pool", "global_lp_pool", "blur_pool",
     "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
     "dropout", "alpha_dropout", "feature_alpha_dropout", "spatial_dropout",
     "flatten", "reshape", "transpose", "pad", "resize",
@@ -285,8 +285,8 @@ def _pool(op, fn, x, name, **opts) -> Axon:
     return _layer(op, x, fn, opts=opts, name=name)
 
 
-def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Max over windows; ``strides`` defaults to the window size (as in Axon).
+def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None, window_dilations=1) -> Axon:
+    """Max over windows; ``strides`` defaults to the window size (as in Axon); ``window_dilations`` spaces the taps.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 4, 4, 1)).max_pool(kernel_size=2)
@@ -296,11 +296,11 @@ def max_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", n
            [13., 15.]], dtype=float32)
     """
     return _pool("max_pool", L.max_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
-                 channels=channels)
+                 channels=channels, window_dilations=window_dilations)
 
 
-def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Average over windows; ``strides`` defaults to the window size.
+def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", name=None, window_dilations=1) -> Axon:
+    """Average over windows; ``strides`` defaults to the window size; ``window_dilations`` spaces the taps.
 
     >>> import axon
     >>> x = axon.input((None, 8, 8, 3))
@@ -308,11 +308,12 @@ def avg_pool(x, kernel_size=1, strides=None, padding="valid", channels="last", n
     ((None, 4, 4, 3), (None, 8, 8, 3))
     """
     return _pool("avg_pool", L.avg_pool, x, name, kernel_size=kernel_size, strides=strides, padding=padding,
-                 channels=channels)
+                 channels=channels, window_dilations=window_dilations)
 
 
-def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="last", name=None) -> Axon:
-    """Power-average pooling: ``(sum over the window of x^p)^(1/p)``.
+def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="last", name=None,
+            window_dilations=1) -> Axon:
+    """Power-average pooling: ``(sum over the window of x^p)^(1/p)``; ``window_dilations`` spaces the taps.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2, 2, 1)).lp_pool(norm=2, kernel_size=2)
@@ -320,7 +321,7 @@ def lp_pool(x, norm=2, kernel_size=1, strides=None, padding="valid", channels="l
     array([6.], dtype=float32)
     """
     return _pool("lp_pool", L.lp_pool, x, name, norm=norm, kernel_size=kernel_size, strides=strides,
-                 padding=padding, channels=channels)
+                 padding=padding, channels=channels, window_dilations=window_dilations)
 
 
 def adaptive_max_pool(x, output_size, channels="last", name=None) -> Axon:
@@ -384,6 +385,16 @@ def global_lp_pool(x, norm=2, keep_axes=False, channels="last", name=None) -> Ax
     (None, 4)
     """
     return _pool("global_lp_pool", L.global_lp_pool, x, name, norm=norm, keep_axes=keep_axes, channels=channels)
+
+
+def blur_pool(x, channels="last", name=None) -> Axon:
+    """Blur each channel with a 3x3 binomial filter (same size), as Axon's ``blur_pool``.
+
+    >>> import axon
+    >>> axon.input((None, 8, 8, 3)).blur_pool().shape
+    (None, 8, 8, 3)
+    """
+    return _pool("blur_pool", L.blur_pool, x, name, channels=channels)
 
 
 # ---- normalization ---------------------------------------------------------------------------------
@@ -467,8 +478,9 @@ def instance_norm(x, epsilon=1e-5, channels="last", gamma_initializer="ones", be
                   dict(epsilon=epsilon, channels=channels), name)
 
 
-def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=None) -> Axon:
-    """Scale by the root mean square over the channel axis (no centering, no shift).
+def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=None, shift=0.0,
+             upcast="normalization") -> Axon:
+    """Scale by the root mean square over the channel axis (no centering), times ``shift + gamma``.
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2)).rms_norm()
@@ -477,7 +489,7 @@ def rms_norm(x, epsilon=1e-6, channels="last", gamma_initializer="ones", name=No
     """
     c = _channels(x, channels, "rms_norm")
     return _layer("rms_norm", x, L.rms_norm, _norm_params(c, gamma_initializer, beta=False),
-                  dict(epsilon=epsilon, channels=channels), name)
+                  dict(epsilon=epsilon, channels=channels, shift=shift, upcast=upcast), name)
 
 
 # ---- dropout ---------------------------------------------------------------------------------------
@@ -588,8 +600,8 @@ def pad(x, config, value=0.0, channels="last", name=None) -> Axon:
     return _layer("pad", x, L.pad, opts={"padding": config, "value": value, "channels": channels}, name=name)
 
 
-def resize(x, size, method="nearest", channels="last", name=None) -> Axon:
-    """Resize the spatial axes to ``size`` by "nearest" or "bilinear" interpolation.
+def resize(x, size, method="nearest", channels="last", name=None, antialias=False) -> Axon:
+    """Resize the spatial axes to ``size``: "nearest", "bilinear", "bicubic", "lanczos3" or "lanczos5" (see ``axon.layers.resize``).
 
     >>> import axon, numpy as np
     >>> model = axon.input((None, 2, 2, 1)).resize((4, 4))             # nearest: each pixel twice
@@ -600,7 +612,8 @@ def resize(x, size, method="nearest", channels="last", name=None) -> Axon:
            [3., 3., 4., 4.],
            [3., 3., 4., 4.]], dtype=float32)
     """
-    return _layer("resize", x, L.resize, opts=dict(size=size, method=method, channels=channels), name=name)
+    return _layer("resize", x, L.resize, opts=dict(size=size, method=method, channels=channels, antialias=antialias),
+                  name=name)
 
 
 # ---- combinators -----------------------------------------------------------------------------------

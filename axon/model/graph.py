@@ -238,14 +238,18 @@ def given_shape(shape):
         _GIVEN_SHAPE.reset(token)
 
 
-def input(shape, name="input") -> Axon:
+def input(shape, name="input", optional=False) -> Axon:
     """A model input; ``None`` marks the batch axis (or any axis whose size varies).
+
+    ``optional=True`` (Axon's ``optional: true``): the input may be left out when the model runs;
+    the layers that depend on it then give None, unless ``axon.optional``/``axon.or_else`` handle it.
 
     >>> input((None, 28, 28, 1)).shape
     (None, 28, 28, 1)
     """
     shape = _input_shape(shape)
-    return _node("input", [], None, opts={"shape": shape}, name=name, shape=shape)
+    opts = {"shape": shape, "optional": True} if optional else {"shape": shape}
+    return _node("input", [], None, opts=opts, name=name, shape=shape)
 
 
 def _input_shape(shape) -> tuple:

@@ -86,7 +86,7 @@ def _rebuild(op, parents, opts, shapes, name, shape, pack=None) -> Axon:
     """The node axon's builder for ``op`` makes from these parts, its output shape taken as ``shape``."""
     with given_shape(shape):
         if op == "input":
-            return input(opts["shape"], name=name)
+            return input(opts["shape"], name=name, optional=bool(opts.get("optional", False)))
         if op == "constant":
             return constant(opts["value"], name=name)
         if op == "container":

@@ -74,10 +74,10 @@ def _feed(plan, inputs) -> dict:
     """``{input node id: Tensor}`` from one array (single-input models), a dict by name, or a list."""
     nodes, names = plan.inputs, plan.names
     if isinstance(inputs, dict):
-        missing = [names[n.id] for n in nodes if names[n.id] not in inputs]
+        missing = [names[n.id] for n in nodes if names[n.id] not in inputs and not n.opts.get("optional")]
         if missing:
             raise ValueError(f"missing model inputs {missing}; got {sorted(inputs)}")
-        values = [inputs[names[n.id]] for n in nodes]
+        values = [inputs.get(names[n.id]) for n in nodes]      # None: an optional input left out
     elif isinstance(inputs, (list, tuple)) and len(nodes) > 1:
         if len(inputs) != len(nodes):
             raise ValueError(f"the model has {len(nodes)} inputs {[names[n.id] for n in nodes]}, got {len(inputs)}")
@@ -89,6 +89,9 @@ def _feed(plan, inputs) -> dict:
         values = [inputs]
     fed = {}
     for node, value in zip(nodes, values):
+        if value is None and node.opts.get("optional"):
+            fed[node.id] = None
+            continue
         t = value if isinstance(value, Tensor) else Tensor(np.asarray(value) if is_host(value) else value)
         expected = node.shape
         if t.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected, t.shape)):
@@ -182,7 +185,11 @@ def apply(model: Axon, params: dict, inputs, training: bool = False, key=None, d
                 extra["key"] = axrandom.derive(key, step.name) if training else None
             if step.fused:
                 extra["relu_epilogue"] = True
-        y = node.fn(*[values[i] for i in step.parents], **layer_params, **node.opts, **extra)
+        args = [values[i] for i in step.parents]
+        if node.op != "container" and any(a is None and p.op != "optional" for a, p in zip(args, node.parents)):
+            values[node.id] = None                            # a missing optional input: nothing to compute
+            continue
+        y = node.fn(*args, **layer_params, **node.opts, **extra)
         if training and step.stateful:
             y, state = y                                      # stateful layers return their new state
             new_state[step.name] = {k: v.data if isinstance(v, Tensor) else v for k, v in state.items()}

@@ -282,6 +282,10 @@ def _window(node) -> dict:
                                                                 o["strides"], o["padding"], o["channels"])
     except TypeError as e:
         raise Unsupported(f"the spatial sizes of the input must be known, got shape {node.parents[0].shape}") from e
+    if o.get("window_dilations", 1) not in (1, (1,) * len(window), [1] * len(window)):
+        raise Unsupported(f"{node.op} with window_dilations={o['window_dilations']!r} (only 1 is exported)")
+    if any(lo >= k or hi >= k for (lo, hi), k in zip(pads, window)):
+        raise Unsupported(f"{node.op} with padding {pads} as large as the window {tuple(window)}")
     return dict(kernel_shape=list(window), strides=list(strides),
                 pads=[lo for lo, _ in pads] + [hi for _, hi in pads])
 
@@ -422,7 +426,9 @@ def _rms_norm(g, node, xs, p):
     name, perm = _channels_at_end(g, node, x)
     ms = g.reduce("ReduceMean", g.op("Mul", [name, name]), [x.rank - 1], True)
     y = g.op("Div", [name, g.op("Sqrt", [g.op("Add", [ms, g.scalar(node.opts["epsilon"])])])])
-    return _Value(x.rank, g.op("Mul", [y, g.param(p["gamma"], "gamma")]), perm)
+    shift = node.opts.get("shift", 0.0)                        # the scale is shift + gamma
+    gamma = p["gamma"] if not shift else (np.asarray(p["gamma"]) + shift).astype(np.asarray(p["gamma"]).dtype)
+    return _Value(x.rank, g.op("Mul", [y, g.param(gamma, "gamma")]), perm)
 
 
 # ---- activations ------------------------------------------------------------------------------------
@@ -534,6 +540,9 @@ def _resize(g, node, xs, p):
     if g.opset < 18:
         raise Unsupported(f"resize needs opset >= 18 (Resize's axes), got {g.opset}")
     size = _resize_size(node.parents[0].shape, o["size"], o["method"], o["channels"])
+    if o["method"] not in ("nearest", "bilinear", "linear", "trilinear") or o.get("antialias", False):
+        raise Unsupported(f"resize with method {o['method']!r}, antialias={o.get('antialias', False)} "
+                          f"(only nearest and linear without antialiasing are exported)")
     c = channel_axis(x.rank, o["channels"])
     axes = [x.perm.index(a) for a in range(1, x.rank) if a != c]
     order = sorted(range(len(axes)), key=lambda i: axes[i])    # Resize wants its axes in increasing order

@@ -6,7 +6,8 @@
   and returns the final ``TrainState`` (params, optimizer state, epoch, step, history).
 - ``evaluate(model, params, x, y, metrics=[...])`` measures a trained model.
 - ``callbacks``: early_stopping, checkpoint (+ ``load_checkpoint`` to resume), reduce_lr_on_plateau,
-  csv_logger, on_epoch_end; ``plot_history(state.history, "curves.png")``.
+  csv_logger, on_epoch_end, and ``handle_event(event, fn, every=N)`` for any of Axon.Loop's events;
+  ``plot_history(state.history, "curves.png")``.
 
 >>> import numpy as np, axon
 >>> model = axon.input((None, 784)).dense(128, activation="relu").dropout(rate=0.5).dense(10, activation="softmax")
@@ -17,12 +18,12 @@
 (2, ['accuracy', 'loss'])
 """
 from . import callbacks
-from .callbacks import (Callback, checkpoint, csv_logger, early_stopping, load_checkpoint, on_epoch_end,
-                        reduce_lr_on_plateau)
+from .callbacks import (EVENTS, Callback, checkpoint, csv_logger, early_stopping, handle_event, load_checkpoint,
+                        on_epoch_end, reduce_lr_on_plateau)
 from .loop import train
 from .plot import plot_history
 from .step import Step, StepFunction, TrainState, evaluate, step, step_key
 
 __all__ = ["step", "train", "evaluate", "Step", "StepFunction", "TrainState", "step_key", "callbacks", "Callback",
            "early_stopping", "checkpoint", "reduce_lr_on_plateau", "csv_logger", "on_epoch_end", "load_checkpoint",
-           "plot_history"]
+           "plot_history", "handle_event", "EVENTS"]

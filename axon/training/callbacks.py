@@ -1,4 +1,4 @@
-"""Callbacks: small objects the loop calls at the end of every epoch.
+"""Callbacks: small objects the loop calls at its events (the end of every epoch, above all).
 
 A callback looks at the ``TrainState`` (its ``history`` above all) and may return a changed one:
 early stopping sets ``stop_training`` (and puts the best params back), ``reduce_lr_on_plateau``
@@ -6,14 +6,26 @@ lowers ``lr_scale``, ``checkpoint`` saves the state to disk. Whatever a callback
 epochs (the best value so far, a patience counter) it keeps in ``state.callbacks[its name]``, so it is
 saved with checkpoints and a resumed run makes the same decisions as an uninterrupted one.
 
-The hooks, in the order the loop calls them:
+The loop fires Elixir Axon's events (``Axon.Loop``), in this order:
 
-- ``on_train_begin(state)`` once;
-- after each epoch, ``on_epoch_end(state)`` of every callback in turn (each may return a new state),
-  then ``after_epoch(state)`` of every callback with the epoch's final state (read-only: for saving);
-- ``on_train_end(state)`` once (also after Ctrl-C).
+    started
+    for each epoch:   epoch_started
+                      for each batch:   iteration_started, (the step), iteration_completed
+                      epoch_halted      (only when a handler halted the epoch)
+                      epoch_completed
+    halted or completed
 
-A plain function ``fn(state)`` in ``callbacks=[...]`` is an ``on_epoch_end`` hook.
+A callback has one method per event, ``event(state, metrics)``, called with the state and the
+metrics of the moment (the epoch's running averages at iteration events, the epoch's results at
+``epoch_completed``); ``handle_event(event, fn, every=N)`` attaches any function to any event. A
+method may return a new ``TrainState``, None (unchanged), or Axon's ``(status, state)`` with status
+``"continue"``, ``"halt_epoch"`` (end the epoch's batches now; it still completes, with the batches
+it ran) or ``"halt_loop"`` (stop training; the same as ``state._replace(stop_training=True)``).
+
+The older hooks are these events under other names: ``on_train_begin(state)`` is ``started``,
+``on_epoch_end(state)`` is ``epoch_completed``; then ``after_epoch(state)`` of every callback sees the
+epoch's final state (read-only: for saving), and ``on_train_end(state)`` runs once at the very end
+(also after Ctrl-C). A plain function ``fn(state)`` in ``callbacks=[...]`` is an ``on_epoch_end`` hook.
 
 >>> import numpy as np
 >>> from axon.training.step import TrainState
@@ -26,6 +38,7 @@ A plain function ``fn(state)`` in ``callbacks=[...]`` is an ``on_epoch_end`` hoo
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import os
 import sys
@@ -36,9 +49,13 @@ from .. import serialization
 from ..tree import tree_map
 from .step import TrainState
 
-__all__ = ["Callback", "EarlyStopping", "Checkpoint", "ReduceLROnPlateau", "CSVLogger", "FunctionCallback",
-           "early_stopping", "checkpoint", "reduce_lr_on_plateau", "csv_logger", "on_epoch_end",
+__all__ = ["EVENTS", "Callback", "EventHandler", "handle_event", "event_count", "EarlyStopping", "Checkpoint",
+           "ReduceLROnPlateau", "CSVLogger", "FunctionCallback", "early_stopping", "checkpoint", "reduce_lr_on_plateau", "csv_logger", "on_epoch_end",
            "as_callback", "load_checkpoint"]
+
+# Axon.Loop's events, in the order a run fires them.
+EVENTS = ("started", "epoch_started", "iteration_started", "iteration_completed", "epoch_completed",
+          "epoch_halted", "halted", "completed")
 
 # Metrics that are better when larger: mode="auto" maximises a monitor whose name contains one of these.
 _HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1", "auc", "specificity", "sensitivity", "true_")
@@ -63,6 +80,35 @@ class Callback:
     """
     name = "callback"
     stateful = False
+
+    def handle(self, event: str, state: TrainState, metrics: dict):
+        """Called by the loop at every event: the method of that name."""
+        return getattr(self, event)(state, metrics)
+
+    # Axon.Loop's events; ``started`` and ``epoch_completed`` call the older hooks
+    def started(self, state, metrics):
+        return self.on_train_begin(state)
+
+    def epoch_started(self, state, metrics):
+        return None
+
+    def iteration_started(self, state, metrics):
+        return None
+
+    def iteration_completed(self, state, metrics):
+        return None
+
+    def epoch_halted(self, state, metrics):
+        return None
+
+    def epoch_completed(self, state, metrics):
+        return self.on_epoch_end(state)
+
+    def halted(self, state, metrics):
+        return None
+
+    def completed(self, state, metrics):
+        return None
 
     def on_train_begin(self, state: TrainState):
         return None
@@ -330,6 +376,83 @@ class FunctionCallback(Callback):
     def on_epoch_end(self, state):
         return self.fn(state)
 
+
+def event_count(event: str, state: TrainState) -> int:
+    """Which firing of ``event`` this is in the whole run (1 for the first), read from the state.
+
+    Iteration events count optimizer steps, epoch events epochs, so a resumed run counts on.
+
+    >>> state = TrainState(params={}, opt_state=(), epoch=2, step=30, history={}, seed=0, lr_scale=1.0, callbacks={})
+    >>> event_count("iteration_started", state), event_count("iteration_completed", state), event_count("epoch_started", state)
+    (31, 30, 3)
+    """
+    if event == "iteration_started":                          # before step state.step + 1
+        return state.step + 1
+    if event == "iteration_completed":
+        return state.step
+    if event in ("epoch_started", "epoch_halted"):             # during epoch state.epoch + 1
+        return state.epoch + 1
+    if event == "epoch_completed":
+        return state.epoch
+    return 1                                                   # started, halted, completed: once a run
+
+
+class EventHandler(Callback):
+    """``fn(state)`` or ``fn(state, metrics)`` run at ``event``, at every ``every``-th firing of it.
+
+    As Axon's ``Axon.Loop.handle_event(loop, event, fn, every: N)``: ``every`` counts the event's
+    firings over the whole run (optimizer steps for iteration events, epochs for epoch events), so
+    ``every=100`` on ``"iteration_completed"`` runs after steps 100, 200, ... ``fn`` returns what a
+    callback returns (a state, None, or ``(status, state)``). ``filter``: a further condition
+    ``filter(state) -> bool``.
+
+    >>> import numpy as np, axon
+    >>> objective = lambda p, x, y: ((x @ p["w"] - y) ** 2).mean()
+    >>> s = axon.training.step(({"w": np.zeros(2)}, objective), axon.optimizers.sgd(0.1))
+    >>> x, y = np.random.default_rng(0).standard_normal((16, 2)), np.ones(16)
+    >>> seen = []
+    >>> def log(state, metrics):                 # metrics: the epoch's running means so far
+    ...     seen.append((state.step, round(metrics["loss"], 3)))
+    >>> state = axon.training.train(s, x, y, epochs=2, batch_size=4, verbose=0,
+    ...                             callbacks=[handle_event("iteration_completed", log, every=3)])
+    >>> seen                                     # after steps 3 and 6 (batches 3 of epoch 1, 2 of epoch 2)
+    [(3, 1.009), (6, 0.952)]
+    """
+
+    def __init__(self, event: str, fn, every: int = 1, filter=None, name: str | None = None):
+        if event not in EVENTS:
+            raise ValueError(f"handle_event: event must be one of {list(EVENTS)}, got {event!r}")
+        if not callable(fn):
+            raise TypeError(f"handle_event: fn must be a function fn(state) or fn(state, metrics), "
+                            f"got {type(fn).__name__}")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"handle_event: every must be a positive int, got {every!r}")
+        if filter is not None and not callable(filter):
+            raise TypeError(f"handle_event: filter must be a function filter(state) -> bool, got {type(filter).__name__}")
+        self.event, self.fn, self.every, self.filter = event, fn, int(every), filter
+        self.name = name if name is not None else getattr(fn, "__name__", event)
+        self._with_metrics = _takes_two_arguments(fn)
+
+    def handle(self, event, state, metrics):
+        if event != self.event or event_count(event, state) % self.every:
+            return None
+        if self.filter is not None and not self.filter(state):
+            return None
+        return self.fn(state, metrics) if self._with_metrics else self.fn(state)
+
+
+def _takes_two_arguments(fn) -> bool:
+    """Whether ``fn`` can be called with two positional arguments (unknown signatures: one)."""
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:                                         # no signature (some builtins)
+        return False
+    return True
+
+
+handle_event = EventHandler
 
 # The names as in the issue (and Elixir Axon): lower-case constructors.
 early_stopping = EarlyStopping

@@ -1,10 +1,17 @@
 """The training loop: epochs of shuffled batches, a progress bar, validation, callbacks.
 
+    fire("started")
     for epoch in range(state.epoch, epochs):
+        fire("epoch_started")
         for x, y in batches(epoch):                 # a fresh shuffle per epoch, from (seed, epoch)
+            fire("iteration_started")
             state, metrics = step_fn(state, x, y)   # one optimizer step
+            fire("iteration_completed")             # with the epoch's running metrics
         history += mean of the batch metrics (+ validation metrics)
-        state = callbacks(state)                    # early stopping, checkpoints, lr on plateau, ...
+        fire("epoch_completed")                     # early stopping, checkpoints, lr on plateau, ...
+    fire("halted" if a handler stopped the run else "completed")
+
+The events are Elixir Axon's (``Axon.Loop``); callbacks (``axon.training.callbacks``) handle them.
 
 Everything a run depends on is in the ``TrainState`` (params, optimizer state, step, seed, the
 callbacks' own small state) or derived from it (the shuffle order and the augmentation stream of
@@ -161,16 +168,47 @@ class _Progress:
             self.bar.close()
 
 
+_STATUSES = ("continue", "halt_epoch", "halt_loop")
+
+
+def _returned(cb, hook: str, new, state: TrainState) -> tuple[TrainState, str]:
+    """The state and status a callback returned: a state, None (unchanged) or ``(status, state)``."""
+    status = "continue"
+    if isinstance(new, tuple) and not isinstance(new, TrainState) and len(new) == 2 and new[0] in _STATUSES:
+        status, new = new
+    if new is None:
+        return state, status
+    if not isinstance(new, TrainState):
+        raise TypeError(f"train: callback {cb.name!r} returned a {type(new).__name__} from {hook}; "
+                        f"return the TrainState, None to leave it unchanged, or (status, state) with status "
+                        f"one of {list(_STATUSES)}")
+    return new, status
+
+
+def _fire(callbacks, event: str, state: TrainState, metrics: dict) -> tuple[TrainState, bool]:
+    """Run every callback's handler of ``event`` in order; return the state and whether to halt the epoch.
+
+    Every handler runs, even after one asked to halt; ``"halt_loop"`` sets ``stop_training``.
+    """
+    halt_epoch = False
+    for cb in callbacks:
+        state, status = _returned(cb, event, cb.handle(event, state, metrics), state)
+        if status == "halt_loop":
+            state = state._replace(stop_training=True)
+        halt_epoch |= status == "halt_epoch"
+    return state, halt_epoch
+
+
 def _run_hooks(callbacks, hook: str, state: TrainState) -> TrainState:
     """Call ``hook`` on every callback in order; a callback may return a new state (None keeps it)."""
     for cb in callbacks:
-        new = getattr(cb, hook)(state)
-        if new is not None:
-            if not isinstance(new, TrainState):
-                raise TypeError(f"train: callback {cb.name!r} returned a {type(new).__name__} from {hook}; "
-                                f"return the TrainState (or None to leave it unchanged)")
-            state = new
+        state, _ = _returned(cb, hook, getattr(cb, hook)(state), state)
     return state
+
+
+def _means(sums: dict, count: int) -> dict:
+    """The running averages of the epoch so far (per example)."""
+    return {k: v / count for k, v in sums.items()} if count else {}
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -236,7 +274,11 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     - ``validation_data=(x_val, y_val)``: evaluated after every epoch (inference mode) into
       ``val_loss`` and ``val_<metric>``.
     - ``callbacks``: ``axon.training.callbacks`` objects, or plain functions ``fn(state)`` called at
-      every epoch's end (return a new state, or None).
+      every epoch's end (return a new state, or None). ``handle_event(event, fn, every=N)`` runs a
+      function at any of Axon's events (``started``, ``epoch_started``, ``iteration_started``,
+      ``iteration_completed``, ``epoch_completed``, ``epoch_halted``, ``halted``, ``completed``); a
+      handler may halt the epoch or the run (see ``axon.training.callbacks``). A run halted mid-epoch
+      returns a state that resumes like one interrupted by Ctrl-C.
     - ``verbose``: 1 a progress bar per epoch (loss and metrics, refreshed a few times a second),
       2 one line per epoch, 0 silent.
     - ``state``: a ``TrainState`` to continue from (e.g. ``load_checkpoint(path)``): training resumes
@@ -309,21 +351,28 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
         data = _ArrayData(inputs, targets, batch_size, shuffle, steps_per_epoch)
     state = strategy.start(state, data)                        # data parallel: process 0's state on every process
 
-    state = _run_hooks(callbacks, "on_train_begin", state._replace(stop_training=False))
+    state, _ = _fire(callbacks, "started", state._replace(stop_training=False), {})
     progress, done = None, state.epoch_step                    # done: batches of the current epoch trained
     try:
         for epoch in range(state.epoch, int(epochs)):
+            if state.stop_training:                            # halted by a handler (of "started", ...)
+                break
             start = time.perf_counter()
             sums, count = {}, 0                                # metric -> sum over examples; examples seen
+            state, halt_epoch = _fire(callbacks, "epoch_started", state, {})
             skip = done if data.replayable else 0              # resuming an interrupted epoch: its first batches
             progress = _Progress(verbose, data.steps, f"Epoch {epoch + 1}/{epochs}", initial=done)
             augment_rng = rng(state.seed, "augment", epoch, *strategy.salt) if augment is not None else None
-            for i, (x, y) in enumerate(data.batches(state.seed, epoch, done)):
+            halted = halt_epoch or state.stop_training         # by an epoch_started handler: no batches
+            for i, (x, y) in enumerate(data.batches(state.seed, epoch, done) if not halted else ()):
                 x, y = strategy.shard(x, y)                    # data parallel: this process's rows of the batch
                 if augment is not None:
                     x = augment(x, augment_rng)                # skipped batches too: the same random stream
                 if i < skip:
                     continue
+                state, halt_epoch = _fire(callbacks, "iteration_started", state, _means(sums, count))
+                if halt_epoch or state.stop_training:
+                    break
                 new_state, metrics = step_fn(state, x, y)
                 if terminate_on_nan and not math.isfinite(metrics["loss"]):
                     raise _NonFiniteLoss(metrics["loss"], epoch, done)
@@ -334,8 +383,21 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                     sums[k] = sums.get(k, 0.0) + v * n
                 count += n
                 progress.step(sums, count)
+                state, halt_epoch = _fire(callbacks, "iteration_completed", state, _means(sums, count))
+                if halt_epoch or state.stop_training:
+                    break
+            if state.stop_training:                            # halted mid-epoch: resumable, as after Ctrl-C
+                progress.close(_means(sums, count))
+                progress = None
+                state = state._replace(epoch_step=done)
+                if verbose:
+                    print(f"Training stopped by a callback at step {state.step} ({state.epoch} complete epochs "
+                          f"and {done} batches of the next)", file=sys.stderr, flush=True)
+                break
+            if halt_epoch:                                     # the epoch ends early, with the batches it ran
+                state, _ = _fire(callbacks, "epoch_halted", state, _means(sums, count))
             sums, count = strategy.total(sums, count)          # data parallel: over every process's rows
-            if count == 0 and done == 0:                       # done > 0: all were trained before an interruption
+            if count == 0 and done == 0 and not halt_epoch:   # done > 0: all were trained before an interruption
                 raise ValueError(f"train: epoch {epoch + 1} got no batches")
             if count:
                 results = {k: v / count for k, v in sums.items()}
@@ -354,13 +416,15 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                 history.setdefault(k, []).append(v)
             state = state._replace(epoch=epoch + 1, history=history, epoch_step=0)
             done = 0
-            state = _run_hooks(callbacks, "on_epoch_end", state)
+            state, _ = _fire(callbacks, "epoch_completed", state, results)
             for cb in callbacks if strategy.is_main else ():  # one process writes files
                 cb.after_epoch(state)                          # read-only: checkpoints save the final state
             if state.stop_training:
                 if verbose:
                     print(f"Training stopped after epoch {epoch + 1} by a callback", file=sys.stderr, flush=True)
                 break
+        last = {k: v[-1] for k, v in state.history.items() if v}   # the last epoch's results
+        state, _ = _fire(callbacks, "halted" if state.stop_training else "completed", state, last)
     except _NonFiniteLoss as stop:
         if progress is not None and progress.bar is not None:
             progress.bar.close()

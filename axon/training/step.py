@@ -117,14 +117,59 @@ def _takes_arguments(fn) -> bool:
 
 
 def _resolve_loss(loss) -> Callable:
-    """The loss function: ``loss`` itself, or axon's loss of that name."""
+    """The loss function: ``loss`` itself, axon's loss of that name, or a weighted sum over several outputs."""
     if isinstance(loss, str):
         from ..functional import losses
         return losses.get(loss)
     if callable(loss):
         return loss
-    raise TypeError(f"step: loss must be a name such as 'categorical_cross_entropy' or a function "
-                    f"loss(y_true, y_pred) -> Tensor, got {type(loss).__name__}")
+    if isinstance(loss, (list, tuple, dict)) and loss:
+        return _weighted_losses(loss)
+    raise TypeError(f"step: loss must be a name such as 'categorical_cross_entropy', a function "
+                    f"loss(y_true, y_pred) -> Tensor, or a list of (loss, weight) pairs (one per model output), "
+                    f"got {type(loss).__name__}")
+
+
+def _weighted_losses(pairs) -> Callable:
+    """``sum_i w_i mean(loss_i(y_true[i], y_pred[i]))`` over a model's outputs (Axon's list of ``{loss, weight}``).
+
+    ``pairs``: a list of ``(loss, weight)``, one per output of a list/tuple container, or a dict
+    ``{output: (loss, weight)}`` for a dict container; targets come in the same structure.
+
+    >>> total = _weighted_losses([("mean_squared_error", 0.5), ("mean_absolute_error", 2.0)])
+    >>> y_true, y_pred = (np.zeros((2, 1)), np.zeros((2, 1))), (np.ones((2, 1)), np.full((2, 1), 3.0))
+    >>> float(total(y_true, y_pred))                          # 0.5 * 1 + 2 * 3
+    6.5
+    """
+    items = list(pairs.items()) if isinstance(pairs, dict) else list(enumerate(pairs))
+    resolved = []
+    for key, pair in items:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise TypeError(f"step: each multi-output loss must be a pair (loss, weight), got {pair!r} for output {key!r}")
+        fn, weight = pair
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)):
+            raise TypeError(f"step: the weight of output {key!r}'s loss must be a number, got {type(weight).__name__}")
+        resolved.append((key, _resolve_loss(fn), float(weight)))
+
+    def weighted(y_true, y_pred):
+        if isinstance(pairs, dict):
+            if not (isinstance(y_true, dict) and isinstance(y_pred, dict)):
+                raise TypeError(f"step: losses given by output name need dict targets and a dict container model, "
+                                f"got {type(y_true).__name__} targets and {type(y_pred).__name__} outputs")
+        elif not (isinstance(y_true, (list, tuple)) and isinstance(y_pred, (list, tuple))
+                  and len(y_true) == len(y_pred) == len(resolved)):
+            raise ValueError(f"step: {len(resolved)} (loss, weight) pairs need {len(resolved)} model outputs and "
+                             f"targets (a list/tuple each), got {_count_of(y_pred)} outputs and {_count_of(y_true)} targets")
+        total = None
+        for key, fn, weight in resolved:
+            term = _mean_loss(fn(y_true[key], y_pred[key])) * weight
+            total = term if total is None else total + term
+        return total
+    return weighted
+
+
+def _count_of(tree) -> str:
+    return str(len(tree)) if isinstance(tree, (list, tuple, dict)) else f"one {type(tree).__name__}"
 
 
 def _resolve_metrics(metrics) -> list[tuple[str, Callable]]:
@@ -367,7 +412,9 @@ def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
 
     - ``step(model, loss, optimizer)``: ``model`` is an ``axon`` model, ``loss`` a name
       (``"categorical_cross_entropy"``) or a function ``loss(y_true, y_pred) -> Tensor`` (per-example
-      losses are averaged). Only the trainable params are differentiated and updated; layer state
+      losses are averaged), or for a model with several outputs a list of ``(loss, weight)`` pairs
+      (a dict by output name for a dict container): the weighted sum of the outputs' mean losses, with
+      targets in the same structure. Only the trainable params are differentiated and updated; layer state
       (batch-norm running statistics) is carried along; dropout keys derive from ``(seed, step)``.
     - ``step((init_params_fn, objective_fn), optimizer)``: any differentiable objective.
       ``init_params_fn(seed) -> params`` (or a params tree to start from), and

@@ -22,7 +22,7 @@ import numpy as np
 
 from ... import kernels
 from ...kernels._common import on_backend_of
-from ...autograd import Tensor, apply, as_tensor, is_grad_enabled, mean, no_grad, primitive, reshape, sqrt
+from ...autograd import Tensor, apply, as_tensor, astype, is_grad_enabled, mean, no_grad, primitive, reshape, sqrt
 from ._utils import (channel_axis, check_channels, check_param, check_rank, check_spatial_input, from_channels_last,
                      param_shape, tensor, to_channels_last)
 
@@ -165,22 +165,48 @@ def layer_norm(x, gamma=None, beta=None, axis=None, epsilon=1e-5, channels="last
     return _affine(y, gamma, beta, axes)
 
 
-def rms_norm(x, gamma=None, axis=None, epsilon=1e-6, channels="last"):
-    """RMS normalization: ``y = x / sqrt(mean(x^2) + epsilon) * gamma``; no centring, no bias.
+_UPCASTS = ("normalization", "all")
+
+
+def rms_norm(x, gamma=None, axis=None, epsilon=1e-6, channels="last", shift=0.0, upcast="normalization"):
+    """RMS normalization: ``y = x / sqrt(mean(x^2) + epsilon) * (shift + gamma)``; no centring, no bias.
 
     Over the channel axis, or ``axis`` when given (as ``layer_norm``).
 
-    As Axon's ``rms_norm`` (default ``epsilon=1e-6``) and ``torch.nn.functional.rms_norm``.
+    As Axon's ``rms_norm`` (default ``epsilon=1e-6``) and ``torch.nn.functional.rms_norm``. ``shift``
+    is added to ``gamma`` (Gemma stores its scales as offsets from 1: ``shift=1.0``). ``upcast``, for
+    inputs of less than 32 bits (float16): ``"normalization"`` computes the normalization in float32
+    and scales by gamma in the input's dtype, ``"all"`` does both in float32; the result has the
+    input's dtype. (Axon casts to float32 in any case; axon never lowers float64.)
 
     >>> import numpy as np
     >>> rms_norm(np.array([[3.0, 4.0]]), epsilon=0.0).numpy().round(4)
     array([[0.8485, 1.1314]])
+    >>> rms_norm(np.array([[3.0, 4.0]]), np.array([0.0, 1.0]), epsilon=0.0, shift=1.0).numpy().round(4)
+    array([[0.8485, 2.2627]])
     """
     x = tensor("rms_norm", x)
     axes = _feature_axes("rms_norm", x, axis, channels)
     _check_params("rms_norm", x.shape, axes, ("gamma", gamma))
+    if upcast not in _UPCASTS:
+        raise ValueError(f"rms_norm: upcast must be one of {_UPCASTS}, got {upcast!r}")
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real):
+        raise TypeError(f"rms_norm: shift must be a number, got {type(shift).__name__}")
+    dtype = x.dtype
+    low = np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize < 4        # float16: compute in float32
+    if low:
+        x = astype(x, np.float32)
     y = apply(_rms_normalize, x, axes=axes, epsilon=_epsilon("rms_norm", epsilon))
-    return _affine(y, gamma, None, axes)
+    if low and upcast == "normalization":
+        y = astype(y, dtype)                                   # the scale by gamma in the input's dtype
+    if gamma is not None and shift:
+        gamma = as_tensor(gamma) + float(shift)
+    elif gamma is None and shift:                              # no gamma is gamma = 1: the scale is 1 + shift
+        y = y * (1.0 + float(shift))
+    if gamma is not None and low:
+        gamma = astype(as_tensor(gamma), y.dtype)
+    y = _affine(y, gamma, None, axes)
+    return astype(y, dtype) if y.dtype != dtype else y
 
 
 def instance_norm(x, gamma=None, beta=None, epsilon=1e-5, channels="last"):

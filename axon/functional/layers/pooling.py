@@ -16,93 +16,165 @@ array([[ 5.,  7.],
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import numbers
 
 import numpy as np
 
 from ... import kernels
-from ...kernels._common import check_pool_padding, on_backend_of
+from ...kernels._common import on_backend_of
+from ...autograd import ops
 from ...autograd import max as tmax, mean as tmean, sum as tsum, where
-from ._utils import (check_spatial_input, check_window_fits, from_channels_last, resolve_padding, shape_from_last,
-                     shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
+from .conv import conv
+from ._utils import (channel_axis, check_rank, check_spatial_input, check_window_fits, from_channels_last,
+                     resolve_padding, shape_from_last, shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
 
 __all__ = ["max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "adaptive_lp_pool",
-           "global_max_pool", "global_avg_pool", "global_lp_pool",
+           "global_max_pool", "global_avg_pool", "global_lp_pool", "blur_pool", "blur_pool_output_shape",
            "max_pool_output_shape", "avg_pool_output_shape", "lp_pool_output_shape",
            "adaptive_max_pool_output_shape", "adaptive_avg_pool_output_shape", "adaptive_lp_pool_output_shape",
            "global_max_pool_output_shape", "global_avg_pool_output_shape", "global_lp_pool_output_shape"]
 
 
 # ---- windowed pools ------------------------------------------------------------------------------------------
-def _window_geometry(layer, input_shape, kernel_size, strides, padding, channels):
-    """Check a windowed pool's options; return (window, strides, pads, output shape in ``channels`` layout)."""
+def _dilated_geometry(layer, input_shape, kernel_size, strides, padding, channels, window_dilations=1):
+    """Check a windowed pool's options; return (window, strides, dilations, pads, output shape in ``channels`` layout).
+
+    A window of ``k`` taps ``d`` apart spans ``d (k - 1) + 1`` inputs (its effective size), which sets the
+    output size and ``"same"`` padding. Max pooling may pad up to the effective window on each side (a
+    window of padding only gives -inf, as in Axon); average and LP pooling pad less than the window.
+    """
     input_shape = tuple(input_shape)
     check_spatial_input(layer, input_shape, channels)
     last = shape_to_last(input_shape, channels)                # (N, *S, C)
     n = len(last) - 2
     window = spatial_tuple(layer, "kernel_size", kernel_size, n)
+    dilations = spatial_tuple(layer, "window_dilations", window_dilations, n)
+    span = tuple(d * (k - 1) + 1 for k, d in zip(window, dilations))        # effective window sizes
     strides = window if strides is None else spatial_tuple(layer, "strides", strides, n)
-    pads = resolve_padding(layer, padding, last[1:-1], window, strides)
-    check_pool_padding(layer, window, pads)
-    check_window_fits(layer, last[1:-1], window, pads, f"input shape {input_shape}, padding {pads}", what="window")
-    out = tuple(window_output_size(s, k, st, p) for s, k, st, p in zip(last[1:-1], window, strides, pads))
-    return window, strides, pads, shape_from_last((last[0], *out, last[-1]), channels)
+    pads = resolve_padding(layer, padding, last[1:-1], span, strides)
+    if layer == "max_pool":
+        if any(lo > e or hi > e for (lo, hi), e in zip(pads, span)):
+            raise ValueError(f"{layer}: padding {pads} must be at most the window {span} on every side")
+    elif any(lo >= e or hi >= e for (lo, hi), e in zip(pads, span)):
+        raise ValueError(f"{layer}: padding {pads} must be smaller than the window {span} on every side "
+                         f"(a window of padding only has no value)")
+    check_window_fits(layer, last[1:-1], span, pads, f"input shape {input_shape}, padding {pads}", what="window")
+    out = tuple(window_output_size(s, e, st, p) for s, e, st, p in zip(last[1:-1], span, strides, pads))
+    return window, strides, dilations, pads, shape_from_last((last[0], *out, last[-1]), channels)
 
 
-def max_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", channels="last") -> tuple:
+def _window_geometry(layer, input_shape, kernel_size, strides, padding, channels, window_dilations=1):
+    """Check a windowed pool's options; return (window, strides, pads, output shape in ``channels`` layout)."""
+    window, strides, _, pads, out = _dilated_geometry(layer, input_shape, kernel_size, strides, padding, channels,
+                                                      window_dilations)
+    return window, strides, pads, out
+
+
+def _on_kernel(window, dilations, pads) -> bool:
+    """Whether the numba kernels take this pool: contiguous windows, each holding an input."""
+    return all(d == 1 for d in dilations) and all(lo < k and hi < k for (lo, hi), k in zip(pads, window))
+
+
+def _taps(x, window, strides, dilations, pads, out_last, fill):
+    """Each window's taps, one Tensor of the output's shape per offset in the window (prod(window) of them).
+
+    Tap ``j`` of output ``o`` along an axis reads padded input ``o s + j d``: a strided slice.
+    """
+    xp = ops.pad(x, ((0, 0), *pads, (0, 0)), value=fill)      # (N, *S, C) -> (N, *(S + lo + hi), C)
+    for offset in itertools.product(*(range(k) for k in window)):
+        index = tuple(slice(j * d, j * d + (o - 1) * s + 1, s)
+                      for j, d, o, s in zip(offset, dilations, out_last[1:-1], strides))
+        yield xp[(slice(None), *index, slice(None))]           # (N, *out, C)
+
+
+def _real_taps(x, window, strides, dilations, pads, out_last):
+    """How many taps of each window are real inputs (not padding): a constant (1, *out, 1) on x's backend."""
+    ones = on_backend_of(x, np.ones((1, *x.shape[1:-1], 1), x.dtype))
+    return functools.reduce(ops.add, _taps(ones, window, strides, dilations, pads, out_last, 0.0))
+
+
+def max_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", channels="last",
+                          window_dilations=1) -> tuple:
     """Output shape of ``max_pool`` (and ``avg_pool``, ``lp_pool``): ``(n + lo + hi - k) // s + 1`` per axis.
 
     >>> max_pool_output_shape((None, 28, 28, 8), 2)
     (None, 14, 14, 8)
     """
-    return _window_geometry("max_pool", input_shape, kernel_size, strides, padding, channels)[-1]
+    return _window_geometry("max_pool", input_shape, kernel_size, strides, padding, channels, window_dilations)[-1]
 
 
 def avg_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", count_include_pad=True,
-                          channels="last") -> tuple:
+                          channels="last", window_dilations=1) -> tuple:
     """Output shape of ``avg_pool``.
 
     >>> avg_pool_output_shape((None, 28, 28, 8), 3, strides=2, padding="same")
     (None, 14, 14, 8)
     """
-    return _window_geometry("avg_pool", input_shape, kernel_size, strides, padding, channels)[-1]
+    return _window_geometry("avg_pool", input_shape, kernel_size, strides, padding, channels, window_dilations)[-1]
 
 
-def lp_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", norm=2, channels="last") -> tuple:
+def lp_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid", norm=2, channels="last",
+                         window_dilations=1) -> tuple:
     """Output shape of ``lp_pool``.
 
     >>> lp_pool_output_shape((None, 10, 4), 2)
     (None, 5, 4)
     """
-    return _window_geometry("lp_pool", input_shape, kernel_size, strides, padding, channels)[-1]
+    return _window_geometry("lp_pool", input_shape, kernel_size, strides, padding, channels, window_dilations)[-1]
 
 
-def max_pool(x, kernel_size, strides=None, padding="valid", channels="last"):
-    """Largest value in each window: ``y[n, o, c] = max_k x[n, o s + k - lo, c]`` (padding counts as -inf).
+def max_pool(x, kernel_size, strides=None, padding="valid", channels="last", window_dilations=1):
+    """Largest value in each window: ``y[n, o, c] = max_k x[n, o s + k d - lo, c]`` (padding counts as -inf).
 
-    The gradient goes to the position of each window's maximum. As ``torch.nn.functional.max_pool2d``.
+    The gradient goes to the position of each window's maximum. As ``torch.nn.functional.max_pool2d``
+    (``window_dilations`` d is its ``dilation``). Padding may reach the window's size, as in Axon
+    (PyTorch stops at half of it); a window of padding only gives -inf. Dilated or so padded windows
+    are computed from strided slices with Tensor operations (ties then share the gradient).
 
     >>> import numpy as np
     >>> max_pool(np.array([[[1.0], [3.0], [2.0]]]), 2, strides=1).numpy().ravel()
     array([3., 3.])
+    >>> max_pool(np.array([[[1.0], [3.0], [2.0], [0.0]]]), 2, strides=1, window_dilations=2).numpy().ravel()
+    array([2., 3.])
     """
     x = tensor("max_pool", x)
-    window, strides, pads, _ = _window_geometry("max_pool", x.shape, kernel_size, strides, padding, channels)
-    y = kernels.max_pool(to_channels_last(x, channels), window, strides, pads)
+    window, strides, dilations, pads, out = _dilated_geometry("max_pool", x.shape, kernel_size, strides, padding,
+                                                              channels, window_dilations)
+    x = to_channels_last(x, channels)
+    if _on_kernel(window, dilations, pads):
+        y = kernels.max_pool(x, window, strides, pads)
+    else:
+        y = functools.reduce(ops.maximum, _taps(x, window, strides, dilations, pads, shape_to_last(out, channels),
+                                                -np.inf))
     return from_channels_last(y, channels)
 
 
-def avg_pool(x, kernel_size, strides=None, padding="valid", count_include_pad=True, channels="last"):
+def avg_pool(x, kernel_size, strides=None, padding="valid", count_include_pad=True, channels="last",
+             window_dilations=1):
     """Mean of each window. Padding counts as zeros in the mean (``count_include_pad=True``, as Axon and
-    PyTorch's default) or is left out of it (``False``). As ``torch.nn.functional.avg_pool2d``.
+    PyTorch's default) or is left out of it (``False``). As ``torch.nn.functional.avg_pool2d``;
+    ``window_dilations`` spaces the window's taps (Axon's option; PyTorch has none for averages).
 
     >>> import numpy as np
     >>> avg_pool(np.array([[[1.0], [3.0]]]), 2, padding=[(1, 1)], strides=2).numpy().ravel()
     array([0.5, 1.5])
+    >>> avg_pool(np.array([[[1.0], [3.0], [5.0]]]), 2, strides=1, window_dilations=2).numpy().ravel()
+    array([3.])
     """
     x = tensor("avg_pool", x)
-    window, strides, pads, _ = _window_geometry("avg_pool", x.shape, kernel_size, strides, padding, channels)
-    y = kernels.avg_pool(to_channels_last(x, channels), window, strides, pads, count_include_pad=bool(count_include_pad))
+    window, strides, dilations, pads, out = _dilated_geometry("avg_pool", x.shape, kernel_size, strides, padding,
+                                                              channels, window_dilations)
+    x = to_channels_last(x, channels)
+    if _on_kernel(window, dilations, pads):
+        y = kernels.avg_pool(x, window, strides, pads, count_include_pad=bool(count_include_pad))
+    else:
+        out_last = shape_to_last(out, channels)
+        total = functools.reduce(ops.add, _taps(x, window, strides, dilations, pads, out_last, 0.0))
+        count = (float(np.prod(window)) if count_include_pad
+                 else _real_taps(x, window, strides, dilations, pads, out_last))
+        y = total / count
     return from_channels_last(y, channels)
 
 
@@ -112,7 +184,7 @@ def _check_norm(layer, norm) -> float:
     return norm
 
 
-def lp_pool(x, kernel_size, strides=None, padding="valid", norm=2, channels="last"):
+def lp_pool(x, kernel_size, strides=None, padding="valid", norm=2, channels="last", window_dilations=1):
     """Power-average pooling: ``y = (sum_window x^p)^(1/p)`` with ``p = norm`` (padding adds zeros).
 
     ``p = 1`` sums the window, large ``p`` approaches max pooling (for positive inputs). As Axon's
@@ -125,8 +197,14 @@ def lp_pool(x, kernel_size, strides=None, padding="valid", norm=2, channels="las
     """
     x = tensor("lp_pool", x)
     norm = _check_norm("lp_pool", norm)
-    window, strides, pads, _ = _window_geometry("lp_pool", x.shape, kernel_size, strides, padding, channels)
-    y = kernels.lp_pool(to_channels_last(x, channels), norm, window, strides, pads)
+    window, strides, dilations, pads, out = _dilated_geometry("lp_pool", x.shape, kernel_size, strides, padding,
+                                                              channels, window_dilations)
+    x = to_channels_last(x, channels)
+    if _on_kernel(window, dilations, pads):
+        y = kernels.lp_pool(x, norm, window, strides, pads)
+    else:
+        taps = _taps(x, window, strides, dilations, pads, shape_to_last(out, channels), 0.0)
+        y = _root(functools.reduce(ops.add, (t ** norm for t in taps)), norm)
     return from_channels_last(y, channels)
 
 
@@ -299,3 +377,40 @@ def global_lp_pool(x, norm=2, keep_axes=False, channels="last"):
     norm = _check_norm("global_lp_pool", norm)
     axes = _global_axes("global_lp_pool", x.shape, channels)
     return _root(tsum(x ** norm, axes, keepdims=bool(keep_axes)), norm)
+
+
+# ---- blur pool ----------------------------------------------------------------------------------------------
+_BINOMIAL = np.array([1.0, 2.0, 1.0])                         # [1, 2, 1] (x) [1, 2, 1] / 16: a 3x3 low-pass filter
+
+
+def blur_pool_output_shape(input_shape, channels="last") -> tuple:
+    """``blur_pool`` keeps the shape (2 spatial axes).
+
+    >>> blur_pool_output_shape((None, 8, 8, 3))
+    (None, 8, 8, 3)
+    """
+    check_rank("blur_pool", tuple(input_shape), (4,), layout="batch, 2 spatial, channels")
+    check_spatial_input("blur_pool", tuple(input_shape), channels)
+    return tuple(input_shape)
+
+
+def blur_pool(x, channels="last"):
+    """Blur each channel with the 3x3 binomial filter ``[1, 2, 1]^T [1, 2, 1] / 16``, zero padded to the same size.
+
+    A low-pass filter, applied before pooling or strided convolutions so they alias less (Zhang,
+    2019). As Axon's ``blur_pool`` (after MosaicML's): a depthwise convolution with stride 1, the
+    same as ``torch.nn.functional.conv2d(x, w, padding=1, groups=C)`` with that filter.
+
+    >>> import numpy as np
+    >>> x = np.zeros((1, 3, 3, 1)); x[0, 1, 1, 0] = 16.0     # an impulse spreads into the filter
+    >>> blur_pool(x).numpy()[0, :, :, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    x = tensor("blur_pool", x)
+    blur_pool_output_shape(x.shape, channels)
+    c = x.shape[channel_axis(x.ndim, channels)]
+    w = np.broadcast_to((np.outer(_BINOMIAL, _BINOMIAL) / 16.0)[:, :, None, None], (3, 3, 1, c))  # (3, 3, 1, C)
+    return conv(x, on_backend_of(x, np.ascontiguousarray(w, dtype=x.dtype)), None, padding=[(1, 1), (1, 1)],
+                feature_group_size=c, channels=channels)

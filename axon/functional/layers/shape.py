@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from ...autograd import as_tensor, concatenate as tconcatenate, getitem, pad as tpad
+from ...autograd import as_tensor, concatenate as tconcatenate, getitem, matmul, pad as tpad
 from ...autograd import reshape as treshape, transpose as ttranspose
 from ...kernels._common import on_backend_of
 from ._utils import (channel_axis, check_rank, check_spatial_input, resolve_padding, shape_from_last, shape_to_last,
@@ -153,7 +153,43 @@ def pad(x, padding, value=0.0, channels="last"):
 
 
 # ---- resize ------------------------------------------------------------------------------------------------
-_METHODS = ("nearest", "bilinear", "linear", "trilinear")
+_METHODS = ("nearest", "bilinear", "linear", "trilinear", "bicubic", "lanczos3", "lanczos5")
+
+
+def _triangle(t):
+    return np.maximum(0.0, 1.0 - t)
+
+
+def _keys_cubic(t):
+    """Keys' cubic convolution kernel with a = -0.5 (Catmull-Rom), for t = |x|."""
+    return np.where(t < 1, (1.5 * t - 2.5) * t * t + 1, np.where(t < 2, ((-0.5 * t + 2.5) * t - 4) * t + 2, 0.0))
+
+
+def _lanczos(radius):
+    def kernel(t):                                             # sinc(t) sinc(t / radius) on |t| <= radius
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = radius * np.sin(np.pi * t) * np.sin(np.pi * t / radius) / (np.pi * np.pi * t * t)
+        return np.where(t > radius, 0.0, np.where(t == 0, 1.0, y))
+    return kernel
+
+
+_KERNELS = {"bilinear": _triangle, "linear": _triangle, "trilinear": _triangle, "bicubic": _keys_cubic,
+            "lanczos3": _lanczos(3), "lanczos5": _lanczos(5)}
+
+
+def _resize_weights(n_in: int, n_out: int, kernel, antialias: bool) -> np.ndarray:
+    """The (n_out, n_in) matrix of one axis: output ``i`` samples ``(i + 0.5) n_in / n_out - 0.5``.
+
+    Each row holds the kernel at the distances to every input, widened by ``n_in / n_out`` when
+    downsampling with ``antialias``, and divided by its sum, so weights falling outside the input are
+    dropped and the rest renormalised (JAX's ``jax.image.resize``, which Axon follows).
+    """
+    scale = n_out / n_in
+    width = max(1.0 / scale, 1.0) if antialias else 1.0         # the kernel's stretch
+    sample = (np.arange(n_out) + 0.5) / scale - 0.5                                   # (n_out,)
+    w = kernel(np.abs(sample[:, None] - np.arange(n_in)[None, :]) / width)            # (n_out, n_in)
+    total = w.sum(axis=1, keepdims=True)
+    return np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps, w / np.where(total != 0, total, 1), 0.0)
 
 
 def _resize_size(input_shape, size, method, channels) -> tuple:
@@ -163,7 +199,7 @@ def _resize_size(input_shape, size, method, channels) -> tuple:
     return spatial_tuple("resize", "size", size, len(input_shape) - 2)
 
 
-def resize_output_shape(input_shape, size, method="nearest", channels="last") -> tuple:
+def resize_output_shape(input_shape, size, method="nearest", channels="last", antialias=False) -> tuple:
     """The input shape with the spatial sizes replaced by ``size``.
 
     >>> resize_output_shape((None, 14, 14, 3), 28)
@@ -188,7 +224,7 @@ def _linear_index(n_in: int, n_out: int, dtype):
     return i0, i1, (src - i0).astype(dtype)
 
 
-def resize(x, size, method="nearest", channels="last"):
+def resize(x, size, method="nearest", channels="last", antialias=False):
     """Resize the spatial axes to ``size`` (an int or one per axis) by sampling at pixel centres.
 
     - ``"nearest"``: output ``i`` copies input ``floor((i + 0.5) n_in / n_out)`` (Axon's nearest;
@@ -196,8 +232,15 @@ def resize(x, size, method="nearest", channels="last"):
     - ``"bilinear"`` (also ``"linear"``, ``"trilinear"``): linear interpolation along each spatial axis at
       ``(i + 0.5) n_in / n_out - 0.5``, clamped at the edges, without antialiasing
       (``interpolate(mode="bilinear", align_corners=False)``).
+    - ``"bicubic"`` (Keys' cubic, a = -0.5), ``"lanczos3"``, ``"lanczos5"``: a kernel sampled at the
+      same points, as JAX's ``jax.image.resize`` and Axon: each output's weights are divided by their
+      sum, so inputs past the edge are dropped rather than clamped. (PyTorch's bicubic uses a = -0.75
+      and clamps; its ``antialias=True`` bicubic is this one.)
+    - ``antialias=True``: when downsampling, the kernel is widened by ``n_in / n_out``, so it
+      averages every input rather than skipping some (Axon's default is True; axon's, False).
 
-    Each axis is one gather (two for linear) of whole slices, so nothing loops over pixels.
+    Each axis is one gather (two for linear) of whole slices, or with a kernel one product with an
+    (n_out, n_in) weight matrix, so nothing loops over pixels.
 
     >>> import numpy as np
     >>> resize(np.array([[[0.0], [1.0]]]), 4, method="bilinear").numpy().ravel()
@@ -212,7 +255,12 @@ def resize(x, size, method="nearest", channels="last"):
         if n_in == n_out:
             continue
         lead = (slice(None),) * axis
-        if method == "nearest":                                # (index arrays on x's backend, like x)
+        if method != "nearest" and (antialias or method in ("bicubic", "lanczos3", "lanczos5")):
+            w = on_backend_of(x, _resize_weights(n_in, n_out, _KERNELS[method], bool(antialias)).T.astype(x.dtype))
+            moved = tuple(a for a in range(x.ndim) if a != axis) + (axis,)
+            y = matmul(ttranspose(x, moved), w)                # (..., n_in) @ (n_in, n_out): the axis last
+            x = ttranspose(y, tuple(int(i) for i in np.argsort(moved)))
+        elif method == "nearest":                              # (index arrays on x's backend, like x)
             x = getitem(x, lead + (on_backend_of(x, _nearest_index(n_in, n_out)),))   # n_in -> n_out along axis
         else:
             i0, i1, w = (on_backend_of(x, a) for a in _linear_index(n_in, n_out, x.dtype))
