@@ -296,6 +296,16 @@ def _like(x, ref):
     return x if x.dtype == ref.dtype else ops.astype(x, ref.dtype)
 
 
+def _first_moment(grads, mu, decay):
+    """``m = decay m + (1 - decay) g`` per leaf (Adam's ``m``), in the moment's dtype."""
+    return tensor_map(lambda g, m: _like(decay * m + (1 - decay) * g, m), grads, mu)
+
+
+def _second_moment(grads, nu, decay):
+    """``v = decay v + (1 - decay) g^2`` per leaf (Adam's ``v``), in the moment's dtype."""
+    return tensor_map(lambda g, v: _like(decay * v + (1 - decay) * (g * g), v), grads, nu)
+
+
 def _zeros(params):
     return tree_map(lambda p: _full_like(p, 0), params)
 
@@ -500,8 +510,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False) -> G
     def update(grads, state, params=None):
         _check_like("scale_by_adam", state.mu, grads)
         t = int(state.count) + 1
-        mu = tensor_map(lambda g, m: _like(b1 * m + (1 - b1) * g, m), grads, state.mu)   # moments keep
-        nu = tensor_map(lambda g, v: _like(b2 * v + (1 - b2) * (g * g), v), grads, state.nu)  # their dtype
+        mu, nu = _first_moment(grads, state.mu, b1), _second_moment(grads, state.nu, b2)
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)               # bias corrections
         if nesterov:                                               # the moment one step ahead
             ahead = b1 / (1 - b1 ** (t + 1))
@@ -533,7 +542,7 @@ def scale_by_belief(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16) -> GradientTran
     def update(grads, state, params=None):
         _check_like("scale_by_belief", state.mu, grads)
         t = int(state.count) + 1
-        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        mu = _first_moment(grads, state.mu, b1)
         nu = tensor_map(lambda g, m, s: b2 * s + (1 - b2) * ((g - m) * (g - m)) + eps_root, grads, mu, state.nu)
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
         updates = tensor_map(lambda m, s: (c1 * m) / (ops.sqrt(c2 * s) + eps), mu, nu)
@@ -610,8 +619,7 @@ def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8, threshold=5.0) -> GradientTransfo
     def update(grads, state, params=None):
         _check_like("scale_by_radam", state.mu, grads)
         t = int(state.count) + 1
-        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        mu, nu = _first_moment(grads, state.mu, b1), _second_moment(grads, state.nu, b2)
         c1 = 1 / (1 - b1 ** t)
         rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
         if rho_t > threshold:                                      # the adaptive step's variance is finite
@@ -645,7 +653,7 @@ def scale_by_yogi(b1=0.9, b2=0.999, eps=1e-3, eps_root=0.0, initial_accumulator_
     def update(grads, state, params=None):
         _check_like("scale_by_yogi", state.mu, grads)
         t = int(state.count) + 1
-        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        mu = _first_moment(grads, state.mu, b1)
         nu = tensor_map(lambda g, v: v - (1 - b2) * ops.sign(v - g * g) * (g * g), grads, state.nu)
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
         updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
@@ -683,8 +691,7 @@ def scale_by_nadam(b1=0.9, b2=0.999, eps=1e-8, momentum_decay=4e-3) -> GradientT
         product = float(state.mu_product) * mu_t
         k_g, k_m = (1 - mu_t) / (1 - product), mu_next / (1 - product * mu_next)
         c2 = 1 / (1 - b2 ** t)
-        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        mu, nu = _first_moment(grads, state.mu, b1), _second_moment(grads, state.nu, b2)
         updates = tensor_map(lambda g, m, v: (k_g * g + k_m * m) / (ops.sqrt(c2 * v) + eps), grads, mu, nu)
         return updates, ScaleByNadamState(_count(t), np.asarray(product), mu, nu)
     return GradientTransformation(init, update)
@@ -1190,8 +1197,7 @@ def scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0) -> GradientTransf
     def update(grads, state, params=None):
         _check_like("scale_by_amsgrad", state.mu, grads)
         t = int(state.count) + 1
-        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
-        nu = tensor_map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, state.nu)
+        mu, nu = _first_moment(grads, state.mu, b1), _second_moment(grads, state.nu, b2)
         c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)
         nu_max = tensor_map(lambda v, v_max: ops.maximum(v_max, c2 * v), nu, state.nu_max)
         updates = tensor_map(lambda m, v_max: (c1 * m) / (ops.sqrt(v_max + eps_root) + eps), mu, nu_max)
@@ -1219,7 +1225,7 @@ def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformation:
     def update(grads, state, params=None):
         _check_like("scale_by_adamax", state.mu, grads)
         t = int(state.count) + 1
-        mu = tensor_map(lambda g, m: b1 * m + (1 - b1) * g, grads, state.mu)
+        mu = _first_moment(grads, state.mu, b1)
         nu = tensor_map(lambda g, u: ops.maximum(b2 * u, ops.abs(g) + eps), grads, state.nu)
         c1 = 1 / (1 - b1 ** t)
         return tensor_map(lambda m, u: (c1 * m) / u, mu, nu), ScaleByAdamState(_count(t), mu, nu)
