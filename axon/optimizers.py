@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from .autograd import Tensor, ops
+from .autograd import Tensor, apply, ops
 from .privacy import differentially_private_aggregate
 from .schedules import as_schedule
 from .second_order import lbfgs
@@ -124,8 +124,8 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
             p = p if weight_decay else g                       # without decay p is only read as a placeholder
             if not (g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
                 raise ValueError("mismatch")                   # reworded below, with the path
-            out = kernel.adam_step(p, g, m, v, lr=step_size, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                                   step=t)                     # the primitive kernels.adam_step, on p's backend
+            out = apply(kernel.ADAM_STEP, p, g, m, v, lr=step_size, b1=b1, b2=b2, eps=eps,   # checked above: the
+                        weight_decay=weight_decay, step=t)     # primitive itself, on p's backend
             return tuple(a.data if isinstance(a, Tensor) else a for a in out)   # u, m_new, v_new as arrays
         try:
             updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,

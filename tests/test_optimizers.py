@@ -3,6 +3,8 @@ convergence on Rosenbrock and logistic regression, dtypes, purity, checkpoints, 
 import io
 
 import numpy as np
+
+from axon.autograd import Primitive
 import pytest
 
 import axon.optimizers as optimizers
@@ -460,15 +462,18 @@ def test_bad_hyperparameters_raise():
 
 
 # ---- the fused Adam path ----------------------------------------------------------------------------
-class _numpy_adam_kernel:
-    """The documented contract of axon.kernels.adam (``adam_step``: arrays in, ``(u, m_new, v_new)`` out), in numpy."""
+def _numpy_adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
+    m_new = b1 * m + (1 - b1) * g
+    v_new = b2 * v + (1 - b2) * g * g
+    m_hat, v_hat = m_new / (1 - b1 ** step), v_new / (1 - b2 ** step)
+    return -lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * p), m_new, v_new
 
-    @staticmethod
-    def adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
-        m_new = b1 * m + (1 - b1) * g
-        v_new = b2 * v + (1 - b2) * g * g
-        m_hat, v_hat = m_new / (1 - b1 ** step), v_new / (1 - b2 ** step)
-        return -lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * p), m_new, v_new
+
+class _numpy_adam_kernel:
+    """The documented contract of axon.kernels.adam (the primitive ``ADAM_STEP``: arrays in, ``(u, m_new, v_new)``
+    out), in numpy."""
+    ADAM_STEP = Primitive("test.numpy_adam_step", vjp=None)
+    ADAM_STEP.forwards["cpu"] = _numpy_adam_step
 
 
 @pytest.mark.parametrize("make", [lambda f: adam(0.01, fused=f), lambda f: adamw(0.01, weight_decay=0.1, fused=f),

@@ -33,6 +33,7 @@ array([0.9, 0.9, 0.9], dtype=float32)
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -98,6 +99,7 @@ def _adam_out_of_place_parallel(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, ste
                            t * n // n_chunks, (t + 1) * n // n_chunks)
 
 
+@functools.lru_cache(maxsize=256)                             # the same step's scalars for every leaf
 def adam_scalars(dtype, *, lr, b1, b2, eps, weight_decay, step) -> tuple:
     """The kernel's scalar arguments for one step, checked, in ``dtype`` (computed in float64, rounded once).
 
@@ -184,6 +186,7 @@ def _adam_step_forward(p, g, m, v, lr, b1, b2, eps, weight_decay, step):
 
 
 _adam_step = primitive("kernels.adam_step", _adam_step_forward)
+ADAM_STEP = _adam_step          # for callers that checked their arrays already: apply(ADAM_STEP, p, g, m, v, lr=...)
 
 
 def adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
