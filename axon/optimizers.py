@@ -17,10 +17,10 @@ The eleven optimizers Axon announced: ``adabelief adagrad adam adamw fromage lam
 sgd yogi``; with ``nadam adadelta lion lars adafactor``; differentially private SGD (``dpsgd``, see
 ``axon.privacy``) and L-BFGS (``lbfgs``, see ``axon.second_order``, which also has a Newton-CG step).
 
-``adam`` and ``adamw`` use the fused one-pass kernel ``axon.kernels.adam_update`` when it is available
-(``fused=None``, the default), the numpy transformations otherwise or with ``fused=False``; both give the
-same trajectory (equal up to floating-point rounding) and the same state layout, so a checkpoint from one
-resumes on the other.
+``adam`` and ``adamw`` use the fused one-pass primitive ``kernels.adam_step`` (a numba kernel on the CPU,
+a numba.cuda one on the GPU) when they can (``fused=None``, the default: no ``eps_root``, mask or decay
+schedule), the chain of transformations otherwise or with ``fused=False``; both give the same trajectory
+(equal up to floating-point rounding) and the same state layout, so a checkpoint from one resumes on the other.
 """
 from __future__ import annotations
 
@@ -93,7 +93,10 @@ def adagrad(lr=1e-2, initial_accumulator_value=0.0, eps=1e-10) -> GradientTransf
 
 
 def _find_adam_kernel():
-    """``axon.kernels.adam``: the one-pass Adam(W) step (``adam_scalars`` once per step, ``adam_into`` per leaf)."""
+    """``axon.kernels.adam``: the one-pass Adam(W) step, its primitive ``ADAM_STEP`` called once per leaf.
+
+    (A function, so a test can put a kernel of its own, or none, in its place.)
+    """
     from .kernels import adam
     return adam
 
