@@ -281,6 +281,25 @@ def test_builder_inferred_shape_is_the_real_shape(name):
     assert y_train.shape == y.shape
 
 
+def test_every_builder_and_method_is_found_by_grep_at_its_definition():
+    """``def relu(`` in builders.py and ``Axon.relu = relu`` there: no name is made by setattr or globals()."""
+    import inspect
+    from axon.functional import activations as A
+    from axon.model import builders
+    source, init_source = inspect.getsource(builders), inspect.getsource(axon.model)
+    assert set(builders.ACTIVATIONS) == set(A.__all__) - {"get"}      # every activation has its layer
+    for name in builders.__all__:
+        assert f"\ndef {name}(" in source and getattr(builders, name).__name__ == name
+        if name not in ("add", "subtract", "multiply"):              # those are the operators a + b, ...
+            assert f"\nAxon.{name} = {name}\n" in source and getattr(axon.Axon, name) is getattr(builders, name)
+    for fn in (axon.init, axon.apply, axon.predict, axon.split, axon.summary, axon.model.bias,
+               axon.model.attach_hook, axon.model.get_op_counts, axon.model.set_options,
+               axon.model.set_parameters, axon.model.pop_node, axon.model.rewrite_nodes):
+        assert f"\nAxon.{fn.__name__} = {fn.__name__}\n" in init_source and getattr(axon.Axon, fn.__name__) is fn
+    for text in (source, init_source):
+        assert "setattr(" not in text and "globals()" not in text
+
+
 def test_every_builder_is_covered():
     from axon.model import builders
     exercised = set()

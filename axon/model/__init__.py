@@ -23,9 +23,17 @@ __all__ = ["Axon", "ParamSpec", "input", "constant", "container", "layer", "nx",
            "ModelState", "model_state",
            *builders.__all__, *tools.__all__]
 
-# the run functions as methods too: model.init(seed=0), model.predict(params, x), ...
-for _f in (init, apply, predict, split):
-    setattr(Axon, _f.__name__, _f)
+# the run functions and graph tools are methods too: model.init(seed=0), model.predict(params, x), ...
+# (the builders are attached at the end of builders.py: x.dense(128))
+Axon.init = init
+Axon.apply = apply
+Axon.predict = predict
+Axon.split = split
 Axon.summary = summary
-for _f in (bias, attach_hook, get_op_counts, set_options, set_parameters, pop_node, rewrite_nodes):
-    setattr(Axon, _f.__name__, _f)
+Axon.bias = bias
+Axon.attach_hook = attach_hook
+Axon.get_op_counts = get_op_counts
+Axon.set_options = set_options
+Axon.set_parameters = set_parameters
+Axon.pop_node = pop_node
+Axon.rewrite_nodes = rewrite_nodes

@@ -951,67 +951,403 @@ def activation(x, activation, name=None, **opts) -> Axon:
     return _activation_node(x, activation, name, **opts)
 
 
-# The docstring example of each activation layer: (options, one input row, the output row it gives).
-_ACTIVATION_EXAMPLES = {
-    "celu": ("alpha=2.0", "[-1.0, 0.0, 2.0]", "[[-0.7869,  0.    ,  2.    ]]"),
-    "elu": ("", "[-1.0, 0.0, 2.0]", "[[-0.6321,  0.    ,  2.    ]]"),
-    "exp": ("", "[-1.0, 0.0, 2.0]", "[[0.3679, 1.    , 7.3891]]"),
-    "gelu": ("approximate=True", "[-1.0, 0.0, 2.0]", "[[-0.1588,  0.    ,  1.9546]]"),
-    "hard_sigmoid": ("alpha=0.5, beta=0.5", "[-2.0, 0.0, 0.5]", "[[0.  , 0.5 , 0.75]]"),
-    "hard_silu": ("", "[-0.5, 1.0, 2.0]", "[[-0.05,  0.4 ,  1.2 ]]"),
-    "hard_tanh": ("", "[-3.0, 0.5, 2.0]", "[[-1. ,  0.5,  1. ]]"),
-    "leaky_relu": ("alpha=0.1", "[-1.0, 0.0, 2.0]", "[[-0.1,  0. ,  2. ]]"),
-    "linear": ("", "[-1.0, 0.0, 2.0]", "[[-1.,  0.,  2.]]"),
-    "log_sumexp": ("", "[-1.0, 0.0, 2.0]", "[[2.1698]]"),
-    "log_sigmoid": ("", "[-1.0, 0.0, 2.0]", "[[-1.3133, -0.6931, -0.1269]]"),
-    "log_softmax": ("", "[-1.0, 0.0, 2.0]", "[[-3.1698, -2.1698, -0.1698]]"),
-    "mish": ("", "[-1.0, 0.0, 2.0]", "[[-0.3034,  0.    ,  1.944 ]]"),
-    "relu": ("", "[-1.0, 0.0, 2.0]", "[[0., 0., 2.]]"),
-    "relu6": ("", "[-1.0, 3.0, 9.0]", "[[0., 3., 6.]]"),
-    "selu": ("", "[-1.0, 0.0, 2.0]", "[[-1.1113,  0.    ,  2.1014]]"),
-    "sigmoid": ("", "[-1.0, 0.0, 2.0]", "[[0.2689, 0.5   , 0.8808]]"),
-    "silu": ("", "[-1.0, 0.0, 2.0]", "[[-0.2689,  0.    ,  1.7616]]"),
-    "softmax": ("", "[1.0, 2.0, 3.0]", "[[0.09  , 0.2447, 0.6652]]"),
-    "softplus": ("", "[-1.0, 0.0, 2.0]", "[[0.3133, 0.6931, 2.1269]]"),
-    "softsign": ("", "[-1.0, 0.0, 2.0]", "[[-0.5   ,  0.    ,  0.6667]]"),
-    "tanh": ("", "[-1.0, 0.0, 2.0]", "[[-0.7616,  0.    ,  0.964 ]]"),
-    "log1p": ("", "[-0.5, 0.0, 1.0]", "[[-0.6931,  0.    ,  0.6931]]"),
-    "expm1": ("", "[-1.0, 0.0, 2.0]", "[[-0.6321,  0.    ,  6.3891]]"),
-    "erf": ("", "[-1.0, 0.0, 2.0]", "[[-0.8427,  0.    ,  0.9953]]"),
-}
+def celu(x, name=None, **opts) -> Axon:
+    """Continuously differentiable ELU: x for x > 0, alpha * (e^(x/alpha) - 1) otherwise.
+
+    ``axon.activations.celu`` as a layer, ``x.celu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).celu(alpha=2.0)
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.7869,  0.    ,  2.    ]], dtype=float32)
+    """
+    return _activation_node(x, "celu", name, **opts)
 
 
-def _activation_doc(act_name) -> str:
-    """The builder's docstring: what it is, the function's own first line (its maths), an example."""
-    doc = f"The ``{act_name}`` activation as a layer: ``x.{act_name}()`` (see ``axon.activations``)."
-    maths = (getattr(A, act_name).__doc__ or "").strip().split("\n")[0]
-    if maths:
-        doc += f"\n\n    {maths}"
-    if act_name in _ACTIVATION_EXAMPLES:
-        opts, row, out = _ACTIVATION_EXAMPLES[act_name]
-        doc += (f"\n\n    >>> import axon, numpy as np"
-                f"\n    >>> model = axon.input((None, 3)).{act_name}({opts})"
-                f"\n    >>> axon.predict(model, {{}}, np.array([{row}], np.float32)).round(4)"
-                f"\n    array({out}, dtype=float32)\n    ")
-    return doc
+def elu(x, name=None, **opts) -> Axon:
+    """Exponential linear unit: x for x > 0, alpha * (e^x - 1) otherwise.
+
+    ``axon.activations.elu`` as a layer, ``x.elu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).elu()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.6321,  0.    ,  2.    ]], dtype=float32)
+    """
+    return _activation_node(x, "elu", name, **opts)
 
 
-def _activation_builder(act_name):
-    def builder(x, name=None, **opts):
-        return _activation_node(x, act_name, name, **opts)
-    builder.__name__ = builder.__qualname__ = act_name
-    builder.__doc__ = _activation_doc(act_name)
-    return builder
+def exp(x, name=None, **opts) -> Axon:
+    """Exponential e^x.
+
+    ``axon.activations.exp`` as a layer, ``x.exp(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).exp()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[0.3679, 1.    , 7.3891]], dtype=float32)
+    """
+    return _activation_node(x, "exp", name, **opts)
 
 
-ACTIVATIONS = {n: _activation_builder(n) for n in A.__all__ if n != "get"}
-globals().update(ACTIVATIONS)
+def gelu(x, name=None, **opts) -> Axon:
+    """Gaussian error linear unit: x * Phi(x), with Phi the standard normal CDF.
+
+    ``axon.activations.gelu`` as a layer, ``x.gelu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).gelu(approximate=True)
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.1588,  0.    ,  1.9546]], dtype=float32)
+    """
+    return _activation_node(x, "gelu", name, **opts)
+
+
+def hard_sigmoid(x, name=None, **opts) -> Axon:
+    """Piecewise-linear sigmoid: clip(alpha * x + beta, 0, 1).
+
+    ``axon.activations.hard_sigmoid`` as a layer, ``x.hard_sigmoid(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).hard_sigmoid(alpha=0.5, beta=0.5)
+    >>> axon.predict(model, {}, np.array([[-2.0, 0.0, 0.5]], np.float32)).round(4)
+    array([[0.  , 0.5 , 0.75]], dtype=float32)
+    """
+    return _activation_node(x, "hard_sigmoid", name, **opts)
+
+
+def hard_silu(x, name=None, **opts) -> Axon:
+    """Hard SiLU (hard swish): x * hard_sigmoid(x, alpha, beta).
+
+    ``axon.activations.hard_silu`` as a layer, ``x.hard_silu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).hard_silu()
+    >>> axon.predict(model, {}, np.array([[-0.5, 1.0, 2.0]], np.float32)).round(4)
+    array([[-0.05,  0.4 ,  1.2 ]], dtype=float32)
+    """
+    return _activation_node(x, "hard_silu", name, **opts)
+
+
+def hard_tanh(x, name=None, **opts) -> Axon:
+    """Hard hyperbolic tangent: clip(x, -1, 1).
+
+    ``axon.activations.hard_tanh`` as a layer, ``x.hard_tanh(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).hard_tanh()
+    >>> axon.predict(model, {}, np.array([[-3.0, 0.5, 2.0]], np.float32)).round(4)
+    array([[-1. ,  0.5,  1. ]], dtype=float32)
+    """
+    return _activation_node(x, "hard_tanh", name, **opts)
+
+
+def leaky_relu(x, name=None, **opts) -> Axon:
+    """Leaky ReLU: x for x > 0, alpha * x otherwise.
+
+    ``axon.activations.leaky_relu`` as a layer, ``x.leaky_relu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).leaky_relu(alpha=0.1)
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.1,  0. ,  2. ]], dtype=float32)
+    """
+    return _activation_node(x, "leaky_relu", name, **opts)
+
+
+def linear(x, name=None, **opts) -> Axon:
+    """The identity: f(x) = x.
+
+    ``axon.activations.linear`` as a layer, ``x.linear(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).linear()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-1.,  0.,  2.]], dtype=float32)
+    """
+    return _activation_node(x, "linear", name, **opts)
+
+
+def log_sumexp(x, name=None, **opts) -> Axon:
+    """log(sum(e^x)) over ``axis``, computed as m + log(sum(e^(x - m))) with m = max(x).
+
+    ``axon.activations.log_sumexp`` as a layer, ``x.log_sumexp(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).log_sumexp()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[2.1698]], dtype=float32)
+    """
+    return _activation_node(x, "log_sumexp", name, **opts)
+
+
+def log_sigmoid(x, name=None, **opts) -> Axon:
+    """log(sigmoid(x)) = -softplus(-x), finite for any x.
+
+    ``axon.activations.log_sigmoid`` as a layer, ``x.log_sigmoid(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).log_sigmoid()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-1.3133, -0.6931, -0.1269]], dtype=float32)
+    """
+    return _activation_node(x, "log_sigmoid", name, **opts)
+
+
+def log_softmax(x, name=None, **opts) -> Axon:
+    """log(softmax(x)) = x - m - log(sum(e^(x - m))) with m = max(x) over ``axis``; stable for any x.
+
+    ``axon.activations.log_softmax`` as a layer, ``x.log_softmax(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).log_softmax()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-3.1698, -2.1698, -0.1698]], dtype=float32)
+    """
+    return _activation_node(x, "log_softmax", name, **opts)
+
+
+def mish(x, name=None, **opts) -> Axon:
+    """Mish: x * tanh(softplus(x)).
+
+    ``axon.activations.mish`` as a layer, ``x.mish(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).mish()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.3034,  0.    ,  1.944 ]], dtype=float32)
+    """
+    return _activation_node(x, "mish", name, **opts)
+
+
+def relu(x, name=None, **opts) -> Axon:
+    """Rectified linear unit: max(x, 0) (gradient 0 at x = 0).
+
+    ``axon.activations.relu`` as a layer, ``x.relu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).relu()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[0., 0., 2.]], dtype=float32)
+    """
+    return _activation_node(x, "relu", name, **opts)
+
+
+def relu6(x, name=None, **opts) -> Axon:
+    """ReLU capped at 6: min(max(x, 0), 6).
+
+    ``axon.activations.relu6`` as a layer, ``x.relu6(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).relu6()
+    >>> axon.predict(model, {}, np.array([[-1.0, 3.0, 9.0]], np.float32)).round(4)
+    array([[0., 3., 6.]], dtype=float32)
+    """
+    return _activation_node(x, "relu6", name, **opts)
+
+
+def selu(x, name=None, **opts) -> Axon:
+    """Scaled ELU: gamma * elu(x, alpha), with the self-normalizing constants as defaults.
+
+    ``axon.activations.selu`` as a layer, ``x.selu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).selu()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-1.1113,  0.    ,  2.1014]], dtype=float32)
+    """
+    return _activation_node(x, "selu", name, **opts)
+
+
+def sigmoid(x, name=None, **opts) -> Axon:
+    """Logistic sigmoid: 1 / (1 + e^-x), computed as (tanh(x/2) + 1)/2 so it never overflows.
+
+    ``axon.activations.sigmoid`` as a layer, ``x.sigmoid(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).sigmoid()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[0.2689, 0.5   , 0.8808]], dtype=float32)
+    """
+    return _activation_node(x, "sigmoid", name, **opts)
+
+
+def silu(x, name=None, **opts) -> Axon:
+    """Sigmoid linear unit (swish): x * sigmoid(x).
+
+    ``axon.activations.silu`` as a layer, ``x.silu(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).silu()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.2689,  0.    ,  1.7616]], dtype=float32)
+    """
+    return _activation_node(x, "silu", name, **opts)
+
+
+def softmax(x, name=None, **opts) -> Axon:
+    """e^x / sum(e^x) over ``axis`` (an int or a tuple), shifted by the max so it never overflows.
+
+    ``axon.activations.softmax`` as a layer, ``x.softmax(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).softmax()
+    >>> axon.predict(model, {}, np.array([[1.0, 2.0, 3.0]], np.float32)).round(4)
+    array([[0.09  , 0.2447, 0.6652]], dtype=float32)
+    """
+    return _activation_node(x, "softmax", name, **opts)
+
+
+def softplus(x, name=None, **opts) -> Axon:
+    """log(1 + e^x), as max(x, 0) + log1p(e^-|x|): finite for any x; gradient sigmoid(x).
+
+    ``axon.activations.softplus`` as a layer, ``x.softplus(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).softplus()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[0.3133, 0.6931, 2.1269]], dtype=float32)
+    """
+    return _activation_node(x, "softplus", name, **opts)
+
+
+def softsign(x, name=None, **opts) -> Axon:
+    """x / (1 + |x|).
+
+    ``axon.activations.softsign`` as a layer, ``x.softsign(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).softsign()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.5   ,  0.    ,  0.6667]], dtype=float32)
+    """
+    return _activation_node(x, "softsign", name, **opts)
+
+
+def tanh(x, name=None, **opts) -> Axon:
+    """Hyperbolic tangent.
+
+    ``axon.activations.tanh`` as a layer, ``x.tanh(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).tanh()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.7616,  0.    ,  0.964 ]], dtype=float32)
+    """
+    return _activation_node(x, "tanh", name, **opts)
+
+
+def log1p(x, name=None, **opts) -> Axon:
+    """log(1 + x), accurate for tiny x.
+
+    ``axon.activations.log1p`` as a layer, ``x.log1p(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).log1p()
+    >>> axon.predict(model, {}, np.array([[-0.5, 0.0, 1.0]], np.float32)).round(4)
+    array([[-0.6931,  0.    ,  0.6931]], dtype=float32)
+    """
+    return _activation_node(x, "log1p", name, **opts)
+
+
+def expm1(x, name=None, **opts) -> Axon:
+    """e^x - 1, accurate for tiny x.
+
+    ``axon.activations.expm1`` as a layer, ``x.expm1(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).expm1()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.6321,  0.    ,  6.3891]], dtype=float32)
+    """
+    return _activation_node(x, "expm1", name, **opts)
+
+
+def erf(x, name=None, **opts) -> Axon:
+    """The error function erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt (the kernel ``axon.kernels.erf``).
+
+    ``axon.activations.erf`` as a layer, ``x.erf(**opts)``.
+
+    >>> import axon, numpy as np
+    >>> model = axon.input((None, 3)).erf()
+    >>> axon.predict(model, {}, np.array([[-1.0, 0.0, 2.0]], np.float32)).round(4)
+    array([[-0.8427,  0.    ,  0.9953]], dtype=float32)
+    """
+    return _activation_node(x, "erf", name, **opts)
+
+
+# name -> builder of every activation layer (the loader and the tests tell them from the other layers)
+ACTIVATIONS = {f.__name__: f for f in (celu, elu, exp, gelu, hard_sigmoid, hard_silu, hard_tanh, leaky_relu,
+                                       linear, log_sumexp, log_sigmoid, log_softmax, mish, relu, relu6, selu,
+                                       sigmoid, silu, softmax, softplus, softsign, tanh, log1p, expm1, erf)}
 __all__ += list(ACTIVATIONS)
 
-# every builder is also a method: x.dense(128) is dense(x, 128)
-for _name in __all__:
-    if _name not in ("add", "subtract", "multiply", "concatenate", "bidirectional"):
-        setattr(Axon, _name, globals()[_name])
-Axon.bidirectional = lambda self, forward_fn, merge="concatenate", axis=1, name=None: \
-    bidirectional(self, forward_fn, merge, axis, name)
-Axon.concatenate = lambda self, *others, axis=-1, name=None: concatenate([self, *others], axis=axis, name=name)
+
+# ---- every builder is also a method of the node: x.dense(128) is dense(x, 128) ----------------------
+# (add, subtract and multiply are the operators a + b, a - b, a * b; concatenate takes a.concatenate(b, c))
+Axon.dense = dense
+Axon.bilinear = bilinear
+Axon.embedding = embedding
+Axon.conv = conv
+Axon.conv_transpose = conv_transpose
+Axon.depthwise_conv = depthwise_conv
+Axon.separable_conv2d = separable_conv2d
+Axon.separable_conv3d = separable_conv3d
+Axon.max_pool = max_pool
+Axon.avg_pool = avg_pool
+Axon.lp_pool = lp_pool
+Axon.adaptive_max_pool = adaptive_max_pool
+Axon.adaptive_avg_pool = adaptive_avg_pool
+Axon.adaptive_lp_pool = adaptive_lp_pool
+Axon.global_max_pool = global_max_pool
+Axon.global_avg_pool = global_avg_pool
+Axon.global_lp_pool = global_lp_pool
+Axon.blur_pool = blur_pool
+Axon.batch_norm = batch_norm
+Axon.layer_norm = layer_norm
+Axon.group_norm = group_norm
+Axon.instance_norm = instance_norm
+Axon.rms_norm = rms_norm
+Axon.dropout = dropout
+Axon.alpha_dropout = alpha_dropout
+Axon.feature_alpha_dropout = feature_alpha_dropout
+Axon.spatial_dropout = spatial_dropout
+Axon.flatten = flatten
+Axon.reshape = reshape
+Axon.transpose = transpose
+Axon.pad = pad
+Axon.resize = resize
+Axon.concatenate = concatenate
+Axon.activation = activation
+Axon.lstm = lstm
+Axon.gru = gru
+Axon.conv_lstm = conv_lstm
+Axon.bidirectional = bidirectional
+Axon.mask = mask
+Axon.multi_head_attention = multi_head_attention
+Axon.transformer_block = transformer_block
+Axon.celu = celu
+Axon.elu = elu
+Axon.exp = exp
+Axon.gelu = gelu
+Axon.hard_sigmoid = hard_sigmoid
+Axon.hard_silu = hard_silu
+Axon.hard_tanh = hard_tanh
+Axon.leaky_relu = leaky_relu
+Axon.linear = linear
+Axon.log_sumexp = log_sumexp
+Axon.log_sigmoid = log_sigmoid
+Axon.log_softmax = log_softmax
+Axon.mish = mish
+Axon.relu = relu
+Axon.relu6 = relu6
+Axon.selu = selu
+Axon.sigmoid = sigmoid
+Axon.silu = silu
+Axon.softmax = softmax
+Axon.softplus = softplus
+Axon.softsign = softsign
+Axon.tanh = tanh
+Axon.log1p = log1p
+Axon.expm1 = expm1
+Axon.erf = erf

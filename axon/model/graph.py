@@ -68,6 +68,9 @@ class Axon:
     when ``uses`` contains ``"training"`` or ``"key"`` those are passed too, and a node with
     ``"state"`` params returns ``(y, new_state)`` while training.
 
+    Methods: the graph walks below; every builder (``x.dense(128)``, listed ``Axon.dense = dense`` at the
+    end of ``builders.py``); the run functions and graph tools (``model.init()``, in ``model/__init__.py``).
+
     >>> import axon
     >>> model = axon.input((None, 3)).dense(2)
     >>> model
