@@ -4,11 +4,33 @@ A VJP takes ``dy`` (the gradient of the output), the output ``y`` and the inputs
 returns one gradient per input. The rules are written with Tensor operations, so differentiating a
 VJP (``create_graph=True``) just records more primitives: that is all grad-of-grad needs.
 
+``sum``, ``max``, ``min`` and ``abs`` here are the Tensor operations (``axon.autograd.ops.sum``): inside
+this module they hide Python's builtins, so its own code calls those as ``builtins.max(...)`` and sums
+Tensors with the method (``g.sum(axes)``).
+
 >>> from axon.autograd import Tensor
 >>> x = Tensor([0.5, -1.0], requires_grad=True)
 >>> tanh(x).sum().backward()
 >>> x.grad.round(4)
 array([0.7864, 0.42  ], dtype=float32)
+
+Gradients at ties, one rule for the library (PyTorch's):
+
+- a reduction (``max``, ``min``; ``Tensor.max``, ``axon.layers.global_max_pool``, which is ``max`` over
+  the spatial axes) splits ``dy`` evenly among the tied elements, as ``torch.amax``;
+- the elementwise ``maximum`` and ``minimum`` give half to each input at a tie, as ``torch.maximum``;
+- max pooling (``axon.layers.max_pool`` and ``adaptive_max_pool`` on every path, the ``axon.kernels``
+  pools, ``kernels.global_max_pool`` included) gives all of a window's ``dy`` to its first maximum, as
+  ``torch.nn.functional.max_pool2d``, which records one index per window.
+
+>>> from axon import layers
+>>> x = Tensor([1.0, 3.0, 3.0, 3.0], requires_grad=True)
+>>> max(x).backward(); x.grad.round(4)                 # a reduction: a third each
+array([0.    , 0.3333, 0.3333, 0.3333], dtype=float32)
+>>> x.grad = None; maximum(x, 3.0).sum().backward(); x.grad       # elementwise: half at each tie
+array([0. , 0.5, 0.5, 0.5], dtype=float32)
+>>> x.grad = None; layers.max_pool(x.reshape(1, 4, 1), 4).sum().backward(); x.grad   # a pool: the first
+array([0., 1., 0., 0.], dtype=float32)
 """
 from __future__ import annotations
 
@@ -433,7 +455,7 @@ def sum(x, axis=None, keepdims=False):
 
 
 def max(x, axis=None, keepdims=False):
-    """Largest element over ``axis``; ties share the gradient.
+    """Largest element over ``axis``; tied maxima share the gradient evenly (see "Gradients at ties" above).
 
     >>> x = Tensor([1.0, 3.0, 3.0, 2.0], requires_grad=True)
     >>> y = max(x); float(y)
@@ -445,7 +467,7 @@ def max(x, axis=None, keepdims=False):
 
 
 def min(x, axis=None, keepdims=False):
-    """Smallest element over ``axis``; ties share the gradient.
+    """Smallest element over ``axis``; tied minima share the gradient evenly (see "Gradients at ties" above).
 
     >>> x = Tensor([[1.0, 5.0], [4.0, 2.0]], requires_grad=True)
     >>> min(x, axis=1)
@@ -685,7 +707,7 @@ def where(cond, a, b):
 
 
 def maximum(a, b):
-    """Elementwise larger of ``a`` and ``b``; ties split the gradient half and half.
+    """Elementwise larger of ``a`` and ``b``; a tie splits the gradient half and half (see "Gradients at ties").
 
     >>> a = Tensor([1.0, 5.0, 3.0], requires_grad=True); b = Tensor([2.0, 4.0, 3.0], requires_grad=True)
     >>> maximum(a, b)
@@ -697,7 +719,7 @@ def maximum(a, b):
 
 
 def minimum(a, b):
-    """Elementwise smaller of ``a`` and ``b``; ties split the gradient half and half.
+    """Elementwise smaller of ``a`` and ``b``; a tie splits the gradient half and half (see "Gradients at ties").
 
     >>> x = Tensor([-1.0, 2.0, 5.0], requires_grad=True)
     >>> minimum(x, 2.0)                           # a number broadcasts

@@ -8,6 +8,8 @@ inputs ``[start(o), stop(o))``, a *bin*; the box is the product of the bins of i
 
 so one kernel per reduction (max, mean, p-norm) serves both kinds, and clipping the bins is why padded
 positions never win a max. As in conv, 1-d and 2-d inputs are 3-d inputs with leading axes of size 1.
+The argmax is the box's first maximum, so a tie gives all of ``dy`` to it (the library's rule at ties,
+and PyTorch's: see "Gradients at ties" in ``axon.autograd.ops``).
 
     max:  y = max_box x                 dx[argmax] += dy        (argmax saved as the input position)
     avg:  y = sum_box x / count         dx[box]    += dy / count

@@ -125,13 +125,20 @@ def lp_pool_output_shape(input_shape, kernel_size, strides=None, padding="valid"
     return _window_geometry("lp_pool", input_shape, kernel_size, strides, padding, channels, window_dilations)[-1]
 
 
+def _first_max(acc, tap):
+    """The running max of a window's taps: a tap replaces it only when larger (or NaN), so the first maximum
+    gets all the gradient, as in the kernel (``ops.maximum`` would split a tie half and half)."""
+    return where((tap > acc) | (tap != tap), tap, acc)        # (N, *out, C)
+
+
 def max_pool(x, kernel_size, strides=None, padding="valid", channels="last", window_dilations=1):
     """Largest value in each window: ``y[n, o, c] = max_k x[n, o s + k d - lo, c]`` (padding counts as -inf).
 
     The gradient goes to the position of each window's maximum. As ``torch.nn.functional.max_pool2d``
     (``window_dilations`` d is its ``dilation``). Padding may reach the window's size, as in Axon
     (PyTorch stops at half of it); a window of padding only gives -inf. Dilated or so padded windows
-    are computed from strided slices with Tensor operations (ties then share the gradient).
+    are computed from strided slices with Tensor operations, with the same rule at ties: the gradient goes
+    to the first maximum of each window (see "Gradients at ties" in ``axon.autograd.ops``).
 
     >>> import numpy as np
     >>> max_pool(np.array([[[1.0], [3.0], [2.0]]]), 2, strides=1).numpy().ravel()
@@ -146,8 +153,8 @@ def max_pool(x, kernel_size, strides=None, padding="valid", channels="last", win
     if _on_kernel(window, dilations, pads):
         y = kernels.max_pool(x, window, strides, pads)
     else:
-        y = functools.reduce(ops.maximum, _taps(x, window, strides, dilations, pads, shape_to_last(out, channels),
-                                                -np.inf))
+        y = functools.reduce(_first_max, _taps(x, window, strides, dilations, pads, shape_to_last(out, channels),
+                                               -np.inf))
     return from_channels_last(y, channels)
 
 
@@ -355,7 +362,8 @@ def global_avg_pool(x, keep_axes=False, channels="last"):
 
 
 def global_max_pool(x, keep_axes=False, channels="last"):
-    """Maximum over the spatial axes: (N, *spatial, C) -> (N, C). Ties share the gradient.
+    """Maximum over the spatial axes: (N, *spatial, C) -> (N, C). A reduction (``max`` over those axes), so
+    tied maxima share the gradient evenly (see "Gradients at ties" in ``axon.autograd.ops``).
 
     >>> import numpy as np
     >>> global_max_pool(np.arange(6.0).reshape(1, 3, 2)).numpy()
