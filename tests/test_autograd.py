@@ -166,6 +166,19 @@ def test_dtypes_float32_default_float64_kept():
     assert x64.grad.dtype == np.float64
 
 
+@pytest.mark.parametrize("data, dtype", [
+    (3, np.float32), (3.5, np.float32), ([1, 2], np.float32), ((1, 2), np.float32), ([[1], [2]], np.float32),
+    ([np.int64(1), 2], np.float32),                                   # a list: Python's rule, whatever it holds
+    (True, np.bool_), ([True, False], np.bool_),
+    (np.int64(3), np.int64), (np.float64(3), np.float64), (np.float16(3), np.float16),   # numpy keeps its dtype
+    (np.array([1, 2]), np.int64), (np.array(3.0), np.float64), (np.zeros(2, np.int32), np.int32),
+])
+def test_dtype_rule_python_data_is_float32_numpy_keeps_its_dtype(data, dtype):
+    """The rule in Tensor's docstring: Python numbers and lists -> float32 (bools -> bool), numpy as it is."""
+    assert Tensor(data).dtype == dtype
+    assert Tensor(data, dtype=np.float64).dtype == np.float64          # dtype= overrides the rule
+
+
 def test_repr_numpy_detach_and_properties():
     x = Tensor([[1.0, 2.0]], requires_grad=True)
     assert "requires_grad=True" in repr(x) and "float32" in repr(x)

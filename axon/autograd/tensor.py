@@ -20,11 +20,8 @@ __all__ = ["Tensor", "as_tensor"]
 
 
 def _default_dtype(x):
-    """float32 for Python numbers and lists of them; an array's own dtype; bool for booleans.
-
-    One rule, whatever the container: Python numbers are float32 (``Tensor(3)``, ``Tensor([1, 2])``);
-    numpy arrays and numpy scalars keep their dtype (``Tensor(np.int64(3))`` is int64).
-    """
+    """The dtype ``Tensor(data)`` gets by the rule in ``Tensor``'s docstring: float32, or None (numpy's own:
+    numpy data and booleans)."""
     if isinstance(x, (np.ndarray, np.generic)):
         return None
     if isinstance(x, (bool, np.bool_)) or (isinstance(x, (list, tuple)) and np.asarray(x).dtype == bool):
@@ -52,18 +49,24 @@ def _check_numeric(data) -> None:
 class Tensor:
     """An n-dimensional array with reverse-mode gradients.
 
-    ``data`` is an array of one backend (``axon.backend``): a numpy array on the CPU, float32 unless an
-    array of another dtype (float64, say) is given; a device array stays on its device.
-    ``requires_grad=True`` makes it a leaf whose ``.grad`` (an array on the same backend)
-    ``backward()`` fills in. ``np.asarray(t)`` and ``t.numpy()`` always give a host numpy array.
+    ``data`` is an array of one backend (``axon.backend``): a numpy array on the CPU; a device array
+    stays on its device. ``requires_grad=True`` makes it a leaf whose ``.grad`` (an array on the same
+    backend) ``backward()`` fills in. ``np.asarray(t)`` and ``t.numpy()`` always give a host numpy array.
+
+    The dtype, one rule by what is given (``dtype=`` overrides it):
+
+    - Python numbers, and lists or tuples of them (even of ints, even holding numpy scalars): float32,
+      the library's default float (``Tensor(3)``, ``Tensor([1, 2])``); booleans: bool;
+    - numpy arrays and numpy scalars keep their dtype (``Tensor(np.int64(3))`` and
+      ``Tensor(np.array([1, 2]))`` are int64, ``Tensor(np.zeros(2))`` float64): data you typed stays as typed.
 
     >>> x = Tensor([1.0, 2.0], requires_grad=True)
     >>> y = (x * x).sum(); y
     Tensor(5., dtype=float32, grad_fn=<sum>)
     >>> y.backward(); x.grad                             # dy/dx = 2x
     array([2., 4.], dtype=float32)
-    >>> Tensor([1, 2]).dtype, Tensor(np.zeros(2)).dtype  # lists become float32; arrays keep their dtype
-    (dtype('float32'), dtype('float64'))
+    >>> Tensor(3).dtype, Tensor([1, 2]).dtype, Tensor(np.int64(3)).dtype, Tensor(np.array([1, 2])).dtype
+    (dtype('float32'), dtype('float32'), dtype('int64'), dtype('int64'))
     """
     __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
     __array_ufunc__ = None  # ``ndarray + Tensor`` calls Tensor.__radd__ instead of numpy's loop
