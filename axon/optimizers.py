@@ -95,7 +95,8 @@ def adagrad(lr=1e-2, initial_accumulator_value=0.0, eps=1e-10) -> GradientTransf
 def _find_adam_kernel():
     """``axon.kernels.adam``: the one-pass Adam(W) step, its primitive ``ADAM_STEP`` called once per leaf.
 
-    (A function, so a test can put a kernel of its own, or none, in its place.)
+    (Imported when an optimizer is made, not with this module; a function, so a test can put a kernel of
+    its own in its place.)
     """
     from .kernels import adam
     return adam
@@ -156,22 +157,21 @@ def _adam_family(fn, lr, b1, b2, eps, eps_root, weight_decay, mask, fused, decou
     reference = _optimizer(fn, *parts, scale_by_learning_rate(lr))
     if fused is False:
         return reference
-    kernel = _find_adam_kernel()
     eligible = eps_root == 0 and mask is None and not callable(weight_decay)
-    if fused and (kernel is None or not eligible):
-        why = "axon.kernels.adam is not available" if kernel is None else \
-            "the fused kernel supports neither eps_root, a weight-decay mask nor a weight-decay schedule"
-        raise ValueError(f"{fn}: fused=True but {why}")
-    if kernel is None or not eligible:
+    if fused and not eligible:
+        raise ValueError(f"{fn}: fused=True but the fused kernel supports neither eps_root, a weight-decay mask "
+                         f"nor a weight-decay schedule")
+    if not eligible:
         return reference
     lr = lr if callable(lr) else float(lr)
-    return _fused_adam(reference, kernel, lr, float(b1), float(b2), float(eps), float(weight_decay))
+    return _fused_adam(reference, _find_adam_kernel(), lr, float(b1), float(b2), float(eps), float(weight_decay))
 
 
 def adam(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, *, fused=None) -> GradientTransformation:
     """Adam (Kingma and Ba, 2015): ``p -= lr m_hat / (sqrt(v_hat) + eps)``; PyTorch's ``Adam``.
 
-    ``fused``: None uses the one-pass kernel when available, True requires it, False never uses it.
+    ``fused``: None uses the one-pass kernel when the options allow it (no ``eps_root``), True requires
+    it (a ValueError otherwise), False never uses it.
 
     >>> opt = adam(0.1)
     >>> opt.update({"w": np.array([5.0])}, opt.init({"w": np.zeros(1)}))[0]["w"].round(6)

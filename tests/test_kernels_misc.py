@@ -8,6 +8,7 @@ import pytest
 from axon.autograd import Tensor, check_grads
 from axon.kernels import (adam_step, adam_update, batch_norm_train, bias_relu, matmul, matmul_loop, max_with_indices,
                           reduce_mean, reduce_sum)
+from axon.autograd.engine import PRIMITIVES
 from axon.kernels.workspace import scratch
 
 from axon.kernels import activation, norm, reduce
@@ -184,6 +185,24 @@ def test_matmul_split_rows_path_matches_numpy(rng, monkeypatch):
     np.testing.assert_allclose(B.grad, a.T @ np.ones((67, 45), np.float32), rtol=1e-4, atol=1e-4)
     # second order goes through every transposed product (split rows, split inner dimension, both)
     check_grads(matmul, (rng.standard_normal((5, 4)), rng.standard_normal((4, 3))), order=2)
+
+
+@pytest.mark.parametrize("f", [matmul_loop, matmul])
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_matmul_backward_computes_only_the_gradients_asked_for(rng, monkeypatch, f, which):
+    """A weight-only gradient (x @ w, x data) runs one product backward, not two."""
+    calls = []
+    forward = PRIMITIVES[f"kernels.{f.__name__}"].forwards["cpu"]
+    monkeypatch.setitem(PRIMITIVES[f"kernels.{f.__name__}"].forwards, "cpu",
+                        lambda *args, **kw: calls.append(1) or forward(*args, **kw))
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    A, B = Tensor(a, requires_grad=which == "a"), Tensor(b, requires_grad=which == "b")
+    y = f(A, B)
+    y.backward(np.ones((3, 2)))
+    assert len(calls) == 2                                                     # the forward, then one VJP product
+    grad = A.grad if which == "a" else B.grad
+    np.testing.assert_allclose(grad, np.ones((3, 2)) @ b.T if which == "a" else a.T @ np.ones((3, 2)), rtol=1e-12)
+    assert (B.grad if which == "a" else A.grad) is None
 
 
 def test_matmul_bad_shapes():

@@ -500,11 +500,13 @@ def test_fused_path_is_pure_and_keeps_the_state_layout(monkeypatch):
     tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), (updates, new_state), (ref_updates, ref_state))
 
 
-def test_fused_true_without_a_kernel_raises(monkeypatch):
-    monkeypatch.setattr(optimizers, "_find_adam_kernel", lambda: None)
-    with pytest.raises(ValueError, match="fused=True"):
-        adam(0.1, fused=True)
-    assert adam(0.1).update is not None                             # auto falls back to numpy
+def test_fused_true_with_options_the_kernel_lacks_raises():
+    with pytest.raises(ValueError, match="fused=True .* eps_root"):
+        adam(0.1, eps_root=1e-8, fused=True)
+    with pytest.raises(ValueError, match="fused=True .* mask"):
+        adamw(0.1, mask={"w": True}, fused=True)
+    auto, reference = adam(0.1, eps_root=1e-8), adam(0.1, eps_root=1e-8, fused=False)   # auto: the chain
+    _assert_same_trajectory(_trajectory(auto, steps=5), _trajectory(reference, steps=5), rtol=0)
 
 
 def test_real_fused_kernel_follows_the_reference():

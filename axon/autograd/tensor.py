@@ -159,6 +159,16 @@ class Tensor:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires a gradient.
 
         ``grad`` is the upstream gradient; it may be left out only for a single-element Tensor.
+
+        The graph is freed as it is walked, so a second ``backward()`` through it raises, unless
+        ``retain_graph=True`` keeps it. ``create_graph=True`` records the backward itself (each VJP's
+        Tensor ops), so ``leaf.grad`` can be differentiated again (grad of grad); it implies
+        ``retain_graph=True``, since the recorded gradients still point into the graph they came from.
+
+        >>> x = Tensor([3.0], requires_grad=True)
+        >>> y = (x ** 3).sum()
+        >>> y.backward(retain_graph=True); y.backward(); x.grad      # twice through one graph: 27 + 27
+        array([54.], dtype=float32)
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a Tensor that does not require grad "

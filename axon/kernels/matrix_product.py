@@ -136,8 +136,14 @@ def _matmul_vjp(dy, y, a, b, transpose_a, transpose_b):
 
 
 # The VJPs are the products themselves, so they are differentiable again.
-_matmul_loop = primitive("kernels.matmul_loop", _matmul_loop_forward,
-                         lambda dy, y, a, b: (matmul_loop(dy, transpose(b)), matmul_loop(transpose(a), dy)))
+def _matmul_loop_vjp(dy, y, a, b):
+    """``dA = dC B^T``, ``dB = A^T dC``, each only for an input that needs it (None: no gradient)."""
+    da = matmul_loop(dy, transpose(b)) if a.requires_grad else None      # (M, N) @ (N, K) -> (M, K)
+    db = matmul_loop(transpose(a), dy) if b.requires_grad else None      # (K, M) @ (M, N) -> (K, N)
+    return da, db
+
+
+_matmul_loop = primitive("kernels.matmul_loop", _matmul_loop_forward, _matmul_loop_vjp)
 _matmul = primitive("kernels.matmul", _matmul_forward, _matmul_vjp)
 
 

@@ -193,7 +193,11 @@ def conv(x, units, kernel_size=1, strides=1, padding="valid", input_dilation=1, 
 def conv_transpose(x, units, kernel_size=1, strides=1, padding="valid", kernel_dilation=1, channels="last",
                    activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                    bias_initializer="zeros", name=None) -> Axon:
-    """Transposed convolution (the gradient of conv w.r.t. its input); kernel (*kernel_size, in, units).
+    """Transposed convolution, as Axon's and JAX's: upsamples by ``strides``; kernel (*kernel_size, in, units).
+
+    The input, ``strides - 1`` zeros between its positions, convolved with the kernel *not flipped*; so
+    it matches conv's input gradient (and PyTorch's ``conv_transpose2d``) only with the kernel flipped
+    along its spatial axes (``axon.layers.conv_transpose`` gives the translation).
 
     >>> import axon
     >>> axon.input((None, 4, 4, 8)).conv_transpose(3, kernel_size=2, strides=2).shape   # upsamples x2
