@@ -96,8 +96,9 @@ def use_single_threaded_blas() -> None:
 
     Runs once per process. SciPy is a dependency of axon, not an option: numba compiles ``np.dot`` inside
     a kernel into a call of SciPy's BLAS, so without SciPy those kernels fail to compile. Without
-    threadpoolctl this does nothing: the kernels stay correct, the two pools may just compete. numpy's private BLAS (in ``numpy.libs``) keeps its threads; a BLAS that
-    numpy and SciPy share (a system or conda OpenBLAS) becomes single-threaded for both.
+    threadpoolctl this does nothing: the kernels stay correct, the two pools may just compete.
+    numpy's private BLAS (in ``numpy.libs``) keeps its threads; a BLAS that numpy and SciPy share (a
+    system or conda OpenBLAS) becomes single-threaded for both.
 
     >>> use_single_threaded_blas()                               # idempotent
     """
