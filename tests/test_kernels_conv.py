@@ -287,7 +287,8 @@ def test_conv_recorded_vjp_equals_the_backward_kernel(rng, n_sp):
     from axon.autograd import enable_grad
     for cg, groups, (s, pad, d) in itertools.product((1, 2), (1, 2), last_axis_options()):
         x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
-        x, w = Tensor(rng.standard_normal(x_shape), requires_grad=True), Tensor(rng.standard_normal(w_shape), requires_grad=True)
+        x = Tensor(rng.standard_normal(x_shape), requires_grad=True)
+        w = Tensor(rng.standard_normal(w_shape), requires_grad=True)
         y = conv(x, w, *opts)
         dy = Tensor(rng.standard_normal(y.shape))
         geometry = y.grad_fn.params

@@ -628,7 +628,7 @@ def _squeezed(shape, axes):
 
 def _squeeze(ctx, node, ins, a):
     x, axes = ins[0], _axes(ctx, ins, a)
-    if isinstance(x, Axon):                                    # a recurrent op's direction axis: (T, 1, B, H) -> (T, B, H)
+    if isinstance(x, Axon):                                    # a direction axis: (T, 1, B, H) -> (T, B, H)
         if axes is None:
             raise Unsupported("a Squeeze of a computed value needs its axes")
         return _whole("squeeze", lambda x, axes: L.reshape(x, _squeezed(x.shape, axes)), x, axes=tuple(axes))
