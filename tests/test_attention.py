@@ -177,3 +177,20 @@ def test_attention_builder_padding_mask_and_dropout():
     params2 = {**params, "embedding_0": {"kernel": params["embedding_0"]["kernel"].copy()}}
     params2["embedding_0"]["kernel"][0] += 5.0                  # the padding token's vector
     np.testing.assert_allclose(axon.predict(y, params2, t)[:, :3], base[:, :3], atol=1e-6)
+
+
+def test_transformer_block_check_grads_second_order():
+    """Through the whole pre-norm block (layer norms, causal masked attention, the gelu MLP), w.r.t. x and weights."""
+    B, T, E = 1, 3, 4
+    model = axon.input((None, T, E)).transformer_block(2, 6, causal=True, name="blk")
+    params = axon.init(model, dtype="float64")
+    picked = (("blk_norm_1", "gamma"), ("blk_attention", "query_kernel"), ("blk_attention", "value_kernel"),
+              ("blk_mlp_1", "kernel"))
+
+    def f(x, *ws):
+        p = {layer: dict(ps) for layer, ps in params.items()}
+        for (layer, name), w in zip(picked, ws):
+            p[layer][name] = w
+        return axon.apply(model, p, x)[0]
+
+    axon.check_grads(f, (a(B, T, E), *(a(*params[layer][name].shape) for layer, name in picked)), order=2)

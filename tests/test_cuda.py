@@ -530,3 +530,20 @@ def test_cuda_docstring_examples(name):
                inspect.isclass(getattr(module, n, None))) and getattr(module, n).__module__ == name
                and ">>>" not in (inspect.getdoc(getattr(module, n)) or "")]
     assert not missing, f"{name}: public functions without a runnable example: {missing}"
+
+
+@needs_cuda
+def test_conv_grad_of_grad_on_the_device_equals_the_cpu():
+    """The recorded conv VJP (two convolutions, a flip, a strided scatter) runs on the device as on the CPU."""
+    r = np.random.default_rng(0)
+    x, w = r.standard_normal((1, 5, 2)), r.standard_normal((3, 1, 2))
+    f = lambda x, w: (kernels.conv(x, w, (2,), ((1, 1),), (1,), 2) ** 2).sum()   # noqa: E731
+
+    def outer(x, w):
+        gx, gw = axon.grad(f, argnums=(0, 1))(x, w)
+        return (gx * gx).sum() + (gw * gw).sum()
+
+    on_cpu = axon.grad(outer, argnums=(0, 1))(x, w)
+    on_device = axon.grad(outer, argnums=(0, 1))(*dev(x, w))
+    for a, b in zip(on_device, on_cpu):
+        assert_twin(a, b)

@@ -262,3 +262,69 @@ def test_conv_with_no_output_channels_has_zero_gradients():
     assert y.shape == (2, 5, 5, 0)
     y.sum().backward()
     assert w.grad.shape == (3, 3, 3, 0) and x.grad.shape == (2, 5, 5, 3) and not x.grad.any()
+
+
+# ---- grad of grad: under create_graph the VJP is two convolutions (kernels.convolution._conv_vjp_ops) -------
+SECOND_ORDER_CASES = [                                        # (x shape, w shape, strides, padding, dilation, groups)
+    ((2, 5, 2), (3, 2, 2), (1,), ((1, 1),), (1,), 1),                               # 1-d, "same"
+    ((1, 7, 2), (2, 1, 4), (3,), ((2, 1),), (2,), 2),                               # stride 3 > window, groups 2
+    ((1, 5, 4, 2), (2, 3, 2, 2), (2, 1), ((1, 0), (0, 2)), (1, 2), 1),               # 2-d, strided, dilated, uneven pads
+    ((2, 4, 4, 2), (3, 3, 1, 2), (2, 2), ((1, 1), (1, 1)), (1, 1), 2),               # depthwise, stride 2
+    ((1, 3, 4, 3, 2), (2, 2, 2, 2, 2), (1, 2, 1), ((0, 1), (1, 0), (1, 1)), (1, 1, 2), 1),   # 3-d
+]
+
+
+@pytest.mark.parametrize("case", SECOND_ORDER_CASES)
+def test_conv_check_grads_second_order(rng, case):
+    x_shape, w_shape, *opts = case
+    check_grads(lambda x, w: conv(x, w, *opts), (rng.standard_normal(x_shape), rng.standard_normal(w_shape)),
+                order=2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_sp", [1, 2, 3])
+def test_conv_recorded_vjp_equals_the_backward_kernel(rng, n_sp):
+    """The Tensor-op rule (grad of grad's path) against the kernel's backward over the last axis's options."""
+    from axon.autograd import enable_grad
+    for cg, groups, (s, pad, d) in itertools.product((1, 2), (1, 2), last_axis_options()):
+        x_shape, w_shape, *opts = conv_case(n_sp, cg, groups, s, pad, d)
+        x = Tensor(rng.standard_normal(x_shape), requires_grad=True)
+        w = Tensor(rng.standard_normal(w_shape), requires_grad=True)
+        y = conv(x, w, *opts)
+        dy = Tensor(rng.standard_normal(y.shape))
+        geometry = y.grad_fn.params
+        fast = conv_module._conv_backward(dy.data, x.data, w.data, **geometry, need_dx=True, need_dw=True)
+        with enable_grad():
+            recorded = conv_module._conv_vjp_ops(dy, x, w, **geometry)
+        for name, a, b in zip(("dx", "dw"), fast, recorded):
+            np.testing.assert_allclose(b.numpy(), a, rtol=1e-10, atol=1e-10, err_msg=f"{name}: options {opts}")
+
+
+@pytest.mark.parametrize("case", SECOND_ORDER_CASES)
+def test_conv_grad_of_grad_matches_torch(rng, torch_one_thread, case):
+    """d/dx sum(dconv/dw * r) and d/dw sum(dconv/dx * q) (mixed second derivatives) against torch."""
+    torch = torch_one_thread
+    from axon.autograd import backprop
+    F = torch.nn.functional
+    x_shape, w_shape, strides, padding, dilation, groups = case
+    n = len(x_shape) - 2
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    u = rng.standard_normal(conv(x, w, strides, padding, dilation, groups).shape)
+    r, q = rng.standard_normal(w_shape), rng.standard_normal(x_shape)
+
+    X, W = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+    y = conv(X, W, strides, padding, dilation, groups)
+    grads = dict((id(t), g) for t, g in backprop((y * u).sum(), Tensor(1.0), keep=(X, W), create_graph=True))
+    gx, gw = grads[id(X)], grads[id(W)]
+    outer = dict((id(t), g) for t, g in backprop((gw * r).sum() + (gx * q).sum(), Tensor(1.0), keep=(X, W)))
+
+    xt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)                        # (N, C, *S)
+    wt = torch.tensor(np.moveaxis(np.moveaxis(w, -1, 0), -1, 1), requires_grad=True)   # (C_out, Cg, *k)
+    pads = [p for lo_hi in reversed(padding) for p in lo_hi]
+    yt = getattr(F, f"conv{n}d")(F.pad(xt, pads), wt, stride=strides, dilation=dilation, groups=groups)
+    gxt, gwt = torch.autograd.grad((yt * torch.tensor(np.moveaxis(u, -1, 1))).sum(), (xt, wt), create_graph=True)
+    rt = torch.tensor(np.moveaxis(np.moveaxis(r, -1, 0), -1, 1))
+    qt = torch.tensor(np.moveaxis(q, -1, 1))
+    hx, hw = torch.autograd.grad((gwt * rt).sum() + (gxt * qt).sum(), (xt, wt))
+    np.testing.assert_allclose(outer[id(X)].numpy(), np.moveaxis(hx.numpy(), 1, -1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(outer[id(W)].numpy(), np.moveaxis(np.moveaxis(hw.numpy(), 1, -1), 0, -1),
+                               rtol=1e-10, atol=1e-10)

@@ -597,3 +597,103 @@ if __name__ == "__main__":                                    # python tests/tes
         lines[start:end] = out.rstrip("\n").split("\n")
     open(CHAPTER, "w", encoding="utf-8").write("\n".join(lines))
     print(f"updated {len(pairs)} output blocks in {CHAPTER}")
+
+
+# ---- loading ONNX's LSTM and GRU ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name, build", RECURRENT, ids=[c[0] for c in RECURRENT])
+def test_exported_lstm_and_gru_load_back_and_predict_the_same(name, build, tmp_path):
+    model = build(axon.input((None, 7, 4)))
+    params = _random_params(model)
+    axon.onnx.export(model, params, tmp_path / "rnn.onnx")
+    if name == "bidirectional_gru_add":                        # the exporter keeps the sequence time-major here
+        with pytest.raises(ValueError, match=r"ReduceMean over axes \[0\]"):
+            axon.onnx.load(tmp_path / "rnn.onnx")
+        return
+    loaded, loaded_params = axon.onnx.load(tmp_path / "rnn.onnx")
+    assert {n.op for n in loaded.nodes()} & {"onnx_lstm", "onnx_gru"}
+    x = _input((None, 7, 4), seed=3, batch=2)
+    got, expected = axon.predict(loaded, loaded_params, x), axon.predict(model, params, x)
+    got = list(got.values()) if isinstance(got, dict) else got
+    for y, e in zip(*(v if isinstance(v, list) else [v] for v in (got, expected))):
+        _close(y, e)
+
+
+def _recurrent_file(tmp_path, op, direction="forward", layout=0, initial=False, seed=0, **attrs):
+    """One ONNX LSTM/GRU node with random weights and biases, every output a graph output; T 5, B 3, F 4, H 3."""
+    h, f = onnx.helper, onnx.TensorProto.FLOAT
+    rng = np.random.default_rng(seed)
+    g, nd, T, B, F, H = (4 if op == "LSTM" else 3), (2 if direction == "bidirectional" else 1), 5, 3, 4, 3
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.7, n)
+             for n, s in (("W", (nd, g * H, F)), ("R", (nd, g * H, H)), ("B", (nd, 2 * g * H)))]
+    state = [nd, "N", H] if layout == 0 else ["N", nd, H]
+    names = ["X", "W", "R", "B"] + (["", "h0"] + (["c0"] if op == "LSTM" else []) if initial else [])
+    outs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    node = h.make_node(op, names, outs, hidden_size=H, direction=direction, layout=layout, **attrs)
+    inputs = [h.make_tensor_value_info("X", f, [T, "N", F] if layout == 0 else ["N", T, F])]
+    inputs += [h.make_tensor_value_info(n, f, state) for n in names[5:]]
+    y_shape = [T, nd, "N", H] if layout == 0 else ["N", T, nd, H]
+    outputs = [h.make_tensor_value_info(o, f, y_shape if o == "Y" else state) for o in outs]
+    path = _file(tmp_path, [node], inputs, outputs, inits, opset=14)
+    feeds = {"X": rng.standard_normal((T, B, F) if layout == 0 else (B, T, F)).astype(np.float32)}
+    for n in names[5:]:
+        feeds[n] = rng.standard_normal((nd, B, H) if layout == 0 else (B, nd, H)).astype(np.float32)
+    return path, feeds
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+@pytest.mark.parametrize("direction, layout, initial", [("forward", 0, False), ("reverse", 1, True),
+                                                        ("bidirectional", 0, True), ("bidirectional", 1, False)])
+def test_onnx_lstm_and_gru_load_and_match_onnxruntime(op, direction, layout, initial, tmp_path):
+    """ONNX's spec, as onnxruntime runs it (gates i o f c and z r h; every output; both layouts; initial states).
+
+    onnxruntime runs layout 0 only: a layout-1 file is checked against the same weights in layout 0."""
+    attrs = {"linear_before_reset": 1} if op == "GRU" else {}
+    path, feeds = _recurrent_file(tmp_path, op, direction, layout, initial, **attrs)
+    if layout == 0:
+        expected = _run(path, feeds)
+    else:
+        path0, _ = _recurrent_file(tmp_path / "..", op, direction, 0, initial, **attrs)   # the same weights (seed)
+        swapped = {k: v.transpose(1, 0, 2) for k, v in feeds.items()}                     # (B, T, F) -> (T, B, F)
+        y, *last = _run(path0, swapped)
+        expected = [y.transpose(2, 0, 1, 3)] + [v.transpose(1, 0, 2) for v in last]      # back to layout 1
+    model, params = axon.onnx.load(path)
+    got = axon.predict(model, params, feeds if len(feeds) > 1 else feeds["X"])
+    got = list(got.values()) if isinstance(got, dict) else got
+    assert len(got) == len(expected)
+    for y, e in zip(got, expected):
+        assert y.shape == e.shape
+        _close(y, e)
+
+
+def test_recurrent_ops_without_axon_form_are_listed(tmp_path):
+    path, _ = _recurrent_file(tmp_path, "GRU")                          # linear_before_reset=0, ONNX's default
+    with pytest.raises(ValueError, match="linear_before_reset=0"):
+        axon.onnx.load(path)
+    path, _ = _recurrent_file(tmp_path, "LSTM", clip=3.0)
+    with pytest.raises(ValueError, match="clip"):
+        axon.onnx.load(path)
+    path, _ = _recurrent_file(tmp_path, "LSTM", activations=["Sigmoid", "Relu", "Tanh"])
+    with pytest.raises(ValueError, match="activations"):
+        axon.onnx.load(path)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_pytorch_exported_lstm_and_gru_load_and_match(kind, batch_first, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = getattr(torch.nn, kind)(4, 3, batch_first=batch_first).eval()
+    x = torch.randn((2, 5, 4) if batch_first else (5, 2, 4))
+    path = tmp_path / "rnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), path, dynamo=False, input_names=["x"])
+    model, params = axon.onnx.load(path)
+    with torch.no_grad():
+        expected = module(x)
+    expected = [expected[0].numpy()] + [t.numpy() for t in (expected[1] if kind == "LSTM" else (expected[1],))]
+    got = axon.predict(model, params, x.numpy())
+    got = list(got.values()) if isinstance(got, dict) else [got]
+    assert len(got) == len(expected)
+    for y, e in zip(got, expected):
+        _close(y, e)

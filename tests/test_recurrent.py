@@ -24,17 +24,19 @@ def test_cells_check_grads_second_order():
                      (a(B, F), a(B, H), a(F, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H)), order=2)
 
 
-def test_conv_lstm_cell_check_grads():
-    # first order: the convolution kernel's VJP is first-order only (kernels.conv)
+def test_conv_lstm_cell_check_grads_second_order():
+    # 1-d and 2-d, "same" and a strided "valid" input convolution: the conv kernel's VJP is two convolutions when recorded
     axon.check_grads(lambda x, c, h, w, u, b: L.conv_lstm_cell(x, (c, h), w, u, b)[1],
-                     (a(1, 4, 2), a(1, 4, 2), a(1, 4, 2), a(3, 2, 8), a(3, 2, 8), a(8)))
+                     (a(1, 4, 2), a(1, 4, 2), a(1, 4, 2), a(3, 2, 8), a(3, 2, 8), a(8)), order=2)
+    axon.check_grads(lambda x, c, h, w, u, b: L.conv_lstm_cell(x, (c, h), w, u, b, strides=2, padding="valid")[1],
+                     (a(1, 5, 5, 1), a(1, 2, 2, 1), a(1, 2, 2, 1), a(2, 2, 1, 4), a(3, 3, 1, 4), a(4)), order=2)
 
 
 @pytest.mark.parametrize("unroll", UNROLLS)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_lstm_gru_check_grads(unroll, reverse):
     B, T, F, H = 2, 3, 2, 2
-    order = 1 if unroll == "dynamic" else 2                     # dynamic_unroll is first-order only
+    order = 2
 
     def lstm_loss(x, w, u, b, c0, h0):
         y, (c, h) = L.lstm(x, (c0, h0), w, u, b, mask=MASK, reverse=reverse, unroll=unroll)
@@ -48,10 +50,16 @@ def test_lstm_gru_check_grads(unroll, reverse):
     axon.check_grads(gru_loss, (a(B, T, F), a(F, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H), a(B, H)), order=order)
 
 
-def test_conv_lstm_check_grads_and_unrolls_agree():
+@pytest.mark.parametrize("unroll", ["static", "dynamic"])
+def test_conv_lstm_check_grads_second_order(unroll):
+    args = (a(2, 3, 3, 1), a(3, 1, 4), a(3, 1, 4), a(4), a(2, 3, 1), a(2, 3, 1))
+    f = lambda x, w, u, b, c0, h0: L.conv_lstm(x, (c0, h0), w, u, b, mask=MASK, reverse=True, unroll=unroll)[0]  # noqa: E731
+    axon.check_grads(f, args, order=2)
+
+
+def test_conv_lstm_unrolls_agree():
     args = (a(2, 3, 3, 1), a(3, 1, 4), a(3, 1, 4), a(4), a(2, 3, 1), a(2, 3, 1))
     f = lambda x, w, u, b, c0, h0, unroll="static": L.conv_lstm(x, (c0, h0), w, u, b, mask=MASK, unroll=unroll)[0]  # noqa: E731
-    axon.check_grads(f, args)
     np.testing.assert_allclose(f(*args).numpy(), f(*args, unroll="dynamic").numpy(), atol=1e-12)
 
 
@@ -59,7 +67,7 @@ def test_static_and_dynamic_unroll_of_any_cell():
     cell = lambda x_t, s, w: (s * w + x_t, (s * w + x_t) ** 2)  # noqa: E731
     x, s0 = a(2, 4, 3), a(2, 3)
     axon.check_grads(lambda x, s0, w: L.static_unroll(cell, x, s0, w, mask=np.ones((2, 4)))[0], (x, s0, a(3)), order=2)
-    axon.check_grads(lambda x, s0, w: L.dynamic_unroll(cell, x, s0, w, reverse=True)[0], (x, s0, a(3)))
+    axon.check_grads(lambda x, s0, w: L.dynamic_unroll(cell, x, s0, w, reverse=True)[0], (x, s0, a(3)), order=2)
     y, s = L.static_unroll(cell, x, s0, np.full(3, 0.5))
     y2, s2 = L.dynamic_unroll(cell, x, s0, np.full(3, 0.5))
     np.testing.assert_allclose(y.numpy(), y2.numpy())
@@ -106,10 +114,19 @@ def test_bad_shapes_raise_clear_errors():
         L.gru(a(2, 3, 3), a(2, 4), a(3, 12), a(4, 12), unroll="fast")
 
 
-def test_dynamic_unroll_refuses_grad_of_grad():
-    cell = lambda x_t, s, w: (s * w + x_t, s * w + x_t)  # noqa: E731
-    with pytest.raises(NotImplementedError, match="scan"):
-        axon.check_grads(lambda x: L.dynamic_unroll(cell, x, np.zeros((1, 2)), np.ones(2))[0], (a(1, 2, 2),), order=2)
+def test_dynamic_unroll_grad_of_grad_when_a_parent_feeds_another():
+    """The initial carry is made from the weight: the recorded VJP must not count the path through it twice."""
+    cell = lambda x_t, s, w: (s * w + x_t, (s * w + x_t) ** 2)  # noqa: E731
+
+    def f(x, w, unroll):
+        y, s = unroll(cell, x, (w * w).reshape((1, 2)) + 0.0 * x[:, 0], w, mask=MASK[:1, :2].repeat(2, 0))
+        return (y ** 2).sum() + s.sum()
+
+    x, w = a(2, 2, 2), a(2)
+    axon.check_grads(lambda x, w: f(x, w, L.dynamic_unroll), (x, w), order=2)
+    hessians = [axon.grad(lambda w: (axon.grad(lambda w: f(x, w, u))(w) ** 2).sum())(w)
+                for u in (L.static_unroll, L.dynamic_unroll)]
+    np.testing.assert_allclose(hessians[0], hessians[1], rtol=1e-12)
 
 
 # ---- against PyTorch -----------------------------------------------------------------------------------

@@ -29,6 +29,19 @@ Primitives (a backend implements both forwards with these signatures):
 - ``kernels.conv_backward(dy, x, w, *, strides, padding, dilation, groups, out_spatial, need_dx, need_dw)
   -> (dx, dw)`` (``None`` for a gradient not asked for; never differentiated).
 
+Grad of grad (``backward(create_graph=True)``): the VJP is then built from ``kernels.conv`` itself, so
+it differentiates again, to any order, on every backend. Per spatial axis (stride s, dilation d,
+padding lo, kernel size K, input size I, output size O):
+
+    dx = conv(dilate(dy, s), flip(w)^T, stride 1, dilation d, padding ((K-1)d - lo, I - (O-1)s - 1 + lo))
+    dw = conv(x^T, dy^T, stride d, dilation s, padding (lo, (K-1)d + (O-1)s + 1 - I - lo))
+
+The first is the transposed convolution (``flip(w)^T``: the kernel reversed along each spatial axis,
+its channel axes swapped within each group). The second swaps the roles of the batch and the
+channels: ``x^T`` (Cg, *I, G N) is x's channels as the batch and its images as the channels, ``dy^T``
+(*O, N, C_out) is the kernel; its output (Cg, *K, C_out) is ``dw`` with the axes moved. A negative
+padding crops the input instead.
+
 >>> import numpy as np
 >>> x = np.arange(5.0).reshape(1, 5, 1)                       # (N, W, C): one signal 0..4
 >>> w = np.ones((2, 1, 1))                                     # (KW, C_in, C_out): sums pairs
@@ -40,13 +53,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import apply, primitive
+from ..autograd import apply, getitem, is_grad_enabled, primitive, reshape, scatter_add, transpose
 from ._common import (KERNEL, check_same_dtype, contiguous, float_tensor, int_tuple, num_chunks, out_sizes,
                       padding_pairs, same_dtype, to_3d)
 from .threads import use_single_threaded_blas
 from .workspace import scratch
 
-__all__ = ["conv"]
+__all__ = ["conv", "dilate"]
 
 # Column blocks up to this many bytes (half of a 512 KB L2 cache), and between these many rows.
 _BLOCK_BYTES = 1 << 18
@@ -400,12 +413,72 @@ def _conv_backward(dy, x, w, strides, padding, dilation, groups, out_spatial, ne
     return dx_out, dw_out
 
 
+# ---- the VJP as convolutions, for grad of grad -------------------------------------------------------------
+def dilate(x, factors):
+    """Insert ``d - 1`` zeros between neighbours on each spatial axis: (N, *S, C) -> (N, *((S - 1) d + 1), C).
+
+    A strided scatter into zeros (differentiable: its gradient is the strided slice back).
+
+    >>> import numpy as np
+    >>> dilate(np.array([1.0, 2.0, 3.0]).reshape(1, 3, 1), (2,)).numpy().ravel()
+    array([1., 0., 2., 0., 3.])
+    """
+    index = (slice(None),) + tuple(slice(None, None, d) for d in factors) + (slice(None),)
+    shape = (x.shape[0],) + tuple((s - 1) * d + 1 for s, d in zip(x.shape[1:-1], factors)) + (x.shape[-1],)
+    return scatter_add(x, index, shape)
+
+
+def _conv_pad_or_crop(x, pairs):
+    """``conv`` of ``x`` with (lo, hi) pairs that may be negative: crop those sides, pad the others."""
+    crop = (slice(None),) + tuple(slice(max(-lo, 0), s - max(-hi, 0)) for (lo, hi), s in zip(pairs, x.shape[1:-1]))
+    if any(lo < 0 or hi < 0 for lo, hi in pairs):
+        x = getitem(x, crop + (slice(None),))
+    return x, tuple((max(lo, 0), max(hi, 0)) for lo, hi in pairs)
+
+
+def _conv_of(x, w, pairs, **geometry):
+    x, padding = _conv_pad_or_crop(x, pairs)
+    return apply(_conv, x, w, padding=padding, **geometry)
+
+
+def _conv_vjp_ops(dy, x, w, strides, padding, dilation, groups, out_spatial):
+    """``(dx, dw)`` as two convolutions (see the module docstring): recorded, so differentiable again."""
+    n = x.ndim - 2
+    sp = tuple(range(n))                                                        # the spatial axes of w
+    I, K, O = x.shape[1:-1], w.shape[:n], tuple(out_spatial)
+    G, Cg, CO = groups, w.shape[-2], w.shape[-1]
+    N = x.shape[0]
+    dx = dw = None
+    if x.requires_grad:
+        w_t = reshape(w, K + (Cg, G, CO // G))                                  # (*K, Cg, CO) -> (*K, Cg, G, COg)
+        w_t = transpose(w_t, sp + (n + 2, n + 1, n))                            # -> (*K, COg, G, Cg)
+        w_t = reshape(w_t, K + (CO // G, G * Cg))                               # -> (*K, COg, C_in)
+        w_t = getitem(w_t, (slice(None, None, -1),) * n)                        # each kernel axis reversed
+        pairs = tuple(((k - 1) * d - lo, i - (o - 1) * s - 1 + lo)
+                      for k, d, (lo, _), i, o, s in zip(K, dilation, padding, I, O, strides))
+        dy_d = dilate(dy, strides) if any(s > 1 for s in strides) else dy       # (N, *((O-1)s+1), CO)
+        dx = _conv_of(dy_d, w_t, pairs, strides=(1,) * n, dilation=dilation, groups=G,
+                      out_spatial=I)                                            # (N, *I, C_in)
+    if w.requires_grad:
+        x_t = reshape(x, (N,) + I + (G, Cg))                                    # (N, *I, C_in) -> (N, *I, G, Cg)
+        x_t = reshape(transpose(x_t, (n + 2,) + tuple(range(1, n + 1)) + (n + 1, 0)), (Cg,) + I + (G * N,))
+        dy_t = transpose(dy, tuple(range(1, n + 1)) + (0, n + 1))               # (N, *O, CO) -> (*O, N, CO)
+        pairs = tuple((lo, (k - 1) * d + (o - 1) * s + 1 - i - lo)
+                      for k, d, (lo, _), i, o, s in zip(K, dilation, padding, I, O, strides))
+        dw_t = _conv_of(x_t, dy_t, pairs, strides=dilation, dilation=strides, groups=G, out_spatial=K)
+        dw = transpose(dw_t, tuple(range(1, n + 1)) + (0, n + 1))               # (Cg, *K, CO) -> (*K, Cg, CO)
+    return dx, dw
+
+
 def _conv_vjp(dy, y, x, w, **geometry):
+    # (an empty dy or x: the gradients are zeros whatever the inputs, so the kernel's constants serve both)
+    if is_grad_enabled() and dy.size and x.size:   # backward(create_graph=True): convolutions, recorded
+        return _conv_vjp_ops(same_dtype(dy, x), x, w, **geometry)
     return apply(_conv_backward_prim, same_dtype(dy, x), x, w, need_dx=x.requires_grad, need_dw=w.requires_grad, **geometry)
 
 
 _conv_backward_prim = primitive("kernels.conv_backward", _conv_backward)
-_conv = primitive("kernels.conv", _conv_forward, _conv_vjp, higher_order=False)
+_conv = primitive("kernels.conv", _conv_forward, _conv_vjp)
 
 
 def conv(x, w, strides, padding, dilation, groups=1):

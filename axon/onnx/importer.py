@@ -11,6 +11,12 @@ The file is only parsed (a protobuf, read with the ``onnx`` package): nothing in
 names is opened (weights stored as external data are refused), and a file that is not a valid model
 raises ValueError naming it. Nodes that have no axon form are listed all at once, in one ValueError.
 
+``LSTM`` and ``GRU`` become one layer each (``onnx_lstm``, ``onnx_gru``) running ``axon.layers.lstm`` or
+``gru`` per direction, in the file's layout (time-major unless ``layout=1``), with the gates reordered
+into axon's (ONNX's i, o, f, c are axon's i, f, g, o; z, r, h are r, z, n; only ``linear_before_reset=1``,
+PyTorch's formula, is axon's GRU). The transposes, squeezes and reversals around them that move or drop
+the time and direction axes load as layers over whole tensors (``onnx_transpose``, ...), batch axis included.
+
 Small computations on constants are folded while loading (``Shape`` of a known shape, ``Gather``,
 ``Unsqueeze``, ``Concat``: what ``x.view(x.size(0), -1)`` exports as), so they need no layer.
 
@@ -30,10 +36,13 @@ import os
 import numpy as np
 
 from .. import model as M
+from .. import layers as L
+from ..autograd import stack
 from ..functional.layers import avg_pool as _avg_pool_fn, layer_norm as _layer_norm_fn
 from ..functional.layers._utils import resolve_padding
 from ..model.graph import Axon
 from ._require import Unsupported, require_onnx
+from .exporter import _ONNX_GATES
 
 __all__ = ["load"]
 
@@ -486,8 +495,8 @@ def _transpose(ctx, node, ins, a):
     perm = list(a.get("perm", range(rank - 1, -1, -1)))
     if isinstance(x, np.ndarray):
         return x.transpose(perm)
-    if perm[0] != 0:
-        raise Unsupported(f"perm {perm} moves the batch axis")
+    if perm[0] != 0:                                           # (T, B, F) <-> (B, T, F) around a recurrent op
+        return _whole("transpose", lambda x, perm: L.transpose(x, perm), x, perm=tuple(int(p) for p in perm))
     return M.transpose(x, tuple(p - 1 for p in perm[1:]))
 
 
@@ -580,30 +589,65 @@ def _shape(ctx, node, ins, a):
     return np.array(shape[start:None if end is None else int(end)], dtype=object if isinstance(x, Axon) else np.int64)
 
 
+def _expand(ctx, node, ins, a):
+    """A constant broadcast to a shape; with sizes unknown until run time (PyTorch's zero initial states of
+    an LSTM, from the input's Shape) only zeros that a recurrent op reads, which it takes as no state."""
+    x, shape = _const(ins[0]), _const(ins[1], "shape")
+    if all(v is not None for v in shape.tolist()):
+        return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(v) for v in shape))).copy()
+    if x.any() or any(c.op_type not in ("LSTM", "GRU") for c in ctx.consumers.get(node.output[0], [])):
+        raise Unsupported("an Expand to a shape known only at run time (other than zero states of LSTM/GRU)")
+    return np.zeros((1,) * len(shape), x.dtype)                # zeros: what the recurrent op starts from anyway
+
+
 def _axes(ctx, ins, a):
     if "axes" in a:
         return list(a["axes"])
     return _const(ins[1], "axes").tolist() if len(ins) > 1 and ins[1] is not None else None
 
 
+def _unsqueezed(shape, axes):
+    """``shape`` with a unit axis at each of ``axes`` (positions in the result, as ONNX's Unsqueeze)."""
+    shape = list(shape)
+    for ax in sorted(int(v) % (len(shape) + len(axes)) for v in axes):
+        shape.insert(ax, 1)
+    return tuple(shape)
+
+
 def _unsqueeze(ctx, node, ins, a):
-    x = _const(ins[0], "input (only constants are unsqueezed)")
-    for ax in sorted(int(v) % (x.ndim + len(_axes(ctx, ins, a))) for v in _axes(ctx, ins, a)):
-        x = np.expand_dims(x, ax)
-    return x
+    x, axes = ins[0], _axes(ctx, ins, a)
+    if isinstance(x, Axon):                                    # a recurrent op's initial state: (B, H) -> (1, B, H)
+        return _whole("unsqueeze", lambda x, axes: L.reshape(x, _unsqueezed(x.shape, axes)), x, axes=tuple(axes))
+    return np.reshape(x, _unsqueezed(x.shape, axes))
+
+
+def _squeezed(shape, axes):
+    drop = {int(v) % len(shape) for v in axes} if axes is not None else {i for i, n in enumerate(shape) if n == 1}
+    return tuple(n for i, n in enumerate(shape) if i not in drop)
 
 
 def _squeeze(ctx, node, ins, a):
-    x = _const(ins[0], "input (only constants are squeezed)")
-    axes = _axes(ctx, ins, a)
-    return np.squeeze(x, axis=None if axes is None else tuple(int(v) % x.ndim for v in axes))
+    x, axes = ins[0], _axes(ctx, ins, a)
+    if isinstance(x, Axon):                                    # a direction axis: (T, 1, B, H) -> (T, B, H)
+        if axes is None:
+            raise Unsupported("a Squeeze of a computed value needs its axes")
+        return _whole("squeeze", lambda x, axes: L.reshape(x, _squeezed(x.shape, axes)), x, axes=tuple(axes))
+    return np.reshape(x, _squeezed(x.shape, axes))
+
+
+_BIG = 1 << 31                                                 # Slice bounds past any axis: "to the end"
 
 
 def _slice(ctx, node, ins, a):
-    x = _const(ins[0], "input (only constants are sliced)")
     starts, ends = _const(ins[1]).tolist(), _const(ins[2]).tolist()
     axes = _const(ins[3]).tolist() if len(ins) > 3 and ins[3] is not None else list(range(len(starts)))
     steps = _const(ins[4]).tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+    if isinstance(ins[0], Axon) and len(axes) == 1 and steps == [-1] and (starts[0] == -1 or starts[0] >= _BIG) \
+            and ends[0] <= -_BIG:                              # one whole axis reversed (a backward run)
+        index = [slice(None)] * len(ins[0].shape)
+        index[int(axes[0])] = slice(None, None, -1)
+        return _whole("reverse", lambda x, index: x[index], ins[0], index=tuple(index))
+    x = _const(ins[0], "input (only constants are sliced, or one whole axis reversed)")
     index = [slice(None)] * x.ndim
     for s, e, ax, st in zip(starts, ends, axes, steps):
         index[int(ax)] = slice(int(s), int(e), int(st))
@@ -624,6 +668,92 @@ def _identity(ctx, node, ins, a):
     if node.op_type == "Dropout" and len(node.output) > 1 and ctx.used(node.output[1]):
         raise Unsupported("its mask output has no axon form")
     return ins[0]
+
+
+# ---- recurrent ops ------------------------------------------------------------------------------------
+def _whole(op, fn, x, **opts):
+    """A layer over whole tensors (the batch axis too): the file's axes, which may put time or a direction first."""
+    return M.layer(fn, [x], op_name=f"onnx_{op}", **opts)
+
+
+_DEFAULT_ACTIVATIONS = {"lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
+
+
+def _axon_gates(w, order) -> np.ndarray:
+    """(gH, ...) in ONNX's gate order -> (..., gH) in axon's: transposed, then the blocks reordered."""
+    blocks = np.split(np.asarray(w).T, len(order), axis=-1)    # ONNX's block k is axon's gate order[k]
+    return np.concatenate([blocks[order.index(j)] for j in range(len(order))], axis=-1)
+
+
+def _recurrent_call(x, *carry, op, layout, directions, has_c, **params):
+    """ONNX's LSTM/GRU outputs (Y, Y_h[, Y_c]) from X, in the file's layout, one axon layer run per direction."""
+    xb = x if layout else L.transpose(x, (1, 0, 2))           # (T, B, F) -> (B, T, F)
+    # an initial state's direction d: (B, H). In layout 0 its leading axis is a graph input's first (free) axis,
+    # which axon takes for the batch: a state of one direction there serves each direction.
+    pick = (lambda s, d: s[:, d]) if layout else (lambda s, d: s[d if s.shape[0] > 1 else 0])
+    zeros = np.zeros((xb.shape[0], params["kernel_hidden"].shape[1]), xb.dtype)
+    ys, hs, cs = [], [], []
+    for d, reverse in enumerate(directions):
+        p = {k: v[d] for k, v in params.items()}
+        h0 = pick(carry[0], d) if carry else zeros
+        if op == "lstm":
+            c0 = pick(carry[1], d) if has_c else zeros
+            y, (c, h) = L.lstm(xb, (c0, h0), p["kernel_input"], p["kernel_hidden"], p["bias"], reverse=reverse)
+            cs.append(c)
+        else:
+            y, h = L.gru(xb, h0, p["kernel_input"], p["kernel_hidden"], p["bias_input"], p["bias_hidden"],
+                         reverse=reverse)
+        ys.append(y if layout else L.transpose(y, (1, 0, 2)))  # (B, T, H), or (T, B, H)
+        hs.append(h)
+    last = [stack(v, axis=layout) for v in (hs, cs) if v]    # (nd, B, H), or (B, nd, H)
+    return (stack(ys, axis=1 + layout), *last)               # (T, nd, B, H), or (B, T, nd, H)
+
+
+def _recurrent(ctx, node, ins, a):
+    """LSTM and GRU (forward, reverse, bidirectional; layout 0 or 1) as one layer; its outputs picked from it."""
+    op = node.op_type.lower()
+    order = _ONNX_GATES[op]
+    ins = ins + [None] * (8 - len(ins))
+    x, w, r = _node_input(ins[0]), _const(ins[1]), _const(ins[2])
+    nd, gH = w.shape[:2]
+    H = gH // len(order)
+    direction = a.get("direction", "forward")
+    directions = {"forward": (False,), "reverse": (True,), "bidirectional": (False, True)}.get(direction)
+    if directions is None or len(directions) != nd:
+        raise Unsupported(f"direction {direction!r} with weights for {nd} direction(s)")
+    acts = tuple(v.decode() if isinstance(v, bytes) else v for v in a.get("activations", ()))
+    if acts and tuple(v.lower() for v in acts) != _DEFAULT_ACTIVATIONS[op] * nd:
+        raise Unsupported(f"activations {list(acts)} (axon's cells use {list(_DEFAULT_ACTIVATIONS[op])})")
+    if "clip" in a or a.get("input_forget", 0):
+        raise Unsupported("clip and input_forget have no axon form")
+    if op == "gru" and not a.get("linear_before_reset", 0):
+        raise Unsupported("linear_before_reset=0 (axon's GRU is PyTorch's, linear_before_reset=1)")
+    if ins[4] is not None:
+        raise Unsupported("sequence_lens (pad the sequences and give the axon layer a mask instead)")
+    if op == "lstm" and ins[7] is not None:
+        raise Unsupported("peepholes (input P) have no axon form")
+    b = _const(ins[3], "bias") if ins[3] is not None else np.zeros((nd, 2 * gH), w.dtype)
+    carry = []
+    for v, what in ((ins[5], "initial_h"), (ins[6] if op == "lstm" else None, "initial_c")):
+        if isinstance(v, np.ndarray) and v.any():
+            raise Unsupported(f"a constant nonzero {what} (give it as a computed value)")
+        carry.append(v if isinstance(v, Axon) else None)
+    if carry[1] is not None and carry[0] is None:
+        raise Unsupported("initial_c without initial_h")
+    inputs = [x] + [c for c in carry if c is not None]
+    arrays = {"kernel_input": np.stack([_axon_gates(w[d], order) for d in range(nd)]),          # (nd, F, gH)
+              "kernel_hidden": np.stack([_axon_gates(r[d], order) for d in range(nd)])}         # (nd, H, gH)
+    bw, br = (np.stack([_axon_gates(v[d], order) for d in range(nd)]) for v in (b[:, :gH], b[:, gH:]))
+    if op == "lstm":
+        arrays["bias"] = bw + br                                 # (nd, 4H): axon's LSTM adds the two
+    else:
+        arrays["bias_input"], arrays["bias_hidden"] = bw, br
+    specs = {k: M.param(v.shape, "zeros") for k, v in arrays.items()}
+    y = M.layer(_recurrent_call, inputs, params=specs, name=ctx.layer_name(node), op_name=f"onnx_{op}", op=op,
+                layout=int(a.get("layout", 0)), directions=directions, has_c=carry[1] is not None)
+    y = ctx.with_params(y, **arrays)
+    return tuple(_whole("output", lambda y, index: y[index], y, index=i) if ctx.used(t) else None
+                 for i, t in enumerate(node.output))
 
 
 _IMPORTERS = {
@@ -649,6 +779,7 @@ _IMPORTERS = {
     "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose, "Pad": _pad, "Resize": _resize,
     "Concat": _concat, "Cast": _cast, "Shape": _shape, "Unsqueeze": _unsqueeze, "Squeeze": _squeeze,
     "Slice": _slice, "Constant": _constant, "Identity": _identity, "Dropout": _identity,
+    "LSTM": _recurrent, "GRU": _recurrent, "Expand": _expand,
 }
 
 
@@ -741,7 +872,9 @@ def _translate(ctx):
                             f"{label}: malformed ({type(e).__name__}: {e})")
             ctx.failed.update(node.output)
             continue
-        if node.output:
+        if isinstance(y, tuple):                               # several outputs (a recurrent op's Y, Y_h, Y_c)
+            ctx.env.update((t, v) for t, v in zip(node.output, y) if t and v is not None)
+        elif node.output:
             ctx.env[node.output[0]] = y
     if problems:
         raise ValueError(f"load: {path!r}: {len(problems)} node{'s' if len(problems) > 1 else ''} "

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numbers
 
 from ... import kernels
-from ...autograd import scatter_add
+from ...kernels.convolution import dilate
 from ._utils import (check_channels, check_param, check_rank, check_spatial_input, check_window_fits,
                      from_channels_last, resolve_padding, shape_from_last, shape_to_last, spatial_tuple, tensor,
                      to_channels_last, window_output_size)
@@ -76,16 +76,6 @@ def _geometry(layer, input_shape, kernel_shape, strides, padding, input_dilation
     return strides, pads, input_dilation, kernel_dilation, int(groups), shape_from_last((last[0], *out, c_out), channels)
 
 
-def _dilate(x, factors):
-    """Insert ``d - 1`` zeros between neighbours on each spatial axis: (N, *S, C) -> (N, *((S - 1) d + 1), C).
-
-    A strided scatter into zeros; its gradient is the strided slice back.
-    """
-    index = (slice(None),) + tuple(slice(None, None, d) for d in factors) + (slice(None),)
-    shape = (x.shape[0],) + tuple((s - 1) * d + 1 for s, d in zip(x.shape[1:-1], factors)) + (x.shape[-1],)
-    return scatter_add(x, index, shape)
-
-
 def _conv(layer, x, kernel, bias, strides, padding, input_dilation, kernel_dilation, feature_group_size, channels):
     """The one path every convolution here takes: check, move channels last, dilate, convolve, add bias."""
     x, kernel = tensor(layer, x), tensor(layer, kernel, "kernel")
@@ -98,7 +88,7 @@ def _conv(layer, x, kernel, bias, strides, padding, input_dilation, kernel_dilat
     bias = check_param(layer, "bias", bias, kernel.shape[-1:])
     x = to_channels_last(x, channels)                          # (N, *S, C_in)
     if any(d > 1 for d in in_dil):
-        x = _dilate(x, in_dil)
+        x = dilate(x, in_dil)
     y = kernels.conv(x, kernel, strides, pads, k_dil, groups)  # (N, *S_out, C_out)
     if bias is not None:
         y = y + bias

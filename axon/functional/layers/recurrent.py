@@ -11,7 +11,7 @@ An *unroll* runs a cell over ``x`` (B, T, ...) and returns ``(outputs (B, T, ...
   Axon's static unroll), so anything differentiates through it, to any order.
 - ``dynamic_unroll``: the same loop as *one* primitive: the forward runs without recording and keeps
   only the carries; the backward re-runs one step at a time and backpropagates through it (the
-  memory of one step's graph, not T). First-order gradients only.
+  memory of one step's graph, not T). Grad of grad records the unrolled loop (T cells) instead.
 - ``lstm``/``gru`` run the fused kernels of ``axon.kernels.recurrent`` by default (``unroll="fused"``):
   the input projections of every step as one matrix product, then the whole recurrence in one kernel.
 
@@ -38,8 +38,8 @@ from __future__ import annotations
 import numpy as np
 
 from ... import kernels
-from ...autograd import (Tensor, apply, as_tensor, backprop, enable_grad, no_grad, primitive, reshape, sigmoid, stack,
-                         tanh, where)
+from ...autograd import (Tensor, apply, as_tensor, backprop, enable_grad, is_grad_enabled, no_grad, primitive, reshape,
+                         sigmoid, stack, tanh, where)
 from .conv import conv
 from .linear import dense
 from ._utils import check_param, tensor
@@ -234,6 +234,8 @@ def _leaf(t):
 
 
 def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes, saved):
+    if is_grad_enabled():                          # backward(create_graph=True): the unrolled graph, recorded
+        return _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, keep, reverse, shapes)
     before = saved
     dy_out, dcarry = _unpack(dy, shapes["y"], shapes["carry"])
     T = x.shape[1]
@@ -256,6 +258,34 @@ def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, sh
     return (stack(dxs, axis=1), *dcarry, *dparams)
 
 
+def _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, keep, reverse, shapes):
+    """The VJP for grad of grad: ``static_unroll`` on the inputs themselves, differentiated with recording on.
+
+    The loop runs on identity copies of ``dy``, ``x`` and the inputs; during this walk the copies count
+    as leaves (their nodes are set aside), so it stops at them instead of going on into the graph that
+    made them (twice the work, and a parent reached through another parent would be counted twice).
+    Put back, their nodes connect the recorded gradients to that graph for the next differentiation.
+    """
+    copies = tuple(reshape(t, t.shape) for t in (dy, x, *inputs))            # identity nodes
+    dy_c, x_c, carry_c, params_c = copies[0], copies[1], copies[2:2 + n_carry], copies[2 + n_carry:]
+    y, carry = static_unroll(cell_fn, x_c, build(carry_c), *params_c, mask=keep, reverse=reverse)
+    dy_out, dcarry = _unpack(dy_c, shapes["y"], shapes["carry"])
+    total = (y * dy_out).sum()
+    for c, d in zip(_flat_carry(carry)[0], dcarry):
+        total = total + (c * d).sum()
+    wanted = tuple(c for c in copies[1:] if c.requires_grad)
+    nodes = [c._node for c in copies]
+    for c in copies:
+        c._node = None                                                      # leaves, for this walk only
+    try:
+        found = {id(t): g for t, g in backprop(total, as_tensor(1.0, like=(x,)), keep=wanted, create_graph=True,
+                                               retain_graph=True)}
+    finally:
+        for c, node in zip(copies, nodes):
+            c._node = node
+    return tuple(found.get(id(c)) for c in copies[1:])
+
+
 def _unpack(packed, y_shape, carry_shapes):
     """Split the flat (outputs, carry leaves) vector back into Tensors of their shapes."""
     n = int(np.prod(y_shape))
@@ -268,8 +298,8 @@ def _unpack(packed, y_shape, carry_shapes):
     return y, tuple(leaves)
 
 
-# The VJP differentiates fresh copies of one step at a time: first order only (static_unroll for more).
-_scan = primitive("scan", _scan_forward, _scan_vjp, saves=True, higher_order=False)
+# The VJP differentiates fresh copies of one step at a time; recorded (grad of grad), the whole unrolled loop.
+_scan = primitive("scan", _scan_forward, _scan_vjp, saves=True)
 
 
 def dynamic_unroll(cell_fn, x, carry, *params, mask=None, reverse=False):
@@ -277,7 +307,8 @@ def dynamic_unroll(cell_fn, x, carry, *params, mask=None, reverse=False):
 
     The forward runs the loop without recording and keeps the carry before each step; the backward
     re-runs one step at a time and backpropagates through it, so memory holds one step's graph.
-    First-order gradients only: for grad of grad use ``static_unroll`` (or the fused ``lstm``/``gru``).
+    Under ``backward(create_graph=True)`` (grad of grad) the backward records the whole unrolled
+    loop instead, as ``static_unroll`` would, so it differentiates to any order.
 
     >>> import numpy as np
     >>> cell = lambda x_t, s, w: (s + x_t * w, s + x_t * w)
