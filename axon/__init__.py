@@ -23,7 +23,7 @@ import sys as _sys
 from . import backend
 from .backend import get_backend, set_backend, to_device
 from . import autograd, random, tree
-from .autograd import Tensor, check_grads, grad, no_grad, value_and_grad
+from .autograd import Tensor, check_grads, draw_graph, grad, no_grad, value_and_grad
 from . import functional
 from .functional import activations, initializers, layers, losses, metrics
 from . import model
@@ -51,7 +51,7 @@ __all__ = [
     "backend", "get_backend", "set_backend", "to_device", "autograd", "random", "tree", "functional", "activations",
     "initializers", "layers", "losses", "metrics", "model", "updates", "optimizers", "schedules", "training",
     "datasets", "registry", "serialization", "distributed",
-    "Tensor", "grad", "value_and_grad", "jit", "TraceError", "no_grad", "check_grads", "save", "load", "register",
+    "Tensor", "grad", "value_and_grad", "jit", "TraceError", "no_grad", "check_grads", "draw_graph", "save", "load", "register",
     "FormatError", "__version__",
     *model.__all__,
 ]

@@ -187,6 +187,47 @@ def test_tutorials_exist_in_nav():
     assert not missing, f"chapters missing from mkdocs.yml nav: {missing}"
 
 
+CODE_LINE_LIMIT = 100     # characters: tutorials/css/tutorial.css sizes the site's code column for this
+
+
+def test_code_lines_fit_the_site():
+    """Every line of the chapters' code blocks fits the site's code column (no sideways scrolling).
+
+    Output blocks and ```text transcripts are left out: the program prints their lines, and the site
+    wraps them (tutorial.css).
+    """
+    too_long = [f"{path.name}:{block.line + i}: {len(line)} characters"
+                for path in sorted(TUTORIALS.glob("*.md")) for block in parse(path).blocks
+                if block.lang != "text"
+                for i, line in enumerate(block.code.split("\n")) if len(line) > CODE_LINE_LIMIT]
+    assert not too_long, (f"code lines longer than {CODE_LINE_LIMIT} characters (wrap them):\n"
+                          + "\n".join(too_long))
+
+
+_PRIVATE_ATTRIBUTE = re.compile(r"\.(_[a-z]\w*)")
+_IMPORT = re.compile(r"^\s*(?:from\s+\S+\s+)?import\s+\(?([^#\n]*)", re.MULTILINE)
+_NAMEDTUPLE_API = {"_fields", "_asdict", "_replace", "_make"}    # public, underscored against field clashes
+_SHOWN_MODULES = {"_common"}     # axon/kernels/_common.py: the kernels' shared settings, shown in chapter 2
+
+
+def private_names(code: str) -> list:
+    """The private attributes (``t._node``) and private imports (``import _plan``) that ``code`` uses."""
+    imported = [name.split(" as ")[0].strip() for m in _IMPORT.finditer(code) for name in m[1].split(",")]
+    found = [n.rsplit(".", 1)[-1] for n in imported if n.rsplit(".", 1)[-1].startswith("_")]
+    found += [n for n in _PRIVATE_ATTRIBUTE.findall(code) if n not in _NAMEDTUPLE_API]
+    return [n for n in found if n not in _SHOWN_MODULES]
+
+
+def test_chapters_use_no_private_names():
+    """The code a reader runs uses public names only (``{.no-run}`` excerpts of library code may not)."""
+    found = [f"{path.name}:{block.line}: {', '.join(private_names(block.code))}"
+             for path in sorted(TUTORIALS.glob("*.md")) for block in parse(path).blocks
+             if block.runs and private_names(block.code)]
+    assert not found, "tutorial code reaches into private names:\n" + "\n".join(found)
+    assert private_names("from axon.model.run import _plan, init\nnode = y._node\n"
+                         "state._replace(step=1)\nfrom axon.kernels import _common") == ["_plan", "_node"]
+
+
 def test_parse_rules(tmp_path):
     """The collector's own rules: what runs, what is skipped, what is compared, what is an error."""
     md = tmp_path / "t.md"

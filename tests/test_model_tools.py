@@ -249,3 +249,27 @@ def test_optional_inputs_and_new_layer_options_survive_save_and_load(tmp_path):
     np.testing.assert_array_equal(out["y"], want["y"])
     assert out["extra"] is None and want["extra"] is None                 # a container keeps the missing entry
     assert [n.opts.get("optional", False) for n in back.inputs()] == [False, True]
+
+
+def test_infer_shape_agrees_with_the_builders():
+    """infer_shape gives each layer the shape its model node gets; None follows the batch size only."""
+    x = axon.input((None, 7, 5, 3))
+    node = x.conv(4, kernel_size=(3, 2), strides=2)
+    kernel = node.params["kernel"].shape
+    assert axon.infer_shape(axon.layers.conv, x.shape, params={"kernel": kernel, "bias": (4,)},
+                            **node.opts) == node.shape == (None, 3, 2, 4)
+    seq = axon.input((None, 11, 6))                             # (batch, steps, features): steps stay fixed
+    dense = seq.dense(5)
+    assert axon.infer_shape(axon.layers.dense, seq.shape, params={k: p.shape for k, p in dense.params.items()}
+                            ) == dense.shape == (None, 11, 5)
+    proj = lambda x, w: x @ w                                   # a custom layer, as axon.layer builds it
+    node = axon.layer(proj, [seq], params={"w": axon.param((6, 2))})
+    assert axon.infer_shape(proj, seq.shape, params={"w": (6, 2)}) == node.shape == (None, 11, 2)
+    assert axon.infer_shape(proj, (4, 6), params={"w": (6, 2)}) == (4, 2)   # no None: a fixed batch
+
+
+def test_infer_shape_errors():
+    with pytest.raises(ValueError, match=r"dense layer cannot be applied to \(None, 5\): .*4 input features"):
+        axon.infer_shape(axon.layers.dense, (None, 5), params={"kernel": (4, 3)})
+    with pytest.raises(TypeError, match="fn must be a layer function, got int"):
+        axon.infer_shape(3, (None, 5))

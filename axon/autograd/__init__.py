@@ -1,12 +1,13 @@
 """Reverse-mode automatic differentiation on numpy arrays.
 
-Four small modules, each with one job:
+Small modules, each with one job:
 
 - ``tensor``: the ``Tensor`` class (data, ``requires_grad``, ``.grad``, operators).
 - ``engine``: the table of primitives (``primitive``, ``implement`` a forward per backend), ``apply``
   (run the inputs' backend's forward and record), ``toposort`` and ``backprop`` (the graph walk).
 - ``ops``: the engine's own primitives, each forward next to its vector-Jacobian product.
 - ``transforms`` and ``check``: ``grad``/``value_and_grad`` over nested params, ``check_grads``.
+- ``draw``: ``draw_graph``, the recorded graph as text or SVG, in the order of ``toposort``.
 
 >>> import numpy as np, axon.autograd as ag
 >>> ag.grad(lambda w: ((w * 3.0) ** 2).sum())(np.array([1.0, 2.0]))
@@ -21,11 +22,12 @@ from .ops import (abs, add, astype, broadcast_to, clip, concatenate, div, equal,
                   sqrt, stack, sub, sum, tanh, transpose, unbroadcast, where)
 from .transforms import grad, value_and_grad
 from .check import check_grads, numerical_grad
+from .draw import draw_graph
 
 __all__ = [
     "Tensor", "as_tensor", "Primitive", "primitive", "implement", "apply", "backprop", "toposort", "PRIMITIVES",
     "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
-    "grad", "value_and_grad", "check_grads", "numerical_grad", "unbroadcast",
+    "grad", "value_and_grad", "check_grads", "numerical_grad", "draw_graph", "unbroadcast",
     "add", "sub", "mul", "div", "neg", "power", "matmul", "exp", "log", "sqrt", "abs", "tanh", "sigmoid",
     "relu", "clip", "astype", "sum", "mean", "max", "min", "reshape", "transpose", "getitem", "scatter_add",
     "concatenate", "stack", "where", "maximum", "minimum", "pad", "broadcast_to", "sign", "less", "less_equal",

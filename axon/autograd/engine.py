@@ -259,7 +259,7 @@ def toposort(root) -> list:
 
     >>> x = Tensor(2.0, requires_grad=True)
     >>> y = (x * x).exp()
-    >>> [t._node.prim.name if t._node else "leaf" for t in toposort(y)]  # each after its inputs
+    >>> [t.grad_fn.prim.name if t.grad_fn else "leaf" for t in toposort(y)]  # each after its inputs
     ['leaf', 'mul', 'exp']
     """
     order, visited, stack = [], set(), [(root, False)]

@@ -13,7 +13,7 @@ windows back into place):
 
 1-d and 2-d inputs are 3-d inputs with leading spatial axes of size 1, so one set of kernels serves all.
 
-Speed (see ``threads`` and ``workspace``): the full column matrix of a batch is large (29 MB for
+Speed (see ``threads`` and ``workspace``): the full column matrix of a batch is large (27.6 MB for
 128 x 14 x 14 x 32 and a 3x3 kernel), so it is never built. Each thread takes a contiguous range of
 output rows and handles it ``R`` rows at a time: im2col into a block that stays in the L2 cache, then
 one single-threaded BLAS call (even for one input channel, whose 9-deep columns a plain loop

@@ -6,7 +6,8 @@
 - ``state``: ``ModelState``, trainable params, layer state and frozen params apart (``model_state``).
 - ``summary``: the summary table and the graph as Mermaid/Graphviz text.
 - ``tools``: Axon's graph tools (``block``, ``bias``, ``stack_columns``, ``split_layer``, ``cond``,
-  ``optional``, ``or_else``, ``attach_hook``, ``get_op_counts``, ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``).
+  ``optional``, ``or_else``, ``attach_hook``, ``get_op_counts``, ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``)
+  and ``infer_shape`` (a layer function's output shape, as the builders find it).
 """
 from . import builders
 from .builders import *  # noqa: F401,F403  (every builder)
@@ -15,7 +16,7 @@ from .run import apply, compile, init, merge, predict, split
 from .summary import as_graph, count_params, summary
 from .state import ModelState, model_state
 from . import tools
-from .tools import (attach_hook, bias, block, cond, get_op_counts, optional, or_else, pop_node, rewrite_nodes,
+from .tools import (attach_hook, bias, block, cond, get_op_counts, infer_shape, optional, or_else, pop_node, rewrite_nodes,
                     set_options, set_parameters, split_layer, stack_columns)
 
 __all__ = ["Axon", "ParamSpec", "input", "constant", "container", "layer", "nx", "param", "freeze", "unfreeze",

@@ -1,6 +1,7 @@
 """Graph tools from Elixir Axon: layers that act on the graph (``block``, ``bias``, ``stack_columns``,
 ``cond``, ``attach_hook``) and functions that read or rewrite a built model (``get_op_counts``, ``set_options``,
-``set_parameters``, ``pop_node``, ``rewrite_nodes``).
+``set_parameters``, ``pop_node``, ``rewrite_nodes``), and ``infer_shape``, the output shape of a layer
+function found as the builders find it.
 
 A model is immutable: every tool returns new nodes and leaves the old ones as they were.
 
@@ -14,6 +15,7 @@ A model is immutable: every tool returns new nodes and leaves the old ones as th
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import numpy as np
@@ -21,9 +23,10 @@ import numpy as np
 from ..autograd import apply, primitive
 from ..autograd import stack as tstack
 from ..autograd import reshape as treshape
-from .graph import Axon, ParamSpec, _ids, _node, _Pack, input as _input, param
+from .graph import Axon, ParamSpec, _ids, _infer_shape, _node, _Pack, input as _input, param
 
-__all__ = ["block", "bias", "stack_columns", "split_layer", "cond", "optional", "or_else", "attach_hook", "get_op_counts", "set_options", "set_parameters",
+__all__ = ["block", "bias", "stack_columns", "split_layer", "cond", "optional", "or_else", "attach_hook", "get_op_counts", "infer_shape", "set_options",
+           "set_parameters",
            "pop_node", "rewrite_nodes"]
 
 
@@ -365,6 +368,30 @@ def attach_hook(x: Axon, fn, on="forward", mode="both") -> Axon:
 
 
 # ---- reading and rewriting a model -------------------------------------------------------------------------
+def infer_shape(fn, *input_shapes, params=None, **opts) -> tuple:
+    """The output shape of the layer function ``fn`` on inputs of ``input_shapes`` (None: any batch size).
+
+    Found as every builder finds its node's shape: ``fn`` runs on zeros twice, with a batch of 1 and a
+    batch of 2 for each None, and an axis that changes with the batch size comes out None. ``params``
+    maps each parameter's name to its shape; ``opts`` are the layer's settings. Try a custom layer
+    with it before it goes into a model; a layer that does not fit its inputs raises the builder's error.
+
+    >>> import axon
+    >>> infer_shape(axon.layers.dense, (None, 784), params={"kernel": (784, 128), "bias": (128,)})
+    (None, 128)
+    >>> infer_shape(axon.layers.conv, (None, 28, 28, 1), params={"kernel": (3, 3, 1, 8)}, padding="valid")
+    (None, 26, 26, 8)
+    """
+    if not callable(fn):
+        raise TypeError(f"infer_shape: fn must be a layer function, got {type(fn).__name__}")
+    specs = {name: ParamSpec(tuple(int(n) for n in shape)) for name, shape in (params or {}).items()}
+    takes = inspect.signature(fn).parameters
+    uses = frozenset(k for k in ("training", "key") if k in takes)            # dropout, batch norm, ...
+    op = getattr(fn, "__name__", type(fn).__name__)
+    return _infer_shape(op, fn, [tuple(s) for s in input_shapes], specs, opts, uses,
+                        lambda: ", ".join(str(tuple(s)) for s in input_shapes))
+
+
 def get_op_counts(model: Axon) -> dict:
     """How many nodes of each op the model has, in graph order (Axon's ``get_op_counts``).
 
