@@ -38,8 +38,10 @@ from __future__ import annotations
 import numpy as np
 
 from ... import kernels
-from ...autograd import (Tensor, apply, as_tensor, backprop, enable_grad, no_grad, primitive, reshape, sigmoid, stack,
-                         tanh, where)
+from ...autograd import (Tensor, apply, as_tensor, backprop, concatenate, enable_grad, no_grad, primitive, reshape,
+                         sigmoid, stack, tanh, where)
+from ...backend import backend_of
+from ...kernels._common import on_backend_of
 from .conv import conv
 from .linear import dense
 from ._utils import check_param, tensor
@@ -178,7 +180,7 @@ def _step(cell_fn, x_t, carry, params, keep_t):
         return new, out
     leaves, build = _flat_carry(new)
     old, _ = _flat_carry(carry)
-    k = keep_t.reshape((-1,) + (1,) * (out.ndim - 1))        # (B, 1, ...) broadcasts over a step's features
+    k = on_backend_of(out, keep_t.reshape((-1,) + (1,) * (out.ndim - 1)))   # (B, 1, ...) over a step's features
     kept = tuple(where(k, n, o) for n, o in zip(leaves, old))
     return build(kept), where(k, out, np.zeros((), out.dtype))
 
@@ -212,18 +214,18 @@ def _scan_forward(x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes):
     """
     carry = build(tuple(Tensor._wrap(c) for c in inputs[:n_carry]))
     params = tuple(Tensor._wrap(p) for p in inputs[n_carry:])
-    T = x.shape[1]
+    T, xs = x.shape[1], Tensor._wrap(x)
     outs, before = [None] * T, [None] * T
     with no_grad():
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
             before[t] = tuple(c.data for c in _flat_carry(carry)[0])
-            carry, out = _step(cell_fn, Tensor._wrap(x[:, t]), carry, params, None if keep is None else keep[:, t])
+            carry, out = _step(cell_fn, xs[:, t], carry, params, None if keep is None else keep[:, t])
             outs[t] = out.data
-    y = np.stack(outs, axis=1)                                                   # (B, T, ...)
-    final = _flat_carry(carry)[0]
-    packed = np.concatenate([y.ravel()] + [c.data.ravel() for c in final])
+        y = stack([Tensor._wrap(o) for o in outs], axis=1)                       # (B, T, ...)
+        final = _flat_carry(carry)[0]
+        packed = concatenate([reshape(y, (-1,))] + [reshape(c, (-1,)) for c in final])   # Tensor ops: any backend
     shapes.update(y=y.shape, carry=[c.shape for c in final])
-    return packed, before
+    return packed.data, before
 
 
 def _leaf(t):
@@ -231,6 +233,11 @@ def _leaf(t):
     leaf = t.detach() if isinstance(t, Tensor) else Tensor._wrap(t)
     leaf.requires_grad = True
     return leaf
+
+
+def _ones_like(t):
+    """A Tensor of ones shaped and typed as ``t``, on ``t``'s backend (the seed of a backward pass)."""
+    return Tensor._wrap(backend_of(t.data).full(t.shape, 1, t.dtype))
 
 
 def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes, saved):
@@ -248,7 +255,7 @@ def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, sh
             total = (out * dy_out[:, t]).sum()
             for c, d in zip(_flat_carry(new)[0], dcarry):
                 total = total + (c * d).sum()
-        grads = {id(t_): g for t_, g in backprop(total, as_tensor(1.0, like=(x,)), keep=(x_t, *carry_t, *params))}
+        grads = {id(t_): g for t_, g in backprop(total, _ones_like(total), keep=(x_t, *carry_t, *params))}
         got = lambda t_: grads[id(t_)] if id(t_) in grads else t_.detach() * 0  # noqa: E731  (unused: 0)
         dxs[t] = got(x_t)
         dcarry = tuple(got(c) for c in carry_t)
