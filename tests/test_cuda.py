@@ -532,6 +532,36 @@ def test_training_with_device_cuda_equals_the_cpu(name, rng):
 
 
 @needs_cuda
+def test_the_next_batch_is_copied_to_the_device_ahead_of_its_step(rng, monkeypatch):
+    """``train(..., device="cuda")`` copies batch i + 1 while step i runs: the steps get device arrays, in order."""
+    x = rng.random((17, 5), dtype=np.float32)                                # 17 = 6 + 6 + 5: a smaller last batch
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 17)]
+    init, step_fn = axon.training.step(axon.input((None, 5)).dense(3, activation="softmax"),
+                                       "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+    started, seen = [], []
+    copy_ahead = acuda.BACKEND.copy_ahead
+
+    def watched_copy(batch):                                                 # how many steps ran when each copy began
+        started.append(len(seen))
+        return copy_ahead(batch)
+
+    def watched_step(state, xb, yb):
+        seen.append((type(xb), host(xb), host(yb)))
+        return step_fn(state, xb, yb)
+    monkeypatch.setitem(axon.backend._BACKENDS, "cuda", acuda.BACKEND._replace(copy_ahead=watched_copy))
+    dev_state = axon.training.train((init, watched_step), x, y, epochs=1, batch_size=6, verbose=0, seed=3,
+                                    device="cuda")
+    assert started == [0, 0, 1]                                              # batch 2's copy began before step 1
+    assert all(issubclass(t, acuda.ARRAY_TYPES) for t, _, _ in seen) and [len(b) for _, b, _ in seen] == [6, 6, 5]
+    order = axon.random.rng(3, "shuffle", 0).permutation(17)                 # the epoch's shuffle, as on the CPU
+    for i, (_, xb, yb) in enumerate(seen):
+        np.testing.assert_array_equal(xb, x[order[6 * i:6 * i + 6]])
+        np.testing.assert_array_equal(yb, y[order[6 * i:6 * i + 6]])
+    cpu_state = axon.training.train((init, step_fn), x, y, epochs=1, batch_size=6, verbose=0, seed=3)
+    np.testing.assert_allclose(dev_state.history["loss"], cpu_state.history["loss"], rtol=1e-5)
+
+
+@needs_cuda
 def test_training_with_dropout_on_the_device():
     """The compiled step draws each step's masks on the device from the step's key: reproducible, and they vary."""
     rng = np.random.default_rng(0)

@@ -28,11 +28,12 @@ array([[4., 4.],
        [4., 4.]], dtype=float32)
 """
 from ..backend import Backend, register_backend
-from ._runtime import ARRAY_TYPES, SIMULATOR, copy, from_host, full, to_host
+from ._runtime import ARRAY_TYPES, SIMULATOR, copy, copy_ahead, from_host, full, to_host
 from .. import kernels as _cpu_kernels  # noqa: F401  (the kernels.* primitives must exist before ours)
 from . import ops, layout, matmul, kernels, backward, ctc, recurrent  # noqa: F401  (each adds its "cuda" forwards to the table)
 
 __all__ = ["BACKEND", "SIMULATOR"]
 
-BACKEND = register_backend(Backend("cuda", ARRAY_TYPES, to_host=to_host, from_host=from_host, full=full, copy=copy))
+BACKEND = register_backend(Backend("cuda", ARRAY_TYPES, to_host=to_host, from_host=from_host, full=full, copy=copy,
+                                   copy_ahead=copy_ahead))
 """The registered ``"cuda"`` backend entry (``axon.backend.backend("cuda")``)."""
