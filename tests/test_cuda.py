@@ -644,6 +644,27 @@ def test_lstm_and_gru_sequences_and_their_vjps_equal_the_cpu(dtype, rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("layer", ["lstm", "gru"])
+def test_recurrent_layers_train_on_the_device_as_on_the_cpu(layer, rng):
+    """The model API end to end: zero carries, default biases and padding masks made on the inputs' device."""
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[[0, 1, 1]]
+    seq = getattr(axon.input((None, 4, 2)), layer)(3)
+    model = (seq[0] if isinstance(seq, tuple) else seq).flatten().dense(2, activation="softmax")
+    s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+    cpu = axon.training.train(s, x, y, epochs=2, batch_size=3, verbose=0, seed=0)
+    dev_state = axon.training.train(s, x, y, epochs=2, batch_size=3, verbose=0, seed=0, device="cuda")
+    np.testing.assert_allclose(dev_state.history["loss"], cpu.history["loss"], rtol=1e-5)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], bool)          # padded sequences
+    fn = getattr(axon.functional.layers, layer)
+    w, u = rng.standard_normal((2, 4 * 3 if layer == "lstm" else 9)), rng.standard_normal((3, 12 if layer == "lstm" else 9))
+    carry = (np.zeros((3, 3)),) * 2 if layer == "lstm" else np.zeros((3, 3))
+    y_dev, _ = fn(dev(x.astype(np.float64)), to_device(carry, "cuda"), dev(w), dev(u), mask=mask)
+    y_cpu, _ = fn(x.astype(np.float64), carry, w, u, mask=mask)
+    assert_twin(y_dev, y_cpu)
+
+
+@needs_cuda
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_ctc_loss_and_its_vjp_equal_the_cpu(dtype, rng):
     from axon.kernels.ctc import ctc_loss

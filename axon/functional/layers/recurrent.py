@@ -345,7 +345,7 @@ def lstm(x, carry, kernel_input, kernel_hidden, bias=None, mask=None, reverse=Fa
         xw = dense(x, kernel_input)                            # (B, T, F) -> (B, T, 4H): every step at once
         y = kernels.lstm_sequence(xw, h0, c0, kernel_hidden, bias, mask=keep, reverse=reverse)   # (2, B, T, H)
         last = 0 if reverse else -1
-        hs = y[0] if keep is None else y[0] * keep[:, :, None].astype(y.dtype)          # padding outputs 0
+        hs = y[0] if keep is None else y[0] * on_backend_of(y, keep[:, :, None].astype(y.dtype))   # padding: 0
         return hs, (y[1][:, last], y[0][:, last])
     xw = dense(x, kernel_input, bias)                          # (B, T, F) -> (B, T, 4H)
     cell = lambda xw_t, carry, u: _lstm_gates(xw_t + carry[1] @ u, carry[0])  # noqa: E731
@@ -372,13 +372,13 @@ def gru(x, h, kernel_input, kernel_hidden, bias_input=None, bias_hidden=None, ma
     keep = _keep("gru", mask, *x.shape[:2])
     xw = dense(x, kernel_input, bias_input)                    # (B, T, F) -> (B, T, 3H)
     if unroll == "fused":
-        bh = bias_hidden if bias_hidden is not None else Tensor._wrap(np.zeros(kernel_hidden.shape[1], x.dtype))
+        bh = bias_hidden if bias_hidden is not None else on_backend_of(x, np.zeros(kernel_hidden.shape[1], x.dtype))
         hs = kernels.gru_sequence(xw, h0, kernel_hidden, bh, mask=keep, reverse=reverse)   # (B, T, H)
         last = hs[:, 0 if reverse else -1]
-        return (hs if keep is None else hs * keep[:, :, None].astype(hs.dtype)), last
+        return (hs if keep is None else hs * on_backend_of(hs, keep[:, :, None].astype(hs.dtype))), last
     cell = lambda xw_t, h, u, bh: _gru_gates(xw_t, h, dense(h, u, bh))  # noqa: E731
     run = static_unroll if unroll == "static" else dynamic_unroll
-    bh = bias_hidden if bias_hidden is not None else np.zeros(kernel_hidden.shape[1], x.dtype)
+    bh = bias_hidden if bias_hidden is not None else on_backend_of(x, np.zeros(kernel_hidden.shape[1], x.dtype))
     return run(cell, xw, h0, kernel_hidden, bh, mask=keep, reverse=reverse)
 
 
@@ -399,5 +399,5 @@ def conv_lstm(x, carry, kernel_input, kernel_hidden, bias=None, strides=1, paddi
     x = _check_sequence("conv_lstm", x)
     cell = lambda x_t, carry, w, u, b: conv_lstm_cell(x_t, carry, w, u, b, strides=strides, padding=padding)  # noqa: E731
     run = static_unroll if unroll == "static" else dynamic_unroll
-    b = bias if bias is not None else np.zeros(np.shape(kernel_hidden)[-1], x.dtype)
+    b = bias if bias is not None else on_backend_of(x, np.zeros(np.shape(kernel_hidden)[-1], x.dtype))
     return run(cell, x, tuple(carry), kernel_input, kernel_hidden, b, mask=mask, reverse=reverse)
