@@ -552,6 +552,8 @@ def test_the_next_batch_is_copied_to_the_device_ahead_of_its_step(rng, monkeypat
     dev_state = axon.training.train((init, watched_step), x, y, epochs=1, batch_size=6, verbose=0, seed=3,
                                     device="cuda")
     assert started == [0, 0, 1]                                              # batch 2's copy began before step 1
+    slots = [slot for slot in acuda._runtime._SLOTS if slot is not None]
+    assert slots and all(slot.kind == ("blocking" if acuda.SIMULATOR else "non-blocking") for slot in slots)
     assert all(issubclass(t, acuda.ARRAY_TYPES) for t, _, _ in seen) and [len(b) for _, b, _ in seen] == [6, 6, 5]
     order = axon.random.rng(3, "shuffle", 0).permutation(17)                 # the epoch's shuffle, as on the CPU
     for i, (_, xb, yb) in enumerate(seen):

@@ -320,11 +320,30 @@ def constant(a) -> object:
     return hit
 
 
+def _copy_stream():
+    """``(stream, kind)``: a stream for copies that need not wait for the kernels of the default stream.
+
+    numba's ``cuda.stream()`` makes a *blocking* stream: the legacy default stream, where axon's kernels
+    run, waits for its copies (and they for its kernels). A ``CU_STREAM_NON_BLOCKING`` stream, made
+    through numba's driver bindings and wrapped with ``cuda.external_stream``, does not, so the
+    copy can overlap the kernels too; the loop's ``wait()`` orders the two explicitly. Where the
+    bindings differ (another numba-cuda), or on the simulator, numba's own stream.
+    """
+    if not SIMULATOR:
+        try:
+            from numba.cuda.cudadrv.driver import binding, driver
+            handle = driver.cuStreamCreate(binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value)
+            return cuda.external_stream(int(handle)), "non-blocking"   # (two per process, never destroyed)
+        except Exception:                                            # noqa: BLE001  (then the portable one)
+            pass
+    return cuda.stream(), "blocking"
+
+
 class _Slot:
     """One stream and its pinned (page-locked) host buffers: where one batch waits to be copied."""
 
     def __init__(self):
-        self.stream = cuda.stream()
+        self.stream, self.kind = _copy_stream()
         self.buffers: dict = {}
 
     def pinned(self, i, a):
@@ -345,7 +364,8 @@ def copy_ahead(tree):
     """Start copying a tree's host arrays to the device; return ``wait()``, which gives the device tree.
 
     Each array goes through a page-locked host buffer and ``cuda.to_device(..., stream=...)`` on a
-    stream of its own, so the copy runs while the host goes on (launching the current step's kernels):
+    stream of its own (non-blocking where numba's driver allows: ``_copy_stream``), so the copy runs
+    while the host goes on launching the current step's kernels, and while the device runs them:
     the training loop starts the next batch's copy before it runs a step, and calls ``wait()`` (the
     stream's synchronize, normally done by then) before the next step uses it. Two slots alternate,
     so a buffer is refilled only after its copy has finished. Host scalars (0-d) stay on the host, as
