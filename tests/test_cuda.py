@@ -612,7 +612,7 @@ def test_every_primitive_of_the_table_has_a_cuda_forward():
     assert not stale, f"WITHOUT_CUDA lists primitives that have a CUDA forward now: {stale}"
 
 
-def _device_and_cpu(f, arrays, weights=True):
+def _device_and_cpu(f, arrays):
     """``f``'s outputs and every input's gradient, on the device and on the CPU (a weighted sum as the loss)."""
     results = []
     for on_device in (True, False):
