@@ -42,7 +42,9 @@ class Backend(NamedTuple):
     makes a new filled array; ``copy(a)`` an independent copy. Arrays of every backend have ``shape``,
     ``dtype`` (a numpy dtype), ``ndim`` and ``size``; all arithmetic goes through primitives.
     ``device=False`` marks arrays that are not a device users pick (``axon.jit``'s placeholders):
-    ``backends()`` does not list them.
+    ``backends()`` does not list them. ``copy_ahead(tree) -> wait``, where a backend has one, starts
+    moving a host tree's arrays in asynchronously; ``wait()`` returns the moved tree (the training
+    loop copies the next batch this way while the current step runs).
 
     >>> cpu = backend("cpu")
     >>> cpu.full((2,), 3.0, np.float32), cpu.name
@@ -55,6 +57,7 @@ class Backend(NamedTuple):
     full: Callable
     copy: Callable
     device: bool = True
+    copy_ahead: Callable | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}

@@ -5,7 +5,9 @@
 
 Runs, each in a process of its own with a time limit, printing their output as they finish:
 
-1. ``python -m pytest tests/test_cuda.py`` without the simulator (every kernel compiled for the real device);
+1. ``python -m pytest tests/test_cuda.py`` without the simulator (every kernel compiled for the real device:
+   the whole primitive table, CTC and the fused LSTM/GRU sequences with their backwards, dropout masks
+   drawn on the device, the next batch copied ahead of its step; every failure reported, not just the first);
 2. ``benchmarks/cuda_matmul.py`` (axon's tile shapes against cuBLAS, TFLOP/s);
 3. ``benchmarks/cuda_mnist_epoch.py`` (MLP and CNN epochs against PyTorch on the same GPU).
 
@@ -45,7 +47,7 @@ def main() -> None:
     py = sys.executable
     codes = [
         run("CUDA tests on the device", [py, "-m", "pytest", "tests/test_cuda.py", "-q", "-p", "no:cacheprovider",
-                                         "-x"], 240),
+                                         "-rf"], 240),
         run("matmul", [py, "benchmarks/cuda_matmul.py", "--sizes", *(["1024", "4096"] if args.quick else
                                                                       ["1024", "2048", "4096"]),
                        "--repeat", "5" if args.quick else "10"], 180),

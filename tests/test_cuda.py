@@ -337,18 +337,35 @@ def test_batch_norm_and_bias_relu_forwards_equal_the_cpu(dtype, rng):
 
 
 @needs_cuda
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")              # the simulator's uint64 arithmetic wraps
-def test_reduce_kernels_and_dropout_mask(rng):
+def test_reduce_kernels(rng):
     x = rng.standard_normal((3, 4, 2)).astype(np.float32)
     assert_twin(kernels.reduce_sum(dev(x), 1), kernels.reduce_sum(x, 1))
     index = np.argmax(x, axis=1)                                             # (A, B) for axis 1
     take = PRIMITIVES["kernels.take_along_axis"].forwards
     assert_twin(take["cuda"](dev(x), index, 1, False), take["cpu"](x, index, 1, False))
-    m1, m2 = acuda.kernels.keep_mask(7, (20, 25), 0.75), acuda.kernels.keep_mask(7, (20, 25), 0.75)
-    m1, m2 = host(m1), host(m2)
-    assert m1.dtype == np.float32 and set(np.unique(m1)) <= {0.0, 1.0}
-    assert np.array_equal(m1, m2) and 0.65 < m1.mean() < 0.85                # seeded, about 3 in 4 kept
-    assert not np.array_equal(m1, host(acuda.kernels.keep_mask(8, (20, 25), 0.75)))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_dropout_masks_are_drawn_on_the_device(dtype):
+    """``random.keep_mask`` on the device: its own bits (not the CPU's), a valid keep rate, one mask per key and salt."""
+    from axon.functional.layers import dropout
+    x = Tensor(dev(np.ones((20, 25), dtype)))
+    forward = PRIMITIVES["random.keep_mask"].forwards["cuda"]
+    assert forward is acuda.kernels.keep_mask                                # not the host's draw copied over
+    y = dropout(x, key=7, rate=0.25)                                         # kept: 1 / (1 - 0.25)
+    assert y.device == "cuda" and y.dtype == dtype
+    m = host(y)
+    assert set(np.unique(m)) == {0.0, dtype(4 / 3)}
+    assert 0.68 < (m > 0).mean() < 0.82                                      # 500 draws: about 3 in 4 kept
+    assert np.array_equal(m, host(dropout(x, key=7, rate=0.25)))             # the same key: the same mask
+    assert not np.array_equal(m, host(dropout(x, key=8, rate=0.25)))         # another key, another mask
+    key = dev(np.asarray(7, np.uint64))
+    like = dev(np.zeros(1, dtype))
+    a, b = (host(forward(key, like, (salt,), (20, 25), 0.25, 1.0)) for salt in ("dropout_0", "dropout_1"))
+    assert set(np.unique(a)) == {0.0, 1.0} and not np.array_equal(a, b)    # the salt separates the layers
+    rows = host(dropout(x, key=3, rate=0.5, noise_shape=(20, 1)))            # one decision per row
+    assert (rows == rows[:, :1]).all() and 0 < rows[:, 0].sum() < 40
 
 
 # ---- the fused kernels' VJPs: their backward primitives on the device ------------------------------------
@@ -489,8 +506,8 @@ def test_cnn_training_steps_on_the_device_equal_the_cpus(rng):
         np.testing.assert_allclose(host(p_dev[k]), p_cpu[k], rtol=1e-4, atol=1e-4)
 
 
-PUBLIC_MODELS = {   # dropout's mask is drawn on the host from the step's key: the same on both devices
-    "mlp": lambda: axon.input((None, 12)).dense(8, activation="relu").dropout(rate=0.25).dense(4, activation="softmax"),
+PUBLIC_MODELS = {   # (no dropout: its masks are drawn on the device, with other bits than the CPU's)
+    "mlp": lambda: axon.input((None, 12)).dense(8, activation="relu").dense(4, activation="softmax"),
     "cnn": lambda: (axon.input((None, 6, 6, 1)).conv(3, kernel_size=3, padding="same", activation="relu")
                     .max_pool(kernel_size=2).flatten().dense(4, activation="softmax")),
 }
@@ -514,11 +531,188 @@ def test_training_with_device_cuda_equals_the_cpu(name, rng):
         np.testing.assert_allclose(host(b), a, rtol=1e-4, atol=1e-4)
 
 
+@needs_cuda
+def test_the_next_batch_is_copied_to_the_device_ahead_of_its_step(rng, monkeypatch):
+    """``train(..., device="cuda")`` copies batch i + 1 while step i runs: the steps get device arrays, in order."""
+    x = rng.random((17, 5), dtype=np.float32)                                # 17 = 6 + 6 + 5: a smaller last batch
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 17)]
+    init, step_fn = axon.training.step(axon.input((None, 5)).dense(3, activation="softmax"),
+                                       "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+    started, seen = [], []
+    copy_ahead = acuda.BACKEND.copy_ahead
+
+    def watched_copy(batch):                                                 # how many steps ran when each copy began
+        started.append(len(seen))
+        return copy_ahead(batch)
+
+    def watched_step(state, xb, yb):
+        seen.append((type(xb), host(xb), host(yb)))
+        return step_fn(state, xb, yb)
+    monkeypatch.setitem(axon.backend._BACKENDS, "cuda", acuda.BACKEND._replace(copy_ahead=watched_copy))
+    dev_state = axon.training.train((init, watched_step), x, y, epochs=1, batch_size=6, verbose=0, seed=3,
+                                    device="cuda")
+    assert started == [0, 0, 1]                                              # batch 2's copy began before step 1
+    slots = [slot for slot in acuda._runtime._SLOTS if slot is not None]
+    assert slots and all(slot.kind == ("blocking" if acuda.SIMULATOR else "non-blocking") for slot in slots)
+    assert all(issubclass(t, acuda.ARRAY_TYPES) for t, _, _ in seen) and [len(b) for _, b, _ in seen] == [6, 6, 5]
+    order = axon.random.rng(3, "shuffle", 0).permutation(17)                 # the epoch's shuffle, as on the CPU
+    for i, (_, xb, yb) in enumerate(seen):
+        np.testing.assert_array_equal(xb, x[order[6 * i:6 * i + 6]])
+        np.testing.assert_array_equal(yb, y[order[6 * i:6 * i + 6]])
+    cpu_state = axon.training.train((init, step_fn), x, y, epochs=1, batch_size=6, verbose=0, seed=3)
+    np.testing.assert_allclose(dev_state.history["loss"], cpu_state.history["loss"], rtol=1e-5)
+
+
+@needs_cuda
+def test_training_with_dropout_on_the_device():
+    """The compiled step draws each step's masks on the device from the step's key: reproducible, and they vary."""
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    model = axon.input((None, 12)).dense(8, activation="relu").dropout(rate=0.5).dense(4, activation="softmax")
+    s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.sgd(0.0))   # lr 0: only masks vary
+    runs = [axon.training.train(s, x, y, epochs=2, batch_size=16, shuffle=False, verbose=0, seed=1, device="cuda")
+            for _ in range(2)]
+    assert all(isinstance(v, acuda.ARRAY_TYPES) for v in axon.tree.tree_leaves(runs[0].params))
+    assert runs[0].history["loss"] == runs[1].history["loss"]                # the same keys, the same masks
+    assert runs[0].history["loss"][0] != runs[0].history["loss"][1]          # a new key each step: new masks
+    assert all(np.isfinite(runs[0].history["loss"]))
+
+
+# ---- the rest of the table: CTC, the fused recurrences, scan, hooks -----------------------------------
+# Primitives that need no CUDA forward, each with its reason (empty: every primitive of axon runs there).
+WITHOUT_CUDA: dict = {}
+
+
+def _axon_primitives():
+    """Every primitive axon's own modules define (each module imported once; optional ones may be missing)."""
+    import importlib
+    import pkgutil
+    for info in pkgutil.walk_packages(axon.__path__, "axon."):
+        if info.name.startswith(("axon.examples", "axon.onnx", "axon.distributed")) and "." in info.name[5:]:
+            continue                                                          # programs and optional deps
+        try:
+            importlib.import_module(info.name)
+        except ImportError:                                                   # an optional dependency missing
+            continue
+    def from_a_test(p):                                                       # defined by a test or a doctest
+        module = getattr(p.forwards.get("cpu"), "__module__", None) or ""
+        return p.name.startswith("doc.") or module.split(".")[0].startswith(("test", "conftest", "__main__"))
+    return {name: p for name, p in PRIMITIVES.items() if not from_a_test(p)}
+
+
+@needs_cuda
+def test_every_primitive_of_the_table_has_a_cuda_forward():
+    """A new primitive without a CUDA forward fails here (or joins WITHOUT_CUDA with its reason)."""
+    table = _axon_primitives()
+    assert len(table) > 75 and "kernels.ctc_loss" in table and "scan" in table
+    missing = sorted(name for name, p in table.items() if "cuda" not in p.forwards and name not in WITHOUT_CUDA)
+    assert not missing, f"primitives without a CUDA forward (implement them in axon/cuda/): {missing}"
+    stale = sorted(name for name in WITHOUT_CUDA if name in table and "cuda" in table[name].forwards)
+    assert not stale, f"WITHOUT_CUDA lists primitives that have a CUDA forward now: {stale}"
+
+
+def _device_and_cpu(f, arrays):
+    """``f``'s outputs and every input's gradient, on the device and on the CPU (a weighted sum as the loss)."""
+    results = []
+    for on_device in (True, False):
+        leaves = [Tensor(dev(a) if on_device else a, requires_grad=True) for a in arrays]
+        y = f(*leaves)
+        _weighted(y).backward()
+        results.append([y] + [t.grad for t in leaves])
+    return results
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_lstm_and_gru_sequences_and_their_vjps_equal_the_cpu(dtype, rng):
+    from axon.kernels.recurrent import gru_sequence, lstm_sequence
+    B, T, H = 3, 3, 2                                                         # odd batch, odd steps
+    mask = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1]], bool)                  # padding at the end, middle, start
+    xw = rng.standard_normal((B, T, 4 * H)).astype(dtype)
+    h0, c0 = rng.standard_normal((2, B, H)).astype(dtype)
+    wh, bias = (rng.standard_normal((H, 4 * H)) * 0.5).astype(dtype), rng.standard_normal(4 * H).astype(dtype)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    cases = [(lstm_sequence, (xw, h0, c0, wh, bias), dict(mask=mask, reverse=False)),
+             (lstm_sequence, (xw, h0, c0, wh, bias), dict(reverse=True)),
+             (gru_sequence, (xw[..., :3 * H], h0, wh[:, :3 * H], bias[:3 * H]), dict(mask=mask, reverse=True)),
+             (gru_sequence, (xw[..., :3 * H], h0, wh[:, :3 * H], bias[:3 * H]), dict(reverse=False))]
+    for fn, arrays, settings in cases:
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        on_device, on_cpu = _device_and_cpu(lambda *xs: fn(*xs, **settings), arrays)
+        assert on_device[0].device == "cuda" and all(g.dtype == dtype for g in on_device[1:])
+        for out, ref in zip(on_device, on_cpu):
+            assert_twin(out, ref, dtype, tol=tol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("layer", ["lstm", "gru"])
+def test_recurrent_layers_train_on_the_device_as_on_the_cpu(layer, rng):
+    """The model API end to end: zero carries, default biases and padding masks made on the inputs' device."""
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[[0, 1, 1]]
+    seq = getattr(axon.input((None, 4, 2)), layer)(3)
+    model = (seq[0] if isinstance(seq, tuple) else seq).flatten().dense(2, activation="softmax")
+    s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+    cpu = axon.training.train(s, x, y, epochs=2, batch_size=3, verbose=0, seed=0)
+    dev_state = axon.training.train(s, x, y, epochs=2, batch_size=3, verbose=0, seed=0, device="cuda")
+    np.testing.assert_allclose(dev_state.history["loss"], cpu.history["loss"], rtol=1e-5)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], bool)          # padded sequences
+    fn = getattr(axon.functional.layers, layer)
+    w, u = rng.standard_normal((2, 4 * 3 if layer == "lstm" else 9)), rng.standard_normal((3, 12 if layer == "lstm" else 9))
+    carry = (np.zeros((3, 3)),) * 2 if layer == "lstm" else np.zeros((3, 3))
+    y_dev, _ = fn(dev(x.astype(np.float64)), to_device(carry, "cuda"), dev(w), dev(u), mask=mask)
+    y_cpu, _ = fn(x.astype(np.float64), carry, w, u, mask=mask)
+    assert_twin(y_dev, y_cpu)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_ctc_loss_and_its_vjp_equal_the_cpu(dtype, rng):
+    from axon.kernels.ctc import ctc_loss
+    B, T, C = 3, 5, 4
+    x = rng.standard_normal((B, T, C))
+    lp = (x - np.log(np.exp(x).sum(-1, keepdims=True))).astype(dtype)      # (B, T, C) log-probabilities
+    targets = np.array([[1, 2, 2], [3, 1, 0], [2, 0, 0]])                    # a repeat, a short one, an empty one
+    # the second case's first sequence is impossible: "1 2 2" needs 4 steps (a blank between the 2s), it has 3
+    for input_lengths, target_lengths in (([5, 4, 2], [3, 2, 0]), ([3, 5, 1], [3, 1, 1])):
+        for zero_infinity in (False, True):
+            def f(lp):
+                return ctc_loss(lp, targets, np.array(input_lengths), np.array(target_lengths), blank=0,
+                                zero_infinity=zero_infinity)
+            on_device, on_cpu = _device_and_cpu(f, [lp])
+            assert on_device[0].dtype == dtype
+            impossible = np.isinf(on_cpu[0].numpy())
+            assert impossible.tolist() == [input_lengths[0] == 3 and not zero_infinity, False, False]
+            for out, ref in zip(on_device, on_cpu):
+                assert_twin(out, ref, dtype, tol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+@needs_cuda
+def test_dynamic_unroll_and_backward_hooks_run_on_the_device(rng):
+    from axon.functional.layers.recurrent import dynamic_unroll
+    x = rng.standard_normal((2, 3, 2))
+    mask = np.array([[1, 0, 1], [1, 1, 1]], bool)
+
+    def f(x, w, s0):
+        y, s = dynamic_unroll(lambda x_t, s, w: (s * w + x_t, s + x_t * w), x, s0, w, mask=mask)
+        return y * 2.0 + (s * s).sum()
+    on_device, on_cpu = _device_and_cpu(f, [x, np.array([0.5, -0.7]), rng.standard_normal((2, 2))])
+    for out, ref in zip(on_device, on_cpu):
+        assert_twin(out, ref)
+    seen = []
+    model = axon.input((None, 3)).dense(2, name="d").attach_hook(lambda dy: seen.append(dy.device), on="backward")
+    params = to_device(axon.init(model, seed=0), "cuda")
+    loss = lambda p: axon.apply(model, p, dev(np.ones((4, 3), np.float32)))[0].sum()   # noqa: E731
+    grads = axon.value_and_grad(loss)(params)[1]
+    assert seen == ["cuda"] and isinstance(grads["d"]["kernel"], acuda.ARRAY_TYPES)
+
+
 # ---- the docstring examples of axon.cuda run on the device too ---------------------------------------
 @needs_cuda
 @pytest.mark.parametrize("name", ["axon.cuda", "axon.cuda._runtime", "axon.cuda.factories", "axon.cuda.ops",
                                   "axon.cuda.layout", "axon.cuda.matmul", "axon.cuda.kernels",
-                                  "axon.cuda.backward"])
+                                  "axon.cuda.backward", "axon.cuda.ctc", "axon.cuda.recurrent"])
 def test_cuda_docstring_examples(name):
     import doctest
     import importlib

@@ -10,8 +10,10 @@ Importing this package (``axon.backend`` does it the first time ``"cuda"`` is na
 - ``ops``, ``layout``, ``matmul``: the engine's own primitives (elementwise, reductions, shapes, indexing,
   the tiled matrix product);
 - ``kernels``: the fused kernels of ``axon.kernels`` (conv by im2col, pooling, the softmax family, the
-  fused cross-entropy, batch norm, bias+relu) and dropout masks drawn on the device;
-- ``backward``: their backward primitives (``kernels.<name>_backward``), the fused Adam step.
+  fused cross-entropy, batch norm, bias+relu) and dropout's masks drawn on the device;
+- ``backward``: their backward primitives (``kernels.<name>_backward``), the fused Adam step;
+- ``ctc``, ``recurrent``: CTC's forward-backward recursions, the fused LSTM and GRU sequences
+  (forward and backward), one block of threads per sequence.
 
 VJPs are not written here: each primitive's VJP is Tensor operations, which run on whichever backend
 holds the Tensors. Without a GPU (and without ``NUMBA_ENABLE_CUDASIM=1``, numba's simulator) importing
@@ -26,11 +28,12 @@ array([[4., 4.],
        [4., 4.]], dtype=float32)
 """
 from ..backend import Backend, register_backend
-from ._runtime import ARRAY_TYPES, SIMULATOR, copy, from_host, full, to_host
+from ._runtime import ARRAY_TYPES, SIMULATOR, copy, copy_ahead, from_host, full, to_host
 from .. import kernels as _cpu_kernels  # noqa: F401  (the kernels.* primitives must exist before ours)
-from . import ops, layout, matmul, kernels, backward  # noqa: F401  (each adds its "cuda" forwards to the table)
+from . import ops, layout, matmul, kernels, backward, ctc, recurrent  # noqa: F401  (each adds its "cuda" forwards to the table)
 
 __all__ = ["BACKEND", "SIMULATOR"]
 
-BACKEND = register_backend(Backend("cuda", ARRAY_TYPES, to_host=to_host, from_host=from_host, full=full, copy=copy))
+BACKEND = register_backend(Backend("cuda", ARRAY_TYPES, to_host=to_host, from_host=from_host, full=full, copy=copy,
+                                   copy_ahead=copy_ahead))
 """The registered ``"cuda"`` backend entry (``axon.backend.backend("cuda")``)."""

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["CudaUnavailable", "cuda", "SIMULATOR", "ARRAY_TYPES", "THREADS", "BLOCKS", "REDUCE_THREADS", "position", "view",
            "contiguous_strides", "broadcast_strides", "ghost", "empty", "full", "copy", "to_host", "from_host",
-           "launch_1d", "nb_type", "constant", "ghost_view"]
+           "launch_1d", "nb_type", "constant", "ghost_view", "copy_ahead"]
 
 
 class CudaUnavailable(ImportError, RuntimeError):
@@ -318,3 +318,84 @@ def constant(a) -> object:
             _CONSTANTS.clear()
         hit = _CONSTANTS[key] = _copy_in(a)
     return hit
+
+
+def _copy_stream():
+    """``(stream, kind)``: a stream for copies that need not wait for the kernels of the default stream.
+
+    numba's ``cuda.stream()`` makes a *blocking* stream: the legacy default stream, where axon's kernels
+    run, waits for its copies (and they for its kernels). A ``CU_STREAM_NON_BLOCKING`` stream, made
+    through numba's driver bindings and wrapped with ``cuda.external_stream``, does not, so the
+    copy can overlap the kernels too; the loop's ``wait()`` orders the two explicitly. Where the
+    bindings differ (another numba-cuda), or on the simulator, numba's own stream.
+    """
+    if not SIMULATOR:
+        try:
+            from numba.cuda.cudadrv.driver import binding, driver
+            handle = driver.cuStreamCreate(binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value)
+            return cuda.external_stream(int(handle)), "non-blocking"   # (two per process, never destroyed)
+        except Exception:                                            # noqa: BLE001  (then the portable one)
+            pass
+    return cuda.stream(), "blocking"
+
+
+class _Slot:
+    """One stream and its pinned (page-locked) host buffers: where one batch waits to be copied."""
+
+    def __init__(self):
+        self.stream, self.kind = _copy_stream()
+        self.buffers: dict = {}
+
+    def pinned(self, i, a):
+        key = (i, a.shape, a.dtype.str)
+        buf = self.buffers.get(key)
+        if buf is None:
+            if len(self.buffers) >= 16:                         # batches of ever new shapes: start afresh
+                self.buffers.clear()
+            buf = self.buffers[key] = cuda.pinned_array(a.shape, dtype=a.dtype)
+        return buf
+
+
+_SLOTS = [None, None]
+_NEXT = [0]
+
+
+def copy_ahead(tree):
+    """Start copying a tree's host arrays to the device; return ``wait()``, which gives the device tree.
+
+    Each array goes through a page-locked host buffer and ``cuda.to_device(..., stream=...)`` on a
+    stream of its own (non-blocking where numba's driver allows: ``_copy_stream``), so the copy runs
+    while the host goes on launching the current step's kernels, and while the device runs them:
+    the training loop starts the next batch's copy before it runs a step, and calls ``wait()`` (the
+    stream's synchronize, normally done by then) before the next step uses it. Two slots alternate,
+    so a buffer is refilled only after its copy has finished. Host scalars (0-d) stay on the host, as
+    ``axon.to_device`` leaves them.
+
+    >>> wait = copy_ahead({"x": np.ones((2, 3), np.float32), "n": np.asarray(3)})
+    >>> batch = wait(); to_host(batch["x"]).sum(), batch["n"]
+    (np.float32(6.0), array(3))
+    """
+    import itertools
+
+    from ..tree import tree_map
+    k = _NEXT[0]
+    _NEXT[0] = 1 - k
+    if _SLOTS[k] is None:
+        _SLOTS[k] = _Slot()
+    slot = _SLOTS[k]
+    slot.stream.synchronize()                                    # its last copy is done: refill its buffers
+    position = itertools.count()                                 # a leaf's place in the tree: its buffer
+
+    def start(a):
+        i = next(position)
+        if not (isinstance(a, np.ndarray) and a.ndim > 0):
+            return a
+        buf = slot.pinned(i, a)
+        np.copyto(buf, a)                                        # host to page-locked host: a memcpy
+        return _own(cuda.to_device(buf, stream=slot.stream))     # page-locked to device: asynchronous
+    out = tree_map(start, tree)
+
+    def wait():
+        slot.stream.synchronize()
+        return out
+    return wait

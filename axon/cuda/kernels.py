@@ -11,7 +11,8 @@ the wrappers computed: pooling bins, batch-norm statistics, labels) and only lau
   the row's max and its sum of exponentials by shared-memory trees (``factories.block_fold``);
 - ``kernels.batch_norm_train``, ``kernels.bias_relu``: one pass per element;
 - ``kernels.reduce_sum`` is the ``sum`` reduction; ``kernels.take_along_axis`` a gather;
-- ``keep_mask``: dropout's keep mask drawn on the device (``numba.cuda.random``, xoroshiro128+).
+- ``random.keep_mask`` (``keep_mask``): dropout's mask drawn on the device (``numba.cuda.random``'s
+  xoroshiro128+, seeded from the key input on the device).
 
 >>> import numpy as np
 >>> from axon import kernels
@@ -24,11 +25,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import lru_cache
 
 import numpy as np
-from numba.cuda.random import create_xoroshiro128p_states, xoroshiro128p_uniform_float64
+from numba import uint64
+from numba.cuda.random import init_xoroshiro128p_state, xoroshiro128p_dtype, xoroshiro128p_uniform_float32
 
 from ..autograd.engine import PRIMITIVES, implement
+from ..random import _salt_int
 from ._runtime import (REDUCE_THREADS, constant, contiguous_strides, cuda, empty, from_host, launch_1d, nb_type,
                        position, view)
 from .factories import block_fold, cuda_zip, row_blocks, split_rows
@@ -340,32 +344,53 @@ def _take_forward(x, index, axis, keepdims):
 
 
 # ---- dropout: the keep mask drawn on the device ---------------------------------------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)                          # 2^64 / phi: spreads the threads' seeds
+_STATES: dict = {}                                               # scratch RNG states, one array per launch size
+
+
 @cuda.jit
-def _keep_mask_kernel(mask, states, keep):
-    # mask (n,): 1 with probability keep, else 0; thread i draws from its own xoroshiro128+ stream
+def _keep_mask_kernel(mask, states, key, salt, keep, scale, zero):
+    # mask (n,): scale with probability keep, else zero. Thread i0 of the launch seeds its own xoroshiro128+
+    # state from (key, salt, i0) (SplitMix64, numba's seeding), then draws mask[i0], mask[i0 + G], ...
     i0 = cuda.grid(1)
+    init_xoroshiro128p_state(states, i0, key[0] ^ salt ^ (uint64(i0) * _GOLDEN))
     for i in range(i0, mask.shape[0], cuda.gridsize(1)):
-        mask[i] = 1 if xoroshiro128p_uniform_float64(states, i0) < keep else 0
+        mask[i] = scale if xoroshiro128p_uniform_float32(states, i0) < keep else zero
 
 
-def keep_mask(seed: int, shape, keep: float, dtype=np.float32):
-    """A device array of ``shape``: 1 with probability ``keep``, else 0 (dropout's mask), from ``seed``.
+@lru_cache(maxsize=None)
+def _salt_mix(salt: tuple) -> np.uint64:
+    """One uint64 from a key's salt (a layer's name, ...): the salts' ints through numpy's SeedSequence."""
+    return np.random.SeedSequence([0] + [_salt_int(v) for v in salt]).generate_state(1, np.uint64)[0]
 
-    Each thread of the launch draws from its own stream of ``numba.cuda.random``'s xoroshiro128+
-    generator (the streams are ``2^64`` draws apart), so the mask never leaves the device and the
-    same seed gives the same mask. (Not the same numbers as the CPU's numpy generator.)
 
-    >>> m = keep_mask(0, (4, 250), 0.8).copy_to_host()
-    >>> m.dtype, bool(0.7 < m.mean() < 0.9)
-    (dtype('float32'), True)
+def keep_mask(key, like, salt, shape, rate, scale):
+    """Dropout's mask drawn on the device (``random.keep_mask``): ``scale`` with probability ``1 - rate``, else 0.
+
+    ``key`` is a 0-d uint64 array (a device array: the key stays an input, so a traced step draws a
+    new mask from each step's key), ``like`` gives the dtype, ``salt`` (a tuple) separates the layers.
+    Each thread of one launch seeds its own stream of ``numba.cuda.random``'s xoroshiro128+ generator
+    from ``(key, salt, thread)`` and draws its elements, so the mask is made and stays on the device:
+    one launch, no copy. The same key, salt and shape give the same mask; the bits differ from the
+    CPU's (numpy's generator), and from the simulator's (another launch size).
+
+    >>> k = from_host(np.asarray(7, np.uint64))
+    >>> m = keep_mask(k, from_host(np.zeros(1, np.float32)), ("dropout_0",), (4, 250), 0.2, 1.25).copy_to_host()
+    >>> m.dtype, sorted(set(m.ravel().tolist())), bool(0.7 < (m > 0).mean() < 0.9)
+    (dtype('float32'), [0.0, 1.25], True)
     """
-    mask = empty(shape, dtype)
+    mask = empty(shape, like.dtype)
     if mask.size:
         blocks, threads = launch_1d(mask.size)
-        with warnings.catch_warnings():                          # the simulator's CPU twin of numba's
-            warnings.simplefilter("ignore")                      # initialiser warns as it falls back to objects
-            states = create_xoroshiro128p_states(blocks * threads, seed=int(seed))
-        _keep_mask_kernel[blocks, threads](mask.reshape(mask.size), states, float(keep))
+        n = blocks * threads
+        states = _STATES.get(n)
+        if states is None:                                       # re-seeded by every launch: reusable
+            states = _STATES[n] = cuda.device_array(n, dtype=xoroshiro128p_dtype)
+        key = from_host(np.asarray(key, np.uint64)) if isinstance(key, (np.ndarray, np.generic)) else key
+        with warnings.catch_warnings():                          # the simulator does uint64 arithmetic in
+            warnings.simplefilter("ignore", RuntimeWarning)      # numpy, which warns as it wraps (as it must)
+            _keep_mask_kernel[blocks, threads](mask.reshape(mask.size), states, view(key)[0], _salt_mix(tuple(salt)),
+                                               np.float32(1 - rate), like.dtype.type(scale), like.dtype.type(0))
     return mask
 
 
@@ -379,8 +404,9 @@ implement("kernels.batch_norm_train", "cuda", _bn_forward)
 implement("kernels.bias_relu", "cuda", cuda_zip(_bias_relu_scalar))
 implement("kernels.reduce_sum", "cuda", PRIMITIVES["sum"].forwards["cuda"])
 implement("kernels.take_along_axis", "cuda", _take_forward)
+implement("random.keep_mask", "cuda", keep_mask)
 
 FORWARDS = ("kernels.conv", "kernels.max_pool", "kernels.sum_pool", "kernels.softmax", "kernels.logsumexp",
             "kernels.softmax_cross_entropy", "kernels.batch_norm_train", "kernels.bias_relu", "kernels.reduce_sum",
-            "kernels.take_along_axis", "kernels.matmul", "kernels.matmul_loop")
+            "kernels.take_along_axis", "kernels.matmul", "kernels.matmul_loop", "random.keep_mask")
 """The ``kernels.*`` primitives given a CUDA forward (the matmuls in ``matmul``)."""

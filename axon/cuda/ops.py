@@ -119,15 +119,19 @@ def _normalize(x, axes, epsilon, center):
     return f["mul"](xc, r), r
 
 
-def _keep_mask(key, like, salt, shape, rate, scale):
-    """Dropout's ``random.keep_mask``: drawn on the host from the key, as the CPU draws it (the same masks), then copied here."""
-    from ..backend import to_host
-    from ._runtime import from_host
-    cpu = PRIMITIVES["random.keep_mask"].forwards["cpu"]
-    return from_host(cpu(to_host(key), np.empty(0, like.dtype), salt, shape, rate, scale))
+def _composed(name):
+    """The CPU forward of a primitive that computes with Tensor operations only (so on any backend).
+
+    ``scan`` (``dynamic_unroll``) runs the user's cell step by step with recording off, and
+    ``model.backward_hook`` is the identity on the way forward: neither touches an array itself, so
+    one function serves both backends.
+    """
+    return PRIMITIVES[name].forwards["cpu"]
 
 
-_FUNCTIONAL["random.keep_mask"] = _keep_mask
+for _name in ("scan", "model.backward_hook"):
+    if _name in PRIMITIVES:
+        _FUNCTIONAL[_name] = _composed(_name)
 _FUNCTIONAL["standardize"] = lambda x, axes, epsilon: _normalize(x, axes, epsilon, center=True)
 _FUNCTIONAL["rms_normalize"] = lambda x, axes, epsilon: _normalize(x, axes, epsilon, center=False)
 for _name, _forward in _FUNCTIONAL.items():

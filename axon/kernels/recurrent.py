@@ -44,7 +44,7 @@ from numba.extending import overload
 
 from ..autograd import Tensor, apply, concatenate, is_grad_enabled, primitive, reshape, stack, transpose
 from ..autograd import sigmoid as tsigmoid, sum as tsum, tanh as ttanh
-from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks
+from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, on_backend_of
 from .matrix_product import _product
 from .threads import use_single_threaded_blas
 
@@ -499,9 +499,9 @@ def lstm_sequence(xw, h0, c0, wh, bias=None, mask=None, reverse=False):
     >>> y[1, 0, :, 0].numpy()                                # c = f c + i g = c / 2 each step
     array([0.5 , 0.25], dtype=float32)
     """
-    bias = np.zeros(np.shape(wh)[-1], dtype=np.asarray(wh).dtype) if bias is None else bias
-    xw, (h0, c0), wh, (bias,), keep = _check("lstm_sequence", xw, [("h0", h0), ("c0", c0)], wh, 4, mask,
-                                             [("bias", bias)])
+    extra = [] if bias is None else [("bias", bias)]
+    xw, (h0, c0), wh, extra, keep = _check("lstm_sequence", xw, [("h0", h0), ("c0", c0)], wh, 4, mask, extra)
+    bias = extra[0] if extra else on_backend_of(xw, np.zeros(wh.shape[1], xw.dtype))   # no bias: zeros, xw's device
     if bias.shape != (wh.shape[1],):
         raise ValueError(f"lstm_sequence: bias must be ({wh.shape[1]},), got shape {bias.shape}")
     return apply(_lstm, xw, h0, c0, wh, bias, keep=keep, reverse=bool(reverse))

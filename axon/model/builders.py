@@ -20,6 +20,7 @@ from ..functional import activations as A
 from ..functional import layers as L
 from ..functional.layers._utils import check_int
 from ..functional.layers.dropout import _check_rate
+from ..kernels._common import on_backend_of
 from .graph import Axon, _node, param
 
 # Builders that become methods of every node (x.dense(...)); the module functions take the node first.
@@ -708,7 +709,7 @@ def _recurrent_call(layer_fn, n_carry):
         if has_carry:
             carry = rest[-1]
         else:
-            zeros = Tensor._wrap(np.zeros(x.shape[:1] + _carry_shape(x, opts, units), x.dtype))
+            zeros = on_backend_of(x, np.zeros(x.shape[:1] + _carry_shape(x, opts, units), x.dtype))   # x's device
             carry = (zeros,) * n_carry if n_carry > 1 else zeros
         return layer_fn(x, carry, mask=mask, **opts)
     return call

@@ -37,7 +37,7 @@ import warnings
 
 import numpy as np
 
-from ..backend import resolve_device, to_device
+from ..backend import backend, resolve_device, to_device
 from ..distributed import get_strategy
 from ..random import rng
 from ..tree import tree_leaves, tree_map, tree_structure_check
@@ -125,6 +125,34 @@ class _IterableData:
                 raise ValueError(f"train: each batch must be a pair (x, y), got {type(batch).__name__}"
                                  f"{' of length ' + str(len(batch)) if isinstance(batch, (tuple, list)) else ''}")
             yield batch
+
+
+def _prepared(batches, strategy, augment, augment_rng, skip: int):
+    """The epoch's ``(x, y, n)``: this process's rows, augmented, less the first ``skip`` (trained before a resume)."""
+    for i, (x, y) in enumerate(batches):
+        x, y = strategy.shard(x, y)                            # data parallel: this process's rows of the batch
+        if augment is not None:
+            x = augment(x, augment_rng)                        # skipped batches too: the same random stream
+        if i < skip:
+            continue
+        yield x, y, len(x) if isinstance(x, np.ndarray) else _num_examples(x, "a batch's inputs")
+
+
+def _copied_ahead(batches, copy_ahead):
+    """The ``(x, y, n)`` batches on the device, each one's copy started before the batch in front of it is trained.
+
+    One batch of lookahead with the backend's ``copy_ahead`` (an asynchronous host-to-device copy):
+    batch i + 1 travels while the step of batch i runs, and ``wait()`` hands it over when its turn
+    comes. Only replayable data is read ahead (from a one-shot generator, a halt would lose that batch).
+    """
+    pending = None
+    for x, y, n in batches:
+        ahead = copy_ahead((x, y)), n                          # starts now; batch i is trained below
+        if pending is not None:
+            yield (*pending[0](), pending[1])
+        pending = ahead
+    if pending is not None:
+        yield (*pending[0](), pending[1])
 
 
 class _NonFiniteLoss(Exception):
@@ -284,7 +312,9 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     - ``state``: a ``TrainState`` to continue from (e.g. ``load_checkpoint(path)``): training resumes
       at ``state.epoch`` and stops at ``epochs`` in total.
     - ``device``: where params, optimizer state and every batch live during the run (``"cpu"``,
-      ``"cuda"``); the default leaves the params where ``init`` or the resumed state put them.
+      ``"cuda"``); the default leaves the params where ``init`` or the resumed state put them. On a
+      device whose backend can copy asynchronously (``"cuda"``), the next batch's copy is started
+      before each step, so it overlaps the step (arrays and re-iterable batches; not a generator).
     - ``augment``: a function ``augment(x, rng) -> x`` applied to every training batch (never to the
       validation data), e.g. random shifts of images; ``rng`` is a numpy Generator seeded from
       ``(seed, epoch)``, so augmented runs are reproducible and resume exactly.
@@ -344,6 +374,7 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
     if device is not None:                                     # one copy now; each step moves only its batch
         device = resolve_device(device)
         state = state._replace(params=to_device(state.params, device), opt_state=to_device(state.opt_state, device))
+    copy_ahead = backend(device).copy_ahead if device is not None else None
     epochs_left = max(int(epochs) - state.epoch, 0)
     if targets is None:
         data = _IterableData(inputs, steps_per_epoch, epochs_left)
@@ -364,12 +395,11 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
             progress = _Progress(verbose, data.steps, f"Epoch {epoch + 1}/{epochs}", initial=done)
             augment_rng = rng(state.seed, "augment", epoch, *strategy.salt) if augment is not None else None
             halted = halt_epoch or state.stop_training         # by an epoch_started handler: no batches
-            for i, (x, y) in enumerate(data.batches(state.seed, epoch, done) if not halted else ()):
-                x, y = strategy.shard(x, y)                    # data parallel: this process's rows of the batch
-                if augment is not None:
-                    x = augment(x, augment_rng)                # skipped batches too: the same random stream
-                if i < skip:
-                    continue
+            batches = _prepared(data.batches(state.seed, epoch, done) if not halted else (), strategy, augment,
+                                augment_rng, skip)
+            if copy_ahead is not None and data.replayable:   # the next batch's copy overlaps this step
+                batches = _copied_ahead(batches, copy_ahead)
+            for x, y, n in batches:
                 state, halt_epoch = _fire(callbacks, "iteration_started", state, _means(sums, count))
                 if halt_epoch or state.stop_training:
                     break
@@ -378,7 +408,6 @@ def train(step: Step, inputs, targets=None, *, epochs: int = 1, batch_size: int 
                     raise _NonFiniteLoss(metrics["loss"], epoch, done)
                 state = new_state
                 done += 1
-                n = _num_examples(x, "a batch's inputs") if not isinstance(x, np.ndarray) else len(x)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * n
                 count += n

@@ -78,7 +78,9 @@ def _keep_mask(key, x, rate, noise_shape, scale=1.0) -> Tensor:
     """A mask of ``noise_shape`` in ``x``'s dtype on ``x``'s device: ``scale`` with probability ``1 - rate``, else 0.
 
     An int key (or a model layer's ``Key``, or a 0-d integer array) is drawn by the primitive
-    ``random.keep_mask``; a Generator (or None: fresh entropy) is drawn on the host from that stream.
+    ``random.keep_mask`` on ``x``'s backend (the CUDA backend draws on the device with its own
+    generator: the same key gives the same mask there, not the CPU's bits); a Generator (or None:
+    fresh entropy) is drawn on the host from that stream.
     """
     if key is None or isinstance(key, np.random.Generator):
         m = _draw(rng(key), noise_shape, rate, scale, x.dtype)

@@ -38,8 +38,10 @@ from __future__ import annotations
 import numpy as np
 
 from ... import kernels
-from ...autograd import (Tensor, apply, as_tensor, backprop, enable_grad, is_grad_enabled, no_grad, primitive, reshape,
-                         sigmoid, stack, tanh, where)
+from ...autograd import (Tensor, apply, as_tensor, backprop, concatenate, enable_grad, is_grad_enabled, no_grad,
+                         primitive, reshape, sigmoid, stack, tanh, where)
+from ...backend import backend_of
+from ...kernels._common import on_backend_of
 from .conv import conv
 from .linear import dense
 from ._utils import check_param, tensor
@@ -178,7 +180,7 @@ def _step(cell_fn, x_t, carry, params, keep_t):
         return new, out
     leaves, build = _flat_carry(new)
     old, _ = _flat_carry(carry)
-    k = keep_t.reshape((-1,) + (1,) * (out.ndim - 1))        # (B, 1, ...) broadcasts over a step's features
+    k = on_backend_of(out, keep_t.reshape((-1,) + (1,) * (out.ndim - 1)))   # (B, 1, ...) over a step's features
     kept = tuple(where(k, n, o) for n, o in zip(leaves, old))
     return build(kept), where(k, out, np.zeros((), out.dtype))
 
@@ -212,18 +214,18 @@ def _scan_forward(x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes):
     """
     carry = build(tuple(Tensor._wrap(c) for c in inputs[:n_carry]))
     params = tuple(Tensor._wrap(p) for p in inputs[n_carry:])
-    T = x.shape[1]
+    T, xs = x.shape[1], Tensor._wrap(x)
     outs, before = [None] * T, [None] * T
     with no_grad():
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
             before[t] = tuple(c.data for c in _flat_carry(carry)[0])
-            carry, out = _step(cell_fn, Tensor._wrap(x[:, t]), carry, params, None if keep is None else keep[:, t])
+            carry, out = _step(cell_fn, xs[:, t], carry, params, None if keep is None else keep[:, t])
             outs[t] = out.data
-    y = np.stack(outs, axis=1)                                                   # (B, T, ...)
-    final = _flat_carry(carry)[0]
-    packed = np.concatenate([y.ravel()] + [c.data.ravel() for c in final])
+        y = stack([Tensor._wrap(o) for o in outs], axis=1)                       # (B, T, ...)
+        final = _flat_carry(carry)[0]
+        packed = concatenate([reshape(y, (-1,))] + [reshape(c, (-1,)) for c in final])   # Tensor ops: any backend
     shapes.update(y=y.shape, carry=[c.shape for c in final])
-    return packed, before
+    return packed.data, before
 
 
 def _leaf(t):
@@ -231,6 +233,11 @@ def _leaf(t):
     leaf = t.detach() if isinstance(t, Tensor) else Tensor._wrap(t)
     leaf.requires_grad = True
     return leaf
+
+
+def _ones_like(t):
+    """A Tensor of ones shaped and typed as ``t``, on ``t``'s backend (the seed of a backward pass)."""
+    return Tensor._wrap(backend_of(t.data).full(t.shape, 1, t.dtype))
 
 
 def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes, saved):
@@ -250,7 +257,7 @@ def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, sh
             total = (out * dy_out[:, t]).sum()
             for c, d in zip(_flat_carry(new)[0], dcarry):
                 total = total + (c * d).sum()
-        grads = {id(t_): g for t_, g in backprop(total, as_tensor(1.0, like=(x,)), keep=(x_t, *carry_t, *params))}
+        grads = {id(t_): g for t_, g in backprop(total, _ones_like(total), keep=(x_t, *carry_t, *params))}
         got = lambda t_: grads[id(t_)] if id(t_) in grads else t_.detach() * 0  # noqa: E731  (unused: 0)
         dxs[t] = got(x_t)
         dcarry = tuple(got(c) for c in carry_t)
@@ -278,7 +285,7 @@ def _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, keep, reverse, sh
     for c in copies:
         c._node = None                                                      # leaves, for this walk only
     try:
-        found = {id(t): g for t, g in backprop(total, as_tensor(1.0, like=(x,)), keep=wanted, create_graph=True,
+        found = {id(t): g for t, g in backprop(total, _ones_like(total), keep=wanted, create_graph=True,
                                                retain_graph=True)}
     finally:
         for c, node in zip(copies, nodes):
@@ -369,7 +376,7 @@ def lstm(x, carry, kernel_input, kernel_hidden, bias=None, mask=None, reverse=Fa
         xw = dense(x, kernel_input)                            # (B, T, F) -> (B, T, 4H): every step at once
         y = kernels.lstm_sequence(xw, h0, c0, kernel_hidden, bias, mask=keep, reverse=reverse)   # (2, B, T, H)
         last = 0 if reverse else -1
-        hs = y[0] if keep is None else y[0] * keep[:, :, None].astype(y.dtype)          # padding outputs 0
+        hs = y[0] if keep is None else y[0] * on_backend_of(y, keep[:, :, None].astype(y.dtype))   # padding: 0
         return hs, (y[1][:, last], y[0][:, last])
     xw = dense(x, kernel_input, bias)                          # (B, T, F) -> (B, T, 4H)
     cell = lambda xw_t, carry, u: _lstm_gates(xw_t + carry[1] @ u, carry[0])  # noqa: E731
@@ -396,13 +403,13 @@ def gru(x, h, kernel_input, kernel_hidden, bias_input=None, bias_hidden=None, ma
     keep = _keep("gru", mask, *x.shape[:2])
     xw = dense(x, kernel_input, bias_input)                    # (B, T, F) -> (B, T, 3H)
     if unroll == "fused":
-        bh = bias_hidden if bias_hidden is not None else Tensor._wrap(np.zeros(kernel_hidden.shape[1], x.dtype))
+        bh = bias_hidden if bias_hidden is not None else on_backend_of(x, np.zeros(kernel_hidden.shape[1], x.dtype))
         hs = kernels.gru_sequence(xw, h0, kernel_hidden, bh, mask=keep, reverse=reverse)   # (B, T, H)
         last = hs[:, 0 if reverse else -1]
-        return (hs if keep is None else hs * keep[:, :, None].astype(hs.dtype)), last
+        return (hs if keep is None else hs * on_backend_of(hs, keep[:, :, None].astype(hs.dtype))), last
     cell = lambda xw_t, h, u, bh: _gru_gates(xw_t, h, dense(h, u, bh))  # noqa: E731
     run = static_unroll if unroll == "static" else dynamic_unroll
-    bh = bias_hidden if bias_hidden is not None else np.zeros(kernel_hidden.shape[1], x.dtype)
+    bh = bias_hidden if bias_hidden is not None else on_backend_of(x, np.zeros(kernel_hidden.shape[1], x.dtype))
     return run(cell, xw, h0, kernel_hidden, bh, mask=keep, reverse=reverse)
 
 
@@ -423,5 +430,5 @@ def conv_lstm(x, carry, kernel_input, kernel_hidden, bias=None, strides=1, paddi
     x = _check_sequence("conv_lstm", x)
     cell = lambda x_t, carry, w, u, b: conv_lstm_cell(x_t, carry, w, u, b, strides=strides, padding=padding)  # noqa: E731
     run = static_unroll if unroll == "static" else dynamic_unroll
-    b = bias if bias is not None else np.zeros(np.shape(kernel_hidden)[-1], x.dtype)
+    b = bias if bias is not None else on_backend_of(x, np.zeros(np.shape(kernel_hidden)[-1], x.dtype))
     return run(cell, x, tuple(carry), kernel_input, kernel_hidden, b, mask=mask, reverse=reverse)
