@@ -207,7 +207,6 @@ def test_code_lines_fit_the_site():
 _PRIVATE_ATTRIBUTE = re.compile(r"\.(_[a-z]\w*)")
 _IMPORT = re.compile(r"^\s*(?:from\s+\S+\s+)?import\s+\(?([^#\n]*)", re.MULTILINE)
 _NAMEDTUPLE_API = {"_fields", "_asdict", "_replace", "_make"}    # public, underscored against field clashes
-_SHOWN_MODULES = {"_common"}     # axon/kernels/_common.py: the kernels' shared settings, shown in chapter 2
 
 
 def private_names(code: str) -> list:
@@ -215,7 +214,7 @@ def private_names(code: str) -> list:
     imported = [name.split(" as ")[0].strip() for m in _IMPORT.finditer(code) for name in m[1].split(",")]
     found = [n.rsplit(".", 1)[-1] for n in imported if n.rsplit(".", 1)[-1].startswith("_")]
     found += [n for n in _PRIVATE_ATTRIBUTE.findall(code) if n not in _NAMEDTUPLE_API]
-    return [n for n in found if n not in _SHOWN_MODULES]
+    return found
 
 
 def test_chapters_use_no_private_names():
@@ -225,7 +224,7 @@ def test_chapters_use_no_private_names():
              if block.runs and private_names(block.code)]
     assert not found, "tutorial code reaches into private names:\n" + "\n".join(found)
     assert private_names("from axon.model.run import _plan, init\nnode = y._node\n"
-                         "state._replace(step=1)\nfrom axon.kernels import _common") == ["_plan", "_node"]
+                         "state._replace(step=1)\nfrom axon.kernels import _common") == ["_plan", "_node", "_common"]
 
 
 def test_parse_rules(tmp_path):

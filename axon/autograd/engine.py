@@ -106,7 +106,7 @@ class Node:
 
     >>> x = Tensor([1.0, 2.0], requires_grad=True)
     >>> y = x * 2.0
-    >>> y._node.prim.name, y._node.parents[0] is x, x._node is None  # a leaf has no node
+    >>> y.grad_fn.prim.name, y.grad_fn.parents[0] is x, x.grad_fn is None  # a leaf has no node
     ('mul', True, True)
     """
     __slots__ = ("prim", "parents", "params", "saved")

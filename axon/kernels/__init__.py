@@ -43,6 +43,7 @@ memory for reuse (``workspace.keep_freed_memory``; ``AXON_KEEP_FREED_MEMORY=0`` 
 >>> y.shape, y.dtype
 ((2, 4, 4, 4), dtype('float32'))
 """
+from ._common import FASTMATH, KERNEL, PARALLEL_MIN     # the settings every kernel compiles with
 from .activation import bias_relu
 from .adam import adam_step, adam_update
 from .convolution import conv
@@ -61,6 +62,7 @@ from .workspace import keep_freed_memory
 keep_freed_memory()
 
 __all__ = [
+    "KERNEL", "FASTMATH", "PARALLEL_MIN",
     "conv", "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "global_max_pool",
     "global_avg_pool", "softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "reduce_sum",
     "reduce_mean", "max_with_indices", "take_along_axis", "erf", "ctc_loss", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
