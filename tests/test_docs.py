@@ -224,7 +224,7 @@ def test_chapters_use_no_private_names():
              if block.runs and private_names(block.code)]
     assert not found, "tutorial code reaches into private names:\n" + "\n".join(found)
     assert private_names("from axon.model.run import _plan, init\nnode = y._node\n"
-                         "state._replace(step=1)\nfrom axon.kernels import _common") == ["_plan", "_node", "_common"]
+                         "state._replace(step=1)\nfrom axon.kernels import _common") == ["_plan", "_common", "_node"]
 
 
 def test_parse_rules(tmp_path):
