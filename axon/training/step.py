@@ -220,20 +220,46 @@ class StepFunction:
         self.metrics = metrics                     # [(name, fn)]
         self._split, self._merge, self._evaluate = split, merge, evaluate_fn
         self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
-        # compile: the loss and gradient traced once per batch shape and replayed (axon.jit); the key
-        # is an input array, so each step's dropout masks are new.
-        self.compiled = jit(self._value_and_grad) if compile else None
+        # compile: the whole step (loss, gradient, optimizer update, new params and state) traced once per
+        # batch shape and replayed (axon.jit); the key and the optimizer's step counts are input arrays, so
+        # each step's dropout masks and bias corrections are new. An optimizer that reads values on the host
+        # leaves only the loss and gradient traced (self.compiled_grads); an objective that does, nothing.
+        self.compiled = jit(self._whole_step) if compile else None
+        self.compiled_grads = jit(self._value_and_grad) if compile else None
         self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
         self._per_example = needs_per_example_grads(optimizer)     # dpsgd: one gradient per example
 
+    def _whole_step(self, trainable, frozen, opt_state, x, y, key, lr_scale):
+        """One step as a function of arrays: ``(loss, y_pred, new_state, params, opt_state)`` (what is traced)."""
+        (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+        updates, opt_state = self._update(grads, opt_state, trainable, lr_scale)
+        return loss, y_pred, new_state, apply_updates(trainable, updates), opt_state
+
+    def _update(self, grads, opt_state, trainable, lr_scale):
+        updates, opt_state = self.optimizer.update(grads, opt_state, trainable)
+        if lr_scale != 1.0:                        # a Python float: float32 updates stay float32
+            updates = tensor_map(lambda u: u * lr_scale, updates)
+        return updates, opt_state
+
+    def _compiled_step(self, trainable, frozen, opt_state, x, y, key, lr_scale):
+        """The traced whole step, or None (and from now on) when the optimizer cannot be traced."""
+        try:
+            return self.compiled(trainable, frozen, opt_state, x, y, np.asarray(key, np.uint64), lr_scale)
+        except (TraceError, AttributeError) as e:   # Python reads a value: trace less from now on
+            warnings.warn(f"axon.training.step: the optimizer update cannot be traced, so only the loss and "
+                          f"gradient are compiled and the update runs eagerly (pass compile=False to run all "
+                          f"of it eagerly and silence this): {e}", stacklevel=3)
+            self.compiled = None
+            return None
+
     def _loss_and_grads(self, trainable, frozen, x, y, key):
-        if self.compiled is not None:
+        if self.compiled_grads is not None:
             try:
-                return self.compiled(trainable, frozen, x, y, np.asarray(key, np.uint64))
+                return self.compiled_grads(trainable, frozen, x, y, np.asarray(key, np.uint64))
             except (TraceError, AttributeError) as e:   # Python reads a value: run it eagerly from now on
                 warnings.warn(f"axon.training.step: the objective cannot be traced, so it runs eagerly "
                               f"(pass compile=False to say so and silence this): {e}", stacklevel=3)
-                self.compiled = None
+                self.compiled_grads = None
         return self._value_and_grad(trainable, frozen, x, y, key)
 
     def __call__(self, state: TrainState, x, y):
@@ -247,19 +273,23 @@ class StepFunction:
         key = step_key(state.seed, state.step)
         if self.replica is not None:               # data parallel: this process's own dropout masks ...
             key = self.replica.local_key(key)
-        if self._per_example:                      # the optimizer clips each example's gradient (DP-SGD; eager)
-            with no_grad():
-                loss, (y_pred, new_state) = self.objective(tree_map(Tensor._wrap, trainable), frozen, x, y, key)
-            grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0], trainable, x, y)
+        whole = None
+        if self.compiled is not None and self.replica is None and not self._per_example:
+            whole = self._compiled_step(trainable, frozen, state.opt_state, x, y, key, state.lr_scale)
+        if whole is not None:
+            loss, y_pred, new_state, params, opt_state = whole
         else:
-            (loss, (y_pred, new_state)), grads = self._loss_and_grads(trainable, frozen, x, y, key)
-        if self.replica is not None:               # ... and the whole batch's gradient, averaged over processes
-            grads, new_state = self.replica.average((grads, new_state), x)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
-        if state.lr_scale != 1.0:
-            s = state.lr_scale                     # a Python float: float32 updates stay float32
-            updates = tensor_map(lambda u: u * s, updates)
-        params = apply_updates(trainable, updates)
+            if self._per_example:                  # the optimizer clips each example's gradient (DP-SGD; eager)
+                with no_grad():
+                    loss, (y_pred, new_state) = self.objective(tree_map(Tensor._wrap, trainable), frozen, x, y, key)
+                grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0],
+                                          trainable, x, y)
+            else:
+                (loss, (y_pred, new_state)), grads = self._loss_and_grads(trainable, frozen, x, y, key)
+            if self.replica is not None:           # ... and the whole batch's gradient, averaged over processes
+                grads, new_state = self.replica.average((grads, new_state), x)
+            updates, opt_state = self._update(grads, state.opt_state, trainable, state.lr_scale)
+            params = apply_updates(trainable, updates)
         if frozen or new_state:                    # put back the untrained params and the layers' new state
             params = self._merge(params, frozen, new_state)
         metrics = {"loss": float(to_host(loss))}             # the one number that comes back every step
