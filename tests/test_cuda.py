@@ -544,3 +544,17 @@ def test_cuda_docstring_examples(name):
                inspect.isclass(getattr(module, n, None))) and getattr(module, n).__module__ == name
                and ">>>" not in (inspect.getdoc(getattr(module, n)) or "")]
     assert not missing, f"{name}: public functions without a runnable example: {missing}"
+
+
+@needs_cuda
+def test_a_traced_index_array_on_the_device_picks_each_calls_rows(rng):
+    from axon.jit import jit
+    w = rng.standard_normal((6, 3)).astype(np.float32)
+    loss = lambda w, ids: (w[ids] * 2.0).sum()                  # noqa: E731  (an embedding lookup)
+    compiled = jit(axon.value_and_grad(loss))
+    for ids in ([0, 2, 2], [5, 1, 1]):
+        value, grads = compiled(*dev(w, np.array(ids)))
+        want, want_grads = axon.value_and_grad(loss)(w, np.array(ids))
+        assert_twin(value, want)
+        assert_twin(grads, want_grads)
+    assert len(compiled.plans) == 1

@@ -245,3 +245,35 @@ def test_a_schedule_is_evaluated_at_each_replays_count():
     lr = axon.schedules.piecewise_constant([2, 4], [1.0, 0.5, 0.1])
     f = jit(lambda count: axon.schedules.value_at(lr, count))
     assert [float(f(np.asarray(c))) for c in range(6)] == [lr(c) for c in range(6)] and len(f.plans) == 1
+
+
+def test_an_integer_index_array_argument_is_an_input_of_the_plan_values_and_gradients():
+    w = np.random.default_rng(5).standard_normal((6, 3)).astype(np.float32)
+    loss = lambda w, ids, rows: (w[ids] * 2.0).sum() + (w[rows, 1:] ** 2).sum()   # noqa: E731  (a tuple index)
+    compiled = jit(axon.value_and_grad(loss))
+    for ids, rows in (([0, 2, 2], [5, 5]), ([1, 1, 3], [0, 4]), ([5, 0, 5], [2, 2])):
+        ids, rows = np.array(ids), np.array(rows)
+        assert same(compiled(w, ids, rows), axon.value_and_grad(loss)(w, ids, rows))
+    assert len(compiled.plans) == 1
+    assert {"getitem_at", "scatter_add_at"} <= {op.name for op in next(iter(compiled.plans.values())).ops}
+
+
+def test_the_objective_form_is_compiled_by_default_with_an_embedding_bit_identical_to_eager():
+    rng = np.random.default_rng(6)
+    ids, y = rng.integers(0, 20, (24, 5)), np.eye(3, dtype=np.float32)[rng.integers(0, 3, 24)]
+    model = axon.input((None, 5)).embedding(20, 4).flatten().dense(3, activation="softmax")
+
+    def objective(p, x, y, key=None):
+        return axon.losses.categorical_cross_entropy(y, model.apply(p, x, training=True, key=key)[0]).mean()
+    runs = []
+    for compile in (False, None):
+        init, step_fn = axon.training.step((lambda seed: model.init(seed=seed), objective), axon.optimizers.adam(0.01),
+                                           compile=compile)
+        state, losses = init(seed=0), []
+        for lo in (0, 8, 16, 0):
+            state, metrics = step_fn(state, ids[lo:lo + 8], y[lo:lo + 8])
+            losses.append(metrics["loss"])
+        runs.append((state, losses, step_fn))
+    (eager, eager_losses, _), (compiled, losses, step_fn) = runs
+    assert same(eager.params, compiled.params) and same(eager.opt_state, compiled.opt_state) and losses == eager_losses
+    assert step_fn.compiled is not None and len(step_fn.compiled.plans) == 1

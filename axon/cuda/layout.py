@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.engine import PRIMITIVES, implement
+from ..autograd.ops import _fill_index
 from ..backend import is_host, to_host as any_to_host
 from ._runtime import (broadcast_strides, contiguous_strides, cuda, empty, from_host, full, ghost, ghost_view,
                        launch_1d, position, view)
@@ -184,6 +185,9 @@ implement("transpose", "cuda", _via_ghost("transpose"))
 implement("broadcast_to", "cuda", _via_ghost("broadcast_to"))
 implement("getitem", "cuda", _getitem)
 implement("scatter_add", "cuda", _scatter_add)
+implement("getitem_at", "cuda", lambda x, *arrays, index: _getitem(x, _fill_index(index, arrays)))
+implement("scatter_add_at", "cuda", lambda dy, *arrays, index, shape: _scatter_add(dy, _fill_index(index, arrays),
+                                                                                  shape))
 implement("concatenate", "cuda", _concatenate)
 implement("stack", "cuda", _stack)
 implement("pad", "cuda", _pad)

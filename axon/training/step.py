@@ -228,6 +228,7 @@ class StepFunction:
         self.compiled_grads = jit(self._value_and_grad) if compile else None
         self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
         self._per_example = needs_per_example_grads(optimizer)     # dpsgd: one gradient per example
+        self._untraced = None                      # why the whole step did not trace (warned about once)
 
     def _whole_step(self, trainable, frozen, opt_state, x, y, key, lr_scale):
         """One step as a function of arrays: ``(loss, y_pred, new_state, params, opt_state)`` (what is traced)."""
@@ -246,10 +247,7 @@ class StepFunction:
         try:
             return self.compiled(trainable, frozen, opt_state, x, y, np.asarray(key, np.uint64), lr_scale)
         except (TraceError, AttributeError) as e:   # Python reads a value: trace less from now on
-            warnings.warn(f"axon.training.step: the optimizer update cannot be traced, so only the loss and "
-                          f"gradient are compiled and the update runs eagerly (pass compile=False to run all "
-                          f"of it eagerly and silence this): {e}", stacklevel=3)
-            self.compiled = None
+            self.compiled, self._untraced = None, e     # (said once the gradient alone has been tried)
             return None
 
     def _loss_and_grads(self, trainable, frozen, x, y, key):
@@ -286,6 +284,11 @@ class StepFunction:
                                           trainable, x, y)
             else:
                 (loss, (y_pred, new_state)), grads = self._loss_and_grads(trainable, frozen, x, y, key)
+                if self._untraced is not None and self.compiled_grads is not None:
+                    warnings.warn(f"axon.training.step: the optimizer update cannot be traced, so only the loss "
+                                  f"and gradient are compiled and the update runs eagerly (pass compile=False to "
+                                  f"run all of it eagerly and silence this): {self._untraced}", stacklevel=2)
+                self._untraced = None
             if self.replica is not None:           # ... and the whole batch's gradient, averaged over processes
                 grads, new_state = self.replica.average((grads, new_state), x)
             updates, opt_state = self._update(grads, state.opt_state, trainable, state.lr_scale)
@@ -455,13 +458,14 @@ def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
     and accumulation are transformations in its chain. ``metrics`` are names (``"accuracy"``) or
     functions ``metric(y_true, y_pred)``, or a dict ``{name: fn}``.
 
-    ``compile``: the loss and its gradient are traced by ``axon.jit`` on the first batch of each shape and
-    replayed after (the same kernels in the same order: bit-identical results, without the Python
-    graph); the optimizer update runs eagerly (one fused kernel per param for Adam). The default
-    compiles the model form, whose objective axon builds, and not the objective form: a replay skips
-    your objective's Python, so side effects in it (counting calls, raising at step n) would happen only
-    while tracing; pass ``compile=True`` for an objective without them. An objective whose Python reads
-    values cannot be traced: it runs eagerly, with a warning once. ``compile=False``: the eager step.
+    ``compile`` (default True): the whole step (the loss, its gradient, the optimizer update and the new
+    params and state) is traced by ``axon.jit`` on the first batch of each shape and replayed after (the
+    same kernels in the same order: bit-identical results, without the Python graph). The dropout key,
+    the optimizer's step counts and a schedule's step are input arrays, so every replay uses its own.
+    An optimizer whose Python reads values (a trust ratio as a float, noise drawn on the host) leaves
+    only the loss and gradient traced; an objective whose Python reads values runs eagerly; each says so
+    with a warning, once. A replay skips your objective's Python, so side effects in it (counting calls,
+    raising at step n) happen only while tracing: pass ``compile=False`` (the eager step) for those.
 
     Returns ``Step(init, step)``: ``init(seed=0, params=None) -> TrainState`` and
     ``step(state, x_batch, y_batch) -> (new_state, {"loss": float, metric: float})``.
@@ -485,7 +489,7 @@ def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
             raise TypeError("step: the objective form takes no loss (the objective is the loss): "
                             "step((init_params_fn, objective_fn), optimizer)")
         _check_optimizer(optimizer)
-        return _objective_step(model[0], model[1], optimizer, metric_list, bool(compile))   # None: eager
+        return _objective_step(model[0], model[1], optimizer, metric_list, compile is None or bool(compile))
     if not (hasattr(model, "apply") and hasattr(model, "init")):
         raise TypeError(f"step: expects an axon model or a pair (init_params_fn, objective_fn), "
                         f"got {type(model).__name__}")
