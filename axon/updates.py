@@ -38,6 +38,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .autograd import Tensor, ops
+from .flat import can_flatten, map_flat
 from .backend import backend_of
 from .random import rng
 from .schedules import value_at
@@ -457,6 +458,8 @@ def apply_updates(params, updates):
     array([1.5, 0.5], dtype=float32)
     """
     _check_like("apply_updates", params, updates)
+    if can_flatten(params, updates):               # one dtype: one add over the flat buffers (axon.flat)
+        return map_flat(ops.add, params, updates)
     def add(p, u):
         y = p + u
         return y if y.dtype == p.dtype else ops.astype(y, p.dtype)     # an update never changes a param's dtype
