@@ -9,6 +9,11 @@ from axon.kernels import adam_step
 from axon.tree import tree_leaves
 
 
+@pytest.fixture(autouse=True)
+def flat_always(monkeypatch):
+    monkeypatch.setattr(flat, "FLAT_MIN_LEAVES", 0)          # the flat path for every tree, however small
+
+
 def _tree(rng, dtype=np.float32):
     return {"w": rng.standard_normal((3, 5)).astype(dtype), "b": rng.standard_normal(5).astype(dtype),
             "s": np.asarray(rng.standard_normal(), dtype), "k": {"x": rng.standard_normal((2, 1, 3)).astype(dtype)}}
@@ -34,6 +39,8 @@ def test_can_flatten_needs_one_floating_dtype_and_arrays():
     assert flat.can_flatten(_tree(rng), _tree(rng))
     assert not flat.can_flatten(_tree(rng), _tree(rng, np.float64))
     assert not flat.can_flatten({"n": np.arange(3)}) and not flat.can_flatten({"x": 1.0}) and not flat.can_flatten({})
+    flat.FLAT_MIN_LEAVES = 5                                   # (restored by the fixture)
+    assert not flat.can_flatten(_tree(rng)) and flat.can_flatten({i: np.ones(1) for i in range(5)})
 
 
 def test_apply_updates_on_flat_buffers_equals_the_per_leaf_sum_and_keeps_the_buffer():
@@ -70,3 +77,24 @@ def test_the_fused_adam_is_one_kernel_over_every_leaf_equal_to_the_kernel_per_le
     f(grads, state, params)
     plan_ops = [op.name for op in next(iter(f.plans.values())).ops]
     assert plan_ops.count("kernels.adam_step_at") == 1
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "batch_norm"])
+def test_the_compiled_step_on_flat_buffers_is_bit_identical_to_the_eager_one(name):
+    from test_jit import _models, same
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((24, 8, 8, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 24)]
+    runs = []
+    for compile in (False, True):
+        init, step_fn = axon.training.step(_models()[name], "categorical_cross_entropy",
+                                           axon.optimizers.adamw(1e-2, weight_decay=0.05), compile=compile)
+        state = init(seed=3)
+        for lo in (0, 8, 16, 0):
+            state, _ = step_fn(state, x[lo:lo + 8], y[lo:lo + 8])
+        runs.append(state)
+    assert same(runs[0].params, runs[1].params) and same(runs[0].opt_state, runs[1].opt_state)
+    kernel = axon.tree.tree_leaves(runs[1].opt_state[0].mu)
+    assert all(m.base is kernel[0].base is not None for m in kernel)          # the moments: one buffer
+    ops_run = [op.name for plan in step_fn.compiled.plans.values() for op in plan.ops]
+    assert ops_run.count("kernels.adam_step_at") == 1
