@@ -26,8 +26,8 @@ import numpy as np
 from .autograd import apply, primitive
 from .backend import to_host
 
-__all__ = ["value_at", "as_schedule", "constant", "linear_decay", "linear_schedule", "exponential_decay", "cosine_decay", "polynomial_decay",
-           "piecewise_constant", "warmup_cosine_decay", "one_cycle", "join_schedules"]
+__all__ = ["value_at", "as_schedule", "constant", "linear_decay", "linear_schedule", "exponential_decay", "cosine_decay",
+           "polynomial_decay", "piecewise_constant", "warmup_cosine_decay", "one_cycle", "join_schedules"]
 
 
 # ---- argument checks ---------------------------------------------------------------------------------

@@ -543,8 +543,8 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False) -> G
         if nesterov:                                               # the moment one step ahead
             ahead = value_at(lambda n: b1 / (1 - b1 ** (n + 1)), t)
             c1 = value_at(lambda n: (1 - b1) * (1 / (1 - b1 ** n)), t)
-            updates = tensor_map(lambda g, m, v: (_times(ahead, m) + _times(c1, g)) / (ops.sqrt(_times(c2, v) + eps_root)
-                                                                                       + eps), grads, mu, nu)
+            updates = tensor_map(lambda g, m, v: (_times(ahead, m) + _times(c1, g))
+                                 / (ops.sqrt(_times(c2, v) + eps_root) + eps), grads, mu, nu)
         else:
             updates = tensor_map(lambda m, v: _times(c1, m) / (ops.sqrt(_times(c2, v) + eps_root) + eps), mu, nu)
         return updates, ScaleByAdamState(t, mu, nu)

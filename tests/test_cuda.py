@@ -437,7 +437,8 @@ def test_fused_adam_with_its_step_number_on_the_device(dtype, rng):
     t, lr = np.asarray(4, np.int64), np.asarray(1e-2, np.float64)       # 0-d arrays: moved to the device too
     settings = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01)
     forwards = PRIMITIVES["kernels.adam_step_at"].forwards
-    for out, ref in zip(forwards["cuda"](*dev(p, g, m, v, t, lr), **settings), forwards["cpu"](p, g, m, v, t, lr, **settings)):
+    cpu = forwards["cpu"](p, g, m, v, t, lr, **settings)
+    for out, ref in zip(forwards["cuda"](*dev(p, g, m, v, t, lr), **settings), cpu):
         assert_twin(out, ref, tol=1e-6 if dtype == np.float32 else 1e-12)
 
 

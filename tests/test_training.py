@@ -200,7 +200,8 @@ def test_every_example_once_per_epoch_reshuffled_reproducibly():
         def spy(params, xb, yb):
             order.append(xb[:, 0].astype(int).tolist())
             return (params["w"] ** 2).sum()
-        train(step((init_params, spy), sgd(), compile=False), x, y, epochs=2, batch_size=5, shuffle=shuffle, seed=seed, verbose=0)
+        spy_step = step((init_params, spy), sgd(), compile=False)     # the spy must run every step
+        train(spy_step, x, y, epochs=2, batch_size=5, shuffle=shuffle, seed=seed, verbose=0)
         return order
 
     order = run(True, 0)
@@ -339,8 +340,8 @@ def test_interrupted_in_validation_resumes_with_aligned_history(capsys):
             raise KeyboardInterrupt
         return objective(params, xb, yb)
     val = (x[:32], y[:32])
-    state = train(step((init_params, interrupted), adam(), compile=False, metrics={"accuracy": accuracy}), x, y, epochs=2,
-                  batch_size=32, verbose=0, validation_data=val)
+    eager = step((init_params, interrupted), adam(), compile=False, metrics={"accuracy": accuracy})   # it raises
+    state = train(eager, x, y, epochs=2, batch_size=32, verbose=0, validation_data=val)
     assert (state.epoch, state.step, state.epoch_step) == (0, 3, 3)
     resumed = train(make_step(), x, y, epochs=2, batch_size=32, verbose=0, validation_data=val, state=state)
     straight = train(make_step(), x, y, epochs=2, batch_size=32, verbose=0, validation_data=val)
@@ -360,8 +361,8 @@ def test_a_generator_interrupted_after_its_last_batch_resumes():
             raise KeyboardInterrupt
         return objective(params, xb, yb)
     batches = ((x[i % 96:i % 96 + 24], y[i % 96:i % 96 + 24]) for i in range(0, 10 ** 6, 24))   # one-shot
-    state = train(step((init_params, interrupted), adam(), compile=False), batches, epochs=2, steps_per_epoch=4, verbose=0,
-                  validation_data=(x[:8], y[:8]))
+    eager = step((init_params, interrupted), adam(), compile=False)                 # it raises at a step
+    state = train(eager, batches, epochs=2, steps_per_epoch=4, verbose=0, validation_data=(x[:8], y[:8]))
     assert (state.epoch, state.step, state.epoch_step) == (0, 4, 4)
     resumed = train(make_step(), batches, epochs=2, steps_per_epoch=4, verbose=0, state=state,
                     validation_data=(x[:8], y[:8]))
@@ -384,7 +385,8 @@ def test_augment_changes_training_batches_only_and_reproducibly():
     def flip(xb, r):
         assert isinstance(r, np.random.Generator)
         return -xb if r.random() < 2 else xb                   # always flips, after drawing from r
-    train(step((init_params, spy), sgd(), compile=False), x[:32], y[:32], epochs=1, batch_size=32, shuffle=False, verbose=0,
+    spy_step = step((init_params, spy), sgd(), compile=False)     # the spy must run every step
+    train(spy_step, x[:32], y[:32], epochs=1, batch_size=32, shuffle=False, verbose=0,
           validation_data=(x[32:64], y[32:64]), augment=flip)
     (t1, xb), (t2, xv) = seen
     assert t1 and not t2
