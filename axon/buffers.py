@@ -44,8 +44,7 @@ def _ufunc_into(ufunc):
 
 
 def _matmul_into(out, a, b, transpose_a, transpose_b):
-    from .kernels.matrix_product import _matmul_forward
-    return _matmul_forward(a, b, transpose_a, transpose_b, out=out)
+    return PRIMITIVES["kernels.matmul"].forwards["cpu"](a, b, transpose_a, transpose_b, out=out)
 
 
 # name -> into(out, *arrays, **params): the op's CPU forward, writing its result into ``out``
