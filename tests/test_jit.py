@@ -277,3 +277,17 @@ def test_the_objective_form_is_compiled_by_default_with_an_embedding_bit_identic
     (eager, eager_losses, _), (compiled, losses, step_fn) = runs
     assert same(eager.params, compiled.params) and same(eager.opt_state, compiled.opt_state) and losses == eager_losses
     assert step_fn.compiled is not None and len(step_fn.compiled.plans) == 1
+
+
+def test_a_step_traced_again_and_again_falls_back_to_the_gradient_with_a_warning(monkeypatch):
+    import importlib
+    monkeypatch.setattr(importlib.import_module("axon.training.step"), "MAX_PLANS", 3)   # (the module, not step())
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((8, 8, 8, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 8)]
+    init, step_fn = axon.training.step(_models()["mlp"], "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+    state = init(seed=0)
+    with pytest.warns(UserWarning, match="traced 4 times"):
+        for i in range(6):                                      # a new lr_scale each step: a new signature
+            state, _ = step_fn(state._replace(lr_scale=1.0 / (i + 1)), x, y)
+    assert step_fn.compiled is None and len(step_fn.compiled_grads.plans) == 1

@@ -43,7 +43,9 @@ from ..privacy import needs_per_example_grads, per_example_grads
 from ..tree import tensor_map, tree_leaves, tree_map
 from ..updates import apply_updates
 
-__all__ = ["TrainState", "Step", "StepFunction", "step", "evaluate", "step_key"]
+__all__ = ["TrainState", "Step", "StepFunction", "step", "evaluate", "step_key", "MAX_PLANS"]
+
+MAX_PLANS = 32          # signatures (batch shapes, lr_scale values) the whole step is traced for, at most
 
 
 class TrainState(NamedTuple):
@@ -245,10 +247,14 @@ class StepFunction:
     def _compiled_step(self, trainable, frozen, opt_state, x, y, key, lr_scale):
         """The traced whole step, or None (and from now on) when the optimizer cannot be traced."""
         try:
-            return self.compiled(trainable, frozen, opt_state, x, y, np.asarray(key, np.uint64), lr_scale)
+            out = self.compiled(trainable, frozen, opt_state, x, y, np.asarray(key, np.uint64), lr_scale)
         except (TraceError, AttributeError) as e:   # Python reads a value: trace less from now on
             self.compiled, self._untraced = None, e     # (said once the gradient alone has been tried)
             return None
+        if len(self.compiled.plans) > MAX_PLANS:     # a Python number in the state that changes every step
+            self.compiled, self._untraced = None, (f"it was traced {MAX_PLANS + 1} times (a Python number in "
+                                                   f"the optimizer state, or lr_scale, changes from step to step)")
+        return out
 
     def _loss_and_grads(self, trainable, frozen, x, y, key):
         if self.compiled_grads is not None:
