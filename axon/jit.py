@@ -37,6 +37,7 @@ contents at each call), and a global rebound later is not seen.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -44,6 +45,7 @@ import numpy as np
 from .autograd import Tensor, is_grad_enabled
 from .autograd.engine import TRACING, forward_for
 from .backend import Backend, backend_of, is_host, register_backend, to_host
+from .buffers import INTO, plan_buffers
 
 __all__ = ["jit", "check", "TraceError", "TracedArray", "Plan", "Op"]
 
@@ -188,7 +190,8 @@ class Plan:
     (array([-0., -1.]), ['neg'])
     """
 
-    def __init__(self, ops: list, n_inputs: int, constants: dict, results: list, out_sig, n_slots: int):
+    def __init__(self, ops: list, n_inputs: int, constants: dict, results: list, out_sig, n_slots: int,
+                 values=None):
         self.ops, self.n_inputs, self.constants = ops, n_inputs, constants
         self.results, self.out_sig = results, out_sig
         self._template = [None] * n_slots                  # every slot empty but the constants'
@@ -208,11 +211,34 @@ class Plan:
         # What the replay loop reads, one tuple per op: (forward, input slots, params, output slots, dead slots).
         self._steps = [(op.forward, op.inputs, op.params, op.outputs, tuple(dead[i])) for i, op in enumerate(ops)]
         self._fresh = [s in constants for s in results]     # a constant result is copied, as eager makes a new one
+        # memory planning (axon.buffers): ops that write into buffers this plan keeps, given the trace's arrays
+        self.buffer_of, self.buffers = plan_buffers(ops, set(results), values) if values is not None else ({}, [])
+        self._planned = None                                 # the steps with their buffers, made on first use
+        self._lock = threading.Lock()                        # one replay at a time uses the buffers
+
+    def _planned_steps(self) -> list:
+        """``_steps`` with each planned op's forward writing into its buffer (allocated here, once)."""
+        buffers = [np.empty(shape, dtype) for shape, dtype in self.buffers]
+        steps = list(self._steps)
+        for i, b in self.buffer_of.items():
+            _, inputs, params, outputs, dead = steps[i]
+            steps[i] = (functools.partial(INTO[self.ops[i].name], buffers[b]), inputs, params, outputs, dead)
+        return steps
 
     def __call__(self, leaves: list):
+        if not self.buffer_of or not self._lock.acquire(blocking=False):   # (another thread replays: fresh arrays)
+            return self._run(self._steps, leaves)
+        try:
+            if self._planned is None:
+                self._planned = self._planned_steps()
+            return self._run(self._planned, leaves)
+        finally:
+            self._lock.release()
+
+    def _run(self, steps, leaves: list):
         values = self._template.copy()
         values[:self.n_inputs] = leaves
-        for forward, inputs, params, outputs, dead in self._steps:
+        for forward, inputs, params, outputs, dead in steps:
             y = forward(*[values[s] for s in inputs], **params)
             if type(outputs) is int:
                 values[outputs] = y
@@ -490,6 +516,6 @@ def _trace(fn, sig, leaves: list):
     results = [tracer.slot(a) for a in out_leaves]        # an array made outside any op is a constant result
     used = {s for op in tracer.ops for s in op.inputs} | set(results)
     constants = {s: a for a, s in ((tracer.values[s], s) for s in tracer.constant_of.values()) if s in used}
-    plan = Plan(tracer.ops, len(leaves), constants, results, out_sig, len(tracer.values))
+    plan = Plan(tracer.ops, len(leaves), constants, results, out_sig, len(tracer.values), values=tracer.values)
     value = _unflatten(out_sig, iter([tracer.values[s] for s in results]))
     return value, plan

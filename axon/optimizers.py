@@ -29,12 +29,13 @@ import math
 import numpy as np
 
 from .autograd import Tensor, apply, ops
+from .flat import can_flatten, map_flat
 from .privacy import differentially_private_aggregate
-from .schedules import as_schedule
+from .schedules import as_schedule, value_at
 from .second_order import lbfgs
 from .tree import tensor_map, tree_flatten_with_path, tree_leaves, tree_map_multi
-from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleState, _check_like, _count, _hyper,
-                      _need_params, add_decayed_weights, add_noise, chain, clip_by_block_rms, masked,
+from .updates import (GradientTransformation, ScaleByAdamState, ScaleByScheduleState, _check_like, _hyper,
+                      _need_params, _next_count, add_decayed_weights, add_noise, chain, clip_by_block_rms, masked,
                       scale_by_adadelta, scale_by_adam, scale_by_belief, scale_by_factored_rms,
                       scale_by_learning_rate, scale_by_lion, scale_by_nadam, scale_by_param_block_rms,
                       scale_by_radam, scale_by_rms, scale_by_rss, scale_by_stddev, scale_by_trust_ratio,
@@ -93,7 +94,7 @@ def adagrad(lr=1e-2, initial_accumulator_value=0.0, eps=1e-10) -> GradientTransf
 
 
 def _find_adam_kernel():
-    """``axon.kernels.adam``: the one-pass Adam(W) step, its primitive ``ADAM_STEP`` called once per leaf.
+    """``axon.kernels.adam``: the one-pass Adam(W) step, its primitive ``ADAM_STEP_AT`` called once per leaf.
 
     (Imported when an optimizer is made, not with this module; a function, so a test can put a kernel of
     its own in its place.)
@@ -107,40 +108,64 @@ def _fused_adam(reference: GradientTransformation, kernel, lr, b1, b2, eps, weig
 
     Per leaf the kernel reads ``p, g, m, v`` once and writes the update ``u = -lr (m_hat / (sqrt(v_hat) +
     eps) + wd p)`` and the new moments into fresh arrays: the caller's params, grads and old state
-    stay untouched, as a GradientTransformation promises. The step's scalars are computed once per
-    step; a leaf whose shape or dtype does not match stops the update before anything is written,
-    and the error names the first mismatching path.
+    stay untouched, as a GradientTransformation promises. The step number ``t`` and the learning rate
+    are 0-d arrays given to the kernel as inputs (``t = count + 1`` and a schedule's value are ops too),
+    so Python reads no value of the state: the whole update traces (``axon.jit``), and each replay
+    computes that step's bias corrections. A leaf whose shape or dtype does not match stops the update
+    before anything is written, and the error names the first mismatching path.
     """
     scheduled = callable(lr)
     fn = "adamw" if weight_decay else "adam"
+    lr_array = None if scheduled else np.asarray(lr, np.float64)
 
     def update(grads, state, params=None):
         adam_state, lr_state = state[0], state[-1]
         if weight_decay:
             _need_params(fn, params)
-        t = int(adam_state.count) + 1
-        step_size = float(lr(int(lr_state.count))) if scheduled else lr
-
-        def leaf(g, m, v, p):
-            g = g if hasattr(g, "dtype") else np.asarray(g)    # a Python number for a 0-d param
-            if g.dtype != m.dtype and g.dtype.kind in "biuf":  # the moments keep the param's dtype, as
-                g = ops.astype(Tensor._wrap(g), m.dtype).data  # the reference path's do
-            p = p if weight_decay else g                       # without decay p is only read as a placeholder
-            if not (g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
-                raise ValueError("mismatch")                   # reworded below, with the path
-            out = apply(kernel.ADAM_STEP, p, g, m, v, lr=step_size, b1=b1, b2=b2, eps=eps,   # checked above: the
-                        weight_decay=weight_decay, step=t)     # primitive itself, on p's backend
-            return tuple(a.data if isinstance(a, Tensor) else a for a in out)   # u, m_new, v_new as arrays
-        try:
-            updates, mu, nu = tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
-                                             params if weight_decay else grads)   # p only read when decaying
-        except ValueError:
-            _check_like(fn, params if weight_decay else adam_state.mu, grads)     # names the first bad path
-            _check_dtypes(fn, params if weight_decay else adam_state.mu, grads)
-            raise
-        new_lr_state = ScaleByScheduleState(_count(lr_state.count + 1)) if scheduled else lr_state
-        return updates, (ScaleByAdamState(_count(t), mu, nu),) + tuple(state[1:-1]) + (new_lr_state,)
+        t = _next_count(adam_state.count)                          # the 1-based step, an int64 array
+        step_size = value_at(lr, lr_state.count) if scheduled else lr_array
+        settings = dict(b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+        trees = (grads, adam_state.mu, adam_state.nu) + ((params,) if weight_decay else ())
+        if can_flatten(*trees):                                    # one dtype: one kernel call for every leaf
+            for tree in trees[1:]:
+                _check_like(fn, tree, grads)                       # structure and shapes, before any write
+            updates, mu, nu = map_flat(lambda g, m, v, p=None: _adam_at(kernel, g if p is None else p, g, m, v, t,
+                                                                        step_size, settings),
+                                       *trees, n_out=3)            # on the flat buffers (n,) of axon.flat
+        else:
+            updates, mu, nu = _adam_per_leaf(fn, kernel, grads, adam_state, params, t, step_size, settings)
+        new_lr_state = ScaleByScheduleState(_next_count(lr_state.count)) if scheduled else lr_state
+        return updates, (ScaleByAdamState(t, mu, nu),) + tuple(state[1:-1]) + (new_lr_state,)
     return GradientTransformation(reference.init, update)
+
+
+def _adam_at(kernel, p, g, m, v, t, lr, settings) -> tuple:
+    """The primitive ``kernels.adam_step_at`` on checked arrays of one shape and dtype: ``(u, m_new, v_new)``."""
+    return tuple(a.data for a in apply(kernel.ADAM_STEP_AT, p, g, m, v, t, lr, **settings))
+
+
+def _adam_per_leaf(fn, kernel, grads, adam_state, params, t, lr, settings) -> tuple:
+    """Fused Adam leaf by leaf (leaves of several dtypes): the trees ``(updates, mu, nu)``.
+
+    A gradient of another dtype than its moments is cast to theirs first, as the reference path does.
+    """
+    decay = settings["weight_decay"]
+
+    def leaf(g, m, v, p):
+        g = g if hasattr(g, "dtype") else np.asarray(g)    # a Python number for a 0-d param
+        if g.dtype != m.dtype and g.dtype.kind in "biuf":  # the moments keep the param's dtype, as
+            g = ops.astype(Tensor._wrap(g), m.dtype).data  # the reference path's do
+        p = p if decay else g                              # without decay p is only read as a placeholder
+        if not (g.shape == m.shape == p.shape and g.dtype == m.dtype == p.dtype):
+            raise ValueError("mismatch")                   # reworded below, with the path
+        return _adam_at(kernel, p, g, m, v, t, lr, settings)
+    try:
+        return tree_map_multi(leaf, 3, grads, adam_state.mu, adam_state.nu,
+                              params if decay else grads)  # p only read when decaying
+    except ValueError:
+        _check_like(fn, params if decay else adam_state.mu, grads)     # names the first bad path
+        _check_dtypes(fn, params if decay else adam_state.mu, grads)
+        raise
 
 
 def _check_dtypes(fn, reference, grads) -> None:

@@ -9,6 +9,11 @@ takes either a number or a schedule; ``as_schedule`` turns either into a schedul
 
 Values are Python floats, never numpy scalars, so ``update * lr(step)`` keeps float32 updates float32.
 Steps past the end of a schedule keep its final value; steps before ``transition_begin`` its first.
+
+An optimizer reads its schedule with ``value_at(schedule, count)``: the primitive ``schedules.value``
+calls the schedule on the host when the op runs, so a traced training step (``axon.jit``) takes the
+count as an input array and each replay evaluates the schedule at that step, exactly as the eager
+step does (any schedule, even one of your own, as long as it is a function of the count alone).
 """
 from __future__ import annotations
 
@@ -16,8 +21,13 @@ import bisect
 import math
 import numbers
 
-__all__ = ["as_schedule", "constant", "linear_decay", "linear_schedule", "exponential_decay", "cosine_decay", "polynomial_decay",
-           "piecewise_constant", "warmup_cosine_decay", "one_cycle", "join_schedules"]
+import numpy as np
+
+from .autograd import apply, primitive
+from .backend import to_host
+
+__all__ = ["value_at", "as_schedule", "constant", "linear_decay", "linear_schedule", "exponential_decay", "cosine_decay",
+           "polynomial_decay", "piecewise_constant", "warmup_cosine_decay", "one_cycle", "join_schedules"]
 
 
 # ---- argument checks ---------------------------------------------------------------------------------
@@ -36,6 +46,26 @@ def _steps(fn: str, name: str, value, minimum: int = 1) -> int:
 def _step(step) -> int:
     """The step count as a Python int (it may come as a 0-d numpy array from an optimizer state)."""
     return int(step)
+
+
+def _value_forward(count, schedule):
+    # count: a 0-d int array of any backend -> schedule(count) as a 0-d float64 host array
+    return np.asarray(float(schedule(int(to_host(count)))), np.float64)
+
+
+_VALUE = primitive("schedules.value", _value_forward)      # never differentiated; a host call when it runs
+
+
+def value_at(schedule, count):
+    """``schedule(count)`` as a 0-d float64 Tensor, with ``count`` an array (an op of a traced plan).
+
+    The schedule runs on the host each time the op runs: under ``axon.jit`` at every replay, with
+    that call's count, so the value is the eager step's own.
+
+    >>> value_at(cosine_decay(1.0, decay_steps=4), np.asarray(2))
+    Tensor(0.5, dtype=float64)
+    """
+    return apply(_VALUE, count, schedule=schedule)
 
 
 def as_schedule(lr):

@@ -38,8 +38,10 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from .autograd import Tensor, ops
+from .flat import can_flatten, map_flat
 from .backend import backend_of
 from .random import rng
+from .schedules import value_at
 from .tree import tensor_map, tree_leaves, tree_map, tree_map_multi, tree_structure_check
 
 __all__ = [
@@ -247,6 +249,28 @@ def _count(n: int = 0) -> np.ndarray:
     return np.asarray(n, dtype=np.int64)
 
 
+def _next_count(count) -> np.ndarray:
+    """``count + 1`` as an int64 array, computed by an op (so a traced step keeps the count an input).
+
+    >>> _next_count(np.asarray(4))
+    array(5)
+    """
+    c = Tensor._wrap(count)
+    c = c if c.dtype == np.int64 else ops.astype(c, np.int64)
+    return (c + Tensor._wrap(np.ones((), np.int64))).data
+
+
+def _times(c, x):
+    """``c * x`` for a 0-d float64 Tensor ``c`` (a value of the step count), in ``x``'s dtype.
+
+    The same numbers as a Python float times ``x``: numpy rounds the float to ``x``'s dtype first.
+
+    >>> _times(Tensor(np.float64(0.1)), Tensor(np.ones(2, np.float32)))
+    Tensor([0.1, 0.1], dtype=float32)
+    """
+    return ops.astype(c, x.dtype) * x
+
+
 def _hyper(fn: str, name: str, value, lo: float = -math.inf, hi: float = math.inf) -> float:
     """``value`` as a Python float in ``[lo, hi]`` (numpy scalars would turn float32 updates into float64)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -434,6 +458,8 @@ def apply_updates(params, updates):
     array([1.5, 0.5], dtype=float32)
     """
     _check_like("apply_updates", params, updates)
+    if can_flatten(params, updates):               # one dtype: one add over the flat buffers (axon.flat)
+        return map_flat(ops.add, params, updates)
     def add(p, u):
         y = p + u
         return y if y.dtype == p.dtype else ops.astype(y, p.dtype)     # an update never changes a param's dtype
@@ -467,8 +493,9 @@ def scale_by_schedule(schedule) -> GradientTransformation:
         raise TypeError(f"scale_by_schedule: schedule must be callable (count -> float), got {type(schedule).__name__}")
 
     def update(grads, state, params=None):
-        step_size = float(schedule(int(state.count)))
-        return tensor_map(lambda g: step_size * g, grads), ScaleByScheduleState(_count(state.count + 1))
+        step_size = value_at(schedule, state.count)                # a 0-d float64 Tensor
+        return (tensor_map(lambda g: _times(step_size, g), grads),
+                ScaleByScheduleState(_next_count(state.count)))
     return GradientTransformation(lambda params: ScaleByScheduleState(_count()), update)
 
 
@@ -509,16 +536,18 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, nesterov=False) -> G
 
     def update(grads, state, params=None):
         _check_like("scale_by_adam", state.mu, grads)
-        t = int(state.count) + 1
+        t = _next_count(state.count)                               # the 1-based step, an array (traceable)
         mu, nu = _first_moment(grads, state.mu, b1), _second_moment(grads, state.nu, b2)
-        c1, c2 = 1 / (1 - b1 ** t), 1 / (1 - b2 ** t)               # bias corrections
+        c1 = value_at(lambda n: 1 / (1 - b1 ** n), t)              # bias corrections, Python floats of t
+        c2 = value_at(lambda n: 1 / (1 - b2 ** n), t)              # computed when the op runs
         if nesterov:                                               # the moment one step ahead
-            ahead = b1 / (1 - b1 ** (t + 1))
-            updates = tensor_map(lambda g, m, v: (ahead * m + ((1 - b1) * c1) * g) / (ops.sqrt(c2 * v + eps_root) + eps),
-                                 grads, mu, nu)
+            ahead = value_at(lambda n: b1 / (1 - b1 ** (n + 1)), t)
+            c1 = value_at(lambda n: (1 - b1) * (1 / (1 - b1 ** n)), t)
+            updates = tensor_map(lambda g, m, v: (_times(ahead, m) + _times(c1, g))
+                                 / (ops.sqrt(_times(c2, v) + eps_root) + eps), grads, mu, nu)
         else:
-            updates = tensor_map(lambda m, v: (c1 * m) / (ops.sqrt(c2 * v + eps_root) + eps), mu, nu)
-        return updates, ScaleByAdamState(_count(t), mu, nu)
+            updates = tensor_map(lambda m, v: _times(c1, m) / (ops.sqrt(_times(c2, v) + eps_root) + eps), mu, nu)
+        return updates, ScaleByAdamState(t, mu, nu)
     return GradientTransformation(init, update)
 
 

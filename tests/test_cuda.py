@@ -445,6 +445,20 @@ def test_fused_adam_step_on_the_device(dtype, rng):
         assert_twin(out, ref, tol=1e-6 if dtype == np.float32 else 1e-12)
 
 
+@needs_cuda
+@needs_backward("kernels.adam_step_at")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_fused_adam_with_its_step_number_on_the_device(dtype, rng):
+    p, g, m, v = (rng.standard_normal((5, 3)).astype(dtype) for _ in range(4))
+    v = np.abs(v)
+    t, lr = np.asarray(4, np.int64), np.asarray(1e-2, np.float64)       # 0-d arrays: moved to the device too
+    settings = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01)
+    forwards = PRIMITIVES["kernels.adam_step_at"].forwards
+    cpu = forwards["cpu"](p, g, m, v, t, lr, **settings)
+    for out, ref in zip(forwards["cuda"](*dev(p, g, m, v, t, lr), **settings), cpu):
+        assert_twin(out, ref, tol=1e-6 if dtype == np.float32 else 1e-12)
+
+
 # ---- a few training steps on the device equal the CPU's -----------------------------------------------
 def _mlp_loss(params, x, labels):
     ag = axon.autograd
@@ -526,6 +540,7 @@ def test_training_with_device_cuda_equals_the_cpu(name, rng):
     dev = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1, device="cuda")
     leaves = axon.tree.tree_leaves(dev.params)
     assert leaves and all(isinstance(v, acuda.ARRAY_TYPES) for v in leaves)
+    assert s.step.compiled is not None and not s.step.compiled_grads.plans     # the whole step traced, both devices
     np.testing.assert_allclose(dev.history["loss"], cpu.history["loss"], rtol=1e-4)
     for a, b in zip(axon.tree.tree_leaves(cpu.params), leaves):
         np.testing.assert_allclose(host(b), a, rtol=1e-4, atol=1e-4)
@@ -741,3 +756,17 @@ def test_conv_grad_of_grad_on_the_device_equals_the_cpu():
     on_device = axon.grad(outer, argnums=(0, 1))(*dev(x, w))
     for a, b in zip(on_device, on_cpu):
         assert_twin(a, b)
+
+
+@needs_cuda
+def test_a_traced_index_array_on_the_device_picks_each_calls_rows(rng):
+    from axon.jit import jit
+    w = rng.standard_normal((6, 3)).astype(np.float32)
+    loss = lambda w, ids: (w[ids] * 2.0).sum()                  # noqa: E731  (an embedding lookup)
+    compiled = jit(axon.value_and_grad(loss))
+    for ids in ([0, 2, 2], [5, 1, 1]):
+        value, grads = compiled(*dev(w, np.array(ids)))
+        want, want_grads = axon.value_and_grad(loss)(w, np.array(ids))
+        assert_twin(value, want)
+        assert_twin(grads, want_grads)
+    assert len(compiled.plans) == 1

@@ -66,7 +66,8 @@ def _child(mode, folder):
             if distributed.rank() == 1 and len(calls) == 3:
                 raise RuntimeError("bad batch on purpose")
             return ((x @ p["w"] - y) ** 2).mean()
-        step = axon.training.step(({"w": np.zeros((5, 1), np.float32)}, objective), axon.optimizers.sgd(0.1))
+        step = axon.training.step(({"w": np.zeros((5, 1), np.float32)}, objective), axon.optimizers.sgd(0.1),
+                                  compile=False)                     # its side effect must run every step
         x = np.ones((64, 5), np.float32)
         train(step, x, x[:, :1], epochs=1000, batch_size=8, verbose=0, strategy="data_parallel")
 

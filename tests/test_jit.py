@@ -152,6 +152,7 @@ def test_compiled_model_step_is_bit_identical_to_eager_over_epochs_with_a_partia
     assert same(eager.params, compiled.params) and same(eager.opt_state, compiled.opt_state)
     assert eager_history == compiled_history
     assert step_fn.compiled is not None and len(step_fn.compiled.plans) == 2, [str(w.message) for w in recwarn]
+    assert not step_fn.compiled_grads.plans                    # the whole step traced, not the gradient alone
 
 
 def test_a_trace_records_only_its_own_threads_ops():
@@ -174,3 +175,119 @@ def test_a_trace_records_only_its_own_threads_ops():
     g(np.ones(2, np.float32))
     t.join()
     assert [op.name for op in next(iter(g.plans.values())).ops] == ["mul"]
+
+
+def _run_steps(model, optimizer, compile, x, y, steps=2, lr_scale=None):
+    init, step_fn = axon.training.step(model, "categorical_cross_entropy", optimizer, compile=compile)
+    state, losses = init(seed=2), []
+    for i in range(steps):
+        for lo in range(0, len(x), 16):
+            if lr_scale is not None and i == 1:
+                state = state._replace(lr_scale=lr_scale)      # reduce_lr_on_plateau's knob: a static value
+            state, metrics = step_fn(state, x[lo:lo + 16], y[lo:lo + 16])
+            losses.append(metrics["loss"])
+    return state, losses, step_fn
+
+
+_TRACEABLE = {
+    "sgd": lambda: axon.optimizers.sgd(0.05),
+    "sgd_momentum_schedule": lambda: axon.optimizers.sgd(axon.schedules.exponential_decay(0.05, 0.9, 3), momentum=0.9,
+                                                         nesterov=True),
+    "adamw": lambda: axon.optimizers.adamw(1e-2, weight_decay=0.1),
+    "adam_warmup_cosine": lambda: axon.optimizers.adam(axon.schedules.warmup_cosine_decay(0.0, 1e-2, 3, 10)),
+    "adam_chain": lambda: axon.optimizers.adam(1e-2, fused=False),
+}
+
+
+@pytest.mark.parametrize("name", list(_TRACEABLE))
+def test_the_whole_step_with_its_optimizer_is_one_plan_bit_identical_to_eager(name, recwarn):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 8, 8, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 40)]
+    model = _models()["dropout"]
+    eager, eager_losses, _ = _run_steps(model, _TRACEABLE[name](), False, x, y, steps=3, lr_scale=0.5)
+    compiled, losses, step_fn = _run_steps(model, _TRACEABLE[name](), True, x, y, steps=3, lr_scale=0.5)
+    assert same(eager.params, compiled.params) and same(eager.opt_state, compiled.opt_state)
+    assert losses == eager_losses
+    assert step_fn.compiled is not None and not step_fn.compiled_grads.plans, [str(w.message) for w in recwarn]
+    assert len(step_fn.compiled.plans) == 4                     # batches of 16 and 8, lr_scale 1 and 0.5
+    ops_run = {op.name for plan in step_fn.compiled.plans.values() for op in plan.ops}
+    assert ("kernels.adam_step_at" in ops_run) == (name in ("adamw", "adam_warmup_cosine"))   # the fused kernel
+
+
+def test_an_optimizer_that_reads_values_leaves_only_the_gradient_traced_with_a_warning():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((32, 8, 8, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 32)]
+    model = _models()["mlp"]
+    make = lambda: axon.optimizers.lamb(1e-2)                  # noqa: E731  (its trust ratio: a host float)
+    eager, eager_losses, _ = _run_steps(model, make(), False, x, y)
+    with pytest.warns(UserWarning, match="optimizer update cannot be traced"):
+        compiled, losses, step_fn = _run_steps(model, make(), True, x, y)
+    assert same(eager.params, compiled.params) and same(eager.opt_state, compiled.opt_state) and losses == eager_losses
+    assert step_fn.compiled is None and len(step_fn.compiled_grads.plans) == 1
+
+
+def test_the_fused_adam_reads_its_step_number_from_an_input_array():
+    p = {"w": np.ones(3, np.float32)}
+    opt = axon.optimizers.adam(0.1)
+    f = jit(lambda g, s: opt.update(g, s, p))
+    state = opt.init(p)
+    for k in range(1, 4):                                       # one plan, a new bias correction each replay
+        g = {"w": np.array([1.0, -2.0, 0.5], np.float32) * k}
+        (u, new), (u_eager, new_eager) = f(g, state), opt.update(g, state, p)
+        assert same(u, u_eager) and same(new, new_eager) and int(new[0].count) == k
+        state = new
+    assert len(f.plans) == 1
+
+
+def test_a_schedule_is_evaluated_at_each_replays_count():
+    lr = axon.schedules.piecewise_constant([2, 4], [1.0, 0.5, 0.1])
+    f = jit(lambda count: axon.schedules.value_at(lr, count))
+    assert [float(f(np.asarray(c))) for c in range(6)] == [lr(c) for c in range(6)] and len(f.plans) == 1
+
+
+def test_an_integer_index_array_argument_is_an_input_of_the_plan_values_and_gradients():
+    w = np.random.default_rng(5).standard_normal((6, 3)).astype(np.float32)
+    loss = lambda w, ids, rows: (w[ids] * 2.0).sum() + (w[rows, 1:] ** 2).sum()   # noqa: E731  (a tuple index)
+    compiled = jit(axon.value_and_grad(loss))
+    for ids, rows in (([0, 2, 2], [5, 5]), ([1, 1, 3], [0, 4]), ([5, 0, 5], [2, 2])):
+        ids, rows = np.array(ids), np.array(rows)
+        assert same(compiled(w, ids, rows), axon.value_and_grad(loss)(w, ids, rows))
+    assert len(compiled.plans) == 1
+    assert {"getitem_at", "scatter_add_at"} <= {op.name for op in next(iter(compiled.plans.values())).ops}
+
+
+def test_the_objective_form_is_compiled_by_default_with_an_embedding_bit_identical_to_eager():
+    rng = np.random.default_rng(6)
+    ids, y = rng.integers(0, 20, (24, 5)), np.eye(3, dtype=np.float32)[rng.integers(0, 3, 24)]
+    model = axon.input((None, 5)).embedding(20, 4).flatten().dense(3, activation="softmax")
+
+    def objective(p, x, y, key=None):
+        return axon.losses.categorical_cross_entropy(y, model.apply(p, x, training=True, key=key)[0]).mean()
+    runs = []
+    for compile in (False, None):
+        init, step_fn = axon.training.step((lambda seed: model.init(seed=seed), objective), axon.optimizers.adam(0.01),
+                                           compile=compile)
+        state, losses = init(seed=0), []
+        for lo in (0, 8, 16, 0):
+            state, metrics = step_fn(state, ids[lo:lo + 8], y[lo:lo + 8])
+            losses.append(metrics["loss"])
+        runs.append((state, losses, step_fn))
+    (eager, eager_losses, _), (compiled, losses, step_fn) = runs
+    assert same(eager.params, compiled.params) and same(eager.opt_state, compiled.opt_state) and losses == eager_losses
+    assert step_fn.compiled is not None and len(step_fn.compiled.plans) == 1
+
+
+def test_a_step_traced_again_and_again_falls_back_to_the_gradient_with_a_warning(monkeypatch):
+    import importlib
+    monkeypatch.setattr(importlib.import_module("axon.training.step"), "MAX_PLANS", 3)   # (the module, not step())
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((8, 8, 8, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 8)]
+    init, step_fn = axon.training.step(_models()["mlp"], "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+    state = init(seed=0)
+    with pytest.warns(UserWarning, match="traced 4 times"):
+        for i in range(6):                                      # a new lr_scale each step: a new signature
+            state, _ = step_fn(state._replace(lr_scale=1.0 / (i + 1)), x, y)
+    assert step_fn.compiled is None and len(step_fn.compiled_grads.plans) == 1

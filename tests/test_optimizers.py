@@ -470,10 +470,11 @@ def _numpy_adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
 
 
 class _numpy_adam_kernel:
-    """The documented contract of axon.kernels.adam (the primitive ``ADAM_STEP``: arrays in, ``(u, m_new, v_new)``
-    out), in numpy."""
-    ADAM_STEP = Primitive("test.numpy_adam_step", vjp=None)
-    ADAM_STEP.forwards["cpu"] = _numpy_adam_step
+    """The documented contract of axon.kernels.adam (the primitive ``ADAM_STEP_AT``: arrays in, the step number
+    and lr as 0-d arrays, ``(u, m_new, v_new)`` out), in numpy."""
+    ADAM_STEP_AT = Primitive("test.numpy_adam_step", vjp=None)
+    ADAM_STEP_AT.forwards["cpu"] = lambda p, g, m, v, t, lr, **kw: _numpy_adam_step(p, g, m, v, lr=float(lr),
+                                                                                    step=int(t), **kw)
 
 
 @pytest.mark.parametrize("make", [lambda f: adam(0.01, fused=f), lambda f: adamw(0.01, weight_decay=0.1, fused=f),

@@ -114,7 +114,7 @@ def test_objective_gets_key_and_training_flags():
         return objective(params, x + noise, y)
 
     x, y = make_data()
-    init, step_fn = step((init_params, noisy), adam())
+    init, step_fn = step((init_params, noisy), adam(), compile=False)      # side effects and a host draw: eager
     state = init(seed=5)
     state, _ = step_fn(state, x, y)
     state, _ = step_fn(state, x, y)
@@ -184,7 +184,7 @@ def test_epoch_metrics_are_example_weighted_batch_averages():
         loss = ops.sum(xb[:, :1] * 0.0 + xb.shape[0]) * (1.0 / xb.shape[0]) + 0.0 * params["w"].sum()
         logged.append(xb.shape[0])
         return loss                                                 # the loss is the batch size
-    state = train(step((init_params, spy), sgd()), x, y, epochs=1, batch_size=4, verbose=0)
+    state = train(step((init_params, spy), sgd(), compile=False), x, y, epochs=1, batch_size=4, verbose=0)
     assert logged == [4, 4, 2]
     assert state.history["loss"] == [pytest.approx((4 * 4 + 4 * 4 + 2 * 2) / 10)]
 
@@ -200,7 +200,8 @@ def test_every_example_once_per_epoch_reshuffled_reproducibly():
         def spy(params, xb, yb):
             order.append(xb[:, 0].astype(int).tolist())
             return (params["w"] ** 2).sum()
-        train(step((init_params, spy), sgd()), x, y, epochs=2, batch_size=5, shuffle=shuffle, seed=seed, verbose=0)
+        spy_step = step((init_params, spy), sgd(), compile=False)     # the spy must run every step
+        train(spy_step, x, y, epochs=2, batch_size=5, shuffle=shuffle, seed=seed, verbose=0)
         return order
 
     order = run(True, 0)
@@ -282,7 +283,7 @@ def test_keyboard_interrupt_returns_the_state_reached(capsys):
         if len(calls) == 5:
             raise KeyboardInterrupt
         return objective(params, xb, yb)
-    s = step((init_params, interrupted), adam(), metrics={"accuracy": accuracy})
+    s = step((init_params, interrupted), adam(), compile=False, metrics={"accuracy": accuracy})
     state = train(s, x, y, epochs=3, batch_size=32, verbose=1)
     assert state.step == 4 and state.epoch == 1 and state.epoch_step == 1 and len(state.history["loss"]) == 1
     assert "interrupted" in capsys.readouterr().err
@@ -306,7 +307,7 @@ def test_a_run_interrupted_mid_epoch_resumes_exactly(with_augment, capsys, tmp_p
         if len(calls) == 5:                                   # 3 batches per epoch: the 2nd of epoch 2
             raise KeyboardInterrupt
         return objective(params, xb, yb)
-    state = train(step((init_params, interrupted), adam()), x, y, epochs=3, batch_size=32, verbose=0,
+    state = train(step((init_params, interrupted), adam(), compile=False), x, y, epochs=3, batch_size=32, verbose=0,
                   augment=augment)
     assert (state.epoch, state.step, state.epoch_step) == (1, 4, 1)
     assert "1 batches of the next" in capsys.readouterr().err
@@ -314,7 +315,7 @@ def test_a_run_interrupted_mid_epoch_resumes_exactly(with_augment, capsys, tmp_p
     if with_augment:                                          # through a checkpoint file: the same again
         path = tmp_path / "ckpt.safetensors"
         calls.clear()
-        train(step((init_params, interrupted), adam()), x, y, epochs=3, batch_size=32, verbose=0,
+        train(step((init_params, interrupted), adam(), compile=False), x, y, epochs=3, batch_size=32, verbose=0,
               augment=augment, callbacks=[checkpoint(path)])
         saved = load_checkpoint(path)
         assert (saved.epoch, saved.step, saved.epoch_step) == (1, 4, 1)
@@ -339,8 +340,8 @@ def test_interrupted_in_validation_resumes_with_aligned_history(capsys):
             raise KeyboardInterrupt
         return objective(params, xb, yb)
     val = (x[:32], y[:32])
-    state = train(step((init_params, interrupted), adam(), metrics={"accuracy": accuracy}), x, y, epochs=2,
-                  batch_size=32, verbose=0, validation_data=val)
+    eager = step((init_params, interrupted), adam(), compile=False, metrics={"accuracy": accuracy})   # it raises
+    state = train(eager, x, y, epochs=2, batch_size=32, verbose=0, validation_data=val)
     assert (state.epoch, state.step, state.epoch_step) == (0, 3, 3)
     resumed = train(make_step(), x, y, epochs=2, batch_size=32, verbose=0, validation_data=val, state=state)
     straight = train(make_step(), x, y, epochs=2, batch_size=32, verbose=0, validation_data=val)
@@ -360,8 +361,8 @@ def test_a_generator_interrupted_after_its_last_batch_resumes():
             raise KeyboardInterrupt
         return objective(params, xb, yb)
     batches = ((x[i % 96:i % 96 + 24], y[i % 96:i % 96 + 24]) for i in range(0, 10 ** 6, 24))   # one-shot
-    state = train(step((init_params, interrupted), adam()), batches, epochs=2, steps_per_epoch=4, verbose=0,
-                  validation_data=(x[:8], y[:8]))
+    eager = step((init_params, interrupted), adam(), compile=False)                 # it raises at a step
+    state = train(eager, batches, epochs=2, steps_per_epoch=4, verbose=0, validation_data=(x[:8], y[:8]))
     assert (state.epoch, state.step, state.epoch_step) == (0, 4, 4)
     resumed = train(make_step(), batches, epochs=2, steps_per_epoch=4, verbose=0, state=state,
                     validation_data=(x[:8], y[:8]))
@@ -384,7 +385,8 @@ def test_augment_changes_training_batches_only_and_reproducibly():
     def flip(xb, r):
         assert isinstance(r, np.random.Generator)
         return -xb if r.random() < 2 else xb                   # always flips, after drawing from r
-    train(step((init_params, spy), sgd()), x[:32], y[:32], epochs=1, batch_size=32, shuffle=False, verbose=0,
+    spy_step = step((init_params, spy), sgd(), compile=False)     # the spy must run every step
+    train(spy_step, x[:32], y[:32], epochs=1, batch_size=32, shuffle=False, verbose=0,
           validation_data=(x[32:64], y[32:64]), augment=flip)
     (t1, xb), (t2, xv) = seen
     assert t1 and not t2

@@ -38,7 +38,7 @@ import builtins
 
 import numpy as np
 
-from .engine import PRIMITIVES, apply, primitive
+from .engine import PRIMITIVES, TRACING, apply, primitive
 from .tensor import Tensor, as_tensor
 
 __all__ = [
@@ -585,6 +585,47 @@ _scatter_add = primitive("scatter_add", _scatter_add_forward,
                          lambda dy, y, g, index, shape: (getitem(dy, index),))
 
 
+# While axon.jit traces, an index array that is a value of the plan (an argument: token ids, labels) cannot
+# be a setting (a setting is frozen at the trace): getitem_at and scatter_add_at take such arrays as inputs,
+# and their setting ``index`` says where each stands: per part of the index ("at", k) for the k-th array
+# input, ("is", part) for a part kept as it is (a slice, an int, a host array).
+def _lift_index(index):
+    """``(places, arrays)``: ``index`` with its traced arrays taken out (see above), or ``(None, [])``."""
+    parts = index if isinstance(index, tuple) else (index,)
+    arrays = [i for i in parts if hasattr(i, "dtype") and not isinstance(i, (np.ndarray, np.generic))]
+    if not arrays:
+        return None, []
+    places, k = [], 0
+    for i in parts:
+        if hasattr(i, "dtype") and not isinstance(i, (np.ndarray, np.generic)):
+            places.append(("at", k))
+            k += 1
+        else:
+            places.append(("is", i))
+    return (isinstance(index, tuple), tuple(places)), arrays
+
+
+def _fill_index(places, arrays):
+    """The index ``_lift_index`` took apart, with ``arrays`` put back."""
+    is_tuple, parts = places
+    index = tuple(arrays[v] if how == "at" else v for how, v in parts)
+    return index if is_tuple else index[0]
+
+
+def _getitem_at_forward(x, *arrays, index):
+    return x[_fill_index(index, arrays)]
+
+
+def _scatter_add_at_forward(dy, *arrays, index, shape):
+    return _scatter_add_forward(dy, _fill_index(index, arrays), shape)
+
+
+_getitem_at = primitive("getitem_at", _getitem_at_forward, lambda dy, y, x, *arrays, index: (
+    apply(_scatter_add_at, dy, *arrays, index=index, shape=x.shape),) + (None,) * len(arrays))
+_scatter_add_at = primitive("scatter_add_at", _scatter_add_at_forward, lambda dy, y, g, *arrays, index, shape: (
+    apply(_getitem_at, dy, *arrays, index=index),) + (None,) * len(arrays))
+
+
 def getitem(x, index):
     """``x[index]`` for basic (slices, ints, None, ...) and integer/boolean-array indexing.
 
@@ -593,8 +634,15 @@ def getitem(x, index):
     Tensor([10., 30., 30.], dtype=float32, grad_fn=<getitem>)
     >>> getitem(x, [0, 2, 2]).sum().backward(); x.grad  # x[2] was picked twice
     array([1., 0., 2.], dtype=float32)
+
+    Under ``axon.jit`` an index array that is traced (an embedding's token ids) is an input of the op
+    ``getitem_at``, so each replay picks that call's rows.
     """
     index = _plain_index(index)
+    if TRACING.tracer is not None:
+        places, arrays = _lift_index(index)
+        if arrays:
+            return apply(_getitem_at, x, *arrays, index=places)
     try:
         return apply(_getitem, x, index=index)
     except IndexError as e:

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = ["CudaUnavailable", "cuda", "SIMULATOR", "ARRAY_TYPES", "THREADS", "BLOCKS", "REDUCE_THREADS", "position", "view",
            "contiguous_strides", "broadcast_strides", "ghost", "empty", "full", "copy", "to_host", "from_host",
-           "launch_1d", "nb_type", "constant", "ghost_view", "copy_ahead"]
+           "launch_1d", "nb_type", "constant", "ghost_view", "copy_ahead", "piece"]
 
 
 class CudaUnavailable(ImportError, RuntimeError):
@@ -230,6 +230,17 @@ def nb_type(dtype):
 
 
 # ---- what the Backend entry needs: make, fill, copy, move -------------------------------------------
+def piece(flat, lo: int, size: int, shape):
+    """``flat[lo:lo + size].reshape(shape)`` for a 1-d device array: a view, no copy (``axon.flat``'s split).
+
+    (Through ``_own``: on the simulator a slice would otherwise be its bare array type.)
+
+    >>> piece(from_host(np.arange(6.0)), 2, 4, (2, 2)).shape
+    (2, 2)
+    """
+    return _own(flat[lo:lo + size]).reshape(shape)
+
+
 @cuda.jit
 def _fill_kernel(out, value):
     for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):

@@ -14,7 +14,8 @@ A primitive only gets its forward here when ``axon.kernels`` defines it (older t
 - ``kernels.bias_relu_backward``: the mask, then the column sums (``cuda_zip`` and ``cuda_reduce``);
 - ``kernels.batch_norm_statistics`` / ``kernels.batch_norm_backward``: per-channel sums in float64
   (one block per channel, shared-memory trees), then one affine pass;
-- ``kernels.adam_step``: the fused Adam/AdamW update, one pass over flat arrays;
+- ``kernels.adam_step``: the fused Adam/AdamW update, one pass over flat arrays; ``kernels.adam_step_at``:
+  the same with the step number and lr as device arrays (its scalars computed on the device, no host read);
 - ``kernels.argmax`` / ``kernels.take_along_axis_backward``: one thread per output.
 
 >>> all(PRIMITIVES[n].forwards.get("cuda") is not None for n in IMPLEMENTED)   # each one that exists here
@@ -342,6 +343,42 @@ def _adam_step(p, g, m, v, scalars=None, **settings):
     return u, m_new, v_new
 
 
+@cuda.jit
+def _adam_scalars_kernel(s, t, lr, b1, b2, eps, weight_decay):
+    # one thread: s (9,) in the arrays' dtype <- axon.kernels.adam.adam_scalars of step t[0] and lr[0],
+    # computed in float64 and rounded once (math.pow: the C pow, as Python's b1 ** t)
+    if cuda.grid(1) == 0:
+        step, rate = float(t[0]), lr[0]
+        s[0], s[1], s[2], s[3] = b1, 1.0 - b1, b2, 1.0 - b2
+        s[4] = rate / (1.0 - math.pow(b1, step))
+        s[5] = 1.0 / math.sqrt(1.0 - math.pow(b2, step))
+        s[6], s[7], s[8] = eps, 1.0 - rate * weight_decay, rate * weight_decay
+
+
+@cuda.jit
+def _adam_at_kernel(u, m_out, v_out, p, g, m, v, s):
+    # _adam_kernel with its scalars read from the device array s (written by _adam_scalars_kernel)
+    b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[8]
+    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+        m_i = b1 * m[i] + c1 * g[i]
+        v_i = b2 * v[i] + c2 * g[i] * g[i]
+        m_out[i] = m_i
+        v_out[i] = v_i
+        u[i] = -(p[i] * lr_wd) - step_size * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+
+
+def _adam_step_at(p, g, m, v, t, lr, b1, b2, eps, weight_decay):
+    # t, lr: 0-d device arrays (the traced step's count and learning rate), read by the device only
+    u, m_new, v_new = empty(p.shape, p.dtype), empty(p.shape, p.dtype), empty(p.shape, p.dtype)
+    if p.size:
+        s = empty((9,), p.dtype)
+        t, lr = view(_host_or_device(t))[0], view(_host_or_device(lr))[0]           # (1,) each
+        _adam_scalars_kernel[1, 1](s, t, lr, b1, b2, eps, weight_decay)
+        flat = [view(a)[0] for a in (u, m_new, v_new, p, g, m, v)]
+        _adam_at_kernel[launch_1d(p.size)](*flat, s)
+    return u, m_new, v_new
+
+
 # ---- argmax and its gather's backward ---------------------------------------------------------------------
 @cuda.jit
 def _argmax_kernel(index, x, L, B):
@@ -396,5 +433,6 @@ _register("kernels.bias_relu_backward", _bias_relu_backward)
 _register("kernels.batch_norm_statistics", _bn_statistics)
 _register("kernels.batch_norm_backward", _bn_backward)
 _register("kernels.adam_step", _adam_step)
+_register("kernels.adam_step_at", _adam_step_at)
 _register("kernels.argmax", _argmax)
 _register("kernels.take_along_axis_backward", _take_backward)

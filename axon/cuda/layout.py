@@ -25,8 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.engine import PRIMITIVES, implement
+from ..autograd.ops import _fill_index
+from ..flat import bounds
 from ..backend import is_host, to_host as any_to_host
-from ._runtime import (broadcast_strides, contiguous_strides, cuda, empty, from_host, full, ghost, ghost_view,
+from ._runtime import (broadcast_strides, piece, contiguous_strides, cuda, empty, from_host, full, ghost, ghost_view,
                        launch_1d, position, view)
 from .factories import on_host, strided_copy
 
@@ -184,6 +186,12 @@ implement("transpose", "cuda", _via_ghost("transpose"))
 implement("broadcast_to", "cuda", _via_ghost("broadcast_to"))
 implement("getitem", "cuda", _getitem)
 implement("scatter_add", "cuda", _scatter_add)
+implement("flat.join", "cuda", lambda *leaves: leaves[0].reshape(leaves[0].size) if len(leaves) == 1 else
+          _concatenate(*[a.reshape(a.size) for a in leaves], axis=0))          # (always a copy for several)
+implement("flat.split", "cuda", lambda flat, shapes: tuple(piece(flat, *b) for b in bounds(shapes)))
+implement("getitem_at", "cuda", lambda x, *arrays, index: _getitem(x, _fill_index(index, arrays)))
+implement("scatter_add_at", "cuda", lambda dy, *arrays, index, shape: _scatter_add(dy, _fill_index(index, arrays),
+                                                                                  shape))
 implement("concatenate", "cuda", _concatenate)
 implement("stack", "cuda", _stack)
 implement("pad", "cuda", _pad)

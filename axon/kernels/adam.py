@@ -20,9 +20,16 @@ One per-element step (``_adam_element``), a loop around it for each of the two e
   needs, still in one pass. It is the primitive ``kernels.adam_step``, so it runs on the backend where
   the arrays live.
 
-Primitive (a backend implements this forward; never differentiated):
+- ``adam_step_at(p, g, m, v, t, lr, ...)``: the same, with the step number ``t`` and the learning rate
+  ``lr`` as 0-d *arrays* (inputs, not settings), so a traced training step (``axon.jit``) records it
+  once and each replay feeds it that step's count: the bias corrections are computed from ``t`` when
+  the kernel runs, by the same ``adam_scalars`` as the eager step (bit-identical).
 
-- ``kernels.adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step) -> (u, m_new, v_new)``.
+Primitives (a backend implements these forwards; never differentiated):
+
+- ``kernels.adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step) -> (u, m_new, v_new)``;
+- ``kernels.adam_step_at(p, g, m, v, t, lr, *, b1, b2, eps, weight_decay) -> (u, m_new, v_new)``, ``t`` an
+  int 0-d array (the 1-based step), ``lr`` a float64 0-d array.
 
 >>> import numpy as np
 >>> p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32)
@@ -42,7 +49,7 @@ from numba import njit, prange
 from ..autograd import apply, primitive
 from ._common import KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_tensor, num_chunks, run_chunks
 
-__all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "ADAM_STEP"]
+__all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "ADAM_STEP", "ADAM_STEP_AT"]
 
 
 @njit(inline="always")
@@ -185,8 +192,16 @@ def _adam_step_forward(p, g, m, v, lr, b1, b2, eps, weight_decay, step):
     return out
 
 
+def _adam_step_at_forward(p, g, m, v, t, lr, b1, b2, eps, weight_decay):
+    """``kernels.adam_step_at`` on numpy arrays: the step number ``t`` and ``lr`` read when it runs (0-d arrays)."""
+    return _adam_step_forward(p, g, m, v, lr=float(lr), b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                              step=int(t))
+
+
 _adam_step = primitive("kernels.adam_step", _adam_step_forward)
 ADAM_STEP = _adam_step          # for callers that checked their arrays already: apply(ADAM_STEP, p, g, m, v, lr=...)
+# the same step with t and lr as array inputs (what axon.optimizers.adam calls, so a traced step replays it)
+ADAM_STEP_AT = primitive("kernels.adam_step_at", _adam_step_at_forward)
 
 
 def adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):

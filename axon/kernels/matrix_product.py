@@ -99,12 +99,13 @@ def _matmul_loop_forward(a, b):
     return out
 
 
-def _matmul_forward(a, b, transpose_a, transpose_b):
+def _matmul_forward(a, b, transpose_a, transpose_b, out=None):
+    # out: None (a new array), or a C-contiguous (M, N) array of a's dtype to write into (axon.buffers)
     a, b = contiguous(a), contiguous(b)
     A, B = (a.T if transpose_a else a), (b.T if transpose_b else b)            # views: op(a), op(b)
     M, K = A.shape
     N = B.shape[1]
-    out = np.empty((M, N), dtype=a.dtype)
+    out = np.empty((M, N), dtype=a.dtype) if out is None else out
     if out.size == 0 or K == 0:
         out[:] = 0
         return out
@@ -119,7 +120,7 @@ def _matmul_forward(a, b, transpose_a, transpose_b):
         _split_inner_kernel(a, b, partial, T)
         np.sum(partial, axis=0, out=out)
     else:                                                                         # a^T b^T = (b a)^T
-        return np.ascontiguousarray(_matmul_forward(b, a, False, False).T)
+        out[...] = _matmul_forward(b, a, False, False).T
     return out
 
 

@@ -43,7 +43,9 @@ from ..privacy import needs_per_example_grads, per_example_grads
 from ..tree import tensor_map, tree_leaves, tree_map
 from ..updates import apply_updates
 
-__all__ = ["TrainState", "Step", "StepFunction", "step", "evaluate", "step_key"]
+__all__ = ["TrainState", "Step", "StepFunction", "step", "evaluate", "step_key", "MAX_PLANS"]
+
+MAX_PLANS = 32          # signatures (batch shapes, lr_scale values) the whole step is traced for, at most
 
 
 class TrainState(NamedTuple):
@@ -220,20 +222,48 @@ class StepFunction:
         self.metrics = metrics                     # [(name, fn)]
         self._split, self._merge, self._evaluate = split, merge, evaluate_fn
         self._value_and_grad = value_and_grad(objective, argnums=0, has_aux=True)
-        # compile: the loss and gradient traced once per batch shape and replayed (axon.jit); the key
-        # is an input array, so each step's dropout masks are new.
-        self.compiled = jit(self._value_and_grad) if compile else None
+        # compile: the whole step (loss, gradient, optimizer update, new params and state) traced once per
+        # batch shape and replayed (axon.jit); the key and the optimizer's step counts are input arrays, so
+        # each step's dropout masks and bias corrections are new. An optimizer that reads values on the host
+        # leaves only the loss and gradient traced (self.compiled_grads); an objective that does, nothing.
+        self.compiled = jit(self._whole_step) if compile else None
+        self.compiled_grads = jit(self._value_and_grad) if compile else None
         self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
         self._per_example = needs_per_example_grads(optimizer)     # dpsgd: one gradient per example
+        self._untraced = None                      # why the whole step did not trace (warned about once)
+
+    def _whole_step(self, trainable, frozen, opt_state, x, y, key, lr_scale):
+        """One step as a function of arrays: ``(loss, y_pred, new_state, params, opt_state)`` (what is traced)."""
+        (loss, (y_pred, new_state)), grads = self._value_and_grad(trainable, frozen, x, y, key)
+        updates, opt_state = self._update(grads, opt_state, trainable, lr_scale)
+        return loss, y_pred, new_state, apply_updates(trainable, updates), opt_state
+
+    def _update(self, grads, opt_state, trainable, lr_scale):
+        updates, opt_state = self.optimizer.update(grads, opt_state, trainable)
+        if lr_scale != 1.0:                        # a Python float: float32 updates stay float32
+            updates = tensor_map(lambda u: u * lr_scale, updates)
+        return updates, opt_state
+
+    def _compiled_step(self, trainable, frozen, opt_state, x, y, key, lr_scale):
+        """The traced whole step, or None (and from now on) when the optimizer cannot be traced."""
+        try:
+            out = self.compiled(trainable, frozen, opt_state, x, y, np.asarray(key, np.uint64), lr_scale)
+        except (TraceError, AttributeError) as e:   # Python reads a value: trace less from now on
+            self.compiled, self._untraced = None, e     # (said once the gradient alone has been tried)
+            return None
+        if len(self.compiled.plans) > MAX_PLANS:     # a Python number in the state that changes every step
+            self.compiled, self._untraced = None, (f"it was traced {MAX_PLANS + 1} times (a Python number in "
+                                                   f"the optimizer state, or lr_scale, changes from step to step)")
+        return out
 
     def _loss_and_grads(self, trainable, frozen, x, y, key):
-        if self.compiled is not None:
+        if self.compiled_grads is not None:
             try:
-                return self.compiled(trainable, frozen, x, y, np.asarray(key, np.uint64))
+                return self.compiled_grads(trainable, frozen, x, y, np.asarray(key, np.uint64))
             except (TraceError, AttributeError) as e:   # Python reads a value: run it eagerly from now on
                 warnings.warn(f"axon.training.step: the objective cannot be traced, so it runs eagerly "
                               f"(pass compile=False to say so and silence this): {e}", stacklevel=3)
-                self.compiled = None
+                self.compiled_grads = None
         return self._value_and_grad(trainable, frozen, x, y, key)
 
     def __call__(self, state: TrainState, x, y):
@@ -247,19 +277,28 @@ class StepFunction:
         key = step_key(state.seed, state.step)
         if self.replica is not None:               # data parallel: this process's own dropout masks ...
             key = self.replica.local_key(key)
-        if self._per_example:                      # the optimizer clips each example's gradient (DP-SGD; eager)
-            with no_grad():
-                loss, (y_pred, new_state) = self.objective(tree_map(Tensor._wrap, trainable), frozen, x, y, key)
-            grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0], trainable, x, y)
+        whole = None
+        if self.compiled is not None and self.replica is None and not self._per_example:
+            whole = self._compiled_step(trainable, frozen, state.opt_state, x, y, key, state.lr_scale)
+        if whole is not None:
+            loss, y_pred, new_state, params, opt_state = whole
         else:
-            (loss, (y_pred, new_state)), grads = self._loss_and_grads(trainable, frozen, x, y, key)
-        if self.replica is not None:               # ... and the whole batch's gradient, averaged over processes
-            grads, new_state = self.replica.average((grads, new_state), x)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, trainable)
-        if state.lr_scale != 1.0:
-            s = state.lr_scale                     # a Python float: float32 updates stay float32
-            updates = tensor_map(lambda u: u * s, updates)
-        params = apply_updates(trainable, updates)
+            if self._per_example:                  # the optimizer clips each example's gradient (DP-SGD; eager)
+                with no_grad():
+                    loss, (y_pred, new_state) = self.objective(tree_map(Tensor._wrap, trainable), frozen, x, y, key)
+                grads = per_example_grads(lambda p, xb, yb: self.objective(p, frozen, xb, yb, key)[0],
+                                          trainable, x, y)
+            else:
+                (loss, (y_pred, new_state)), grads = self._loss_and_grads(trainable, frozen, x, y, key)
+                if self._untraced is not None and self.compiled_grads is not None:
+                    warnings.warn(f"axon.training.step: the optimizer update cannot be traced, so only the loss "
+                                  f"and gradient are compiled and the update runs eagerly (pass compile=False to "
+                                  f"run all of it eagerly and silence this): {self._untraced}", stacklevel=2)
+                self._untraced = None
+            if self.replica is not None:           # ... and the whole batch's gradient, averaged over processes
+                grads, new_state = self.replica.average((grads, new_state), x)
+            updates, opt_state = self._update(grads, state.opt_state, trainable, state.lr_scale)
+            params = apply_updates(trainable, updates)
         if frozen or new_state:                    # put back the untrained params and the layers' new state
             params = self._merge(params, frozen, new_state)
         metrics = {"loss": float(to_host(loss))}             # the one number that comes back every step
@@ -425,13 +464,14 @@ def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
     and accumulation are transformations in its chain. ``metrics`` are names (``"accuracy"``) or
     functions ``metric(y_true, y_pred)``, or a dict ``{name: fn}``.
 
-    ``compile``: the loss and its gradient are traced by ``axon.jit`` on the first batch of each shape and
-    replayed after (the same kernels in the same order: bit-identical results, without the Python
-    graph); the optimizer update runs eagerly (one fused kernel per param for Adam). The default
-    compiles the model form, whose objective axon builds, and not the objective form: a replay skips
-    your objective's Python, so side effects in it (counting calls, raising at step n) would happen only
-    while tracing; pass ``compile=True`` for an objective without them. An objective whose Python reads
-    values cannot be traced: it runs eagerly, with a warning once. ``compile=False``: the eager step.
+    ``compile`` (default True): the whole step (the loss, its gradient, the optimizer update and the new
+    params and state) is traced by ``axon.jit`` on the first batch of each shape and replayed after (the
+    same kernels in the same order: bit-identical results, without the Python graph). The dropout key,
+    the optimizer's step counts and a schedule's step are input arrays, so every replay uses its own.
+    An optimizer whose Python reads values (a trust ratio as a float, noise drawn on the host) leaves
+    only the loss and gradient traced; an objective whose Python reads values runs eagerly; each says so
+    with a warning, once. A replay skips your objective's Python, so side effects in it (counting calls,
+    raising at step n) happen only while tracing: pass ``compile=False`` (the eager step) for those.
 
     Returns ``Step(init, step)``: ``init(seed=0, params=None) -> TrainState`` and
     ``step(state, x_batch, y_batch) -> (new_state, {"loss": float, metric: float})``.
@@ -455,7 +495,7 @@ def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
             raise TypeError("step: the objective form takes no loss (the objective is the loss): "
                             "step((init_params_fn, objective_fn), optimizer)")
         _check_optimizer(optimizer)
-        return _objective_step(model[0], model[1], optimizer, metric_list, bool(compile))   # None: eager
+        return _objective_step(model[0], model[1], optimizer, metric_list, compile is None or bool(compile))
     if not (hasattr(model, "apply") and hasattr(model, "init")):
         raise TypeError(f"step: expects an axon model or a pair (init_params_fn, objective_fn), "
                         f"got {type(model).__name__}")
