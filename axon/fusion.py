@@ -200,7 +200,7 @@ def _bias_relu_backward(ops, values, constants, results):
 # Each elementwise primitive as a scalar expression of its operands {0}, {1}, ... ({D}: the result's dtype).
 _FLOAT_OPS = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
-    "maximum": "np.maximum({0}, {1})", "minimum": "np.minimum({0}, {1})",
+    "maximum": "np.maximum({0}, {1})", "minimum": "np.minimum({0}, {1})", "power": "{0} ** {1}",
     "neg": "-{0}", "exp": "np.exp({0})", "log": "np.log({0})", "sqrt": "np.sqrt({0})", "abs": "np.abs({0})",
     "tanh": "np.tanh({0})", "sigmoid": "{D}(0.5) * (np.tanh({D}(0.5) * {0}) + {D}(1))",
     "relu": "np.maximum({0}, {D}(0))", "log1p": "np.log1p({0})", "expm1": "np.expm1({0})",
@@ -242,7 +242,8 @@ def _dtype_of_group(op: Op, values: list):
 def elementwise(ops: list, values: list, constants: dict, results: list) -> list:
     """Each run of consecutive elementwise ops with one output shape as one ``FusedLoop`` op.
 
-    A run of at least two ops on at least ``FUSE_MIN_SIZE`` elements, in one float dtype (and bool):
+    A run of at least two ops on at least ``FUSE_MIN_SIZE`` elements, in one float dtype (and bool);
+    an op that cannot join but reads nothing the run writes (a scalar's arithmetic) is moved before it:
     its inputs are the slots it reads but does not write (broadcast to the output shape as numpy
     would), its outputs the slots it writes that a later op or the results read; the slots only the
     run itself reads become registers of the loop and leave the plan.
@@ -273,6 +274,9 @@ def elementwise(ops: list, values: list, constants: dict, results: list) -> list
     for i, op in enumerate(ops):
         d = _dtype_of_group(op, values)
         if d is False:
+            if run and not set(op.inputs) & {o.outputs for _, o in run}:
+                out.append(op)                             # reads nothing of the run: it may run first
+                continue
             close()
             out.append(op)
             continue

@@ -113,13 +113,13 @@ def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, m
     x, b = rng.standard_normal((3, 5, 7)).astype(dtype), rng.standard_normal(b_shape).astype(dtype)
     one = np.ones((), dtype)
     plan = [op("add", (0, 1), 3), op("tanh", (3,), 4), op("mul", (4, 4), 5), op("sub", (2, 5), 6),
-            op("greater", (3, 2), 7), op("where", (7, 6, 4), 8)]
-    env = {0: x, 1: b, 2: one}
-    values = trace_values(plan, env, 9)
-    fused = fusion.elementwise(plan, values, {2: one}, [8])
-    assert names(fused) == ["fused[add,tanh,mul,sub,greater,where]"] and fused[0].outputs == 8
-    got = execute(fused, env)[8]
-    assert got.dtype == dtype and got.shape == (3, 5, 7) and close(got, values[8], dtype)
+            op("greater", (3, 2), 7), op("where", (7, 6, 4), 8), op("power", (8, 9), 10)]
+    env = {0: x, 1: b, 2: one, 9: np.full((), 2.0, dtype)}
+    values = trace_values(plan, env, 11)
+    fused = fusion.elementwise(plan, values, {2: one, 9: env[9]}, [10])
+    assert names(fused) == ["fused[add,tanh,mul,sub,greater,where,power]"] and fused[0].outputs == 10
+    got = execute(fused, env)[10]
+    assert got.dtype == dtype and got.shape == (3, 5, 7) and close(got, values[10], dtype)
 
 
 def test_elementwise_writes_what_later_ops_read_and_splits_at_a_new_shape(monkeypatch):
@@ -136,6 +136,10 @@ def test_elementwise_writes_what_later_ops_read_and_splits_at_a_new_shape(monkey
         ("fused[exp,neg,mul]", (1, 3)), ("sum", 4), ("fused[abs,sqrt]", 6), ("add", 7)]
     got = execute(fused, {0: x})
     assert all(close(got[s], values[s], np.float32) for s in (6, 7))
+    hoisted = plan[:2] + [op("sum", (0,), 8, axis=None, keepdims=False)] + plan[2:3]   # reads no slot of the run
+    values = trace_values(hoisted, {0: x}, 9)
+    assert [(o.name, o.outputs) for o in fusion.elementwise(hoisted, values, {}, [3, 8])] == [
+        ("sum", 8), ("fused[exp,neg,mul]", 3)]
 
 
 def test_elementwise_leaves_small_mixed_dtype_and_other_backend_ops_alone(monkeypatch):
