@@ -111,7 +111,9 @@ def bias_relu(ops: list, values: list, constants: dict, results: list) -> list:
 
     Backward: ``m = greater(y, 0)``, ``g = mul(dy, m)``, ``r = sum(g)`` over all axes but the last,
     ``db = reshape(r)`` of shape (C,), with ``m`` and ``r`` read nowhere else, become
-    ``(g, db) = kernels.bias_relu_backward(dy, y)`` at the ``mul``'s place.
+    ``(g, db) = kernels.bias_relu_backward(dy, y)`` at the ``mul``'s place. (As in the model's own fused
+    layers, a NaN or inf in ``dy`` where ``y = 0`` then gives 0, not ``inf * 0 = nan``; ``db`` is summed
+    in the kernel's order, so it agrees to rounding.)
 
     >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
     >>> x, b = np.array([[-1.0, 2.0]]), np.array([0.5, 0.5])

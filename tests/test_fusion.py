@@ -270,3 +270,35 @@ def test_the_plan_prints_fused_ops_by_their_parts():
     f(np.ones((64, 64), np.float32))
     text = str(next(iter(f.plans.values())))
     assert "fused[mul,tanh,add](%0, " in text and text.count(" = ") == 1
+
+
+def test_a_plan_on_the_cuda_backend_is_left_as_it_was(monkeypatch):
+    """Its ops call each backend's own kernel (NUMBA_ENABLE_CUDASIM=1 runs it on numba's simulator)."""
+    try:
+        import axon.cuda  # noqa: F401
+    except RuntimeError as e:
+        pytest.skip(f"the CUDA backend cannot run here: {e}")
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    x = axon.to_device(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), "cuda")
+    f = jit(lambda x: ops.exp(-Tensor(x)) * 2.0)
+    f(x)
+    y = f(x)
+    assert names(next(iter(f.plans.values())).ops) == ["neg", "exp", "mul"]
+    assert np.allclose(y.copy_to_host(), np.exp(-np.linspace(-1, 1, 12, dtype=np.float32)).reshape(3, 4) * 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_values_flow_through_a_loop_as_through_numpy(dtype, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 1e30], dtype)
+    x, z = np.repeat(special, 8), np.tile(special, 8)                             # every pair of specials
+    plan = [op("relu", (0,), 2), op("maximum", (2, 1), 3), op("minimum", (3, 0), 4), op("div", (4, 1), 5),
+            op("log", (5,), 6), op("sqrt", (0,), 7), op("greater", (7, 1), 8), op("where", (8, 6, 7), 9),
+            op("sign", (9,), 10), op("not_equal", (0, 1), 11), op("logical_and", (8, 11), 12)]
+    with np.errstate(all="ignore"):
+        values = trace_values(plan, {0: x, 1: z}, 13)
+        fused = fusion.elementwise(plan, values, {}, [6, 10, 12])
+        got = execute(fused, {0: x, 1: z})
+    assert len(fused) == 1
+    for s in (6, 10, 12):
+        assert got[s].dtype == values[s].dtype and np.array_equal(got[s], values[s], equal_nan=True), s
