@@ -244,11 +244,11 @@ def _dtype_of_group(op: Op, values: list):
 def elementwise(ops: list, values: list, constants: dict, results: list) -> list:
     """Each run of consecutive elementwise ops with one output shape as one ``FusedLoop`` op.
 
-    A run of at least two ops on at least ``FUSE_MIN_SIZE`` elements, in one float dtype (and bool);
-    an op that cannot join but reads nothing the run writes (a scalar's arithmetic) is moved before it:
-    its inputs are the slots it reads but does not write (broadcast to the output shape as numpy
-    would), its outputs the slots it writes that a later op or the results read; the slots only the
-    run itself reads become registers of the loop and leave the plan.
+    A run of at least two ops on at least ``FUSE_MIN_SIZE`` elements, in one float dtype (and bool),
+    is fused: the loop's inputs are the slots the run reads but does not write (broadcast to the output
+    shape as numpy would), its outputs the slots it writes that a later op or the results read; the
+    slots only the run itself reads become registers of the loop and leave the plan. An op in between
+    that cannot join but reads nothing the run writes (a scalar's arithmetic) moves before the loop.
 
     >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
     >>> dy, x, zero = np.ones((64, 32)), np.linspace(-1, 1, 64 * 32).reshape(64, 32), np.zeros(())
@@ -261,26 +261,28 @@ def elementwise(ops: list, values: list, constants: dict, results: list) -> list
     """
     readers = _readers(ops)
     keep = set(results)
-    out, run, run_shape, run_dtype = [], [], None, None
+    out, run, moved, run_shape, run_dtype = [], [], [], None, None   # moved: ops that may run before the run
 
     def close():
         if len(run) >= 2 and math.prod(run_shape) >= FUSE_MIN_SIZE:
             last = max(i for i, _ in run)
             written = [op.outputs for _, op in run]
             escaping = [s for s in written if s in keep or any(r > last for r in readers[s])]
+            out.extend(op for _, op in moved)
             out.append(_fuse([op for _, op in run], escaping, values))
-        else:
-            out.extend(op for _, op in run)
+        else:                                              # nothing fused: every op keeps its place
+            out.extend(op for _, op in sorted(run + moved, key=lambda pair: pair[0]))
         run.clear()
+        moved.clear()
 
     for i, op in enumerate(ops):
         d = _dtype_of_group(op, values)
         if d is False:
             if run and not set(op.inputs) & {o.outputs for _, o in run}:
-                out.append(op)                             # reads nothing of the run: it may run first
-                continue
-            close()
-            out.append(op)
+                moved.append((i, op))                      # reads nothing of the run: it may run first
+            else:
+                close()
+                out.append(op)
             continue
         shape = values[op.outputs].shape
         if run and (shape != run_shape or (d is not None and run_dtype is not None and d != run_dtype)):
@@ -422,10 +424,11 @@ def _generate(chain, inputs, outputs, info, loop_shape, in_shapes, parallel) -> 
 def _compile(source: str, parallel: bool):
     """``source`` compiled with axon's kernel flags, and cached on disk as every axon kernel is.
 
-    numba caches only functions that live in a file, so the source is written once to
-    ``cache_folder()/fused_<hash>.py`` (atomically; never rewritten, as numba's cache is keyed by the
-    file's time stamp) and imported from there: the next process loads the compiled loop in
-    milliseconds instead of compiling it again. Without a writable folder it is compiled in memory.
+    numba caches only functions that live in a file, so the source is written to
+    ``cache_folder()/fused_<hash>.py`` (atomically, and only when the file does not hold that text:
+    numba's cache is keyed by the file's time stamp) and imported from there. The next process loads
+    the compiled loop in milliseconds instead of compiling it again (a few tenths of a second).
+    Without a writable folder it is compiled in memory, in each process.
     """
     text = f"import math\n\nimport numpy as np\nfrom numba import prange\n\n\n{source}\n"
     name = "fused_" + hashlib.sha1(text.encode()).hexdigest()[:20]
@@ -435,7 +438,7 @@ def _compile(source: str, parallel: bool):
         folder = cache_folder()
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, name + ".py")
-        if not os.path.exists(path):
+        if not _holds(path, text):                         # missing, or not what its name promises
             atomic_write(path, lambda f: f.write(text), mode="w")
         spec = importlib.util.spec_from_file_location(f"axon_{name}", path)
         module = importlib.util.module_from_spec(spec)
@@ -446,6 +449,15 @@ def _compile(source: str, parallel: bool):
         scope = {}
         exec(compile(text, f"<axon.fusion {name}>", "exec"), scope)
         return njit(**flags)(scope["fused"])
+
+
+def _holds(path: str, text: str) -> bool:
+    """Whether the file ``path`` exists and holds exactly ``text``."""
+    try:
+        with open(path) as f:
+            return f.read() == text
+    except OSError:
+        return False
 
 
 def cache_folder() -> str:

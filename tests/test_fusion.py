@@ -140,6 +140,8 @@ def test_elementwise_writes_what_later_ops_read_and_splits_at_a_new_shape(monkey
     values = trace_values(hoisted, {0: x}, 9)
     assert [(o.name, o.outputs) for o in fusion.elementwise(hoisted, values, {}, [3, 8])] == [
         ("sum", 8), ("fused[exp,neg,mul]", 3)]
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 10**9)                          # nothing fused: nothing moves
+    assert fusion.elementwise(hoisted, values, {}, [3, 8]) == hoisted
 
 
 def test_elementwise_leaves_small_mixed_dtype_and_other_backend_ops_alone(monkeypatch):
@@ -302,3 +304,14 @@ def test_non_finite_values_flow_through_a_loop_as_through_numpy(dtype, monkeypat
     assert len(fused) == 1
     for s in (6, 10, 12):
         assert got[s].dtype == values[s].dtype and np.array_equal(got[s], values[s], equal_nan=True), s
+
+
+def test_a_cached_loop_file_that_was_changed_is_written_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("AXON_CACHE_DIR", str(tmp_path))
+    source = "def fused(x0, y0):\n    for i0 in range(y0.shape[0]):\n        y0[i0] = x0[i0] * np.float64(3)"
+    kernel = fusion._compile(source, False)
+    (path,) = (tmp_path / "fusion").glob("*.py")
+    path.write_text(path.read_text().replace("* np.float64(3)", "* np.float64(4)"))   # tampered with
+    y = np.empty(2)
+    fusion._compile(source, False)(np.ones(2), y)
+    assert np.array_equal(y, [3.0, 3.0]) and "np.float64(3)" in path.read_text() and kernel is not None
