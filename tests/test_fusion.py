@@ -108,6 +108,7 @@ def test_bias_relu_backward_keeps_a_bias_gradient_read_twice_apart():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("b_shape", [(7,), (5, 1), (1, 5, 7), (), (3, 5, 7), (3, 1, 1)])
 def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
     monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
     rng = np.random.default_rng(4)
     x, b = rng.standard_normal((3, 5, 7)).astype(dtype), rng.standard_normal(b_shape).astype(dtype)
@@ -123,6 +124,7 @@ def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, m
 
 
 def test_elementwise_writes_what_later_ops_read_and_splits_at_a_new_shape(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
     monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((4, 6)).astype(np.float32)
@@ -145,6 +147,7 @@ def test_elementwise_writes_what_later_ops_read_and_splits_at_a_new_shape(monkey
 
 
 def test_elementwise_leaves_small_mixed_dtype_and_other_backend_ops_alone(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
     x32, x64 = np.ones((40, 40), np.float32), np.ones((40, 40))
     plan = [op("exp", (0,), 1), op("neg", (1,), 2)]
     values = trace_values(plan, {0: x32}, 3)
@@ -162,6 +165,7 @@ def test_elementwise_leaves_small_mixed_dtype_and_other_backend_ops_alone(monkey
 
 
 def test_elementwise_parallel_loop_agrees_with_the_serial_one(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
     rng = np.random.default_rng(6)
     x, b = rng.standard_normal((37, 11)).astype(np.float32), rng.standard_normal(11).astype(np.float32)
     plan = [op("add", (0, 1), 2), op("sigmoid", (2,), 3), op("mul", (3, 0), 4)]
@@ -180,12 +184,12 @@ def test_a_fused_loop_is_compiled_once_per_source_and_survives_a_new_process(tmp
     import sys
     monkeypatch.setenv("AXON_CACHE_DIR", str(tmp_path))
     code = ("import numpy as np, axon\nfrom axon.autograd import ops, Tensor\n"
-            "f = axon.jit(lambda x: ops.exp(-Tensor(x)) * 3.0)\nx = np.ones((50, 50), np.float32)\n"
-            "f(x); y = f(x)\nprint(np.allclose(y, 3 * np.exp(-1.0)), next(iter(f.plans.values())).ops[0].name)")
+            "f = axon.jit(lambda x: ops.sqrt(ops.abs(-Tensor(x))) * 3.0)\nx = np.full((50, 50), 4.0, np.float32)\n"
+            "f(x); y = f(x)\nprint(np.allclose(y, 6.0), next(iter(f.plans.values())).ops[0].name)")
     root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
-        assert out.stdout.split() == ["True", "fused[neg,exp,mul]"], out.stderr
+        assert out.stdout.split() == ["True", "fused[neg,abs,sqrt,mul]"], out.stderr
     files = sorted(p.name for p in (tmp_path / "fusion").iterdir())
     assert len([f for f in files if f.endswith(".py")]) == 1 and "__pycache__" in files   # written once, cached
 
@@ -208,9 +212,11 @@ ACTIVATIONS = {"relu": ops.relu, "tanh": ops.tanh, "sigmoid": ops.sigmoid, "gelu
                "gelu_tanh": functools.partial(axon.activations.gelu, approximate=True)}
 
 
+@pytest.mark.parametrize("transcendental", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
-def test_a_functional_mlps_gradient_is_the_same_fused(act, dtype):
+def test_a_functional_mlps_gradient_is_the_same_fused(act, dtype, transcendental, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", transcendental)
     rng = np.random.default_rng(7)
     p = {"w1": rng.standard_normal((20, 48)).astype(dtype) * 0.3, "b1": rng.standard_normal(48).astype(dtype),
          "w2": rng.standard_normal((48, 5)).astype(dtype) * 0.3, "b2": np.zeros(5, dtype)}
@@ -222,8 +228,10 @@ def test_a_functional_mlps_gradient_is_the_same_fused(act, dtype):
     (plain, plain_plan), (fused, fused_plan) = _both(lambda: jit(axon.value_and_grad(loss)), p, x, y)
     assert len(fused_plan.ops) < len(plain_plan.ops)
     assert ("kernels.bias_relu" in names(fused_plan.ops)) == (act == "relu")
-    if act != "relu":
-        assert any(n.startswith("fused[add,") for n in names(fused_plan.ops)), str(fused_plan)
+    if act != "relu":                                                          # the backward's arithmetic at least
+        assert any(n.startswith("fused[") for n in names(fused_plan.ops)), str(fused_plan)
+        joins = transcendental or act.startswith("gelu")                        # gelu: arithmetic before erf/tanh
+        assert any(n.startswith("fused[add,") for n in names(fused_plan.ops)) == joins, str(fused_plan)
     for a, b in zip(tree_leaves(fused), tree_leaves(plain)):
         assert close(a, b, dtype)
 
@@ -268,10 +276,21 @@ def test_compiled_training_steps_are_the_same_fused(name, dtype, monkeypatch):
 
 
 def test_the_plan_prints_fused_ops_by_their_parts():
-    f = jit(lambda x: ops.tanh(Tensor(x) * 2.0) + 1.0)
+    f = jit(lambda x: ops.sqrt(Tensor(x) * 2.0) + 1.0)
     f(np.ones((64, 64), np.float32))
     text = str(next(iter(f.plans.values())))
-    assert "fused[mul,tanh,add](%0, " in text and text.count(" = ") == 1
+    assert "fused[mul,sqrt,add](%0, " in text and text.count(" = ") == 1
+
+
+def test_transcendental_functions_stay_numpys_without_svml(monkeypatch):
+    """Without SVML numba calls libm per element, slower than numpy's SIMD loop: tanh splits the chain."""
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", False)
+    x, b = np.ones((64, 64), np.float32), np.ones(64, np.float32)
+    plan = [op("add", (0, 1), 2), op("tanh", (2,), 3), op("mul", (3, 3), 4), op("neg", (4,), 5)]
+    values = trace_values(plan, {0: x, 1: b}, 6)
+    assert names(fusion.elementwise(plan, values, {}, [5])) == ["add", "tanh", "fused[mul,neg]"]
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)
+    assert names(fusion.elementwise(plan, values, {}, [5])) == ["fused[add,tanh,mul,neg]"]
 
 
 def test_a_plan_on_the_cuda_backend_is_left_as_it_was(monkeypatch):
@@ -291,6 +310,7 @@ def test_a_plan_on_the_cuda_backend_is_left_as_it_was(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_non_finite_values_flow_through_a_loop_as_through_numpy(dtype, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
     monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
     special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 1e30], dtype)
     x, z = np.repeat(special, 8), np.tile(special, 8)                             # every pair of specials
