@@ -258,7 +258,9 @@ def elementwise(ops: list, values: list, constants: dict, results: list) -> list
     is fused: the loop's inputs are the slots the run reads but does not write (broadcast to the output
     shape as numpy would), its outputs the slots it writes that a later op or the results read; the
     slots only the run itself reads become registers of the loop and leave the plan. An op in between
-    that cannot join but reads nothing the run writes (a scalar's arithmetic) moves before the loop.
+    that cannot join but reads nothing the run writes (a scalar's arithmetic) moves before the loop,
+    and a ``broadcast_to`` only the run reads (a backward's upstream gradient) leaves the plan: the
+    loop broadcasts its input itself, instead of copying a stretched view into a full array.
 
     >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
     >>> dy, x, zero = np.ones((64, 32)), np.linspace(-1, 1, 64 * 32).reshape(64, 32), np.zeros(())
@@ -269,17 +271,27 @@ def elementwise(ops: list, values: list, constants: dict, results: list) -> list
     >>> np.array_equal(fused[0].forward(x, zero, dy), dy * (x > 0))
     True
     """
-    readers = _readers(ops)
+    readers, producer = _readers(ops), _producers(ops)
     keep = set(results)
     out, run, moved, run_shape, run_dtype = [], [], [], None, None   # moved: ops that may run before the run
+    bypassed = set()                                       # broadcast_to outputs the loops read through
 
     def close():
         if len(run) >= 2 and math.prod(run_shape) >= FUSE_MIN_SIZE:
             last = max(i for i, _ in run)
             written = [op.outputs for _, op in run]
             escaping = [s for s in written if s in keep or any(r > last for r in readers[s])]
+            source = {}                                    # broadcast_to(u) read only here: read u (no copy)
+            for _, op in run:
+                for s in op.inputs:
+                    p = producer.get(s)
+                    if (p is not None and ops[p].name == "broadcast_to" and _is_cpu(ops[p]) and s not in keep
+                            and all(r in {i for i, _ in run} for r in readers[s])):
+                        source[s] = ops[p].inputs[0]
+            bypassed.update(source)
+            chain = [op._replace(inputs=tuple(source.get(s, s) for s in op.inputs)) for _, op in run]
             out.extend(op for _, op in moved)
-            out.append(_fuse([op for _, op in run], escaping, values))
+            out.append(_fuse(chain, escaping, values))
         else:                                              # nothing fused: every op keeps its place
             out.extend(op for _, op in sorted(run + moved, key=lambda pair: pair[0]))
         run.clear()
@@ -302,7 +314,7 @@ def elementwise(ops: list, values: list, constants: dict, results: list) -> list
         run_dtype = run_dtype if d is None else d
         run.append((i, op))
     close()
-    return out
+    return [op for op in out if not (op.name == "broadcast_to" and op.outputs in bypassed)]
 
 
 def _fuse(chain: list, escaping: list, values: list) -> Op:

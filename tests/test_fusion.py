@@ -335,3 +335,17 @@ def test_a_cached_loop_file_that_was_changed_is_written_again(tmp_path, monkeypa
     y = np.empty(2)
     fusion._compile(source, False)(np.ones(2), y)
     assert np.array_equal(y, [3.0, 3.0]) and "np.float64(3)" in path.read_text() and kernel is not None
+
+
+def test_a_broadcast_only_the_loop_reads_is_read_through_not_copied(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    rng = np.random.default_rng(9)
+    g, x = rng.standard_normal((1, 7)).astype(np.float32), rng.standard_normal((5, 7)).astype(np.float32)
+    plan = [op("broadcast_to", (0,), 2, shape=(5, 7)), op("mul", (2, 1), 3), op("neg", (3,), 4)]
+    values = trace_values(plan, {0: g, 1: x}, 5)
+    fused = fusion.elementwise(plan, values, {}, [4])
+    assert [(o.name, o.inputs) for o in fused] == [("fused[mul,neg]", (0, 1))]      # reads g itself
+    assert close(execute(fused, {0: g, 1: x})[4], values[4], np.float32)
+    kept = fusion.elementwise(plan + [op("exp", (2,), 5)], trace_values(plan + [op("exp", (2,), 5)], {0: g, 1: x}, 6),
+                              {}, [4, 5])                                           # read by exp too: it stays
+    assert names(kept)[0] == "broadcast_to" and [o.inputs for o in kept if o.name == "fused[mul,neg]"] == [(2, 1)]
