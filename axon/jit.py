@@ -516,6 +516,8 @@ def _trace(fn, sig, leaves: list):
     results = [tracer.slot(a) for a in out_leaves]        # an array made outside any op is a constant result
     used = {s for op in tracer.ops for s in op.inputs} | set(results)
     constants = {s: a for a, s in ((tracer.values[s], s) for s in tracer.constant_of.values()) if s in used}
+    from .fusion import run as fuse                        # (here: fusion builds Ops of this module)
+    tracer.ops = fuse(tracer.ops, tracer.values, constants, results)   # axon.fusion's passes
     plan = Plan(tracer.ops, len(leaves), constants, results, out_sig, len(tracer.values), values=tracer.values)
     value = _unflatten(out_sig, iter([tracer.values[s] for s in results]))
     return value, plan

@@ -1,0 +1,493 @@
+"""Fusion passes on a traced plan: fewer ops and fewer passes over memory, the same numbers to rounding.
+
+``axon.jit`` records the primitives a function ran as a list of ``Op``\\ s; before the ``Plan`` is made,
+``run`` rewrites that list with small passes, each ``(ops, values, constants, results) -> ops``:
+
+- ``bias_relu``: ``add(x, b)`` then ``relu`` becomes the ``kernels.bias_relu`` kernel, and the backward
+  pattern of the two (``greater(x, 0)``, ``mul(dy, mask)``, the bias gradient's ``sum`` and ``reshape``)
+  becomes ``kernels.bias_relu_backward``: one pass each way instead of two and four.
+- ``elementwise``: a run of consecutive elementwise ops with one output shape (the backward's
+  ``dy * (x > 0)``, tanh's ``dy * (1 - y * y)``, gelu's arithmetic, a leaky relu) becomes one generated
+  ``numba.njit`` loop, ``fused[mul,sub,mul]`` in the plan: each element is read once, computed through
+  the whole chain in registers, and written once. ``exp``, ``log``, ``tanh``, ``sigmoid`` and ``power``
+  stay numpy's own (SIMD) loops unless numba has SVML (``FUSE_TRANSCENDENTAL``).
+
+A pass fuses only what it can prove safe: every slot it removes is read by nothing else and is not a
+result, the shapes and dtypes recorded while tracing (``values``: slot -> the array it held) match what
+the kernel computes, and every op is the CPU forward of its primitive, so a plan on another backend
+(CUDA) is left as it was. The softmax cross-entropy needs no pass: axon's cross-entropy losses (and
+the model-form ``training.step``, which takes the loss from the logits) call the fused
+``kernels.softmax_cross_entropy`` already.
+
+``ENABLED`` turns fusion off for the plans traced from then on (``AXON_FUSION=0`` in the environment
+does so from the start), so the fused and unfused replays can be compared.
+
+>>> import numpy as np, axon
+>>> from axon.autograd import ops, Tensor
+>>> f = axon.jit(lambda x, b: ops.sqrt(ops.abs(Tensor(x) - b)) * 2.0)
+>>> y = f(np.ones((64, 32), np.float32), np.zeros(32, np.float32))
+>>> print(next(iter(f.plans.values())))
+plan: 2 inputs, 1 constant, 1 ops
+  %6 = fused[sub,abs,sqrt,mul](%0, %1, %5)
+  return %6
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+from collections import defaultdict
+
+import numba
+import numpy as np
+from numba import njit
+
+from .autograd.engine import PRIMITIVES
+from .jit import Op
+from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
+
+__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "elementwise", "FusedLoop", "cache_folder"]
+
+ENABLED = os.environ.get("AXON_FUSION", "1") != "0"
+
+# A chain smaller than this many elements stays as it is: calling a compiled loop costs a few
+# microseconds, about what numpy spends on a small array per op, so fusing tiny arrays gains nothing.
+FUSE_MIN_SIZE = 1024
+
+
+def run(ops: list, values: list, constants: dict, results: list) -> list:
+    """Every pass in turn (when ``ENABLED``): the plan's ops, fused.
+
+    ``values``: slot -> the array it held while tracing (shapes and dtypes); ``constants``: slot ->
+    array for the plan's constants; ``results``: the slots the plan returns (never fused away).
+
+    >>> x = np.ones((4, 300))
+    >>> plan = [Op("neg", PRIMITIVES["neg"].forwards["cpu"], (0,), {}, 1),
+    ...         Op("abs", PRIMITIVES["abs"].forwards["cpu"], (1,), {}, 2)]
+    >>> [op.name for op in run(plan, [x, -x, np.abs(-x)], {}, [2])]
+    ['fused[neg,abs]']
+    """
+    if not ENABLED:
+        return ops
+    for fuse in (bias_relu, elementwise):
+        ops = fuse(ops, values, constants, results)
+    return ops
+
+
+# ---- what a pass needs to know about the plan --------------------------------------------------------------
+def _is_cpu(op: Op) -> bool:
+    """Whether ``op`` runs its primitive's own CPU forward (not another backend's, not a wrapped one)."""
+    prim = PRIMITIVES.get(op.name)
+    return prim is not None and op.forward is prim.forwards.get("cpu")
+
+
+def _readers(ops: list) -> dict:
+    """slot -> the indices of the ops that read it, in order."""
+    readers = defaultdict(list)
+    for i, op in enumerate(ops):
+        for s in op.inputs:
+            readers[s].append(i)
+    return readers
+
+
+def _producers(ops: list) -> dict:
+    """slot -> the index of the op that wrote it (only ops with one output slot)."""
+    return {op.outputs: i for i, op in enumerate(ops) if type(op.outputs) is int}
+
+
+def _is_zero_constant(s: int, constants: dict) -> bool:
+    """Whether slot ``s`` is a 0-d constant holding 0 (the ``0`` of ``x > 0``, made when the VJP ran)."""
+    a = constants.get(s)
+    return a is not None and a.ndim == 0 and a == 0
+
+
+# ---- pass 1: bias + relu -------------------------------------------------------------------------------
+def bias_relu(ops: list, values: list, constants: dict, results: list) -> list:
+    """``relu(add(x, b))`` as ``kernels.bias_relu(x, b)``, and its backward as ``kernels.bias_relu_backward``.
+
+    Forward: ``s = add(x, b)``, ``y = relu(s)`` with ``x`` (..., C), ``b`` (C,) of one float dtype. ``s``
+    may be read only by the relu and by ``greater(s, 0)`` after it (relu's VJP, ``dy * (s > 0)``),
+    which becomes ``greater(y, 0)``: the same mask, since ``y > 0`` exactly where ``s > 0``.
+
+    Backward: ``m = greater(y, 0)``, ``g = mul(dy, m)``, ``r = sum(g)`` over all axes but the last,
+    ``db = reshape(r)`` of shape (C,), with ``m`` and ``r`` read nowhere else, become
+    ``(g, db) = kernels.bias_relu_backward(dy, y)`` at the ``mul``'s place. (As in the model's own fused
+    layers, a NaN or inf in ``dy`` where ``y = 0`` then gives 0, not ``inf * 0 = nan``; ``db`` is summed
+    in the kernel's order, so it agrees to rounding.)
+
+    >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
+    >>> x, b = np.array([[-1.0, 2.0]]), np.array([0.5, 0.5])
+    >>> plan = [Op("add", cpu("add"), (0, 1), {}, 2), Op("relu", cpu("relu"), (2,), {}, 3)]
+    >>> fused = bias_relu(plan, [x, b, x + b, np.maximum(x + b, 0)], {}, [3])
+    >>> [(op.name, op.inputs, op.outputs) for op in fused]
+    [('kernels.bias_relu', (0, 1), 3)]
+    """
+    ops = _bias_relu_forward(ops, values, constants, results)
+    return _bias_relu_backward(ops, values, constants, results)
+
+
+def _bias_relu_forward(ops, values, constants, results):
+    readers, producer = _readers(ops), _producers(ops)
+    out, replaced = list(ops), {}                          # replaced: op index -> new op (None: dropped)
+    for i, op in enumerate(ops):
+        if op.name != "relu" or not _is_cpu(op):
+            continue
+        s = op.inputs[0]
+        j = producer.get(s)
+        if j is None or ops[j].name != "add" or not _is_cpu(ops[j]) or s in results:
+            continue
+        x, b = ops[j].inputs
+        xv, bv, sv = values[x], values[b], values[s]
+        if not (xv.ndim >= 1 and bv.shape == xv.shape[-1:] and sv.shape == xv.shape
+                and xv.dtype == bv.dtype == sv.dtype and xv.dtype in (np.float32, np.float64)):
+            continue
+        masks = [k for k in readers[s] if k != i]          # relu's VJP: greater(s, 0), after the relu
+        if not all(k > i and ops[k].name == "greater" and _is_cpu(ops[k]) and ops[k].inputs[0] == s
+                   and _is_zero_constant(ops[k].inputs[1], constants) for k in masks):
+            continue
+        replaced[j] = None
+        replaced[i] = Op("kernels.bias_relu", PRIMITIVES["kernels.bias_relu"].forwards["cpu"], (x, b), {}, op.outputs)
+        for k in masks:
+            replaced[k] = ops[k]._replace(inputs=(op.outputs, ops[k].inputs[1]))
+    for k, new in replaced.items():
+        out[k] = new
+    return [op for op in out if op is not None]
+
+
+def _bias_relu_backward(ops, values, constants, results):
+    readers, producer = _readers(ops), _producers(ops)
+    forward_outputs = {op.outputs for op in ops if op.name == "kernels.bias_relu"}
+    out, replaced = list(ops), {}
+    for i, op in enumerate(ops):                           # i: the mul(dy, mask)
+        if op.name != "mul" or not _is_cpu(op):
+            continue
+        for mask_at in (1, 0):
+            m, dy = op.inputs[mask_at], op.inputs[1 - mask_at]
+            k = producer.get(m)
+            if k is not None and ops[k].name == "greater" and ops[k].inputs[0] in forward_outputs:
+                break
+        else:
+            continue
+        y, g = ops[k].inputs[0], op.outputs
+        if not (_is_cpu(ops[k]) and _is_zero_constant(ops[k].inputs[1], constants) and readers[m] == [i]
+                and m not in results and values[dy].shape == values[y].shape == values[g].shape
+                and values[dy].dtype == values[y].dtype == values[g].dtype):
+            continue
+        sums = [j for j in readers[g] if ops[j].name == "sum" and _is_cpu(ops[j])]
+        C = values[y].shape[-1]
+        for j in sums:                                     # r = sum(g) over the leading axes, db = reshape(r)
+            r = ops[j].outputs
+            if r in results or values[r].shape not in ((C,), (1,) * (values[y].ndim - 1) + (C,)):
+                continue
+            axis = ops[j].params.get("axis")
+            axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis) if axis is not None else None
+            if axes != tuple(range(values[y].ndim - 1)):
+                continue
+            if len(readers[r]) != 1 or ops[readers[r][0]].name != "reshape" or not _is_cpu(ops[readers[r][0]]):
+                continue
+            n = readers[r][0]
+            db = ops[n].outputs
+            if values[db].shape != (C,):
+                continue
+            replaced[k], replaced[j], replaced[n] = None, None, None
+            replaced[i] = Op("kernels.bias_relu_backward", PRIMITIVES["kernels.bias_relu_backward"].forwards["cpu"],
+                             (dy, y), {}, (g, db))
+            break
+    for k, new in replaced.items():
+        out[k] = new
+    return [op for op in out if op is not None]
+
+
+# ---- pass 2: chains of elementwise ops into one generated loop ------------------------------------------
+# Each elementwise primitive as a scalar expression of its operands {0}, {1}, ... ({D}: the result's dtype).
+_FLOAT_OPS = {
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
+    "maximum": "np.maximum({0}, {1})", "minimum": "np.minimum({0}, {1})", "power": "{0} ** {1}",
+    "neg": "-{0}", "exp": "np.exp({0})", "log": "np.log({0})", "sqrt": "np.sqrt({0})", "abs": "np.abs({0})",
+    "tanh": "np.tanh({0})", "sigmoid": "{D}(0.5) * (np.tanh({D}(0.5) * {0}) + {D}(1))",
+    "relu": "np.maximum({0}, {D}(0))", "log1p": "np.log1p({0})", "expm1": "np.expm1({0})",
+    "sign": "np.sign({0})", "kernels.erf": "math.erf({0})", "where": "{1} if {0} else {2}",
+}
+_BOOL_OPS = {
+    "less": "{0} < {1}", "less_equal": "{0} <= {1}", "greater": "{0} > {1}", "greater_equal": "{0} >= {1}",
+    "equal": "{0} == {1}", "not_equal": "{0} != {1}",
+    "logical_and": "{0} and {1}", "logical_or": "{0} or {1}", "logical_not": "not {0}",
+}
+_LOGICAL = {"logical_and", "logical_or", "logical_not"}
+# Without Intel's SVML, numba computes these with one libm call per element, which numpy's SIMD loops
+# beat by 4-18x (measured on (128, 128) float32: tanh 188 us fused against 10 us in numpy, exp 45 vs
+# 12, x ** 2 as power 78 vs 10): a loop containing one would be slower than the ops apart. With
+# SVML (``numba.config.USING_SVML``) numba vectorises them too, and they join the loops.
+_TRANSCENDENTAL = {"exp", "log", "tanh", "sigmoid", "log1p", "expm1", "power"}
+FUSE_TRANSCENDENTAL = bool(numba.config.USING_SVML)
+_DTYPE_NAMES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64"}
+
+
+def _dtype_of_group(op: Op, values: list):
+    """The float dtype ``op`` computes in (None for a bool op), or False when the pass cannot fuse it.
+
+    Every operand and the result are of one float dtype D or bool: a float op gives D (bool operands of
+    arithmetic become 0/1 in D, as numpy does), a comparison compares two D's, a logical op takes bools.
+    """
+    if not (_is_cpu(op) and type(op.outputs) is int and not op.params):
+        return False
+    if op.name in _TRANSCENDENTAL and not FUSE_TRANSCENDENTAL:
+        return False
+    y, xs = values[op.outputs], [values[s] for s in op.inputs]
+    if op.name in _FLOAT_OPS:
+        d = y.dtype
+        if d not in _DTYPE_NAMES or any(x.dtype not in (d, np.bool_) for x in xs):
+            return False
+        if op.name == "where" and xs[0].dtype != np.bool_:
+            return False
+        return d
+    if op.name in _BOOL_OPS and y.dtype == np.bool_:
+        if op.name in _LOGICAL:
+            return None if all(x.dtype == np.bool_ for x in xs) else False
+        d = xs[0].dtype
+        return d if d in _DTYPE_NAMES and all(x.dtype == d for x in xs) else False
+    return False
+
+
+def elementwise(ops: list, values: list, constants: dict, results: list) -> list:
+    """Each run of consecutive elementwise ops with one output shape as one ``FusedLoop`` op.
+
+    A run of at least two ops on at least ``FUSE_MIN_SIZE`` elements, in one float dtype (and bool),
+    is fused: the loop's inputs are the slots the run reads but does not write (broadcast to the output
+    shape as numpy would), its outputs the slots it writes that a later op or the results read; the
+    slots only the run itself reads become registers of the loop and leave the plan. An op in between
+    that cannot join but reads nothing the run writes (a scalar's arithmetic) moves before the loop,
+    and a ``broadcast_to`` only the run reads (a backward's upstream gradient) leaves the plan: the
+    loop broadcasts its input itself, instead of copying a stretched view into a full array.
+
+    >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
+    >>> dy, x, zero = np.ones((64, 32)), np.linspace(-1, 1, 64 * 32).reshape(64, 32), np.zeros(())
+    >>> plan = [Op("greater", cpu("greater"), (1, 2), {}, 3), Op("mul", cpu("mul"), (0, 3), {}, 4)]
+    >>> fused = elementwise(plan, [dy, x, zero, x > zero, dy * (x > zero)], {2: zero}, [4])
+    >>> [(op.name, op.inputs, op.outputs) for op in fused]
+    [('fused[greater,mul]', (1, 2, 0), 4)]
+    >>> np.array_equal(fused[0].forward(x, zero, dy), dy * (x > 0))
+    True
+    """
+    readers, producer = _readers(ops), _producers(ops)
+    keep = set(results)
+    out, run, moved, run_shape, run_dtype = [], [], [], None, None   # moved: ops that may run before the run
+    bypassed = set()                                       # broadcast_to outputs the loops read through
+
+    def close():
+        if len(run) >= 2 and math.prod(run_shape) >= FUSE_MIN_SIZE:
+            last = max(i for i, _ in run)
+            written = [op.outputs for _, op in run]
+            escaping = [s for s in written if s in keep or any(r > last for r in readers[s])]
+            source = {}                                    # broadcast_to(u) read only here: read u (no copy)
+            for _, op in run:
+                for s in op.inputs:
+                    p = producer.get(s)
+                    if (p is not None and ops[p].name == "broadcast_to" and _is_cpu(ops[p]) and s not in keep
+                            and all(r in {i for i, _ in run} for r in readers[s])):
+                        source[s] = ops[p].inputs[0]
+            bypassed.update(source)
+            chain = [op._replace(inputs=tuple(source.get(s, s) for s in op.inputs)) for _, op in run]
+            out.extend(op for _, op in moved)
+            out.append(_fuse(chain, escaping, values))
+        else:                                              # nothing fused: every op keeps its place
+            out.extend(op for _, op in sorted(run + moved, key=lambda pair: pair[0]))
+        run.clear()
+        moved.clear()
+
+    for i, op in enumerate(ops):
+        d = _dtype_of_group(op, values)
+        if d is False:
+            if run and not set(op.inputs) & {o.outputs for _, o in run}:
+                moved.append((i, op))                      # reads nothing of the run: it may run first
+            else:
+                close()
+                out.append(op)
+            continue
+        shape = values[op.outputs].shape
+        if run and (shape != run_shape or (d is not None and run_dtype is not None and d != run_dtype)):
+            close()
+        if not run:
+            run_shape, run_dtype = shape, None
+        run_dtype = run_dtype if d is None else d
+        run.append((i, op))
+    close()
+    return [op for op in out if not (op.name == "broadcast_to" and op.outputs in bypassed)]
+
+
+def _fuse(chain: list, escaping: list, values: list) -> Op:
+    """The op that computes ``chain`` in one loop, writing the slots ``escaping``."""
+    written = {op.outputs for op in chain}
+    inputs = []                                            # the slots the chain reads from outside, in order
+    for op in chain:
+        for s in op.inputs:
+            if s not in written and s not in inputs:
+                inputs.append(s)
+    shape = values[chain[0].outputs].shape
+    loop = FusedLoop([(op.name, op.inputs, op.outputs) for op in chain], inputs, escaping, shape,
+                     {s: (values[s].shape, values[s].dtype) for s in inputs + list(written)})
+    outputs = escaping[0] if len(escaping) == 1 else tuple(escaping)
+    return Op(f"fused[{','.join(op.name for op in chain)}]", loop, tuple(inputs), {}, outputs)
+
+
+class FusedLoop:
+    """A chain of elementwise ops as one generated ``numba.njit`` loop: the forward of a fused op.
+
+    ``chain``: ``(primitive name, input slots, output slot)`` in order; ``inputs`` / ``outputs``: the
+    slots the loop reads and writes; ``shape``: the output shape; ``info``: slot -> (shape, dtype).
+    Axes along which every operand either is full or is broadcast alike are merged (a bias over
+    (N, H, W, C) loops over (N*H*W, C)), so the loop nest is as shallow as the broadcasting allows.
+    The kernel is compiled once per source text (kept in ``FusedLoop.compiled``) and runs serially
+    below ``PARALLEL_MIN`` elements, with ``prange`` over its outer axis above.
+
+    >>> x = np.arange(6.0).reshape(2, 3)
+    >>> loop = FusedLoop([("mul", (0, 0), 1), ("neg", (1,), 2)], [0], [2], (2, 3),
+    ...                  {0: ((2, 3), np.dtype(np.float64)), 1: ((2, 3), np.dtype(np.float64)),
+    ...                   2: ((2, 3), np.dtype(np.float64))})
+    >>> loop(x)
+    array([[ -0.,  -1.,  -4.],
+           [ -9., -16., -25.]])
+    >>> print(loop.source)                                                      # doctest: +NORMALIZE_WHITESPACE
+    def fused(x0, y0):
+        for i0 in range(y0.shape[0]):
+            a0 = x0[i0]
+            t0 = np.float64(a0 * a0)
+            t1 = np.float64(-t0)
+            y0[i0] = t1
+    """
+    compiled: dict = {}                                    # (source, parallel) -> the njit function
+
+    def __init__(self, chain: list, inputs: list, outputs: list, shape: tuple, info: dict):
+        self.shape = shape
+        self.out_dtypes = [info[s][1] for s in outputs]
+        full = [_padded(info[s][0], len(shape)) for s in inputs]              # each input with shape's rank
+        loop_shape, self.in_shapes = _merge_axes(shape, full)
+        self.loop_shape = loop_shape
+        self.parallel = math.prod(shape) >= PARALLEL_MIN and loop_shape[0] > 1
+        self.source = _generate(chain, inputs, outputs, info, loop_shape, self.in_shapes, self.parallel)
+        key = (self.source, self.parallel)
+        if key not in FusedLoop.compiled:
+            FusedLoop.compiled[key] = _compile(self.source, self.parallel)
+        self.kernel = FusedLoop.compiled[key]
+
+    def __call__(self, *arrays):
+        xs = [contiguous(a).reshape(s) for a, s in zip(arrays, self.in_shapes)]   # views: merged axes
+        ys = [np.empty(self.loop_shape, d) for d in self.out_dtypes]
+        self.kernel(*xs, *ys)
+        ys = [y.reshape(self.shape) for y in ys]
+        return ys[0] if len(ys) == 1 else tuple(ys)
+
+    def __repr__(self):
+        return f"FusedLoop(shape={self.shape}, loop over {self.loop_shape})"
+
+
+def _padded(shape: tuple, ndim: int) -> tuple:
+    """``shape`` with leading 1s up to ``ndim`` axes, as broadcasting sees it."""
+    return (1,) * (ndim - len(shape)) + tuple(shape)
+
+
+def _merge_axes(shape: tuple, in_shapes: list) -> tuple:
+    """The loop's shape and each input's shape in it: size-1 axes dropped, alike neighbours merged.
+
+    >>> _merge_axes((8, 5, 5, 4), [(8, 5, 5, 4), (1, 1, 1, 4)])              # x and a bias
+    ((200, 4), [(200, 4), (1, 4)])
+    >>> _merge_axes((3, 4), [(3, 4), (1, 1)])                                 # x and a scalar
+    ((12,), [(12,), (1,)])
+    """
+    groups = []                                            # [(size, which inputs are full there)]
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        pattern = tuple(s[d] == n for s in in_shapes)
+        if groups and groups[-1][1] == pattern:
+            groups[-1] = (groups[-1][0] * n, pattern)
+        else:
+            groups.append((n, pattern))
+    if not groups:                                         # one element: a loop of one
+        groups = [(1, (True,) * len(in_shapes))]
+    loop_shape = tuple(n for n, _ in groups)
+    return loop_shape, [tuple(n if p[k] else 1 for n, p in groups) for k in range(len(in_shapes))]
+
+
+def _generate(chain, inputs, outputs, info, loop_shape, in_shapes, parallel) -> str:
+    """The source of the fused loop: a loop nest over ``loop_shape``, one line per op of ``chain``."""
+    rank = len(loop_shape)
+    index = [f"i{d}" for d in range(rank)]
+
+    def at(shape):                                         # x[i0, 0]: 0 along a broadcast axis
+        return ", ".join(i if n > 1 else "0" for i, n in zip(index, shape))
+
+    body = [f"a{k} = x{k}[{at(s)}]" for k, s in enumerate(in_shapes)]
+    name = {s: f"a{k}" for k, s in enumerate(inputs)}
+    for t, (prim, ins, out) in enumerate(chain):
+        dtype = info[out][1]
+        args = [name[s] for s in ins]
+        if dtype in _DTYPE_NAMES:                          # bool operands of arithmetic: 0/1 in the result's dtype
+            d = _DTYPE_NAMES[dtype]
+            args = [a if info[s][1] != np.bool_ or (prim == "where" and k == 0) else f"{d}({a})"
+                    for k, (a, s) in enumerate(zip(args, ins))]
+            body.append(f"t{t} = {d}({_FLOAT_OPS[prim].format(*args, D=d)})")
+        else:
+            body.append(f"t{t} = {_BOOL_OPS[prim].format(*args)}")
+        name[out] = f"t{t}"
+    body += [f"y{k}[{at(loop_shape)}] = {name[s]}" for k, s in enumerate(outputs)]
+    lines = [f"def fused({', '.join([f'x{k}' for k in range(len(inputs))] + [f'y{k}' for k in range(len(outputs))])}):"]
+    indent = "    "
+    for d in range(rank):
+        loop = "prange" if parallel and d == 0 else "range"
+        lines.append(f"{indent}for i{d} in {loop}(y0.shape[{d}]):")
+        indent += "    "
+    lines += [indent + line for line in body]
+    return "\n".join(lines)
+
+
+def _compile(source: str, parallel: bool):
+    """``source`` compiled with axon's kernel flags, and cached on disk as every axon kernel is.
+
+    numba caches only functions that live in a file, so the source is written to
+    ``cache_folder()/fused_<hash>.py`` (atomically, and only when the file does not hold that text:
+    numba's cache is keyed by the file's time stamp) and imported from there. The next process loads
+    the compiled loop in milliseconds instead of compiling it again (a few tenths of a second).
+    Without a writable folder it is compiled in memory, in each process.
+    """
+    text = f"import math\n\nimport numpy as np\nfrom numba import prange\n\n\n{source}\n"
+    name = "fused_" + hashlib.sha1(text.encode()).hexdigest()[:20]
+    flags = dict(fastmath=FASTMATH, error_model="numpy", parallel=parallel)
+    try:
+        from .serialization import atomic_write
+        folder = cache_folder()
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, name + ".py")
+        if not _holds(path, text):                         # missing, or not what its name promises
+            atomic_write(path, lambda f: f.write(text), mode="w")
+        spec = importlib.util.spec_from_file_location(f"axon_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module                    # numba's cache finds the loop's globals by name
+        spec.loader.exec_module(module)
+        return njit(cache=True, **flags)(module.fused)
+    except OSError:                                        # no cache folder: compiled in each process
+        scope = {}
+        exec(compile(text, f"<axon.fusion {name}>", "exec"), scope)
+        return njit(**flags)(scope["fused"])
+
+
+def _holds(path: str, text: str) -> bool:
+    """Whether the file ``path`` exists and holds exactly ``text``."""
+    try:
+        with open(path) as f:
+            return f.read() == text
+    except OSError:
+        return False
+
+
+def cache_folder() -> str:
+    """Where the generated loops are kept: ``$AXON_CACHE_DIR/fusion``, else ``~/.cache/axon/fusion``.
+
+    >>> cache_folder().endswith("fusion")
+    True
+    """
+    root = os.environ.get("AXON_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "axon")
+    return os.path.join(root, "fusion")

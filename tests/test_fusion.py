@@ -1,0 +1,351 @@
+"""axon.fusion: each pass fuses exactly the safe patterns, and a fused plan gives the unfused plan's numbers."""
+import functools
+
+import numpy as np
+import pytest
+
+import axon
+from axon import fusion
+from axon.autograd import PRIMITIVES, Tensor, ops
+from axon.jit import Op, jit
+from axon.tree import tree_leaves
+
+
+def op(name, inputs, outputs, **params):
+    """An op of a hand-built plan, with the primitive's own CPU forward."""
+    return Op(name, PRIMITIVES[name].forwards["cpu"], tuple(inputs), params, outputs)
+
+
+def execute(plan_ops, env: dict) -> dict:
+    """Run ``plan_ops`` on ``env`` (slot -> array for the inputs and constants); every slot's value after."""
+    values = dict(env)
+    for o in plan_ops:
+        y = o.forward(*[values[s] for s in o.inputs], **o.params)
+        for s, part in ([(o.outputs, y)] if type(o.outputs) is int else zip(o.outputs, y)):
+            if s is not None:
+                values[s] = part
+    return values
+
+
+def trace_values(plan_ops, env: dict, n_slots: int) -> list:
+    """slot -> the array it holds, as the tracer records them (an unfused run)."""
+    values = execute(plan_ops, env)
+    return [values.get(s) for s in range(n_slots)]
+
+
+def names(plan_ops):
+    return [o.name for o in plan_ops]
+
+
+def close(a, b, dtype):
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    return np.asarray(a).dtype == np.asarray(b).dtype and np.allclose(a, b, rtol=tol, atol=tol)
+
+
+# ---- pass 1: bias + relu --------------------------------------------------------------------------------
+def bias_relu_plan(rng, dtype, shape=(6, 5, 7)):
+    """relu(x + b), its VJP (dy * (s > 0), the bias gradient summed over the leading axes) by hand."""
+    C, lead = shape[-1], tuple(range(len(shape) - 1))
+    x, b, dy = (rng.standard_normal(shape).astype(dtype), rng.standard_normal(C).astype(dtype),
+                rng.standard_normal(shape).astype(dtype))
+    zero = np.zeros((), dtype)
+    plan = [op("add", (0, 1), 4), op("relu", (4,), 5),                              # s = x + b, y = relu(s)
+            op("greater", (4, 3), 6), op("mul", (2, 6), 7),                          # g = dy * (s > 0)
+            op("sum", (7,), 8, axis=lead, keepdims=True), op("reshape", (8,), 9, shape=(C,))]  # db
+    env = {0: x, 1: b, 2: dy, 3: zero}
+    return plan, env, {3: zero}, [5, 7, 9]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 7), (6, 5, 7), (1, 3)])
+def test_bias_relu_fuses_forward_and_backward_and_keeps_the_numbers(dtype, shape):
+    plan, env, constants, results = bias_relu_plan(np.random.default_rng(0), dtype, shape)
+    values = trace_values(plan, env, 10)
+    fused = fusion.bias_relu(plan, values, constants, results)
+    assert [(o.name, o.inputs, o.outputs) for o in fused] == [
+        ("kernels.bias_relu", (0, 1), 5), ("kernels.bias_relu_backward", (2, 5), (7, 9))]
+    got = execute(fused, env)
+    for s in results:
+        assert close(got[s], values[s], dtype), s
+
+
+def test_bias_relu_is_not_fused_when_the_pre_activation_is_read_elsewhere_or_returned():
+    rng = np.random.default_rng(1)
+    plan, env, constants, results = bias_relu_plan(rng, np.float32)
+    values = trace_values(plan + [op("exp", (4,), 10)], env, 11)
+    read = fusion.bias_relu(plan + [op("exp", (4,), 10)], values, constants, results + [10])
+    assert "kernels.bias_relu" not in names(read)                                # s read by exp
+    assert "kernels.bias_relu" not in names(fusion.bias_relu(plan, values, constants, results + [4]))  # s returned
+
+
+def test_bias_relu_needs_a_bias_of_the_last_axis_one_dtype_and_a_zero_threshold():
+    rng = np.random.default_rng(2)
+    x, b, zero = rng.standard_normal((4, 3)).astype(np.float32), np.ones((4, 1), np.float32), np.zeros((), np.float32)
+    plan = [op("add", (0, 1), 3), op("relu", (3,), 4)]
+    values = trace_values(plan, {0: x, 1: b}, 5)
+    assert names(fusion.bias_relu(plan, values, {}, [4])) == ["add", "relu"]       # a column, not a bias
+    b64 = np.ones(3)                                                                 # float32 x + float64 b
+    values = trace_values(plan, {0: x, 1: b64}, 5)
+    assert names(fusion.bias_relu(plan, values, {}, [4])) == ["add", "relu"]
+    plan, env, constants, results = bias_relu_plan(rng, np.float32)
+    env[3] = constants[3] = np.full((), 0.5, np.float32)                             # s > 0.5 is another mask
+    values = trace_values(plan, env, 10)
+    assert "kernels.bias_relu" not in names(fusion.bias_relu(plan, values, constants, results))
+
+
+def test_bias_relu_backward_keeps_a_bias_gradient_read_twice_apart():
+    rng = np.random.default_rng(3)
+    plan, env, constants, results = bias_relu_plan(rng, np.float64)
+    plan = plan + [op("exp", (8,), 10)]                                             # the summed r is read again
+    values = trace_values(plan, env, 11)
+    fused = fusion.bias_relu(plan, values, constants, results + [10])
+    assert "kernels.bias_relu" in names(fused) and "kernels.bias_relu_backward" not in names(fused)
+    got = execute(fused, env)
+    assert all(close(got[s], values[s], np.float64) for s in results + [10])
+
+
+# ---- pass 2: elementwise chains -------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("b_shape", [(7,), (5, 1), (1, 5, 7), (), (3, 5, 7), (3, 1, 1)])
+def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    rng = np.random.default_rng(4)
+    x, b = rng.standard_normal((3, 5, 7)).astype(dtype), rng.standard_normal(b_shape).astype(dtype)
+    one = np.ones((), dtype)
+    plan = [op("add", (0, 1), 3), op("tanh", (3,), 4), op("mul", (4, 4), 5), op("sub", (2, 5), 6),
+            op("greater", (3, 2), 7), op("where", (7, 6, 4), 8), op("power", (8, 9), 10)]
+    env = {0: x, 1: b, 2: one, 9: np.full((), 2.0, dtype)}
+    values = trace_values(plan, env, 11)
+    fused = fusion.elementwise(plan, values, {2: one, 9: env[9]}, [10])
+    assert names(fused) == ["fused[add,tanh,mul,sub,greater,where,power]"] and fused[0].outputs == 10
+    got = execute(fused, env)[10]
+    assert got.dtype == dtype and got.shape == (3, 5, 7) and close(got, values[10], dtype)
+
+
+def test_elementwise_writes_what_later_ops_read_and_splits_at_a_new_shape(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    plan = [op("exp", (0,), 1), op("neg", (1,), 2), op("mul", (2, 0), 3),          # one (4, 6) chain
+            op("sum", (3,), 4, axis=(1,), keepdims=False),                        # a reduction ends it
+            op("abs", (4,), 5), op("sqrt", (5,), 6),                              # a (4,) chain
+            op("add", (1, 3), 7)]                                                 # reads exp's output later
+    values = trace_values(plan, {0: x}, 8)
+    fused = fusion.elementwise(plan, values, {}, [6, 7])
+    assert [(o.name, o.outputs) for o in fused] == [
+        ("fused[exp,neg,mul]", (1, 3)), ("sum", 4), ("fused[abs,sqrt]", 6), ("add", 7)]
+    got = execute(fused, {0: x})
+    assert all(close(got[s], values[s], np.float32) for s in (6, 7))
+    hoisted = plan[:2] + [op("sum", (0,), 8, axis=None, keepdims=False)] + plan[2:3]   # reads no slot of the run
+    values = trace_values(hoisted, {0: x}, 9)
+    assert [(o.name, o.outputs) for o in fusion.elementwise(hoisted, values, {}, [3, 8])] == [
+        ("sum", 8), ("fused[exp,neg,mul]", 3)]
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 10**9)                          # nothing fused: nothing moves
+    assert fusion.elementwise(hoisted, values, {}, [3, 8]) == hoisted
+
+
+def test_elementwise_leaves_small_mixed_dtype_and_other_backend_ops_alone(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
+    x32, x64 = np.ones((40, 40), np.float32), np.ones((40, 40))
+    plan = [op("exp", (0,), 1), op("neg", (1,), 2)]
+    values = trace_values(plan, {0: x32}, 3)
+    assert names(fusion.elementwise(plan, values, {}, [2])) == ["fused[exp,neg]"]
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 40 * 40 + 1)                     # too small to pay
+    assert names(fusion.elementwise(plan, values, {}, [2])) == ["exp", "neg"]
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    mixed = [op("exp", (0,), 2), op("add", (2, 1), 3)]                             # float32 + float64
+    values = trace_values(mixed, {0: x32, 1: x64}, 4)
+    assert names(fusion.elementwise(mixed, values, {}, [3])) == ["exp", "add"]
+    from axon.jit import _dispatch                                                 # how a CUDA plan's ops look
+    other = [Op("exp", functools.partial(_dispatch, PRIMITIVES["exp"]), (0,), {}, 1), op("neg", (1,), 2)]
+    values = trace_values(other, {0: x32}, 3)
+    assert names(fusion.elementwise(other, values, {}, [2])) == ["exp", "neg"]
+
+
+def test_elementwise_parallel_loop_agrees_with_the_serial_one(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
+    rng = np.random.default_rng(6)
+    x, b = rng.standard_normal((37, 11)).astype(np.float32), rng.standard_normal(11).astype(np.float32)
+    plan = [op("add", (0, 1), 2), op("sigmoid", (2,), 3), op("mul", (3, 0), 4)]
+    values = trace_values(plan, {0: x, 1: b}, 5)
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    serial = fusion.elementwise(plan, values, {}, [4])
+    monkeypatch.setattr(fusion, "PARALLEL_MIN", 0)
+    parallel = fusion.elementwise(plan, values, {}, [4])
+    assert not serial[0].forward.parallel and parallel[0].forward.parallel and "prange" in parallel[0].forward.source
+    assert np.array_equal(serial[0].forward(x, b), parallel[0].forward(x, b))
+    assert close(serial[0].forward(x, b), values[4], np.float32)
+
+
+def test_a_fused_loop_is_compiled_once_per_source_and_survives_a_new_process(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    monkeypatch.setenv("AXON_CACHE_DIR", str(tmp_path))
+    code = ("import numpy as np, axon\nfrom axon.autograd import ops, Tensor\n"
+            "f = axon.jit(lambda x: ops.sqrt(ops.abs(-Tensor(x))) * 3.0)\nx = np.full((50, 50), 4.0, np.float32)\n"
+            "f(x); y = f(x)\nprint(np.allclose(y, 6.0), next(iter(f.plans.values())).ops[0].name)")
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300)
+        assert out.stdout.split() == ["True", "fused[neg,abs,sqrt,mul]"], out.stderr
+    files = sorted(p.name for p in (tmp_path / "fusion").iterdir())
+    assert len([f for f in files if f.endswith(".py")]) == 1 and "__pycache__" in files   # written once, cached
+
+
+# ---- whole plans: fused and unfused replays agree ----------------------------------------------------------
+def _both(make, *args):
+    """``make()``'s jitted function called twice (trace, replay) with fusion off, then on."""
+    out = {}
+    for enabled in (False, True):
+        fusion.ENABLED, f = enabled, make()
+        try:
+            f(*args)
+            out[enabled] = (f(*args), next(iter(f.plans.values())))
+        finally:
+            fusion.ENABLED = True
+    return out[False], out[True]
+
+
+ACTIVATIONS = {"relu": ops.relu, "tanh": ops.tanh, "sigmoid": ops.sigmoid, "gelu": axon.activations.gelu,
+               "gelu_tanh": functools.partial(axon.activations.gelu, approximate=True)}
+
+
+@pytest.mark.parametrize("transcendental", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_a_functional_mlps_gradient_is_the_same_fused(act, dtype, transcendental, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", transcendental)
+    rng = np.random.default_rng(7)
+    p = {"w1": rng.standard_normal((20, 48)).astype(dtype) * 0.3, "b1": rng.standard_normal(48).astype(dtype),
+         "w2": rng.standard_normal((48, 5)).astype(dtype) * 0.3, "b2": np.zeros(5, dtype)}
+    x, y = rng.standard_normal((32, 20)).astype(dtype), np.eye(5, dtype=dtype)[rng.integers(0, 5, 32)]
+
+    def loss(p, x, y):
+        h = ACTIVATIONS[act](x @ p["w1"] + p["b1"])                            # (32, 20) -> (32, 48)
+        return axon.losses.categorical_cross_entropy(y, h @ p["w2"] + p["b2"], from_logits=True).mean()
+    (plain, plain_plan), (fused, fused_plan) = _both(lambda: jit(axon.value_and_grad(loss)), p, x, y)
+    assert len(fused_plan.ops) < len(plain_plan.ops)
+    assert ("kernels.bias_relu" in names(fused_plan.ops)) == (act == "relu")
+    if act != "relu":                                                          # the backward's arithmetic at least
+        assert any(n.startswith("fused[") for n in names(fused_plan.ops)), str(fused_plan)
+        joins = transcendental or act.startswith("gelu")                        # gelu: arithmetic before erf/tanh
+        assert any(n.startswith("fused[add,") for n in names(fused_plan.ops)) == joins, str(fused_plan)
+    for a, b in zip(tree_leaves(fused), tree_leaves(plain)):
+        assert close(a, b, dtype)
+
+
+def _models():
+    x = axon.input((None, 8, 8, 1))
+    h = x.flatten().dense(16, activation="tanh")
+    return {
+        "mlp": x.flatten().dense(32, activation="tanh").dense(10, activation="softmax"),
+        "cnn": x.conv(4, 3, padding="same", activation="relu").max_pool(2).flatten().dense(16, activation="gelu")
+               .dense(10, activation="softmax"),
+        "residual": axon.add([h, h.dense(16, activation="sigmoid")]).dense(10, activation="softmax"),
+        "dropout": x.flatten().dense(32, activation="tanh").dropout(0.3).dense(10, activation="softmax"),
+        "batch_norm": x.conv(4, 3).batch_norm().relu().flatten().dense(10, activation="softmax"),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(_models()))
+def test_compiled_training_steps_are_the_same_fused(name, dtype, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)                             # fuse even these small arrays
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((16, 8, 8, 1)).astype(dtype)
+    y = np.eye(10, dtype=dtype)[rng.integers(0, 10, 16)]
+    model, runs = _models()[name], []
+    for enabled in (False, True):
+        monkeypatch.setattr(fusion, "ENABLED", enabled)
+        init, step_fn = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+        state = init(seed=1)
+        state = init(params=axon.tree.tree_map(lambda a: a.astype(dtype), state.params))
+        losses = []
+        for _ in range(3):
+            state, metrics = step_fn(state, x, y)
+            losses.append(metrics["loss"])
+        runs.append((state, losses, next(iter(step_fn.compiled.plans.values()))))
+    (plain, plain_losses, plain_plan), (fused, fused_losses, fused_plan) = runs
+    assert any(n.startswith("fused[") for n in names(fused_plan.ops)), str(fused_plan)
+    assert not any(n.startswith("fused[") for n in names(plain_plan.ops))
+    assert np.allclose(fused_losses, plain_losses, rtol=1e-6, atol=0)
+    for a, b in zip(tree_leaves(fused.params), tree_leaves(plain.params)):
+        assert a.dtype == b.dtype == dtype and close(a, b, dtype)
+
+
+def test_the_plan_prints_fused_ops_by_their_parts():
+    f = jit(lambda x: ops.sqrt(Tensor(x) * 2.0) + 1.0)
+    f(np.ones((64, 64), np.float32))
+    text = str(next(iter(f.plans.values())))
+    assert "fused[mul,sqrt,add](%0, " in text and text.count(" = ") == 1
+
+
+def test_transcendental_functions_stay_numpys_without_svml(monkeypatch):
+    """Without SVML numba calls libm per element, slower than numpy's SIMD loop: tanh splits the chain."""
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", False)
+    x, b = np.ones((64, 64), np.float32), np.ones(64, np.float32)
+    plan = [op("add", (0, 1), 2), op("tanh", (2,), 3), op("mul", (3, 3), 4), op("neg", (4,), 5)]
+    values = trace_values(plan, {0: x, 1: b}, 6)
+    assert names(fusion.elementwise(plan, values, {}, [5])) == ["add", "tanh", "fused[mul,neg]"]
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)
+    assert names(fusion.elementwise(plan, values, {}, [5])) == ["fused[add,tanh,mul,neg]"]
+
+
+def test_a_plan_on_the_cuda_backend_is_left_as_it_was(monkeypatch):
+    """Its ops call each backend's own kernel (NUMBA_ENABLE_CUDASIM=1 runs it on numba's simulator)."""
+    try:
+        import axon.cuda  # noqa: F401
+    except RuntimeError as e:
+        pytest.skip(f"the CUDA backend cannot run here: {e}")
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    x = axon.to_device(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), "cuda")
+    f = jit(lambda x: ops.exp(-Tensor(x)) * 2.0)
+    f(x)
+    y = f(x)
+    assert names(next(iter(f.plans.values())).ops) == ["neg", "exp", "mul"]
+    assert np.allclose(y.copy_to_host(), np.exp(-np.linspace(-1, 1, 12, dtype=np.float32)).reshape(3, 4) * 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_values_flow_through_a_loop_as_through_numpy(dtype, monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_TRANSCENDENTAL", True)            # their expressions too
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 1e30], dtype)
+    x, z = np.repeat(special, 8), np.tile(special, 8)                             # every pair of specials
+    plan = [op("relu", (0,), 2), op("maximum", (2, 1), 3), op("minimum", (3, 0), 4), op("div", (4, 1), 5),
+            op("log", (5,), 6), op("sqrt", (0,), 7), op("greater", (7, 1), 8), op("where", (8, 6, 7), 9),
+            op("sign", (9,), 10), op("not_equal", (0, 1), 11), op("logical_and", (8, 11), 12)]
+    with np.errstate(all="ignore"):
+        values = trace_values(plan, {0: x, 1: z}, 13)
+        fused = fusion.elementwise(plan, values, {}, [6, 10, 12])
+        got = execute(fused, {0: x, 1: z})
+    assert len(fused) == 1
+    for s in (6, 10, 12):
+        assert got[s].dtype == values[s].dtype and np.array_equal(got[s], values[s], equal_nan=True), s
+
+
+def test_a_cached_loop_file_that_was_changed_is_written_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("AXON_CACHE_DIR", str(tmp_path))
+    source = "def fused(x0, y0):\n    for i0 in range(y0.shape[0]):\n        y0[i0] = x0[i0] * np.float64(3)"
+    kernel = fusion._compile(source, False)
+    (path,) = (tmp_path / "fusion").glob("*.py")
+    path.write_text(path.read_text().replace("* np.float64(3)", "* np.float64(4)"))   # tampered with
+    y = np.empty(2)
+    fusion._compile(source, False)(np.ones(2), y)
+    assert np.array_equal(y, [3.0, 3.0]) and "np.float64(3)" in path.read_text() and kernel is not None
+
+
+def test_a_broadcast_only_the_loop_reads_is_read_through_not_copied(monkeypatch):
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    rng = np.random.default_rng(9)
+    g, x = rng.standard_normal((1, 7)).astype(np.float32), rng.standard_normal((5, 7)).astype(np.float32)
+    plan = [op("broadcast_to", (0,), 2, shape=(5, 7)), op("mul", (2, 1), 3), op("neg", (3,), 4)]
+    values = trace_values(plan, {0: g, 1: x}, 5)
+    fused = fusion.elementwise(plan, values, {}, [4])
+    assert [(o.name, o.inputs) for o in fused] == [("fused[mul,neg]", (0, 1))]      # reads g itself
+    assert close(execute(fused, {0: g, 1: x})[4], values[4], np.float32)
+    kept = fusion.elementwise(plan + [op("exp", (2,), 5)], trace_values(plan + [op("exp", (2,), 5)], {0: g, 1: x}, 6),
+                              {}, [4, 5])                                           # read by exp too: it stays
+    assert names(kept)[0] == "broadcast_to" and [o.inputs for o in kept if o.name == "fused[mul,neg]"] == [(2, 1)]
