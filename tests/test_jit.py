@@ -1,11 +1,21 @@
-"""axon.jit: a traced plan replays the eager computation bit for bit; host reads of traced values are errors."""
+"""axon.jit: a traced plan replays the eager computation bit for bit; host reads of traced values are errors.
+
+Bit for bit is the claim of the plan as traced; fusion (axon.fusion, on by default) rewrites it to
+agree to rounding, which tests/test_fusion.py checks. Here it is off.
+"""
 import numpy as np
 import pytest
 
 import axon
+from axon import fusion
 from axon.autograd import Tensor, ops
 from axon.jit import TraceError, jit
 from axon.tree import tree_leaves
+
+
+@pytest.fixture(autouse=True)
+def unfused(monkeypatch):
+    monkeypatch.setattr(fusion, "ENABLED", False)
 
 
 def same(a, b) -> bool:
