@@ -6,6 +6,8 @@
 - ``bias_relu``: ``add(x, b)`` then ``relu`` becomes the ``kernels.bias_relu`` kernel, and the backward
   pattern of the two (``greater(x, 0)``, ``mul(dy, mask)``, the bias gradient's ``sum`` and ``reshape``)
   becomes ``kernels.bias_relu_backward``: one pass each way instead of two and four.
+- ``adam_apply``: the optimizer's ``kernels.adam_step_at`` and ``apply_updates``' ``add`` of its update
+  to the params become one pass (``kernels.adam.adam_apply_at``): the update is never written to memory.
 - ``elementwise``: a run of consecutive elementwise ops with one output shape (the backward's
   ``dy * (x > 0)``, tanh's ``dy * (1 - y * y)``, gelu's arithmetic, a leaky relu) becomes one generated
   ``numba.njit`` loop, ``fused[mul,sub,mul]`` in the plan: each element is read once, computed through
@@ -45,10 +47,12 @@ import numpy as np
 from numba import njit
 
 from .autograd.engine import PRIMITIVES
-from .jit import Op
+from .jit import Op, _slots_of
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
+from .kernels.adam import adam_apply_at
 
-__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "elementwise", "FusedLoop", "cache_folder"]
+__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "adam_apply", "elementwise",
+           "FusedLoop", "cache_folder"]
 
 ENABLED = os.environ.get("AXON_FUSION", "1") != "0"
 
@@ -71,7 +75,7 @@ def run(ops: list, values: list, constants: dict, results: list) -> list:
     """
     if not ENABLED:
         return ops
-    for fuse in (bias_relu, elementwise):
+    for fuse in (bias_relu, adam_apply, elementwise):
         ops = fuse(ops, values, constants, results)
     return ops
 
@@ -200,7 +204,53 @@ def _bias_relu_backward(ops, values, constants, results):
     return [op for op in out if op is not None]
 
 
-# ---- pass 2: chains of elementwise ops into one generated loop ------------------------------------------
+# ---- pass 2: Adam's update added to the params in the same pass ---------------------------------------------
+def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
+    """``kernels.adam_step_at`` and the ``add`` of its update to the params as one pass over memory.
+
+    ``(u, m_new, v_new) = kernels.adam_step_at(p, g, m, v, t, lr)`` then ``new = add(params, u)``
+    (``apply_updates``), with ``u`` read by nothing else and ``params`` of ``u``'s shape and dtype made
+    before the update, become ``(new, m_new, v_new) = fused[kernels.adam_step_at,add](params, p, g, m, v,
+    t, lr)`` at the update's place. The kernel adds each element of ``u`` to the params as it makes it,
+    so the numbers are the unfused plan's, bit for bit, and one array less is written and read again.
+
+    >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
+    >>> p, g, m, v, t, lr = np.ones(3), np.full(3, 0.5), np.zeros(3), np.zeros(3), np.asarray(1), np.asarray(0.1)
+    >>> settings = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    >>> u, m2, v2 = cpu("kernels.adam_step_at")(p, g, m, v, t, lr, **settings)
+    >>> plan = [Op("kernels.adam_step_at", cpu("kernels.adam_step_at"), (0, 1, 2, 3, 4, 5), settings, (6, 7, 8)),
+    ...         Op("add", cpu("add"), (0, 6), {}, 9)]
+    >>> fused = adam_apply(plan, [p, g, m, v, t, lr, u, m2, v2, p + u], {}, [9, 7, 8])
+    >>> [(op.name, op.inputs, op.outputs) for op in fused]
+    [('fused[kernels.adam_step_at,add]', (0, 0, 1, 2, 3, 4, 5), (9, 7, 8))]
+    >>> fused[0].forward(p, *(p, g, m, v, t, lr), **settings)[0]            # 1 - lr sign(g)
+    array([0.9, 0.9, 0.9])
+    """
+    readers = _readers(ops)
+    made_at = {s: i for i, op in enumerate(ops) for s in _slots_of(op.outputs)}
+    out = list(ops)
+    for i, op in enumerate(ops):
+        if op.name != "kernels.adam_step_at" or not _is_cpu(op):
+            continue
+        u = op.outputs[0]
+        if u in results or len(readers[u]) != 1:
+            continue
+        k = readers[u][0]
+        add = ops[k]
+        if add.name != "add" or not _is_cpu(add) or add.inputs.count(u) != 1:
+            continue
+        params, new = add.inputs[1 - add.inputs.index(u)], add.outputs
+        if not (made_at.get(params, -1) < i and type(values[params]) is np.ndarray
+                and values[params].shape == values[u].shape == values[new].shape
+                and values[params].dtype == values[u].dtype == values[new].dtype):
+            continue
+        out[i] = Op("fused[kernels.adam_step_at,add]", adam_apply_at, (params, *op.inputs), op.params,
+                    (new, *op.outputs[1:]))
+        out[k] = None
+    return [op for op in out if op is not None]
+
+
+# ---- pass 3: chains of elementwise ops into one generated loop ------------------------------------------
 # Each elementwise primitive as a scalar expression of its operands {0}, {1}, ... ({D}: the result's dtype).
 _FLOAT_OPS = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",

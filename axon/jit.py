@@ -47,7 +47,7 @@ from .autograd.engine import TRACING, forward_for
 from .backend import Backend, backend_of, is_host, register_backend, to_host
 from .buffers import INTO, plan_buffers
 
-__all__ = ["jit", "check", "TraceError", "TracedArray", "Plan", "Op"]
+__all__ = ["jit", "check", "check_range", "TraceError", "TracedArray", "Plan", "Op"]
 
 
 class TraceError(TypeError):
@@ -269,6 +269,7 @@ class _Tracer:
         self.origin = []              # slot -> what made it, for error messages
         self.constant_of = {}         # id(array) -> slot, for arrays that came from outside
         self.ops = []
+        self.checked = set()          # the (check, slot, bounds) recorded already (check_range)
         self.closed = False
 
     def new(self, value, origin: str) -> TracedArray:
@@ -388,6 +389,40 @@ def check(bad, error: Callable, *values) -> None:
         return
     inputs = tuple(tracer.slot(a) for a in [flag, *arrays])
     tracer.record("check", functools.partial(_check_forward, error), inputs, [tracer.values[s] for s in inputs], {})
+
+
+def check_range(a, lo: int, hi: int, error: Callable) -> bool:
+    """Under a trace of host arrays, make ``lo <= a < hi`` one op of the plan; whether it did.
+
+    The op raises ``error(smallest, largest)`` at a replay whose ``a`` has a value outside ``[lo, hi)``.
+    It is recorded once per array and bounds in a trace: a loss and the kernel it calls check the same
+    labels once. Not tracing, or tracing a device's arrays, it does nothing and returns False (the
+    caller checks with Tensor ops, as ``kernels._common.in_range`` does).
+
+    >>> def pick(x, i):
+    ...     assert check_range(Tensor(i).data, 0, 3, lambda lo, hi: IndexError(f"index in [{lo}, {hi}]"))
+    ...     return Tensor(x) * 2.0
+    >>> f = jit(pick)
+    >>> f(np.ones(3), np.array([0, 2]))
+    array([2., 2., 2.])
+    >>> f(np.ones(3), np.array([0, 5]))
+    Traceback (most recent call last):
+    ...
+    IndexError: index in [0, 5]
+    """
+    tracer = TRACING.tracer
+    if tracer is None or type(a) is not TracedArray or type(a.value) is not np.ndarray:
+        return False
+    key = ("check_range", a.slot, lo, hi)
+    if key not in tracer.checked:
+        tracer.checked.add(key)
+        tracer.record("check_range", functools.partial(_check_range_forward, lo, hi, error), (a.slot,), [a.value], {})
+    return True
+
+
+def _check_range_forward(lo, hi, error, a):
+    if a.size and not (lo <= a.min() and a.max() < hi):
+        raise error(int(a.min()), int(a.max()))
 
 
 def _check_forward(error, flag, *arrays):

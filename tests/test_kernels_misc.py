@@ -187,6 +187,17 @@ def test_matmul_split_rows_path_matches_numpy(rng, monkeypatch):
     check_grads(matmul, (rng.standard_normal((5, 4)), rng.standard_normal((4, 3))), order=2)
 
 
+@pytest.mark.parametrize("k", [3, 200])                      # a^T b: split rows of the result, or split K
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_matmul_every_split_path_equals_numpy(rng, monkeypatch, k, ta, tb):
+    monkeypatch.setattr(matmul_module, "_SPLIT_MIN", 1)
+    a = rng.standard_normal((k, 37) if ta else (37, k))
+    b = rng.standard_normal((11, k) if tb else (k, 11))
+    want = (a.T if ta else a) @ (b.T if tb else b)                                  # (37, 11)
+    got = PRIMITIVES["kernels.matmul"].forwards["cpu"](a, b, transpose_a=ta, transpose_b=tb)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("f", [matmul_loop, matmul])
 @pytest.mark.parametrize("which", ["a", "b"])
 def test_matmul_backward_computes_only_the_gradients_asked_for(rng, monkeypatch, f, which):

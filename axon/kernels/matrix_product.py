@@ -13,7 +13,9 @@ thread pool (see ``threads``): each thread makes one single-threaded BLAS call (
 and copying ``A^T`` or ``B^T`` would cost a pass over memory, so the primitive computes
 ``op(A) @ op(B)`` with ``op`` the identity or the transpose (BLAS reads a transpose in place):
 ``op(A) @ op(B)`` splits the rows of ``A`` across threads, and ``A^T @ op(B)`` splits the inner
-dimension (each thread a partial sum of rows, added at the end). The VJPs are ``matmul``s again,
+dimension (each thread a partial sum of rows, added at the end), or, when that dimension is short
+(a dense layer's ``x^T @ dy``, K the batch), the rows of the result, each thread copying its block of
+``A^T``. The VJPs are ``matmul``s again,
 so the gradient can be differentiated again.
 
 Primitives (a backend implements both forwards; the VJPs need nothing more):
@@ -85,6 +87,17 @@ def _split_inner_kernel(a, b, partial, n_chunks):
             partial[t] = 0
 
 
+@njit(parallel=True, **KERNEL)
+def _split_columns_kernel(a, b, out, n_chunks):
+    # a (K, M), b (K, N) C-ordered, out (M, N): out = a^T @ b, the columns of a (the rows of out) split
+    # into n_chunks BLAS calls, each on a C-ordered copy of its block a[:, m0:m1]^T (m1 - m0, K)
+    M = a.shape[1]
+    for t in prange(n_chunks):
+        m0, m1 = t * M // n_chunks, (t + 1) * M // n_chunks
+        if m1 > m0:
+            np.dot(np.ascontiguousarray(a[:, m0:m1].T), b, out[m0:m1])
+
+
 def _check(fn, a, b):
     a, b = float_tensor(fn, "a", a), float_tensor(fn, "b", b)
     check_same_dtype(fn, a=a, b=b)
@@ -115,10 +128,14 @@ def _matmul_forward(a, b, transpose_a, transpose_b, out=None):
         _blas_kernel(A, B, out)
     elif not transpose_a:
         _split_rows_kernel(a, B, out, T)
-    elif not transpose_b:
-        partial = np.empty((T, M, N), dtype=a.dtype)
+    elif not transpose_b and K < T * N:                        # a short inner axis (a dense layer's dW =
+        _split_columns_kernel(a, b, out, T)                    # x^T dy): copying a costs less than adding
+    elif not transpose_b:                                      # T partial products of out's size
+        partial = np.empty((T, M, N), dtype=a.dtype)           # (T, M, N)
         _split_inner_kernel(a, b, partial, T)
-        np.sum(partial, axis=0, out=out)
+        np.add(partial[0], partial[1], out=out)                # (np.sum over axis 0 was 3x slower, measured)
+        for t in range(2, T):
+            out += partial[t]
     else:                                                                         # a^T b^T = (b a)^T
         out[...] = _matmul_forward(b, a, False, False).T
     return out
