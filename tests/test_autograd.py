@@ -70,6 +70,13 @@ CASES = {
     "getitem_int_array": (lambda a: a[np.array([0, 0, 2, 1])], lambda a: a[[0, 0, 2, 1]], (rnd(3, 4),)),
     "getitem_2d_arrays": (lambda a: a[np.array([0, 2, 2]), np.array([1, 1, 3])],
                           lambda a: a[[0, 2, 2], [1, 1, 3]], (rnd(3, 4),)),
+    # getitem with its index array as an input (what axon.jit records for a traced index), and its VJP
+    "getitem_at": (lambda a: ag.apply(ag.ops._getitem_at, a, np.array([0, 0, 2, 1]), index=(False, (("at", 0),))),
+                   lambda a: a[[0, 0, 2, 1]], (rnd(3, 4),)),
+    "scatter_add_at": (lambda a: ag.apply(ag.ops._scatter_add_at, a, np.array([0, 2, 2]), index=(False, (("at", 0),)),
+                                          shape=(4, 2)),
+                       lambda a: __import__("torch").zeros(4, 2, dtype=a.dtype).index_add(
+                           0, __import__("torch").tensor([0, 2, 2]), a), (rnd(3, 2),)),
     "getitem_mask": (lambda a: a[np.array([True, False, True])], lambda a: a[[True, False, True]], (rnd(3, 4),)),
     "concatenate": (lambda a, b: ag.concatenate([a, b], 1), lambda a, b: __import__("torch").cat([a, b], 1),
                     (rnd(3, 2), rnd(3, 4))),

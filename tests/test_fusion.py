@@ -104,7 +104,43 @@ def test_bias_relu_backward_keeps_a_bias_gradient_read_twice_apart():
     assert all(close(got[s], values[s], np.float64) for s in results + [10])
 
 
-# ---- pass 2: elementwise chains -------------------------------------------------------------------------
+# ---- pass 2: Adam's update and its apply ---------------------------------------------------------------
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_apply_is_the_update_then_the_add_bit_for_bit(dtype, weight_decay, parallel, monkeypatch):
+    from axon.kernels import adam as adam_module
+    monkeypatch.setattr(adam_module, "PARALLEL_MIN", 1 if parallel else 1 << 30)
+    rng = np.random.default_rng(4)
+    p, g, m = (rng.standard_normal((37, 29)).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal((37, 29))).astype(dtype)
+    t, lr = np.asarray(7), np.asarray(3e-3)
+    settings = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
+    step_at = PRIMITIVES["kernels.adam_step_at"].forwards["cpu"]
+    u, m2, v2 = step_at(p, g, m, v, t, lr, **settings)
+    plan = [Op("kernels.adam_step_at", step_at, (0, 1, 2, 3, 4, 5), settings, (6, 7, 8)),
+            Op("add", PRIMITIVES["add"].forwards["cpu"], (0, 6), {}, 9)]
+    (op,) = fusion.adam_apply(plan, [p, g, m, v, t, lr, u, m2, v2, p + u], {}, [9, 7, 8])
+    new, m3, v3 = op.forward(*[[p, g, m, v, t, lr][i] for i in op.inputs], **op.params)
+    for a, b in ((new, p + u), (m3, m2), (v3, v2)):
+        assert a.dtype == b.dtype == dtype and np.array_equal(a, b)
+
+
+def test_adam_apply_leaves_an_update_read_elsewhere_or_returned():
+    rng = np.random.default_rng(5)
+    p, g, m, v = (rng.standard_normal(8) for _ in range(4))
+    v, t, lr, settings = np.abs(v), np.asarray(1), np.asarray(0.1), dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    step_at = PRIMITIVES["kernels.adam_step_at"].forwards["cpu"]
+    u, m2, v2 = step_at(p, g, m, v, t, lr, **settings)
+    plan = [Op("kernels.adam_step_at", step_at, (0, 1, 2, 3, 4, 5), settings, (6, 7, 8)),
+            Op("add", PRIMITIVES["add"].forwards["cpu"], (0, 6), {}, 9)]
+    values = [p, g, m, v, t, lr, u, m2, v2, p + u]
+    assert names(fusion.adam_apply(plan, values, {}, [9, 6])) == ["kernels.adam_step_at", "add"]   # u returned
+    neg = Op("neg", PRIMITIVES["neg"].forwards["cpu"], (6,), {}, 10)
+    assert names(fusion.adam_apply(plan + [neg], values + [-u], {}, [9, 10])) == ["kernels.adam_step_at", "add", "neg"]
+
+
+# ---- pass 3: elementwise chains -------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("b_shape", [(7,), (5, 1), (1, 5, 7), (), (3, 5, 7), (3, 1, 1)])
 def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, monkeypatch):

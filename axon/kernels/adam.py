@@ -47,7 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import apply, primitive
-from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, run_chunks
+from ._common import FASTMATH, KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, run_chunks
 
 __all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "adam_apply_at", "ADAM_STEP", "ADAM_STEP_AT",
            "PARALLEL_MIN"]
@@ -57,6 +57,11 @@ __all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "adam_apply_
 # elements 111 -> 35 us, 16k 12.3 -> 9.6 us, 4k 2.9 -> 4.8 us). So its threshold is lower than the
 # kernels' default (``_common.PARALLEL_MIN``, 2^18).
 PARALLEL_MIN = 1 << 14
+
+# The loops are compiled without reassociation or contraction (nothing here is a reduction to
+# vectorise), so each computes exactly the expression written: ``_adam_apply``'s ``base + u`` is then
+# the same number as ``_adam_out_of_place``'s ``u`` added to ``base`` apart (AdamW included).
+_LOOP = dict(KERNEL, fastmath=FASTMATH - {"reassoc", "contract"})
 
 
 @njit(inline="always")
@@ -71,7 +76,7 @@ def _adam_element(g_i, m_i, v_i, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps):
 # Two loops around the one element step: the in-place one reads and writes the same arrays, the other
 # writes separate ones. (One loop for both, its outputs the inputs for in place, ran 6x slower in place:
 # outputs that may alias the inputs stop the compiler from vectorising. Measured, 100k float32.)
-@njit(**KERNEL)
+@njit(**_LOOP)
 def _adam_in_place(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, i0, i1):
     # p, g, m, v (n,) flat, one dtype, the scalars in that dtype; p, m, v overwritten on [i0, i1)
     # (decay = 1 - lr * weight_decay: PyTorch's form of the decoupled decay)
@@ -83,7 +88,7 @@ def _adam_in_place(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, dec
         p[i] = p[i] * decay - step_i
 
 
-@njit(**KERNEL)
+@njit(**_LOOP)
 def _adam_out_of_place(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd, i0, i1):
     # the same step into u, m_out, v_out (n,) on [i0, i1): u = new p - p (lr_wd = lr * weight_decay, apart
     # from decay: 1 - decay would cancel digits in float32)
@@ -96,7 +101,7 @@ def _adam_out_of_place(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, step_size, i
         u[i] = -(p[i] * lr_wd) - step_i
 
 
-@njit(**KERNEL)
+@njit(**_LOOP)
 def _adam_apply(base, p, g, m, v, p_out, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd, i0, i1):
     # _adam_out_of_place with its update added to base (the params) as it is made: p_out = base + u, the
     # same expression for u and then one add, so the same bits as the two apart, one pass fewer
@@ -109,7 +114,7 @@ def _adam_apply(base, p, g, m, v, p_out, m_out, v_out, b1, c1, b2, c2, step_size
         p_out[i] = base[i] + (-(p[i] * lr_wd) - step_i)
 
 
-@njit(parallel=True, **KERNEL)
+@njit(parallel=True, **_LOOP)
 def _adam_in_place_parallel(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, n_chunks):
     n = p.shape[0]
     for t in prange(n_chunks):
@@ -117,7 +122,7 @@ def _adam_in_place_parallel(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2,
                        t * n // n_chunks, (t + 1) * n // n_chunks)
 
 
-@njit(parallel=True, **KERNEL)
+@njit(parallel=True, **_LOOP)
 def _adam_out_of_place_parallel(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd,
                                 n_chunks):
     n = p.shape[0]
@@ -126,7 +131,7 @@ def _adam_out_of_place_parallel(p, g, m, v, u, m_out, v_out, b1, c1, b2, c2, ste
                            t * n // n_chunks, (t + 1) * n // n_chunks)
 
 
-@njit(parallel=True, **KERNEL)
+@njit(parallel=True, **_LOOP)
 def _adam_apply_parallel(base, p, g, m, v, p_out, m_out, v_out, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd,
                          n_chunks):
     n = p.shape[0]
