@@ -16,13 +16,15 @@ What is never planned, so a replay cannot overwrite an array someone still holds
   over an input it is reading (a matrix product could not).
 
 >>> import numpy as np
->>> from axon import jit
+>>> from axon import fusion, jit
+>>> fusion.ENABLED = False                               # (fusion would make the three ops one loop)
 >>> f = jit(lambda x: (((x * 2.0) + 1.0) * 3.0).sum())   # three outputs, two buffers: the first is reused
 >>> f(np.ones((64, 64), np.float32)), f(np.full((64, 64), 2.0, np.float32))
 (array(36864., dtype=float32), array(61440., dtype=float32))
 >>> plan = next(iter(f.plans.values()))
 >>> plan.buffer_of, len(plan.buffers)
 ({0: 0, 1: 1, 2: 0}, 2)
+>>> fusion.ENABLED = True
 """
 from __future__ import annotations
 
