@@ -547,6 +547,24 @@ def test_training_with_device_cuda_equals_the_cpu(name, rng):
 
 
 @needs_cuda
+@needs_backward("kernels.softmax_cross_entropy_backward")
+def test_a_schedule_in_the_traced_step_on_the_device(rng):
+    """AdamW with a schedule: the op schedules.value runs the Python schedule at each replay, on either device."""
+    x = rng.random((16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    optimizer = axon.optimizers.adamw(axon.schedules.warmup_cosine_decay(0.0, 0.02, 2, 6), weight_decay=0.1)
+    s = axon.training.step(PUBLIC_MODELS["mlp"](), "categorical_cross_entropy", optimizer)
+    cpu = axon.training.train(s, x, y, epochs=2, batch_size=4, verbose=0, seed=1)
+    dev = axon.training.train(s, x, y, epochs=2, batch_size=4, verbose=0, seed=1, device="cuda")
+    assert s.step.compiled is not None and not s.step.compiled_grads.plans     # the whole step traced
+    ops_run = {op.name for plan in s.step.compiled.plans.values() for op in plan.ops}
+    assert "schedules.value" in ops_run
+    np.testing.assert_allclose(dev.history["loss"], cpu.history["loss"], rtol=1e-4)
+    for a, b in zip(axon.tree.tree_leaves(cpu.params), axon.tree.tree_leaves(dev.params)):
+        np.testing.assert_allclose(host(b), a, rtol=1e-4, atol=1e-4)
+
+
+@needs_cuda
 def test_the_next_batch_is_copied_to_the_device_ahead_of_its_step(rng, monkeypatch):
     """``train(..., device="cuda")`` copies batch i + 1 while step i runs: the steps get device arrays, in order."""
     x = rng.random((17, 5), dtype=np.float32)                                # 17 = 6 + 6 + 5: a smaller last batch

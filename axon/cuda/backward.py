@@ -16,6 +16,8 @@ A primitive only gets its forward here when ``axon.kernels`` defines it (older t
   (one block per channel, shared-memory trees), then one affine pass;
 - ``kernels.adam_step``: the fused Adam/AdamW update, one pass over flat arrays; ``kernels.adam_step_at``:
   the same with the step number and lr as device arrays (its scalars computed on the device, no host read);
+- ``schedules.value``: a learning-rate schedule is Python, so it runs on the host (the count read back, one
+  number a step) and its value goes to the device;
 - ``kernels.argmax`` / ``kernels.take_along_axis_backward``: one thread per output.
 
 >>> all(PRIMITIVES[n].forwards.get("cuda") is not None for n in IMPLEMENTED)   # each one that exists here
@@ -27,6 +29,7 @@ import math
 
 import numpy as np
 
+from .. import schedules  # noqa: F401  (defines the primitive schedules.value, registered below)
 from ..autograd.engine import PRIMITIVES, implement
 from ._runtime import REDUCE_THREADS, constant, cuda, empty, full, from_host, launch_1d, nb_type, position, view
 from .factories import cuda_zip, row_blocks, split_rows
@@ -379,6 +382,11 @@ def _adam_step_at(p, g, m, v, t, lr, b1, b2, eps, weight_decay):
     return u, m_new, v_new
 
 
+def _schedule_value(count, schedule):
+    # a schedule is a Python function: the count comes to the host (one number a step), its value goes back
+    return from_host(PRIMITIVES["schedules.value"].forwards["cpu"](count, schedule=schedule))
+
+
 # ---- argmax and its gather's backward ---------------------------------------------------------------------
 @cuda.jit
 def _argmax_kernel(index, x, L, B):
@@ -434,5 +442,6 @@ _register("kernels.batch_norm_statistics", _bn_statistics)
 _register("kernels.batch_norm_backward", _bn_backward)
 _register("kernels.adam_step", _adam_step)
 _register("kernels.adam_step_at", _adam_step_at)
+_register("schedules.value", _schedule_value)
 _register("kernels.argmax", _argmax)
 _register("kernels.take_along_axis_backward", _take_backward)
