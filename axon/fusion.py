@@ -6,6 +6,9 @@
 - ``bias_relu``: ``add(x, b)`` then ``relu`` becomes the ``kernels.bias_relu`` kernel, and the backward
   pattern of the two (``greater(x, 0)``, ``mul(dy, mask)``, the bias gradient's ``sum`` and ``reshape``)
   becomes ``kernels.bias_relu_backward``: one pass each way instead of two and four.
+- ``pool_first``: ``max_pool(bias_relu(z, b))`` becomes ``bias_relu(max_pool(z), b)``, and its backward
+  likewise: the same numbers (relu and adding a bias keep the order of a window's values), with the
+  bias, the relu and relu's backward on the pooled array, a quarter of the size for 2x2 windows.
 - ``adam_apply``: the optimizer's ``kernels.adam_step_at`` and ``apply_updates``' ``add`` of its update
   to the params become one pass (``kernels.adam.adam_apply_at``): the update is never written to memory.
 - ``elementwise``: a run of consecutive elementwise ops with one output shape (the backward's
@@ -51,7 +54,8 @@ from .jit import Op, _slots_of
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
 from .kernels.adam import adam_apply_at
 
-__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "adam_apply", "elementwise",
+__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "pool_first", "adam_apply",
+           "elementwise",
            "FusedLoop", "cache_folder"]
 
 ENABLED = os.environ.get("AXON_FUSION", "1") != "0"
@@ -75,7 +79,7 @@ def run(ops: list, values: list, constants: dict, results: list) -> list:
     """
     if not ENABLED:
         return ops
-    for fuse in (bias_relu, adam_apply, elementwise):
+    for fuse in (bias_relu, pool_first, adam_apply, elementwise):
         ops = fuse(ops, values, constants, results)
     return ops
 
@@ -204,7 +208,79 @@ def _bias_relu_backward(ops, values, constants, results):
     return [op for op in out if op is not None]
 
 
-# ---- pass 2: Adam's update added to the params in the same pass ---------------------------------------------
+# ---- pass 2: max pooling before bias + relu ------------------------------------------------------------------
+def pool_first(ops: list, values: list, constants: dict, results: list) -> list:
+    """``max_pool(bias_relu(z, b))`` as ``bias_relu(max_pool(z), b)``, forward and backward.
+
+    Forward ``y = kernels.bias_relu(z, b)``, ``(p, arg) = kernels.max_pool(y)`` becomes ``(q, arg) =
+    kernels.max_pool(z)``, ``p = kernels.bias_relu(q, b)``; backward ``(dz,) = kernels.max_pool_backward(dp,
+    arg)``, ``(g, db) = kernels.bias_relu_backward(dz, y)`` becomes ``(gq, db) = kernels.bias_relu_backward(dp,
+    p)``, ``(g,) = kernels.max_pool_backward(gq, arg)``. The same numbers: ``v -> max(v + b, 0)`` never
+    reverses the order of two values (rounding is monotone), so the largest of a window gives the largest
+    result, and NaN wins in both orders. Only a tie changes: where two values of a window become equal
+    once ``b`` is added (within rounding of each other), the gradient goes to the larger instead of the
+    first. ``y``, ``dz`` and ``arg`` must be read by nothing else, and no window may be empty.
+
+    >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
+    >>> from axon.kernels.pool import _window_bins
+    >>> z, b = np.arange(-8.0, 8.0).reshape(1, 4, 4, 1), np.array([1.0])
+    >>> bins, out_shape, _ = _window_bins("max_pool", z, (2, 2), (2, 2), ((0, 0), (0, 0)))
+    >>> y = cpu("kernels.bias_relu")(z, b); p, arg = cpu("kernels.max_pool")(y, bins=bins, out_shape=out_shape)
+    >>> plan = [Op("kernels.bias_relu", cpu("kernels.bias_relu"), (0, 1), {}, 2),
+    ...         Op("kernels.max_pool", cpu("kernels.max_pool"), (2,), dict(bins=bins, out_shape=out_shape), (3, 4))]
+    >>> values = [z, b, y, p, arg]
+    >>> fused = pool_first(plan, values, {}, [3])
+    >>> [(op.name, op.inputs, op.outputs) for op in fused]
+    [('kernels.max_pool', (0,), (5, 4)), ('kernels.bias_relu', (5, 1), 3)]
+    >>> q, _ = fused[0].forward(z, **fused[0].params); fused[1].forward(q, b).ravel(), p.ravel()
+    (array([0., 0., 6., 8.]), array([0., 0., 6., 8.]))
+    """
+    readers, producer = _readers(ops), _producers(ops)
+    made_at = {s: i for i, op in enumerate(ops) for s in _slots_of(op.outputs)}
+    out, replaced = list(ops), {}
+    for k, pool in enumerate(ops):                         # k: the max_pool
+        if pool.name != "kernels.max_pool" or not _is_cpu(pool):
+            continue
+        y, (p, arg) = pool.inputs[0], pool.outputs
+        i = producer.get(y)
+        if i is None or ops[i].name != "kernels.bias_relu" or not _is_cpu(ops[i]) or y in results:
+            continue
+        z, b = ops[i].inputs
+        if not all(bool((bins[:, 1] > bins[:, 0]).all()) for bins in pool.params["bins"]):
+            continue
+        backs = [j for j in readers[y] if j != k]          # relu's backward, bias_relu_backward(dz, y)
+        if len(backs) > 1 or readers[arg] != [j for j in readers[arg] if ops[j].name == "kernels.max_pool_backward"]:
+            continue
+        if backs:
+            j = backs[0]
+            back = ops[j]
+            if back.name != "kernels.bias_relu_backward" or not _is_cpu(back) or back.inputs[1] != y:
+                continue
+            dz = back.inputs[0]
+            n = made_at.get(dz)
+            if n is None or ops[n].name != "kernels.max_pool_backward" or not _is_cpu(ops[n]):
+                continue
+            if ops[n].inputs[1] != arg or readers[dz] != [j] or dz in results or len(readers[arg]) != 1:
+                continue
+        elif readers[arg]:                                 # a pooling backward without relu's: leave it
+            continue
+        q = len(values)                                    # the pooled pre-activation: a new slot
+        values.append(np.empty(values[p].shape, values[p].dtype))
+        replaced[i] = None
+        replaced[k] = [pool._replace(inputs=(z,), outputs=(q, arg)), ops[i]._replace(inputs=(q, b), outputs=p)]
+        if backs:
+            (g, db), dp = back.outputs, ops[n].inputs[0]
+            gq = len(values)                               # relu's backward on the pooled gradient: a new slot
+            values.append(np.empty(values[dp].shape, values[dp].dtype))
+            replaced[n] = [back._replace(inputs=(dp, p), outputs=(gq, db)),
+                           ops[n]._replace(inputs=(gq, arg), outputs=(g,))]
+            replaced[j] = None
+    for k, new in replaced.items():
+        out[k] = new
+    return [o for op in out if op is not None for o in (op if isinstance(op, list) else [op])]
+
+
+# ---- pass 3: Adam's update added to the params in the same pass ---------------------------------------------
 def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
     """``kernels.adam_step_at`` and the ``add`` of its update to the params as one pass over memory.
 
@@ -250,7 +326,7 @@ def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
     return [op for op in out if op is not None]
 
 
-# ---- pass 3: chains of elementwise ops into one generated loop ------------------------------------------
+# ---- pass 4: chains of elementwise ops into one generated loop ------------------------------------------
 # Each elementwise primitive as a scalar expression of its operands {0}, {1}, ... ({D}: the result's dtype).
 _FLOAT_OPS = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",

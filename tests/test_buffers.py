@@ -1,4 +1,8 @@
-"""axon.buffers: a plan's outputs in buffers reused by liveness, never an array the caller holds, bit for bit."""
+"""axon.buffers: a plan's outputs in buffers reused by liveness, never an array the caller holds, bit for bit.
+
+Fusion is off here (test_jit's fixture), so the plans replay the eager ops; tests/test_fusion.py checks
+the fused plans.
+"""
 import threading
 
 import numpy as np
@@ -8,7 +12,7 @@ import axon
 from axon import buffers
 from axon.autograd import ops
 from axon.jit import jit
-from test_jit import _models, same
+from test_jit import _models, same, unfused  # noqa: F401  (unfused: an autouse fixture)
 
 
 def _plan(f):

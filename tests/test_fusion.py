@@ -104,7 +104,66 @@ def test_bias_relu_backward_keeps_a_bias_gradient_read_twice_apart():
     assert all(close(got[s], values[s], np.float64) for s in results + [10])
 
 
-# ---- pass 2: Adam's update and its apply ---------------------------------------------------------------
+# ---- pass 2: max pooling before bias + relu ----------------------------------------------------------------
+POOLS = {   # x shape, conv kernel, pool (window, strides, padding): 1-, 2- and 3-d, padded windows
+    "2d": ((3, 8, 8, 2), (3, 3, 2, 5), ((2, 2), (2, 2), ((0, 0), (0, 0)))),
+    "2d_padded": ((2, 7, 7, 3), (3, 3, 3, 4), ((3, 3), (2, 2), ((1, 1), (1, 1)))),
+    "1d": ((4, 9, 2), (2, 2, 3), ((3,), (2,), ((0, 1),))),
+    "3d": ((2, 4, 4, 4, 1), (2, 2, 2, 1, 3), ((2, 2, 2), (2, 2, 2), ((0, 0),) * 3)),
+}
+
+
+def _conv_relu_pool(shape, k_shape, pool):
+    n = len(shape) - 2
+    def f(x, w, b):
+        z = axon.kernels.conv(x, w, (1,) * n, (((0, 0),) * n), (1,) * n)          # (N, *S', C_out)
+        return axon.kernels.max_pool(axon.kernels.bias_relu(z, b), *pool)
+    return f
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(POOLS))
+def test_pool_first_pools_before_the_relu_with_the_same_numbers(case, dtype):
+    shape, k_shape, pool = POOLS[case]
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal(shape).astype(dtype), rng.standard_normal(k_shape).astype(dtype)
+    b = rng.standard_normal(k_shape[-1]).astype(dtype)
+    f = _conv_relu_pool(shape, k_shape, pool)
+    (y_plain, plain), (y_fused, fused) = _both(lambda: jit(f), x, w, b)
+    assert names(fused.ops) == ["kernels.conv", "kernels.max_pool", "kernels.bias_relu"], str(fused)
+    assert y_fused.dtype == dtype and np.array_equal(y_fused, y_plain)        # the forward: bit for bit
+    def loss(x, w, b):
+        y = f(x, w, b)
+        return (y * y).sum()
+    ((l_plain, g_plain), plain), ((l_fused, g_fused), fused) = _both(
+        lambda: jit(axon.value_and_grad(loss, argnums=(0, 1, 2))), x, w, b)
+    assert names(fused.ops).index("kernels.max_pool") < names(fused.ops).index("kernels.bias_relu")
+    back = [n for n in names(fused.ops) if n in ("kernels.bias_relu_backward", "kernels.max_pool_backward")]
+    assert back == ["kernels.bias_relu_backward", "kernels.max_pool_backward"], str(fused)
+    assert close(l_fused, l_plain, dtype)
+    for a, c in zip(g_fused, g_plain):                        # db summed over the pooled positions only
+        assert close(a, c, dtype)
+
+
+def test_pool_first_leaves_a_relu_output_read_elsewhere_and_an_average_pool():
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 6, 6, 1)).astype(np.float32), rng.standard_normal((3, 3, 1, 2)).astype(np.float32)
+    b = np.zeros(2, np.float32)
+    pool = ((2, 2), (2, 2), ((0, 0), (0, 0)))
+
+    def both(x, w, b):                                        # the relu's output is returned too
+        y = axon.kernels.bias_relu(axon.kernels.conv(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)), b)
+        return axon.kernels.max_pool(y, *pool), y
+
+    def average(x, w, b):
+        y = axon.kernels.bias_relu(axon.kernels.conv(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)), b)
+        return axon.kernels.avg_pool(y, *pool)
+    for f in (both, average):
+        _, (_, fused) = _both(lambda: jit(f), x, w, b)
+        assert names(fused.ops).index("kernels.bias_relu") == 1, str(fused)
+
+
+# ---- pass 3: Adam's update and its apply ---------------------------------------------------------------
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -140,7 +199,7 @@ def test_adam_apply_leaves_an_update_read_elsewhere_or_returned():
     assert names(fusion.adam_apply(plan + [neg], values + [-u], {}, [9, 10])) == ["kernels.adam_step_at", "add", "neg"]
 
 
-# ---- pass 3: elementwise chains -------------------------------------------------------------------------
+# ---- pass 4: elementwise chains -------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("b_shape", [(7,), (5, 1), (1, 5, 7), (), (3, 5, 7), (3, 1, 1)])
 def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, monkeypatch):
