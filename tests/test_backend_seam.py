@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import axon
-from axon import backend as B
+from axon import backend as B, fusion
 from axon.autograd import PRIMITIVES, Tensor, implement
 
 NAME = "test.boxed"
@@ -178,7 +178,9 @@ MODELS = {
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_training_on_the_boxed_backend_equals_the_cpu(boxed, name):
+def test_training_on_the_boxed_backend_equals_the_cpu(boxed, name, monkeypatch):
+    # bit for bit against the CPU's plan as traced: fusion rewrites only CPU forwards (to rounding)
+    monkeypatch.setattr(fusion, "ENABLED", False)
     x, y = _mnist_like(image=name == "cnn")
     model = MODELS[name]()
     s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adamw(0.01), metrics=["accuracy"])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import axon
-from axon import flat
+from axon import flat, fusion
 from axon.jit import jit
 from axon.kernels import adam_step
 from axon.tree import tree_leaves
@@ -12,6 +12,7 @@ from axon.tree import tree_leaves
 @pytest.fixture(autouse=True)
 def flat_always(monkeypatch):
     monkeypatch.setattr(flat, "FLAT_MIN_LEAVES", 0)          # the flat path for every tree, however small
+    monkeypatch.setattr(fusion, "ENABLED", False)            # bit for bit: the plan as traced (tests/test_fusion.py)
 
 
 def _tree(rng, dtype=np.float32):
