@@ -57,12 +57,6 @@ INTO = {**{name: _ufunc_into(u) for name, u in _UFUNCS.items()},
 MIN_BYTES = 1 << 14          # smaller outputs come from numpy's own cache of small blocks: not worth a buffer
 
 
-def _slots(outputs) -> list:
-    if type(outputs) is int:
-        return [outputs]
-    return [s for part in (outputs or ()) for s in _slots(part)]
-
-
 def _apart(values, a: int, b: int) -> bool:
     """Whether the trace's arrays in slots ``a`` and ``b`` surely share no memory (host arrays only)."""
     if a >= len(values) or b >= len(values):
@@ -89,7 +83,7 @@ def plan_buffers(ops, results, values) -> tuple[dict, list]:
     for i, op in enumerate(ops):
         for s in op.inputs:
             last[s] = i
-        for o in _slots(op.outputs):
+        for o in op.written():
             viewed = set()
             for s in op.inputs:
                 if not _apart(values, o, s):

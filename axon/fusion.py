@@ -50,7 +50,7 @@ import numpy as np
 from numba import njit
 
 from .autograd.engine import PRIMITIVES
-from .jit import Op, _slots_of
+from .jit import Op
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
 from .kernels.adam import adam_apply_at
 
@@ -236,7 +236,7 @@ def pool_first(ops: list, values: list, constants: dict, results: list) -> list:
     (array([0., 0., 6., 8.]), array([0., 0., 6., 8.]))
     """
     readers, producer = _readers(ops), _producers(ops)
-    made_at = {s: i for i, op in enumerate(ops) for s in _slots_of(op.outputs)}
+    made_at = {s: i for i, op in enumerate(ops) for s in op.written()}
     out, replaced = list(ops), {}
     for k, pool in enumerate(ops):                         # k: the max_pool
         if pool.name != "kernels.max_pool" or not _is_cpu(pool):
@@ -303,7 +303,7 @@ def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
     array([0.9, 0.9, 0.9])
     """
     readers = _readers(ops)
-    made_at = {s: i for i, op in enumerate(ops) for s in _slots_of(op.outputs)}
+    made_at = {s: i for i, op in enumerate(ops) for s in op.written()}
     out = list(ops)
     for i, op in enumerate(ops):
         if op.name != "kernels.adam_step_at" or not _is_cpu(op):

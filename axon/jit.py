@@ -151,14 +151,18 @@ class Op(NamedTuple):
 
     ``outputs`` is a slot, or a tuple of slots (and ``None``s) for a forward that returns several arrays.
 
-    >>> Op("neg", np.negative, (0,), {}, 1).outputs
-    1
+    >>> Op("neg", np.negative, (0,), {}, 1).outputs, Op("split", np.split, (0,), {}, (1, None, 2)).written()
+    (1, [1, 2])
     """
     name: str
     forward: Callable
     inputs: tuple
     params: dict
     outputs: object
+
+    def written(self) -> list:
+        """The slots this op writes: its ``outputs`` flattened, ``None``\ s left out."""
+        return _slots_of(self.outputs)
 
 
 def _store(values: list, outputs, y) -> None:
@@ -201,7 +205,7 @@ class Plan:
         for i, op in enumerate(ops):
             for s in op.inputs:
                 last[s] = i
-            for s in _slots_of(op.outputs):
+            for s in op.written():
                 last.setdefault(s, i)
         keep = set(results) | set(constants)
         dead = [[] for _ in ops]
