@@ -242,42 +242,51 @@ def pool_first(ops: list, values: list, constants: dict, results: list) -> list:
         if pool.name != "kernels.max_pool" or not _is_cpu(pool):
             continue
         y, (p, arg) = pool.inputs[0], pool.outputs
-        i = producer.get(y)
+        i = producer.get(y)                                # i: the bias_relu
         if i is None or ops[i].name != "kernels.bias_relu" or not _is_cpu(ops[i]) or y in results:
             continue
-        z, b = ops[i].inputs
         if not all(bool((bins[:, 1] > bins[:, 0]).all()) for bins in pool.params["bins"]):
             continue
-        backs = [j for j in readers[y] if j != k]          # relu's backward, bias_relu_backward(dz, y)
-        if len(backs) > 1 or readers[arg] != [j for j in readers[arg] if ops[j].name == "kernels.max_pool_backward"]:
+        backward = _pool_and_relu_backward(ops, readers, made_at, results, k, y, arg)
+        if backward is False:
             continue
-        if backs:
-            j = backs[0]
-            back = ops[j]
-            if back.name != "kernels.bias_relu_backward" or not _is_cpu(back) or back.inputs[1] != y:
-                continue
-            dz = back.inputs[0]
-            n = made_at.get(dz)
-            if n is None or ops[n].name != "kernels.max_pool_backward" or not _is_cpu(ops[n]):
-                continue
-            if ops[n].inputs[1] != arg or readers[dz] != [j] or dz in results or len(readers[arg]) != 1:
-                continue
-        elif readers[arg]:                                 # a pooling backward without relu's: leave it
-            continue
+        z, b = ops[i].inputs
         q = len(values)                                    # the pooled pre-activation: a new slot
         values.append(np.empty(values[p].shape, values[p].dtype))
         replaced[i] = None
         replaced[k] = [pool._replace(inputs=(z,), outputs=(q, arg)), ops[i]._replace(inputs=(q, b), outputs=p)]
-        if backs:
-            (g, db), dp = back.outputs, ops[n].inputs[0]
+        if backward is not None:                           # j: bias_relu_backward, n: max_pool_backward
+            j, n = backward
+            (g, db), dp = ops[j].outputs, ops[n].inputs[0]
             gq = len(values)                               # relu's backward on the pooled gradient: a new slot
             values.append(np.empty(values[dp].shape, values[dp].dtype))
-            replaced[n] = [back._replace(inputs=(dp, p), outputs=(gq, db)),
+            replaced[n] = [ops[j]._replace(inputs=(dp, p), outputs=(gq, db)),
                            ops[n]._replace(inputs=(gq, arg), outputs=(g,))]
             replaced[j] = None
     for k, new in replaced.items():
         out[k] = new
     return [o for op in out if op is not None for o in (op if isinstance(op, list) else [op])]
+
+
+def _pool_and_relu_backward(ops, readers, made_at, results, k, y, arg):
+    """For the max_pool ``ops[k]`` of the relu output ``y``: the backward ops ``(j, n)`` to swap, None
+    when there is no backward (an inference plan), False when the plan reads ``y`` or ``arg`` otherwise.
+
+    The backward must be ``(dz,) = ops[n]`` = ``max_pool_backward(dp, arg)`` and ``ops[j]`` =
+    ``bias_relu_backward(dz, y)``, the only readers of ``arg``, ``dz`` and (but the pool) ``y``.
+    """
+    backs = [j for j in readers[y] if j != k]
+    if not backs and not readers[arg]:
+        return None
+    if len(backs) != 1 or len(readers[arg]) != 1:
+        return False
+    j, n = backs[0], readers[arg][0]
+    dz = ops[j].inputs[0]
+    if not (ops[j].name == "kernels.bias_relu_backward" and _is_cpu(ops[j]) and ops[j].inputs[1] == y
+            and ops[n].name == "kernels.max_pool_backward" and _is_cpu(ops[n]) and ops[n].inputs[1] == arg
+            and made_at.get(dz) == n and readers[dz] == [j] and dz not in results):
+        return False
+    return j, n
 
 
 # ---- pass 3: Adam's update added to the params in the same pass ---------------------------------------------
