@@ -15,14 +15,18 @@
   ``dy * (x > 0)``, tanh's ``dy * (1 - y * y)``, gelu's arithmetic, a leaky relu) becomes one generated
   ``numba.njit`` loop, ``fused[mul,sub,mul]`` in the plan: each element is read once, computed through
   the whole chain in registers, and written once. ``exp``, ``log``, ``tanh``, ``sigmoid`` and ``power``
-  stay numpy's own (SIMD) loops unless numba has SVML (``FUSE_TRANSCENDENTAL``).
+  stay numpy's own (SIMD) loops unless numba has SVML (``FUSE_TRANSCENDENTAL``). In a plan traced on
+  the GPU the same runs become one generated ``cuda.jit`` kernel each (``axon.cuda.fused``), calling
+  the device functions the ops' own CUDA kernels are made from; there the transcendental functions
+  join too (the device's math library, as in each op's own kernel).
 
 A pass fuses only what it can prove safe: every slot it removes is read by nothing else and is not a
 result, the shapes and dtypes recorded while tracing (``values``: slot -> the array it held) match what
-the kernel computes, and every op is the CPU forward of its primitive, so a plan on another backend
-(CUDA) is left as it was. The softmax cross-entropy needs no pass: axon's cross-entropy losses (and
-the model-form ``training.step``, which takes the loss from the logits) call the fused
-``kernels.softmax_cross_entropy`` already.
+the kernel computes, and every op is the CPU forward of its primitive, or (for ``elementwise`` only)
+a CUDA op: recorded as dispatched at each call, with device arrays while tracing. The first three
+passes leave a CUDA plan as it was (its ``kernels.*`` forwards are the device's own). The softmax
+cross-entropy needs no pass: axon's cross-entropy losses (and the model-form ``training.step``, which
+takes the loss from the logits) call the fused ``kernels.softmax_cross_entropy`` already.
 
 ``ENABLED`` turns fusion off for the plans traced from then on (``AXON_FUSION=0`` in the environment
 does so from the start), so the fused and unfused replays can be compared.
@@ -38,6 +42,7 @@ plan: 2 inputs, 1 constant, 1 ops
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -50,7 +55,8 @@ import numpy as np
 from numba import njit
 
 from .autograd.engine import PRIMITIVES
-from .jit import Op
+from .backend import backend_of
+from .jit import Op, dispatch
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
 from .kernels.adam import adam_apply_at
 
@@ -89,6 +95,33 @@ def _is_cpu(op: Op) -> bool:
     """Whether ``op`` runs its primitive's own CPU forward (not another backend's, not a wrapped one)."""
     prim = PRIMITIVES.get(op.name)
     return prim is not None and op.forward is prim.forwards.get("cpu")
+
+
+def _backend(op: Op, values: list) -> str | None:
+    """Whose kernels ``op`` runs: ``"cpu"`` (its primitive's CPU forward), ``"cuda"``, or None.
+
+    A plan traced on the GPU records ``partial(dispatch, prim)``, which picks the backend at each call:
+    such an op is a CUDA op when what it wrote and read while tracing were CUDA arrays (or 0-d host
+    arrays, which ``dispatch`` moves to the device). ``backend_of`` tells, so numba.cuda is not imported.
+
+    >>> _backend(Op("neg", PRIMITIVES["neg"].forwards["cpu"], (0,), {}, 1), [np.ones(2), -np.ones(2)])
+    'cpu'
+    """
+    if _is_cpu(op):
+        return "cpu"
+    f, prim = op.forward, PRIMITIVES.get(op.name)
+    if not (type(f) is functools.partial and f.func is dispatch and f.args[:1] == (prim,)):
+        return None                                        # a wrapped forward, or not a primitive's
+    written, read = [values[s] for s in op.written()], [values[s] for s in op.inputs]
+    if written and all(_on_cuda(a) for a in written) and all(
+            _on_cuda(a) or (type(a) is np.ndarray and a.ndim == 0) for a in read):
+        return "cuda"
+    return None
+
+
+def _on_cuda(a) -> bool:
+    """Whether ``a`` is an array of the CUDA backend (False for every array while it was never used)."""
+    return backend_of(a).name == "cuda"
 
 
 def _readers(ops: list) -> dict:
@@ -354,21 +387,38 @@ _LOGICAL = {"logical_and", "logical_or", "logical_not"}
 # Without Intel's SVML, numba computes these with one libm call per element, which numpy's SIMD loops
 # beat by 4-18x (measured on (128, 128) float32: tanh 188 us fused against 10 us in numpy, exp 45 vs
 # 12, x ** 2 as power 78 vs 10): a loop containing one would be slower than the ops apart. With
-# SVML (``numba.config.USING_SVML``) numba vectorises them too, and they join the loops.
+# SVML (``numba.config.USING_SVML``) numba vectorises them too, and they join the loops. (On CUDA
+# they always join: there each is the device's own math library, as in the op's own kernel.)
 _TRANSCENDENTAL = {"exp", "log", "tanh", "sigmoid", "log1p", "expm1", "power"}
 FUSE_TRANSCENDENTAL = bool(numba.config.USING_SVML)
 _DTYPE_NAMES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64"}
 
 
-def _dtype_of_group(op: Op, values: list):
-    """The float dtype ``op`` computes in (None for a bool op), or False when the pass cannot fuse it.
+def _scalar_of(name: str):
+    """The CUDA device function of primitive ``name``'s elementwise forward (None: it has none).
 
-    Every operand and the result are of one float dtype D or bool: a float op gives D (bool operands of
-    arithmetic become 0/1 in D, as numpy does), a comparison compares two D's, a logical op takes bools.
+    ``cuda_map`` and ``cuda_zip`` keep it on the forward they make (``forward.scalar``, a function of the
+    operands and a tuple of constants): the op's own kernel and a fused one call the same function.
+
+    >>> _scalar_of("sum") is None                           # a reduction: not elementwise
+    True
     """
-    if not (_is_cpu(op) and type(op.outputs) is int and not op.params):
+    return getattr(PRIMITIVES[name].forwards.get("cuda"), "scalar", None)
+
+
+def _group_of(op: Op, values: list):
+    """``(backend, dtype)``: whose loop ``op`` may join, the float dtype it computes in (None: a bool op).
+
+    False when the pass cannot fuse it. Every operand and the result are of one float dtype D or bool:
+    a float op gives D (bool operands of arithmetic become 0/1 in D, as numpy does), a comparison
+    compares two D's, a logical op takes bools.
+    """
+    backend = _backend(op, values)
+    if backend is None or type(op.outputs) is not int or op.params:
         return False
-    if op.name in _TRANSCENDENTAL and not FUSE_TRANSCENDENTAL:
+    if backend == "cpu" and op.name in _TRANSCENDENTAL and not FUSE_TRANSCENDENTAL:
+        return False
+    if backend == "cuda" and _scalar_of(op.name) is None:
         return False
     y, xs = values[op.outputs], [values[s] for s in op.inputs]
     if op.name in _FLOAT_OPS:
@@ -377,21 +427,22 @@ def _dtype_of_group(op: Op, values: list):
             return False
         if op.name == "where" and xs[0].dtype != np.bool_:
             return False
-        return d
+        return backend, d
     if op.name in _BOOL_OPS and y.dtype == np.bool_:
         if op.name in _LOGICAL:
-            return None if all(x.dtype == np.bool_ for x in xs) else False
+            return (backend, None) if all(x.dtype == np.bool_ for x in xs) else False
         d = xs[0].dtype
-        return d if d in _DTYPE_NAMES and all(x.dtype == d for x in xs) else False
+        return (backend, d) if d in _DTYPE_NAMES and all(x.dtype == d for x in xs) else False
     return False
 
 
 def elementwise(ops: list, values: list, constants: dict, results: list) -> list:
-    """Each run of consecutive elementwise ops with one output shape as one ``FusedLoop`` op.
+    """Each run of consecutive elementwise ops of one output shape as one ``FusedLoop`` (CUDA: one kernel).
 
-    A run of at least two ops on at least ``FUSE_MIN_SIZE`` elements, in one float dtype (and bool),
-    is fused: the loop's inputs are the slots the run reads but does not write (broadcast to the output
-    shape as numpy would), its outputs the slots it writes that a later op or the results read; the
+    A run of at least two ops on at least ``FUSE_MIN_SIZE`` elements, in one float dtype (and bool), on
+    one backend, is fused (a CUDA plan's into ``axon.cuda.fused.FusedKernel``, one generated kernel):
+    the loop's inputs are the slots the run reads but does not write (broadcast to the output shape
+    as numpy would), its outputs the slots it writes that a later op or the results read; the
     slots only the run itself reads become registers of the loop and leave the plan. An op in between
     that cannot join but reads nothing the run writes (a scalar's arithmetic) moves before the loop,
     and a ``broadcast_to`` only the run reads (a backward's upstream gradient) leaves the plan: the
@@ -409,6 +460,7 @@ def elementwise(ops: list, values: list, constants: dict, results: list) -> list
     readers, producer = _readers(ops), _producers(ops)
     keep = set(results)
     out, run, moved, run_shape, run_dtype = [], [], [], None, None   # moved: ops that may run before the run
+    run_backend = None                                     # "cpu" or "cuda": whose loop the run becomes
     bypassed = set()                                       # broadcast_to outputs the loops read through
 
     def close():
@@ -420,40 +472,43 @@ def elementwise(ops: list, values: list, constants: dict, results: list) -> list
             for _, op in run:
                 for s in op.inputs:
                     p = producer.get(s)
-                    if (p is not None and ops[p].name == "broadcast_to" and _is_cpu(ops[p]) and s not in keep
+                    if (p is not None and ops[p].name == "broadcast_to" and s not in keep
+                            and _backend(ops[p], values) == run_backend
                             and all(r in {i for i, _ in run} for r in readers[s])):
                         source[s] = ops[p].inputs[0]
             bypassed.update(source)
             chain = [op._replace(inputs=tuple(source.get(s, s) for s in op.inputs)) for _, op in run]
             out.extend(op for _, op in moved)
-            out.append(_fuse(chain, escaping, values))
+            out.append(_fuse(chain, escaping, values, run_backend))
         else:                                              # nothing fused: every op keeps its place
             out.extend(op for _, op in sorted(run + moved, key=lambda pair: pair[0]))
         run.clear()
         moved.clear()
 
     for i, op in enumerate(ops):
-        d = _dtype_of_group(op, values)
-        if d is False:
+        group = _group_of(op, values)
+        if group is False:
             if run and not set(op.inputs) & {o.outputs for _, o in run}:
                 moved.append((i, op))                      # reads nothing of the run: it may run first
             else:
                 close()
                 out.append(op)
             continue
+        backend, d = group
         shape = values[op.outputs].shape
-        if run and (shape != run_shape or (d is not None and run_dtype is not None and d != run_dtype)):
+        if run and (shape != run_shape or backend != run_backend
+                    or (d is not None and run_dtype is not None and d != run_dtype)):
             close()
         if not run:
-            run_shape, run_dtype = shape, None
+            run_shape, run_dtype, run_backend = shape, None, backend
         run_dtype = run_dtype if d is None else d
         run.append((i, op))
     close()
     return [op for op in out if not (op.name == "broadcast_to" and op.outputs in bypassed)]
 
 
-def _fuse(chain: list, escaping: list, values: list) -> Op:
-    """The op that computes ``chain`` in one loop, writing the slots ``escaping``."""
+def _fuse(chain: list, escaping: list, values: list, backend: str) -> Op:
+    """The op that computes ``chain`` in one loop (``backend`` "cuda": one kernel), writing ``escaping``."""
     written = {op.outputs for op in chain}
     inputs = []                                            # the slots the chain reads from outside, in order
     for op in chain:
@@ -461,8 +516,12 @@ def _fuse(chain: list, escaping: list, values: list) -> Op:
             if s not in written and s not in inputs:
                 inputs.append(s)
     shape = values[chain[0].outputs].shape
-    loop = FusedLoop([(op.name, op.inputs, op.outputs) for op in chain], inputs, escaping, shape,
-                     {s: (values[s].shape, values[s].dtype) for s in inputs + list(written)})
+    if backend == "cuda":                                  # (imported here: the plan's arrays are on the GPU)
+        from .cuda.fused import FusedKernel as make
+    else:
+        make = FusedLoop
+    loop = make([(op.name, op.inputs, op.outputs) for op in chain], inputs, escaping, shape,
+                {s: (values[s].shape, values[s].dtype) for s in inputs + list(written)})
     outputs = escaping[0] if len(escaping) == 1 else tuple(escaping)
     return Op(f"fused[{','.join(op.name for op in chain)}]", loop, tuple(inputs), {}, outputs)
 
@@ -554,20 +613,8 @@ def _generate(chain, inputs, outputs, info, loop_shape, in_shapes, parallel) -> 
     def at(shape):                                         # x[i0, 0]: 0 along a broadcast axis
         return ", ".join(i if n > 1 else "0" for i, n in zip(index, shape))
 
-    body = [f"a{k} = x{k}[{at(s)}]" for k, s in enumerate(in_shapes)]
-    name = {s: f"a{k}" for k, s in enumerate(inputs)}
-    for t, (prim, ins, out) in enumerate(chain):
-        dtype = info[out][1]
-        args = [name[s] for s in ins]
-        if dtype in _DTYPE_NAMES:                          # bool operands of arithmetic: 0/1 in the result's dtype
-            d = _DTYPE_NAMES[dtype]
-            args = [a if info[s][1] != np.bool_ or (prim == "where" and k == 0) else f"{d}({a})"
-                    for k, (a, s) in enumerate(zip(args, ins))]
-            body.append(f"t{t} = {d}({_FLOAT_OPS[prim].format(*args, D=d)})")
-        else:
-            body.append(f"t{t} = {_BOOL_OPS[prim].format(*args)}")
-        name[out] = f"t{t}"
-    body += [f"y{k}[{at(loop_shape)}] = {name[s]}" for k, s in enumerate(outputs)]
+    body = _body(chain, inputs, outputs, info, [f"x{k}[{at(s)}]" for k, s in enumerate(in_shapes)],
+                 [f"y{k}[{at(loop_shape)}]" for k in range(len(outputs))], _expression)
     lines = [f"def fused({', '.join([f'x{k}' for k in range(len(inputs))] + [f'y{k}' for k in range(len(outputs))])}):"]
     indent = "    "
     for d in range(rank):
@@ -576,6 +623,39 @@ def _generate(chain, inputs, outputs, info, loop_shape, in_shapes, parallel) -> 
         indent += "    "
     lines += [indent + line for line in body]
     return "\n".join(lines)
+
+
+def _expression(prim: str, args: list, d: str | None) -> str:
+    """The scalar expression of ``prim`` on ``args`` in the CPU loop (``d``: the result's dtype, by name)."""
+    return _FLOAT_OPS[prim].format(*args, D=d) if d else _BOOL_OPS[prim].format(*args)
+
+
+def _body(chain, inputs, outputs, info, reads, writes, expression) -> list:
+    """The lines of a fused loop's body: each input read once, one line per op, each output written once.
+
+    ``reads`` / ``writes``: the element each input is read from / each output written to (source text);
+    ``expression(prim, args, d)``: the op's value of its operands ``args`` (``d``: the result dtype's
+    name, None for a bool op). Bool operands of arithmetic become 0/1 in the result's dtype (not
+    ``where``'s condition), and every float result is cast to its dtype, as the op alone would store it.
+
+    >>> info = {0: ((), np.dtype(np.float32)), 1: ((), np.dtype(np.bool_)), 2: ((), np.dtype(np.float32))}
+    >>> _body([("mul", (0, 1), 2)], [0, 1], [2], info, ["x[i]", "m[i]"], ["y[i]"], _expression)
+    ['a0 = x[i]', 'a1 = m[i]', 't0 = np.float32(a0 * np.float32(a1))', 'y[i] = t0']
+    """
+    body = [f"a{k} = {read}" for k, read in enumerate(reads)]
+    name = {s: f"a{k}" for k, s in enumerate(inputs)}
+    for t, (prim, ins, out) in enumerate(chain):
+        dtype = info[out][1]
+        args = [name[s] for s in ins]
+        if dtype in _DTYPE_NAMES:                          # bool operands of arithmetic: 0/1 in the result's dtype
+            d = _DTYPE_NAMES[dtype]
+            args = [a if info[s][1] != np.bool_ or (prim == "where" and k == 0) else f"{d}({a})"
+                    for k, (a, s) in enumerate(zip(args, ins))]
+            body.append(f"t{t} = {d}({expression(prim, args, d)})")
+        else:
+            body.append(f"t{t} = {expression(prim, args, None)}")
+        name[out] = f"t{t}"
+    return body + [f"{write} = {name[s]}" for write, s in zip(writes, outputs)]
 
 
 def _compile(source: str, parallel: bool):

@@ -47,7 +47,7 @@ from .autograd.engine import TRACING, forward_for
 from .backend import Backend, backend_of, is_host, register_backend, to_host
 from .buffers import INTO, plan_buffers
 
-__all__ = ["jit", "check", "check_range", "TraceError", "TracedArray", "Plan", "Op"]
+__all__ = ["jit", "check", "check_range", "dispatch", "TraceError", "TracedArray", "Plan", "Op"]
 
 
 class TraceError(TypeError):
@@ -299,7 +299,7 @@ class _Tracer:
         if all(type(a) is np.ndarray for a in real):
             forward = prim.forwards["cpu"]
         else:                                          # another backend: the engine's choice, made at each call
-            forward = functools.partial(_dispatch, prim)
+            forward = functools.partial(dispatch, prim)
         return self.record(prim.name, forward, inputs, real, params)
 
     def record(self, name: str, forward, inputs: tuple, real: list, params: dict):
@@ -328,8 +328,15 @@ class _Tracer:
         return placeholders
 
 
-def _dispatch(prim, *arrays, **params):
-    """A primitive's forward chosen from its inputs' backend at each call (0-d host arrays moved there)."""
+def dispatch(prim, *arrays, **params):
+    """A primitive's forward chosen from its inputs' backend at each call (0-d host arrays moved there).
+
+    What a plan traced on another backend than the CPU records as an op's forward.
+
+    >>> from axon.autograd.engine import PRIMITIVES
+    >>> dispatch(PRIMITIVES["neg"], np.ones(2))
+    array([-1., -1.])
+    """
     arrays = list(arrays)
     return forward_for(prim, arrays)(*arrays, **params)
 

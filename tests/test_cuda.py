@@ -744,6 +744,7 @@ def test_dynamic_unroll_and_backward_hooks_run_on_the_device(rng):
 # ---- the docstring examples of axon.cuda run on the device too ---------------------------------------
 @needs_cuda
 @pytest.mark.parametrize("name", ["axon.cuda", "axon.cuda._runtime", "axon.cuda.factories", "axon.cuda.ops",
+                                  "axon.cuda.fused",
                                   "axon.cuda.layout", "axon.cuda.matmul", "axon.cuda.kernels",
                                   "axon.cuda.backward", "axon.cuda.ctc", "axon.cuda.recurrent"])
 def test_cuda_docstring_examples(name):
@@ -788,3 +789,97 @@ def test_a_traced_index_array_on_the_device_picks_each_calls_rows(rng):
         assert_twin(value, want)
         assert_twin(grads, want_grads)
     assert len(compiled.plans) == 1
+
+
+# ---- fusion: a CUDA plan's elementwise chains as one generated kernel -----------------------------------
+def _fused_and_plain(fn, arrays, monkeypatch):
+    """``jit(fn)`` on device ``arrays`` (traced, then replayed), fusion off and on: two (result, plan)s."""
+    from axon import fusion
+    from axon.jit import jit
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)                       # the simulator's small shapes too
+    out = {}
+    for enabled in (False, True):
+        monkeypatch.setattr(fusion, "ENABLED", enabled)
+        f = jit(fn)
+        f(*arrays)
+        out[enabled] = (f(*arrays), next(iter(f.plans.values())))
+    return out[False], out[True]
+
+
+def _tanh_backward(dy, y):
+    return Tensor(dy) * (1.0 - Tensor(y) * Tensor(y))
+
+
+def _bias_tanh(x, b):
+    return axon.autograd.ops.tanh(Tensor(x) + b) * 0.5
+
+
+def _relu_mask(dy, x):
+    return Tensor(dy) * (Tensor(x) > 0.0)
+
+
+FUSABLE = {   # name -> (function, its arguments' shapes, the fused op it must become)
+    "tanh_backward": (_tanh_backward, [(5, 7), (5, 7)], "fused[mul,sub,mul]"),
+    "bias_tanh": (_bias_tanh, [(3, 5, 7), (7,)], "fused[add,tanh,mul]"),
+    "relu_mask": (_relu_mask, [(5, 7), (5, 7)], "fused[greater,mul]"),
+}
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", list(FUSABLE))
+def test_a_cuda_plans_elementwise_chain_is_one_kernel_with_the_same_numbers(name, dtype, rng, monkeypatch):
+    from axon.cuda.fused import FusedKernel
+    fn, shapes, fused_name = FUSABLE[name]
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    (plain, plain_plan), (fused, fused_plan) = _fused_and_plain(fn, dev(*arrays), monkeypatch)
+    assert [op.name for op in fused_plan.ops] == [fused_name], str(fused_plan)
+    assert not any(op.name.startswith("fused[") for op in plain_plan.ops)
+    assert isinstance(fused_plan.ops[0].forward, FusedKernel)
+    cpu = fn(*arrays).numpy()
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    for ref in (host(plain), cpu):
+        assert_twin(fused, ref, tol=tol)
+
+
+@needs_cuda
+def test_a_fused_cuda_kernel_writes_every_escaping_value_and_is_compiled_once(rng, monkeypatch):
+    """Two results of one chain, one input read broadcast; the chain on another shape reuses the kernel."""
+    def fn(x, b):
+        e = Tensor(x) - b
+        return e, e * e * 3.0
+    kernels_made = []
+    for shape in ((4, 6), (2, 3, 6)):
+        x, b = rng.standard_normal(shape), rng.standard_normal(6)
+        (plain, _), (fused, plan) = _fused_and_plain(fn, dev(x, b), monkeypatch)
+        assert [(op.name, op.outputs) for op in plan.ops] == [("fused[sub,mul,mul]", tuple(plan.results))]
+        for a, ref in zip(fused, plain):
+            assert_twin(a, ref, tol=1e-12)
+        kernels_made.append(plan.ops[0].forward.kernel)
+    assert kernels_made[0] is kernels_made[1]                                # one source text: compiled once
+
+
+@needs_cuda
+@needs_backward("kernels.softmax_cross_entropy_backward")
+def test_a_training_step_on_the_device_is_the_same_fused(rng, monkeypatch):
+    """A tanh MLP's whole compiled step on the device (forward, backward, Adam) with fusion on and off."""
+    from axon import fusion
+    monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)
+    x = rng.random((16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(fusion, "ENABLED", enabled)
+        model = axon.input((None, 12)).dense(8, activation="tanh").dense(4, activation="softmax")
+        s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adam(0.01))
+        result = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1, device="cuda")
+        names = [op.name for plan in s.step.compiled.plans.values() for op in plan.ops]
+        runs.append((result, names))
+    (plain, plain_names), (fused, fused_names) = runs
+    assert any(n.startswith("fused[") for n in fused_names), fused_names
+    assert not any(n.startswith("fused[") for n in plain_names)
+    assert len(fused_names) < len(plain_names)
+    np.testing.assert_allclose(fused.history["loss"], plain.history["loss"], rtol=1e-5)
+    for a, b in zip(axon.tree.tree_leaves(fused.params), axon.tree.tree_leaves(plain.params)):
+        assert isinstance(a, acuda.ARRAY_TYPES)
+        np.testing.assert_allclose(host(a), host(b), rtol=1e-5, atol=1e-5)

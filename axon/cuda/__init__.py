@@ -13,7 +13,9 @@ Importing this package (``axon.backend`` does it the first time ``"cuda"`` is na
   fused cross-entropy, batch norm, bias+relu) and dropout's masks drawn on the device;
 - ``backward``: their backward primitives (``kernels.<name>_backward``), the fused Adam step;
 - ``ctc``, ``recurrent``: CTC's forward-backward recursions, the fused LSTM and GRU sequences
-  (forward and backward), one block of threads per sequence.
+  (forward and backward), one block of threads per sequence;
+- ``fused``: ``axon.fusion``'s generated kernels, a chain of elementwise ops in one (imported by the
+  pass when a CUDA plan has a chain to fuse).
 
 VJPs are not written here: each primitive's VJP is Tensor operations, which run on whichever backend
 holds the Tensors. Without a GPU (and without ``NUMBA_ENABLE_CUDASIM=1``, numba's simulator) importing

@@ -19,6 +19,10 @@ rounds, halving the active threads each time (a tree, not one thread looping ser
 
     round 1: s[t] = fn(s[t], s[t + T/2])   for t < T/2        round 2: ... for t < T/4  ...   y = s[0]
 
+Each launcher keeps its device function as ``forward.scalar`` (a function of the operands and a tuple
+of constants): ``axon.fusion`` generates one kernel for a chain of ops from these (``axon.cuda.fused``),
+so an op's scalar function is written once, here and in ``ops``, alone or fused.
+
 ``like`` names the CPU twin of the op (its primitive in the table): the output dtype is whatever that
 CPU forward gives on one-element arrays of the input dtypes (numpy's promotion rules, shared, not
 copied), and empty inputs are handed to the CPU forward outright (nothing to launch).
@@ -128,7 +132,7 @@ def cuda_map(fn, like: str | None = None):
             kernel[launch_1d(x.size)](out.reshape(out.size), shape, storage, offset, strides, tuple(consts))
         return out
 
-    forward.kernel = kernel
+    forward.kernel, forward.scalar = kernel, f                   # scalar: what axon.fusion's kernels call
     return forward
 
 
@@ -182,7 +186,7 @@ def cuda_zip(fn, like: str | None = None):
         kernel[launch_1d(out.size)](out.reshape(out.size), shape, *args)
         return out
 
-    forward.kernel = kernel
+    forward.kernel, forward.scalar = kernel, f                   # scalar: what axon.fusion's kernels call
     return forward
 
 
