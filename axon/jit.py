@@ -488,14 +488,20 @@ def _unflatten(sig, leaves):
 
 
 def _paths(sig, path: str = "") -> list:
-    """The path of every array in ``sig`` (``"0.dense_0.kernel"``), for error messages."""
+    """Where each array of ``sig`` sits, as Python indexes it (``"[0]['dense_0']['kernel']"``), for errors."""
     if sig is None or sig[0] == "static":
         return []
     if sig[0] == "array":
-        return [path or "<root>"]
+        return [path]
     keys = sig[1] if issubclass(sig[0], dict) else range(len(sig[1]))
     kids = sig[2] if issubclass(sig[0], dict) else sig[1]
-    return [p for k, s in zip(keys, kids) for p in _paths(s, f"{path}.{k}" if path else str(k))]
+    return [p for k, s in zip(keys, kids) for p in _paths(s, f"{path}[{k!r}]")]
+
+
+def _argument(path: str) -> str:
+    """``"[2][0]"`` as ``"argument 2 at [0]"``: which argument, and where in it (for error messages)."""
+    head, _, rest = path[1:].partition("]")
+    return f"argument {head}" + (f" at {rest}" if rest else "")
 
 
 # ---- jit -----------------------------------------------------------------------------------------------
@@ -548,7 +554,8 @@ def _trace(fn, sig, leaves: list):
                          f"move them to one with axon.to_device")
     real = backend_of(next((a for a in leaves if not is_host(a)), np.zeros(0)))
     tracer = _Tracer(real)
-    placeholders = [tracer.new(a, f"argument {p}") for a, p in zip(leaves, _paths(sig[0]) + _paths(sig[1]))]
+    names = [_argument(p) for p in _paths(sig[0])] + [f"keyword argument {p}" for p in _paths(sig[1])]
+    placeholders = [tracer.new(a, name) for a, name in zip(leaves, names)]
     it = iter(placeholders)
     args, kwargs = _unflatten(sig[0], it), _unflatten(sig[1], it)
     TRACING.tracer = tracer

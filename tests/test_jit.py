@@ -74,6 +74,8 @@ def test_python_reading_a_traced_value_is_an_error_naming_the_primitive():
             jit(lambda a: read(Tensor(a).sum()))(x)
     with pytest.raises(TraceError, match="argument 0"):
         jit(lambda a: np.exp(a))(x)                             # numpy on an argument
+    with pytest.raises(TraceError, match=r"argument 1 at \['w'\]\[0\]"):   # where in a nested argument
+        jit(lambda a, p: float(p["w"][0]))(x, {"w": [x]})
     with pytest.raises(TraceError, match="primitive 'greater'"):
         jit(lambda a: Tensor(a) * 2 if (Tensor(a) > 0).sum() > 1 else Tensor(a))(x)
 
