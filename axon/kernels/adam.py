@@ -221,13 +221,18 @@ def adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step) -> None:
     adam_into(p, g, m, v, None, scalars)
 
 
+def _into_fresh(p, g, m, v, scalars, base=None) -> tuple:
+    """``adam_into`` on numpy arrays, into fresh ones: ``(u, m_new, v_new)``, or ``(base + u, ...)``."""
+    p, g, m, v = (contiguous(a) for a in (p, g, m, v))
+    out = (np.empty_like(p), np.empty_like(m), np.empty_like(v))                 # u (or base + u), m_new, v_new
+    adam_into(p, g, m, v, out, scalars, base=None if base is None else contiguous(base))
+    return out
+
+
 def _adam_step_forward(p, g, m, v, lr, b1, b2, eps, weight_decay, step):
     """The primitive's forward on numpy arrays: ``(u, m_new, v_new)`` in fresh arrays."""
-    p, g, m, v = (contiguous(a) for a in (p, g, m, v))
     scalars = adam_scalars(p.dtype, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=step)
-    out = (np.empty_like(p), np.empty_like(m), np.empty_like(v))                 # u, m_new, v_new
-    adam_into(p, g, m, v, out, scalars)
-    return out
+    return _into_fresh(p, g, m, v, scalars)
 
 
 def _adam_step_at_forward(p, g, m, v, t, lr, b1, b2, eps, weight_decay):
@@ -248,11 +253,8 @@ def adam_apply_at(base, p, g, m, v, t, lr, b1, b2, eps, weight_decay) -> tuple:
     >>> new_p, m_new
     (array([0.999, 1.001]), array([ 0.1, -0.1]))
     """
-    base, p, g, m, v = (contiguous(a) for a in (base, p, g, m, v))
     scalars = adam_scalars(p.dtype, lr=float(lr), b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=int(t))
-    out = (np.empty_like(base), np.empty_like(m), np.empty_like(v))             # base + u, m_new, v_new
-    adam_into(p, g, m, v, out, scalars, base=base)
-    return out
+    return _into_fresh(p, g, m, v, scalars, base)
 
 
 _adam_step = primitive("kernels.adam_step", _adam_step_forward)
