@@ -322,15 +322,21 @@ def _bn_backward(dy, x, gamma, mean, invstd, need_dx):
 
 
 # ---- Adam: one fused pass --------------------------------------------------------------------------------
+@cuda.jit(device=True)
+def _adam_element(i, u, m_out, v_out, p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd):
+    # element i of axon.kernels.adam's step (its scalars, in the arrays' dtype): u = new p - p
+    m_i = b1 * m[i] + c1 * g[i]
+    v_i = b2 * v[i] + c2 * g[i] * g[i]
+    m_out[i] = m_i
+    v_out[i] = v_i
+    u[i] = -(p[i] * lr_wd) - step_size * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+
+
 @cuda.jit
 def _adam_kernel(u, m_out, v_out, p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, decay, lr_wd):
-    # the per-element step of axon.kernels.adam (its scalars, in the arrays' dtype): u = new p - p
+    # the step with its scalars given (adam_scalars, computed on the host)
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        m_i = b1 * m[i] + c1 * g[i]
-        v_i = b2 * v[i] + c2 * g[i] * g[i]
-        m_out[i] = m_i
-        v_out[i] = v_i
-        u[i] = -(p[i] * lr_wd) - step_size * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+        _adam_element(i, u, m_out, v_out, p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd)
 
 
 def _adam_step(p, g, m, v, scalars=None, **settings):
@@ -363,11 +369,7 @@ def _adam_at_kernel(u, m_out, v_out, p, g, m, v, s):
     # _adam_kernel with its scalars read from the device array s (written by _adam_scalars_kernel)
     b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[8]
     for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        m_i = b1 * m[i] + c1 * g[i]
-        v_i = b2 * v[i] + c2 * g[i] * g[i]
-        m_out[i] = m_i
-        v_out[i] = v_i
-        u[i] = -(p[i] * lr_wd) - step_size * m_i / (math.sqrt(v_i) * inv_sqrt_bc2 + eps)
+        _adam_element(i, u, m_out, v_out, p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd)
 
 
 def _adam_step_at(p, g, m, v, t, lr, b1, b2, eps, weight_decay):

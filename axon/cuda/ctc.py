@@ -49,20 +49,27 @@ def _ext(targets, b, s, blank):
     return blank if s % 2 == 0 else targets[b, s // 2]
 
 
+@cuda.jit(device=True)
+def _fill_log_zero(a, b, tid, nt):
+    """Row b of a (B, T, N) log-space table set to log 0 = -inf, the block's threads over N."""
+    for s in range(tid, a.shape[2], nt):
+        for t in range(a.shape[1]):
+            a[b, t, s] = -math.inf
+
+
 @cuda.jit
 def _alpha_kernel(lp, targets, input_lengths, target_lengths, blank, zero_infinity, alpha, nll, loss):
     # lp (B, T, C); targets (B, S); lengths (B,); alpha (B, T, 2S + 1) float64; nll (B,) float64; loss (B,)
-    B, T, N = alpha.shape[0], alpha.shape[1], alpha.shape[2]
+    B, T = alpha.shape[0], alpha.shape[1]
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
     for b in range(cuda.blockIdx.x, B, cuda.gridDim.x):
         t_len, L = input_lengths[b], target_lengths[b]
         n = 2 * L + 1
-        for s in range(tid, N, nt):
-            for t in range(T):
-                alpha[b, t, s] = -math.inf
-            if s == 0:                                           # start on the leading blank...
-                alpha[b, 0, 0] = lp[b, 0, blank]
-            elif s == 1 and L > 0:                               # ... or on the first label
+        _fill_log_zero(alpha, b, tid, nt)
+        cuda.syncthreads()
+        if tid == 0:                                             # start on the leading blank...
+            alpha[b, 0, 0] = lp[b, 0, blank]
+            if L > 0:                                            # ... or on the first label
                 alpha[b, 0, 1] = lp[b, 0, _ext(targets, b, 1, blank)]
         cuda.syncthreads()
         for t in range(1, t_len):
@@ -88,14 +95,12 @@ def _alpha_kernel(lp, targets, input_lengths, target_lengths, blank, zero_infini
 @cuda.jit
 def _beta_kernel(lp, targets, input_lengths, target_lengths, blank, beta):
     # beta (B, T, 2S + 1) float64 out: the log-probability of all suffixes from (t, s), lp[t, ext[s]] included
-    B, T, N = beta.shape[0], beta.shape[1], beta.shape[2]
+    B = beta.shape[0]
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
     for b in range(cuda.blockIdx.x, B, cuda.gridDim.x):
         t_len, L = input_lengths[b], target_lengths[b]
         n = 2 * L + 1
-        for s in range(tid, N, nt):
-            for t in range(T):
-                beta[b, t, s] = -math.inf
+        _fill_log_zero(beta, b, tid, nt)
         cuda.syncthreads()
         for t in range(t_len - 1, -1, -1):
             for s in range(tid, n, nt):

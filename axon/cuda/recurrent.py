@@ -67,6 +67,22 @@ def _back(T, reverse, s):
     return t, tp, tp == T or tp < 0
 
 
+@cuda.jit(device=True)
+def _h_u(a, h0, hs, wh, b, tp, first, q):
+    """``a + (h_{t-1} U)[q]``: column q of the previous carry times the hidden kernel (phase 1)."""
+    for k in range(wh.shape[0]):
+        a += (h0[b, k] if first else hs[b, tp, k]) * wh[k, q]
+    return a
+
+
+@cuda.jit(device=True)
+def _d_ut(acc, d, wh, b, t, j):
+    """``acc + (d[b, t] U^T)[j]``: a step's gate gradients back through the hidden kernel (phase 2)."""
+    for q in range(wh.shape[1]):
+        acc += d[b, t, q] * wh[j, q]
+    return acc
+
+
 # ---- LSTM ---------------------------------------------------------------------------------------------
 @cuda.jit
 def _lstm_kernel(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, half, one):
@@ -81,9 +97,7 @@ def _lstm_kernel(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, half, one):
                 if not kept or q >= 4 * H:
                     gates[b, t, q] = 0
                     continue
-                a = xw[b, t, q] + bias[q]
-                for k in range(H):                              # (h_{t-1} U)[q]
-                    a += (h0[b, k] if first else hs[b, tp, k]) * wh[k, q]
+                a = _h_u(xw[b, t, q] + bias[q], h0, hs, wh, b, tp, first, q)
                 gates[b, t, q] = math.tanh(a) if 2 * H <= q < 3 * H else _sigmoid(a, half, one)
             cuda.syncthreads()
             for j in range(tid, H, nt):                          # phase 2: the carry after step t
@@ -144,10 +158,7 @@ def _lstm_backward_kernel(dhs, dcs, c0, wh, keep, reverse, cs, gates, da, dcarry
             cuda.syncthreads()
             if kept:                                             # phase 2: dh_{t-1} = da U^T (padding: dh as it is)
                 for j in range(tid, H, nt):
-                    acc = zero
-                    for q in range(4 * H):
-                        acc += da[b, t, q] * wh[j, q]
-                    dcarry[b, 0, j] = acc
+                    dcarry[b, 0, j] = _d_ut(zero, da, wh, b, t, j)
             cuda.syncthreads()
 
 
@@ -182,9 +193,7 @@ def _gru_kernel(xw, h0, wh, bh, keep, reverse, hs, gates, half, one):
                     if q < H:
                         gates[b, t, 3 * H + q] = 0
                     continue
-                a = bh[q]
-                for k in range(H):
-                    a += (h0[b, k] if first else hs[b, tp, k]) * wh[k, q]
+                a = _h_u(bh[q], h0, hs, wh, b, tp, first, q)
                 if q < 2 * H:
                     gates[b, t, q] = _sigmoid(xw[b, t, q] + a, half, one)
                 else:
@@ -246,10 +255,7 @@ def _gru_backward_kernel(dhs, h0, wh, keep, reverse, hs, gates, dxw, dhw, dh0, z
             cuda.syncthreads()
             if kept:                                             # phase 2: dh_{t-1} += d(h U) U^T
                 for j in range(tid, H, nt):
-                    acc = dh0[b, j]
-                    for q in range(3 * H):
-                        acc += dhw[b, t, q] * wh[j, q]
-                    dh0[b, j] = acc
+                    dh0[b, j] = _d_ut(dh0[b, j], dhw, wh, b, t, j)
             cuda.syncthreads()
 
 
