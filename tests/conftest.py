@@ -1,8 +1,13 @@
-"""Shared test set-up: every test starts from the same random state."""
+"""Shared test set-up: every test starts from the same random state; on numba's CUDA simulator, strict arrays."""
+import os
 import random
 
 import numpy as np
 import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":     # device arrays that refuse what a real GPU's lack
+    import cuda_strict
+    cuda_strict.install()
 
 
 @pytest.fixture(autouse=True)

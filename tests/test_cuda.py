@@ -883,3 +883,53 @@ def test_a_training_step_on_the_device_is_the_same_fused(rng, monkeypatch):
     for a, b in zip(axon.tree.tree_leaves(fused.params), axon.tree.tree_leaves(plain.params)):
         assert isinstance(a, acuda.ARRAY_TYPES)
         np.testing.assert_allclose(host(a), host(b), rtol=1e-5, atol=1e-5)
+
+
+# ---- a strict simulator, and batch norm in training (the simulator hid a host-only call there) ----------
+@needs_cuda
+@pytest.mark.skipif(acuda is None or not acuda.SIMULATOR, reason="only the simulator's arrays need the strict shim")
+def test_the_simulators_device_arrays_are_strict():
+    """What a real DeviceNDArray lacks (astype, sum, base) fails on the simulator too (tests/cuda_strict.py)."""
+    import cuda_strict
+    assert cuda_strict.installed()
+    a = dev(np.ones((2, 3), np.float32))
+    for name in ("astype", "sum", "base", "max"):
+        with pytest.raises(AttributeError, match=f"real numba DeviceNDArray has no attribute '{name}'"):
+            getattr(a, name)
+    assert a.shape == (2, 3) and a.dtype == np.float32 and a.size == 6 and a.copy_to_host().sum() == 6
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_batch_norm_train_on_device_statistics_equals_the_cpu(dtype, rng):
+    """``kernels.batch_norm_train`` with its mean and invstd made on the device (as in training), no host cast."""
+    x = rng.normal(1.0, 2.0, (5, 3)).astype(dtype)
+    gamma, beta = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    out = kernels.batch_norm_train(*dev(x, gamma, beta), 1e-5)
+    ref = kernels.batch_norm_train(x, gamma, beta, 1e-5)
+    for a, b in zip(out, ref):
+        assert a.device == "cuda"
+        assert_twin(a, b, dtype, tol=1e-5 if dtype == np.float32 else None)
+
+
+@needs_cuda
+@needs_backward("kernels.batch_norm_backward")
+def test_training_a_batch_norm_model_on_the_device_equals_the_cpu(rng):
+    """dense -> batch_norm -> relu -> dense, Adam: the traced step on the device ends as on the CPU, running
+    statistics included; then inference (training=False: the running statistics) gives the CPU's predictions."""
+    x = rng.random((16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    # (no bias before the batch norm: its gradient is 0 up to rounding, which Adam would blow up to lr)
+    model = axon.input((None, 12)).dense(8, use_bias=False).batch_norm().relu().dense(4, activation="softmax")
+    s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adam(0.01))
+    cpu = axon.training.train(s, x, y, epochs=2, batch_size=8, verbose=0, seed=1)
+    on_dev = axon.training.train(s, x, y, epochs=2, batch_size=8, verbose=0, seed=1, device="cuda")
+    assert s.step.compiled is not None and not s.step.compiled_grads.plans     # the whole step traced
+    np.testing.assert_allclose(on_dev.history["loss"], cpu.history["loss"], rtol=1e-4)
+    leaves = axon.tree.tree_leaves(on_dev.params)                              # running statistics too
+    assert len(leaves) == 7 and all(isinstance(v, acuda.ARRAY_TYPES) for v in leaves)
+    for a, b in zip(axon.tree.tree_leaves(cpu.params), leaves):
+        np.testing.assert_allclose(host(b), a, rtol=1e-4, atol=1e-5)
+    p_dev = axon.predict(model, on_dev.params, x[:5], device="cuda")
+    p_cpu = axon.predict(model, cpu.params, x[:5])
+    np.testing.assert_allclose(host(p_dev), host(p_cpu), rtol=1e-4, atol=1e-5)

@@ -33,7 +33,7 @@ from .. import schedules  # noqa: F401  (defines the primitive schedules.value, 
 from ..autograd.engine import PRIMITIVES, implement
 from ._runtime import REDUCE_THREADS, constant, cuda, empty, full, from_host, launch_1d, nb_type, position, view
 from .factories import cuda_zip, row_blocks, split_rows
-from .kernels import _conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2, pool_index, window_index
+from .kernels import host_or_device as _host_or_device, _conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2, pool_index, window_index
 from .matmul import launch_matmul
 
 __all__ = ["IMPLEMENTED"]
@@ -47,14 +47,6 @@ def _register(name, forward):
     if name in PRIMITIVES:                                       # defined by this tree's axon.kernels
         implement(name, "cuda", forward)
         IMPLEMENTED.append(name)
-
-
-def _host_or_device(a, dtype=None):
-    """A parameter that may be a host array (the CPU wrappers' settings) as a device array."""
-    if isinstance(a, np.ndarray) or np.isscalar(a):
-        a = np.asarray(a, dtype=dtype)
-        return from_host(a)
-    return a if dtype is None or a.dtype == dtype else PRIMITIVES["astype"].forwards["cuda"](a, np.dtype(dtype))
 
 
 # ---- conv ------------------------------------------------------------------------------------------------

@@ -318,10 +318,25 @@ def affine2(a, b, alpha, beta, gamma):
 _mul, _sub = PRIMITIVES["mul"].forwards, PRIMITIVES["sub"].forwards
 
 
+def host_or_device(a, dtype=None):
+    """A parameter that may be a host array (the CPU wrappers' settings) as a device array of ``dtype``.
+
+    A device array of another dtype is cast on the device (the ``astype`` primitive's CUDA forward: a
+    real ``DeviceNDArray`` has no ``astype`` method, and no host round trip is wanted).
+
+    >>> host_or_device(np.arange(2), np.float32).dtype
+    dtype('float32')
+    """
+    if isinstance(a, np.ndarray) or np.isscalar(a):
+        return from_host(np.asarray(a, dtype=dtype))
+    return a if dtype is None or a.dtype == dtype else PRIMITIVES["astype"].forwards["cuda"](a, np.dtype(dtype))
+
+
 def _bn_forward(x, gamma, beta, mean, invstd):
-    # y = x * scale + shift, scale = gamma invstd, shift = beta - mean scale (C,), as the CPU forward
-    scale = _mul["cuda"](gamma, from_host(invstd.astype(x.dtype)))
-    shift = _sub["cuda"](beta, _mul["cuda"](from_host(mean.astype(x.dtype)), scale))
+    # y = x * scale + shift, scale = gamma invstd, shift = beta - mean scale (C,), as the CPU forward;
+    # mean, invstd (C,) float64: device arrays when training (batch_norm_statistics), host ones otherwise
+    scale = _mul["cuda"](gamma, host_or_device(invstd, x.dtype))
+    shift = _sub["cuda"](beta, _mul["cuda"](host_or_device(mean, x.dtype), scale))
     return affine2(x, x, scale, from_host(np.zeros(x.shape[-1], x.dtype)), shift)
 
 
