@@ -13,7 +13,9 @@ results are split back into a tree whose leaves are views of the new buffer: the
 Both are decided when the op runs, so a traced plan (``axon.jit``) is right for either kind of tree.
 The values are exactly the per-leaf ones: an elementwise kernel does not care where a leaf begins.
 
-The flat path is taken where it pays (``can_flatten``: host arrays, ``FLAT_MIN_LEAVES`` leaves or more).
+The flat path is taken where it pays (``can_flatten``): on host arrays from ``FLAT_MIN_LEAVES`` leaves on;
+on a device (``axon.cuda``: its join finds the buffer its split made, and copies separate leaves in one
+launch) always, since there every kernel launch saved is worth more than the copy of the gradients.
 
 >>> import numpy as np
 >>> tree = {"w": np.ones((2, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -33,7 +35,7 @@ import numpy as np
 from .autograd import Tensor, apply, primitive
 from .tree import tree_leaves, tree_map
 
-__all__ = ["join", "split", "map_flat", "can_flatten", "bounds", "FLAT_MIN_LEAVES"]
+__all__ = ["join", "split", "map_flat", "can_flatten", "bounds", "FLAT_MIN_LEAVES", "FLAT_MIN_LEAVES_DEVICE"]
 
 
 
@@ -103,26 +105,36 @@ def split(flat, shapes) -> list:
 # The flat path pays from this many leaves per tree on (numpy) host arrays. Measured, Adam + apply_updates,
 # 2-core Xeon, one thread: 4 leaves (the MNIST MLP) 150 us flat / 120 us per leaf (the grads' copy and the
 # joins' checks cost more than the calls they save); 32 leaves of 4k floats equal; 128 leaves 6% faster flat.
-# Device arrays never take it yet: their join cannot find a buffer (it would copy every step).
 FLAT_MIN_LEAVES = 32
+# On a device every tree takes it: a launch costs ~22 us from Python (numba.cuda, measured on an H200), so
+# the per-leaf Adam's two launches a leaf cost more than copying the gradients into one buffer.
+FLAT_MIN_LEAVES_DEVICE = 1
 
 
 def can_flatten(*trees) -> bool:
-    """Whether ``map_flat`` applies and pays: every leaf a host array of one floating dtype, enough leaves.
+    """Whether ``map_flat`` applies and pays: every leaf an array of one floating dtype on one backend, enough leaves.
 
-    (``FLAT_MIN_LEAVES`` per tree; a test sets it to 0 to force the flat path.)
+    Host (numpy) arrays need ``FLAT_MIN_LEAVES`` leaves per tree (a test sets it to 0 to force the flat path);
+    a device's arrays ``FLAT_MIN_LEAVES_DEVICE``, where that backend implements ``flat.join`` and ``flat.split``.
 
     >>> can_flatten({"w": np.ones(2, np.float32)}, {"w": np.ones(2, np.float64)})
     False
     """
+    from .backend import backend_of
     from .jit import TracedArray                 # while tracing: decide on the arrays behind the placeholders,
     leaves = [a.data if isinstance(a, Tensor) else a for t in trees for a in tree_leaves(t)]   # as eagerly
     leaves = [a.value if type(a) is TracedArray else a for a in leaves]
-    if not leaves or len(leaves) < FLAT_MIN_LEAVES * len(trees):
+    if not leaves:
         return False
     dtype = getattr(leaves[0], "dtype", None)
-    return (dtype is not None and dtype.kind == "f"
-            and all(type(a) is np.ndarray and a.dtype == dtype for a in leaves))
+    if dtype is None or dtype.kind != "f":
+        return False
+    if type(leaves[0]) is np.ndarray:
+        return (len(leaves) >= FLAT_MIN_LEAVES * len(trees)
+                and all(type(a) is np.ndarray and a.dtype == dtype for a in leaves))
+    b = backend_of(leaves[0])
+    return (b.name in _JOIN.forwards and b.name in _SPLIT.forwards and len(leaves) >= FLAT_MIN_LEAVES_DEVICE * len(trees)
+            and all(isinstance(a, b.array_types) and a.dtype == dtype and a.ndim > 0 for a in leaves))
 
 
 def map_flat(fn, tree, *rest, n_out: int = 1):

@@ -9,8 +9,12 @@
 - ``pool_first``: ``max_pool(bias_relu(z, b))`` becomes ``bias_relu(max_pool(z), b)``, and its backward
   likewise: the same numbers (relu and adding a bias keep the order of a window's values), with the
   bias, the relu and relu's backward on the pooled array, a quarter of the size for 2x2 windows.
+- ``flat_round_trip``: ``flat.join`` of every view one ``flat.split`` cut, in order, is the split buffer
+  itself (``axon.flat``: the optimizer's update split into a tree, joined again by ``apply_updates``); the
+  join goes, and readers read the buffer.
 - ``adam_apply``: the optimizer's ``kernels.adam_step_at`` and ``apply_updates``' ``add`` of its update
-  to the params become one pass (``kernels.adam.adam_apply_at``): the update is never written to memory.
+  to the params become one pass (``kernels.adam.adam_apply_at``, on the GPU ``axon.cuda.backward``'s):
+  the update is never written to memory, and on the GPU the whole step of the optimizer is one launch.
 - ``elementwise``: a run of consecutive elementwise ops with one output shape (the backward's
   ``dy * (x > 0)``, tanh's ``dy * (1 - y * y)``, gelu's arithmetic, a leaky relu) becomes one generated
   ``numba.njit`` loop, ``fused[mul,sub,mul]`` in the plan: each element is read once, computed through
@@ -24,7 +28,7 @@ A pass fuses only what it can prove safe: every slot it removes is read by nothi
 result, the shapes and dtypes recorded while tracing (``values``: slot -> the array it held) match what
 the kernel computes, and every op is the CPU forward of its primitive, or (for ``elementwise`` only)
 a CUDA op: recorded as dispatched at each call, with device arrays while tracing. The first three
-passes leave a CUDA plan as it was (its ``kernels.*`` forwards are the device's own). The softmax
+passes but ``adam_apply`` leave a CUDA plan as it was (its ``kernels.*`` forwards are the device's own). The softmax
 cross-entropy needs no pass: axon's cross-entropy losses (and the model-form ``training.step``, which
 takes the loss from the logits) call the fused ``kernels.softmax_cross_entropy`` already.
 
@@ -60,7 +64,8 @@ from .jit import Op, dispatch
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
 from .kernels.adam import adam_apply_at
 
-__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "pool_first", "adam_apply",
+__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "pool_first", "flat_round_trip",
+           "adam_apply",
            "elementwise",
            "FusedLoop", "cache_folder"]
 
@@ -85,7 +90,7 @@ def run(ops: list, values: list, constants: dict, results: list) -> list:
     """
     if not ENABLED:
         return ops
-    for fuse in (bias_relu, pool_first, adam_apply, elementwise):
+    for fuse in (bias_relu, pool_first, flat_round_trip, adam_apply, elementwise):
         ops = fuse(ops, values, constants, results)
     return ops
 
@@ -322,7 +327,53 @@ def _pool_and_relu_backward(ops, readers, made_at, results, k, y, arg):
     return j, n
 
 
-# ---- pass 3: Adam's update added to the params in the same pass ---------------------------------------------
+# ---- pass 3: a flat buffer split into views and joined again is the buffer ----------------------------------
+def _renamed(op: Op, rename: dict) -> Op:
+    """``op`` reading ``rename[s]`` in place of each slot ``s`` it reads that ``rename`` names."""
+    return op._replace(inputs=tuple(rename.get(s, s) for s in op.inputs)) if any(s in rename for s in op.inputs) else op
+
+
+def flat_round_trip(ops: list, values: list, constants: dict, results: list) -> list:
+    """``y = flat.join(*flat.split(x))`` (every view, in order, nothing else between) read as ``x`` itself.
+
+    ``axon.flat``'s join of the views its split cut from one buffer *is* that buffer (no copy, decided when
+    it runs); a plan that splits the optimizer's update into a tree and joins it again for ``apply_updates``
+    reads the update directly once the join goes, so ``adam_apply`` can see the add that reads it. The
+    split stays while any of its views is read or returned. Checked: the join's and the buffer's shapes
+    and dtypes match (the views cover all of it), and the join's result is not returned.
+
+    >>> split = PRIMITIVES["flat.split"].forwards["cpu"]; join = PRIMITIVES["flat.join"].forwards["cpu"]
+    >>> x = np.arange(5.0); a, b = split(x, ((2,), (3,)))
+    >>> plan = [Op("flat.split", split, (0,), {"shapes": ((2,), (3,))}, (1, 2)), Op("flat.join", join, (1, 2), {}, 3),
+    ...         Op("neg", PRIMITIVES["neg"].forwards["cpu"], (3,), {}, 4)]
+    >>> [(op.name, op.inputs) for op in flat_round_trip(plan, [x, a, b, x, -x], {}, [4])]
+    [('neg', (0,))]
+    """
+    made_by = {s: i for i, op in enumerate(ops) for s in op.written()}
+    rename: dict = {}
+    out = list(ops)
+    for k, op in enumerate(ops):
+        if op.name != "flat.join" or op.outputs in results or type(op.outputs) is not int or not op.inputs:
+            continue
+        i = made_by.get(op.inputs[0])
+        split = ops[i] if i is not None else None
+        if (split is None or split.name != "flat.split" or type(split.outputs) is not tuple
+                or tuple(split.outputs) != tuple(op.inputs)):
+            continue
+        x, y = split.inputs[0], op.outputs
+        if values[x].shape != values[y].shape or values[x].dtype != values[y].dtype or backend_of(values[x]) is not backend_of(values[y]):
+            continue
+        rename[y] = rename.get(x, x)
+        out[k] = None
+    if not rename:
+        return ops
+    out = [_renamed(op, rename) for op in out if op is not None]
+    readers = _readers(out)
+    return [op for op in out if not (op.name == "flat.split" and type(op.outputs) is tuple
+                                     and not any(readers.get(s) or s in results for s in op.written()))]
+
+
+# ---- pass 4: Adam's update added to the params in the same pass ---------------------------------------------
 def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
     """``kernels.adam_step_at`` and the ``add`` of its update to the params as one pass over memory.
 
@@ -346,29 +397,47 @@ def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
     """
     readers = _readers(ops)
     made_at = {s: i for i, op in enumerate(ops) for s in op.written()}
-    out = list(ops)
+    out, hoisted = list(ops), defaultdict(list)
     for i, op in enumerate(ops):
-        if op.name != "kernels.adam_step_at" or not _is_cpu(op):
+        if op.name != "kernels.adam_step_at":
+            continue
+        where = "cpu" if _is_cpu(op) else _backend(op, values)
+        if where is None:
             continue
         u = op.outputs[0]
         if u in results or len(readers[u]) != 1:
             continue
         k = readers[u][0]
         add = ops[k]
-        if add.name != "add" or not _is_cpu(add) or add.inputs.count(u) != 1:
+        if add.name != "add" or add.inputs.count(u) != 1 or not (
+                _is_cpu(add) if where == "cpu" else _backend(add, values) == "cuda"):
             continue
         params, new = add.inputs[1 - add.inputs.index(u)], add.outputs
-        if not (made_at.get(params, -1) < i and type(values[params]) is np.ndarray
+        if not ((type(values[params]) is np.ndarray if where == "cpu" else _on_cuda(values[params]))
                 and values[params].shape == values[u].shape == values[new].shape
                 and values[params].dtype == values[u].dtype == values[new].dtype):
             continue
-        out[i] = Op("fused[kernels.adam_step_at,add]", adam_apply_at, (params, *op.inputs), op.params,
+        j = made_at.get(params, -1)
+        if j > i:                        # made after the update: a flat.join of the params (apply_updates'),
+            join = ops[j]                # which reads only what exists before it, moves up to the update
+            if join.name != "flat.join" or out[j] is None or any(made_at.get(s, -1) >= i for s in join.inputs):
+                continue
+            hoisted[i].append(join)
+            out[j] = None
+        fused = adam_apply_at if where == "cpu" else _cuda_adam_apply_at()
+        out[i] = Op("fused[kernels.adam_step_at,add]", fused, (params, *op.inputs), op.params,
                     (new, *op.outputs[1:]))
         out[k] = None
-    return [op for op in out if op is not None]
+    return [o for i, op in enumerate(out) for o in hoisted.get(i, []) + [op] if o is not None]
 
 
-# ---- pass 4: chains of elementwise ops into one generated loop ------------------------------------------
+def _cuda_adam_apply_at():
+    """``axon.cuda.backward.adam_apply_at`` (imported only for a plan traced on the GPU)."""
+    from .cuda.backward import adam_apply_at as cuda_adam_apply_at
+    return cuda_adam_apply_at
+
+
+# ---- pass 5: chains of elementwise ops into one generated loop ------------------------------------------
 # Each elementwise primitive as a scalar expression of its operands {0}, {1}, ... ({D}: the result's dtype).
 _FLOAT_OPS = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",

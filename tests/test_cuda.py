@@ -933,3 +933,83 @@ def test_training_a_batch_norm_model_on_the_device_equals_the_cpu(rng):
     p_dev = axon.predict(model, on_dev.params, x[:5], device="cuda")
     p_cpu = axon.predict(model, cpu.params, x[:5])
     np.testing.assert_allclose(host(p_dev), host(p_cpu), rtol=1e-4, atol=1e-5)
+
+
+# ---- Adam over one flat device buffer: one launch for every parameter ------------------------------------
+class _Counted:
+    """A CUDA kernel whose launches are counted (``kernel[grid, block](...)``), on a GPU or the simulator."""
+
+    def __init__(self, kernel, counts, name):
+        self.kernel, self.counts, self.name = kernel, counts, name
+
+    def __getitem__(self, config):
+        launch = self.kernel[config]
+
+        def counted(*args):
+            self.counts[self.name] = self.counts.get(self.name, 0) + 1
+            return launch(*args)
+        return counted
+
+
+@needs_cuda
+def test_flat_join_on_the_device_finds_its_buffer_and_copies_separate_leaves_in_few_launches(rng, monkeypatch):
+    from axon import flat
+    layout = acuda.layout
+    counts = {}
+    monkeypatch.setattr(layout, "_join_kernel", _Counted(layout._join_kernel, counts, "join"))
+    leaves = [rng.standard_normal(s).astype(np.float32) for s in ((3, 2), (5,), (0,), (1, 1, 4), (2,))]
+    f = flat.join(dev(*leaves))
+    assert isinstance(f, acuda.ARRAY_TYPES) and counts == {"join": 1}               # one launch for all of them
+    assert_twin(f, np.concatenate([a.ravel() for a in leaves]))
+    views = flat.split(f, [a.shape for a in leaves])
+    assert all(isinstance(v, acuda.ARRAY_TYPES) for v in views)
+    assert flat.join(views) is f and counts == {"join": 1}                           # its own views: no copy
+    assert flat.join(views[::-1]) is not f and flat.join(views[1:]) is not f         # out of order, a part: copies
+    assert_twin(flat.join(views[1:]), np.concatenate([a.ravel() for a in leaves[1:]]))
+    monkeypatch.setattr(layout, "JOIN_LEAVES", 2)                                   # 4 non-empty leaves: 2 launches
+    counts.clear()
+    assert_twin(flat.join(dev(*leaves)), np.concatenate([a.ravel() for a in leaves]))
+    assert counts == {"join": 2}
+
+
+@needs_cuda
+def test_can_flatten_takes_every_tree_of_device_arrays():
+    from axon import flat
+    tree = {"w": np.ones((2, 2), np.float32), "b": np.zeros(2, np.float32)}
+    assert not flat.can_flatten(tree, tree)                                          # host: 32 leaves or more
+    assert flat.can_flatten(to_device(tree, "cuda"), to_device(tree, "cuda"))
+    assert not flat.can_flatten(to_device(tree, "cuda"), to_device({"w": tree["w"], "b": np.zeros(2)}, "cuda"))
+
+
+@needs_cuda
+@needs_backward("kernels.softmax_cross_entropy_backward")
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_a_compiled_step_on_the_device_updates_every_param_in_one_adam_launch(optimizer, rng, monkeypatch):
+    """The traced MLP step on cuda: one Adam kernel launch over one flat buffer (the update added to the params
+    in it), params and moments views of one buffer each; the numbers those of the CPU's per-leaf steps."""
+    backward = acuda.backward
+    counts = {}
+    make = backward._adam_at_kernel
+    monkeypatch.setattr(backward, "_adam_at_kernel", lambda dtype: _Counted(make(dtype), counts, "adam"))
+    monkeypatch.setattr(backward, "_adam_kernel", _Counted(backward._adam_kernel, counts, "adam (host scalars)"))
+    x = rng.random((16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    opt = axon.optimizers.adam(0.01) if optimizer == "adam" else axon.optimizers.adamw(0.01, weight_decay=0.1)
+    cpu = axon.training.train(axon.training.step(PUBLIC_MODELS["mlp"](), "categorical_cross_entropy", opt),
+                              x, y, epochs=2, batch_size=8, verbose=0, seed=1)
+    assert not counts
+    s = axon.training.step(PUBLIC_MODELS["mlp"](), "categorical_cross_entropy", opt)   # its plans: the device's
+    on_dev = axon.training.train(s, x, y, epochs=2, batch_size=8, verbose=0, seed=1, device="cuda")
+    assert counts == {"adam": 4}                                                     # 4 steps, one launch each
+    ops = [op.name for plan in s.step.compiled.plans.values() for op in plan.ops]
+    assert [n for n in ops if "adam" in n] == ["fused[kernels.adam_step_at,add]"], ops
+    params, mu = axon.tree.tree_leaves(on_dev.params), axon.tree.tree_leaves(on_dev.opt_state[0].mu)
+    for tree in (params, mu):                                                        # views of one buffer each
+        cuts = [getattr(a, acuda.layout._CUT) for a in tree]
+        assert all(c[0] is cuts[0][0] for c in cuts) and [c[1] for c in cuts] == list(
+            np.cumsum([0] + [a.size for a in tree[:-1]]))
+    np.testing.assert_allclose(on_dev.history["loss"], cpu.history["loss"], rtol=1e-5)
+    for a, b in zip(axon.tree.tree_leaves(cpu.params), params):
+        np.testing.assert_allclose(host(b), a, rtol=1e-5, atol=1e-5)
+    for a, b in zip(axon.tree.tree_leaves(cpu.opt_state), axon.tree.tree_leaves(on_dev.opt_state)):
+        np.testing.assert_allclose(host(b) if not isinstance(b, np.ndarray) else b, a, rtol=1e-5, atol=1e-7)

@@ -99,3 +99,28 @@ def test_the_compiled_step_on_flat_buffers_is_bit_identical_to_the_eager_one(nam
     assert all(m.base is kernel[0].base is not None for m in kernel)          # the moments: one buffer
     ops_run = [op.name for plan in step_fn.compiled.plans.values() for op in plan.ops]
     assert ops_run.count("kernels.adam_step_at") == 1
+
+
+def test_with_fusion_the_flat_update_and_its_add_are_one_kernel_bit_for_bit(monkeypatch):
+    """fusion.flat_round_trip drops apply_updates' join of the split update; adam_apply then fuses the add."""
+    from test_jit import _models, same
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((16, 8, 8, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 16)]
+    runs = []
+    for enabled in (False, True):
+        monkeypatch.setattr(fusion, "ENABLED", enabled)
+        init, step_fn = axon.training.step(_models()["mlp"], "categorical_cross_entropy",
+                                           axon.optimizers.adamw(1e-2, weight_decay=0.05))
+        state = init(seed=3)
+        for lo in (0, 8, 0):
+            state, _ = step_fn(state, x[lo:lo + 8], y[lo:lo + 8])
+        ops = [op.name for plan in step_fn.compiled.plans.values() for op in plan.ops]
+        runs.append((state, ops))
+    (plain, plain_ops), (fused, fused_ops) = runs
+    assert plain_ops.count("kernels.adam_step_at") == 1 and "fused[kernels.adam_step_at,add]" not in plain_ops
+    assert fused_ops.count("fused[kernels.adam_step_at,add]") == 1 and "kernels.adam_step_at" not in fused_ops
+    assert fused_ops.count("flat.join") == plain_ops.count("flat.join") - 1             # the update's join is gone
+    assert same(plain.params, fused.params) and same(plain.opt_state, fused.opt_state)
+    params = tree_leaves(fused.params)
+    assert all(p.base is params[0].base is not None for p in params)                    # still one buffer

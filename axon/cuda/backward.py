@@ -15,7 +15,8 @@ A primitive only gets its forward here when ``axon.kernels`` defines it (older t
 - ``kernels.batch_norm_statistics`` / ``kernels.batch_norm_backward``: per-channel sums in float64
   (one block per channel, shared-memory trees), then one affine pass;
 - ``kernels.adam_step``: the fused Adam/AdamW update, one pass over flat arrays; ``kernels.adam_step_at``:
-  the same with the step number and lr as device arrays (its scalars computed on the device, no host read);
+  the same with the step number and lr as device arrays (its scalars computed by each thread, no host read:
+  one launch), and ``adam_apply_at`` (``axon.fusion``'s pass) adds the update to the params in it too;
 - ``schedules.value``: a learning-rate schedule is Python, so it runs on the host (the count read back, one
   number a step) and its value goes to the device;
 - ``kernels.argmax`` / ``kernels.take_along_axis_backward``: one thread per output.
@@ -36,7 +37,7 @@ from .factories import cuda_zip, row_blocks, split_rows
 from .kernels import host_or_device as _host_or_device, _conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2, pool_index, window_index
 from .matmul import launch_matmul
 
-__all__ = ["IMPLEMENTED"]
+__all__ = ["IMPLEMENTED", "adam_apply_at"]
 
 T = REDUCE_THREADS
 IMPLEMENTED: list = []
@@ -344,36 +345,69 @@ def _adam_step(p, g, m, v, scalars=None, **settings):
     return u, m_new, v_new
 
 
-@cuda.jit
-def _adam_scalars_kernel(s, t, lr, b1, b2, eps, weight_decay):
-    # one thread: s (9,) in the arrays' dtype <- axon.kernels.adam.adam_scalars of step t[0] and lr[0],
-    # computed in float64 and rounded once (math.pow: the C pow, as Python's b1 ** t)
-    if cuda.grid(1) == 0:
-        step, rate = float(t[0]), lr[0]
-        s[0], s[1], s[2], s[3] = b1, 1.0 - b1, b2, 1.0 - b2
-        s[4] = rate / (1.0 - math.pow(b1, step))
-        s[5] = 1.0 / math.sqrt(1.0 - math.pow(b2, step))
-        s[6], s[7], s[8] = eps, 1.0 - rate * weight_decay, rate * weight_decay
+@cuda.jit(device=True)
+def _adam_scalars(s, t, rate, b1, b2, eps, weight_decay):
+    # s (9,) in the arrays' dtype <- axon.kernels.adam.adam_scalars of step t and learning rate `rate`,
+    # computed in float64 and rounded once, on the store (math.pow: the C pow, as Python's b1 ** t)
+    step = float(t)
+    s[0], s[1], s[2], s[3] = b1, 1.0 - b1, b2, 1.0 - b2
+    s[4] = rate / (1.0 - math.pow(b1, step))
+    s[5] = 1.0 / math.sqrt(1.0 - math.pow(b2, step))
+    s[6], s[7], s[8] = eps, 1.0 - rate * weight_decay, rate * weight_decay
 
 
-@cuda.jit
-def _adam_at_kernel(u, m_out, v_out, p, g, m, v, s):
-    # _adam_kernel with its scalars read from the device array s (written by _adam_scalars_kernel)
-    b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[8]
-    for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-        _adam_element(i, u, m_out, v_out, p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd)
+def _adam_at_kernel(dtype, cache={}):
+    """The Adam step with its scalars made on the device from ``t`` and ``lr`` (one kernel per dtype).
+
+    Each thread computes the step's nine scalars once, into registers (``_adam_scalars``, a local array
+    of the arrays' dtype), then runs its elements: the whole update, every parameter of a flat buffer,
+    is one launch, and neither the step number nor the learning rate is read on the host. With
+    ``add_base`` the thread writes ``base + u`` (``axon.fusion``'s ``adam_apply``: the update added to
+    the params in the same pass) in place of ``u``.
+    """
+    if dtype in cache:
+        return cache[dtype]
+    acc = nb_type(dtype)
+
+    @cuda.jit
+    def kernel(u, m_out, v_out, base, p, g, m, v, t, lr, b1, b2, eps, weight_decay, add_base):
+        # u, m_out, v_out, base, p, g, m, v (n,); t, lr (1,): u = new p - p (or base + u with add_base)
+        s = cuda.local.array(9, acc)
+        _adam_scalars(s, t[0], lr[0], b1, b2, eps, weight_decay)
+        b1_, c1, b2_, c2, step_size, inv_sqrt_bc2, eps_, lr_wd = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[8]
+        for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+            _adam_element(i, u, m_out, v_out, p, g, m, v, b1_, c1, b2_, c2, step_size, inv_sqrt_bc2, eps_, lr_wd)
+            if add_base:
+                u[i] = base[i] + u[i]
+
+    cache[dtype] = kernel
+    return kernel
 
 
-def _adam_step_at(p, g, m, v, t, lr, b1, b2, eps, weight_decay):
-    # t, lr: 0-d device arrays (the traced step's count and learning rate), read by the device only
+def _adam_step_at(p, g, m, v, t, lr, b1, b2, eps, weight_decay, base=None):
+    # t, lr: 0-d device arrays (the traced step's count and learning rate), read by the device only;
+    # one launch (the scalars made by each thread); with base: (base + u, m_new, v_new)
     u, m_new, v_new = empty(p.shape, p.dtype), empty(p.shape, p.dtype), empty(p.shape, p.dtype)
     if p.size:
-        s = empty((9,), p.dtype)
         t, lr = view(_host_or_device(t))[0], view(_host_or_device(lr))[0]           # (1,) each
-        _adam_scalars_kernel[1, 1](s, t, lr, b1, b2, eps, weight_decay)
-        flat = [view(a)[0] for a in (u, m_new, v_new, p, g, m, v)]
-        _adam_at_kernel[launch_1d(p.size)](*flat, s)
+        flat = [view(a)[0] for a in (u, m_new, v_new, p if base is None else base, p, g, m, v)]
+        _adam_at_kernel(p.dtype)[launch_1d(p.size)](*flat, t, lr, b1, b2, eps, weight_decay, base is not None)
     return u, m_new, v_new
+
+
+def adam_apply_at(base, p, g, m, v, t, lr, b1, b2, eps, weight_decay) -> tuple:
+    """``kernels.adam_step_at`` and ``base + u`` in one launch: ``(base + u, m_new, v_new)``, device arrays.
+
+    The CUDA twin of ``axon.kernels.adam.adam_apply_at`` (what ``axon.fusion``'s ``adam_apply`` pass puts
+    in a plan traced on the device); the same numbers as the step and the add apart.
+
+    >>> p, g = from_host(np.ones(2)), from_host(np.array([1.0, -1.0]))
+    >>> z = from_host(np.zeros(2))
+    >>> new_p, m_new, _ = adam_apply_at(p, p, g, z, z, np.asarray(1), np.asarray(1e-3), 0.9, 0.999, 1e-8, 0.0)
+    >>> new_p.copy_to_host(), m_new.copy_to_host()
+    (array([0.999, 1.001]), array([ 0.1, -0.1]))
+    """
+    return _adam_step_at(p, g, m, v, t, lr, b1, b2, eps, weight_decay, base=base)
 
 
 def _schedule_value(count, schedule):

@@ -11,7 +11,9 @@ arguments and raises its usual errors, and no data crosses to the host.
 - integer-array and boolean indexing turn the index into flat positions on the host (numpy's rules,
   one int64 per *output* element), then gather; ``scatter_add`` adds back with atomics
   (``cuda.atomic.add``), so repeated indices accumulate;
-- ``concatenate``, ``stack`` and ``pad`` copy each input into its slice of the output.
+- ``concatenate``, ``stack`` and ``pad`` copy each input into its slice of the output;
+- ``flat.split`` cuts views of one buffer (each remembers where), and ``flat.join`` of views that tile
+  their buffer in order is that buffer; other leaves are copied into a new one, many leaves a launch.
 
 >>> import numpy as np
 >>> from axon.autograd import Tensor
@@ -181,14 +183,88 @@ def _pad(x, pad_width, value):
     return _place(out, ghost(shape, x.dtype), [x], lambda i: inner)
 
 
+# ---- axon.flat: a tree's leaves as views of one buffer ----------------------------------------------------
+# ``flat.split``'s views remember the buffer and the place they were cut from (an attribute of the view:
+# numba's device arrays have no ``base``); ``flat.join`` of views that tile their buffer in order is the
+# buffer itself, so params and Adam's moments stay in one buffer each from the second step on.
+_CUT = "_axon_flat_cut"                                         # (flat, lo) of a view made by _flat_split
+
+
+def _flat_split(flat, shapes):
+    # flat (n,) -> one view per shape, in order (no copy), each knowing where it was cut
+    out = []
+    for lo, size, shape in bounds(shapes):
+        v = piece(flat, lo, size, shape)
+        setattr(v, _CUT, (flat, lo))
+        out.append(v)
+    return tuple(out)
+
+
+def _tiled_base(leaves):
+    """The 1-d device array that ``leaves`` (``_flat_split``'s views) tile exactly, in order; else None."""
+    cut = getattr(leaves[0], _CUT, None)
+    if cut is None:
+        return None
+    base, end = cut[0], 0
+    for a in leaves:
+        cut = getattr(a, _CUT, None)
+        if cut is None or cut[0] is not base or cut[1] != end or a.dtype != base.dtype:
+            return None
+        end += a.size
+    return base if end == base.size else None
+
+
+# A launch copies up to this many leaves (each a kernel argument of 7 words: numba passes a 1-d array as
+# meminfo, parent, size, itemsize, pointer, shape and stride; CUDA before 12.1 allows 4 KB of arguments).
+JOIN_LEAVES = 32
+
+
+@cuda.jit
+def _join_kernel(out, parts, starts):
+    # out (n,); parts: a tuple of K 1-d arrays, part k copied to out[starts[k]:starts[k] + parts[k].shape[0]]
+    # (starts (K,) increasing, starts[0] = 0: element i belongs to the last part that starts at or before i)
+    K = len(starts)
+    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        lo, hi = 0, K - 1
+        while lo < hi:                                          # binary search over the parts' starts
+            mid = (lo + hi + 1) // 2
+            if starts[mid] <= i:
+                lo = mid
+            else:
+                hi = mid - 1
+        out[i] = parts[lo][i - starts[lo]]
+
+
+def _flat_join(*leaves):
+    # leaves: C-contiguous device arrays of one dtype -> (sum of sizes,): the buffer they tile, or one copy
+    # (one launch for every JOIN_LEAVES leaves, not one per leaf)
+    if len(leaves) == 1:
+        return leaves[0].reshape(leaves[0].size)                 # a view
+    base = _tiled_base(leaves)
+    if base is not None:
+        return base
+    out = empty((sum(a.size for a in leaves),), leaves[0].dtype)
+    parts, lo = [], 0
+    for a in leaves:
+        if a.size:
+            parts.append((view(a)[0], lo))
+        lo += a.size
+    for k in range(0, len(parts), JOIN_LEAVES):
+        chunk = parts[k:k + JOIN_LEAVES]
+        first = chunk[0][1]
+        n = sum(p.size for p, _ in chunk)
+        _join_kernel[launch_1d(n)](out[first:first + n], tuple(p for p, _ in chunk),
+                                   tuple(start - first for _, start in chunk))
+    return out
+
+
 implement("reshape", "cuda", _reshape)
 implement("transpose", "cuda", _via_ghost("transpose"))
 implement("broadcast_to", "cuda", _via_ghost("broadcast_to"))
 implement("getitem", "cuda", _getitem)
 implement("scatter_add", "cuda", _scatter_add)
-implement("flat.join", "cuda", lambda *leaves: leaves[0].reshape(leaves[0].size) if len(leaves) == 1 else
-          _concatenate(*[a.reshape(a.size) for a in leaves], axis=0))          # (always a copy for several)
-implement("flat.split", "cuda", lambda flat, shapes: tuple(piece(flat, *b) for b in bounds(shapes)))
+implement("flat.join", "cuda", _flat_join)
+implement("flat.split", "cuda", _flat_split)
 implement("getitem_at", "cuda", lambda x, *arrays, index: _getitem(x, _fill_index(index, arrays)))
 implement("scatter_add_at", "cuda", lambda dy, *arrays, index, shape: _scatter_add(dy, _fill_index(index, arrays),
                                                                                   shape))
