@@ -1013,3 +1013,17 @@ def test_a_compiled_step_on_the_device_updates_every_param_in_one_adam_launch(op
         np.testing.assert_allclose(host(b), a, rtol=1e-5, atol=1e-5)
     for a, b in zip(axon.tree.tree_leaves(cpu.opt_state), axon.tree.tree_leaves(on_dev.opt_state)):
         np.testing.assert_allclose(host(b) if not isinstance(b, np.ndarray) else b, a, rtol=1e-5, atol=1e-7)
+
+
+# ---- chapter 7's device blocks run on the device (here: the simulator) ---------------------------------
+@needs_cuda
+def test_the_gpu_chapters_device_blocks_run_on_the_device():
+    """tutorials/07_gpu.md's ``{.device}`` blocks, in a process of their own, print what their output blocks show."""
+    chapter = os.path.join("tutorials", "07_gpu.md")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, os.path.join("tests", "test_docs.py"), "--run-device", chapter], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(os.path.join(ROOT, chapter), encoding="utf-8") as f:
+        expected = f.read().count("```python {.device}")
+    assert expected >= 7 and f"{chapter}: {expected} device block(s) ran, 0 printed something else" in r.stdout, r.stdout

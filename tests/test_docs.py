@@ -9,13 +9,17 @@ How a Markdown file is run (one pytest test per file):
 
       QUICK = os.environ.get("AXON_TUTORIAL_QUICK") == "1"
 
-- A block fenced as ```` ```python {.no-run} ```` is shown but not run (an excerpt of library code, a
-  command that needs a GPU). The ``{.no-run}`` attribute is how the site's Markdown (attr_list +
+- A block fenced as ```` ```python {.no-run} ```` is shown but not run (an excerpt of library code).
+- A block fenced as ```` ```python {.device} ```` needs a CUDA device (chapter 7): the ordinary run
+  skips it; ``tests/test_cuda.py`` runs the chapter's blocks, these included, in a process of their own
+  on the device, or on numba's simulator (``NUMBA_ENABLE_CUDASIM=1``, as CI does), and compares the
+  device blocks' output blocks: ``python tests/test_docs.py --run-device tutorials/07_gpu.md``. The ``{.no-run}`` attribute is how the site's Markdown (attr_list +
   superfences) and GitHub both still render the block as Python; ``python no-run`` would break the
   page, so any other text after ``python`` is reported as an error.
 - A block fenced as ```` ```text {.output} ```` is the printed output of the ``python`` block just
   before it: the test fails when the code prints something else. To refresh them after a deliberate
-  change, run ``python tests/test_docs.py --update-outputs tutorials/01_autodiff.md``.
+  change, run ``python tests/test_docs.py --update-outputs tutorials/01_autodiff.md`` (a chapter with
+  device blocks refreshes theirs in a second process, on numba's simulator).
 
 Errors point at the Markdown file and line, because each block is compiled with the file's name and
 its own line numbers.
@@ -54,6 +58,11 @@ class Block:
     @property
     def runs(self) -> bool:
         return self.lang == "python" and "no-run" not in self.classes
+
+    @property
+    def device(self) -> bool:
+        """Whether the block needs a CUDA device (``{.device}``): run only by ``run(doc, device=True)``."""
+        return self.runs and "device" in self.classes
 
 
 @dataclass
@@ -101,15 +110,16 @@ def parse(path: Path) -> Document:
     return doc
 
 
-def run(doc: Document) -> list:
+def run(doc: Document, device: bool = False) -> list:
     """Run the document's ``python`` blocks in one namespace; return ``[(block, printed_text)]``.
 
+    ``{.device}`` blocks run only with ``device=True`` (in a process where axon's CUDA backend loads).
     The caller chooses the working directory and environment.
     """
     namespace = {"__name__": "__main__"}
     results = []
     for block in doc.blocks:
-        if not block.runs:
+        if not block.runs or (block.device and not device):
             continue
         source = "\n" * (block.line - 1) + block.code           # so tracebacks give the Markdown line
         code = compile(source, str(doc.path), "exec")
@@ -232,14 +242,17 @@ def test_parse_rules(tmp_path):
     md = tmp_path / "t.md"
     md.write_text("# t\n\n```python\nx = 1\nprint(x + 1)\n```\n\n```text {.output}\n2\n```\n\n"
                   "```python {.no-run}\nraise SystemExit\n```\n\n```bash\nexit 1\n```\n\n"
-                  "```{.python .no-run}\nraise SystemExit\n```\n")
+                  "```{.python .no-run}\nraise SystemExit\n```\n\n```python {.device}\nprint(x)\n```\n")
     doc = parse(md)
-    assert [(b.lang, b.runs, b.line) for b in doc.blocks] == [("python", True, 4), ("python", False, 13),
-                                                             ("bash", False, 17), ("python", False, 21)]
+    assert [(b.lang, b.runs, b.device, b.line) for b in doc.blocks] == [
+        ("python", True, False, 4), ("python", False, False, 13), ("bash", False, False, 17),
+        ("python", False, False, 21), ("python", True, True, 25)]
     assert doc.blocks[0].expected == "2"
     with _isolated(tmp_path):
         results = run(doc)
     assert results == [(doc.blocks[0], "2\n")] and mismatches(doc, results) == []
+    with _isolated(tmp_path):
+        assert run(doc, device=True) == [(doc.blocks[0], "2\n"), (doc.blocks[4], "1\n")]
     doc.blocks[0].expected = "3"
     assert len(mismatches(doc, results)) == 1
 
@@ -308,14 +321,60 @@ def test_mkdocs_build_strict(tmp_path):
     assert (tmp_path / "site" / "01_autodiff" / "index.html").exists()
 
 
+# ---- the device blocks: run in a process of their own -------------------------------------------------------
+def run_on_device(path: Path) -> list:
+    """Run every ``python`` block of ``path``, ``{.device}`` ones too; ``[(block, printed)]`` of the device blocks.
+
+    Here axon's CUDA backend must load (a GPU, or ``NUMBA_ENABLE_CUDASIM=1`` set before Python started).
+    On the simulator its device arrays are made strict first (``tests/cuda_strict.py``: what a real GPU's
+    arrays lack fails), and Python switches threads often (the simulator's threads meet at barriers).
+    The other blocks run too, as the chapter's context, but their output is the CPU run's to check
+    (``test_document_runs``): the backend's own error, say, differs on a device.
+    """
+    import tempfile
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        sys.path.insert(0, str(ROOT / "tests"))
+        import cuda_strict
+        cuda_strict.install()
+        sys.setswitchinterval(1e-5)
+    import axon.backend
+    axon.backend.backend("cuda")                                # one clear error when the device cannot start
+    doc = parse(path)
+    with tempfile.TemporaryDirectory() as tmp, _isolated(Path(tmp)):
+        results = run(doc, device=True)
+    return [(block, printed) for block, printed in results if block.device]
+
+
+def _device_main(names: list) -> int:
+    """``--run-device FILE.md ...``: run each file's blocks on the device; 1 when an output block differs."""
+    failed = 0
+    for name in names:
+        doc = parse(Path(name).resolve())
+        results = run_on_device(doc.path)
+        wrong = mismatches(doc, results)
+        print(f"{name}: {len(results)} device block(s) ran, {len(wrong)} printed something else")
+        for message in wrong:
+            print(message)
+        failed += bool(wrong)
+    return 1 if failed else 0
+
+
 # ---- refreshing output blocks -------------------------------------------------------------------------
-def update_outputs(path: Path) -> int:
-    """Run ``path`` and rewrite each ```text {.output} block with what its code printed; return how many changed."""
+def update_outputs(path: Path, device: bool = False) -> int:
+    """Run ``path`` and rewrite each ```text {.output} block with what its code printed; return how many changed.
+
+    ``device=False``: the blocks the ordinary run checks; ``device=True`` (in a process where the CUDA
+    backend loads): the ``{.device}`` blocks' outputs only.
+    """
     import tempfile
 
     doc = parse(path)
-    with tempfile.TemporaryDirectory() as tmp, _isolated(Path(tmp)):
-        results = run(doc)
+    if device:
+        results = run_on_device(path)
+    else:
+        with tempfile.TemporaryDirectory() as tmp, _isolated(Path(tmp)):
+            results = run(doc)
     lines, changed = list(doc.lines), 0
     for block, printed in reversed(results):                    # bottom-up, so earlier spans stay valid
         if block.expected is None or _normal(printed) == _normal(block.expected):
@@ -328,8 +387,29 @@ def update_outputs(path: Path) -> int:
     return changed
 
 
+def _update_device_outputs(path: Path) -> int:
+    """The device blocks' outputs of ``path`` refreshed in a second process, on numba's simulator."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, __file__, "--update-device-outputs", str(path)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{path}: the device blocks failed on the simulator:\n{proc.stdout}{proc.stderr}")
+    return int(proc.stdout.split()[-1])
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] != "--update-outputs":
-        sys.exit("usage: python tests/test_docs.py --update-outputs FILE.md [FILE.md ...]")
+    usage = ("usage: python tests/test_docs.py --update-outputs FILE.md [FILE.md ...]\n"
+             "       python tests/test_docs.py --run-device FILE.md [FILE.md ...]")
+    if len(sys.argv) < 3 or sys.argv[1] not in ("--update-outputs", "--run-device", "--update-device-outputs"):
+        sys.exit(usage)
+    if sys.argv[1] == "--run-device":
+        sys.exit(_device_main(sys.argv[2:]))
+    if sys.argv[1] == "--update-device-outputs":                # (the second process of --update-outputs)
+        print(update_outputs(Path(sys.argv[2]).resolve(), device=True))
+        sys.exit(0)
     for name in sys.argv[2:]:
-        print(f"{name}: {update_outputs(Path(name).resolve())} output block(s) updated")
+        path = Path(name).resolve()
+        changed = update_outputs(path)
+        if any(block.device for block in parse(path).blocks):
+            changed += _update_device_outputs(path)
+        print(f"{name}: {changed} output block(s) updated")
