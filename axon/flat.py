@@ -133,7 +133,8 @@ def can_flatten(*trees) -> bool:
         return (len(leaves) >= FLAT_MIN_LEAVES * len(trees)
                 and all(type(a) is np.ndarray and a.dtype == dtype for a in leaves))
     b = backend_of(leaves[0])
-    return (b.name in _JOIN.forwards and b.name in _SPLIT.forwards and len(leaves) >= FLAT_MIN_LEAVES_DEVICE * len(trees)
+    return (b.name in _JOIN.forwards and b.name in _SPLIT.forwards
+            and len(leaves) >= FLAT_MIN_LEAVES_DEVICE * len(trees)
             and all(isinstance(a, b.array_types) and a.dtype == dtype and a.ndim > 0 for a in leaves))
 
 

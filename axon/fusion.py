@@ -361,7 +361,8 @@ def flat_round_trip(ops: list, values: list, constants: dict, results: list) -> 
                 or tuple(split.outputs) != tuple(op.inputs)):
             continue
         x, y = split.inputs[0], op.outputs
-        if values[x].shape != values[y].shape or values[x].dtype != values[y].dtype or backend_of(values[x]) is not backend_of(values[y]):
+        a, b = values[x], values[y]
+        if a.shape != b.shape or a.dtype != b.dtype or backend_of(a) is not backend_of(b):
             continue
         rename[y] = rename.get(x, x)
         out[k] = None

@@ -9,7 +9,8 @@ Runs, each in a process of its own with a time limit, printing their output as t
    the whole primitive table, CTC and the fused LSTM/GRU sequences with their backwards, dropout masks
    drawn on the device, the next batch copied ahead of its step; every failure reported, not just the first);
 2. ``benchmarks/cuda_matmul.py`` (axon's tile shapes against cuBLAS, TFLOP/s);
-3. ``benchmarks/cuda_mnist_epoch.py`` (MLP and CNN epochs against PyTorch on the same GPU).
+3. ``benchmarks/cuda_mnist_epoch.py`` (MLP and CNN epochs against PyTorch on the same GPU, and against axon's
+   CPU backend on the same machine: the "cpu/cuda" column).
 
 On the lent H200 machines numba-cuda 0.30.4 needs numpy 2.4.x (the image's numpy 2.5 removed ``np.row_stack``,
 which numba-cuda registers): carry a numpy 2.4.6 wheel and put it first on ``PYTHONPATH`` (see the
@@ -47,12 +48,12 @@ def main() -> None:
     py = sys.executable
     codes = [
         run("CUDA tests on the device", [py, "-m", "pytest", "tests/test_cuda.py", "-q", "-p", "no:cacheprovider",
-                                         "-rf"], 240),
+                                         "-rf"], 420),
         run("matmul", [py, "benchmarks/cuda_matmul.py", "--sizes", *(["1024", "4096"] if args.quick else
                                                                       ["1024", "2048", "4096"]),
                        "--repeat", "5" if args.quick else "10"], 180),
         run("MNIST epochs", [py, "benchmarks/cuda_mnist_epoch.py", "--steps", "100" if args.quick else "469",
-                             "--rounds", "2" if args.quick else "3"], 300),
+                             "--rounds", "2" if args.quick else "3"], 420),
     ]
     sys.exit(0 if all(c == 0 for c in codes) else 1)
 

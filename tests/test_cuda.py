@@ -1027,3 +1027,108 @@ def test_the_gpu_chapters_device_blocks_run_on_the_device():
     with open(os.path.join(ROOT, chapter), encoding="utf-8") as f:
         expected = f.read().count("```python {.device}")
     assert expected >= 7 and f"{chapter}: {expected} device block(s) ran, 0 printed something else" in r.stdout, r.stdout
+
+
+# ---- only scalars come back: metrics reduced on the device, index arrays read there ---------------------
+class _HostCopies:
+    """The sizes of the device arrays copied to the host while it is active (on a GPU or the simulator)."""
+
+    def __init__(self, monkeypatch):
+        self.sizes = []
+        cls = acuda.ARRAY_TYPES[0]
+        original = cls.copy_to_host
+
+        def copy_to_host(array, *args, **kwargs):
+            self.sizes.append(array.size)
+            return original(array, *args, **kwargs)
+        monkeypatch.setattr(cls, "copy_to_host", copy_to_host)
+
+
+METRIC_CASES = {   # name -> (y_true, y_pred, metric keywords): host arrays
+    "binary": (np.array([1, 0, 1, 1, 0, 0, 1]), np.array([0.8, 0.6, 0.3, 0.9, 0.1, 0.5, 0.3], np.float32), {}),
+    "binary (N, 1)": (np.array([1.0, 0.0, 1.0]), np.array([[0.7], [0.2], [0.3]]), {"threshold": 0.3}),
+    "logits": (np.array([1, 0, 1, 0]), np.array([2.0, -1.0, -0.5, 0.1], np.float32), {"from_logits": True}),
+    "categorical": (np.eye(4, dtype=np.float32)[[0, 3, 1, 1, 2]],
+                    np.random.default_rng(0).random((5, 4)).astype(np.float32), {}),
+    "sparse": (np.array([0, 3, 1, 1, 2]), np.random.default_rng(1).random((5, 4)), {}),
+    "sparse (N, 1)": (np.array([[0], [3], [2]]), np.random.default_rng(2).random((3, 4)), {}),
+    "distributions": (np.random.default_rng(3).dirichlet(np.ones(3), 4), np.random.default_rng(4).random((4, 3)), {}),
+    "NaN wins": (np.eye(3)[[2, 0]], np.array([[0.1, np.nan, 0.9], [0.7, 0.2, 0.1]]), {}),
+}
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", list(METRIC_CASES))
+def test_metrics_on_the_device_equal_the_cpus_and_bring_back_only_numbers(case, monkeypatch):
+    from axon.functional import metrics
+    y_true, y_pred, options = METRIC_CASES[case]
+    copies = _HostCopies(monkeypatch)
+    got = metrics.accuracy(*dev(y_true, y_pred), **options)
+    assert copies.sizes == [4]                                              # one copy, of four numbers
+    assert type(got) is np.float64 and got == metrics.accuracy(y_true, y_pred, **options)
+    if case.startswith("binary"):
+        flat_pred = y_pred.reshape(y_true.shape)
+        for name in ("precision", "recall", "f1", "specificity", "true_positives", "false_negatives"):
+            fn = getattr(metrics, name)
+            kw = {k: v for k, v in options.items() if k == "threshold"}
+            on_device, on_host = fn(*dev(y_true, flat_pred), **kw), fn(y_true, flat_pred, **kw)
+            assert type(on_device) is type(on_host) and on_device == on_host, name
+        mae = metrics.mean_absolute_error(*dev(y_true.astype(flat_pred.dtype), flat_pred))
+        assert_twin(np.asarray(mae), np.asarray(metrics.mean_absolute_error(y_true.astype(flat_pred.dtype), flat_pred)))
+    assert all(size <= 4 for size in copies.sizes), copies.sizes
+
+
+@needs_cuda
+def test_metrics_on_the_device_raise_the_cpus_errors():
+    from axon.functional import metrics
+    multi = np.array([[1, 1, 0], [0, 1, 1]])                                  # not one-hot: ambiguous
+    pred = np.full((2, 3), 0.4)
+    for y_true, y_pred in ((multi, pred), (np.ones((2, 3)), np.ones((3, 2))), (np.ones(4), np.ones((2, 3)))):
+        with pytest.raises(ValueError) as on_host:
+            metrics.accuracy(y_true, y_pred)
+        with pytest.raises(ValueError) as on_device:
+            metrics.accuracy(*dev(y_true, y_pred))
+        assert str(on_device.value) == str(on_host.value)
+    assert metrics.accuracy(*dev(multi, pred), kind="binary") == metrics.accuracy(multi, pred, kind="binary")
+
+
+@needs_cuda
+@needs_backward("kernels.softmax_cross_entropy_backward")
+def test_a_replayed_step_with_accuracy_copies_only_scalars_to_the_host(rng, monkeypatch):
+    """train(..., metrics=["accuracy"], device="cuda"): per replayed step, the loss and four numbers come back."""
+    x = rng.random((16, 12), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 16)]
+    s = axon.training.step(PUBLIC_MODELS["mlp"](), "categorical_cross_entropy", axon.optimizers.adam(0.01),
+                           metrics=["accuracy"])
+    cpu = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1)
+    axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1, device="cuda")   # traces
+    copies = _HostCopies(monkeypatch)
+    on_dev = axon.training.train(s, x, y, epochs=1, batch_size=8, verbose=0, seed=1, device="cuda")
+    assert sorted(copies.sizes) == [1, 1, 4, 4], copies.sizes                    # 2 steps: loss, accuracy
+    assert on_dev.history["accuracy"] == cpu.history["accuracy"]
+
+
+@needs_cuda
+def test_index_arrays_on_the_device_stay_there(rng, monkeypatch):
+    """take_along_axis with argmax's index and rows picked by device ids: equal to the CPU, no index copied back."""
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    copies = _HostCopies(monkeypatch)
+    index = PRIMITIVES["kernels.argmax"].forwards["cuda"](dev(x), axis=1)     # (3, 2) on the device
+    take = PRIMITIVES["kernels.take_along_axis"].forwards
+    out = take["cuda"](dev(x), index, 1, True)
+    assert copies.sizes == []
+    assert_twin(out, take["cpu"](x, np.argmax(x, axis=1), 1, True))
+    w = rng.standard_normal((6, 3)).astype(np.float32)
+    for ids in (np.array([[5, 0], [2, 2]]), np.array([-1, 3, 3, 3])):
+        copies.sizes.clear()
+        W, I = Tensor(dev(w), requires_grad=True), dev(ids)
+        y = W[I] if ids.ndim == 2 else W[I, ...]
+        _weighted(y).backward()
+        assert copies.sizes == [2, 2]                                          # the ids' min and max, twice
+        C = Tensor(w, requires_grad=True)
+        _weighted(C[ids]).backward()
+        assert_twin(y, C[ids])
+        assert_twin(W.grad, C.grad)                                            # repeated rows accumulate
+    with pytest.raises(IndexError, match="out of bounds"):
+        Tensor(dev(w))[dev(np.array([1, 6]))]
+

@@ -34,7 +34,8 @@ from .. import schedules  # noqa: F401  (defines the primitive schedules.value, 
 from ..autograd.engine import PRIMITIVES, implement
 from ._runtime import REDUCE_THREADS, constant, cuda, empty, full, from_host, launch_1d, nb_type, position, view
 from .factories import cuda_zip, row_blocks, split_rows
-from .kernels import host_or_device as _host_or_device, _conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2, pool_index, window_index
+from .kernels import (_conv_geometry, _fold_sum, _im2col, _pool_dims, _row_kernels, affine2, pool_index, window_index,
+                      host_or_device as _host_or_device)
 from .matmul import launch_matmul
 
 __all__ = ["IMPLEMENTED", "adam_apply_at"]

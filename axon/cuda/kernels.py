@@ -28,15 +28,15 @@ import warnings
 from functools import lru_cache
 
 import numpy as np
-from numba import uint64
+from numba import float64, uint64
 from numba.cuda.random import init_xoroshiro128p_state, xoroshiro128p_dtype, xoroshiro128p_uniform_float32
 
 from ..autograd.engine import PRIMITIVES, implement
+from ..functional import metrics as _metrics  # noqa: F401  (defines the primitive metrics.counts)
 from ..random import _salt_int
-from ._runtime import (REDUCE_THREADS, constant, contiguous_strides, cuda, empty, from_host, launch_1d, nb_type,
-                       position, view)
+from ._runtime import (REDUCE_THREADS, constant, contiguous_strides, cuda, empty, from_host, full, launch_1d,
+                       nb_type, position, view)
 from .factories import block_fold, cuda_zip, row_blocks, split_rows
-from .layout import _gather_kernel
 from .matmul import launch_matmul
 
 __all__ = ["keep_mask", "FORWARDS"]
@@ -346,16 +346,97 @@ def _bias_relu_scalar(x, b):
 
 
 # ---- reductions along one axis (kernels.reduce) -----------------------------------------------------------
+@cuda.jit
+def _take_kernel(y, x, index, L, B):
+    # y, index (A*B,); x (A*L*B,): y[a, b] = x[a, index[a, b], b] (index made on the device: argmax)
+    for e in range(cuda.grid(1), y.shape[0], cuda.gridsize(1)):
+        a, b = e // B, e % B
+        y[e] = x[(a * L + index[e]) * B + b]
+
+
 def _take_forward(x, index, axis, keepdims):
-    index = index if isinstance(index, np.ndarray) else index.copy_to_host()
+    # index (A, B): a host or device array; read where it is, no copy of a device one to the host
     A, B = index.shape
-    L = x.shape[axis]
-    pos = (np.arange(A)[:, None] * (L * B) + index * B + np.arange(B)[None, :]).astype(np.int64)   # (A, B)
     shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
     y = empty(shape, x.dtype)
     if y.size:
-        _gather_kernel[launch_1d(y.size)](y.reshape(y.size), view(x)[0], from_host(pos.reshape(-1)))
+        _take_kernel[launch_1d(y.size)](y.reshape(y.size), view(x)[0], view(host_or_device(index))[0],
+                                        x.shape[axis], B)
     return y
+
+
+# ---- metrics: one pass over a batch, four numbers ---------------------------------------------------------
+@cuda.jit(device=True)
+def _min2(a, b):
+    return a if a < b or a != a else b
+
+
+_fold_min = block_fold(_min2)
+
+
+@cuda.jit
+def _counts_kernel(out, t, p, R, K, kind, cut):
+    # out (4,) float64; one block of T threads, thread i takes rows i, i + T, ... (axon.functional.metrics):
+    # kind 0 "binary": t, p (R,) (K = 1): tp, fp, tn, fn of t > 0.5 against p > cut;
+    # kind 1 "sparse": t (R,) labels, p (R*K,): label == argmax, 0, 0, 0;
+    # kind 2 "categorical": t, p (R*K,): argmax == argmax, min t, max t, max over rows |sum t - 1|
+    partial = cuda.shared.array(T, float64)
+    i = cuda.threadIdx.x
+    c0, c1, c2, c3 = 0.0, 0.0, 0.0, 0.0                  # the four numbers (min/max start at +-inf)
+    if kind == 2:
+        c1, c2 = math.inf, -math.inf
+    for r in range(i, R, T):
+        if kind == 0:
+            actual, predicted = t[r] > 0.5, p[r] > cut
+            if actual and predicted:
+                c0 += 1.0
+            elif predicted:
+                c1 += 1.0
+            elif actual:
+                c3 += 1.0
+            else:
+                c2 += 1.0
+            continue
+        best, guess = p[r * K], 0                        # argmax of the predictions (the first; NaN wins)
+        for k in range(1, K):
+            v = p[r * K + k]
+            if (v > best or v != v) and best == best:
+                best, guess = v, k
+        if kind == 1:
+            if t[r] == guess:
+                c0 += 1.0
+            continue
+        top, label, row = t[r * K], 0, 0.0               # the targets' argmax, their range and row sum
+        for k in range(K):
+            v = t[r * K + k]
+            row += v
+            c1, c2 = _min2(c1, v), _max2(c2, v)
+            if k and (v > top or v != v) and top == top:
+                top, label = v, k
+        if label == guess:
+            c0 += 1.0
+        c3 = _max2(c3, abs(row - 1.0))
+    c0 = _fold_sum(partial, c0, i)
+    if kind == 2:
+        c1, c2, c3 = _fold_min(partial, c1, i), _fold_max(partial, c2, i), _fold_max(partial, c3, i)
+    else:
+        c1, c2, c3 = _fold_sum(partial, c1, i), _fold_sum(partial, c2, i), _fold_sum(partial, c3, i)
+    if i == 0:
+        out[0], out[1], out[2], out[3] = c0, c1, c2, c3
+
+
+_COUNT_KINDS = {"binary": 0, "sparse": 1, "categorical": 2}
+
+
+def _counts_forward(y_true, y_pred, kind, cut):
+    # the four numbers of axon.functional.metrics' "metrics.counts" in one launch of one block
+    K = 1 if kind == "binary" else y_pred.shape[-1]
+    R = y_pred.size // max(K, 1)
+    if not R:
+        return full((4,), 0, np.float64)
+    out = empty((4,), np.float64)                                # (thread 0 writes all four)
+    _counts_kernel[1, T](out, view(y_true)[0], view(y_pred)[0], R, K, _COUNT_KINDS[kind], cut)
+    return out
 
 
 # ---- dropout: the keep mask drawn on the device ---------------------------------------------------------
@@ -420,8 +501,9 @@ implement("kernels.bias_relu", "cuda", cuda_zip(_bias_relu_scalar))
 implement("kernels.reduce_sum", "cuda", PRIMITIVES["sum"].forwards["cuda"])
 implement("kernels.take_along_axis", "cuda", _take_forward)
 implement("random.keep_mask", "cuda", keep_mask)
+implement("metrics.counts", "cuda", _counts_forward)
 
 FORWARDS = ("kernels.conv", "kernels.max_pool", "kernels.sum_pool", "kernels.softmax", "kernels.logsumexp",
             "kernels.softmax_cross_entropy", "kernels.batch_norm_train", "kernels.bias_relu", "kernels.reduce_sum",
-            "kernels.take_along_axis", "kernels.matmul", "kernels.matmul_loop", "random.keep_mask")
+            "kernels.take_along_axis", "kernels.matmul", "kernels.matmul_loop", "random.keep_mask", "metrics.counts")
 """The ``kernels.*`` primitives given a CUDA forward (the matmuls in ``matmul``)."""

@@ -10,7 +10,9 @@ arguments and raises its usual errors, and no data crosses to the host.
 - ``transpose``, ``broadcast_to`` and basic indexing (ints, slices, None, ...) copy through a view;
 - integer-array and boolean indexing turn the index into flat positions on the host (numpy's rules,
   one int64 per *output* element), then gather; ``scatter_add`` adds back with atomics
-  (``cuda.atomic.add``), so repeated indices accumulate;
+  (``cuda.atomic.add``), so repeated indices accumulate. Rows picked by one integer array that lives
+  on the device (``x[ids]``, ``x[ids, ...]``: an embedding's lookup) never leave it: the kernels read
+  ``ids`` there, and only its smallest and largest value come back, to raise numpy's IndexError;
 - ``concatenate``, ``stack`` and ``pad`` copy each input into its slice of the output;
 - ``flat.split`` cuts views of one buffer (each remembers where), and ``flat.join`` of views that tile
   their buffer in order is that buffer; other leaves are copied into a new one, many leaves a launch.
@@ -110,7 +112,56 @@ def _scatter_add_kernel(g, pos, shape, dy, dy_offset, dy_strides):
         cuda.atomic.add(g, pos[i], dy[position(i, dy_offset, shape, dy_strides)])
 
 
+def _device_rows(index, x_ndim):
+    """``ids`` when ``index`` picks rows along axis 0 with one integer device array (``ids``, ``(ids, :, ...)``,
+    ``(ids, ...)``); else None (numpy's rules decide, on the host)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not parts or is_host(parts[0]) or parts[0].dtype.kind not in "iu":
+        return None
+    rest = parts[1:]
+    full = all(p is Ellipsis or (isinstance(p, slice) and p == slice(None)) for p in rest)
+    if not full or sum(p is Ellipsis for p in rest) > 1 or len([p for p in rest if p is not Ellipsis]) >= x_ndim:
+        return None
+    return parts[0]
+
+
+def _check_rows(ids, n: int) -> None:
+    """numpy's IndexError when an id is outside [-n, n): two numbers (the ids' min and max) come to the host."""
+    lo, hi = (PRIMITIVES[name].forwards["cuda"](ids, axis=None, keepdims=False).reshape(1) for name in ("min", "max"))
+    lo, hi = (int(v) for v in any_to_host(_concatenate(lo, hi, axis=0)))                # one copy
+    if lo < -n or hi >= n:
+        raise IndexError(f"index {lo if lo < -n else hi} is out of bounds for axis 0 with size {n}")
+
+
+@cuda.jit
+def _take_rows_kernel(out, src, ids, n, inner):
+    # out (m*inner,); src (n*inner,); ids (m,) in [-n, n): out[j*inner + k] = src[ids[j]*inner + k] (negative: + n)
+    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        r = ids[i // inner]
+        if r < 0:
+            r += n
+        out[i] = src[r * inner + i % inner]
+
+
+@cuda.jit
+def _scatter_rows_kernel(g, ids, dy, n, inner):
+    # g (n*inner,) zeroed; ids (m,); dy (m*inner,): g[ids[j]*inner + k] += dy[j*inner + k] (ids may repeat)
+    for i in range(cuda.grid(1), dy.shape[0], cuda.gridsize(1)):
+        r = ids[i // inner]
+        if r < 0:
+            r += n
+        cuda.atomic.add(g, r * inner + i % inner, dy[i])
+
+
 def _getitem(x, index):
+    ids = _device_rows(index, x.ndim)
+    if ids is not None:                                          # rows by device ids: on the device
+        out = empty(ids.shape + x.shape[1:], x.dtype)
+        if out.size:
+            _check_rows(ids, x.shape[0])
+            inner = out.size // ids.size
+            _take_rows_kernel[launch_1d(out.size)](out.reshape(out.size), view(x)[0], view(ids)[0], x.shape[0], inner)
+        return out
     index = _host_index(index)
     if not _is_advanced(index):
         base = ghost(x.shape, x.dtype)
@@ -125,6 +176,14 @@ def _getitem(x, index):
 
 
 def _scatter_add(dy, index, shape):
+    ids = _device_rows(index, len(shape))
+    if ids is not None and dy.shape == ids.shape + tuple(shape[1:]):   # rows by device ids: on the device
+        g = full(shape, 0, dy.dtype)
+        if dy.size:
+            _check_rows(ids, shape[0])
+            _scatter_rows_kernel[launch_1d(dy.size)](g.reshape(g.size), view(ids)[0], view(dy)[0], shape[0],
+                                                     dy.size // ids.size)
+        return g
     index = _host_index(index)
     g = full(shape, 0, dy.dtype)
     base = ghost(shape, dy.dtype)
@@ -151,7 +210,7 @@ def _place(out, base, xs, where):
     for i, x in enumerate(xs):
         if x.size:
             storage, x_offset, x_strides = view(x)
-            offset, strides = ghost_view(base[where(i)], base)
+            offset, strides = ghost_view(base[where(i) + (Ellipsis,)], base)   # (a view, 0-d too)
             strided_copy(x.shape, flat, offset, strides, storage, x_offset, x_strides)
     return out
 

@@ -1,7 +1,10 @@
 """Metrics ``metric(y_true, y_pred, ...) -> numpy scalar``: how well a model does, in plain terms.
 
-Metrics need no gradients: they take numpy arrays or Tensors (read without recording a graph, on
-any device: the values are copied to the host) and return numpy scalars. Names and options follow Elixir Axon's ``Axon.Metrics``; ``running_average``
+Metrics need no gradients: they take numpy arrays or Tensors (read without recording a graph) and
+return numpy scalars. On a device (``device="cuda"``) the accuracy, the binary counts (``precision``,
+``recall``, ...) and ``mean_absolute_error`` are reduced where the arrays live, and only their few
+numbers come back to the host (one copy), not the batch's predictions and targets; the other metrics
+copy their inputs to the host. Names and options follow Elixir Axon's ``Axon.Metrics``; ``running_average``
 and ``running_sum`` accumulate a metric over batches; ``get(name)`` resolves a name.
 
 >>> import numpy as np
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import apply, ops, primitive
+from ..autograd.engine import no_grad
 from ..autograd.tensor import Tensor
-from ..backend import to_host
+from ..backend import backend_of, is_host, to_device, to_host
 from ._registry import getter
 
 __all__ = [
@@ -38,6 +43,75 @@ def _array(x) -> np.ndarray:
     return to_host(x.data if isinstance(x, Tensor) else x)
 
 
+def _on_device(*xs) -> list | None:
+    """``xs`` as Tensors on one device when any of them is a device array (host ones moved there), else None.
+
+    Then a metric reduces on that device and brings back only its result (a few numbers, one copy).
+    Empty arrays stay on the host path (nothing to reduce; numpy's empty-array rules).
+
+    >>> _on_device(np.ones(2), [1, 0]) is None
+    True
+    """
+    arrays = [x.data if isinstance(x, Tensor) else x for x in xs]
+    device = next((a for a in arrays if not is_host(a)), None)
+    if device is None or any(getattr(a, "size", 1) == 0 for a in arrays):
+        return None
+    name = backend_of(device).name
+    return [Tensor._wrap(a if not is_host(a) else to_device(np.asarray(a), name)) for a in arrays]
+
+
+def _counts_forward(y_true, y_pred, kind, cut):
+    """``metrics.counts`` on numpy arrays: four float64 numbers (see ``_COUNTS``)."""
+    if kind == "binary":
+        actual, predicted = y_true > 0.5, y_pred > cut
+        return np.array([np.count_nonzero(actual & predicted), np.count_nonzero(~actual & predicted),
+                         np.count_nonzero(~actual & ~predicted), np.count_nonzero(actual & ~predicted)], np.float64)
+    K = y_pred.shape[-1]
+    guess = np.argmax(y_pred.reshape(-1, K), -1)                             # (R,)
+    if kind == "sparse":
+        return np.array([np.count_nonzero(y_true.reshape(-1) == guess), 0, 0, 0], np.float64)
+    t = y_true.reshape(-1, K)                                                # (R, K)
+    return np.array([np.count_nonzero(np.argmax(t, -1) == guess), t.min(), t.max(),
+                     np.abs(t.sum(-1, dtype=np.float64) - 1).max()], np.float64)
+
+
+# One pass over a batch's targets and predictions that leaves four numbers (float64), a primitive so each
+# backend has one kernel for it (axon.cuda: one launch), and only the four numbers come to the host:
+#   kind="binary" (y_true, y_pred of one shape; cut: y_pred's threshold): true/false positives, true/false
+#   negatives; kind="sparse" (labels (R,), y_pred (R, K)): [label == argmax, 0, 0, 0]; kind="categorical"
+#   (both (R, K)): [argmax == argmax, min y_true, max y_true, max over rows |sum y_true - 1|] (the last
+#   three: whether y_true's rows are one-hot or distributions). Never differentiated.
+_COUNTS = primitive("metrics.counts", _counts_forward)
+
+
+def _counts(y_true: Tensor, y_pred: Tensor, kind: str, cut=0.5) -> np.ndarray:
+    """``metrics.counts`` where the arrays live; its four numbers on the host (one copy)."""
+    if kind == "binary":                                 # the threshold in y_pred's dtype, as numpy compares
+        cut = y_pred.dtype.type(cut) if y_pred.dtype.kind == "f" else np.float64(cut)
+    return to_host(apply(_COUNTS, y_true, y_pred, kind=kind, cut=cut).data)
+
+
+def _device_accuracy(y_true: Tensor, y_pred: Tensor, threshold, from_logits, kind) -> np.float64:
+    """``accuracy`` reduced on the device (``metrics.counts``: one pass, four numbers back), not the arrays."""
+    if kind is None and y_true.shape == y_pred.shape and y_pred.ndim > 1 and y_pred.shape[-1] > 1:
+        hits, low, high, off = _counts(y_true, y_pred, "categorical")
+        _accuracy_kind(y_true, y_pred, lambda: bool(low >= 0 and high <= 1 and off <= 1e-6 + 1e-5))
+        return np.float64(hits / (y_true.size // y_true.shape[-1]))
+    if kind is None:
+        kind = _accuracy_kind(y_true, y_pred, lambda: False)          # (shapes decide: never asked here)
+    if kind == "binary":
+        if y_true.shape != y_pred.shape and y_pred.shape[-1:] == (1,) and y_true.shape == y_pred.shape[:-1]:
+            y_pred = y_pred.reshape(y_pred.shape[:-1])                # (N, 1) predictions for (N,) targets
+        _same_shape_of("accuracy", y_true, y_pred)
+        tp, _, tn, _ = _counts(y_true, y_pred, "binary", _cut("accuracy", threshold, from_logits))
+        return np.float64((tp + tn) / y_true.size)
+    if kind == "categorical":
+        _same_shape_of("accuracy", y_true, y_pred)
+        return np.float64(_counts(y_true, y_pred, "categorical")[0] / (y_true.size // y_true.shape[-1]))
+    labels = _sparse_labels("accuracy", y_true, y_pred)
+    return np.float64(_counts(labels, y_pred, "sparse")[0] / labels.size)
+
+
 def _same_shape(name, y_true, y_pred):
     """Both as arrays, or a ValueError naming both shapes."""
     y_true, y_pred = _array(y_true), _array(y_pred)
@@ -52,15 +126,19 @@ def _is_distribution(y: np.ndarray) -> bool:
     return bool(np.all((y >= 0) & (y <= 1)) and np.allclose(y.sum(-1), 1.0, atol=1e-6))
 
 
-def _accuracy_kind(y_true: np.ndarray, y_pred: np.ndarray) -> str:
-    """Binary, categorical or sparse, from the shapes (and, for equal 2-D+ shapes, the targets' values)."""
+def _accuracy_kind(y_true, y_pred, is_distribution=None) -> str:
+    """Binary, categorical or sparse, from the shapes (and, for equal 2-D+ shapes, the targets' values).
+
+    ``is_distribution()`` says whether ``y_true``'s rows are one-hot or distributions (default: read from
+    the host array, ``_is_distribution``).
+    """
     if y_pred.ndim == 0:
         raise ValueError(f"accuracy: y_pred needs at least one axis, got shape {y_pred.shape}")
     batch, k = y_pred.shape[:-1], y_pred.shape[-1]
     if y_true.shape == y_pred.shape:
         if y_pred.ndim == 1 or k == 1:
             return "binary"
-        if _is_distribution(y_true):
+        if (is_distribution or (lambda: _is_distribution(y_true)))():
             return "categorical"
         raise ValueError(f"accuracy: y_true and y_pred both have shape {y_pred.shape} but the rows of y_true "
                          f"are not one-hot (multi-label targets?); pass kind='binary' to threshold each "
@@ -90,6 +168,11 @@ def accuracy(y_true, y_pred, *, threshold=0.5, from_logits=False, kind=None):
     >>> float(accuracy(np.array([[0, 1], [1, 0]]), np.array([[0.2, 0.8], [0.3, 0.7]])))  # categorical
     0.5
     """
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"accuracy: kind must be one of 'binary', 'categorical', 'sparse' or None, got {kind!r}")
+    on_device = _on_device(y_true, y_pred)
+    if on_device is not None:
+        return _device_accuracy(*on_device, threshold, from_logits, kind)
     y_true, y_pred = _array(y_true), _array(y_pred)
     if kind is None:
         kind = _accuracy_kind(y_true, y_pred)
@@ -106,6 +189,13 @@ def accuracy(y_true, y_pred, *, threshold=0.5, from_logits=False, kind=None):
     return np.mean(_sparse_labels("accuracy", y_true, y_pred) == np.argmax(y_pred, -1))
 
 
+def _same_shape_of(name, y_true, y_pred) -> None:
+    """A ValueError naming both shapes when they differ (``_same_shape`` for arrays that stay where they are)."""
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{name}: y_true and y_pred must have the same shape, "
+                         f"got y_true {y_true.shape} and y_pred {y_pred.shape}")
+
+
 def _sparse_labels(name, y_true, y_pred):
     """Labels of shape ``y_pred.shape[:-1]`` (a trailing 1 is dropped), or a ValueError naming both shapes."""
     batch = y_pred.shape[:-1]
@@ -115,17 +205,30 @@ def _sparse_labels(name, y_true, y_pred):
     return y_true.reshape(batch)
 
 
-def _predicted(name, y_pred, threshold, from_logits=False):
-    """Boolean positive predictions: y_pred > threshold (on sigmoid(y_pred) with ``from_logits``)."""
+def _cut(name, threshold, from_logits=False):
+    """What y_pred is compared with: ``threshold``, or with ``from_logits`` the logit of the threshold."""
     if from_logits:                                            # sigmoid(x) > t  <=>  x > log(t / (1 - t))
         if not 0 < threshold < 1:
             raise ValueError(f"{name}: threshold must be in (0, 1) with from_logits=True, got {threshold}")
-        return y_pred > np.log(threshold / (1 - threshold))
-    return y_pred > threshold
+        return np.log(threshold / (1 - threshold))
+    return threshold
+
+
+def _predicted(name, y_pred, threshold, from_logits=False):
+    """Boolean positive predictions: y_pred > threshold (on sigmoid(y_pred) with ``from_logits``)."""
+    return y_pred > _cut(name, threshold, from_logits)
 
 
 def _confusion(name, y_true, y_pred, threshold):
-    """(true positives, false positives, true negatives, false negatives) as int64 counts."""
+    """(true positives, false positives, true negatives, false negatives) as int64 counts.
+
+    On a device the four counts are sums there, and come back in one copy.
+    """
+    on_device = _on_device(y_true, y_pred)
+    if on_device is not None:                                  # one pass on the device, four numbers back
+        y_true, y_pred = on_device
+        _same_shape_of(name, y_true, y_pred)
+        return tuple(np.int64(c) for c in _counts(y_true, y_pred, "binary", threshold))
     y_true, y_pred = _same_shape(name, y_true, y_pred)
     actual, predicted = y_true > 0.5, _predicted(name, y_pred, threshold)
     tp = np.count_nonzero(actual & predicted)
@@ -236,6 +339,12 @@ def mean_absolute_error(y_true, y_pred):
     >>> float(mean_absolute_error(np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[1.0, 1.0], [1.0, 0.0]])))
     0.5
     """
+    on_device = _on_device(y_true, y_pred)
+    if on_device is not None:                                  # reduced on the device: one number back
+        y_true, y_pred = on_device
+        _same_shape_of("mean_absolute_error", y_true, y_pred)
+        with no_grad():
+            return to_host(ops.mean(ops.abs(y_true - y_pred)).data)[()]
     y_true, y_pred = _same_shape("mean_absolute_error", y_true, y_pred)
     return np.mean(np.abs(y_true - y_pred))
 
