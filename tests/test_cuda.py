@@ -1132,3 +1132,85 @@ def test_index_arrays_on_the_device_stay_there(rng, monkeypatch):
     with pytest.raises(IndexError, match="out of bounds"):
         Tensor(dev(w))[dev(np.array([1, 6]))]
 
+
+# ---- more twins: the cases the earlier tests leave out (tiny shapes: the simulator is slow) --------------
+@needs_cuda
+@needs_backward("kernels.conv_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_a_3d_conv_vjp_on_the_device(dtype, rng):
+    x_shape, w_shape, strides, padding, dilation, groups = CONVS[3]              # 3 spatial dims
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    assert_same_grads(lambda x, w: _weighted(kernels.conv(x, w, strides, padding, dilation, groups)), x, w,
+                      tol=1e-4 if dtype == np.float32 else 1e-9)
+
+
+@needs_cuda
+@needs_backward("kernels.max_pool_backward")
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_adaptive_1d_and_3d_pooling_vjps_on_the_device(dtype, rng):
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    x2 = rng.standard_normal((1, 5, 4, 2)).astype(dtype)
+    assert_same_grads(lambda x: _weighted(kernels.adaptive_max_pool(x, (2, 3))), x2, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.adaptive_avg_pool(x, (3, 2))), x2, tol=tol)
+    x1 = rng.standard_normal((2, 7, 2)).astype(dtype)                          # (N, W, C)
+    assert_same_grads(lambda x: _weighted(kernels.max_pool(x, (3,), (2,), ((1, 0),))), x1, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.avg_pool(x, (2,), (1,), ((0, 1),), count_include_pad=False)),
+                      x1, tol=tol)
+    x3 = rng.standard_normal((1, 3, 4, 3, 2)).astype(dtype)                    # (N, D, H, W, C)
+    pad3 = ((0, 1), (1, 0), (0, 0))
+    assert_same_grads(lambda x: _weighted(kernels.max_pool(x, (2, 2, 2), (1, 2, 1), pad3)), x3, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.avg_pool(x, (2, 2, 2), (2, 1, 2), pad3)), x3, tol=tol)
+    assert_same_grads(lambda x: _weighted(kernels.adaptive_avg_pool(x, (2, 3, 2))), x3, tol=tol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_mean_on_the_device_any_axes(dtype, rng):
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    X, C = Tensor(dev(x)), Tensor(x)
+    for axis, keepdims in ((None, False), (None, True), (1, False), ((0, 2), True), (-1, False)):
+        assert_twin(X.mean(axis, keepdims), C.mean(axis, keepdims), dtype)
+    assert_same_grads(lambda x: x.mean(axis=(0, 2)).sum() + x.mean(), x)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_kernels_matmul_transposes_in_both_dtypes(dtype, rng):
+    a, b = rng.standard_normal((6, 5)).astype(dtype), rng.standard_normal((7, 6)).astype(dtype)
+    forward = PRIMITIVES["kernels.matmul"].forwards
+    for ta, tb in ((True, True), (True, False), (False, True)):
+        a_, b_ = (a, b.T.copy()) if ta and not tb else (a.T.copy(), b) if tb and not ta else (a, b)
+        out = forward["cuda"](*dev(a_, b_), transpose_a=ta, transpose_b=tb)
+        assert_twin(out, forward["cpu"](a_, b_, transpose_a=ta, transpose_b=tb), dtype,
+                    tol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_vjps_of_layout_casts_normalizations_and_activations_on_the_device(dtype, rng):
+    from axon.functional import activations as act
+    from axon.functional.layers import normalization as norm
+    ag = axon.autograd
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    x = rng.standard_normal((2, 3, 4)).astype(dtype)
+    assert_same_grads(lambda x: _weighted(ag.broadcast_to(x[:, :1], (3, 2, 3, 4))), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(x.astype(np.float64 if dtype == np.float32 else np.float32)), x, tol=tol)
+    for axes in ((2,), (1, 2)):
+        assert_same_grads(lambda x: _weighted(norm.standardize(x, axes)), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(norm.rms_norm(x, epsilon=1e-5)), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(norm.rms_norm(x, axis=(1, 2), epsilon=1e-5)), x, tol=tol)
+    for f in (act.expm1, act.softplus, act.erf, lambda v: act.elu(v, alpha=1.5)):
+        assert_same_grads(lambda x: _weighted(f(x)), x, tol=tol)
+    assert_same_grads(lambda x: _weighted(act.log1p(x)), np.abs(x), tol=tol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("channels", ["last", "first"])
+def test_batch_norm_inference_on_the_device_equals_the_cpu(channels, rng):
+    """``batch_norm(training=False)``: the running statistics (host arrays moved to the device), with VJPs."""
+    from axon.functional.layers import batch_norm
+    x = rng.normal(1.0, 2.0, (4, 3, 2) if channels == "last" else (4, 2, 3)).astype(np.float32)
+    gamma, beta = rng.standard_normal(2).astype(np.float32), rng.standard_normal(2).astype(np.float32)
+    mean, var = rng.standard_normal(2).astype(np.float32), (rng.random(2) + 0.5).astype(np.float32)
+    f = lambda x, g, b: _weighted(batch_norm(x, g, b, mean, var, training=False, channels=channels))   # noqa: E731
+    assert_same_grads(f, x, gamma, beta, tol=1e-5)
