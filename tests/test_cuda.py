@@ -1214,3 +1214,76 @@ def test_batch_norm_inference_on_the_device_equals_the_cpu(channels, rng):
     mean, var = rng.standard_normal(2).astype(np.float32), (rng.random(2) + 0.5).astype(np.float32)
     f = lambda x, g, b: _weighted(batch_norm(x, g, b, mean, var, training=False, channels=channels))   # noqa: E731
     assert_same_grads(f, x, gamma, beta, tol=1e-5)
+
+
+# ---- the public entry points with device="cuda" ----------------------------------------------------------
+@needs_cuda
+def test_init_predict_and_evaluate_with_device_cuda_equal_the_cpu(rng):
+    model = axon.input((None, 5)).dense(4, activation="relu").dense(3, activation="softmax")
+    x = rng.random((7, 5), dtype=np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 7)]
+    params, cpu_params = axon.init(model, seed=2, device="cuda"), axon.init(model, seed=2)
+    leaves = axon.tree.tree_leaves(params)
+    assert leaves and all(isinstance(v, acuda.ARRAY_TYPES) for v in leaves)
+    assert axon.backend.device_of(params) == "cuda"
+    for a, b in zip(leaves, axon.tree.tree_leaves(cpu_params)):
+        np.testing.assert_array_equal(host(a), b)                               # the same draws
+    want = axon.predict(model, cpu_params, x)
+    for got in (axon.predict(model, params, x), axon.predict(model, cpu_params, x, device="cuda")):
+        assert isinstance(got, np.ndarray)                                       # predictions come back
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    kw = dict(metrics=["accuracy"], loss="categorical_cross_entropy", batch_size=4)
+    on_dev = axon.training.evaluate(model, cpu_params, x, y, device="cuda", **kw)
+    on_cpu = axon.training.evaluate(model, cpu_params, x, y, **kw)
+    assert on_dev.keys() == on_cpu.keys() == {"loss", "accuracy"}
+    assert on_dev["accuracy"] == on_cpu["accuracy"]
+    np.testing.assert_allclose(on_dev["loss"], on_cpu["loss"], rtol=1e-5)
+
+
+@needs_cuda
+def test_set_backend_cuda_makes_it_the_default_device():
+    model = axon.input((None, 3)).dense(2)
+    try:
+        axon.set_backend("cuda")
+        assert axon.get_backend() == "cuda"
+        params = axon.init(model)
+        assert all(isinstance(v, acuda.ARRAY_TYPES) for v in axon.tree.tree_leaves(params))
+        assert isinstance(to_device(np.ones(2)), acuda.ARRAY_TYPES)                 # the default device
+    finally:
+        axon.set_backend("cpu")
+    assert axon.get_backend() == "cpu" and isinstance(axon.tree.tree_leaves(axon.init(model))[0], np.ndarray)
+
+
+@needs_cuda
+def test_the_axon_backend_environment_variable_picks_cuda():
+    code = ("import numpy as np, axon\nfrom axon.backend import get_backend, device_of\n"
+            "m = axon.input((None, 3)).dense(2, activation='softmax')\np = axon.init(m)\n"
+            "y = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]\nx = np.ones((4, 3), np.float32)\n"
+            "s = axon.training.train(axon.training.step(m, 'categorical_cross_entropy', axon.optimizers.sgd(0.1)),"
+            " x, y, epochs=1, batch_size=2, verbose=0)\n"
+            "print(get_backend(), device_of(p), device_of(s.params), axon.predict(m, p, x).shape)")
+    env = dict(os.environ, AXON_BACKEND="cuda")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["cuda", "cuda", "cuda", "(4,", "2)"], r.stdout
+
+
+@needs_cuda
+def test_the_mnist_example_with_device_cuda(monkeypatch, capsys):
+    """``python -m axon.examples.mnist --device cuda`` on 20 images, with a tiny model for the simulator's sake:
+    the params end on the device, and the run equals the same run on the CPU."""
+    from axon.examples import mnist as example
+    tiny = lambda kind: (axon.input((None, 28, 28, 1)).max_pool(kernel_size=7)      # noqa: E731  (N, 4, 4, 1)
+                         .flatten().dense(10, activation="softmax"))
+    monkeypatch.setattr(example, "build_model", tiny)
+    argv = ["--model", "cnn", "--limit", "20", "--epochs", "2", "--batch-size", "9", "--verbose", "0", "--augment", "0"]
+    runs = {device: example.main(argv + ["--device", device]) for device in ("cuda", "cpu")}
+    assert "Test accuracy:" in capsys.readouterr().out
+    state = runs["cuda"]["state"]
+    assert all(isinstance(v, acuda.ARRAY_TYPES) for v in axon.tree.tree_leaves(state.params))
+    assert state.step == runs["cpu"]["state"].step == 2 * 2                       # 18 training images, batches of 9
+    np.testing.assert_allclose(state.history["loss"], runs["cpu"]["state"].history["loss"], rtol=1e-4)
+    np.testing.assert_allclose(runs["cuda"]["test_loss"], runs["cpu"]["test_loss"], rtol=1e-4)
+    assert runs["cuda"]["test_accuracy"] == runs["cpu"]["test_accuracy"]
+    with pytest.raises(SystemExit, match="--device tpu"):
+        example.main(["--device", "tpu", "--limit", "20"])
