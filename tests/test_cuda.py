@@ -1287,3 +1287,26 @@ def test_the_mnist_example_with_device_cuda(monkeypatch, capsys):
     assert runs["cuda"]["test_accuracy"] == runs["cpu"]["test_accuracy"]
     with pytest.raises(SystemExit, match="--device tpu"):
         example.main(["--device", "tpu", "--limit", "20"])
+
+
+@needs_cuda
+def test_the_elementwise_and_reduction_factories_raise_the_cpus_errors():
+    """cuda_zip and cuda_reduce share the CPU twin's checks (run on ghosts): the same type and words."""
+    ag = axon.autograd
+    x = np.ones((2, 3), np.float32)
+    cases = [lambda a: ag.where(Tensor(a) > 0, Tensor(a), Tensor(a).reshape(3, 2)),
+             lambda a: Tensor(a).max(axis=(0, 0)), lambda a: Tensor(a).sum(axis=(1, -1)),
+             lambda a: Tensor(a) * Tensor(a).reshape(3, 2), lambda a: ag.maximum(Tensor(a), Tensor(a).T)]
+    for case in cases:
+        errors = []
+        for a in (x, dev(x)):
+            with pytest.raises(Exception) as info:
+                case(a)
+            errors.append((type(info.value), str(info.value)))
+        assert errors[0] == errors[1]
+    for name in ("sum", "max", "min"):                                           # the forwards themselves
+        with pytest.raises(ValueError) as on_cpu:
+            PRIMITIVES[name].forwards["cpu"](x, axis=(0, -2), keepdims=False)
+        with pytest.raises(ValueError) as on_device:
+            PRIMITIVES[name].forwards["cuda"](dev(x), axis=(0, -2), keepdims=False)
+        assert str(on_device.value) == str(on_cpu.value)

@@ -25,7 +25,9 @@ so an op's scalar function is written once, here and in ``ops``, alone or fused.
 
 ``like`` names the CPU twin of the op (its primitive in the table): the output dtype is whatever that
 CPU forward gives on one-element arrays of the input dtypes (numpy's promotion rules, shared, not
-copied), and empty inputs are handed to the CPU forward outright (nothing to launch).
+copied), arguments it refuses (shapes that do not broadcast, a repeated axis) raise the twin's own
+error from zero-memory ghosts (``twin_error``), and empty inputs are handed to the CPU forward
+outright (nothing to launch).
 
 >>> import math, numpy as np
 >>> from axon.cuda._runtime import from_host, to_host
@@ -48,7 +50,8 @@ from ..autograd.engine import PRIMITIVES
 from ._runtime import (REDUCE_THREADS, broadcast_strides, cuda, empty, from_host, launch_1d,
                        nb_type, position, to_host, view)
 
-__all__ = ["cuda_map", "cuda_zip", "cuda_reduce", "block_fold", "split_rows", "row_blocks", "strided_copy", "twin_dtype", "on_host", "padded"]
+__all__ = ["cuda_map", "cuda_zip", "cuda_reduce", "block_fold", "split_rows", "row_blocks", "strided_copy", "twin_dtype",
+           "twin_error", "on_host", "padded"]
 
 
 # ---- what the CPU twin decides: output dtypes, and what to do with empty arrays ---------------------
@@ -66,6 +69,22 @@ def twin_dtype(name: str, dtypes, **params) -> np.dtype:
     (dtype('float32'), dtype('bool'))
     """
     return _twin_dtype(name, tuple(np.dtype(d) for d in dtypes), tuple(sorted(params.items())))
+
+
+def twin_error(name, *arrays, **params) -> None:
+    """Raise what the CPU forward of ``name`` raises for arrays of these shapes and dtypes (shared checks).
+
+    The twin runs on zero-memory ghosts (a 0-d zero broadcast to each shape), so numpy checks the
+    arguments with its own rules and words; nothing of the real size is touched. Returns when the
+    twin accepts them (the caller then raises its own error).
+
+    >>> twin_error("add", from_host(np.ones((2, 3))), from_host(np.ones(4)))
+    Traceback (most recent call last):
+    ...
+    ValueError: add: shapes (2, 3) and (4,) cannot be broadcast together
+    """
+    if name is not None:
+        PRIMITIVES[name].forwards["cpu"](*(np.broadcast_to(np.zeros((), a.dtype), a.shape) for a in arrays), **params)
 
 
 def on_host(name: str, *arrays, **params):
@@ -171,6 +190,7 @@ def cuda_zip(fn, like: str | None = None):
         try:
             out_shape = np.broadcast_shapes(*(x.shape for x in xs))
         except ValueError:
+            twin_error(like, *xs)                                # the CPU twin's own error, when it has one
             shapes = " and ".join(str(x.shape) for x in xs)
             raise ValueError(f"{name}: shapes {shapes} cannot be broadcast together") from None
         dtypes = tuple(x.dtype for x in xs)
@@ -285,7 +305,11 @@ def cuda_reduce(fn, start, like: str | None = None):
         return kernel
 
     def forward(x, axis=None, keepdims=False):
-        axes = tuple(range(x.ndim)) if axis is None else np.lib.array_utils.normalize_axis_tuple(axis, max(x.ndim, 1))
+        try:
+            axes = tuple(range(x.ndim)) if axis is None else np.lib.array_utils.normalize_axis_tuple(axis, max(x.ndim, 1))
+        except ValueError:                                       # (numpy's AxisError is one too)
+            twin_error(like, x, axis=axis, keepdims=keepdims)    # the CPU twin's own words
+            raise
         if x.ndim == 0:
             axes = ()
         dtype = twin_dtype(like, (x.dtype,), axis=None, keepdims=False) if like else x.dtype
