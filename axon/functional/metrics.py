@@ -88,7 +88,8 @@ def _counts(y_true: Tensor, y_pred: Tensor, kind: str, cut=0.5) -> np.ndarray:
     """``metrics.counts`` where the arrays live; its four numbers on the host (one copy)."""
     if kind == "binary":                                 # the threshold in y_pred's dtype, as numpy compares
         cut = y_pred.dtype.type(cut) if y_pred.dtype.kind == "f" else np.float64(cut)
-    return to_host(apply(_COUNTS, y_true, y_pred, kind=kind, cut=cut).data)
+    with no_grad():
+        return to_host(apply(_COUNTS, y_true, y_pred, kind=kind, cut=cut).data)
 
 
 def _device_accuracy(y_true: Tensor, y_pred: Tensor, threshold, from_logits, kind) -> np.float64:
