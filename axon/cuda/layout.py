@@ -302,6 +302,8 @@ def _flat_join(*leaves):
     base = _tiled_base(leaves)
     if base is not None:
         return base
+    if len({a.dtype for a in leaves}) > 1:                       # numpy's promotion, as the CPU's concatenate
+        return _concatenate(*[a.reshape(a.size) for a in leaves], axis=0)
     out = empty((sum(a.size for a in leaves),), leaves[0].dtype)
     parts, lo = [], 0
     for a in leaves:
