@@ -56,7 +56,7 @@ from numba import njit
 
 from .autograd.engine import PRIMITIVES
 from .backend import backend_of
-from .jit import Op, dispatch
+from .tracing import Op, dispatch
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
 from .kernels.adam import adam_apply_at
 

@@ -779,7 +779,7 @@ def test_conv_grad_of_grad_on_the_device_equals_the_cpu():
 
 @needs_cuda
 def test_a_traced_index_array_on_the_device_picks_each_calls_rows(rng):
-    from axon.jit import jit
+    from axon.tracing import jit
     w = rng.standard_normal((6, 3)).astype(np.float32)
     loss = lambda w, ids: (w[ids] * 2.0).sum()                  # noqa: E731  (an embedding lookup)
     compiled = jit(axon.value_and_grad(loss))
@@ -795,7 +795,7 @@ def test_a_traced_index_array_on_the_device_picks_each_calls_rows(rng):
 def _fused_and_plain(fn, arrays, monkeypatch):
     """``jit(fn)`` on device ``arrays`` (traced, then replayed), fusion off and on: two (result, plan)s."""
     from axon import fusion
-    from axon.jit import jit
+    from axon.tracing import jit
     monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)                       # the simulator's small shapes too
     out = {}
     for enabled in (False, True):

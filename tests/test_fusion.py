@@ -7,7 +7,7 @@ import pytest
 import axon
 from axon import fusion
 from axon.autograd import PRIMITIVES, Tensor, ops
-from axon.jit import Op, jit
+from axon.tracing import Op, jit
 from axon.tree import tree_leaves
 
 
@@ -253,7 +253,7 @@ def test_elementwise_leaves_small_mixed_dtype_and_other_backend_ops_alone(monkey
     mixed = [op("exp", (0,), 2), op("add", (2, 1), 3)]                             # float32 + float64
     values = trace_values(mixed, {0: x32, 1: x64}, 4)
     assert names(fusion.elementwise(mixed, values, {}, [3])) == ["exp", "add"]
-    from axon.jit import dispatch                                                  # how a CUDA plan's ops look
+    from axon.tracing import dispatch                                                  # how a CUDA plan's ops look
     other = [Op("exp", functools.partial(dispatch, PRIMITIVES["exp"]), (0,), {}, 1), op("neg", (1,), 2)]
     values = trace_values(other, {0: x32}, 3)
     assert names(fusion.elementwise(other, values, {}, [2])) == ["exp", "neg"]

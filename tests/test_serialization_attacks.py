@@ -102,7 +102,7 @@ def test_a_state_class_named_by_the_file_is_never_imported_or_called(cls):
     sys.modules.pop("numpy.f2py.__main__", None)
 
     def edit(meta, arrays):
-        meta["tree"] = meta["tree"].replace('"axon.training.step:TrainState"', json.dumps(cls))
+        meta["tree"] = meta["tree"].replace('"axon.training.steps:TrainState"', json.dumps(cls))
     forged = _forge(_tree_file(), edit)
     with pytest.raises(axon.FormatError, match="neither one of axon's nor registered"):
         serialization.load(_write(forged))
@@ -258,7 +258,7 @@ HOSTILE = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.sampled_from([10**15, -1, 2**64, 0]),
               st.floats(allow_nan=True), st.text(max_size=8),
               st.sampled_from(["numpy.f2py.__main__:X", "os:system", "builtins:eval", "dense", "array", "namedtuple",
-                               "axon.training.step:TrainState", "dense_0.kernel", "F32", "state"])),
+                               "axon.training.steps:TrainState", "dense_0.kernel", "F32", "state"])),
     lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.sampled_from(
         ["t", "k", "v", "kids", "keys", "fields", "class", "shape", "op", "fn", "parents", "params", "opts", "kind",
          "scalar", "pack", "initializer", "initializer_fn"]), kids, max_size=4)),

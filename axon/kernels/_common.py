@@ -237,7 +237,7 @@ def in_range(t: Tensor, lo: int, hi: int, error) -> None:
     The one check of labels and indices before a kernel uses them (an index out of range would read or
     write outside an array in compiled code). Host data is checked with numpy at once; data on a device
     with Tensor operations there (one value comes back); under ``axon.jit`` the check is an op of the
-    plan (``axon.jit.check_range`` for host arrays, ``axon.jit.check`` on a device), run on every call's
+    plan (``axon.tracing.check_range`` for host arrays, ``axon.tracing.check`` on a device), run on every call's
     indices.
 
     >>> in_range(Tensor(np.array([0, 2])), 0, 3, lambda lo, hi: ValueError(f"{lo}..{hi}"))   # fine: nothing
@@ -253,7 +253,7 @@ def in_range(t: Tensor, lo: int, hi: int, error) -> None:
         if not (lo <= lo_t and hi_t < hi):
             raise error(int(lo_t), int(hi_t))
         return
-    from ..jit import check, check_range                        # (axon.jit imports the engine, as this does)
+    from ..tracing import check, check_range                    # (axon.tracing imports the engine, as this does)
     if not check_range(t.data, lo, hi, error):                  # a traced host array: one op of the plan
         check(tmax((t < lo) | (t >= hi)), lambda a: error(int(a.min()), int(a.max())), t)
 

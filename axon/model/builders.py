@@ -19,7 +19,7 @@ from ..backend import is_host
 from ..functional import activations as A
 from ..functional import layers as L
 from ..functional.layers._utils import check_int
-from ..functional.layers.dropout import _check_rate
+from ..functional.layers.dropouts import _check_rate
 from ..kernels._common import on_backend_of
 from .graph import Axon, _node, param
 

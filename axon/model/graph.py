@@ -136,7 +136,7 @@ class Axon:
         return f"Axon(op={self.op!r}, name={self.name!r}, shape={self.shape})"
 
     def __str__(self):
-        from .summary import summary_table
+        from .summaries import summary_table
         return summary_table(self)
 
     # combinators as operators: a + b, a - b, a * b

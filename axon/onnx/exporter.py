@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import __version__
 from ..functional import activations as A
-from ..functional.layers.conv import _geometry as _conv_geometry, _separable_steps, conv_transpose_padding
+from ..functional.layers.convolution import _geometry as _conv_geometry, _separable_steps, conv_transpose_padding
 from ..functional.layers.pooling import _adaptive_geometry, _window_geometry
 from ..functional.layers.shape import _pad_pairs, _resize_size
 from ..functional.layers._utils import channel_axis, spatial_tuple

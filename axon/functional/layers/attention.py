@@ -29,7 +29,7 @@ import numpy as np
 
 from ... import kernels
 from ...autograd import Tensor, concatenate, reshape, transpose, where
-from .dropout import dropout
+from .dropouts import dropout
 from .linear import dense
 from ._utils import check_param, tensor
 

@@ -26,7 +26,7 @@ from ... import kernels
 from ...kernels._common import on_backend_of
 from ...autograd import ops
 from ...autograd import max as tmax, mean as tmean, sum as tsum, where
-from .conv import conv
+from .convolution import conv
 from ._utils import (channel_axis, check_rank, check_spatial_input, check_window_fits, from_channels_last,
                      resolve_padding, shape_from_last, shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
 

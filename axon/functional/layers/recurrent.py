@@ -42,7 +42,7 @@ from ...autograd import (Tensor, apply, as_tensor, backprop, concatenate, enable
                          primitive, reshape, sigmoid, stack, tanh, where)
 from ...backend import backend_of
 from ...kernels._common import on_backend_of
-from .conv import conv
+from .convolution import conv
 from .linear import dense
 from ._utils import check_param, tensor
 
