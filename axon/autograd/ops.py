@@ -16,12 +16,16 @@ array([0.7864, 0.42  ], dtype=float32)
 
 Gradients at ties, one rule for the library (PyTorch's):
 
-- a reduction (``max``, ``min``; ``Tensor.max``, ``axon.layers.global_max_pool``, which is ``max`` over
-  the spatial axes) splits ``dy`` evenly among the tied elements, as ``torch.amax``;
+- a reduction (``max``, ``min``; ``Tensor.max``; ``axon.layers.global_max_pool`` and
+  ``axon.kernels.global_max_pool``, which are ``max`` over the spatial axes) splits ``dy`` evenly among
+  the tied elements, as ``torch.amax``;
 - the elementwise ``maximum`` and ``minimum`` give half to each input at a tie, as ``torch.maximum``;
-- max pooling (``axon.layers.max_pool`` and ``adaptive_max_pool`` on every path, the ``axon.kernels``
-  pools, ``kernels.global_max_pool`` included) gives all of a window's ``dy`` to its first maximum, as
+- max pooling over windows (``max_pool`` and ``adaptive_max_pool``, in ``axon.layers`` on every path and
+  in ``axon.kernels``) gives all of a window's ``dy`` to its first maximum, as
   ``torch.nn.functional.max_pool2d``, which records one index per window.
+
+A mask of the elements equal to the maximum, not divided by their count, would give each tied element
+the whole ``dy``: more gradient out than came in (chapter 2, section 2.8, shows it on a pooling window).
 
 >>> from axon import layers
 >>> x = Tensor([1.0, 3.0, 3.0, 3.0], requires_grad=True)

@@ -363,7 +363,8 @@ def global_avg_pool(x, keep_axes=False, channels="last"):
 
 def global_max_pool(x, keep_axes=False, channels="last"):
     """Maximum over the spatial axes: (N, *spatial, C) -> (N, C). A reduction (``max`` over those axes), so
-    tied maxima share the gradient evenly (see "Gradients at ties" in ``axon.autograd.ops``).
+    tied maxima share the gradient evenly, as in ``axon.kernels.global_max_pool`` (see "Gradients at ties"
+    in ``axon.autograd.ops``).
 
     >>> import numpy as np
     >>> global_max_pool(np.arange(6.0).reshape(1, 3, 2)).numpy()
