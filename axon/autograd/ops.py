@@ -1,4 +1,7 @@
-"""The table of primitives: each forward on numpy arrays next to its vector-Jacobian product.
+"""The engine's own primitives, each forward on numpy arrays next to its vector-Jacobian product.
+
+Each ``primitive(name, forward, vjp)`` call here adds an entry to the one table, ``PRIMITIVES`` in
+``engine.py``; the kernel modules add theirs the same way.
 
 A VJP takes ``dy`` (the gradient of the output), the output ``y`` and the inputs, all Tensors, and
 returns one gradient per input. The rules are written with Tensor operations, so differentiating a
