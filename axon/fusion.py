@@ -376,7 +376,7 @@ _FLOAT_OPS = {
     "neg": "-{0}", "exp": "np.exp({0})", "log": "np.log({0})", "sqrt": "np.sqrt({0})", "abs": "np.abs({0})",
     "tanh": "np.tanh({0})", "sigmoid": "{D}(0.5) * (np.tanh({D}(0.5) * {0}) + {D}(1))",
     "relu": "np.maximum({0}, {D}(0))", "log1p": "np.log1p({0})", "expm1": "np.expm1({0})",
-    "sign": "np.sign({0})", "kernels.erf": "math.erf({0})", "where": "{1} if {0} else {2}",
+    "sign": "np.sign({0})", "kernels.erf": "erf_scalar({0})", "where": "{1} if {0} else {2}",
 }
 _BOOL_OPS = {
     "less": "{0} < {1}", "less_equal": "{0} <= {1}", "greater": "{0} > {1}", "greater_equal": "{0} >= {1}",
@@ -667,7 +667,8 @@ def _compile(source: str, parallel: bool):
     the compiled loop in milliseconds instead of compiling it again (a few tenths of a second).
     Without a writable folder it is compiled in memory, in each process.
     """
-    text = f"import math\n\nimport numpy as np\nfrom numba import prange\n\n\n{source}\n"
+    text = ("import math\n\nimport numpy as np\nfrom numba import prange\n\n"
+            f"from axon.kernels.special import erf_scalar\n\n\n{source}\n")
     name = "fused_" + hashlib.sha1(text.encode()).hexdigest()[:20]
     flags = dict(fastmath=FASTMATH, error_model="numpy", parallel=parallel)
     try:

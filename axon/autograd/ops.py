@@ -211,6 +211,8 @@ def power(x, p):
 
 
 # ---- matmul ----------------------------------------------------------------------------------------
+# numpy's np.matmul; axon.kernels gives this primitive a faster CPU forward for stacks of matrices
+# (kernels/matrix_product.py, stacked_matmul: the stack split over numba's threads).
 def _matmul_forward(a, b):
     if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
