@@ -199,7 +199,46 @@ def test_adam_apply_leaves_an_update_read_elsewhere_or_returned():
     assert names(fusion.adam_apply(plan + [neg], values + [-u], {}, [9, 10])) == ["kernels.adam_step_at", "add", "neg"]
 
 
-# ---- pass 4: elementwise chains -------------------------------------------------------------------------
+# ---- pass 4: the cross-entropy's sum ----------------------------------------------------------------------
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_xent_sum_is_the_mean_loss_and_its_gradient_bit_for_bit(dtype, parallel, targets, monkeypatch):
+    from axon.kernels import softmax_family
+    monkeypatch.setattr(softmax_family, "PARALLEL_MIN", 1 if parallel else 1 << 30)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((37, 11)).astype(dtype)
+    t = rng.integers(0, 11, 37) if targets == "labels" else rng.dirichlet(np.ones(11), 37).astype(dtype)
+
+    def loss(x, t):
+        return axon.kernels.softmax_cross_entropy(x, t).mean()
+
+    (plain, unfused), (got, fused) = _both(lambda: jit(axon.value_and_grad(loss)), x, t)
+    for a, b in zip(tree_leaves(got), tree_leaves(plain)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert "fused[kernels.softmax_cross_entropy,sum]" in names(fused.ops), str(fused)
+    assert "broadcast_to" in names(unfused.ops) and "broadcast_to" not in names(fused.ops), str(fused)
+    assert len(fused.ops) == len(unfused.ops) - 3
+
+
+def test_xent_sum_leaves_losses_read_elsewhere_or_summed_along_an_axis():
+    rng = np.random.default_rng(7)
+    x, labels = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
+
+    def weighted(x):                                           # the losses are read twice: not fused
+        losses = axon.kernels.softmax_cross_entropy(x, labels)
+        return (losses.sum() + (losses * losses).sum())
+
+    def by_axis(x):
+        return axon.kernels.softmax_cross_entropy(x, labels).sum(axis=0)
+
+    for f in (weighted, by_axis):
+        (plain, _), (got, fused) = _both(lambda: jit(axon.grad(f)), x)
+        assert "fused[kernels.softmax_cross_entropy,sum]" not in names(fused.ops), str(fused)
+        np.testing.assert_allclose(got, plain, rtol=1e-12)
+
+
+# ---- pass 5: elementwise chains -------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("b_shape", [(7,), (5, 1), (1, 5, 7), (), (3, 5, 7), (3, 1, 1)])
 def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, monkeypatch):

@@ -36,7 +36,8 @@ of non-negative ints, ``what`` 0 softmax, 1 log_softmax, 2 logsumexp; ``labels``
 - ``kernels.logsumexp(x, *, axis, keepdims) -> y``;
 - ``kernels.softmax_backward(dy, y, x, *, axis, what) -> (dx,)``: dy and y with size 1 at ``axis`` for logsumexp;
 - ``kernels.softmax_cross_entropy(x, t, labels) -> loss`` (N,);
-- ``kernels.softmax_cross_entropy_backward(dy, x, t, labels, *, need_dt) -> (dx, dt)``.
+- ``kernels.softmax_cross_entropy_backward(dy, x, t, labels, *, need_dt) -> (dx, dt)``; on the CPU ``dy``
+  may also be one number for every row (size 1: what ``axon.fusion.xent_sum`` passes).
 
 >>> import numpy as np
 >>> softmax(np.array([1000.0, 1000.0])).numpy()
@@ -55,7 +56,7 @@ from ._common import (KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_
                       on_backend_of,
                       run_chunks, same_dtype)
 
-__all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "VECTOR_EXP_MIN"]
+__all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "xent_sum", "VECTOR_EXP_MIN"]
 
 _SOFTMAX, _LOG_SOFTMAX, _LOGSUMEXP = 0, 1, 2                      # what _rows_forward writes
 
@@ -206,7 +207,7 @@ def _xent_backward_rows(dloss, x, t, labels, dx, dt, r0, r1):
     # dloss (M,); x, dx (M, K); t, dt (M, K) or empty; labels (M,) or empty
     for r in range(r0, r1):
         m, s = _row_max_sum(x, r)
-        g = dloss[r]
+        g = dloss[0] if dloss.shape[0] == 1 else dloss[r]       # (size 1: one dloss for every row)
         g_over_s = g / s
         if labels.shape[0]:                                      # dx = g (softmax - onehot)
             for k in range(x.shape[1]):
@@ -391,8 +392,18 @@ def _xent_backward(dy, x, t, labels, need_dt):
     M = xa.shape[0]
     if M:
         n = num_chunks(xa.size, M, PARALLEL_MIN)
-        run_chunks(_xent_backward_rows, _xent_backward_parallel, n, M, contiguous(dy), xa, ta, labels, dx, dt)
+        run_chunks(_xent_backward_rows, _xent_backward_parallel, n, M, contiguous(dy).reshape(-1), xa, ta, labels,
+                   dx, dt)
     return dx, (dt if need_dt else None)
+
+
+def xent_sum(x, t, labels):
+    """``np.sum`` of ``kernels.softmax_cross_entropy``'s losses as a 0-d array (``axon.fusion.xent_sum``'s op).
+
+    >>> xent_sum(np.zeros((3, 2)), np.empty((0, 0)), np.array([0, 1, 1]))          # 3 log 2
+    array(2.07944154)
+    """
+    return np.asarray(np.sum(_xent_forward(x, t, labels)))
 
 
 def _xent_vjp_ops(dy, x, t, labels):
