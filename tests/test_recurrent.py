@@ -66,7 +66,7 @@ def test_conv_lstm_unrolls_agree():
 def test_static_and_dynamic_unroll_of_any_cell():
     cell = lambda x_t, s, w: (s * w + x_t, (s * w + x_t) ** 2)  # noqa: E731
     x, s0 = a(2, 4, 3), a(2, 3)
-    axon.check_grads(lambda x, s0, w: L.static_unroll(cell, x, s0, w, mask=np.ones((2, 4)))[0], (x, s0, a(3)), order=2)
+    axon.check_grads(lambda x, s0, w: L.static_unroll(cell, x, s0, w, mask=np.ones((2, 4), bool))[0], (x, s0, a(3)), order=2)
     axon.check_grads(lambda x, s0, w: L.dynamic_unroll(cell, x, s0, w, reverse=True)[0], (x, s0, a(3)), order=2)
     y, s = L.static_unroll(cell, x, s0, np.full(3, 0.5))
     y2, s2 = L.dynamic_unroll(cell, x, s0, np.full(3, 0.5))
@@ -109,7 +109,7 @@ def test_bad_shapes_raise_clear_errors():
     with pytest.raises(ValueError, match="kernel_hidden"):
         L.lstm(a(2, 3, 3), (a(2, 4), a(2, 4)), a(3, 16), a(4, 12))
     with pytest.raises(ValueError, match="mask must be"):
-        L.gru(a(2, 3, 3), a(2, 4), a(3, 12), a(4, 12), mask=np.ones((2, 4)))
+        L.gru(a(2, 3, 3), a(2, 4), a(3, 12), a(4, 12), mask=np.ones((2, 4), bool))
     with pytest.raises(ValueError, match="unroll must be"):
         L.gru(a(2, 3, 3), a(2, 4), a(3, 12), a(4, 12), unroll="fast")
 

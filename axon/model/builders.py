@@ -21,7 +21,7 @@ from ..functional import layers as L
 from ..functional.layers._utils import check_int
 from ..functional.layers.dropout import _check_rate
 from ..kernels._common import on_backend_of
-from .graph import Axon, _node, param
+from .graph import Axon, _node, inferring_shapes, param
 
 # Builders that become methods of every node (x.dense(...)); the module functions take the node first.
 __all__ = [
@@ -702,10 +702,15 @@ def _pick(rnn, index, op, name=None):
     return _node(op, [rnn], lambda y, index: y[index], opts={"index": index}, name=name)
 
 
+def _mask_value(m):
+    """A mask node's value; while shapes are inferred (every input float zeros), the boolean mask it stands for."""
+    return m != 0 if inferring_shapes() else m
+
+
 def _recurrent_call(layer_fn, n_carry):
     """``fn(x, [mask], [carry], **params, **opts)`` of a recurrent node: a zero carry unless one is given."""
     def call(x, *rest, has_mask, has_carry, units, **opts):
-        mask = rest[0] if has_mask else None
+        mask = _mask_value(rest[0]) if has_mask else None
         if has_carry:
             carry = rest[-1]
         else:
@@ -865,7 +870,7 @@ def mask(x, eos_token=0, name=None) -> Axon:
 def _attention_call(x, *rest, has_context, has_mask, num_heads, causal, dropout_rate, training=False, key=None,
                     **params):
     context = rest[0] if has_context else x
-    m = rest[-1] if has_mask else None
+    m = _mask_value(rest[-1]) if has_mask else None
     if m is not None and np.ndim(m) == 2:                      # (B, Tk) key padding -> (B, 1, 1, Tk)
         m = as_tensor(m).reshape(m.shape[0], 1, 1, m.shape[1])
     rate = dropout_rate if training else 0.0

@@ -28,6 +28,7 @@ __all__ = ["Axon", "ParamSpec", "param", "input", "layer", "nx", "constant", "co
 
 _ids = itertools.count()
 _GIVEN_SHAPE = contextvars.ContextVar("axon_given_shape", default=None)   # (shape,) while rebuilding a saved node
+_INFERRING = contextvars.ContextVar("axon_inferring", default=False)      # True while a layer runs on zeros
 
 
 class ParamSpec(NamedTuple):
@@ -162,6 +163,7 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
     outs = []
     for fill in (1, 2):                                        # only the batch size changes between runs
         xs = [_zeros(shape, fill) for shape in in_shapes]
+        token = _INFERRING.set(True)
         try:
             with no_grad():
                 y = fn(*xs, **ps, **opts, **extra)
@@ -170,8 +172,22 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
         except TypeError as e:                                 # a wrong type of option or input, likewise
             raise TypeError(f"{op} layer cannot be applied to {describe()}: {e}") from e
         # anything else (an ImportError, a bug in a custom layer) propagates with its own message
+        finally:
+            _INFERRING.reset(token)
         outs.append(_shape_of(y))
     return _merge_shapes(op, *outs)
+
+
+def inferring_shapes() -> bool:
+    """True while a layer runs on float32 zeros to find its output shape (a mask's value is then zeros too).
+
+    >>> import axon
+    >>> seen = []
+    >>> _ = axon.nx(axon.input((None, 2)), lambda t: seen.append(inferring_shapes()) or t)
+    >>> seen, inferring_shapes()
+    ([True, True], False)
+    """
+    return _INFERRING.get()
 
 
 def _shape_of(y):
