@@ -334,7 +334,7 @@ class _Tracer:
         return self.record(prim.name, forward, inputs, real, params)
 
     def record(self, name: str, forward, inputs: tuple, real: list, params: dict):
-        y = forward(*real, **params)
+        y = _untraced(forward, real, params)
         host_scalar = []
 
         def wrap(o):
@@ -357,6 +357,16 @@ class _Tracer:
             forward = functools.partial(_as_arrays, forward)
         self.ops.append(Op(name, forward, inputs, params, outputs))
         return placeholders
+
+
+def _untraced(forward, arrays: list, params: dict):
+    """``forward(*arrays, **params)`` with the tracer set aside: a forward made of axon ops (``dynamic_unroll``'s
+    loop) computes them on the real arrays, as when a plan replays it, instead of recording them as ops too."""
+    tracer, TRACING.tracer = TRACING.tracer, None
+    try:
+        return forward(*arrays, **params)
+    finally:
+        TRACING.tracer = tracer
 
 
 def dispatch(prim, *arrays, **params):

@@ -133,8 +133,8 @@ def test_an_op_or_function_named_by_the_file_resolves_only_through_axon(node, fi
 @functools.lru_cache(maxsize=None)
 def _sequence_file() -> bytes:
     x = axon.input((None, 4))
-    r, _ = x.embedding(5, 4).lstm(2, mask=x.mask(0))
-    model = axon.bidirectional(r, lambda s: s.gru(2))[0].multi_head_attention(2)
+    r, carry = x.embedding(5, 4).lstm(2, mask=x.mask(0))
+    model = axon.container((axon.bidirectional(r, lambda s: s.gru(2))[0].multi_head_attention(2), carry[1]))
     return _bytes_of(lambda p: axon.save(p, model, axon.init(model, seed=0)))
 
 
@@ -144,6 +144,7 @@ def _sequence_file() -> bytes:
     ("reverse", "axis", 10**9), ("reverse", "axis", -1),       # a reversal along no step axis
     ("multi_head_attention", "num_heads", 0), ("multi_head_attention", "num_heads", 3),
     ("gru", "units", 3),                                       # the params recorded do not fit
+    ("item", "index", 2), ("item", "parents", [0]),            # carry[2] of (c, h); an index into one array
 ])
 def test_a_forged_sequence_layer_raises_format_error(op, field, value):
     assert isinstance(_load(_sequence_file()), serialization.Saved)   # the file as saved loads
