@@ -66,7 +66,8 @@ def test_conv_lstm_unrolls_agree():
 def test_static_and_dynamic_unroll_of_any_cell():
     cell = lambda x_t, s, w: (s * w + x_t, (s * w + x_t) ** 2)  # noqa: E731
     x, s0 = a(2, 4, 3), a(2, 3)
-    axon.check_grads(lambda x, s0, w: L.static_unroll(cell, x, s0, w, mask=np.ones((2, 4), bool))[0], (x, s0, a(3)), order=2)
+    axon.check_grads(lambda x, s0, w: L.static_unroll(cell, x, s0, w, mask=np.ones((2, 4), bool))[0], (x, s0, a(3)),
+                     order=2)
     axon.check_grads(lambda x, s0, w: L.dynamic_unroll(cell, x, s0, w, reverse=True)[0], (x, s0, a(3)), order=2)
     y, s = L.static_unroll(cell, x, s0, np.full(3, 0.5))
     y2, s2 = L.dynamic_unroll(cell, x, s0, np.full(3, 0.5))
@@ -319,7 +320,8 @@ def test_masked_bidirectional_builder_equals_torch_packed(kind):
     model = axon.container((seq, fw, bw))
     names = ["kernel_input", "kernel_hidden"] + (["bias"] if kind == "lstm" else ["bias_input", "bias_hidden"])
     layers = [k for k in axon.init(model) if k.startswith(kind)]          # the forward run's layer first
-    params = {layer: dict(zip(names, _direction(module, kind, suffix))) for layer, suffix in zip(layers, ("", "_reverse"))}
+    params = {layer: dict(zip(names, _direction(module, kind, suffix)))
+              for layer, suffix in zip(layers, ("", "_reverse"))}
     xa = Tensor(x, requires_grad=True)
     y, h_fw, h_bw = axon.apply(model, params, {"x": xa, "mask": PADDED})[0]
     np.testing.assert_allclose(y.numpy(), yt, atol=1e-12)

@@ -190,7 +190,7 @@ def test_the_test_model_has_every_layer_of_axon():
     missing = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"} - set(_COMPOSITES) - ops
     assert not missing, f"layers that test_a_model_round_trips_and_predicts_the_same does not save: {sorted(missing)}"
     assert set(_COMPOSITES.values()) <= set(model.names().values())
-    assert {"seq", "carry", "item", "reverse"} <= ops         # the recurrent layers' pickers, carry[1], bidirectional's reversal
+    assert {"seq", "carry", "item", "reverse"} <= ops         # recurrent pickers, carry[1], bidirectional's reversal
 
 
 def test_a_model_round_trips_and_predicts_the_same(tmp_path, rng):

@@ -359,7 +359,7 @@ def item(x: Axon, index, name=None) -> Axon:
     >>> item(axon.input((None, 2)), 0)
     Traceback (most recent call last):
     ...
-    TypeError: item: only a node holding several values (a tuple such as an LSTM's carry (c, h), a container) can be indexed; 'input' has one value of shape (None, 2)
+    TypeError: item: only a node holding several values (a tuple such as an LSTM's carry (c, h), a container) ...
     """
     shape = x.shape
     if isinstance(shape, dict):

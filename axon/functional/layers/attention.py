@@ -5,10 +5,11 @@
 A boolean ``mask`` broadcastable to (B, heads, Tq, Tk) says which keys each query may look at (True:
 attend; integers count as True where nonzero; a float mask, such as PyTorch's additive 0/-inf one,
 is a TypeError); ``causal=True`` adds "no key after the query". Masks and position tables are
-Tensors on the input's backend, so attention runs on any device and inside ``axon.jit``. The softmax is axon's fused, stable kernel
-(the row maximum subtracted first); masked scores are set to the dtype's lowest value before it and
-the weights multiplied by the mask after, so a query that may attend to nothing gets zeros rather
-than NaN. Everything is built from differentiable primitives: gradients of any order.
+Tensors on the input's backend, so attention runs on any device and inside ``axon.jit``. The
+softmax is axon's fused, stable kernel (the row maximum subtracted first); masked scores are set to
+the dtype's lowest value before it and the weights multiplied by the mask after, so a query that may
+attend to nothing gets zeros rather than NaN. Everything is built from differentiable primitives:
+gradients of any order.
 
 Attention knows nothing about order; positions come in through
 
@@ -62,8 +63,9 @@ def dot_product_attention(q, k, v, mask=None, causal=False, dropout_rate=0.0, ke
     """``softmax(q k^T / sqrt(D)) v`` on (B, heads, T, D), as ``torch.nn.functional.scaled_dot_product_attention``.
 
     ``mask``: boolean (or integer, nonzero = True), broadcastable to (B, heads, Tq, Tk), True where a
-    query may attend to a key (a float mask is a TypeError: axon's masks are not additive); ``causal``: each query attends to keys up to its own position; ``dropout_rate`` drops attention
-    weights (``key``, a random key, is then required). A query with no key to attend to gets 0.
+    query may attend to a key (a float mask is a TypeError: axon's masks are not additive); ``causal``:
+    each query attends to keys up to its own position; ``dropout_rate`` drops attention weights
+    (``key``, a random key, is then required). A query with no key to attend to gets 0.
 
     >>> import numpy as np
     >>> q = np.zeros((1, 1, 2, 4)); k = np.zeros((1, 1, 3, 4)); v = np.arange(12.0).reshape(1, 1, 3, 4)
