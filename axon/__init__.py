@@ -8,7 +8,8 @@ Four layered APIs, each usable on its own:
   ``axon.init``/``axon.predict``/``axon.compile``, custom layers with ``axon.nx``/``axon.layer``,
   ``axon.save``/``axon.load`` (one safetensors file; ``axon.register`` names custom functions);
 - optimization: ``axon.updates`` (composable transformations), ``axon.optimizers``, ``axon.schedules``;
-- training: ``axon.training.step``/``train``/``evaluate``, callbacks, ``axon.datasets.mnist``.
+- training: ``axon.training.step``/``train``/``evaluate``, callbacks, ``axon.datasets.mnist``;
+  ``axon.jit`` traces a function once and replays it (the module is ``axon.tracing``).
 
 Underneath: ``axon.autograd`` (the engine), ``axon.backend`` (where arrays live: ``set_backend``,
 ``to_device``) and ``axon.kernels`` (the Numba CPU kernels; ``axon.cuda`` is the GPU twin).
@@ -30,7 +31,8 @@ from . import model
 from .model import *  # noqa: F401,F403  (input, the builders, init, predict, summary, ...)
 from . import updates, optimizers, schedules, training, datasets, registry, serialization, distributed
 from .serialization import FormatError, load, register, save
-from .jit import TraceError, jit  # (``axon.jit`` is the function; ``import axon.jit`` still finds the module)
+from . import tracing
+from .tracing import TraceError, jit  # ``axon.jit`` is the function; its module is ``axon.tracing``
 
 # ``import axon.activations`` works too: the functional modules under their short names.
 for _name in ("activations", "initializers", "layers", "losses", "metrics"):
@@ -50,7 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "backend", "get_backend", "set_backend", "to_device", "autograd", "random", "tree", "functional", "activations",
     "initializers", "layers", "losses", "metrics", "model", "updates", "optimizers", "schedules", "training",
-    "datasets", "registry", "serialization", "distributed",
+    "datasets", "registry", "serialization", "distributed", "tracing",
     "Tensor", "grad", "value_and_grad", "jit", "TraceError", "no_grad", "check_grads", "draw_graph", "save", "load", "register",
     "FormatError", "__version__",
     *model.__all__,

@@ -71,7 +71,7 @@ def plan_buffers(ops, results, values) -> tuple[dict, list]:
     which input); a slot beyond them (an op a later pass made) is neither planned nor trusted not to alias.
 
     >>> import numpy as np
-    >>> from axon.jit import Op
+    >>> from axon.tracing import Op
     >>> values = [np.ones((128, 64), np.float32) for _ in range(4)]
     >>> ops = [Op("exp", np.exp, (0,), {}, 1), Op("neg", np.negative, (1,), {}, 2), Op("exp", np.exp, (2,), {}, 3)]
     >>> plan_buffers(ops, [3], values)                        # %1, %2 in two buffers; %3 is the result

@@ -121,7 +121,7 @@ def can_flatten(*trees) -> bool:
     False
     """
     from .backend import backend_of
-    from .jit import TracedArray                 # while tracing: decide on the arrays behind the placeholders,
+    from .tracing import TracedArray             # while tracing: decide on the arrays behind the placeholders,
     leaves = [a.data if isinstance(a, Tensor) else a for t in trees for a in tree_leaves(t)]   # as eagerly
     leaves = [a.value if type(a) is TracedArray else a for a in leaves]
     if not leaves:

@@ -17,10 +17,14 @@ The eleven optimizers Axon announced: ``adabelief adagrad adam adamw fromage lam
 sgd yogi``; with ``nadam adadelta lion lars adafactor``; differentially private SGD (``dpsgd``, see
 ``axon.privacy``) and L-BFGS (``lbfgs``, see ``axon.second_order``, which also has a Newton-CG step).
 
-``adam`` and ``adamw`` use the fused one-pass primitive ``kernels.adam_step`` (a numba kernel on the CPU,
-a numba.cuda one on the GPU) when they can (``fused=None``, the default: no ``eps_root``, mask or decay
-schedule), the chain of transformations otherwise or with ``fused=False``; both give the same trajectory
-(equal up to floating-point rounding) and the same state layout, so a checkpoint from one resumes on the other.
+``adam`` and ``adamw`` call the fused one-pass primitive ``kernels.adam_step_at`` (``axon.kernels.adam``:
+a numba kernel on the CPU, a numba.cuda one on the GPU; the step number and the learning rate are 0-d
+array inputs, so a traced step replays it) whenever the settings allow (``fused=None``, the default: no
+``eps_root``, weight-decay mask or weight-decay schedule), the chain of transformations otherwise or with
+``fused=False``; both give the same trajectory (equal up to floating-point rounding) and the same state
+layout, so a checkpoint from one resumes on the other. In a traced step (``axon.jit``) the fusion pass
+``axon.fusion.adam_apply`` also merges that primitive with ``apply_updates``' add on the CPU, so the
+update is never written to memory.
 """
 from __future__ import annotations
 

@@ -91,6 +91,11 @@ def _axon_module(module_name: str):
     return sys.modules.get(module_name)
 
 
+# Modules renamed so that no function hides its module (``axon.training.step`` is the function): files
+# saved before name their classes by the old module name, which still loads.
+_RENAMED = {"axon.training.step": "axon.training.steps"}
+
+
 def namedtuple_name(cls) -> str | None:
     """The name a NamedTuple class is saved under: registered, or ``"module:Class"`` for axon's own; else None.
 
@@ -111,7 +116,9 @@ def namedtuple_class(name: str):
     """The NamedTuple class saved as ``name`` (see ``namedtuple_name``), or None: nothing is imported.
 
     >>> from axon.training import TrainState
-    >>> namedtuple_class("axon.training.step:TrainState") is TrainState
+    >>> namedtuple_class("axon.training.steps:TrainState") is TrainState
+    True
+    >>> namedtuple_class("axon.training.step:TrainState") is TrainState   # a file saved under the old module name
     True
     >>> namedtuple_class("numpy.f2py.__main__:X") is None          # not axon's: never looked at
     True
@@ -119,6 +126,7 @@ def namedtuple_class(name: str):
     if not isinstance(name, str):
         return None
     module_name, colon, qualname = name.partition(":")
+    module_name = _RENAMED.get(module_name, module_name)
     if colon:
         module = _axon_module(module_name)
         cls = vars(module).get(qualname) if module is not None else None

@@ -6,8 +6,10 @@ Three cases, batch 32, float32, the gradient of ``sum(y * dy)`` w.r.t. the input
 - multi-head attention: T 128, width 128, 4 heads, self-attention (``nn.MultiheadAttention``)
 - a pre-norm transformer block: T 128, width 128, 4 heads, MLP 512 with GELU
 
-PyTorch runs in a process of its own that never imports axon (as ``mnist_epoch.py`` explains); both
-get the same thread count. Each side is timed ``--repeat`` times after a warm-up; the median (or
+axon's side is compiled by ``axon.jit`` (traced once, replayed with its fusion passes: what
+``axon.training.step`` does by default) and, in a second column, eager (the Python graph each call).
+PyTorch runs eagerly, in a process of its own that never imports axon (as ``mnist_epoch.py``
+explains); both get the same thread count. Each side is timed ``--repeat`` times after a warm-up; the median (or
 ``--stat min``) is reported, with the ratio axon / torch (below 1: axon is faster).
 
     python benchmarks/sequence.py
@@ -47,7 +49,8 @@ def measure(fn, repeat, stat, clock="wall"):
 
 
 # ---- axon ----------------------------------------------------------------------------------------------
-def axon_cases(rng):
+def axon_cases(rng, compiled=True):
+    import axon
     from axon import layers as L
     from axon.autograd import Tensor, value_and_grad
 
@@ -83,6 +86,9 @@ def axon_cases(rng):
 
     def run(loss, p, x):
         g = value_and_grad(loss, argnums=(0, 1))
+        if compiled:
+            g = axon.jit(g)                                    # traced in measure()'s warm-up call
+            return lambda: g(p, x)
         return lambda: g(p, Tensor(x))
     return {"lstm": run(lstm_loss, p_l, x_l), "mha": run(mha_loss, p_a, x_a), "block": run(block_loss, p_t, x_a)}
 
@@ -148,6 +154,8 @@ def main():
         return worker(args)
     set_threads(args.threads, torch_side=False)
     ours = {k: measure(fn, args.repeat, args.stat, args.clock) for k, fn in axon_cases(np.random.default_rng(0)).items()}
+    eager = {k: measure(fn, args.repeat, args.stat, args.clock)
+             for k, fn in axon_cases(np.random.default_rng(0), compiled=False).items()}
     try:
         import importlib.util
         has_torch = importlib.util.find_spec("torch") is not None
@@ -164,11 +172,13 @@ def main():
              "block": f"transformer block B{B} T{T_ATT} E{E} MLP {MLP}"}
     print(f"forward+backward, ms ({args.stat} of {args.repeat}, {args.threads} threads, {args.clock} clock, "
           f"load average {os.getloadavg()[0]:.1f})")
-    print(f"{'case':<40} {'axon':>9} {'torch':>9} {'axon/torch':>11}")
+    print(f"{'case':<40} {'axon':>9} {'eager':>9} {'torch':>9} {'axon/torch':>11} {'eager/torch':>12}")
     for k, label in names.items():
         t = theirs.get(k)
         ratio = f"{ours[k] / t:.2f}" if t else "-"
-        print(f"{label:<40} {ours[k]:9.2f} {t if t else float('nan'):9.2f} {ratio:>11}")
+        eager_ratio = f"{eager[k] / t:.2f}" if t else "-"
+        print(f"{label:<40} {ours[k]:9.2f} {eager[k]:9.2f} {t if t else float('nan'):9.2f} {ratio:>11} "
+              f"{eager_ratio:>12}")
 
 
 if __name__ == "__main__":

@@ -35,3 +35,34 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield torch
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def compiled_and_eager():
+    """``train(model) -> (compiled losses, eager losses)``: two epochs of ``training.step`` on padded token batches.
+
+    12 sequences of 5 token ids (0 pads the end, each batch of 4 padded differently), 2 classes. The
+    compiled step must trace (a warning, such as the eager fallback's, is an error) and keep its plan;
+    a mask made inside the traced step (``x.mask(0)``) must then be each batch's own, so both agree.
+    """
+    import warnings
+
+    import axon
+
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(1, 6, (12, 5))
+    for row, n in enumerate([5, 3, 1, 4, 2, 5, 1, 3, 4, 2, 5, 2]):
+        tokens[row, n:] = 0
+    labels = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 12)]
+
+    def train(model):
+        histories = []
+        for compile in (True, False):
+            s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.adam(1e-2), compile=compile)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                state = axon.training.train(s, tokens, labels, epochs=2, batch_size=4, verbose=0, seed=0)
+            assert (s.step.compiled is not None and len(s.step.compiled.plans) >= 1) == compile   # traced, kept
+            histories.append(state.history["loss"])
+        return histories
+    return train

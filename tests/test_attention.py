@@ -194,3 +194,63 @@ def test_transformer_block_check_grads_second_order():
         return axon.apply(model, p, x)[0]
 
     axon.check_grads(f, (a(B, T, E), *(a(*params[layer][name].shape) for layer, name in picked)), order=2)
+
+
+@pytest.mark.parametrize("case", ["none", "causal", "kdim_vdim"])
+def test_multi_head_attention_without_a_mask_causal_and_other_widths_equals_torch(case):
+    torch = pytest.importorskip("torch")
+    B, Tq, Tk, E, heads = 2, 4, 5, 8, 2
+    if case == "kdim_vdim":                                    # cross-attention over keys of 6 and values of 3 features
+        mha = torch.nn.MultiheadAttention(E, heads, batch_first=True, kdim=6, vdim=3).double()
+        arrays = (a(B, Tq, E), a(B, Tk, 6), a(B, Tk, 3))
+        kernels = [getattr(mha, f"{p}_proj_weight").detach().numpy().T for p in "qkv"]
+    else:
+        mha = torch.nn.MultiheadAttention(E, heads, batch_first=True).double()
+        arrays = (a(B, Tq, E),) * 3                            # self-attention: one tensor three times
+        W = mha.in_proj_weight.detach().numpy()
+        kernels = [W[:E].T, W[E:2 * E].T, W[2 * E:].T]
+    ts = [torch.tensor(t, requires_grad=True) for t in arrays]
+    ts = ts if case == "kdim_vdim" else [ts[0]] * 3
+    extra = {}
+    if case == "causal":
+        extra = dict(attn_mask=torch.nn.Transformer.generate_square_subsequent_mask(Tq, dtype=torch.float64),
+                     is_causal=True)
+    yt, _ = mha(*ts, **extra)
+    (yt ** 2).sum().backward()
+    xs = [Tensor(t, requires_grad=True) for t in arrays]
+    xs = xs if case == "kdim_vdim" else [xs[0]] * 3
+    b = mha.in_proj_bias.detach().numpy()
+    y = L.multi_head_attention(*xs, *kernels, mha.out_proj.weight.detach().numpy().T, heads, b[:E], b[E:2 * E],
+                               b[2 * E:], mha.out_proj.bias.detach().numpy(), causal=case == "causal")
+    (y * y).sum().backward()
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), atol=1e-12)
+    for x, t in zip(xs, ts):
+        np.testing.assert_allclose(x.grad, t.grad.numpy(), atol=1e-12)
+
+
+def test_a_float_attention_mask_is_a_type_error_and_integers_count_as_booleans():
+    q, k, v = a(1, 1, 2, 3), a(1, 1, 2, 3), a(1, 1, 2, 3)
+    keep = np.array([[True, False], [True, True]])
+    additive = np.where(keep, 0.0, -np.inf)                    # PyTorch's additive form of the same mask
+    with pytest.raises(TypeError, match=r"dot_product_attention: mask must be boolean .* got dtype float64"):
+        L.dot_product_attention(q, k, v, mask=additive)
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        L.multi_head_attention(a(1, 2, 4), a(1, 2, 4), a(1, 2, 4), *[a(4, 4)] * 4, 2, mask=Tensor(additive))
+    np.testing.assert_array_equal(L.dot_product_attention(q, k, v, mask=keep.astype(np.int32)).numpy(),
+                                  L.dot_product_attention(q, k, v, mask=keep).numpy())
+    tokens = axon.input((None, 2), name="tokens")
+    model = tokens.embedding(5, 4).multi_head_attention(2, mask=axon.input((None, 2), name="keep"))
+    params = axon.init(model)
+    axon.predict(model, params, {"tokens": np.array([[1, 2]]), "keep": np.array([[True, False]])})   # bool: fine
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        axon.predict(model, params, {"tokens": np.array([[1, 2]]), "keep": np.array([[0.0, -np.inf]])})
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_a_masked_attention_model_traces_in_the_training_step(block, compiled_and_eager):
+    """x.mask inside the traced step: each batch's own padding reaches the replayed plan (compiled == eager)."""
+    x = axon.input((None, 5), name="tokens")
+    e = x.embedding(6, 4)
+    h = e.transformer_block(2, 8, mask=x.mask(0)) if block else e.multi_head_attention(2, mask=x.mask(0))
+    compiled, eager = compiled_and_eager(h.flatten().dense(2, activation="softmax"))
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 import axon
 from axon import buffers
 from axon.autograd import ops
-from axon.jit import jit
+from axon.tracing import jit
 from test_jit import _models, same, unfused  # noqa: F401  (unfused: an autouse fixture)
 
 

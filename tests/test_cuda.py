@@ -779,7 +779,7 @@ def test_conv_grad_of_grad_on_the_device_equals_the_cpu():
 
 @needs_cuda
 def test_a_traced_index_array_on_the_device_picks_each_calls_rows(rng):
-    from axon.jit import jit
+    from axon.tracing import jit
     w = rng.standard_normal((6, 3)).astype(np.float32)
     loss = lambda w, ids: (w[ids] * 2.0).sum()                  # noqa: E731  (an embedding lookup)
     compiled = jit(axon.value_and_grad(loss))
@@ -795,7 +795,7 @@ def test_a_traced_index_array_on_the_device_picks_each_calls_rows(rng):
 def _fused_and_plain(fn, arrays, monkeypatch):
     """``jit(fn)`` on device ``arrays`` (traced, then replayed), fusion off and on: two (result, plan)s."""
     from axon import fusion
-    from axon.jit import jit
+    from axon.tracing import jit
     monkeypatch.setattr(fusion, "FUSE_MIN_SIZE", 1)                       # the simulator's small shapes too
     out = {}
     for enabled in (False, True):
@@ -1310,3 +1310,70 @@ def test_the_elementwise_and_reduction_factories_raise_the_cpus_errors():
         with pytest.raises(ValueError) as on_device:
             PRIMITIVES[name].forwards["cuda"](dev(x), axis=(0, -2), keepdims=False)
         assert str(on_device.value) == str(on_cpu.value)
+
+
+# ---- attention, positions and masks on the device -------------------------------------------------------
+ATTENTION_MASK = np.array([[True, False, True, True], [False, False, False, False], [True, True, False, True]])
+
+
+@needs_cuda
+@pytest.mark.parametrize("settings", [dict(mask="host"), dict(mask="device"), dict(causal=True),
+                                      dict(mask="host", causal=True)], ids=["host mask", "device mask", "causal",
+                                                                             "mask and causal"])
+def test_masked_and_causal_attention_and_their_vjps_equal_the_cpu(settings, rng):
+    """The mask (from the host or made on the device) and the causal triangle join q, k, v on their device."""
+    from axon.functional.layers import dot_product_attention
+    settings = dict(settings)
+    if "mask" in settings:                                     # (B, h, Tq, Tk) = (1, 2, 3, 4): a fully masked row
+        settings["mask"] = ATTENTION_MASK if settings["mask"] == "host" else dev(ATTENTION_MASK)
+    q, k, v = rng.standard_normal((1, 2, 3, 2)), rng.standard_normal((1, 2, 4, 2)), rng.standard_normal((1, 2, 4, 3))
+    on_device, on_cpu = _device_and_cpu(lambda q, k, v: dot_product_attention(q, k, v, **settings), [q, k, v])
+    assert on_device[0].device == "cuda"
+    for out, ref in zip(on_device, on_cpu):
+        assert_twin(out, ref)
+
+
+@needs_cuda
+def test_sinusoidal_and_rotary_embeddings_and_their_vjps_equal_the_cpu(rng):
+    from axon.functional.layers import rotary_embedding, sinusoidal_positional_embedding
+    x = rng.standard_normal((2, 3, 4))
+    for f in (sinusoidal_positional_embedding, rotary_embedding, lambda x: rotary_embedding(x, offset=2)):
+        on_device, on_cpu = _device_and_cpu(f, [x])
+        assert on_device[0].device == "cuda"
+        for out, ref in zip(on_device, on_cpu):
+            assert_twin(out, ref)
+
+
+@needs_cuda
+def test_a_causal_transformer_block_with_a_padding_mask_and_its_gradients_equal_the_cpu(rng):
+    """The model API: tokens on the device, x.mask made there, a causal block; float64 values and every gradient."""
+    from axon.autograd import value_and_grad
+    tokens = axon.input((None, 4), name="tokens")
+    e = tokens.embedding(6, 4)
+    model = e.transformer_block(2, 8, causal=True, mask=tokens.mask(0)).multi_head_attention(1, mask=tokens.mask(0))
+    params = axon.tree.tree_map(lambda p: p.astype(np.float64), axon.init(model, seed=3))
+    t = np.array([[3, 1, 5, 0], [2, 4, 0, 0], [1, 1, 1, 1]])
+    loss = value_and_grad(lambda p, t: _weighted(axon.apply(model, p, t)[0]))
+    value_cpu, grads_cpu = loss(params, t)
+    value_dev, grads_dev = loss(to_device(params, "cuda"), to_device(t, "cuda"))
+    assert_twin(value_dev, value_cpu)
+    leaves_dev, leaves_cpu = axon.tree.tree_leaves(grads_dev), axon.tree.tree_leaves(grads_cpu)
+    assert len(leaves_dev) == len(leaves_cpu) == 25                       # embedding 1, block 16, attention 8
+    assert all(isinstance(g, acuda.ARRAY_TYPES) for g in leaves_dev)
+    for g_dev, g_cpu in zip(leaves_dev, leaves_cpu):
+        assert_twin(g_dev, g_cpu)
+
+
+@needs_cuda
+def test_a_masked_attention_model_trains_traced_on_the_device_as_on_the_cpu():
+    """The traced step on the device: the mask, the causal triangle and the position table are device arrays in it."""
+    x = axon.input((None, 4), name="tokens")
+    h = axon.nx(x.embedding(6, 4), axon.layers.sinusoidal_positional_embedding)
+    model = h.multi_head_attention(2, mask=x.mask(0), causal=True).flatten().dense(2, activation="softmax")
+    t = np.array([[3, 1, 5, 0], [2, 4, 0, 0], [1, 1, 1, 1], [5, 0, 0, 0]])
+    y = np.eye(2, dtype=np.float32)[[0, 1, 1, 0]]
+    s = axon.training.step(model, "categorical_cross_entropy", axon.optimizers.sgd(0.1))
+    cpu = axon.training.train(s, t, y, epochs=2, batch_size=2, verbose=0, seed=0)
+    on_device = axon.training.train(s, t, y, epochs=2, batch_size=2, verbose=0, seed=0, device="cuda")
+    assert s.step.compiled is not None and s.step.compiled.plans          # traced, on both devices
+    np.testing.assert_allclose(on_device.history["loss"], cpu.history["loss"], rtol=1e-5)

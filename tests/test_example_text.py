@@ -10,7 +10,9 @@ def test_quick_run_learns_and_samples(model, capsys):
     out = capsys.readouterr().out
     assert "unigram baseline" in out and "bits per character" in out and "--- sampled ---" in out
     assert 4.0 < results["baseline_bits"] < 5.5                 # 65 characters; uniform would be 6.02
-    assert results["val_bits"] < 6.02                           # already below a uniform guess after 30 steps
+    # 60 steps already beat the unigram baseline on the whole held-out text (measured: GRU 4.49, transformer
+    # 4.41 against 4.84; seeds 1 and 2 within 0.06 of that), so a model that learns nothing fails here
+    assert results["val_bits"] < results["baseline_bits"] - 0.15
     assert len(results["sample"]) == example.QUICK["sample"]
     assert set(results["sample"]) <= set(example.load_text()[2])
 

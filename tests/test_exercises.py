@@ -1,4 +1,7 @@
 """The exercise checkers of chapters 1 and 2 (axon.exercises): a reference solution passes, a wrong one fails."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
@@ -35,20 +38,29 @@ def test_sin(capsys, sin_prims):
 
 def test_div_rule(capsys):
     right = lambda dy, a, b: -dy * a / b ** 2
-    reusing = {"exp", "sqrt", "tanh", "sigmoid", "power", "maximum", "minimum"}
-    assert _verdict(capsys, exercises.check_div_rule, right, reusing)[0]
+    reusing = {"exp", "tanh", "sigmoid", "max"}                        # the table's rules that read y
+    assert _verdict(capsys, exercises.check_div_rule, right, reusing) == (True, "exercise 1.2 (div rule): pass\n")
     assert _verdict(capsys, exercises.check_div_rule, right, reusing | {"div"})[0]   # div itself: allowed
-    ok, out = _verdict(capsys, exercises.check_div_rule, right, reusing - {"sqrt"} | {"log"})
-    assert not ok and "missing ['sqrt']" in out and "do not read y: ['log']" in out
+    ok, out = _verdict(capsys, exercises.check_div_rule, right, reusing - {"max"} | {"log"})
+    assert not ok and "missing ['max']" in out and "do not read y: ['log']" in out
+    ok, out = _verdict(capsys, exercises.check_div_rule, right, reusing | {"sqrt"})   # reads y, not in the table
+    assert not ok and "not in the table of section 1.6: ['sqrt']" in out
     ok, out = _verdict(capsys, exercises.check_div_rule, lambda dy, a, b: dy * a / b ** 2, reusing)
     assert not ok and "db differs" in out
 
 
 def test_rules_using_y_reads_the_table():
-    """The probe finds exactly the rules that read y, seen from their source in ops.py."""
-    found = exercises._rules_using_y()
-    assert {"exp", "tanh", "sigmoid", "sqrt", "div"} <= found
-    assert not found & {"add", "sub", "mul", "neg", "log", "abs", "relu"}
+    """The probe finds exactly the rules of section 1.6's table that read y, by calling their VJPs."""
+    assert exercises._rules_using_y() == {"div", "exp", "tanh", "sigmoid", "max"}
+    assert set(exercises.TABLE_1_6) <= set(PRIMITIVES)
+
+
+def test_the_checked_table_is_the_chapters_table():
+    """Exercise 1.2 asks for rules "in the table of section 1.6": the checker knows the same rows."""
+    chapter = (Path(__file__).parents[1] / "tutorials" / "01_autodiff.md").read_text()
+    section = chapter[chapter.index("## 1.6"):chapter.index("### Adding your own primitive")]
+    rows = re.findall(r"^\| `(\w+)` \|", section, flags=re.M)
+    assert rows == list(exercises.TABLE_1_6)
 
 
 def test_hessian(capsys):

@@ -4,7 +4,7 @@ import pytest
 
 import axon
 from axon import flat, fusion
-from axon.jit import jit
+from axon.tracing import jit
 from axon.kernels import adam_step
 from axon.tree import tree_leaves
 

@@ -7,7 +7,7 @@ import pytest
 import axon
 from axon import fusion
 from axon.autograd import PRIMITIVES, Tensor, ops
-from axon.jit import Op, jit
+from axon.tracing import Op, jit
 from axon.tree import tree_leaves
 
 
@@ -199,7 +199,46 @@ def test_adam_apply_leaves_an_update_read_elsewhere_or_returned():
     assert names(fusion.adam_apply(plan + [neg], values + [-u], {}, [9, 10])) == ["kernels.adam_step_at", "add", "neg"]
 
 
-# ---- pass 4: elementwise chains -------------------------------------------------------------------------
+# ---- pass 4: the cross-entropy's sum ----------------------------------------------------------------------
+@pytest.mark.parametrize("targets", ["labels", "probabilities"])
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_xent_sum_is_the_mean_loss_and_its_gradient_bit_for_bit(dtype, parallel, targets, monkeypatch):
+    from axon.kernels import softmax_family
+    monkeypatch.setattr(softmax_family, "PARALLEL_MIN", 1 if parallel else 1 << 30)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((37, 11)).astype(dtype)
+    t = rng.integers(0, 11, 37) if targets == "labels" else rng.dirichlet(np.ones(11), 37).astype(dtype)
+
+    def loss(x, t):
+        return axon.kernels.softmax_cross_entropy(x, t).mean()
+
+    (plain, unfused), (got, fused) = _both(lambda: jit(axon.value_and_grad(loss)), x, t)
+    for a, b in zip(tree_leaves(got), tree_leaves(plain)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert "fused[kernels.softmax_cross_entropy,sum]" in names(fused.ops), str(fused)
+    assert "broadcast_to" in names(unfused.ops) and "broadcast_to" not in names(fused.ops), str(fused)
+    assert len(fused.ops) == len(unfused.ops) - 3
+
+
+def test_xent_sum_leaves_losses_read_elsewhere_or_summed_along_an_axis():
+    rng = np.random.default_rng(7)
+    x, labels = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
+
+    def weighted(x):                                           # the losses are read twice: not fused
+        losses = axon.kernels.softmax_cross_entropy(x, labels)
+        return (losses.sum() + (losses * losses).sum())
+
+    def by_axis(x):
+        return axon.kernels.softmax_cross_entropy(x, labels).sum(axis=0)
+
+    for f in (weighted, by_axis):
+        (plain, _), (got, fused) = _both(lambda: jit(axon.grad(f)), x)
+        assert "fused[kernels.softmax_cross_entropy,sum]" not in names(fused.ops), str(fused)
+        np.testing.assert_allclose(got, plain, rtol=1e-12)
+
+
+# ---- pass 5: elementwise chains -------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("b_shape", [(7,), (5, 1), (1, 5, 7), (), (3, 5, 7), (3, 1, 1)])
 def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, monkeypatch):
@@ -253,7 +292,7 @@ def test_elementwise_leaves_small_mixed_dtype_and_other_backend_ops_alone(monkey
     mixed = [op("exp", (0,), 2), op("add", (2, 1), 3)]                             # float32 + float64
     values = trace_values(mixed, {0: x32, 1: x64}, 4)
     assert names(fusion.elementwise(mixed, values, {}, [3])) == ["exp", "add"]
-    from axon.jit import dispatch                                                  # how a CUDA plan's ops look
+    from axon.tracing import dispatch                                                  # how a CUDA plan's ops look
     other = [Op("exp", functools.partial(dispatch, PRIMITIVES["exp"]), (0,), {}, 1), op("neg", (1,), 2)]
     values = trace_values(other, {0: x32}, 3)
     assert names(fusion.elementwise(other, values, {}, [2])) == ["exp", "neg"]

@@ -1,4 +1,4 @@
-"""axon.jit: a traced plan replays the eager computation bit for bit; host reads of traced values are errors.
+"""axon.jit (axon/tracing.py): a traced plan replays the eager computation bit for bit; host reads of traced values are errors.
 
 Bit for bit is the claim of the plan as traced; fusion (axon.fusion, on by default) rewrites it to
 agree to rounding, which tests/test_fusion.py checks. Here it is off.
@@ -9,7 +9,7 @@ import pytest
 import axon
 from axon import fusion
 from axon.autograd import Tensor, ops
-from axon.jit import TraceError, jit
+from axon.tracing import TraceError, jit
 from axon.tree import tree_leaves
 
 
@@ -292,8 +292,7 @@ def test_the_objective_form_is_compiled_by_default_with_an_embedding_bit_identic
 
 
 def test_a_step_traced_again_and_again_falls_back_to_the_gradient_with_a_warning(monkeypatch):
-    import importlib
-    monkeypatch.setattr(importlib.import_module("axon.training.step"), "MAX_PLANS", 3)   # (the module, not step())
+    monkeypatch.setattr(axon.training.steps, "MAX_PLANS", 3)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((8, 8, 8, 1)).astype(np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 8)]

@@ -216,6 +216,41 @@ def test_matmul_backward_computes_only_the_gradients_asked_for(rng, monkeypatch,
     assert (B.grad if which == "a" else A.grad) is None
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_stacked_matmul_splits_the_stack_and_equals_numpy(rng, monkeypatch, dtype, ta, tb):
+    """The engine's a @ b on stacks of matrices (kernels.stacked_matmul, its CPU forward), transposed
+    operands (swapaxes views) read in place; forced onto the threaded path here."""
+    monkeypatch.setattr(matmul_module, "_SPLIT_MIN", 1)
+    monkeypatch.setattr(matmul_module, "num_threads", lambda: 2)
+    a = rng.standard_normal((3, 2, 7, 5) if ta else (3, 2, 5, 7)).astype(dtype)
+    b = rng.standard_normal((3, 2, 4, 7) if tb else (3, 2, 7, 4)).astype(dtype)
+    A, B = (np.swapaxes(a, -1, -2) if ta else a), (np.swapaxes(b, -1, -2) if tb else b)   # (3, 2, 5, 7) @ (3, 2, 7, 4)
+    assert PRIMITIVES["matmul"].forwards["cpu"] is matmul_module.stacked_matmul
+    y = matmul_module.stacked_matmul(A, B)
+    assert y.dtype == dtype and y.flags.c_contiguous
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, np.matmul(A.astype(np.float64), B.astype(np.float64)), rtol=tol, atol=tol)
+    if dtype == np.float64:                                    # the engine's matmul, both orders of grads
+        check_grads(lambda x, w: x @ w, (A, B), order=2)
+
+
+def test_stacked_matmul_leaves_other_products_to_numpy(rng, monkeypatch):
+    monkeypatch.setattr(matmul_module, "_SPLIT_MIN", 1)
+    monkeypatch.setattr(matmul_module, "num_threads", lambda: 2)
+    calls = []
+    monkeypatch.setattr(matmul_module, "_stacked_kernel", lambda *args: calls.append(1))
+    cases = [(np.ones((2, 3, 4)), np.ones((4, 5))),                        # broadcast batch axes
+             (np.ones((2, 3, 4)), np.ones((1, 4, 5))),
+             (np.ones((2, 3, 4), np.int64), np.ones((2, 4, 5), np.int64)),   # integers
+             (np.ones((3, 4)), np.ones((4, 5))), (np.ones(4), np.ones((2, 4, 5)))]
+    for a, b in cases:
+        np.testing.assert_array_equal(matmul_module.stacked_matmul(a, b), np.matmul(a, b))
+    assert not calls
+    with pytest.raises(ValueError, match=r"matmul: shapes \(2, 3, 4\) and \(2, 5, 6\) do not match"):
+        matmul_module.stacked_matmul(np.ones((2, 3, 4)), np.ones((2, 5, 6)))
+
+
 def test_matmul_bad_shapes():
     with pytest.raises(ValueError, match=r"\(M, K\) and \(K, N\), got shapes \(2, 3\) and \(4, 2\)"):
         matmul_loop(np.ones((2, 3)), np.ones((4, 2)))

@@ -46,6 +46,35 @@ def test_softmax_family_large_inputs_split_rows(rng, monkeypatch):
             np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("vector_exp_min", [1 << 30, 0])
+@pytest.mark.parametrize("parallel_min", [1 << 30, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_both_ways_matches_float64_numpy(rng, monkeypatch, dtype, parallel_min, vector_exp_min):
+    """The one-pass kernel and the three passes around numpy's exp (from VECTOR_EXP_MIN elements), serial
+    and split rows: both equal a float64 reference, large logits and all -inf rows included."""
+    x = (rng.standard_normal((23, 3, 9)) * 4).astype(dtype)
+    x[0, 0] = [1000.0, -1000.0, 999.0] * 3                    # |x| ~ 1000: float32 keeps x - m, not x - lse
+    x[1, :, 2] = -np.inf                                       # an all -inf row along axis 1
+    x[2, 1] = -np.inf                                          # an all -inf row along axis 2
+    monkeypatch.setattr(softmax_module, "PARALLEL_MIN", parallel_min)
+    monkeypatch.setattr(softmax_module, "VECTOR_EXP_MIN", vector_exp_min)
+    x64 = x.astype(np.float64)
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    with np.errstate(invalid="ignore"):                        # -inf - -inf in the reference's all -inf rows
+        for a in (1, 2, (1, 2)):
+            lse = np_logsumexp(np.where(np.isinf(x64).all(axis=a, keepdims=True), 0.0, x64), a)
+            lse = np.where(np.isinf(x64).all(axis=a), -np.inf, lse)
+            kept = np.expand_dims(lse, a)
+            want = {"logsumexp": lse, "log_softmax": np.where(np.isinf(kept), np.nan, x64 - kept),   # nan as torch
+                    "softmax": np.where(np.isinf(kept), np.nan, np.exp(x64 - kept))}
+            got = {"logsumexp": logsumexp(x, a), "log_softmax": log_softmax(x, a), "softmax": softmax(x, a)}
+            for name, y in got.items():
+                y = y.numpy()
+                assert y.dtype == dtype and y.shape == want[name].shape, (name, a)
+                np.testing.assert_allclose(y, want[name], rtol=tol, atol=tol, err_msg=f"{name} axis {a}")
+    check_grads(lambda x: softmax(x, -1), (rng.standard_normal((4, 5)),))   # the VJP is the same either way
+
+
 def test_softmax_is_stable_and_keeps_float32():
     x = np.array([[1000.0, -1000.0, 999.0], [-1000.0, -1000.0, -1000.0]], np.float32)
     for y in (softmax(x), log_softmax(x), logsumexp(x), softmax_cross_entropy(x, np.array([0, 2]))):

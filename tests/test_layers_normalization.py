@@ -156,3 +156,29 @@ def test_normalization_errors(layer, call, match):
 def test_channels_option_is_checked():
     with pytest.raises(ValueError, match=r'group_norm: channels must be "last" or "first", got \'middle\''):
         L.group_norm(np.ones((2, 3, 4)), num_groups=2, channels="middle")
+
+
+@pytest.mark.parametrize("parallel_min", [1 << 30, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axes", [(2,), (1, 2), (0, 1, 2)])
+def test_standardize_over_trailing_axes_runs_the_row_kernel(rng, monkeypatch, dtype, axes, parallel_min):
+    """Layer norm's standardize (trailing axes) is kernels.norm.standardize_rows: the float64 formula,
+    serial and split rows, and the same saved r as the numpy path it replaces."""
+    from axon.functional.layers import normalization
+    from axon.kernels import norm as norm_kernels
+    monkeypatch.setattr(norm_kernels, "PARALLEL_MIN", parallel_min)
+    calls = []
+    rows = norm_kernels.standardize_rows
+    monkeypatch.setattr(norm_kernels, "standardize_rows", lambda *a: calls.append(1) or rows(*a))
+    x = (rng.standard_normal((3, 5, 7)) * 4 + 10).astype(dtype)
+    y, r = normalization._standardize_forward(x, axes, 1e-5)
+    assert calls and y.dtype == r.dtype == dtype
+    x64 = x.astype(np.float64)
+    xc = x64 - x64.mean(axis=axes, keepdims=True)
+    r64 = 1.0 / np.sqrt((xc * xc).mean(axis=axes, keepdims=True) + 1e-5)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    assert r.shape == r64.shape
+    np.testing.assert_allclose(r, r64, rtol=tol)
+    np.testing.assert_allclose(y, xc * r64, rtol=tol, atol=tol)
+    if dtype == np.float64:
+        check_grads(lambda x: L.standardize(x, axes), (x64,), order=2)

@@ -169,11 +169,11 @@ def _every_builder_model():
     w = words.embedding(10, 4)                                                      # (None, 6, 4)
     r, carry = w.lstm(5, mask=m)
     r, _ = w.lstm(5, carry=carry, reverse=True, unroll="static", use_bias=False)    # an encoder-decoder
-    r, (fw, bw) = axon.bidirectional(r, lambda s: s.gru(3, mask=m), merge="add", name="bi")   # (None, 6, 3)
+    r, (fw, bw) = axon.bidirectional(r, lambda s, m: s.gru(3, mask=m), merge="add", mask=m, name="bi")   # (None, 6, 3)
     a = r.transformer_block(num_heads=1, mlp_units=4, mask=m, dropout_rate=0.1, name="block")
     a = a.multi_head_attention(3, context=w, head_size=2, causal=True, use_bias=False)       # cross-attention
     c, _ = volume.conv_lstm(2, kernel_size=3, padding="valid", reverse=True)             # (None, 6, 4, 4, 2): steps along axis 1
-    text = axon.concatenate([a.global_avg_pool(), fw, bw, c.global_max_pool().dense(3)])
+    text = axon.concatenate([a.global_avg_pool(), fw, bw, c.global_max_pool().dense(3), carry[1]])   # carry[1]: h
     return axon.container({"probs": (s + e + q).softmax(), "pair": axon.container((s, s.relu6())), "text": text})
 
 
@@ -190,7 +190,7 @@ def test_the_test_model_has_every_layer_of_axon():
     missing = set(builders.__all__) - set(builders.ACTIVATIONS) - {"activation"} - set(_COMPOSITES) - ops
     assert not missing, f"layers that test_a_model_round_trips_and_predicts_the_same does not save: {sorted(missing)}"
     assert set(_COMPOSITES.values()) <= set(model.names().values())
-    assert {"seq", "carry", "reverse"} <= ops                 # the recurrent layers' pickers, bidirectional's reversal
+    assert {"seq", "carry", "item", "reverse"} <= ops         # recurrent pickers, carry[1], bidirectional's reversal
 
 
 def test_a_model_round_trips_and_predicts_the_same(tmp_path, rng):

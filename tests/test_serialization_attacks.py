@@ -102,7 +102,7 @@ def test_a_state_class_named_by_the_file_is_never_imported_or_called(cls):
     sys.modules.pop("numpy.f2py.__main__", None)
 
     def edit(meta, arrays):
-        meta["tree"] = meta["tree"].replace('"axon.training.step:TrainState"', json.dumps(cls))
+        meta["tree"] = meta["tree"].replace('"axon.training.steps:TrainState"', json.dumps(cls))
     forged = _forge(_tree_file(), edit)
     with pytest.raises(axon.FormatError, match="neither one of axon's nor registered"):
         serialization.load(_write(forged))
@@ -133,8 +133,8 @@ def test_an_op_or_function_named_by_the_file_resolves_only_through_axon(node, fi
 @functools.lru_cache(maxsize=None)
 def _sequence_file() -> bytes:
     x = axon.input((None, 4))
-    r, _ = x.embedding(5, 4).lstm(2, mask=x.mask(0))
-    model = axon.bidirectional(r, lambda s: s.gru(2))[0].multi_head_attention(2)
+    r, carry = x.embedding(5, 4).lstm(2, mask=x.mask(0))
+    model = axon.container((axon.bidirectional(r, lambda s: s.gru(2))[0].multi_head_attention(2), carry[1]))
     return _bytes_of(lambda p: axon.save(p, model, axon.init(model, seed=0)))
 
 
@@ -144,6 +144,7 @@ def _sequence_file() -> bytes:
     ("reverse", "axis", 10**9), ("reverse", "axis", -1),       # a reversal along no step axis
     ("multi_head_attention", "num_heads", 0), ("multi_head_attention", "num_heads", 3),
     ("gru", "units", 3),                                       # the params recorded do not fit
+    ("item", "index", 2), ("item", "parents", [0]),            # carry[2] of (c, h); an index into one array
 ])
 def test_a_forged_sequence_layer_raises_format_error(op, field, value):
     assert isinstance(_load(_sequence_file()), serialization.Saved)   # the file as saved loads
@@ -258,7 +259,7 @@ HOSTILE = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.sampled_from([10**15, -1, 2**64, 0]),
               st.floats(allow_nan=True), st.text(max_size=8),
               st.sampled_from(["numpy.f2py.__main__:X", "os:system", "builtins:eval", "dense", "array", "namedtuple",
-                               "axon.training.step:TrainState", "dense_0.kernel", "F32", "state"])),
+                               "axon.training.steps:TrainState", "dense_0.kernel", "F32", "state"])),
     lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.sampled_from(
         ["t", "k", "v", "kids", "keys", "fields", "class", "shape", "op", "fn", "parents", "params", "opts", "kind",
          "scalar", "pack", "initializer", "initializer_fn"]), kids, max_size=4)),

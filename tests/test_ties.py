@@ -1,7 +1,8 @@
 """The one rule for gradients at ties (axon.autograd.ops, "Gradients at ties"), asserted for each kind.
 
-Reductions split dy evenly among tied elements, maximum/minimum give half to each side, max pooling gives
-a window's dy to its first maximum, whichever path (kernel, dilated or over-padded Tensor ops) runs.
+Reductions (global max pooling among them) split dy evenly among tied elements, maximum/minimum give half
+to each side, max pooling over windows gives a window's dy to its first maximum, whichever path (kernel,
+dilated or over-padded Tensor ops) runs.
 """
 import numpy as np
 import pytest
@@ -28,9 +29,13 @@ def test_reductions_split_evenly_among_ties(reduce, extreme):
     np.testing.assert_allclose(_grad(reduce, x), hit / hit.sum(1, keepdims=True), rtol=1e-6)
 
 
-def test_global_max_pool_is_a_reduction_and_splits_evenly():
+@pytest.mark.parametrize("pool", [layers.global_max_pool, kernels.global_max_pool], ids=["layers", "kernels"])
+def test_global_max_pool_is_a_reduction_and_splits_evenly(pool):
+    """One name, one gradient: both global max pools are ``max`` over the spatial axes."""
     x = np.array([[[2.0], [7.0], [7.0], [1.0]]], np.float32)                       # (N, W, C) = (1, 4, 1)
-    np.testing.assert_allclose(_grad(layers.global_max_pool, x).ravel(), [0, 0.5, 0.5, 0])
+    np.testing.assert_allclose(_grad(pool, x).ravel(), [0, 0.5, 0.5, 0])
+    zeros = np.zeros((1, 2, 2, 1), np.float32)                                     # four tied: a quarter each
+    np.testing.assert_allclose(_grad(pool, zeros).ravel(), [0.25] * 4)
 
 
 @pytest.mark.parametrize("op", [ops.maximum, ops.minimum])
@@ -65,8 +70,7 @@ def _torch_pool(name, *args, pad=0, **kwargs):
     (lambda x: layers.max_pool(x, 2, strides=1, padding=[(2, 2)]), [1, 2, 1, 1, 1, 1, 1],          # Tensor ops
      _torch_pool("max_pool1d", 2, stride=1, pad=2)),
     (lambda x: layers.adaptive_max_pool(x, (2,)), [0, 1, 0, 1, 0, 0, 0], _torch_pool("adaptive_max_pool1d", 2)),
-    (lambda x: kernels.global_max_pool(x), [0, 1, 0, 0, 0, 0, 0], _torch_pool("adaptive_max_pool1d", 1)),
-], ids=["kernels.max_pool", "max_pool", "max_pool-dilated", "max_pool-padded", "adaptive", "kernels.global"])
+], ids=["kernels.max_pool", "max_pool", "max_pool-dilated", "max_pool-padded", "adaptive"])
 def test_max_pools_give_each_window_to_its_first_maximum(pool, expected, reference):
     g = _grad(pool, X_TIES)
     np.testing.assert_array_equal(g.ravel(), expected)

@@ -1,4 +1,7 @@
-"""The table of primitives: each forward on numpy arrays next to its vector-Jacobian product.
+"""The engine's own primitives, each forward on numpy arrays next to its vector-Jacobian product.
+
+Each ``primitive(name, forward, vjp)`` call here adds an entry to the one table, ``PRIMITIVES`` in
+``engine.py``; the kernel modules add theirs the same way.
 
 A VJP takes ``dy`` (the gradient of the output), the output ``y`` and the inputs, all Tensors, and
 returns one gradient per input. The rules are written with Tensor operations, so differentiating a
@@ -16,12 +19,16 @@ array([0.7864, 0.42  ], dtype=float32)
 
 Gradients at ties, one rule for the library (PyTorch's):
 
-- a reduction (``max``, ``min``; ``Tensor.max``, ``axon.layers.global_max_pool``, which is ``max`` over
-  the spatial axes) splits ``dy`` evenly among the tied elements, as ``torch.amax``;
+- a reduction (``max``, ``min``; ``Tensor.max``; ``axon.layers.global_max_pool`` and
+  ``axon.kernels.global_max_pool``, which are ``max`` over the spatial axes) splits ``dy`` evenly among
+  the tied elements, as ``torch.amax``;
 - the elementwise ``maximum`` and ``minimum`` give half to each input at a tie, as ``torch.maximum``;
-- max pooling (``axon.layers.max_pool`` and ``adaptive_max_pool`` on every path, the ``axon.kernels``
-  pools, ``kernels.global_max_pool`` included) gives all of a window's ``dy`` to its first maximum, as
+- max pooling over windows (``max_pool`` and ``adaptive_max_pool``, in ``axon.layers`` on every path and
+  in ``axon.kernels``) gives all of a window's ``dy`` to its first maximum, as
   ``torch.nn.functional.max_pool2d``, which records one index per window.
+
+A mask of the elements equal to the maximum, not divided by their count, would give each tied element
+the whole ``dy``: more gradient out than came in (chapter 2, section 2.8, shows it on a pooling window).
 
 >>> from axon import layers
 >>> x = Tensor([1.0, 3.0, 3.0, 3.0], requires_grad=True)
@@ -204,6 +211,8 @@ def power(x, p):
 
 
 # ---- matmul ----------------------------------------------------------------------------------------
+# numpy's np.matmul; axon.kernels gives this primitive a faster CPU forward for stacks of matrices
+# (kernels/matrix_product.py, stacked_matmul: the stack split over numba's threads).
 def _matmul_forward(a, b):
     if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "

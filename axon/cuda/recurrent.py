@@ -3,13 +3,13 @@
 The same four primitives as ``axon.kernels.recurrent``, with the same arguments and results (the
 wrappers ``lstm_sequence`` / ``gru_sequence`` check shapes and dtypes before ``apply``):
 
-- ``kernels.lstm_sequence(xw, h0, c0, wh, bias, *, keep, reverse) -> (y, gates)``: y (2, B, T, H) the
+- ``kernels.lstm_sequence(xw, h0, c0, wh, bias, keep, *, reverse) -> (y, gates)``: y (2, B, T, H) the
   carries h and c after each step, gates (B, T, 5H) = i, f, g, o and tanh(c_t), saved;
-- ``kernels.lstm_sequence_backward(dy, y, c0, wh, gates, *, keep, reverse) -> out``: one flat array,
+- ``kernels.lstm_sequence_backward(dy, y, c0, wh, gates, keep, *, reverse) -> out``: one flat array,
   d xw (B, T, 4H) then d(h0, c0) (B, 2, H);
-- ``kernels.gru_sequence(xw, h0, wh, bh, *, keep, reverse) -> (hs, gates)``: hs (B, T, H), gates
+- ``kernels.gru_sequence(xw, h0, wh, bh, keep, *, reverse) -> (hs, gates)``: hs (B, T, H), gates
   (B, T, 4H) = r, z, n and b_n = (h U + b_h)_n, saved;
-- ``kernels.gru_sequence_backward(dy, y, h0, wh, gates, *, keep, reverse) -> out``: d xw and
+- ``kernels.gru_sequence_backward(dy, y, h0, wh, gates, keep, *, reverse) -> out``: d xw and
   d(h U + b_h) (B, T, 3H) each, then d h0 (B, H).
 
 Rows of the batch are independent, so each row gets one block of threads, which walks all the steps
@@ -30,7 +30,7 @@ the carry passes through unchanged.
 >>> xw = from_host(np.zeros((1, 2, 4), np.float32))                  # H = 1, every gate's input 0
 >>> zeros, ones = from_host(np.zeros((1, 1), np.float32)), from_host(np.ones((1, 1), np.float32))
 >>> y, gates = _lstm_forward(xw, zeros, ones, from_host(np.zeros((1, 4), np.float32)),
-...                          from_host(np.zeros(4, np.float32)), np.ones((1, 2), np.float32), False)
+...                          from_host(np.zeros(4, np.float32)), from_host(np.ones((1, 2), np.float32)), False)
 >>> to_host(y)[1, 0, :, 0]                                           # c = f c + i g = c / 2 each step
 array([0.5 , 0.25], dtype=float32)
 """
@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 
 from ..autograd.engine import implement
-from ._runtime import REDUCE_THREADS, constant, cuda, empty, full, view
+from ._runtime import REDUCE_THREADS, cuda, empty, full, view
 from .factories import row_blocks
 
 __all__ = ["FORWARDS"]
@@ -122,7 +122,7 @@ def _lstm_forward(xw, h0, c0, wh, bias, keep, reverse):
     if B and T:
         n = B * T * H
         hs, cs = y.reshape(2 * n)[:n].reshape(B, T, H), y.reshape(2 * n)[n:].reshape(B, T, H)
-        _lstm_kernel[row_blocks(B), T_BLOCK](xw, h0, c0, wh, bias, constant(keep), bool(reverse), hs, cs, gates,
+        _lstm_kernel[row_blocks(B), T_BLOCK](xw, h0, c0, wh, bias, keep, bool(reverse), hs, cs, gates,
                                              xw.dtype.type(0.5), xw.dtype.type(1))
     return y, gates
 
@@ -170,7 +170,7 @@ def _lstm_backward(dy, y, c0, wh, gates, keep, reverse):
         m = B * T * H
         dys, ys = view(dy)[0], view(y)[0]                        # (2 B T H,): h's part, then c's
         _lstm_backward_kernel[row_blocks(B), T_BLOCK](
-            dys[:m].reshape(B, T, H), dys[m:].reshape(B, T, H), c0, wh, constant(keep), bool(reverse),
+            dys[:m].reshape(B, T, H), dys[m:].reshape(B, T, H), c0, wh, keep, bool(reverse),
             ys[m:].reshape(B, T, H), gates, out[:n].reshape(B, T, 4 * H), out[n:].reshape(B, 2, H),
             dy.dtype.type(0), dy.dtype.type(1))
     return out
@@ -216,7 +216,7 @@ def _gru_forward(xw, h0, wh, bh, keep, reverse):
     hs = empty((B, T, H), xw.dtype)
     gates = empty((B, T, 4 * H), xw.dtype)
     if B and T:
-        _gru_kernel[row_blocks(B), T_BLOCK](xw, h0, wh, bh, constant(keep), bool(reverse), hs, gates,
+        _gru_kernel[row_blocks(B), T_BLOCK](xw, h0, wh, bh, keep, bool(reverse), hs, gates,
                                             xw.dtype.type(0.5), xw.dtype.type(1))
     return hs, gates
 
@@ -265,7 +265,7 @@ def _gru_backward(dy, y, h0, wh, gates, keep, reverse):
     out = full((2 * n + B * H,), 0, dy.dtype)                    # d xw, d(h U + b_h), then d h0
     if B and T:
         _gru_backward_kernel[row_blocks(B), T_BLOCK](
-            view(dy)[0].reshape(B, T, H), h0, wh, constant(keep), bool(reverse), y, gates, out[:n].reshape(B, T, 3 * H),
+            view(dy)[0].reshape(B, T, H), h0, wh, keep, bool(reverse), y, gates, out[:n].reshape(B, T, 3 * H),
             out[n:2 * n].reshape(B, T, 3 * H), out[2 * n:].reshape(B, H), dy.dtype.type(0), dy.dtype.type(1))
     return out
 

@@ -28,7 +28,7 @@ from ..backend import is_host
 from ..kernels._common import in_range, on_backend_of
 from ..autograd import ops
 from ..autograd.tensor import Tensor
-from ..jit import check
+from ..tracing import check
 from . import activations as A
 from ._registry import getter
 

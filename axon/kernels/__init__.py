@@ -18,7 +18,8 @@ and ``axon.kernels.convolution`` its module):
   (``recurrent``).
 - ``matmul_loop`` (the teaching triple loop) and ``matmul`` (BLAS per row chunk) (``matrix_product``).
 - ``adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step)``: numpy arrays, in place;
-  ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays, a primitive (``adam``).
+  ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays, a primitive (``adam``; the
+  optimizers call its twin, the primitive ``kernels.adam_step_at``, which takes the step as an array).
 
 Each kernel is a primitive of the engine's one table (``"kernels.<name>"``), and so is its backward
 (``"kernels.<name>_backward"``): another backend (``axon.backend``) adds its own forwards for them with

@@ -11,12 +11,12 @@ import numpy as np
 
 from ..autograd import Tensor, as_tensor
 from ..autograd import max as tmax, min as tmin
-from ..backend import is_host, to_device
+from ..backend import backend_of, is_host, to_device
 from .threads import num_threads
 
 __all__ = ["FASTMATH", "KERNEL", "PARALLEL_MIN", "num_chunks", "run_chunks", "float_tensor", "check_same_dtype",
            "int_tuple", "padding_pairs", "check_pool_padding", "to_3d", "window_output_size", "check_window_fits",
-           "out_sizes", "contiguous", "on_backend_of",
+           "out_sizes", "contiguous", "on_backend_of", "bool_mask",
            "same_dtype", "in_range"]
 
 # Reassociation lets numba vectorise reductions (5x on some loops); without "nnan"/"ninf", so
@@ -221,6 +221,30 @@ def on_backend_of(like: Tensor, a) -> Tensor:
     return Tensor._wrap(to_device(a if not is_host(a) else np.asarray(a), like.device))
 
 
+def bool_mask(fn: str, mask, like: Tensor) -> Tensor:
+    """``mask`` as a boolean Tensor on ``like``'s backend: True keeps (a real step, a key to attend to).
+
+    Booleans pass as they are; integers count as True where nonzero (a 0/1 mask). Floats are refused:
+    PyTorch's additive masks (0 to keep, -inf to drop) mean the opposite of a 0/1 mask read as numbers.
+    The mask stays a Tensor, so it flows through primitives (``where``, a kernel's input) and a traced
+    mask (``axon.jit``) is never read on the host.
+
+    >>> bool_mask("lstm", np.array([1, 0]), Tensor([0.5, 0.5])).numpy()
+    array([ True, False])
+    >>> bool_mask("lstm", np.array([0.0, -np.inf]), Tensor([0.5, 0.5]))
+    Traceback (most recent call last):
+    ...
+    TypeError: lstm: mask must be boolean (True: keep) or integer (nonzero: keep), got dtype float64 (shape (2,))
+    """
+    m = mask if isinstance(mask, Tensor) else Tensor._wrap(np.asarray(mask) if is_host(mask) else mask)
+    if m.dtype.kind not in "biu":
+        raise TypeError(f"{fn}: mask must be boolean (True: keep) or integer (nonzero: keep), got dtype {m.dtype} "
+                        f"(shape {m.shape})")
+    if m.device != like.device and backend_of(m.data).device:     # (a traced mask stays where it is)
+        m = on_backend_of(like, m.data)
+    return m if m.dtype.kind == "b" else m != 0
+
+
 def same_dtype(dy: Tensor, x: Tensor) -> Tensor:
     """``dy`` in ``x``'s dtype: a backward kernel is compiled for one dtype, and an upstream gradient may
     arrive promoted (a float32 output times a float64 weight gives a float64 ``dy``).
@@ -237,7 +261,7 @@ def in_range(t: Tensor, lo: int, hi: int, error) -> None:
     The one check of labels and indices before a kernel uses them (an index out of range would read or
     write outside an array in compiled code). Host data is checked with numpy at once; data on a device
     with Tensor operations there (one value comes back); under ``axon.jit`` the check is an op of the
-    plan (``axon.jit.check_range`` for host arrays, ``axon.jit.check`` on a device), run on every call's
+    plan (``axon.tracing.check_range`` for host arrays, ``axon.tracing.check`` on a device), run on every call's
     indices.
 
     >>> in_range(Tensor(np.array([0, 2])), 0, 3, lambda lo, hi: ValueError(f"{lo}..{hi}"))   # fine: nothing
@@ -253,7 +277,7 @@ def in_range(t: Tensor, lo: int, hi: int, error) -> None:
         if not (lo <= lo_t and hi_t < hi):
             raise error(int(lo_t), int(hi_t))
         return
-    from ..jit import check, check_range                        # (axon.jit imports the engine, as this does)
+    from ..tracing import check, check_range                    # (axon.tracing imports the engine, as this does)
     if not check_range(t.data, lo, hi, error):                  # a traced host array: one op of the plan
         check(tmax((t < lo) | (t >= hi)), lambda a: error(int(a.min()), int(a.max())), t)
 

@@ -16,14 +16,16 @@ One per-element step (``_adam_element``), a loop around it for each of the two e
 
 - ``adam_update(p, g, m, v, ...)`` overwrites ``p``, ``m``, ``v`` (PyTorch's ``optimizer.step()``);
 - ``adam_step(p, g, m, v, ...) -> (u, m_new, v_new)`` leaves its inputs alone and returns the update
-  ``u`` (add it to ``p``) and the new moments: what a functional optimizer (``axon.optimizers.adam``)
-  needs, still in one pass. It is the primitive ``kernels.adam_step``, so it runs on the backend where
-  the arrays live.
+  ``u`` (add it to ``p``) and the new moments, still in one pass. It is the primitive
+  ``kernels.adam_step``, so it runs on the backend where the arrays live.
 
-- ``adam_step_at(p, g, m, v, t, lr, ...)``: the same, with the step number ``t`` and the learning rate
-  ``lr`` as 0-d *arrays* (inputs, not settings), so a traced training step (``axon.jit``) records it
-  once and each replay feeds it that step's count: the bias corrections are computed from ``t`` when
-  the kernel runs, by the same ``adam_scalars`` as the eager step (bit-identical).
+- ``ADAM_STEP_AT``, the primitive ``kernels.adam_step_at(p, g, m, v, t, lr, ...)``: the same, with the step
+  number ``t`` and the learning rate ``lr`` as 0-d *arrays* (inputs, not settings), so a traced training
+  step (``axon.jit``) records it once and each replay feeds it that step's count: the bias corrections
+  are computed from ``t`` when the kernel runs, by the same ``adam_scalars`` as the eager step
+  (bit-identical). This is what a functional optimizer (``axon.optimizers.adam``, ``adamw``) calls; in a
+  CPU plan ``axon.fusion``'s ``adam_apply`` pass replaces it and the add of ``apply_updates`` with
+  ``adam_apply_at``, one pass that writes the new params instead of the update.
 
 Primitives (a backend implements these forwards; never differentiated):
 

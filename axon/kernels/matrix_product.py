@@ -18,6 +18,12 @@ dimension (each thread a partial sum of rows, added at the end), or, when that d
 ``A^T``. The VJPs are ``matmul``s again,
 so the gradient can be differentiated again.
 
+The engine's own ``matmul`` primitive (``a @ b`` on Tensors) is numpy's ``np.matmul`` in
+``autograd/ops.py``; for stacks of matrices (attention's (B, heads, T, D) products) numpy runs the
+BLAS calls one after another on one thread, so this module gives that primitive a CPU forward of its
+own (``stacked_matmul``, one registration line at the bottom): the stack split over numba's threads,
+one single-threaded BLAS call per matrix, transposed operands read in place.
+
 Primitives (a backend implements both forwards; the VJPs need nothing more):
 
 - ``kernels.matmul_loop(a, b) -> c``;
@@ -36,11 +42,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..autograd import apply, primitive, transpose
+from ..autograd import apply, implement, primitive, transpose
+from ..autograd.ops import _matmul_forward as _numpy_matmul
 from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, same_dtype
-from .threads import use_single_threaded_blas
+from .threads import num_threads, use_single_threaded_blas
 
-__all__ = ["matmul_loop", "matmul"]
+__all__ = ["matmul_loop", "matmul", "stacked_matmul"]
 
 # Below this many multiply-adds one BLAS call on one thread beats splitting (2^23: about 0.2 ms).
 _SPLIT_MIN = 1 << 23
@@ -96,6 +103,56 @@ def _split_columns_kernel(a, b, out, n_chunks):
         m0, m1 = t * M // n_chunks, (t + 1) * M // n_chunks
         if m1 > m0:
             np.dot(np.ascontiguousarray(a[:, m0:m1].T), b, out[m0:m1])
+
+
+@njit(parallel=True, **KERNEL)
+def _stacked_kernel(a, b, out, transpose_a, transpose_b):
+    # a (G, M, K) or (G, K, M) transposed; b (G, K, N) or (G, N, K) transposed; out (G, M, N):
+    # out[g] = op(a[g]) @ op(b[g]), the G products shared out over the threads
+    # (four calls, not one on op(a[g]): numba types a[g] and a[g].T differently, C and F order, and BLAS
+    # reads either in place, while one variable holding both would be typed 'any order' and copied)
+    for g in prange(a.shape[0]):
+        if transpose_a and transpose_b:
+            np.dot(a[g].T, b[g].T, out[g])
+        elif transpose_a:
+            np.dot(a[g].T, b[g], out[g])
+        elif transpose_b:
+            np.dot(a[g], b[g].T, out[g])
+        else:
+            np.dot(a[g], b[g], out[g])
+
+
+def _as_stack(x):
+    """``(x as (G, rows, cols) C-contiguous, transposed)``: a view of x or of its last two axes swapped."""
+    flipped = np.swapaxes(x, -1, -2)
+    if not x.flags.c_contiguous and flipped.flags.c_contiguous:           # a swapaxes view: read in place
+        return flipped.reshape(-1, *flipped.shape[-2:]), True
+    x = contiguous(x)
+    return x.reshape(-1, *x.shape[-2:]), False
+
+
+def stacked_matmul(a, b):
+    """``np.matmul(a, b)`` on arrays, the stack of products split over numba's threads (the CPU forward
+    of the engine's ``matmul``).
+
+    Stacks of one batch shape (..., M, K) @ (..., K, N) in float32 or float64, large enough to split
+    (``_SPLIT_MIN`` multiply-adds) with more than one thread, run here; anything else (broadcast batch
+    axes, vectors, integers, small products) is numpy's ``np.matmul``.
+
+    >>> a, b = np.ones((3, 2, 4), np.float32), np.ones((3, 4, 5), np.float32)
+    >>> stacked_matmul(a, b).shape, bool((stacked_matmul(a, b) == a @ b).all())
+    ((3, 2, 5), True)
+    """
+    if (a.ndim < 3 or b.ndim != a.ndim or a.shape[:-2] != b.shape[:-2] or a.dtype != b.dtype
+            or a.dtype not in (np.float32, np.float64) or a.shape[-1] != b.shape[-2]
+            or a.size * b.shape[-1] < _SPLIT_MIN or num_threads() == 1):
+        return _numpy_matmul(a, b)
+    use_single_threaded_blas()
+    a3, ta = _as_stack(a)
+    b3, tb = _as_stack(b)
+    out = np.empty(a.shape[:-1] + b.shape[-1:], dtype=a.dtype)            # (..., M, N)
+    _stacked_kernel(a3, b3, out.reshape(-1, *out.shape[-2:]), ta, tb)
+    return out
 
 
 def _check(fn, a, b):
@@ -163,6 +220,7 @@ def _matmul_loop_vjp(dy, y, a, b):
 
 _matmul_loop = primitive("kernels.matmul_loop", _matmul_loop_forward, _matmul_loop_vjp)
 _matmul = primitive("kernels.matmul", _matmul_forward, _matmul_vjp)
+implement("matmul", "cpu", stacked_matmul)                    # the engine's a @ b, for stacks of matrices
 
 
 def _product(a, b, transpose_a, transpose_b):

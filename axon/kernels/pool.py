@@ -8,8 +8,9 @@ inputs ``[start(o), stop(o))``, a *bin*; the box is the product of the bins of i
 
 so one kernel per reduction (max, mean, p-norm) serves both kinds, and clipping the bins is why padded
 positions never win a max. As in conv, 1-d and 2-d inputs are 3-d inputs with leading axes of size 1.
-The argmax is the box's first maximum, so a tie gives all of ``dy`` to it (the library's rule at ties,
-and PyTorch's: see "Gradients at ties" in ``axon.autograd.ops``).
+The argmax is the box's first maximum, so a tie gives all of ``dy`` to it (the library's rule for pools,
+and PyTorch's: see "Gradients at ties" in ``axon.autograd.ops``). ``global_max_pool`` is no pool but a
+reduction (``ops.max`` over the spatial axes), so its ties share ``dy`` evenly, as every reduction's do.
 
     max:  y = max_box x                 dx[argmax] += dy        (argmax saved as the input position)
     avg:  y = sum_box x / count         dx[box]    += dy / count
@@ -41,6 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..autograd import Tensor, apply, primitive
+from ..autograd.ops import max as reduce_max
 from ._common import (KERNEL, PARALLEL_MIN, check_pool_padding, contiguous, float_tensor, int_tuple, num_chunks, out_sizes, padding_pairs,
                       run_chunks, same_dtype, to_3d)
 
@@ -361,12 +363,19 @@ def adaptive_avg_pool(x, output_size):
 def global_max_pool(x):
     """Largest value over all spatial axes: (N, *spatial, C) -> (N, C).
 
+    A reduction, ``ops.max`` over the spatial axes, as ``axon.layers.global_max_pool`` is (not a pool
+    with one window): tied maxima share the gradient evenly, by the library's rule for reductions (see
+    "Gradients at ties" in ``axon.autograd.ops``).
+
     >>> import numpy as np
     >>> global_max_pool(np.arange(8.0).reshape(1, 2, 2, 2)).numpy()
     array([[6., 7.]])
+    >>> x = Tensor(np.zeros((1, 2, 2, 1), np.float32), requires_grad=True)
+    >>> global_max_pool(x).sum().backward(); x.grad.ravel()          # four tied zeros: a quarter each
+    array([0.25, 0.25, 0.25, 0.25], dtype=float32)
     """
     x = _check_x("global_max_pool", x)
-    return adaptive_max_pool(x, (1,) * (x.ndim - 2)).reshape(x.shape[0], x.shape[-1])
+    return reduce_max(x, axis=tuple(range(1, x.ndim - 1)))
 
 
 def global_avg_pool(x):

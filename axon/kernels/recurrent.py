@@ -23,9 +23,11 @@ GRU (PyTorch's r, z, n and formula), with ``a = xw_t`` and ``b = h_{t-1} U + b_h
     r, z = sigmoid(a_r + b_r), sigmoid(a_z + b_z)    n = tanh(a_n + r b_n)    h_t = (1 - z) n + z h_{t-1}
 
 A ``keep`` mask (B, T) marks real steps (1) and padding (0): on padding the carry passes through
-unchanged, forward and backward. The backward kernel is a primitive too (its forward is the backward
-pass), so it runs through the engine's table on any backend; under ``backward(create_graph=True)`` the
-VJP is written with Tensor operations instead, step by step, so grad of grad works.
+unchanged, forward and backward. It is an input array of the primitive (with no gradient), not a
+setting, so a mask computed inside a traced function (``axon.jit``) is each call's own. The backward
+kernel is a primitive too (its forward is the backward pass), so it runs through the engine's table
+on any backend; under ``backward(create_graph=True)`` the VJP is written with Tensor operations
+instead, step by step, so grad of grad works.
 
 >>> import numpy as np
 >>> B, T, H = 2, 3, 4
@@ -44,7 +46,7 @@ from numba.extending import overload
 
 from ..autograd import Tensor, apply, concatenate, is_grad_enabled, primitive, reshape, stack, transpose
 from ..autograd import sigmoid as tsigmoid, sum as tsum, tanh as ttanh
-from ._common import KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, on_backend_of
+from ._common import KERNEL, bool_mask, check_same_dtype, contiguous, float_tensor, num_chunks, on_backend_of
 from .matrix_product import _product
 from .threads import use_single_threaded_blas
 
@@ -203,6 +205,7 @@ def _chunks(B, T, H, G):
 
 def _lstm_forward(xw, h0, c0, wh, bias, keep, reverse):
     xw, h0, c0, wh, bias = contiguous(xw), contiguous(h0), contiguous(c0), contiguous(wh), contiguous(bias)
+    keep = contiguous(keep)
     B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
     y = np.empty((2, B, T, H), dtype=xw.dtype)                 # y[0] the h carries, y[1] the c carries
     gates = np.empty((B, T, 5 * H), dtype=xw.dtype)            # i, f, g, o, tanh(c)
@@ -226,7 +229,7 @@ def _lstm_backward_forward(dy, y, c0, wh, gates, keep, reverse):
     da, dcarry = out[:B * T * 4 * H].reshape(B, T, 4 * H), out[B * T * 4 * H:].reshape(B, 2, H)
     if B and T:
         n = _chunks(B, T, H, 4 * H)
-        args = (dy[0], dy[1], contiguous(c0), contiguous(wh), keep, reverse, y[1], gates, da, dcarry)
+        args = (dy[0], dy[1], contiguous(c0), contiguous(wh), contiguous(keep), reverse, y[1], gates, da, dcarry)
         if n == 1:
             _lstm_backward_rows(*args, 0, B)
         else:
@@ -260,7 +263,7 @@ def _steps(T, reverse):
 def _lstm_vjp_ops(dy, y, xw, h0, c0, wh, bias, keep, reverse):
     """The LSTM's VJP from Tensor operations, step by step (differentiable again)."""
     T, H = xw.shape[1], h0.shape[1]
-    k = Tensor._wrap(keep[:, :, None])                         # (B, T, 1)
+    k = reshape(keep, keep.shape + (1,))                       # (B, T) -> (B, T, 1)
     dh = dc = None
     da = [None] * T
     for t, tp in _steps(T, reverse):
@@ -283,13 +286,13 @@ def _lstm_vjp_ops(dy, y, xw, h0, c0, wh, bias, keep, reverse):
 
 def _lstm_vjp(dy, y, xw, h0, c0, wh, bias, keep, reverse, saved):
     if is_grad_enabled():                                      # backward(create_graph=True): record it
-        return _lstm_vjp_ops(dy, y, xw, h0, c0, wh, bias, keep, reverse)
+        return (*_lstm_vjp_ops(dy, y, xw, h0, c0, wh, bias, keep, reverse), None)     # (the mask: no gradient)
     B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
-    out = apply(_lstm_backward, dy, y, c0, wh, Tensor._wrap(saved), keep=keep, reverse=reverse)
+    out = apply(_lstm_backward, dy, y, c0, wh, Tensor._wrap(saved), keep, reverse=reverse)
     n = B * T * 4 * H
     da, dcarry = reshape(out[:n], (B, T, 4 * H)), reshape(out[n:], (B, 2, H))
     dwh = _weight_grad(_previous(y[0], h0, reverse), da) if wh.requires_grad else None
-    return da, dcarry[:, 0], dcarry[:, 1], dwh, tsum(da, (0, 1)) if bias.requires_grad else None
+    return da, dcarry[:, 0], dcarry[:, 1], dwh, tsum(da, (0, 1)) if bias.requires_grad else None, None
 
 
 _lstm = primitive("kernels.lstm_sequence", _lstm_forward, _lstm_vjp, saves=True)
@@ -391,7 +394,7 @@ def _gru_backward_parallel(dhs, h0, wh, keep, reverse, hs, gates, dxw, dhw, dh0,
 
 
 def _gru_forward(xw, h0, wh, bh, keep, reverse):
-    xw, h0, wh, bh = contiguous(xw), contiguous(h0), contiguous(wh), contiguous(bh)
+    xw, h0, wh, bh, keep = contiguous(xw), contiguous(h0), contiguous(wh), contiguous(bh), contiguous(keep)
     B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
     hs = np.empty((B, T, H), dtype=xw.dtype)
     gates = np.empty((B, T, 4 * H), dtype=xw.dtype)
@@ -413,7 +416,7 @@ def _gru_backward_forward(dy, y, h0, wh, gates, keep, reverse):
     dxw, dhw, dh0 = out[:n].reshape(B, T, 3 * H), out[n:2 * n].reshape(B, T, 3 * H), out[2 * n:].reshape(B, H)
     if B and T:
         chunks = _chunks(B, T, H, 3 * H)
-        args = (dy, contiguous(h0), contiguous(wh), keep, reverse, y, gates, dxw, dhw, dh0)
+        args = (dy, contiguous(h0), contiguous(wh), contiguous(keep), reverse, y, gates, dxw, dhw, dh0)
         if chunks == 1:
             _gru_backward_rows(*args, 0, B)
         else:
@@ -427,7 +430,7 @@ _gru_backward = primitive("kernels.gru_sequence_backward", _gru_backward_forward
 def _gru_vjp_ops(dy, y, xw, h0, wh, bh, keep, reverse):
     """The GRU's VJP from Tensor operations, step by step (differentiable again)."""
     T, H = xw.shape[1], h0.shape[1]
-    k = Tensor._wrap(keep[:, :, None])                         # (B, T, 1)
+    k = reshape(keep, keep.shape + (1,))                       # (B, T) -> (B, T, 1)
     dh = None
     dxw, dhw = [None] * T, [None] * T
     for t, tp in _steps(T, reverse):
@@ -449,13 +452,13 @@ def _gru_vjp_ops(dy, y, xw, h0, wh, bh, keep, reverse):
 
 def _gru_vjp(dy, y, xw, h0, wh, bh, keep, reverse, saved):
     if is_grad_enabled():
-        return _gru_vjp_ops(dy, y, xw, h0, wh, bh, keep, reverse)
+        return (*_gru_vjp_ops(dy, y, xw, h0, wh, bh, keep, reverse), None)             # (the mask: no gradient)
     B, T, H = xw.shape[0], xw.shape[1], h0.shape[1]
-    out = apply(_gru_backward, dy, y, h0, wh, Tensor._wrap(saved), keep=keep, reverse=reverse)
+    out = apply(_gru_backward, dy, y, h0, wh, Tensor._wrap(saved), keep, reverse=reverse)
     n = B * T * 3 * H
     dxw, dhw, dh0 = reshape(out[:n], (B, T, 3 * H)), reshape(out[n:2 * n], (B, T, 3 * H)), reshape(out[2 * n:], (B, H))
     dwh = _weight_grad(_previous(y, h0, reverse), dhw) if wh.requires_grad else None
-    return dxw, dh0, dwh, tsum(dhw, (0, 1)) if bh.requires_grad else None
+    return dxw, dh0, dwh, tsum(dhw, (0, 1)) if bh.requires_grad else None, None
 
 
 _gru = primitive("kernels.gru_sequence", _gru_forward, _gru_vjp, saves=True)
@@ -479,10 +482,12 @@ def _check(fn, xw, carry, wh, gates, mask, extra=()):
     if xw.shape[2] != gates * H or wh.shape != (H, gates * H):
         raise ValueError(f"{fn}: expects xw (B, T, {gates}H) and wh (H, {gates}H) for H = {H}, got xw {xw.shape} "
                          f"and wh {wh.shape}")
-    keep = np.ones((B, T), dtype=xw.dtype) if mask is None else np.asarray(mask).astype(xw.dtype)
+    if mask is None:
+        return xw, carry, wh, extra, on_backend_of(xw, np.ones((B, T), xw.dtype))
+    keep = bool_mask(fn, mask, xw)
     if keep.shape != (B, T):
         raise ValueError(f"{fn}: mask must be (B, T) = ({B}, {T}), got shape {keep.shape}")
-    return xw, carry, wh, extra, contiguous(keep)
+    return xw, carry, wh, extra, keep.astype(xw.dtype)        # (B, T): 1 a real step, 0 padding
 
 
 def lstm_sequence(xw, h0, c0, wh, bias=None, mask=None, reverse=False):
@@ -504,7 +509,7 @@ def lstm_sequence(xw, h0, c0, wh, bias=None, mask=None, reverse=False):
     bias = extra[0] if extra else on_backend_of(xw, np.zeros(wh.shape[1], xw.dtype))   # no bias: zeros, xw's device
     if bias.shape != (wh.shape[1],):
         raise ValueError(f"lstm_sequence: bias must be ({wh.shape[1]},), got shape {bias.shape}")
-    return apply(_lstm, xw, h0, c0, wh, bias, keep=keep, reverse=bool(reverse))
+    return apply(_lstm, xw, h0, c0, wh, bias, keep, reverse=bool(reverse))
 
 
 def gru_sequence(xw, h0, wh, bh, mask=None, reverse=False):
@@ -521,4 +526,4 @@ def gru_sequence(xw, h0, wh, bh, mask=None, reverse=False):
     xw, (h0,), wh, (bh,), keep = _check("gru_sequence", xw, [("h0", h0)], wh, 3, mask, [("bh", bh)])
     if bh.shape != (wh.shape[1],):
         raise ValueError(f"gru_sequence: bh must be ({wh.shape[1]},), got shape {bh.shape}")
-    return apply(_gru, xw, h0, wh, bh, keep=keep, reverse=bool(reverse))
+    return apply(_gru, xw, h0, wh, bh, keep, reverse=bool(reverse))

@@ -18,6 +18,12 @@ The kernels work on rows of a C-contiguous (M, K) matrix; other axes (one, or se
 one) are moved last first. Small inputs run serially (a parallel region costs more than a 128 x 10
 softmax), large ones split the rows.
 
+``exp`` is where a large forward spends its time: numba calls libm's scalar ``exp`` once per element
+(it has no vector math library here), 5-10 ns each, while numpy's ``np.exp`` runs SIMD loops, under
+1 ns. So from ``VECTOR_EXP_MIN`` elements on the forward takes three passes instead of one: the rows
+shifted by their maxima (``d = x - m``, a numba pass), numpy's ``exp(d)``, then each row's sum and
+the result (a numba pass): 4x faster on attention's (32, 4, 128, 128) scores, one thread.
+
 The VJPs run the numba kernels in an ordinary backward pass; under ``backward(create_graph=True)``
 (grad of grad) they build the same formulas from Tensor operations instead, so they can be
 differentiated again.
@@ -30,7 +36,8 @@ of non-negative ints, ``what`` 0 softmax, 1 log_softmax, 2 logsumexp; ``labels``
 - ``kernels.logsumexp(x, *, axis, keepdims) -> y``;
 - ``kernels.softmax_backward(dy, y, x, *, axis, what) -> (dx,)``: dy and y with size 1 at ``axis`` for logsumexp;
 - ``kernels.softmax_cross_entropy(x, t, labels) -> loss`` (N,);
-- ``kernels.softmax_cross_entropy_backward(dy, x, t, labels, *, need_dt) -> (dx, dt)``.
+- ``kernels.softmax_cross_entropy_backward(dy, x, t, labels, *, need_dt) -> (dx, dt)``; on the CPU ``dy``
+  may also be one number for every row (size 1: what ``axon.fusion.xent_sum`` passes).
 
 >>> import numpy as np
 >>> softmax(np.array([1000.0, 1000.0])).numpy()
@@ -49,9 +56,13 @@ from ._common import (KERNEL, PARALLEL_MIN, check_same_dtype, contiguous, float_
                       on_backend_of,
                       run_chunks, same_dtype)
 
-__all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy"]
+__all__ = ["softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "xent_sum", "VECTOR_EXP_MIN"]
 
 _SOFTMAX, _LOG_SOFTMAX, _LOGSUMEXP = 0, 1, 2                      # what _rows_forward writes
+
+# From this many elements on, a forward takes exp from numpy's vectorised loop (see above); below it
+# the one-pass kernel wins, its three calls costing more than the exps they save.
+VECTOR_EXP_MIN = 1 << 14
 
 
 # ---- row kernels: a serial body over rows [r0, r1), and a driver that splits the rows ------------------
@@ -78,14 +89,50 @@ def _rows_forward(x, y, what, r0, r1):
         m, s = _row_max_sum(x, r)
         if what == _LOGSUMEXP:
             y[r, 0] = m + np.log(s)
-        elif what == _LOG_SOFTMAX:
-            log_s = np.log(s)
+        elif what == _LOG_SOFTMAX:                               # two loops: fastmath's reassoc would
+            log_s = np.log(s)                                    # make one x - (m + log s), losing
+            for k in range(x.shape[1]):                          # float32 digits at |x| ~ 1000
+                y[r, k] = x[r, k] - m
             for k in range(x.shape[1]):
-                y[r, k] = (x[r, k] - m) - log_s
+                y[r, k] -= log_s
         else:
             inv_s = x.dtype.type(1) / s
             for k in range(x.shape[1]):
                 y[r, k] = np.exp(x[r, k] - m) * inv_s
+
+
+@njit(**KERNEL)
+def _shift_rows(x, d, m, r0, r1):
+    # x, d (M, K), m (M,): m[r] = max_k x[r, k] (0 for an all -inf row, as _row_max_sum), d[r] = x[r] - m[r]
+    for r in range(r0, r1):
+        top = x[r, 0]
+        for k in range(1, x.shape[1]):
+            top = max(top, x[r, k])
+        if top == -np.inf:
+            top = x.dtype.type(0)
+        m[r] = top
+        for k in range(x.shape[1]):
+            d[r, k] = x[r, k] - top
+
+
+@njit(**KERNEL)
+def _finish_rows(d, e, m, y, what, r0, r1):
+    # d = x - m and e = exp(d), (M, K); m (M,); y as _rows_forward's (it may be d or e itself):
+    # s = sum_k e[r, k], then softmax e / s, log_softmax d - log s, or logsumexp m + log s
+    for r in range(r0, r1):
+        s = e.dtype.type(0)
+        for k in range(e.shape[1]):
+            s += e[r, k]
+        if what == _LOGSUMEXP:
+            y[r, 0] = m[r] + np.log(s)
+        elif what == _LOG_SOFTMAX:
+            log_s = np.log(s)
+            for k in range(e.shape[1]):
+                y[r, k] = d[r, k] - log_s
+        else:
+            inv_s = e.dtype.type(1) / s
+            for k in range(e.shape[1]):
+                y[r, k] = e[r, k] * inv_s
 
 
 @njit(**KERNEL)
@@ -119,6 +166,20 @@ def _rows_forward_parallel(x, y, what, n_chunks):
 
 
 @njit(parallel=True, **KERNEL)
+def _shift_rows_parallel(x, d, m, n_chunks):
+    M = x.shape[0]
+    for t in prange(n_chunks):
+        _shift_rows(x, d, m, t * M // n_chunks, (t + 1) * M // n_chunks)
+
+
+@njit(parallel=True, **KERNEL)
+def _finish_rows_parallel(d, e, m, y, what, n_chunks):
+    M = d.shape[0]
+    for t in prange(n_chunks):
+        _finish_rows(d, e, m, y, what, t * M // n_chunks, (t + 1) * M // n_chunks)
+
+
+@njit(parallel=True, **KERNEL)
 def _rows_backward_parallel(dy, y, x, dx, what, n_chunks):
     M = x.shape[0]
     for t in prange(n_chunks):
@@ -146,7 +207,7 @@ def _xent_backward_rows(dloss, x, t, labels, dx, dt, r0, r1):
     # dloss (M,); x, dx (M, K); t, dt (M, K) or empty; labels (M,) or empty
     for r in range(r0, r1):
         m, s = _row_max_sum(x, r)
-        g = dloss[r]
+        g = dloss[0] if dloss.shape[0] == 1 else dloss[r]       # (size 1: one dloss for every row)
         g_over_s = g / s
         if labels.shape[0]:                                      # dx = g (softmax - onehot)
             for k in range(x.shape[1]):
@@ -193,10 +254,18 @@ def _from_rows(rows, moved_shape, axes):
 
 def _rows_forward_any(x, axes, what):
     x2, moved_shape = _to_rows(x, axes)
-    y2 = np.empty((x2.shape[0], 1 if what == _LOGSUMEXP else x2.shape[1]), dtype=x.dtype)   # (M, K) or (M, 1)
-    if x2.size:
-        n = num_chunks(x2.size, x2.shape[0], PARALLEL_MIN)
-        run_chunks(_rows_forward, _rows_forward_parallel, n, x2.shape[0], x2, y2, what)
+    M = x2.shape[0]
+    n = num_chunks(x2.size, M, PARALLEL_MIN)
+    if x2.size < VECTOR_EXP_MIN:                               # one pass, numba's exp
+        y2 = np.empty((M, 1 if what == _LOGSUMEXP else x2.shape[1]), dtype=x.dtype)   # (M, K) or (M, 1)
+        if x2.size:
+            run_chunks(_rows_forward, _rows_forward_parallel, n, M, x2, y2, what)
+        return y2, moved_shape
+    d, m = np.empty_like(x2), np.empty(M, dtype=x.dtype)       # d = x - m (M, K), the row maxima m (M,)
+    run_chunks(_shift_rows, _shift_rows_parallel, n, M, x2, d, m)
+    e = np.exp(d, out=d if what == _SOFTMAX else None)         # (M, K), numpy's SIMD exp
+    y2 = e if what == _SOFTMAX else d if what == _LOG_SOFTMAX else np.empty((M, 1), dtype=x.dtype)
+    run_chunks(_finish_rows, _finish_rows_parallel, n, M, d, e, m, y2, what)
     return y2, moved_shape
 
 
@@ -323,8 +392,18 @@ def _xent_backward(dy, x, t, labels, need_dt):
     M = xa.shape[0]
     if M:
         n = num_chunks(xa.size, M, PARALLEL_MIN)
-        run_chunks(_xent_backward_rows, _xent_backward_parallel, n, M, contiguous(dy), xa, ta, labels, dx, dt)
+        run_chunks(_xent_backward_rows, _xent_backward_parallel, n, M, contiguous(dy).reshape(-1), xa, ta, labels,
+                   dx, dt)
     return dx, (dt if need_dt else None)
+
+
+def xent_sum(x, t, labels):
+    """``np.sum`` of ``kernels.softmax_cross_entropy``'s losses as a 0-d array (``axon.fusion.xent_sum``'s op).
+
+    >>> xent_sum(np.zeros((3, 2)), np.empty((0, 0)), np.array([0, 1, 1]))          # 3 log 2
+    array(2.07944154)
+    """
+    return np.asarray(np.sum(_xent_forward(x, t, labels)))
 
 
 def _xent_vjp_ops(dy, x, t, labels):

@@ -4,7 +4,7 @@
 - ``builders``: one builder per functional layer, also a chainable method (``x.dense(128)``).
 - ``run``: ``init``, ``apply``, ``predict``, ``compile``, ``split``/``merge`` of params and state.
 - ``state``: ``ModelState``, trainable params, layer state and frozen params apart (``model_state``).
-- ``summary``: the summary table and the graph as Mermaid/Graphviz text.
+- ``summaries``: the summary table and the graph as Mermaid/Graphviz text.
 - ``tools``: Axon's graph tools (``block``, ``bias``, ``stack_columns``, ``split_layer``, ``cond``,
   ``optional``, ``or_else``, ``attach_hook``, ``get_op_counts``, ``set_options``, ``set_parameters``, ``pop_node``, ``rewrite_nodes``)
   and ``infer_shape`` (a layer function's output shape, as the builders find it).
@@ -13,7 +13,7 @@ from . import builders
 from .builders import *  # noqa: F401,F403  (every builder)
 from .graph import Axon, ParamSpec, constant, container, freeze, input, layer, nx, param, unfreeze
 from .run import apply, compile, init, merge, predict, split
-from .summary import as_graph, count_params, summary
+from .summaries import as_graph, count_params, summary
 from .state import ModelState, model_state
 from . import tools
 from .tools import (attach_hook, bias, block, cond, get_op_counts, infer_shape, optional, or_else, pop_node, rewrite_nodes,

@@ -19,9 +19,9 @@ from ..backend import is_host
 from ..functional import activations as A
 from ..functional import layers as L
 from ..functional.layers._utils import check_int
-from ..functional.layers.dropout import _check_rate
+from ..functional.layers.dropouts import _check_rate
 from ..kernels._common import on_backend_of
-from .graph import Axon, _node, param
+from .graph import Axon, _node, inferring_shapes, param
 
 # Builders that become methods of every node (x.dense(...)); the module functions take the node first.
 __all__ = [
@@ -702,10 +702,15 @@ def _pick(rnn, index, op, name=None):
     return _node(op, [rnn], lambda y, index: y[index], opts={"index": index}, name=name)
 
 
+def _mask_value(m):
+    """A mask node's value; while shapes are inferred (every input float zeros), the boolean mask it stands for."""
+    return m != 0 if inferring_shapes() else m
+
+
 def _recurrent_call(layer_fn, n_carry):
     """``fn(x, [mask], [carry], **params, **opts)`` of a recurrent node: a zero carry unless one is given."""
     def call(x, *rest, has_mask, has_carry, units, **opts):
-        mask = rest[0] if has_mask else None
+        mask = _mask_value(rest[0]) if has_mask else None
         if has_carry:
             carry = rest[-1]
         else:
@@ -716,15 +721,13 @@ def _recurrent_call(layer_fn, n_carry):
 
 
 def _carry_shape(x, opts, units):
-    """The carry's shape after the batch axis: (units,), or (*spatial, units) for a ConvLSTM."""
+    """The carry's shape after the batch axis: (units,), or (*spatial', units) for a ConvLSTM, where spatial' is
+    what the input convolution makes of one step (B, *spatial, C), any padding (``conv_output_shape``)."""
     if "strides" not in opts:
         return (units,)
-    strides = _tuple(opts["strides"], x.ndim - 3)
-    spatial = x.shape[2:-1]
-    if opts["padding"] == "same":
-        return tuple(-(-n // s) for n, s in zip(spatial, strides)) + (units,)
-    k = opts["kernel_size"]
-    return tuple((n - kk) // s + 1 for n, kk, s in zip(spatial, k, strides)) + (units,)
+    step = x.shape[:1] + x.shape[2:]                                     # (B, T, *spatial, C) -> (B, *spatial, C)
+    kernel = tuple(opts["kernel_size"]) + (x.shape[-1], units)          # (*k, C, units): the carry's channels
+    return L.conv_output_shape(step, kernel, opts["strides"], opts["padding"])[1:]
 
 
 def _recurrent(op, x, fn, params, opts, carry, mask, name):
@@ -743,14 +746,16 @@ def lstm(x, units, carry=None, mask=None, reverse=False, unroll="fused", use_bia
          name=None) -> tuple:
     """An LSTM over (batch, steps, features): returns ``(seq, carry)``, nodes of (None, T, units) and (c, h).
 
-    ``carry``: a node holding an initial ``(c, h)`` (another LSTM's carry: an encoder-decoder), else
-    zeros; ``mask``: a (batch, steps) node, True on real steps (``x.mask(...)``). Params: kernel_input
-    (F, 4 units), kernel_hidden (units, 4 units), bias (4 units,); gates i, f, g, o (see ``axon.layers.lstm``).
+    ``c, h = carry`` (or ``carry[1]``) gives the cell and the hidden state as nodes of their own, as
+    Axon's ``{seq, {cell, hidden}}``. ``carry``: a node holding an initial ``(c, h)`` (another LSTM's
+    carry: an encoder-decoder), else zeros; ``mask``: a (batch, steps) node, True on real steps
+    (``x.mask(...)``). Params: kernel_input (F, 4 units), kernel_hidden (units, 4 units), bias
+    (4 units,); gates i, f, g, o (see ``axon.layers.lstm``).
 
     >>> import axon
     >>> seq, carry = axon.input((None, 10, 3)).lstm(8)
-    >>> seq.shape, carry.shape
-    ((None, 10, 8), ((None, 8), (None, 8)))
+    >>> seq.shape, carry.shape, carry[1].shape              # carry[1]: h, the last step's output
+    ((None, 10, 8), ((None, 8), (None, 8)), (None, 8))
     >>> axon.count_params(seq)["total"]                     # 3*32 + 8*32 + 32
     384
     """
@@ -824,31 +829,69 @@ def _reverse(x, axis, name=None) -> Axon:
                  opts={"axis": axis}, name=name)
 
 
-def bidirectional(x, forward_fn, merge="concatenate", axis=1, name=None):
+def bidirectional(x, forward_fn, merge="concatenate", axis=1, mask=None, name=None):
     """Run ``forward_fn`` on the sequence and on it reversed along ``axis``, and merge the two (as Axon's).
 
     ``forward_fn(node)`` builds a layer (e.g. ``lambda s: s.lstm(32)``); a ``(seq, carry)`` result gives
     ``(merged seq, (forward carry, backward carry))``. The backward run's outputs are reversed back, so
     step t of both sits at t. ``merge``: ``"concatenate"`` (on the last axis), ``"add"``,
-    ``"multiply"`` or a function of two nodes. The two runs have their own params. With padding, build
-    the mask inside ``forward_fn`` from its input (``lambda s: s.lstm(32, mask=...)``) so it is
-    reversed too.
+    ``"multiply"`` or a function of two nodes. The two runs have their own params.
 
-    >>> import axon
+    Padded sequences: give the (batch, steps) ``mask`` node (True on real steps, ``tokens.mask(0)``) and
+    a ``forward_fn(seq, mask)`` that passes it on (``lambda s, m: s.lstm(32, mask=m)``). The backward run
+    gets the mask reversed with its input: the padding, at the end of a sequence, comes first there, a
+    masked layer keeps its zero carry through it, and so starts at the sequence's last real step, as
+    ``reverse=True`` with the same mask (and PyTorch's packed ``bidirectional=True``). A mask that
+    ``forward_fn`` takes from elsewhere (a closure) would not be reversed: that is a ValueError.
+
+    >>> import axon, numpy as np
     >>> x = axon.input((None, 10, 3))
     >>> seq, (fw, bw) = axon.bidirectional(x, lambda s: s.gru(8))
     >>> seq.shape, fw.shape
     ((None, 10, 16), (None, 8))
+    >>> tokens = axon.input((None, 4), name="tokens")
+    >>> seq, _ = axon.bidirectional(tokens.embedding(9, 3), lambda s, m: s.gru(2, mask=m), mask=tokens.mask(0))
+    >>> y = axon.predict(seq, axon.init(seq), np.array([[5, 7, 0, 0]]))
+    >>> bool((y[0, 2:] == 0).all() and (y[0, :2] != 0).all())   # padding: 0 in both halves
+    True
     """
-    fw, bw = forward_fn(x), forward_fn(_reverse(x, axis))
     join = {"concatenate": lambda a, b: concatenate([a, b], axis=-1, name=name),
             "add": lambda a, b: add([a, b], name=name),
             "multiply": lambda a, b: multiply([a, b], name=name)}.get(merge, merge)
     if not callable(join):
         raise ValueError(f"bidirectional: merge must be 'concatenate', 'add', 'multiply' or a function, got {merge!r}")
+    if mask is None:
+        x_r = _reverse(x, axis)
+        fw, bw = forward_fn(x), forward_fn(x_r)
+        reversed_nodes = (x_r,)
+    else:
+        x_r, mask_r = _reverse(x, axis), _reverse(mask, axis)
+        fw, bw = forward_fn(x, mask), forward_fn(x_r, mask_r)
+        reversed_nodes = (x_r, mask_r)
+    _check_masks_reversed(bw, reversed_nodes)
     if isinstance(fw, tuple):
         return join(fw[0], _reverse(bw[0], axis)), (fw[1], bw[1])
     return join(fw, _reverse(bw, axis))
+
+
+def _mask_parent(node):
+    """The mask input of a masked recurrent or attention node (None for any other node)."""
+    if not node.opts.get("has_mask"):
+        return None
+    return node.parents[-1] if node.op == "multi_head_attention" else node.parents[1]
+
+
+def _check_masks_reversed(out, reversed_nodes):
+    """ValueError when a masked layer of the backward run reads the reversed input with a mask that is not reversed."""
+    ids = {r.id for r in reversed_nodes}
+    reads = lambda node: any(n.id in ids for n in node.nodes())    # noqa: E731  (node depends on a reversed one)
+    for part in (out if isinstance(out, tuple) else (out,)):
+        for node in part.nodes():
+            m = _mask_parent(node)
+            if m is not None and reads(node) and not reads(m):
+                raise ValueError(f"bidirectional: the backward run's {node.op} layer takes a mask that is not reversed "
+                                 f"with its input, so it would mask the wrong steps; give the mask to bidirectional: "
+                                 f"axon.bidirectional(x, lambda s, m: s.{node.op}(..., mask=m), mask=...)")
 
 
 def mask(x, eos_token=0, name=None) -> Axon:
@@ -865,7 +908,7 @@ def mask(x, eos_token=0, name=None) -> Axon:
 def _attention_call(x, *rest, has_context, has_mask, num_heads, causal, dropout_rate, training=False, key=None,
                     **params):
     context = rest[0] if has_context else x
-    m = rest[-1] if has_mask else None
+    m = _mask_value(rest[-1]) if has_mask else None
     if m is not None and np.ndim(m) == 2:                      # (B, Tk) key padding -> (B, 1, 1, Tk)
         m = as_tensor(m).reshape(m.shape[0], 1, 1, m.shape[1])
     rate = dropout_rate if training else 0.0

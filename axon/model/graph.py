@@ -24,10 +24,12 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 
-__all__ = ["Axon", "ParamSpec", "param", "input", "layer", "nx", "constant", "container", "freeze", "unfreeze"]
+__all__ = ["Axon", "ParamSpec", "param", "input", "layer", "nx", "item", "constant", "container", "freeze",
+           "unfreeze"]
 
 _ids = itertools.count()
 _GIVEN_SHAPE = contextvars.ContextVar("axon_given_shape", default=None)   # (shape,) while rebuilding a saved node
+_INFERRING = contextvars.ContextVar("axon_inferring", default=False)      # True while a layer runs on zeros
 
 
 class ParamSpec(NamedTuple):
@@ -136,8 +138,22 @@ class Axon:
         return f"Axon(op={self.op!r}, name={self.name!r}, shape={self.shape})"
 
     def __str__(self):
-        from .summary import summary_table
+        from .summaries import summary_table
         return summary_table(self)
+
+    def __getitem__(self, index) -> "Axon":
+        """Part ``index`` of a tuple-valued node (a key of a dict-valued one), as a node of its own.
+
+        An LSTM's carry is one node holding ``(c, h)``; ``carry[1]`` is h, and ``c, h = carry`` unpacks
+        it, as Axon's ``{seq, {cell, hidden}}``. A node of one value cannot be indexed (a TypeError).
+
+        >>> import axon
+        >>> seq, carry = axon.input((None, 6, 3)).lstm(5)
+        >>> c, h = carry
+        >>> h.shape, carry[1].op, h.dense(2).shape             # the hidden state feeds a classifier
+        ((None, 5), 'item', (None, 2))
+        """
+        return item(self, index)
 
     # combinators as operators: a + b, a - b, a * b
     def __add__(self, other): return _combine("add", [self, other])
@@ -162,6 +178,7 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
     outs = []
     for fill in (1, 2):                                        # only the batch size changes between runs
         xs = [_zeros(shape, fill) for shape in in_shapes]
+        token = _INFERRING.set(True)
         try:
             with no_grad():
                 y = fn(*xs, **ps, **opts, **extra)
@@ -170,8 +187,22 @@ def _infer_shape(op, fn, in_shapes, params, opts, uses, describe):
         except TypeError as e:                                 # a wrong type of option or input, likewise
             raise TypeError(f"{op} layer cannot be applied to {describe()}: {e}") from e
         # anything else (an ImportError, a bug in a custom layer) propagates with its own message
+        finally:
+            _INFERRING.reset(token)
         outs.append(_shape_of(y))
     return _merge_shapes(op, *outs)
+
+
+def inferring_shapes() -> bool:
+    """True while a layer runs on float32 zeros to find its output shape (a mask's value is then zeros too).
+
+    >>> import axon
+    >>> seen = []
+    >>> _ = axon.nx(axon.input((None, 2)), lambda t: seen.append(inferring_shapes()) or t)
+    >>> seen, inferring_shapes()
+    ([True, True], False)
+    """
+    return _INFERRING.get()
 
 
 def _shape_of(y):
@@ -312,6 +343,38 @@ def nx(x, fn, name=None, op_name="nx") -> Axon:
     """
     inputs = [x] if isinstance(x, Axon) else list(x)
     return _node(op_name, inputs, fn, name=name)
+
+
+def _part(y, index):
+    return y[index]
+
+
+def item(x: Axon, index, name=None) -> Axon:
+    """The node ``x[index]``: part ``index`` of a tuple-valued node (an int), or a key of a dict-valued one.
+
+    >>> import axon
+    >>> pair = axon.container((axon.input((None, 2), name="a"), axon.input((None, 3), name="b")))
+    >>> item(pair, 1).shape, item(pair, -2).shape
+    ((None, 3), (None, 2))
+    >>> item(axon.input((None, 2)), 0)
+    Traceback (most recent call last):
+    ...
+    TypeError: item: only a node holding several values (a tuple such as an LSTM's carry (c, h), a container) ...
+    """
+    shape = x.shape
+    if isinstance(shape, dict):
+        if index not in shape:
+            raise KeyError(f"item: {x.op!r} holds the keys {list(shape)}, got {index!r}")
+    elif shape and isinstance(shape[0], (tuple, dict)):         # a tuple of values (each a shape, or nested)
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"item: index must be an int for a tuple of {len(shape)} values, got {index!r}")
+        if not -len(shape) <= index < len(shape):
+            raise IndexError(f"item: index {index} is out of range for {x.op!r}, a tuple of {len(shape)} values")
+        index = int(index) % len(shape)
+    else:
+        raise TypeError(f"item: only a node holding several values (a tuple such as an LSTM's carry (c, h), a "
+                        f"container) can be indexed; {x.op!r} has one value of shape {shape}")
+    return _node("item", [x], _part, opts={"index": index}, name=name)
 
 
 def container(outputs, name=None) -> Axon:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import registry
 from . import builders
-from .graph import Axon, ParamSpec, _node, _Pack, constant, container, given_shape, input
+from .graph import Axon, ParamSpec, _node, _Pack, constant, container, given_shape, input, item
 
 __all__ = ["to_records", "from_records", "MAX_NODES"]
 
@@ -96,6 +96,13 @@ def _rebuild(op, parents, opts, shapes, name, shape, pack=None) -> Axon:
             if len(parents) != 1 or parents[0].op not in _RECURRENT:
                 raise ValueError(f"'{op}' picks from one recurrent layer ({', '.join(_RECURRENT)})")
             return builders._pick(parents[0], _PICKS[op], op, name=name)
+        if op == "item":                                       # x[index]: a part of a tuple-valued node (carry[1])
+            if len(parents) != 1:
+                raise ValueError(f"'item' picks from one node, got {len(parents)}")
+            try:
+                return item(parents[0], opts["index"], name=name)
+            except (IndexError, KeyError) as e:                # (x[i]'s own errors; a file's are ValueErrors)
+                raise ValueError(str(e)) from None
         if op == "reverse":                                    # bidirectional's backward run reads its input reversed
             return builders._reverse(*parents, opts["axis"], name=name)
         if op not in builders.__all__ or op in _NO_NODE:

@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import __version__
 from ..functional import activations as A
-from ..functional.layers.conv import _geometry as _conv_geometry, _separable_steps, conv_transpose_padding
+from ..functional.layers.convolution import _geometry as _conv_geometry, _separable_steps, conv_transpose_padding
 from ..functional.layers.pooling import _adaptive_geometry, _window_geometry
 from ..functional.layers.shape import _pad_pairs, _resize_size
 from ..functional.layers._utils import channel_axis, spatial_tuple
@@ -626,7 +626,7 @@ def _recurrent(g, node, xs, p):
 
 
 def _pick(g, node, xs, p):
-    """A recurrent layer's seq or carry: no op, a part of the layer's tuple."""
+    """A recurrent layer's seq or carry, or a part of a tuple (``carry[1]``, an LSTM's h): no op, the part."""
     return xs[0][node.opts["index"]]
 
 
@@ -660,7 +660,8 @@ _EXPORTERS = {
     "feature_alpha_dropout": lambda g, node, xs, p: xs[0], "spatial_dropout": lambda g, node, xs, p: xs[0],
     "flatten": _flatten, "reshape": _reshape, "transpose": _transpose, "pad": _pad, "resize": _resize,
     "add": _combine("Add"), "subtract": _combine("Sub"), "multiply": _combine("Mul"), "concatenate": _concatenate,
-    "constant": _constant, "lstm": _recurrent, "gru": _recurrent, "seq": _pick, "carry": _pick, "reverse": _reverse,
+    "constant": _constant, "lstm": _recurrent, "gru": _recurrent, "seq": _pick, "carry": _pick, "item": _pick,
+    "reverse": _reverse,
     **{name: _activation for name in A.__all__ if name != "get"},
 }
 
@@ -790,7 +791,7 @@ def export(model: Axon, params: dict, path, opset: int = OPSET) -> None:
     tuples = [f"'{names[n.id]}' (op '{n.op}')" for n in outputs if not isinstance(values[n.id], _Value)]
     if tuples:
         raise ValueError(f"export: the model outputs {', '.join(tuples)} are tuples (an LSTM's carry (c, h)); "
-                         f"ONNX outputs are tensors: output a layer of one tensor instead")
+                         f"ONNX outputs are tensors: output a layer of one tensor instead (carry[1] is an LSTM's h)")
 
     g.layer, used = "output", set()
     for key, node in zip(keys, outputs):

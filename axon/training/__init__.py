@@ -22,7 +22,7 @@ from .callbacks import (EVENTS, Callback, checkpoint, csv_logger, early_stopping
                         on_epoch_end, reduce_lr_on_plateau)
 from .loop import train
 from .plot import plot_history
-from .step import Step, StepFunction, TrainState, evaluate, step, step_key
+from .steps import Step, StepFunction, TrainState, evaluate, step, step_key
 
 __all__ = ["step", "train", "evaluate", "Step", "StepFunction", "TrainState", "step_key", "callbacks", "Callback",
            "early_stopping", "checkpoint", "reduce_lr_on_plateau", "csv_logger", "on_epoch_end", "load_checkpoint",

@@ -28,7 +28,7 @@ epoch's final state (read-only: for saving), and ``on_train_end(state)`` runs on
 (also after Ctrl-C). A plain function ``fn(state)`` in ``callbacks=[...]`` is an ``on_epoch_end`` hook.
 
 >>> import numpy as np
->>> from axon.training.step import TrainState
+>>> from axon.training.steps import TrainState
 >>> state = TrainState(params={}, opt_state=(), epoch=3, step=30, history={"val_loss": [0.5, 0.4, 0.45]},
 ...                    seed=0, lr_scale=1.0, callbacks={})
 >>> stopper = early_stopping(monitor="val_loss", patience=1)
@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import serialization
 from ..tree import tree_map
-from .step import TrainState
+from .steps import TrainState
 
 __all__ = ["EVENTS", "Callback", "EventHandler", "handle_event", "event_count", "EarlyStopping", "Checkpoint",
            "ReduceLROnPlateau", "CSVLogger", "FunctionCallback", "early_stopping", "checkpoint", "reduce_lr_on_plateau", "csv_logger", "on_epoch_end",

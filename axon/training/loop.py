@@ -42,7 +42,7 @@ from ..distributed import get_strategy
 from ..random import rng
 from ..tree import tree_leaves, tree_map, tree_structure_check
 from .callbacks import as_callback
-from .step import Step, TrainState
+from .steps import Step, TrainState
 
 __all__ = ["train"]
 

@@ -11,7 +11,7 @@ are (out,) or None. Every function accepts Tensors or numpy arrays and returns a
     convolution     conv, conv_transpose, depthwise_conv, separable_conv2d, separable_conv3d
     pooling         max_pool, avg_pool, lp_pool, adaptive_{max,avg,lp}_pool, global_{max,avg,lp}_pool
     normalization   batch_norm, layer_norm, group_norm, instance_norm, rms_norm
-    dropout         dropout, alpha_dropout, feature_alpha_dropout, spatial_dropout
+    dropouts        dropout, alpha_dropout, feature_alpha_dropout, spatial_dropout
     shape           flatten, reshape, transpose, pad, resize, concatenate
     attention       dot_product_attention, multi_head_attention, positional embeddings, rotary_embedding
     recurrent       lstm_cell, gru_cell, conv_lstm_cell, static_unroll, dynamic_unroll, lstm, gru, conv_lstm
@@ -28,12 +28,12 @@ looks one up by name.
 >>> y.shape, output_shape("conv", (None, 8, 8, 3), (3, 3, 3, 16), padding="same")
 ((2, 16), (None, 8, 8, 16))
 """
-from . import conv as _conv_module, dropout as _dropout_module, linear as _linear_module
+from . import convolution as _conv_module, dropouts as _dropout_module, linear as _linear_module
 from . import normalization as _normalization_module, pooling as _pooling_module, shape as _shape_module
 from . import attention as _attention_module, recurrent as _recurrent_module
 from .attention import *  # noqa: F401,F403
-from .conv import *  # noqa: F401,F403
-from .dropout import *  # noqa: F401,F403
+from .convolution import *  # noqa: F401,F403
+from .dropouts import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403

@@ -3,10 +3,13 @@
     attention(q, k, v) = softmax(q k^T / sqrt(D)) v          q (B, heads, Tq, D), k and v (B, heads, Tk, D)
 
 A boolean ``mask`` broadcastable to (B, heads, Tq, Tk) says which keys each query may look at (True:
-attend); ``causal=True`` adds "no key after the query". The softmax is axon's fused, stable kernel
-(the row maximum subtracted first); masked scores are set to the dtype's lowest value before it and
-the weights multiplied by the mask after, so a query that may attend to nothing gets zeros rather
-than NaN. Everything is built from differentiable primitives: gradients of any order.
+attend; integers count as True where nonzero; a float mask, such as PyTorch's additive 0/-inf one,
+is a TypeError); ``causal=True`` adds "no key after the query". Masks and position tables are
+Tensors on the input's backend, so attention runs on any device and inside ``axon.jit``. The
+softmax is axon's fused, stable kernel (the row maximum subtracted first); masked scores are set to
+the dtype's lowest value before it and the weights multiplied by the mask after, so a query that may
+attend to nothing gets zeros rather than NaN. Everything is built from differentiable primitives:
+gradients of any order.
 
 Attention knows nothing about order; positions come in through
 
@@ -28,8 +31,9 @@ import math
 import numpy as np
 
 from ... import kernels
-from ...autograd import Tensor, concatenate, reshape, transpose, where
-from .dropout import dropout
+from ...autograd import concatenate, reshape, transpose, where
+from ...kernels._common import bool_mask, on_backend_of
+from .dropouts import dropout
 from .linear import dense
 from ._utils import check_param, tensor
 
@@ -37,18 +41,20 @@ __all__ = ["dot_product_attention", "multi_head_attention", "sinusoidal_position
            "learned_positional_embedding", "rotary_embedding"]
 
 
-def _attend_mask(mask, causal, Tq, Tk, shape):
-    """The boolean mask (True: attend) from ``mask`` and ``causal``, broadcastable to ``shape``; None if neither."""
+def _attend_mask(mask, causal, s):
+    """The boolean mask (True: attend) from ``mask`` and ``causal`` for the scores ``s`` (..., Tq, Tk), on their
+    backend and broadcastable to them; None if neither."""
     m = None
     if mask is not None:
-        m = np.asarray(mask.data if isinstance(mask, Tensor) else mask).astype(bool)
+        m = bool_mask("dot_product_attention", mask, s)
         try:
-            np.broadcast_shapes(m.shape, shape)
+            np.broadcast_shapes(m.shape, s.shape)
         except ValueError:
             raise ValueError(f"dot_product_attention: mask of shape {m.shape} does not broadcast to "
-                             f"(B, heads, Tq, Tk) = {shape}") from None
+                             f"(B, heads, Tq, Tk) = {s.shape}") from None
     if causal:
-        c = np.tril(np.ones((Tq, Tk), dtype=bool))             # query i sees keys 0..i (as PyTorch: from the start)
+        Tq, Tk = s.shape[-2:]
+        c = on_backend_of(s, np.tril(np.ones((Tq, Tk), dtype=bool)))   # query i sees keys 0..i (as PyTorch)
         m = c if m is None else m & c
     return m
 
@@ -56,9 +62,10 @@ def _attend_mask(mask, causal, Tq, Tk, shape):
 def dot_product_attention(q, k, v, mask=None, causal=False, dropout_rate=0.0, key=None):
     """``softmax(q k^T / sqrt(D)) v`` on (B, heads, T, D), as ``torch.nn.functional.scaled_dot_product_attention``.
 
-    ``mask``: boolean, broadcastable to (B, heads, Tq, Tk), True where a query may attend to a key;
-    ``causal``: each query attends to keys up to its own position; ``dropout_rate`` drops attention
-    weights (``key``, a random key, is then required). A query with no key to attend to gets 0.
+    ``mask``: boolean (or integer, nonzero = True), broadcastable to (B, heads, Tq, Tk), True where a
+    query may attend to a key (a float mask is a TypeError: axon's masks are not additive); ``causal``:
+    each query attends to keys up to its own position; ``dropout_rate`` drops attention weights
+    (``key``, a random key, is then required). A query with no key to attend to gets 0.
 
     >>> import numpy as np
     >>> q = np.zeros((1, 1, 2, 4)); k = np.zeros((1, 1, 3, 4)); v = np.arange(12.0).reshape(1, 1, 3, 4)
@@ -76,10 +83,9 @@ def dot_product_attention(q, k, v, mask=None, causal=False, dropout_rate=0.0, ke
                          f"the same leading axes, got {q.shape}, {k.shape} and {v.shape}")
     if dropout_rate and key is None:
         raise ValueError("dot_product_attention: dropout_rate > 0 needs a random key (key=...)")
-    Tq, Tk = q.shape[-2], k.shape[-2]
     scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))
     s = (q * scale) @ _swap(k)                                 # (..., Tq, D) @ (..., D, Tk) -> (..., Tq, Tk)
-    m = _attend_mask(mask, causal, Tq, Tk, s.shape)
+    m = _attend_mask(mask, causal, s)
     if m is not None:
         s = where(m, s, np.finfo(s.dtype).min)                 # masked scores: exp(min - max) = 0 exactly
     p = kernels.softmax(s, axis=-1)                            # (..., Tq, Tk)
@@ -179,7 +185,7 @@ def sinusoidal_positional_embedding(x, base=10000.0):
     x = tensor("sinusoidal_positional_embedding", x)
     if x.ndim != 3:
         raise ValueError(f"sinusoidal_positional_embedding: expects x (B, T, E), got shape {x.shape}")
-    return x + sinusoidal_positions(x.shape[1], x.shape[2], base, x.dtype)
+    return x + on_backend_of(x, sinusoidal_positions(x.shape[1], x.shape[2], base, x.dtype))   # (B, T, E) + (T, E)
 
 
 def learned_positional_embedding(x, kernel):
@@ -221,6 +227,6 @@ def rotary_embedding(x, base=10000.0, offset=0):
     T, D = x.shape[-2], x.shape[-1]
     angle = (np.arange(offset, offset + T, dtype=np.float64)[:, None]
              * base ** (-np.arange(0, D, 2, dtype=np.float64) / D))           # (T, D/2)
-    cos, sin = np.cos(angle).astype(x.dtype), np.sin(angle).astype(x.dtype)
+    cos, sin = (on_backend_of(x, f(angle).astype(x.dtype)) for f in (np.cos, np.sin))   # (T, D/2), x's backend
     x1, x2 = x[..., :D // 2], x[..., D // 2:]
     return concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)

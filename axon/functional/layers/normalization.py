@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from ... import kernels
+from ...kernels import norm as norm_kernels
 from ...kernels._common import on_backend_of
 from ...autograd import Tensor, apply, as_tensor, astype, is_grad_enabled, mean, no_grad, primitive, reshape, sqrt
 from ._utils import (channel_axis, check_channels, check_param, check_rank, check_spatial_input, from_channels_last,
@@ -49,6 +50,11 @@ def _inv_rms(x, axes, epsilon):
 
 
 def _standardize_forward(x, axes, epsilon):
+    trailing = axes == tuple(range(x.ndim - len(axes), x.ndim))
+    if trailing and x.dtype in (np.float32, np.float64) and x.size:    # layer norm: rows, one kernel pass
+        k = int(np.prod([x.shape[a] for a in axes]))
+        y, r = norm_kernels.standardize_rows(x.reshape(-1, k), epsilon)   # (M, K), (M, 1)
+        return y.reshape(x.shape), r.reshape(x.shape[:x.ndim - len(axes)] + (1,) * len(axes))
     xc = x - x.mean(axis=axes, keepdims=True)
     r = 1.0 / np.sqrt(np.mean(xc * xc, axis=axes, keepdims=True) + epsilon)
     return xc * r, r

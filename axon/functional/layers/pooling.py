@@ -26,7 +26,7 @@ from ... import kernels
 from ...kernels._common import on_backend_of
 from ...autograd import ops
 from ...autograd import max as tmax, mean as tmean, sum as tsum, where
-from .conv import conv
+from .convolution import conv
 from ._utils import (channel_axis, check_rank, check_spatial_input, check_window_fits, from_channels_last,
                      resolve_padding, shape_from_last, shape_to_last, spatial_tuple, tensor, to_channels_last, window_output_size)
 
@@ -363,7 +363,8 @@ def global_avg_pool(x, keep_axes=False, channels="last"):
 
 def global_max_pool(x, keep_axes=False, channels="last"):
     """Maximum over the spatial axes: (N, *spatial, C) -> (N, C). A reduction (``max`` over those axes), so
-    tied maxima share the gradient evenly (see "Gradients at ties" in ``axon.autograd.ops``).
+    tied maxima share the gradient evenly, as in ``axon.kernels.global_max_pool`` (see "Gradients at ties"
+    in ``axon.autograd.ops``).
 
     >>> import numpy as np
     >>> global_max_pool(np.arange(6.0).reshape(1, 3, 2)).numpy()

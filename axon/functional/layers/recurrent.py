@@ -16,8 +16,10 @@ An *unroll* runs a cell over ``x`` (B, T, ...) and returns ``(outputs (B, T, ...
   the input projections of every step as one matrix product, then the whole recurrence in one kernel.
 
 ``mask`` (B, T), True on real steps, handles padded sequences: on a padded step the carry passes
-through unchanged and the output is 0. ``reverse=True`` runs from the last step to the first
-(outputs stay at their steps' positions).
+through unchanged and the output is 0. It is boolean (or integer, nonzero a real step; a float mask
+is a TypeError) and stays a Tensor on x's backend, an input of the primitives that use it, so a
+masked layer runs on the GPU and inside ``axon.jit``. ``reverse=True`` runs from the last step to
+the first (outputs stay at their steps' positions).
 
 Weights are laid out (in, out), as everywhere in axon: ``kernel_input`` (F, 4H) is PyTorch's
 ``weight_ih_l0.T``, ``kernel_hidden`` (H, 4H) its ``weight_hh_l0.T``, and an LSTM's ``bias`` is
@@ -41,8 +43,8 @@ from ... import kernels
 from ...autograd import (Tensor, apply, as_tensor, backprop, concatenate, enable_grad, is_grad_enabled, no_grad,
                          primitive, reshape, sigmoid, stack, tanh, where)
 from ...backend import backend_of
-from ...kernels._common import on_backend_of
-from .conv import conv
+from ...kernels._common import bool_mask, on_backend_of
+from .convolution import conv
 from .linear import dense
 from ._utils import check_param, tensor
 
@@ -156,13 +158,14 @@ def _flat_carry(carry):
     return (as_tensor(carry),), lambda leaves: leaves[0]
 
 
-def _keep(layer, mask, B, T):
-    """The mask (B, T) as a boolean array (None: every step is real)."""
+def _keep(layer, mask, x):
+    """The mask (B, T) as a boolean Tensor on ``x``'s backend (None: every step is real)."""
     if mask is None:
         return None
-    m = np.asarray(mask.data if isinstance(mask, Tensor) else mask).astype(bool)
-    if m.shape != (B, T):
-        raise ValueError(f"{layer}: mask must be (B, T) = ({B}, {T}) for an input of shape (B, T, ...), got {m.shape}")
+    m = bool_mask(layer, mask, x)
+    if m.shape != x.shape[:2]:
+        raise ValueError(f"{layer}: mask must be (B, T) = {x.shape[:2]} for an input of shape {x.shape}, got "
+                         f"{m.shape}")
     return m
 
 
@@ -180,7 +183,7 @@ def _step(cell_fn, x_t, carry, params, keep_t):
         return new, out
     leaves, build = _flat_carry(new)
     old, _ = _flat_carry(carry)
-    k = on_backend_of(out, keep_t.reshape((-1,) + (1,) * (out.ndim - 1)))   # (B, 1, ...) over a step's features
+    k = reshape(keep_t, keep_t.shape + (1,) * (out.ndim - 1))             # (B,) -> (B, 1, ...): a step's features
     kept = tuple(where(k, n, o) for n, o in zip(leaves, old))
     return build(kept), where(k, out, np.zeros((), out.dtype))
 
@@ -198,22 +201,29 @@ def static_unroll(cell_fn, x, carry, *params, mask=None, reverse=False):
     (array([2., 4., 6.]), array([6.]))
     """
     x = _check_sequence("static_unroll", x)
-    B, T = x.shape[:2]
-    keep = _keep("static_unroll", mask, B, T)
+    T = x.shape[1]
+    keep = _keep("static_unroll", mask, x)
     outs = [None] * T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         carry, outs[t] = _step(cell_fn, x[:, t], carry, params, None if keep is None else keep[:, t])
     return stack(outs, axis=1), carry
 
 
-def _scan_forward(x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes):
+def _scan_parts(inputs, n_carry, masked):
+    """The scan's inputs after ``x``, ``(*carry leaves, *params[, mask])``, as (carry leaves, params, mask or None)."""
+    n = len(inputs) - masked
+    return inputs[:n_carry], inputs[n_carry:n], inputs[n] if masked else None
+
+
+def _scan_forward(x, *inputs, cell_fn, n_carry, build, masked, reverse, shapes):
     """The loop without recording: (outputs and final carry packed flat, the carry before each step).
 
     A primitive has one output array, so the outputs and the carry leaves travel as one flat vector;
-    their shapes go into ``shapes`` (a dict the caller reads to unpack them).
+    their shapes go into ``shapes`` (a dict the caller reads to unpack them). The mask, when
+    ``masked``, is the last input (an input, not a setting: a traced mask is each call's own).
     """
-    carry = build(tuple(Tensor._wrap(c) for c in inputs[:n_carry]))
-    params = tuple(Tensor._wrap(p) for p in inputs[n_carry:])
+    leaves, params, keep = _scan_parts(tuple(Tensor._wrap(a) for a in inputs), n_carry, masked)
+    carry = build(leaves)
     T, xs = x.shape[1], Tensor._wrap(x)
     outs, before = [None] * T, [None] * T
     with no_grad():
@@ -225,7 +235,7 @@ def _scan_forward(x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes):
         final = _flat_carry(carry)[0]
         packed = concatenate([reshape(y, (-1,))] + [reshape(c, (-1,)) for c in final])   # Tensor ops: any backend
     shapes.update(y=y.shape, carry=[c.shape for c in final])
-    return packed.data, before
+    return packed.data, tuple(before)
 
 
 def _leaf(t):
@@ -240,18 +250,19 @@ def _ones_like(t):
     return Tensor._wrap(backend_of(t.data).full(t.shape, 1, t.dtype))
 
 
-def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, shapes, saved):
+def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, masked, reverse, shapes, saved):
     if is_grad_enabled():                          # backward(create_graph=True): the unrolled graph, recorded
-        return _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, keep, reverse, shapes)
+        return _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, masked, reverse, shapes)
     before = saved
+    _, param_inputs, keep = _scan_parts(inputs, n_carry, masked)
     dy_out, dcarry = _unpack(dy, shapes["y"], shapes["carry"])
     T = x.shape[1]
     dxs = [None] * T
-    dparams = [None] * (len(inputs) - n_carry)
+    dparams = [None] * len(param_inputs)
     for t in (range(T) if reverse else range(T - 1, -1, -1)):  # the forward's steps, last first
         x_t = _leaf(x[:, t])
         carry_t = tuple(_leaf(c) for c in before[t])
-        params = tuple(_leaf(p) for p in inputs[n_carry:])
+        params = tuple(_leaf(p) for p in param_inputs)
         with enable_grad():
             new, out = _step(cell_fn, x_t, build(carry_t), params, None if keep is None else keep[:, t])
             total = (out * dy_out[:, t]).sum()
@@ -262,10 +273,10 @@ def _scan_vjp(dy, packed, x, *inputs, cell_fn, n_carry, build, keep, reverse, sh
         dxs[t] = got(x_t)
         dcarry = tuple(got(c) for c in carry_t)
         dparams = [got(p) if d is None else d + got(p) for d, p in zip(dparams, params)]
-    return (stack(dxs, axis=1), *dcarry, *dparams)
+    return (stack(dxs, axis=1), *dcarry, *dparams) + ((None,) if masked else ())     # (the mask: no gradient)
 
 
-def _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, keep, reverse, shapes):
+def _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, masked, reverse, shapes):
     """The VJP for grad of grad: ``static_unroll`` on the inputs themselves, differentiated with recording on.
 
     The loop runs on identity copies of ``dy``, ``x`` and the inputs; during this walk the copies count
@@ -274,7 +285,8 @@ def _scan_vjp_recorded(dy, x, inputs, cell_fn, n_carry, build, keep, reverse, sh
     Put back, their nodes connect the recorded gradients to that graph for the next differentiation.
     """
     copies = tuple(reshape(t, t.shape) for t in (dy, x, *inputs))            # identity nodes
-    dy_c, x_c, carry_c, params_c = copies[0], copies[1], copies[2:2 + n_carry], copies[2 + n_carry:]
+    dy_c, x_c = copies[0], copies[1]
+    carry_c, params_c, keep = _scan_parts(copies[2:], n_carry, masked)
     y, carry = static_unroll(cell_fn, x_c, build(carry_c), *params_c, mask=keep, reverse=reverse)
     dy_out, dcarry = _unpack(dy_c, shapes["y"], shapes["carry"])
     total = (y * dy_out).sum()
@@ -325,18 +337,26 @@ def dynamic_unroll(cell_fn, x, carry, *params, mask=None, reverse=False):
     (array([6.]), 3.0)
     """
     x = _check_sequence("dynamic_unroll", x)
-    keep = _keep("dynamic_unroll", mask, *x.shape[:2])
+    keep = _keep("dynamic_unroll", mask, x)
     leaves, build = _flat_carry(carry)
     params = tuple(as_tensor(p, like=(x,)) for p in params)
     shapes = {}
-    packed = apply(_scan, x, *leaves, *params, cell_fn=cell_fn, n_carry=len(leaves), build=build, keep=keep,
-                   reverse=bool(reverse), shapes=shapes)
+    masks = () if keep is None else (keep,)
+    packed = apply(_scan, x, *leaves, *params, *masks, cell_fn=cell_fn, n_carry=len(leaves), build=build,
+                   masked=bool(masks), reverse=bool(reverse), shapes=shapes)
     y, final = _unpack(packed, shapes["y"], shapes["carry"])
     return y, build(final)
 
 
 # ---- whole layers --------------------------------------------------------------------------------------
 _UNROLLS = ("fused", "static", "dynamic")
+
+
+def _zero_padding(hs, keep):
+    """The fused kernels' carries hs (B, T, H) as a layer's outputs: 0 on padded steps (keep (B, T) False)."""
+    if keep is None:
+        return hs
+    return where(reshape(keep, keep.shape + (1,)), hs, np.zeros((), hs.dtype))
 
 
 def _check_unroll(layer, unroll, allowed=_UNROLLS):
@@ -371,13 +391,12 @@ def lstm(x, carry, kernel_input, kernel_hidden, bias=None, mask=None, reverse=Fa
     """
     x, (c0, h0), kernel_input, kernel_hidden = _check_rnn("lstm", x, carry, kernel_input, kernel_hidden, 4, unroll)
     bias = check_param("lstm", "bias", bias, kernel_hidden.shape[1:])
-    keep = _keep("lstm", mask, *x.shape[:2])
+    keep = _keep("lstm", mask, x)
     if unroll == "fused":                                      # the bias is added inside the kernel
         xw = dense(x, kernel_input)                            # (B, T, F) -> (B, T, 4H): every step at once
         y = kernels.lstm_sequence(xw, h0, c0, kernel_hidden, bias, mask=keep, reverse=reverse)   # (2, B, T, H)
         last = 0 if reverse else -1
-        hs = y[0] if keep is None else y[0] * on_backend_of(y, keep[:, :, None].astype(y.dtype))   # padding: 0
-        return hs, (y[1][:, last], y[0][:, last])
+        return _zero_padding(y[0], keep), (y[1][:, last], y[0][:, last])
     xw = dense(x, kernel_input, bias)                          # (B, T, F) -> (B, T, 4H)
     cell = lambda xw_t, carry, u: _lstm_gates(xw_t + carry[1] @ u, carry[0])  # noqa: E731
     run = static_unroll if unroll == "static" else dynamic_unroll
@@ -400,13 +419,13 @@ def gru(x, h, kernel_input, kernel_hidden, bias_input=None, bias_hidden=None, ma
     x, (h0,), kernel_input, kernel_hidden = _check_rnn("gru", x, (h,), kernel_input, kernel_hidden, 3, unroll)
     bias_input = check_param("gru", "bias_input", bias_input, kernel_hidden.shape[1:])
     bias_hidden = check_param("gru", "bias_hidden", bias_hidden, kernel_hidden.shape[1:])
-    keep = _keep("gru", mask, *x.shape[:2])
+    keep = _keep("gru", mask, x)
     xw = dense(x, kernel_input, bias_input)                    # (B, T, F) -> (B, T, 3H)
     if unroll == "fused":
         bh = bias_hidden if bias_hidden is not None else on_backend_of(x, np.zeros(kernel_hidden.shape[1], x.dtype))
         hs = kernels.gru_sequence(xw, h0, kernel_hidden, bh, mask=keep, reverse=reverse)   # (B, T, H)
         last = hs[:, 0 if reverse else -1]
-        return (hs if keep is None else hs * on_backend_of(hs, keep[:, :, None].astype(hs.dtype))), last
+        return _zero_padding(hs, keep), last
     cell = lambda xw_t, h, u, bh: _gru_gates(xw_t, h, dense(h, u, bh))  # noqa: E731
     run = static_unroll if unroll == "static" else dynamic_unroll
     bh = bias_hidden if bias_hidden is not None else on_backend_of(x, np.zeros(kernel_hidden.shape[1], x.dtype))

@@ -71,7 +71,7 @@ def summary_table(model: Axon, input_shapes=None) -> str:
     A last line says how many parameters are state or frozen, when some are.
 
     >>> import axon
-    >>> from axon.model.summary import summary_table
+    >>> from axon.model.summaries import summary_table
     >>> model = axon.input((None, 4)).dense(3).batch_norm()
     >>> print(summary_table(model))                              # the same as print(model)
     +---------------------------+-----------+--------------+------------+

@@ -1,4 +1,7 @@
-"""``axon.jit``: trace a function of arrays once, then replay the primitives it ran, without the Python graph.
+"""Tracing: ``axon.jit`` traces a function of arrays once, then replays the primitives it ran, without the graph.
+
+This module is ``axon.tracing``; ``axon.jit`` is its main function (as ``jax.jit`` is JAX's), and
+``axon.tracing.check`` puts a check into a plan (see ``check``).
 
 The first call with given shapes and dtypes runs ``fn`` as usual, but its array arguments enter as
 ``TracedArray`` placeholders and ``engine.apply`` hands every primitive to a tracer, which runs the
@@ -57,8 +60,28 @@ class TraceError(TypeError):
     >>> f(np.ones(2))
     Traceback (most recent call last):
     ...
-    axon.jit.TraceError: Python cannot read a traced value (the output of primitive 'sum') by float(): ...
+    axon.tracing.TraceError: Python cannot read a traced value (the output of primitive 'sum') by float(): ...
     """
+
+
+def _array_method(name: str):
+    """A numpy-like method of TracedArray, computed with the Tensor op of that name: an array in, an array out.
+
+    An operator meeting a Tensor steps aside (``NotImplemented``), so the Tensor's reflected operator
+    runs and the result stays in the graph, as ``ndarray * Tensor`` does.
+    """
+    def method(self, *args, **kwargs):
+        if name in _BINARY and any(isinstance(a, Tensor) for a in args):
+            return NotImplemented
+        y = getattr(Tensor._wrap(self), name)(*args, **kwargs)
+        return y.data if isinstance(y, Tensor) else y
+    method.__name__ = name
+    return method
+
+
+_BINARY = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+           "__pow__", "__rpow__", "__matmul__", "__rmatmul__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__",
+           "__ne__", "__and__", "__or__"}
 
 
 class TracedArray:
@@ -84,6 +107,38 @@ class TracedArray:
     dtype = property(lambda self: self.value.dtype)
     ndim = property(lambda self: self.value.ndim)
     size = property(lambda self: self.value.size)
+
+    # The operators and array methods: each is the Tensor method of the same name (see _array_method).
+    __add__, __radd__ = _array_method("__add__"), _array_method("__radd__")
+    __sub__, __rsub__ = _array_method("__sub__"), _array_method("__rsub__")
+    __mul__, __rmul__ = _array_method("__mul__"), _array_method("__rmul__")
+    __truediv__, __rtruediv__ = _array_method("__truediv__"), _array_method("__rtruediv__")
+    __pow__, __rpow__ = _array_method("__pow__"), _array_method("__rpow__")
+    __matmul__, __rmatmul__ = _array_method("__matmul__"), _array_method("__rmatmul__")
+    __lt__ = _array_method("__lt__")
+    __le__ = _array_method("__le__")
+    __gt__ = _array_method("__gt__")
+    __ge__ = _array_method("__ge__")
+    __eq__ = _array_method("__eq__")
+    __ne__ = _array_method("__ne__")
+    __and__ = _array_method("__and__")
+    __or__ = _array_method("__or__")
+    __neg__ = _array_method("__neg__")
+    __invert__ = _array_method("__invert__")
+    __getitem__ = _array_method("__getitem__")
+    reshape = _array_method("reshape")
+    transpose = _array_method("transpose")
+    astype = _array_method("astype")
+    sum = _array_method("sum")
+    mean = _array_method("mean")
+    max = _array_method("max")
+    min = _array_method("min")
+    exp = _array_method("exp")
+    log = _array_method("log")
+    sqrt = _array_method("sqrt")
+    abs = _array_method("abs")
+    clip = _array_method("clip")
+    T = property(lambda self: Tensor._wrap(self).T.data)
 
     def __len__(self):
         return self.shape[0]
@@ -122,30 +177,6 @@ class TracedArray:
         self._read(f"numpy's {func.__name__}")
 
 
-def _array_method(name: str):
-    """A numpy-like method of TracedArray, computed with the Tensor op of that name: an array in, an array out.
-
-    An operator meeting a Tensor steps aside (``NotImplemented``), so the Tensor's reflected operator
-    runs and the result stays in the graph, as ``ndarray * Tensor`` does.
-    """
-    def method(self, *args, **kwargs):
-        if name in _BINARY and any(isinstance(a, Tensor) for a in args):
-            return NotImplemented
-        y = getattr(Tensor._wrap(self), name)(*args, **kwargs)
-        return y.data if isinstance(y, Tensor) else y
-    method.__name__ = name
-    return method
-
-
-_BINARY = {"__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
-           "__pow__", "__rpow__", "__matmul__", "__rmatmul__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__",
-           "__ne__", "__and__", "__or__"}
-for _name in sorted(_BINARY) + ["__neg__", "__getitem__", "__invert__", "reshape", "transpose", "astype", "sum",
-                                "mean", "max", "min", "exp", "log", "sqrt", "abs", "clip"]:
-    setattr(TracedArray, _name, _array_method(_name))
-TracedArray.T = property(lambda self: Tensor._wrap(self).T.data)
-
-
 class Op(NamedTuple):
     """One recorded primitive: ``outputs = forward(*[slots[i] for i in inputs], **params)``.
 
@@ -161,7 +192,7 @@ class Op(NamedTuple):
     outputs: object
 
     def written(self) -> list:
-        """The slots this op writes: its ``outputs`` flattened, ``None``\ s left out."""
+        """The slots this op writes: its ``outputs`` flattened, without the ``None`` entries."""
         return _slots_of(self.outputs)
 
 
@@ -303,7 +334,7 @@ class _Tracer:
         return self.record(prim.name, forward, inputs, real, params)
 
     def record(self, name: str, forward, inputs: tuple, real: list, params: dict):
-        y = forward(*real, **params)
+        y = _untraced(forward, real, params)
         host_scalar = []
 
         def wrap(o):
@@ -326,6 +357,16 @@ class _Tracer:
             forward = functools.partial(_as_arrays, forward)
         self.ops.append(Op(name, forward, inputs, params, outputs))
         return placeholders
+
+
+def _untraced(forward, arrays: list, params: dict):
+    """``forward(*arrays, **params)`` with the tracer set aside: a forward made of axon ops (``dynamic_unroll``'s
+    loop) computes them on the real arrays, as when a plan replays it, instead of recording them as ops too."""
+    tracer, TRACING.tracer = TRACING.tracer, None
+    try:
+        return forward(*arrays, **params)
+    finally:
+        TRACING.tracer = tracer
 
 
 def dispatch(prim, *arrays, **params):

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad, value_and_grad
 from ..backend import device_of, resolve_device, to_device, to_host
-from ..jit import TraceError, jit
+from ..tracing import TraceError, jit
 from ..model.run import _to_numpy as _data          # Tensors (in a dict/list/tuple) as arrays
 from ..privacy import needs_per_example_grads, per_example_grads
 from ..tree import tensor_map, tree_leaves, tree_map
