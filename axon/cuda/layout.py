@@ -133,24 +133,27 @@ def _check_rows(ids, n: int) -> None:
         raise IndexError(f"index {lo if lo < -n else hi} is out of bounds for axis 0 with size {n}")
 
 
+@cuda.jit(device=True)
+def _source_at(ids, i, n, inner):
+    # the flat index in (n*inner,) that element i of (m*inner,) rows ids[i // inner] reads (negative ids: + n)
+    r = ids[i // inner]
+    if r < 0:
+        r += n
+    return r * inner + i % inner
+
+
 @cuda.jit
 def _take_rows_kernel(out, src, ids, n, inner):
-    # out (m*inner,); src (n*inner,); ids (m,) in [-n, n): out[j*inner + k] = src[ids[j]*inner + k] (negative: + n)
+    # out (m*inner,); src (n*inner,); ids (m,) in [-n, n): out[j*inner + k] = src[ids[j]*inner + k]
     for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-        r = ids[i // inner]
-        if r < 0:
-            r += n
-        out[i] = src[r * inner + i % inner]
+        out[i] = src[_source_at(ids, i, n, inner)]
 
 
 @cuda.jit
 def _scatter_rows_kernel(g, ids, dy, n, inner):
     # g (n*inner,) zeroed; ids (m,); dy (m*inner,): g[ids[j]*inner + k] += dy[j*inner + k] (ids may repeat)
     for i in range(cuda.grid(1), dy.shape[0], cuda.gridsize(1)):
-        r = ids[i // inner]
-        if r < 0:
-            r += n
-        cuda.atomic.add(g, r * inner + i % inner, dy[i])
+        cuda.atomic.add(g, _source_at(ids, i, n, inner), dy[i])
 
 
 def _getitem(x, index):
