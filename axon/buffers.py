@@ -25,6 +25,11 @@ What is never planned, so a replay cannot overwrite an array someone still holds
 >>> plan.buffer_of, len(plan.buffers)
 ({0: 0, 1: 1, 2: 0}, 2)
 >>> fusion.ENABLED = True
+
+Donated arguments (``axon.jit(fn, donate_argnums=...)``) go further: the caller gives their arrays up, so
+``donate_in_place`` lets the optimizer's fused update write the new params and moments over the old
+ones (``kernels.adam.adam_apply_in_place``), as PyTorch's ``optimizer.step()`` does, instead of into
+fresh arrays: no allocation, and each element read and written in one place in the cache.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import numpy as np
 
 from .autograd.engine import PRIMITIVES
 
-__all__ = ["INTO", "MIN_BYTES", "plan_buffers"]
+__all__ = ["INTO", "MIN_BYTES", "plan_buffers", "donate_in_place"]
 
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "maximum": np.maximum,
            "minimum": np.minimum, "neg": np.negative, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
@@ -111,3 +116,35 @@ def plan_buffers(ops, results, values) -> tuple[dict, list]:
         for key, b in release.pop(i, []):                    # free after op i: from op i + 1 on
             free[key].append(b)
     return buffer_of, buffers
+
+
+def donate_in_place(ops, results, donated: set) -> list:
+    """``ops`` with each CPU Adam(W) update of donated params and moments done in place.
+
+    A ``fused[kernels.adam_step_at,add]`` op (``axon.fusion.adam_apply``) of inputs ``(base, p, g, m, v,
+    t, lr)`` is replaced by ``kernels.adam.adam_apply_in_place`` when ``base``, ``m`` and ``v`` are
+    donated input slots, three different ones, read by no later op and returned by none (the op's
+    outputs take their place), and ``p`` is ``base`` or the decay is 0.
+
+    >>> from axon.kernels.adam import adam_apply_at
+    >>> from axon.tracing import Op
+    >>> op = Op("fused[kernels.adam_step_at,add]", adam_apply_at, (0, 1, 1, 2, 3, 4, 5),
+    ...         dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0), (6, 7, 8))
+    >>> [o.name for o in donate_in_place([op], [6, 7, 8], {0, 2, 3})], [o.name for o in donate_in_place([op], [6, 7, 8], {0})]
+    (['adam_apply_in_place'], ['fused[kernels.adam_step_at,add]'])
+    """
+    from .kernels.adam import adam_apply_at, adam_apply_in_place
+    last = {}
+    for i, op in enumerate(ops):
+        for s in op.inputs:
+            last[s] = i
+    out = list(ops)
+    for i, op in enumerate(ops):
+        if op.name != "fused[kernels.adam_step_at,add]" or op.forward is not adam_apply_at:
+            continue
+        base, p, _, m, v = op.inputs[:5]
+        overwritten = (base, m, v)
+        if (len(set(overwritten)) == 3 and all(s in donated and last[s] == i and s not in results for s in overwritten)
+                and (p == base or not op.params["weight_decay"])):
+            out[i] = op._replace(name="adam_apply_in_place", forward=adam_apply_in_place)
+    return out

@@ -48,7 +48,7 @@ import numpy as np
 from .autograd import Tensor, is_grad_enabled
 from .autograd.engine import TRACING, forward_for
 from .backend import Backend, backend_of, is_host, register_backend, to_host
-from .buffers import INTO, plan_buffers
+from .buffers import INTO, donate_in_place, plan_buffers
 
 __all__ = ["jit", "check", "check_range", "dispatch", "TraceError", "TracedArray", "Plan", "Op"]
 
@@ -484,7 +484,19 @@ def _check_forward(error, flag, *arrays):
 
 # ---- signatures: a tree's containers, its arrays' shapes and dtypes, its other leaves' values ---------------
 def _flatten(x, leaves: list, argument: bool = True):
-    """A hashable description of the tree ``x``; its arrays are appended to ``leaves`` (Tensors as their data)."""
+    """A hashable description of the tree ``x``; its arrays are appended to ``leaves`` (Tensors as their data).
+
+    It runs on every call of a jitted function (a training step's params and optimizer state): the exact
+    types met there come first, so a replayed MNIST step spends ~5 us here rather than ~15.
+    """
+    kind = type(x)
+    if kind is np.ndarray:
+        leaves.append(x)
+        return ("array", x.shape, x.dtype, "cpu")
+    if kind is dict:
+        return (dict, tuple(x), tuple([_flatten(v, leaves, argument) for v in x.values()]))
+    if kind is tuple:
+        return (tuple, tuple([_flatten(v, leaves, argument) for v in x]))
     if x is None:
         return None
     if isinstance(x, dict):
@@ -518,6 +530,10 @@ def _unflatten(sig, leaves):
     if sig is None:
         return None
     head = sig[0]
+    if head is dict:                                       # (the common containers first, as in _flatten)
+        return dict(zip(sig[1], [_unflatten(s, leaves) for s in sig[2]]))
+    if head is tuple:
+        return tuple([_unflatten(s, leaves) for s in sig[1]])
     if head == "array":
         return next(leaves)
     if head == "static":
@@ -546,7 +562,7 @@ def _argument(path: str) -> str:
 
 
 # ---- jit -----------------------------------------------------------------------------------------------
-def jit(fn: Callable, static_argnums=()) -> Callable:
+def jit(fn: Callable, static_argnums=(), donate_argnums=()) -> Callable:
     """``fn`` traced once per signature and replayed after: same results, without the Python graph.
 
     ``fn`` takes (nested dicts/lists/tuples of) arrays and returns them (Tensors in the result come back
@@ -554,6 +570,10 @@ def jit(fn: Callable, static_argnums=()) -> Callable:
     so a new value traces again. ``static_argnums`` makes whole arguments static (they must be hashable).
     The traced plans are in ``jitted.plans`` (by signature). Called while another function is being
     traced, ``fn`` simply runs, so its ops join the outer plan.
+
+    ``donate_argnums`` (as in ``jax.jit``): the caller gives up those arguments' arrays, so a replay may
+    write results over them (``axon.buffers.donate_in_place``: an optimizer's update of the params and
+    moments). Do not use a donated argument after the call; an array passed both donated and not is an error.
 
     >>> import axon
     >>> loss = lambda p, x: ((x @ p["w"]) ** 2).mean()
@@ -567,27 +587,47 @@ def jit(fn: Callable, static_argnums=()) -> Callable:
     if not callable(fn):
         raise TypeError(f"axon.jit: fn must be callable, got {type(fn).__name__}")
     static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    donate = (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums)
     plans: dict = {}
 
     @functools.wraps(fn)
     def jitted(*args, **kwargs):
         if TRACING.tracer is not None:                     # inside another trace: record into that one
             return fn(*args, **kwargs)
-        leaves = []
-        arg_sigs = tuple(_static(a) if i in static or i - len(args) in static else _flatten(a, leaves)
-                         for i, a in enumerate(args))
-        sig = ((tuple, arg_sigs), _flatten(kwargs, leaves), is_grad_enabled())   # (layers read the grad mode)
+        leaves, donated = [], set()
+        arg_sigs = []
+        for i, a in enumerate(args):
+            start = len(leaves)
+            arg_sigs.append(_static(a) if i in static or i - len(args) in static else _flatten(a, leaves))
+            if i in donate:
+                donated.update(range(start, len(leaves)))                   # these leaves' slots
+        sig = ((tuple, tuple(arg_sigs)), _flatten(kwargs, leaves), is_grad_enabled())   # (layers read the grad mode)
+        if donated:
+            _check_donated(leaves, donated)
         plan = plans.get(sig)
         if plan is not None:
             return plan(leaves)
-        out, plans[sig] = _trace(fn, sig, leaves)
+        out, plans[sig] = _trace(fn, sig, leaves, donated)
         return out
 
     jitted.plans = plans
     return jitted
 
 
-def _trace(fn, sig, leaves: list):
+def _check_donated(leaves: list, donated: set) -> None:
+    """Refuse an array that is donated and also passed again (donated twice, or in another argument)."""
+    ids = [id(a) for a in leaves]
+    if len(set(ids)) < len(ids):
+        seen = {}
+        for i, k in enumerate(ids):
+            if k in seen and (i in donated or seen[k] in donated):
+                raise ValueError(f"axon.jit: one array is passed as leaves {seen[k]} and {i} of the arguments, and "
+                                 f"donated (donate_argnums): its values would be overwritten while still read; "
+                                 f"pass a copy")
+            seen.setdefault(k, i)
+
+
+def _trace(fn, sig, leaves: list, donated=frozenset()):
     """Run ``fn`` once on placeholders, recording its ops: ``(its result, the Plan)``."""
     devices = {backend_of(a).name for a in leaves if a.ndim > 0 or not is_host(a)}
     if len(devices) > 1:
@@ -612,6 +652,8 @@ def _trace(fn, sig, leaves: list):
     constants = {s: a for a, s in ((tracer.values[s], s) for s in tracer.constant_of.values()) if s in used}
     from .fusion import run as fuse                        # (here: fusion builds Ops of this module)
     tracer.ops = fuse(tracer.ops, tracer.values, constants, results)   # axon.fusion's passes
+    if donated:
+        tracer.ops = donate_in_place(tracer.ops, set(results), donated)   # axon.buffers
     plan = Plan(tracer.ops, len(leaves), constants, results, out_sig, len(tracer.values), values=tracer.values)
     value = _unflatten(out_sig, iter([tracer.values[s] for s in results]))
     return value, plan

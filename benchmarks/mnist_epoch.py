@@ -7,7 +7,8 @@ Two models, batch 128, Adam (lr 1e-3), 469 steps per epoch (60,000 images):
 
 axon runs three ways: through its public API (the model graph, ``axon.training.step``, ``axon.optimizers.adam``:
 what users get) eagerly (``compile=False``: the Python graph every step) and compiled (the default: the
-loss and gradient traced once per batch shape by ``axon.jit`` and replayed), and written with ``axon.kernels``
+whole step traced once per batch shape by ``axon.jit`` and replayed; with ``donate=True``, as a training
+loop that keeps only the newest state passes, so Adam updates the params in place as ``optim.Adam`` does), and written with ``axon.kernels``
 and ``axon.autograd`` directly (one visible training step function per model: forward, ``value_and_grad``,
 the fused in-place Adam update), which shows the floor the kernels set and, by difference, the framework's
 overhead. The PyTorch side is the usual
@@ -123,7 +124,7 @@ class ApiTrainer:
     the framework's own overhead (graph walk, params trees, the optimizer's functional update).
     """
 
-    def __init__(self, model, seed=0, compile=True):
+    def __init__(self, model, seed=0, compile=True, donate=False):
         import axon
         x = axon.input((None, 28, 28, 1))
         if model == "mlp":
@@ -134,7 +135,8 @@ class ApiTrainer:
                    .flatten().dense(128, activation="relu").dense(10))
         loss = lambda y, logits: axon.losses.sparse_categorical_cross_entropy(y, logits, from_logits=True,
                                                                              reduction="mean")
-        init, self.train_step = axon.training.step(net, loss, axon.optimizers.adam(1e-3), compile=compile)
+        init, self.train_step = axon.training.step(net, loss, axon.optimizers.adam(1e-3), compile=compile,
+                                                   donate=donate)
         self.state = init(seed=seed)
 
     def step(self, x, y):
@@ -301,7 +303,7 @@ def main():
         first = time.perf_counter() - t                                       # compile or load from cache
         api = ApiTrainer(model, compile=False)
         api.step(*axon_data[0])
-        compiled = ApiTrainer(model, compile=True)
+        compiled = ApiTrainer(model, compile=True, donate=True)
         t = time.perf_counter()
         compiled.step(*axon_data[0])
         first_jit = time.perf_counter() - t                                   # the trace (an eager step, recorded)

@@ -92,3 +92,81 @@ def test_two_threads_replaying_one_plan_get_their_own_results():
     for t in threads:
         t.join()
     assert not errors and _plan(f).buffer_of
+
+
+# ---- donated arguments: the optimizer's update in place ------------------------------------------------------
+def _mlp_states(donate, optimizer, steps=4):
+    import axon
+    from axon.tree import tree_leaves
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((32, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 32)
+    net = axon.input((None, 12)).dense(8, activation="relu").dense(4)
+    init, step = axon.training.step(net, "sparse_categorical_cross_entropy", optimizer, donate=donate)
+    state = init(seed=3)
+    passed = []
+    for _ in range(steps):
+        passed.append(state)
+        state, _ = step(state, x, y)
+    plan = next(iter(step.compiled.plans.values()))
+    return state, passed, [op.name for op in plan.ops], tree_leaves
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_a_donated_step_updates_in_place_with_the_same_bits(weight_decay, monkeypatch):
+    import axon
+    monkeypatch.setattr(axon.fusion, "ENABLED", True)                   # (the in-place update is of a fused op)
+    opt = lambda: axon.optimizers.adamw(1e-2, weight_decay=weight_decay) if weight_decay else axon.optimizers.adam(1e-2)  # noqa: E731
+    kept, _, names, leaves = _mlp_states(False, opt())
+    given, passed, donated_names, _ = _mlp_states(True, opt())
+    assert "adam_apply_in_place" not in names
+    assert donated_names.count("adam_apply_in_place") == 4                  # every leaf's update
+    for a, b in zip(leaves((kept.params, kept.opt_state)), leaves((given.params, given.opt_state))):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    # the replayed steps wrote over the arrays they were given: the last passed state holds the new values
+    last = passed[-1].params
+    assert all(np.shares_memory(a, b) for a, b in zip(leaves(last), leaves(given.params)))
+
+
+def test_without_donation_the_passed_state_is_left_alone():
+    import axon
+    state_final, passed, _, leaves = _mlp_states(False, axon.optimizers.adam(1e-2))
+    first, second = leaves(passed[0].params), leaves(passed[1].params)     # init's params, one step's
+    assert not any(np.array_equal(a, b) for a, b in zip(first, second))     # (each step changed them)
+    assert not any(np.shares_memory(a, b) for a, b in zip(leaves(passed[-1].params), leaves(state_final.params)))
+
+
+def test_donate_in_place_needs_donated_unread_slots():
+    from axon.buffers import donate_in_place
+    from axon.kernels.adam import adam_apply_at
+    from axon.tracing import Op
+    settings = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    op = Op("fused[kernels.adam_step_at,add]", adam_apply_at, (0, 1, 1, 2, 3, 4, 5), settings, (6, 7, 8))
+    reader = Op("neg", np.negative, (0,), {}, 9)                          # reads the old params after the update
+    assert donate_in_place([op], [6, 7, 8], {0, 2, 3})[0].name == "adam_apply_in_place"
+    assert donate_in_place([op, reader], [6, 7, 8, 9], {0, 2, 3})[0].name == op.name
+    assert donate_in_place([op], [6, 7, 8, 0], {0, 2, 3})[0].name == op.name   # old params returned too
+    assert donate_in_place([op], [6, 7, 8], {0, 2})[0].name == op.name         # v not donated
+    decayed = op._replace(params=dict(settings, weight_decay=0.1))            # decay reads p, which is not base
+    assert donate_in_place([decayed], [6, 7, 8], {0, 2, 3})[0].name == op.name
+
+
+def test_an_array_donated_and_passed_again_is_refused():
+    import axon
+    f = axon.jit(lambda a, b: a + b, donate_argnums=0)
+    x = np.ones(3)
+    with pytest.raises(ValueError, match="donated"):
+        f(x, x)
+    assert np.array_equal(f(np.ones(3), x), 2 * x)
+
+
+def test_adam_apply_in_place_falls_back_for_read_only_arrays():
+    from axon.kernels.adam import adam_apply_at, adam_apply_in_place
+    p, g, m, v = np.ones(4), np.full(4, 0.5), np.zeros(4), np.zeros(4)
+    p.flags.writeable = False
+    t, lr = np.asarray(2), np.asarray(0.1)
+    out = adam_apply_in_place(p, g, g, m, v, t, lr, 0.9, 0.999, 1e-8, 0.0)
+    ref = adam_apply_at(p, g, g, m, v, t, lr, 0.9, 0.999, 1e-8, 0.0)
+    assert out[0] is not p and all(np.array_equal(a, b) for a, b in zip(out, ref))
+    with pytest.raises(ValueError, match="weight decay"):
+        adam_apply_in_place(np.ones(4), g, g, m, v, t, lr, 0.9, 0.999, 1e-8, 0.1)

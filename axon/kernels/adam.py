@@ -51,8 +51,8 @@ from numba import njit, prange
 from ..autograd import apply, primitive
 from ._common import FASTMATH, KERNEL, check_same_dtype, contiguous, float_tensor, num_chunks, run_chunks
 
-__all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "adam_apply_at", "ADAM_STEP", "ADAM_STEP_AT",
-           "PARALLEL_MIN"]
+__all__ = ["adam_update", "adam_step", "adam_scalars", "adam_into", "adam_apply_at", "adam_apply_in_place",
+           "ADAM_STEP", "ADAM_STEP_AT", "PARALLEL_MIN"]
 
 # The update is memory-bound, and out of place it streams seven arrays: at 100k float32 (2.8 MB) that
 # spills one core's 2 MB L2, and two cores' caches make it 3x faster (measured, 2-core Xeon: 100k
@@ -114,6 +114,26 @@ def _adam_apply(base, p, g, m, v, p_out, m_out, v_out, b1, c1, b2, c2, step_size
         m_out[i] = m_i
         v_out[i] = v_i
         p_out[i] = base[i] + (-(p[i] * lr_wd) - step_i)
+
+
+@njit(**_LOOP)
+def _adam_apply_over(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd, i0, i1):
+    # _adam_apply with p as its own base and its outputs p, m, v themselves: the same expression, so the
+    # same bits, written over the (donated) inputs; reading and writing one array keeps it vectorised
+    p, g, m, v = p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1]
+    for i in range(p.shape[0]):
+        m_i, v_i, step_i = _adam_element(g[i], m[i], v[i], b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps)
+        m[i] = m_i
+        v[i] = v_i
+        p[i] = p[i] + (-(p[i] * lr_wd) - step_i)
+
+
+@njit(parallel=True, **_LOOP)
+def _adam_apply_over_parallel(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd, n_chunks):
+    n = p.shape[0]
+    for t in prange(n_chunks):
+        _adam_apply_over(p, g, m, v, b1, c1, b2, c2, step_size, inv_sqrt_bc2, eps, lr_wd,
+                         t * n // n_chunks, (t + 1) * n // n_chunks)
 
 
 @njit(parallel=True, **_LOOP)
@@ -257,6 +277,32 @@ def adam_apply_at(base, p, g, m, v, t, lr, b1, b2, eps, weight_decay) -> tuple:
     """
     scalars = adam_scalars(p.dtype, lr=float(lr), b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, step=int(t))
     return _into_fresh(p, g, m, v, scalars, base)
+
+
+def adam_apply_in_place(base, p, g, m, v, t, lr, b1, b2, eps, weight_decay) -> tuple:
+    """``adam_apply_at`` written over ``base``, ``m`` and ``v``: returns them, updated (the same bits).
+
+    What a plan runs when the caller gave up its params and state (``axon.jit(..., donate_argnums=...)``,
+    ``axon.training.step(..., donate=True)``): no fresh arrays, and each element is read and written in
+    one place, as PyTorch's ``optimizer.step()`` does. ``p`` must be ``base``, or the decay 0 (then only
+    the params' own values are read for it). Arrays that cannot be written (not C-contiguous, read-only)
+    get ``adam_apply_at``'s fresh ones instead.
+
+    >>> p, g, m, v = np.ones(2), np.array([1.0, -1.0]), np.zeros(2), np.zeros(2)
+    >>> new_p, m_new, v_new = adam_apply_in_place(p, g, g, m, v, np.asarray(1), np.asarray(1e-3), 0.9, 0.999, 1e-8, 0.0)
+    >>> new_p is p, p, m
+    (True, array([0.999, 1.001]), array([ 0.1, -0.1]))
+    """
+    if weight_decay and p is not base:
+        raise ValueError("adam_apply_in_place: with weight decay, p must be base (the params it updates)")
+    if not all(type(a) is np.ndarray and a.flags.c_contiguous and a.flags.writeable for a in (base, m, v)):
+        return adam_apply_at(base, p, g, m, v, t, lr, b1, b2, eps, weight_decay)
+    *common, _, lr_wd = adam_scalars(base.dtype, lr=float(lr), b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                                     step=int(t))
+    n = num_chunks(base.size, base.size, PARALLEL_MIN)
+    run_chunks(_adam_apply_over, _adam_apply_over_parallel, n, base.size,
+               *[a.reshape(-1) for a in (base, contiguous(g), m, v)], *common, lr_wd)
+    return base, m, v
 
 
 _adam_step = primitive("kernels.adam_step", _adam_step_forward)

@@ -216,7 +216,8 @@ class StepFunction:
     ({'loss': 1.0}, 0.64)
     """
 
-    def __init__(self, objective, evaluate_fn, optimizer, metrics, split=None, merge=None, compile=True):
+    def __init__(self, objective, evaluate_fn, optimizer, metrics, split=None, merge=None, compile=True,
+                 donate=False):
         self.objective = objective                 # (trainable, frozen, x, y, key) -> (loss, (y_pred, new_state))
         self.optimizer = optimizer
         self.metrics = metrics                     # [(name, fn)]
@@ -226,7 +227,8 @@ class StepFunction:
         # batch shape and replayed (axon.jit); the key and the optimizer's step counts are input arrays, so
         # each step's dropout masks and bias corrections are new. An optimizer that reads values on the host
         # leaves only the loss and gradient traced (self.compiled_grads); an objective that does, nothing.
-        self.compiled = jit(self._whole_step) if compile else None
+        # donate: the params and optimizer state passed in are given up, so the update writes over them
+        self.compiled = jit(self._whole_step, donate_argnums=(0, 2) if donate else ()) if compile else None
         self.compiled_grads = jit(self._value_and_grad) if compile else None
         self.replica = None                        # data parallel: set on a copy by axon.distributed.DataParallel
         self._per_example = needs_per_example_grads(optimizer)     # dpsgd: one gradient per example
@@ -376,7 +378,7 @@ def _probabilities(logits):
         return kernels.softmax(_data(logits)).data
 
 
-def _model_step(model, loss, optimizer, metrics, compile) -> Step:
+def _model_step(model, loss, optimizer, metrics, compile, donate) -> Step:
     from ..model import merge
     loss_fn = _resolve_loss(loss)
     logits_model = _logits_behind_softmax(model, loss_fn)
@@ -394,11 +396,12 @@ def _model_step(model, loss, optimizer, metrics, compile) -> Step:
         return _evaluate(model, params, x, y, metrics, loss_fn, batch_size)
 
     split = model.split
-    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, split=split, merge=merge, compile=compile)
+    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, split=split, merge=merge, compile=compile,
+                      donate=donate)
     return Step(_make_init(lambda seed: model.init(seed=seed), split, optimizer), fn)
 
 
-def _objective_step(init_params, objective_fn, optimizer, metrics, compile) -> Step:
+def _objective_step(init_params, objective_fn, optimizer, metrics, compile, donate) -> Step:
     if not callable(objective_fn):
         raise TypeError(f"step: the objective must be a function objective(params, x, y) -> loss, "
                         f"got {type(objective_fn).__name__}")
@@ -440,11 +443,11 @@ def _objective_step(init_params, objective_fn, optimizer, metrics, compile) -> S
         make = (lambda seed: init_params(seed)) if _takes_arguments(init_params) else (lambda seed: init_params())
     else:                                          # an initial params tree itself: every run starts from a copy
         make = lambda seed: tree_map(np.copy, init_params)  # noqa: E731
-    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, compile=compile)
+    fn = StepFunction(objective, evaluate_fn, optimizer, metrics, compile=compile, donate=donate)
     return Step(_make_init(make, None, optimizer), fn)
 
 
-def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
+def step(model, loss=None, optimizer=None, metrics=None, compile=None, donate=False) -> Step:
     """Build a training step: ``init, step_fn = step(model, loss, optimizer, metrics=["accuracy"])``.
 
     Two forms, as in Elixir Axon:
@@ -473,6 +476,11 @@ def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
     with a warning, once. A replay skips your objective's Python, so side effects in it (counting calls,
     raising at step n) happen only while tracing: pass ``compile=False`` (the eager step) for those.
 
+    ``donate`` (default False; ``donate_argnums`` in ``jax.jit``): you give up the state you pass, so the
+    compiled step updates its params and optimizer moments in place (as PyTorch's ``optimizer.step()``
+    does; ~8% of an MNIST MLP step, no fresh arrays): use only the returned state afterwards, and keep a
+    copy (``tree_map(np.copy, state.params)``) of any params you want to keep.
+
     Returns ``Step(init, step)``: ``init(seed=0, params=None) -> TrainState`` and
     ``step(state, x_batch, y_batch) -> (new_state, {"loss": float, metric: float})``.
 
@@ -495,14 +503,15 @@ def step(model, loss=None, optimizer=None, metrics=None, compile=None) -> Step:
             raise TypeError("step: the objective form takes no loss (the objective is the loss): "
                             "step((init_params_fn, objective_fn), optimizer)")
         _check_optimizer(optimizer)
-        return _objective_step(model[0], model[1], optimizer, metric_list, compile is None or bool(compile))
+        return _objective_step(model[0], model[1], optimizer, metric_list, compile is None or bool(compile),
+                               bool(donate))
     if not (hasattr(model, "apply") and hasattr(model, "init")):
         raise TypeError(f"step: expects an axon model or a pair (init_params_fn, objective_fn), "
                         f"got {type(model).__name__}")
     if loss is None:
         raise TypeError("step: the model form needs a loss: step(model, 'categorical_cross_entropy', optimizer)")
     _check_optimizer(optimizer)
-    return _model_step(model, loss, optimizer, metric_list, compile is None or bool(compile))
+    return _model_step(model, loss, optimizer, metric_list, compile is None or bool(compile), bool(donate))
 
 
 def evaluate(model, params, x, y, metrics=None, batch_size: int = 256, loss=None, device=None) -> dict:
