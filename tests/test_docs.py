@@ -139,8 +139,8 @@ def _normal(text: str) -> str:
 def _isolated(tmp_path: Path):
     """A temporary working directory, quick mode on, headless plots.
 
-    Afterwards the primitives that the document itself registered (their VJP was defined in the
-    document, whose module is ``__main__``) leave the table again; primitives registered by library
+    Afterwards the primitives that the document itself registered (their VJP or forward was defined
+    in the document, whose module is ``__main__``) leave the table again; primitives registered by library
     modules that the document happened to import first stay.
     """
     from axon.autograd import ops
@@ -157,7 +157,8 @@ def _isolated(tmp_path: Path):
         os.environ.clear()
         os.environ.update(old_env)
         for name, prim in list(ops.PRIMITIVES.items()):
-            if getattr(prim.vjp, "__module__", None) == "__main__":
+            made_by = (prim.vjp, prim.forwards.get("cpu"))                # vjp=None: its forward says
+            if any(getattr(f, "__module__", None) == "__main__" for f in made_by):
                 if name in saved_primitives:
                     ops.PRIMITIVES[name] = saved_primitives[name]
                 else:
