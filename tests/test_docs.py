@@ -215,6 +215,24 @@ def test_code_lines_fit_the_site():
                           + "\n".join(too_long))
 
 
+def test_the_site_code_column_holds_the_line_limit_at_1280_px():
+    """tutorial.css's sizes, with mkdocs-material's own, leave room for CODE_LINE_LIMIT characters at 1280 px.
+
+    Material: root font 125% (20 px) below 1600 px, text 0.8rem, content margins 1.2rem a side, code
+    padding 1.1765em a side; a monospace glyph is 0.602em wide (DejaVu Sans Mono, Menlo, SF Mono; Consolas
+    is narrower). The window keeps 17 px for a scrollbar.
+    """
+    css = (TUTORIALS / "css" / "tutorial.css").read_text(encoding="utf-8")
+    rem = 20.0
+    grid = float(re.search(r"\.md-grid\s*\{\s*max-width:\s*([\d.]+)rem", css)[1]) * rem
+    sidebars = [float(w) * rem for w in re.findall(r"\.md-sidebar--(?:primary|secondary)\s*\{\s*width:\s*([\d.]+)rem",
+                                                   css)]
+    code_em = float(re.search(r"\.md-typeset pre > code\s*\{\s*font-size:\s*([\d.]+)em", css)[1])
+    font = 0.8 * rem * code_em                                                 # px: 12.8
+    column = min(grid, 1280 - 17) - sum(sidebars) - 2 * 1.2 * rem - 2 * 1.1765 * font
+    assert len(sidebars) == 2 and column / (0.602 * font) >= CODE_LINE_LIMIT, (column, font)
+
+
 _PRIVATE_ATTRIBUTE = re.compile(r"\.(_[a-z]\w*)")
 _IMPORT = re.compile(r"^\s*(?:from\s+\S+\s+)?import\s+\(?([^#\n]*)", re.MULTILINE)
 _NAMEDTUPLE_API = {"_fields", "_asdict", "_replace", "_make"}    # public, underscored against field clashes
