@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Primitive", "PRIMITIVES", "primitive", "implement", "Node", "apply", "forward_for", "TRACING", "toposort", "backprop", "no_grad", "enable_grad",
-           "is_grad_enabled", "set_grad_enabled"]
+__all__ = ["Primitive", "PRIMITIVES", "primitive", "implement", "Node", "apply", "forward_for", "TRACING", "toposort",
+           "backprop", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled"]
 
 
 class Primitive:
