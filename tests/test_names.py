@@ -275,8 +275,9 @@ def _methods_bound(cls_module: str, cls_name: str) -> dict:
                     found[item.name] = (cls_module, item.lineno)
                 elif isinstance(item, (ast.Assign, ast.AnnAssign)):
                     for t in (item.targets if isinstance(item, ast.Assign) else [item.target]):
-                        if isinstance(t, ast.Name):
-                            found[t.id] = (cls_module, item.lineno)
+                        for n in ast.walk(t):                                  # (``rank, size = 0, 1`` too)
+                            if isinstance(n, ast.Name):
+                                found[n.id] = (cls_module, item.lineno)
                     if any(getattr(t, "id", None) == "__slots__" for t in getattr(item, "targets", [])):
                         for slot in ast.literal_eval(item.value):              # Tensor's data, grad, ...
                             found[slot] = (cls_module, item.lineno)
@@ -309,6 +310,32 @@ def test_every_public_method_is_bound_by_name(cls, make):
     unbound = [n for n in public if n not in inherited and bound.get(n) is None]
     assert not unbound, f"{cls.__name__}'s public attributes {unbound} are bound by no line that names them"
     assert len(public) > (40 if cls is axon.model.Axon else 20)             # the scan sees the methods
+
+
+def _public_classes() -> list:
+    """Every class that a module's ``__all__`` names and an axon module defines (importable here)."""
+    classes = {}
+    for module in WITH_ALL:
+        try:
+            m = importlib.import_module(module)
+        except Exception:                                                      # axon.cuda without a GPU
+            continue
+        for name in getattr(m, "__all__", []):
+            c = getattr(m, name, None)
+            if inspect.isclass(c) and c.__module__ in SOURCE_OF:
+                classes[f"{c.__module__}.{c.__qualname__}"] = c
+    return [classes[k] for k in sorted(classes)]
+
+
+def test_every_method_of_every_public_class_is_bound_by_name():
+    """The same for every class of the API (optimizer states, strategies, plans, ...): no attribute made in a loop."""
+    classes, unbound = _public_classes(), []
+    for cls in classes:
+        bound = _methods_bound(cls.__module__, cls.__name__)
+        inherited = {n for base in cls.__mro__[1:] for n in vars(base)}
+        unbound += [f"{cls.__module__}.{cls.__name__}.{n}" for n in dir(cls)
+                    if not n.startswith("_") and n not in inherited and bound.get(n) is None]
+    assert len(classes) > 40 and not unbound, f"attributes bound by no line that names them: {unbound}"
 
 
 def test_no_names_are_made_in_a_loop():
