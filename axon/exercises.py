@@ -1,9 +1,9 @@
 """Checks for the exercises at the end of chapters 1 and 2: pass your solution, read pass or what is wrong.
 
 Each ``check_*`` function runs a reader's solution on seeded inputs, compares it with an independent
-reference (numpy, finite differences, axon's own kernels), prints one line, ``exercise 1.1 (sin):
-pass`` or ``exercise 1.1 (sin): FAIL: <what differs>``, and returns True or False. Exercise 2.5 is a
-measurement, with nothing to check.
+reference (numpy, finite differences, axon's own kernels, a stand-in of known timings), prints one
+line, ``exercise 1.1 (sin): pass`` or ``exercise 1.1 (sin): FAIL: <what differs>``, and returns True
+or False.
 
 - 1.1 ``check_sin(sin)``: ``sin(x) -> Tensor``, a primitive whose VJP is a primitive too;
 - 1.2 ``check_div_rule(db, names)``: ``db(dy, a, b) = -dy a / b**2``, the table's other rules that read y;
@@ -12,7 +12,8 @@ measurement, with nothing to check.
 - 2.1 ``check_matmul_loops(matmul)``: ``matmul(a, b, c)`` adds a @ b into the zeroed c, k innermost;
 - 2.2 ``check_four_sums(sum4)``: ``sum4(x) -> float`` with four accumulators, no fastmath;
 - 2.3 ``check_im2col(im2col)``: ``im2col(x, kh, kw, stride, pad) -> cols``;
-- 2.4 ``check_max_pool(max_pool)``: ``max_pool(x) -> Tensor`` over 2 x 2 windows, stride 2, no argmax.
+- 2.4 ``check_max_pool(max_pool)``: ``max_pool(x) -> Tensor`` over 2 x 2 windows, stride 2, no argmax;
+- 2.5 ``check_speedup(speedup)``: ``speedup(f) -> float``, f's time on one thread over its time on all.
 
 >>> check_sin(lambda x: x)                                  # sin(x) = x is only right near 0
 exercise 1.1 (sin): FAIL: values differ from np.sin (largest error 2.66)
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 
 import numpy as np
 
 from .autograd import PRIMITIVES, Tensor, check_grads, grad, no_grad
 
 __all__ = ["check_sin", "check_div_rule", "check_hessian", "check_log_softmax", "check_matmul_loops",
-           "check_four_sums", "check_im2col", "check_max_pool"]
+           "check_four_sums", "check_im2col", "check_max_pool", "check_speedup"]
 
 
 def _report(title: str, checks) -> bool:
@@ -311,3 +313,41 @@ def check_max_pool(max_pool) -> bool:
         print("  ties (a window of zeros):", "the gradient follows axon's rule" if ties[0] else
               "the gradient differs from axon's rule: see kernels.max_pool's docstring")
     return passed
+
+
+def check_speedup(speedup) -> bool:
+    """Exercise 2.5: ``speedup(f)`` times ``f()`` on one thread and on all, puts the count back, returns the ratio.
+
+    "All" is the thread count the kernels had when ``speedup`` was called (``kernels.num_threads()``).
+    Your ``speedup`` is handed a stand-in for a kernel whose time is known: on n threads it sleeps
+    20 / n ms, so on a machine with n threads the right answer is n.
+
+    >>> check_speedup(lambda f: (f(), 0.0)[1])                  # one call, and no ratio
+    exercise 2.5 (speedup): FAIL: ...
+    False
+    """
+    from .kernels import threads
+
+    def checks():
+        n, seen = threads.num_threads(), []
+
+        def f():                                                # a kernel that parallelises perfectly
+            k = threads.num_threads()
+            seen.append(k)
+            time.sleep(0.020 / k)
+
+        try:
+            ratio = speedup(f)
+        finally:
+            after = threads.num_threads()
+            threads.set_num_threads(n)                          # whatever happened, the reader's count is back
+        if after != n:
+            raise AssertionError(f"the thread count is not put back: {n} before speedup(f), {after} after")
+        if 1 not in seen:
+            raise AssertionError(f"f never ran on one thread (kernels.set_num_threads(1)); it ran on "
+                                 f"{sorted(set(seen))}")
+        if n not in seen:
+            raise AssertionError(f"f never ran on all {n} threads; it ran on {sorted(set(seen))}")
+        if not isinstance(ratio, (int, float, np.floating)) or not 0.7 * n <= ratio <= 1.4 * n:
+            raise AssertionError(f"speedup returned {ratio!r}; f takes {n} times as long on one thread as on {n}")
+    return _report("2.5 (speedup)", checks)

@@ -134,6 +134,23 @@ def test_every_primitive_is_covered():
     assert engine_prims - {"scatter_add"} - exercised == set()
 
 
+def test_one_way_to_make_a_primitive():
+    """``primitive(name, forward, vjp)`` makes every primitive (library, tests, chapters); no ``Primitive(...)``."""
+    import re
+    from pathlib import Path
+    root = Path(ag.__file__).parents[2]
+    files = [*root.glob("axon/**/*.py"), *root.glob("tests/*.py"), *root.glob("tutorials/*.md"),
+             root / "CONTRIBUTING.md", root / "README.md"]
+    calls = [f"{f.relative_to(root)}:{i}" for f in files for i, line in enumerate(f.read_text().split("\n"), 1)
+             if re.search(r"(?<![\w.\"])Primitive\(", line) and f.name != "engine.py" and f != Path(__file__)]
+    assert not calls, f"Primitive(...) called outside primitive(): {calls}"
+    prim = ag.primitive("test.one_way", np.negative, lambda dy, y, x: (-dy,))
+    try:
+        assert ag.PRIMITIVES["test.one_way"] is prim and isinstance(prim, ag.Primitive)
+    finally:
+        del ag.PRIMITIVES["test.one_way"]
+
+
 COMPARISONS = {"less": np.less, "less_equal": np.less_equal, "greater": np.greater,
                "greater_equal": np.greater_equal, "equal": np.equal, "not_equal": np.not_equal}
 

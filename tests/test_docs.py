@@ -139,8 +139,8 @@ def _normal(text: str) -> str:
 def _isolated(tmp_path: Path):
     """A temporary working directory, quick mode on, headless plots.
 
-    Afterwards the primitives that the document itself registered (their VJP was defined in the
-    document, whose module is ``__main__``) leave the table again; primitives registered by library
+    Afterwards the primitives that the document itself registered (their VJP or forward was defined
+    in the document, whose module is ``__main__``) leave the table again; primitives registered by library
     modules that the document happened to import first stay.
     """
     from axon.autograd import ops
@@ -157,7 +157,8 @@ def _isolated(tmp_path: Path):
         os.environ.clear()
         os.environ.update(old_env)
         for name, prim in list(ops.PRIMITIVES.items()):
-            if getattr(prim.vjp, "__module__", None) == "__main__":
+            made_by = (prim.vjp, prim.forwards.get("cpu"))                # vjp=None: its forward says
+            if any(getattr(f, "__module__", None) == "__main__" for f in made_by):
                 if name in saved_primitives:
                     ops.PRIMITIVES[name] = saved_primitives[name]
                 else:
@@ -212,6 +213,24 @@ def test_code_lines_fit_the_site():
                 for i, line in enumerate(block.code.split("\n")) if len(line) > CODE_LINE_LIMIT]
     assert not too_long, (f"code lines longer than {CODE_LINE_LIMIT} characters (wrap them):\n"
                           + "\n".join(too_long))
+
+
+def test_the_site_code_column_holds_the_line_limit_at_1280_px():
+    """tutorial.css's sizes, with mkdocs-material's own, leave room for CODE_LINE_LIMIT characters at 1280 px.
+
+    Material: root font 125% (20 px) below 1600 px, text 0.8rem, content margins 1.2rem a side, code
+    padding 1.1765em a side; a monospace glyph is 0.602em wide (DejaVu Sans Mono, Menlo, SF Mono; Consolas
+    is narrower). The window keeps 17 px for a scrollbar.
+    """
+    css = (TUTORIALS / "css" / "tutorial.css").read_text(encoding="utf-8")
+    rem = 20.0
+    grid = float(re.search(r"\.md-grid\s*\{\s*max-width:\s*([\d.]+)rem", css)[1]) * rem
+    sidebars = [float(w) * rem for w in re.findall(r"\.md-sidebar--(?:primary|secondary)\s*\{\s*width:\s*([\d.]+)rem",
+                                                   css)]
+    code_em = float(re.search(r"\.md-typeset pre > code\s*\{\s*font-size:\s*([\d.]+)em", css)[1])
+    font = 0.8 * rem * code_em                                                 # px: 12.8
+    column = min(grid, 1280 - 17) - sum(sidebars) - 2 * 1.2 * rem - 2 * 1.1765 * font
+    assert len(sidebars) == 2 and column / (0.602 * font) >= CODE_LINE_LIMIT, (column, font)
 
 
 _PRIVATE_ATTRIBUTE = re.compile(r"\.(_[a-z]\w*)")

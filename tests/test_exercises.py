@@ -1,5 +1,6 @@
 """The exercise checkers of chapters 1 and 2 (axon.exercises): a reference solution passes, a wrong one fails."""
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,64 @@ def test_max_pool(capsys):
     ok, out = _verdict(capsys, exercises.check_max_pool,
                        lambda x: kernels.max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0))))
     assert ok and "follows axon's rule" in out
+
+
+def _speedup(f, repeat=3):
+    """A reference solution of exercise 2.5: the best of ``repeat`` runs on one thread over the best on all."""
+    n = kernels.num_threads()
+
+    def best():
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+    try:
+        kernels.set_num_threads(1)
+        one = best()
+    finally:
+        kernels.set_num_threads(n)
+    return one / best()
+
+
+def test_speedup(capsys):
+    n = kernels.num_threads()
+    assert _verdict(capsys, exercises.check_speedup, _speedup) == (True, "exercise 2.5 (speedup): pass\n")
+    ok, out = _verdict(capsys, exercises.check_speedup, lambda f: _speedup(f) * 3.0)          # a wrong ratio
+    assert not ok and "speedup returned" in out
+    assert kernels.num_threads() == n
+
+    def not_put_back(f):
+        kernels.set_num_threads(1)
+        f()
+        return 1.0
+    if n == 1:                                                          # one thread: nothing more to tell apart
+        return
+    ok, out = _verdict(capsys, exercises.check_speedup, not_put_back)
+    assert not ok and "not put back" in out
+    assert kernels.num_threads() == n                                   # the check restored it
+    ok, out = _verdict(capsys, exercises.check_speedup, lambda f: (f(), float(n))[1])   # never on one thread
+    assert not ok and "never ran on one thread" in out
+
+
+@pytest.mark.parametrize("chapter", ["01_autodiff.md", "02_fast.md"])
+def test_every_exercise_of_the_chapter_names_its_check(chapter):
+    """Each numbered exercise at the end of chapters 1 and 2 says ``Check: check_...(...)``, a checker that exists."""
+    text = (Path(__file__).parents[1] / "tutorials" / chapter).read_text()
+    section = text[text.index("## Exercises"):]
+    items = re.split(r"\n(?=\d+\. )", section[section.index("\n1. ") + 1:].split("\n\nNext,")[0])
+    assert len(items) >= 4
+    for item in items:
+        named = re.findall(r"Check:\s+`(check_\w+)\(", " ".join(item.split()))
+        assert named, f"{chapter}: exercise {item[:2]} names no check"
+        assert all(name in exercises.__all__ for name in named), named
+
+
+def test_every_checker_is_named_by_an_exercise_and_tested_here():
+    chapters = "".join((Path(__file__).parents[1] / "tutorials" / c).read_text()
+                       for c in ("01_autodiff.md", "02_fast.md"))
+    tested = Path(__file__).read_text()
+    for name in exercises.__all__:
+        assert f"`{name}(" in chapters, f"{name} is named by no exercise"
+        assert f"exercises.{name}," in tested, f"{name} has no test of its own here"

@@ -4,12 +4,11 @@ import io
 
 import numpy as np
 
-from axon.autograd import Primitive
 import pytest
 
 import axon.optimizers as optimizers
 from axon import schedules
-from axon.autograd import grad
+from axon.autograd import grad, primitive
 from axon.optimizers import (adabelief, adadelta, adafactor, adagrad, adam, adamw, fromage, lamb, lars, lion, nadam,
                              noisy_sgd, radam, rmsprop, sgd, yogi)
 from axon.random import rng as axon_rng
@@ -472,9 +471,8 @@ def _numpy_adam_step(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step):
 class _numpy_adam_kernel:
     """The documented contract of axon.kernels.adam (the primitive ``ADAM_STEP_AT``: arrays in, the step number
     and lr as 0-d arrays, ``(u, m_new, v_new)`` out), in numpy."""
-    ADAM_STEP_AT = Primitive("test.numpy_adam_step", vjp=None)
-    ADAM_STEP_AT.forwards["cpu"] = lambda p, g, m, v, t, lr, **kw: _numpy_adam_step(p, g, m, v, lr=float(lr),
-                                                                                    step=int(t), **kw)
+    ADAM_STEP_AT = primitive("test.numpy_adam_step", lambda p, g, m, v, t, lr, **kw: _numpy_adam_step(
+        p, g, m, v, lr=float(lr), step=int(t), **kw))                         # vjp=None: never differentiated
 
 
 @pytest.mark.parametrize("make", [lambda f: adam(0.01, fused=f), lambda f: adamw(0.01, weight_decay=0.1, fused=f),

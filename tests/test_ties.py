@@ -1,8 +1,9 @@
 """The one rule for gradients at ties (axon.autograd.ops, "Gradients at ties"), asserted for each kind.
 
-Reductions (global max pooling among them) split dy evenly among tied elements, maximum/minimum give half
-to each side, max pooling over windows gives a window's dy to its first maximum, whichever path (kernel,
-dilated or over-padded Tensor ops) runs.
+dy goes to the elements the forward picked, in equal shares. Reductions (global max pooling among them)
+pick every tied element and split dy evenly, maximum/minimum give half to each side; max pooling over
+windows, whichever path (kernel, dilated or over-padded Tensor ops) runs, and kernels.max_with_indices
+record one index, the first maximum, which gets all of dy.
 """
 import numpy as np
 import pytest
@@ -88,3 +89,23 @@ def test_torch_agrees_on_reductions_and_maximum():
     a, b = (torch.tensor([3.0, 1.0], requires_grad=True) for _ in range(2))
     torch.maximum(a, b).sum().backward()
     np.testing.assert_allclose(_grad(lambda x: ops.maximum(x, Tensor([3.0, 1.0])), [3.0, 1.0]), a.grad.numpy())
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_max_with_indices_gives_dy_to_the_index_it_returns(axis):
+    """A reduction that returns where its maximum is: the first maximum, all of dy (as torch.max(x, dim))."""
+    x = Tensor(ROWS, requires_grad=True)                            # ties of 3 and of 5 along axis 1
+    values, indices = kernels.max_with_indices(x, axis=axis)
+    (values * Tensor(np.arange(1.0, values.shape[0] + 1, dtype=np.float32))).sum().backward()
+    expected = np.zeros_like(ROWS)
+    first = np.argmax(ROWS, axis=axis)                              # numpy's argmax: the first maximum
+    for i, j in enumerate(first):
+        expected[(j, i) if axis == 0 else (i, j)] = i + 1
+    np.testing.assert_array_equal(indices.numpy(), first)
+    np.testing.assert_array_equal(x.grad, expected)
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(ROWS, requires_grad=True)
+    v, i = torch.max(t, axis)
+    (v * torch.arange(1.0, v.shape[0] + 1)).sum().backward()
+    np.testing.assert_array_equal(i.numpy(), first)
+    np.testing.assert_array_equal(x.grad, t.grad.numpy())

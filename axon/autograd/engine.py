@@ -20,12 +20,15 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Primitive", "PRIMITIVES", "primitive", "implement", "Node", "apply", "forward_for", "TRACING", "toposort", "backprop", "no_grad", "enable_grad",
-           "is_grad_enabled", "set_grad_enabled"]
+__all__ = ["Primitive", "PRIMITIVES", "primitive", "implement", "Node", "apply", "forward_for", "TRACING", "toposort",
+           "backprop", "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled"]
 
 
 class Primitive:
     """An operation the engine can differentiate: one name, one VJP rule, one forward per backend.
+
+    One way to make one: ``primitive(name, forward, vjp)``, which builds it and puts it in the table
+    (``PRIMITIVES``); the class is public to be read (``t.grad_fn.prim``) and type-checked, not called.
 
     ``forwards[backend](*arrays, **params) -> array`` computes on that backend's arrays (``"cpu"``:
     numpy). With ``saves=True`` a forward returns ``(array, saved)`` and the VJP receives

@@ -17,15 +17,18 @@ Tensors with the method (``g.sum(axes)``).
 >>> x.grad.round(4)
 array([0.7864, 0.42  ], dtype=float32)
 
-Gradients at ties, one rule for the library (PyTorch's):
+Gradients at ties, one rule for the library: ``dy`` goes to the elements that the forward *picked*,
+in equal shares, so the shares add up to ``dy`` (PyTorch's behaviour, case by case).
 
-- a reduction (``max``, ``min``; ``Tensor.max``; ``axon.layers.global_max_pool`` and
-  ``axon.kernels.global_max_pool``, which are ``max`` over the spatial axes) splits ``dy`` evenly among
-  the tied elements, as ``torch.amax``;
-- the elementwise ``maximum`` and ``minimum`` give half to each input at a tie, as ``torch.maximum``;
-- max pooling over windows (``max_pool`` and ``adaptive_max_pool``, in ``axon.layers`` on every path and
-  in ``axon.kernels``) gives all of a window's ``dy`` to its first maximum, as
-  ``torch.nn.functional.max_pool2d``, which records one index per window.
+- A forward that returns only a value picks every tied element. A reduction (``max``, ``min``;
+  ``Tensor.max``; ``axon.layers.global_max_pool`` and ``axon.kernels.global_max_pool``, which are
+  ``max`` over the spatial axes) splits ``dy`` evenly among them, as ``torch.amax``; the elementwise
+  ``maximum`` and ``minimum`` pick both inputs, half each, as ``torch.maximum``.
+- A forward that records *where* its maximum is picks one element, the first maximum, which gets all
+  of ``dy``: max pooling over windows (``max_pool`` and ``adaptive_max_pool``, in ``axon.layers`` on
+  every path and in ``axon.kernels``) keeps one index per window, as
+  ``torch.nn.functional.max_pool2d``; ``axon.kernels.max_with_indices`` returns its indices, as
+  ``torch.max(x, dim)``.
 
 A mask of the elements equal to the maximum, not divided by their count, would give each tied element
 the whole ``dy``: more gradient out than came in (chapter 2, section 2.8, shows it on a pooling window).

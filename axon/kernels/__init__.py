@@ -66,6 +66,7 @@ __all__ = [
     "KERNEL", "FASTMATH", "PARALLEL_MIN",
     "conv", "max_pool", "avg_pool", "lp_pool", "adaptive_max_pool", "adaptive_avg_pool", "global_max_pool",
     "global_avg_pool", "softmax", "log_softmax", "logsumexp", "softmax_cross_entropy", "reduce_sum",
-    "reduce_mean", "max_with_indices", "take_along_axis", "erf", "ctc_loss", "batch_norm_train", "bias_relu", "matmul_loop", "matmul",
-    "adam_update", "adam_step", "num_threads", "set_num_threads", "lstm_sequence", "gru_sequence",
+    "reduce_mean", "max_with_indices", "take_along_axis", "erf", "ctc_loss", "batch_norm_train", "bias_relu",
+    "matmul_loop", "matmul", "adam_update", "adam_step", "num_threads", "set_num_threads", "lstm_sequence",
+    "gru_sequence",
 ]

@@ -13,14 +13,14 @@ windows back into place):
 
 1-d and 2-d inputs are 3-d inputs with leading spatial axes of size 1, so one set of kernels serves all.
 
-Speed (see ``threads`` and ``workspace``): the full column matrix of a batch is large (27.6 MB for
-128 x 14 x 14 x 32 and a 3x3 kernel), so it is never built. Each thread takes a contiguous range of
-output rows and handles it ``R`` rows at a time: im2col into a block that stays in the L2 cache, then
-one single-threaded BLAS call (even for one input channel, whose 9-deep columns a plain loop
-multiplied 2x slower than OpenBLAS). With few channels per group the block is built transposed,
-``cols_t = cols^T``, which turns im2col into strided runs along a line of outputs. The backward pass
-does dW and dx in the same sweep over the blocks, recomputing the columns instead of keeping them.
-Groups (``groups == C_in``: depthwise) split the channels; group ``g`` uses input channels
+Speed (see ``threads`` and ``workspace``): the full column matrix of a batch is large (27.6 MiB,
+28.9 MB, for 128 x 14 x 14 x 32 and a 3x3 kernel: chapter 2, section 2.7), so it is never built. Each
+thread takes a contiguous range of output rows and handles it ``R`` rows at a time: im2col into a block
+that stays in the L2 cache, then one single-threaded BLAS call (even for one input channel, whose 9-deep
+columns a plain loop multiplied 2x slower than OpenBLAS). With few channels per group the block is built
+transposed, ``cols_t = cols^T``, which turns im2col into strided runs along a line of outputs. The
+backward pass does dW and dx in the same sweep over the blocks, recomputing the columns instead of
+keeping them. Groups (``groups == C_in``: depthwise) split the channels; group ``g`` uses input channels
 ``g*Cg:(g+1)*Cg`` and output channels ``g*COg:(g+1)*COg``.
 
 Primitives (a backend implements both forwards with these signatures):

@@ -8,9 +8,10 @@ inputs ``[start(o), stop(o))``, a *bin*; the box is the product of the bins of i
 
 so one kernel per reduction (max, mean, p-norm) serves both kinds, and clipping the bins is why padded
 positions never win a max. As in conv, 1-d and 2-d inputs are 3-d inputs with leading axes of size 1.
-The argmax is the box's first maximum, so a tie gives all of ``dy`` to it (the library's rule for pools,
-and PyTorch's: see "Gradients at ties" in ``axon.autograd.ops``). ``global_max_pool`` is no pool but a
-reduction (``ops.max`` over the spatial axes), so its ties share ``dy`` evenly, as every reduction's do.
+The argmax is the box's first maximum, so a tie gives all of ``dy`` to it (the library's one rule at
+ties, and PyTorch's: see "Gradients at ties" in ``axon.autograd.ops``). ``global_max_pool`` is no pool
+but a reduction that returns only values (``ops.max`` over the spatial axes), so its ties share ``dy``
+evenly, by the same rule.
 
     max:  y = max_box x                 dx[argmax] += dy        (argmax saved as the input position)
     avg:  y = sum_box x / count         dx[box]    += dy / count
@@ -364,7 +365,7 @@ def global_max_pool(x):
     """Largest value over all spatial axes: (N, *spatial, C) -> (N, C).
 
     A reduction, ``ops.max`` over the spatial axes, as ``axon.layers.global_max_pool`` is (not a pool
-    with one window): tied maxima share the gradient evenly, by the library's rule for reductions (see
+    with one window): tied maxima share the gradient evenly, by the library's one rule at ties (see
     "Gradients at ties" in ``axon.autograd.ops``).
 
     >>> import numpy as np

@@ -9,7 +9,8 @@ then ``l``, then ``b`` innermost, so every read is contiguous whatever the axis:
     max:  y[a, b] = x[a, i[a, b], b], i = argmax_l          dx[a, i[a, b], b] = dy[a, b], 0 elsewhere
 
 ``max_with_indices`` returns the indices too (the first maximum on ties; NaN wins, as in PyTorch),
-and sends the gradient to that one element (the engine's ``max`` splits it among ties instead).
+and sends the gradient to that one element (the engine's ``max`` splits it among ties instead: both
+follow the one rule under "Gradients at ties" in ``axon.autograd.ops``).
 
 Primitives (a backend implements the four forwards with these signatures; ``axis`` is one
 non-negative int, ``index`` int64 of shape (A, B)):
@@ -188,7 +189,8 @@ def reduce_mean(x, axis, keepdims=False):
 def max_with_indices(x, axis, keepdims=False):
     """The maximum along ``axis`` and where it is: ``(values, indices)``, Tensors, the indices int64.
 
-    On ties the first maximum wins (and gets the whole gradient); NaN wins over numbers.
+    On ties the first maximum wins (and gets the whole gradient, by the library's rule at ties: see
+    ``axon.autograd.ops``); NaN wins over numbers.
 
     >>> import numpy as np
     >>> values, indices = max_with_indices(np.array([[3.0, 9.0], [4.0, 1.0]]), axis=0)
