@@ -493,16 +493,12 @@ def _flatten(x, leaves: list, argument: bool = True):
     if kind is np.ndarray:
         leaves.append(x)
         return ("array", x.shape, x.dtype, "cpu")
-    if kind is dict:
-        return (dict, tuple(x), tuple([_flatten(v, leaves, argument) for v in x.values()]))
-    if kind is tuple:
-        return (tuple, tuple([_flatten(v, leaves, argument) for v in x]))
+    if kind is dict or isinstance(x, dict):
+        return (kind, tuple(x), tuple([_flatten(v, leaves, argument) for v in x.values()]))
+    if kind is tuple or isinstance(x, (list, tuple)):      # NamedTuples keep their type
+        return (kind, tuple([_flatten(v, leaves, argument) for v in x]))
     if x is None:
         return None
-    if isinstance(x, dict):
-        return (type(x), tuple(x), tuple(_flatten(v, leaves, argument) for v in x.values()))
-    if isinstance(x, (list, tuple)):                       # NamedTuples keep their type
-        return (type(x), tuple(_flatten(v, leaves, argument) for v in x))
     if isinstance(x, Tensor):
         if argument and x.requires_grad and is_grad_enabled():
             raise TypeError("axon.jit: an argument is a Tensor being differentiated; jit the whole function "
@@ -530,14 +526,8 @@ def _unflatten(sig, leaves):
     if sig is None:
         return None
     head = sig[0]
-    if head is dict:                                       # (the common containers first, as in _flatten)
-        return dict(zip(sig[1], [_unflatten(s, leaves) for s in sig[2]]))
-    if head is tuple:
-        return tuple([_unflatten(s, leaves) for s in sig[1]])
-    if head == "array":
-        return next(leaves)
-    if head == "static":
-        return sig[2]
+    if type(head) is str:                                  # a leaf: "array" or "static"
+        return next(leaves) if head == "array" else sig[2]
     if issubclass(head, dict):
         return head(zip(sig[1], [_unflatten(s, leaves) for s in sig[2]]))
     children = [_unflatten(s, leaves) for s in sig[1]]
