@@ -12,7 +12,8 @@ forces the rest:
 - the model plan's fusion decisions (which layers get the relu epilogue);
 - a model-form step whose cross-entropy is taken from the logits, against the same loss on the
   probabilities (values, one training step, ``evaluate``);
-- the fused Adam(W) update (out of place, as the optimizer calls it) split across threads.
+- the fused Adam(W) update (out of place, as the optimizer calls it) split across threads;
+- the fused LSTM and GRU kernels (forward and backward) split across threads.
 """
 import importlib
 
@@ -27,6 +28,7 @@ from axon.training import evaluate, step
 from axon.updates import apply_updates
 
 adam_module = importlib.import_module("axon.kernels.adam")
+recurrent_module = importlib.import_module("axon.kernels.recurrent")
 
 
 # ---- the model plan: which relus are folded into their layer ----------------------------------------------
@@ -118,3 +120,28 @@ def test_fused_adam_split_across_threads_follows_the_reference(rng, monkeypatch,
             assert u_fused[k].dtype == np.float32
             np.testing.assert_allclose(u_fused[k], u_ref[k], rtol=1e-5, atol=1e-8)
         params = apply_updates(params, u_fused)
+
+
+# ---- the fused LSTM and GRU, split across threads --------------------------------------------------------
+@pytest.mark.parametrize("H", [5, 8])                        # dh = da U^T in one block of columns (5), in four (8)
+def test_recurrent_kernels_split_across_threads_equal_the_serial_loop(rng, monkeypatch, H):
+    """One chunk of batch rows per thread (``_PARALLEL_MIN`` 0): the serial kernels' values and gradients."""
+    from axon.autograd import value_and_grad
+    B, T = 6, 7
+    xw, h0, c0 = rng.standard_normal((B, T, 4 * H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    wh, b = 0.3 * rng.standard_normal((H, 4 * H)), rng.standard_normal(4 * H)
+    mask = rng.random((B, T)) > 0.3                           # padding in the middle of rows too
+
+    def f(xw, h0, c0, wh, b):
+        lstm = recurrent_module.lstm_sequence(xw, h0, c0, wh, b, mask=mask, reverse=True)
+        gru = recurrent_module.gru_sequence(xw[..., :3 * H], h0, wh[:, :3 * H], b[:3 * H], mask=mask)
+        return (lstm * 1.5).sum() + (gru ** 2).sum()
+
+    grad = value_and_grad(f, argnums=(0, 1, 2, 3, 4))
+    with monkeypatch.context() as m:                          # split first: a row it skipped cannot inherit
+        m.setattr(recurrent_module, "_PARALLEL_MIN", 0)       # the serial run's freed memory
+        split = grad(xw, h0, c0, wh, b)
+    serial = grad(xw, h0, c0, wh, b)
+    np.testing.assert_allclose(split[0], serial[0], rtol=1e-12)
+    for got, want in zip(split[1], serial[1]):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

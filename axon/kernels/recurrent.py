@@ -3,9 +3,10 @@
 Run through per-step Tensor operations, a 64-step LSTM records about a thousand small operations,
 each paying Python's and numpy's overhead on a (32, 512) array. Here the input projections of every
 step are one big matrix product made beforehand (``xw = x W``, by the caller), and the kernel
-runs the recurrence itself: per step one single-threaded BLAS call ``h_{t-1} U`` and one fused loop
-over the gates. Rows of the batch are independent, so each thread takes its own rows through all
-the steps (one parallel region per sequence, not one per step).
+runs the recurrence itself: per step the product ``h_{t-1} U`` (single-threaded BLAS, one call per
+gate's block of columns, see ``_block_products``) and a pass over the gates. Rows of the batch are
+independent, so each thread takes its own rows through all the steps (one parallel region per
+sequence, not one per step).
 
 LSTM (PyTorch's gate order i, f, g, o), with ``a = xw_t + h_{t-1} U + b`` split in four:
 
@@ -17,6 +18,8 @@ and its backward, walking the steps in reverse with the running ``dh``, ``dc``:
     dc += dh o (1 - tanh(c_t)^2)
     da_i = dc g i (1 - i)   da_f = dc c_{t-1} f (1 - f)   da_g = dc i (1 - g^2)   da_o = dh tanh(c_t) o (1 - o)
     dh_{t-1} = da U^T        dc_{t-1} = dc f             dU = sum_t h_{t-1}^T da_t  (one product at the end)
+
+(``dh_{t-1} = da U^T`` in four blocks of columns too, each a quarter of H.)
 
 GRU (PyTorch's r, z, n and formula), with ``a = xw_t`` and ``b = h_{t-1} U + b_h``:
 
@@ -87,11 +90,19 @@ def _tanh_overload(x):
 
 
 @njit(**KERNEL)
-def _sigmoid_into(v, out):
-    # v, out (n,): out = sigmoid(v) = (tanh(v / 2) + 1) / 2, stable for any v
-    half, one = v.dtype.type(0.5), v.dtype.type(1)
-    for k in range(v.shape[0]):
-        out[k] = half * (_tanh(half * v[k]) + one)
+def _sigmoid_of_sum(a, x, b, out):
+    # a, x, b, out (n,), out apart from the others: out = sigmoid(a + x + b) = (tanh((a + x + b) / 2) + 1) / 2,
+    # stable for any value (out in place of an input makes LLVM's overlap check pick the scalar loop: 7x slower)
+    half, one = a.dtype.type(0.5), a.dtype.type(1)
+    for k in range(a.shape[0]):
+        out[k] = half * (_tanh(half * (a[k] + x[k] + b[k])) + one)
+
+
+@njit(**KERNEL)
+def _tanh_of_sum(a, x, b, out):
+    # a, x, b, out (n,), out apart from the others: out = tanh(a + x + b)
+    for k in range(a.shape[0]):
+        out[k] = _tanh(a[k] + x[k] + b[k])
 
 
 @njit(**KERNEL)
@@ -101,30 +112,73 @@ def _tanh_into(v, out):
         out[k] = _tanh(v[k])
 
 
+@njit(**KERNEL)
+def _copy_into(src, dst):
+    # src, dst (n,): dst = src. A plain loop: numba's slice assignment (dst[:] = src) measured about 2x
+    # slower on these short rows, and the kernels below copy a few rows per batch row and step
+    for j in range(src.shape[0]):
+        dst[j] = src[j]
+
+
+# ---- the recurrent products, a block of columns at a time ----------------------------------------------
+def _column_blocks(w, g):
+    """``w`` (K, N) as ``g`` contiguous blocks of columns, (g, K, N / g): the operand of ``_block_products``."""
+    K, N = w.shape
+    return np.ascontiguousarray(w.reshape(K, g, N // g).transpose(1, 0, 2))
+
+
+def _quarters(H):
+    """How many blocks of columns ``dh = da U^T`` (B, H) is made in: 4 where H allows it, else 1."""
+    return 4 if H % 4 == 0 else 1
+
+
+@njit(**KERNEL)
+def _block_products(a, w, out):
+    # a (n, K); w (G, K, N/G) the column blocks of W; out (G, n, N/G): out[k] = a @ w[k], block k of a @ W.
+    # G products, not one: OpenBLAS (on AVX-512 CPUs) runs a product of up to 10^6 multiply-adds with
+    # small-matrix kernels that skip packing its operands into buffers. Per step, B 32 H 128, one gate's
+    # h U_k is such a product, and so is a quarter of da U^T. Measured here, 64 steps on 1 thread: h U
+    # 2.8-2.9 ms in one call each, 2.1-2.2 ms in four; da U^T 2.9-3.1 ms, 1.8-2.0 ms in quarters.
+    for k in range(w.shape[0]):
+        np.dot(a, w[k], out[k])
+
+
+@njit(**KERNEL)
+def _add_block_products(a, w, part, out):
+    # a (n, K); w (G, K, H/G) the column blocks of W; part (G, n, H/G) scratch; out (n, H) += a @ W
+    G, Q = part.shape[0], part.shape[2]
+    _block_products(a, w, part)
+    for r in range(out.shape[0]):
+        for k in range(G):
+            o, p = out[r, k * Q:(k + 1) * Q], part[k, r]
+            for j in range(Q):
+                o[j] += p[j]
+
+
 # ---- LSTM ---------------------------------------------------------------------------------------------
 @njit(**KERNEL)
-def _lstm_rows(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, b0, b1):
-    # xw (B, T, 4H); h0, c0 (B, H); wh (H, 4H); bias (4H,); keep (B, T): 1 a real step, 0 padding (the carry is kept)
+def _lstm_rows(xw, h0, c0, wu, bias, keep, reverse, hs, cs, gates, b0, b1):
+    # xw (B, T, 4H); h0, c0 (B, H); wu (4, H, H): U's blocks U_i, U_f, U_g, U_o; bias (4H,);
+    # keep (B, T): 1 a real step, 0 padding (the carry is kept)
     # hs, cs (B, T, H): the carry after each step; gates (B, T, 5H): i, f, g, o after their
     # nonlinearities, and tanh(c_t). Each loop below runs over one contiguous slice, so it vectorises.
     T, H = xw.shape[1], h0.shape[1]
     n = b1 - b0
     h, c = h0[b0:b1].copy(), c0[b0:b1].copy()                  # (n, H): this thread's rows of the carry
-    a = np.empty((n, 4 * H), dtype=xw.dtype)                   # h_{t-1} U
+    hu = np.empty((4, n, H), dtype=xw.dtype)                   # h_{t-1} U_i, h_{t-1} U_f, ...
     for s in range(T):
         t = T - 1 - s if reverse else s
-        np.dot(h, wh, a)
+        _block_products(h, wu, hu)
         for r in range(n):
             b = b0 + r
             gb = gates[b, t]                                   # (5H,)
             if keep[b, t] != 0:
-                ar, xr = a[r], xw[b, t]
-                for j in range(4 * H):
-                    ar[j] += xr[j] + bias[j]
-                _sigmoid_into(ar[:2 * H], gb[:2 * H])          # i, f
-                _tanh_into(ar[2 * H:3 * H], gb[2 * H:3 * H])   # g
-                _sigmoid_into(ar[3 * H:], gb[3 * H:4 * H])     # o
+                xr = xw[b, t]
                 i, f, g, o, tc = gb[:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:4 * H], gb[4 * H:]
+                _sigmoid_of_sum(hu[0, r], xr[:H], bias[:H], i)
+                _sigmoid_of_sum(hu[1, r], xr[H:2 * H], bias[H:2 * H], f)
+                _tanh_of_sum(hu[2, r], xr[2 * H:3 * H], bias[2 * H:3 * H], g)
+                _sigmoid_of_sum(hu[3, r], xr[3 * H:], bias[3 * H:], o)
                 cr, hr = c[r], h[r]
                 for j in range(H):
                     cr[j] = f[j] * cr[j] + i[j] * g[j]
@@ -133,68 +187,76 @@ def _lstm_rows(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, b0, b1):
                     hr[j] = o[j] * tc[j]
             else:
                 gb[:] = 0
-            hs[b, t, :] = h[r]
-            cs[b, t, :] = c[r]
+            _copy_into(h[r], hs[b, t])
+            _copy_into(c[r], cs[b, t])
 
 
 @njit(parallel=True, **KERNEL)
-def _lstm_parallel(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, n_chunks):
+def _lstm_parallel(xw, h0, c0, wu, bias, keep, reverse, hs, cs, gates, n_chunks):
     B = xw.shape[0]
     for k in prange(n_chunks):
-        _lstm_rows(xw, h0, c0, wh, bias, keep, reverse, hs, cs, gates, k * B // n_chunks, (k + 1) * B // n_chunks)
+        _lstm_rows(xw, h0, c0, wu, bias, keep, reverse, hs, cs, gates, k * B // n_chunks, (k + 1) * B // n_chunks)
 
 
 @njit(**KERNEL)
-def _lstm_backward_rows(dhs, dcs, c0, wh, keep, reverse, cs, gates, da_all, dcarry, b0, b1):
-    # dhs, dcs (B, T, H): gradients of the carries after each step; cs, gates as the forward wrote them
-    # da_all (B, T, 4H): gradients of the gate pre-activations (= of xw); dcarry (B, 2, H): of h0 and c0
+def _lstm_cell_backward(dhs_t, dcs_t, gb, c_prev, dh, dc, da):
+    # One step of one row, in one loop over j: dhs_t, dcs_t (H,) the gradients arriving at the step's
+    # carries; gb (5H,) i, f, g, o, tanh(c_t); c_prev (H,); dh, dc (H,) the running gradients from the
+    # steps after. Writes da (4H,), the gate pre-activations' gradients, dc_{t-1} into dc, and 0 into
+    # dh: dh_{t-1} = da U^T is the caller's product, added to it over all rows at once.
+    H = dh.shape[0]
+    one = dh.dtype.type(1)
+    for j in range(H):
+        i, f, g, o, tc = gb[j], gb[H + j], gb[2 * H + j], gb[3 * H + j], gb[4 * H + j]
+        dh_j = dh[j] + dhs_t[j]
+        dc_j = dc[j] + dcs_t[j] + dh_j * o * (one - tc * tc)
+        da[j] = dc_j * g * i * (one - i)
+        da[H + j] = dc_j * c_prev[j] * f * (one - f)
+        da[2 * H + j] = dc_j * i * (one - g * g)
+        da[3 * H + j] = dh_j * tc * o * (one - o)
+        dc[j] = dc_j * f
+        dh[j] = 0
+
+
+@njit(**KERNEL)
+def _lstm_backward_rows(dhs, dcs, c0, wt, keep, reverse, cs, gates, da_all, dcarry, b0, b1):
+    # dhs, dcs (B, T, H): gradients of the carries after each step; wt (G, 4H, H/G): U^T's column blocks;
+    # cs, gates as the forward wrote them
+    # da_all (B, T, 4H): gradients of the gate pre-activations (= of xw); dcarry (B, 2, H): of h0 and c0.
+    # Every element of da_all and dcarry is written (0 on padding), so they need no zeroing beforehand.
     T, H = dhs.shape[1], c0.shape[1]
     n = b1 - b0
     dh = np.zeros((n, H), dtype=dhs.dtype)
     dc = np.zeros((n, H), dtype=dhs.dtype)
-    da = np.empty((n, 4 * H), dtype=dhs.dtype)
-    dh_prev = np.empty((n, H), dtype=dhs.dtype)
-    one = dhs.dtype.type(1)
+    da = np.empty((n, 4 * H), dtype=dhs.dtype)                 # this step's da, contiguous for the product
+    part = np.empty((wt.shape[0], n, wt.shape[2]), dtype=dhs.dtype)   # da U^T, block by block
     for s in range(T):
         t = s if reverse else T - 1 - s                       # the forward's steps, last first
         tp = t + 1 if reverse else t - 1                      # the step before t in the forward's order
         first = tp == T or tp < 0
         for r in range(n):
             b = b0 + r
-            dhr, dcr, dar = dh[r], dc[r], da[r]
-            dhs_t, dcs_t = dhs[b, t], dcs[b, t]
-            for j in range(H):
-                dhr[j] += dhs_t[j]
-                dcr[j] += dcs_t[j]
             if keep[b, t] != 0:
-                gb = gates[b, t]
-                i, f, g, o, tc = gb[:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:4 * H], gb[4 * H:]
                 c_prev = c0[b] if first else cs[b, tp]
-                da_i, da_f, da_g, da_o = dar[:H], dar[H:2 * H], dar[2 * H:3 * H], dar[3 * H:]
+                _lstm_cell_backward(dhs[b, t], dcs[b, t], gates[b, t], c_prev, dh[r], dc[r], da[r])
+            else:                                              # padding: the carries' gradients pass through
                 for j in range(H):
-                    dcj = dcr[j] + dhr[j] * o[j] * (one - tc[j] * tc[j])
-                    da_i[j] = dcj * g[j] * i[j] * (one - i[j])
-                    da_f[j] = dcj * c_prev[j] * f[j] * (one - f[j])
-                    da_g[j] = dcj * i[j] * (one - g[j] * g[j])
-                    da_o[j] = dhr[j] * tc[j] * o[j] * (one - o[j])
-                    dcr[j] = dcj * f[j]
-            else:
-                dar[:] = 0
-            da_all[b, t, :] = dar
-        np.dot(da, wh.T, dh_prev)                              # (n, 4H) @ (4H, H)
-        for r in range(n):
-            if keep[b0 + r, t] != 0:                           # padding: dh passes through unchanged
-                dh[r, :] = dh_prev[r]
+                    dh[r, j] += dhs[b, t, j]
+                    dc[r, j] += dcs[b, t, j]
+                for j in range(4 * H):
+                    da[r, j] = 0
+            _copy_into(da[r], da_all[b, t])
+        _add_block_products(da, wt, part, dh)                  # dh += da U^T (padding: da = 0, dh passes)
     for r in range(n):
-        dcarry[b0 + r, 0, :] = dh[r]
-        dcarry[b0 + r, 1, :] = dc[r]
+        _copy_into(dh[r], dcarry[b0 + r, 0])
+        _copy_into(dc[r], dcarry[b0 + r, 1])
 
 
 @njit(parallel=True, **KERNEL)
-def _lstm_backward_parallel(dhs, dcs, c0, wh, keep, reverse, cs, gates, da_all, dcarry, n_chunks):
+def _lstm_backward_parallel(dhs, dcs, c0, wt, keep, reverse, cs, gates, da_all, dcarry, n_chunks):
     B = dhs.shape[0]
     for k in prange(n_chunks):
-        _lstm_backward_rows(dhs, dcs, c0, wh, keep, reverse, cs, gates, da_all, dcarry,
+        _lstm_backward_rows(dhs, dcs, c0, wt, keep, reverse, cs, gates, da_all, dcarry,
                             k * B // n_chunks, (k + 1) * B // n_chunks)
 
 
@@ -211,10 +273,11 @@ def _lstm_forward(xw, h0, c0, wh, bias, keep, reverse):
     gates = np.empty((B, T, 5 * H), dtype=xw.dtype)            # i, f, g, o, tanh(c)
     if B and T:
         n = _chunks(B, T, H, 4 * H)
+        wu = _column_blocks(wh, 4)                             # (H, 4H) -> (4, H, H): U_i, U_f, U_g, U_o
         if n == 1:
-            _lstm_rows(xw, h0, c0, wh, bias, keep, reverse, y[0], y[1], gates, 0, B)
+            _lstm_rows(xw, h0, c0, wu, bias, keep, reverse, y[0], y[1], gates, 0, B)
         else:
-            _lstm_parallel(xw, h0, c0, wh, bias, keep, reverse, y[0], y[1], gates, n)
+            _lstm_parallel(xw, h0, c0, wu, bias, keep, reverse, y[0], y[1], gates, n)
     return y, gates
 
 
@@ -225,11 +288,12 @@ def _lstm_backward_forward(dy, y, c0, wh, gates, keep, reverse):
     """
     dy, y = contiguous(dy), contiguous(y)
     B, T, H = dy.shape[1], dy.shape[2], dy.shape[3]
-    out = np.zeros(B * T * 4 * H + 2 * B * H, dtype=dy.dtype)
+    out = (np.empty if B and T else np.zeros)(B * T * 4 * H + 2 * B * H, dtype=dy.dtype)   # the kernel writes it all
     da, dcarry = out[:B * T * 4 * H].reshape(B, T, 4 * H), out[B * T * 4 * H:].reshape(B, 2, H)
     if B and T:
         n = _chunks(B, T, H, 4 * H)
-        args = (dy[0], dy[1], contiguous(c0), contiguous(wh), contiguous(keep), reverse, y[1], gates, da, dcarry)
+        wt = _column_blocks(wh.T, _quarters(H))                # (4H, H) -> (G, 4H, H/G)
+        args = (dy[0], dy[1], contiguous(c0), wt, contiguous(keep), reverse, y[1], gates, da, dcarry)
         if n == 1:
             _lstm_backward_rows(*args, 0, B)
         else:
@@ -300,55 +364,55 @@ _lstm = primitive("kernels.lstm_sequence", _lstm_forward, _lstm_vjp, saves=True)
 
 # ---- GRU ----------------------------------------------------------------------------------------------
 @njit(**KERNEL)
-def _gru_rows(xw, h0, wh, bh, keep, reverse, hs, gates, b0, b1):
-    # xw (B, T, 3H) the input projections (their bias included); h0 (B, H); wh (H, 3H); bh (3H,); keep (B, T)
+def _gru_rows(xw, h0, wu, bh, keep, reverse, hs, gates, b0, b1):
+    # xw (B, T, 3H) the input projections (their bias included); h0 (B, H); wu (3, H, H): U's blocks
+    # U_r, U_z, U_n; bh (3H,); keep (B, T)
     # hs (B, T, H): the carry after each step; gates (B, T, 4H): r, z, n and b_n = (h U + b_h)_n
     T, H = xw.shape[1], h0.shape[1]
     n = b1 - b0
     h = h0[b0:b1].copy()                                       # (n, H)
-    a = np.empty((n, 3 * H), dtype=xw.dtype)                   # h_{t-1} U
+    hu = np.empty((3, n, H), dtype=xw.dtype)                   # h_{t-1} U_r, h_{t-1} U_z, h_{t-1} U_n
     one = xw.dtype.type(1)
     for s in range(T):
         t = T - 1 - s if reverse else s
-        np.dot(h, wh, a)
+        _block_products(h, wu, hu)
         for r in range(n):
             b = b0 + r
             gb = gates[b, t]                                   # (4H,)
             if keep[b, t] != 0:
-                ar, xr, hr = a[r], xw[b, t], h[r]
-                for j in range(3 * H):
-                    ar[j] += bh[j]                             # h U + b_h
-                for j in range(2 * H):
-                    gb[j] = xr[j] + ar[j]
-                _sigmoid_into(gb[:2 * H], gb[:2 * H])          # r, z
+                xr, hr = xw[b, t], h[r]
                 rr, z, nn, bn = gb[:H], gb[H:2 * H], gb[2 * H:3 * H], gb[3 * H:]
-                an, xn = ar[2 * H:], xr[2 * H:]
+                _sigmoid_of_sum(hu[0, r], xr[:H], bh[:H], rr)
+                _sigmoid_of_sum(hu[1, r], xr[H:2 * H], bh[H:2 * H], z)
+                hn, xn, bhn = hu[2, r], xr[2 * H:], bh[2 * H:]
                 for j in range(H):
-                    bn[j] = an[j]
-                    nn[j] = xn[j] + rr[j] * an[j]
-                _tanh_into(nn, nn)
+                    bn_j = hn[j] + bhn[j]                      # (h U + b_h)_n
+                    bn[j] = bn_j
+                    nn[j] = _tanh(xn[j] + rr[j] * bn_j)
                 for j in range(H):
                     hr[j] = (one - z[j]) * nn[j] + z[j] * hr[j]
             else:
                 gb[:] = 0
-            hs[b, t, :] = h[r]
+            _copy_into(h[r], hs[b, t])
 
 
 @njit(parallel=True, **KERNEL)
-def _gru_parallel(xw, h0, wh, bh, keep, reverse, hs, gates, n_chunks):
+def _gru_parallel(xw, h0, wu, bh, keep, reverse, hs, gates, n_chunks):
     B = xw.shape[0]
     for k in prange(n_chunks):
-        _gru_rows(xw, h0, wh, bh, keep, reverse, hs, gates, k * B // n_chunks, (k + 1) * B // n_chunks)
+        _gru_rows(xw, h0, wu, bh, keep, reverse, hs, gates, k * B // n_chunks, (k + 1) * B // n_chunks)
 
 
 @njit(**KERNEL)
-def _gru_backward_rows(dhs, h0, wh, keep, reverse, hs, gates, dxw, dhw, dh0, b0, b1):
-    # dhs (B, T, H); dxw, dhw (B, T, 3H): gradients of the input projections and of h U + b_h; dh0 (B, H)
+def _gru_backward_rows(dhs, h0, wt, keep, reverse, hs, gates, dxw, dhw, dh0, b0, b1):
+    # dhs (B, T, H); wt (G, 3H, H/G): U^T's column blocks
+    # dxw, dhw (B, T, 3H): gradients of the input projections and of h U + b_h; dh0 (B, H). Every
+    # element of dxw, dhw and dh0 is written (0 on padding), so they need no zeroing beforehand.
     T, H = dhs.shape[1], h0.shape[1]
     n = b1 - b0
     dh = np.zeros((n, H), dtype=dhs.dtype)
     db = np.empty((n, 3 * H), dtype=dhs.dtype)
-    dh_prev = np.empty((n, H), dtype=dhs.dtype)
+    part = np.empty((wt.shape[0], n, wt.shape[2]), dtype=dhs.dtype)   # db U^T, block by block
     one = dhs.dtype.type(1)
     for s in range(T):
         t = s if reverse else T - 1 - s
@@ -376,20 +440,17 @@ def _gru_backward_rows(dhs, h0, wh, keep, reverse, hs, gates, dxw, dhw, dh0, b0,
             else:
                 db[r, :] = 0
                 dxw[b, t, :] = 0
-            dhw[b, t, :] = db[r]
-        np.dot(db, wh.T, dh_prev)                              # (n, 3H) @ (3H, H)
-        for r in range(n):
-            if keep[b0 + r, t] != 0:
-                dh[r, :] += dh_prev[r]
+            _copy_into(db[r], dhw[b, t])
+        _add_block_products(db, wt, part, dh)                  # dh += db U^T (padding: db = 0)
     for r in range(n):
-        dh0[b0 + r, :] = dh[r]
+        _copy_into(dh[r], dh0[b0 + r])
 
 
 @njit(parallel=True, **KERNEL)
-def _gru_backward_parallel(dhs, h0, wh, keep, reverse, hs, gates, dxw, dhw, dh0, n_chunks):
+def _gru_backward_parallel(dhs, h0, wt, keep, reverse, hs, gates, dxw, dhw, dh0, n_chunks):
     B = dhs.shape[0]
     for k in prange(n_chunks):
-        _gru_backward_rows(dhs, h0, wh, keep, reverse, hs, gates, dxw, dhw, dh0,
+        _gru_backward_rows(dhs, h0, wt, keep, reverse, hs, gates, dxw, dhw, dh0,
                            k * B // n_chunks, (k + 1) * B // n_chunks)
 
 
@@ -400,10 +461,11 @@ def _gru_forward(xw, h0, wh, bh, keep, reverse):
     gates = np.empty((B, T, 4 * H), dtype=xw.dtype)
     if B and T:
         n = _chunks(B, T, H, 3 * H)
+        wu = _column_blocks(wh, 3)                             # (H, 3H) -> (3, H, H): U_r, U_z, U_n
         if n == 1:
-            _gru_rows(xw, h0, wh, bh, keep, reverse, hs, gates, 0, B)
+            _gru_rows(xw, h0, wu, bh, keep, reverse, hs, gates, 0, B)
         else:
-            _gru_parallel(xw, h0, wh, bh, keep, reverse, hs, gates, n)
+            _gru_parallel(xw, h0, wu, bh, keep, reverse, hs, gates, n)
     return hs, gates
 
 
@@ -412,11 +474,12 @@ def _gru_backward_forward(dy, y, h0, wh, gates, keep, reverse):
     dy, y = contiguous(dy), contiguous(y)
     B, T, H = dy.shape[0], dy.shape[1], dy.shape[2]
     n = B * T * 3 * H
-    out = np.zeros(2 * n + B * H, dtype=dy.dtype)
+    out = (np.empty if B and T else np.zeros)(2 * n + B * H, dtype=dy.dtype)   # the kernel writes it all
     dxw, dhw, dh0 = out[:n].reshape(B, T, 3 * H), out[n:2 * n].reshape(B, T, 3 * H), out[2 * n:].reshape(B, H)
     if B and T:
         chunks = _chunks(B, T, H, 3 * H)
-        args = (dy, contiguous(h0), contiguous(wh), contiguous(keep), reverse, y, gates, dxw, dhw, dh0)
+        wt = _column_blocks(wh.T, _quarters(H))                # (3H, H) -> (G, 3H, H/G)
+        args = (dy, contiguous(h0), wt, contiguous(keep), reverse, y, gates, dxw, dhw, dh0)
         if chunks == 1:
             _gru_backward_rows(*args, 0, B)
         else:
