@@ -110,6 +110,7 @@ def _im2col_block(x, cols, r0, r1, g, geometry):
     c0 = g * Cg                                                  # first input channel of group g
     span = KW * Cg                                               # one kernel row of the window, (KW, Cg)
     spans_contiguous = Cg == C and dilation[2] == 1 and Cg >= _SPAN_MIN_CHANNELS
+    x_flat = x.reshape(x.size)            # a view, made once (a view per window row cost 4x the copying)
     n, od, oh, ow = _unravel(r0, geometry)
     for r in range(r0, r1):
         row = cols[r - r0]
@@ -120,22 +121,26 @@ def _im2col_block(x, cols, r0, r1, g, geometry):
             for kh in range(KH):
                 i_h = oh * strides[1] + kh * dilation[1] - pad_lo[1]
                 base = (kd * KH + kh) * span
+                dst = row[base:base + span]                      # (KW * Cg,): one kernel row of the window
                 if not (0 <= i_d < D and 0 <= i_h < H):          # the whole kernel row is padding
-                    row[base:base + span] = 0
-                elif whole_span:                                 # one contiguous copy of KW * C values
-                    src = x[n, i_d, i_h].ravel()[i_w0 * C:i_w0 * C + span]   # (W, C) row: a view
                     for j in range(span):
-                        row[base + j] = src[j]
+                        dst[j] = 0
+                elif whole_span:                                 # one contiguous copy of KW * C values
+                    at = (((n * D + i_d) * H + i_h) * W + i_w0) * C       # x[n, i_d, i_h, i_w0, 0] in x_flat
+                    src = x_flat[at:at + span]
+                    for j in range(span):
+                        dst[j] = src[j]
                 else:
                     for kw in range(KW):
                         i_w = i_w0 + kw * dilation[2]
-                        b = base + kw * Cg
+                        d = dst[kw * Cg:(kw + 1) * Cg]
                         if 0 <= i_w < W:
+                            src = x[n, i_d, i_h, i_w, c0:c0 + Cg]
                             for c in range(Cg):
-                                row[b + c] = x[n, i_d, i_h, i_w, c0 + c]
+                                d[c] = src[c]
                         else:                                    # padding reads zeros
                             for c in range(Cg):
-                                row[b + c] = 0
+                                d[c] = 0
         n, od, oh, ow = _next_position(n, od, oh, ow, geometry)
 
 
@@ -149,6 +154,7 @@ def _col2im_block(dcols, dx, r0, r1, g, geometry):
     c0 = g * Cg
     span = KW * Cg
     spans_contiguous = Cg == C and dilation[2] == 1 and Cg >= _SPAN_MIN_CHANNELS
+    dx_flat = dx.reshape(dx.size)                                # a view: writes land in dx
     n, od, oh, ow = _unravel(r0, geometry)
     for r in range(r0, r1):
         row = dcols[r - r0]
@@ -161,17 +167,19 @@ def _col2im_block(dcols, dx, r0, r1, g, geometry):
                 base = (kd * KH + kh) * span
                 if not (0 <= i_d < D and 0 <= i_h < H):          # padding's gradient is dropped
                     continue
+                src = row[base:base + span]
                 if whole_span:
-                    dst = dx[n, i_d, i_h].ravel()[i_w0 * C:i_w0 * C + span]   # a view: adds into dx
+                    at = (((n * D + i_d) * H + i_h) * W + i_w0) * C
+                    dst = dx_flat[at:at + span]                  # a view: adds into dx
                     for j in range(span):
-                        dst[j] += row[base + j]
+                        dst[j] += src[j]
                 else:
                     for kw in range(KW):
                         i_w = i_w0 + kw * dilation[2]
                         if 0 <= i_w < W:
-                            b = base + kw * Cg
+                            s, d = src[kw * Cg:(kw + 1) * Cg], dx[n, i_d, i_h, i_w, c0:c0 + Cg]
                             for c in range(Cg):
-                                dx[n, i_d, i_h, i_w, c0 + c] += row[b + c]
+                                d[c] += s[c]
         n, od, oh, ow = _next_position(n, od, oh, ow, geometry)
 
 
@@ -208,13 +216,17 @@ def _im2col_t_block(x, cols_t, r0, r1, g, geometry):
                     if not (0 <= i_d < D and 0 <= i_h < H):
                         t_lo = t_hi = 0
                     for c in range(Cg):
-                        dst = cols_t[((kd * KH + kh) * KW + kw) * Cg + c]
-                        for t in range(j, j + t_lo):                     # padding reads zeros
+                        dst = cols_t[((kd * KH + kh) * KW + kw) * Cg + c, j:j + run]   # this line's outputs
+                        for t in range(t_lo):                            # padding reads zeros
                             dst[t] = 0
-                        for t in range(t_lo, t_hi):
-                            dst[j + t] = x[n, i_d, i_h, first + t * strides[2], c0 + c]
-                        for t in range(j + max(t_lo, t_hi), j + run):
-                            dst[t] = 0
+                        if t_hi > t_lo:                                  # x along the line, at the stride
+                            src = x[n, i_d, i_h, first + t_lo * strides[2]:, c0 + c]
+                            d = dst[t_lo:t_hi]
+                            for t in range(t_hi - t_lo):
+                                d[t] = src[t * strides[2]]
+                        d = dst[max(t_lo, t_hi):]
+                        for t in range(d.shape[0]):
+                            d[t] = 0
         j += run
 
 
@@ -240,10 +252,13 @@ def _col2im_t_block(dcols_t, dx, r0, r1, g, geometry):
                 for kw in range(KW):
                     first = ow * strides[2] + kw * dilation[2] - pad_lo[2]
                     t_lo, t_hi = _valid_run(first, strides[2], run, W)
+                    if t_hi <= t_lo:
+                        continue
                     for c in range(Cg):
-                        src = dcols_t[((kd * KH + kh) * KW + kw) * Cg + c]
-                        for t in range(t_lo, t_hi):
-                            dx[n, i_d, i_h, first + t * strides[2], c0 + c] += src[j + t]
+                        s = dcols_t[((kd * KH + kh) * KW + kw) * Cg + c, j + t_lo:j + t_hi]
+                        d = dx[n, i_d, i_h, first + t_lo * strides[2]:, c0 + c]
+                        for t in range(t_hi - t_lo):
+                            d[t * strides[2]] += s[t]
         j += run
 
 
