@@ -9,6 +9,10 @@
 - ``pool_first``: ``max_pool(bias_relu(z, b))`` becomes ``bias_relu(max_pool(z), b)``, and its backward
   likewise: the same numbers (relu and adding a bias keep the order of a window's values), with the
   bias, the relu and relu's backward on the pooled array, a quarter of the size for 2x2 windows.
+- ``conv_pool``: ``max_pool(conv(x, w))`` with windows that tile the output (the usual ``max_pool(2)``)
+  becomes one sweep (``kernels.conv_pool``) that pools each block of the convolution's rows while it is
+  in the cache; the backward rebuilds each block's gradient from the pooled one where it is used. The
+  convolution's output and its gradient (for the MNIST CNN's first layer, 12.8 MB each) are never written.
 - ``flat_round_trip``: ``flat.join`` of every view one ``flat.split`` cut, in order, is the split buffer
   itself (``axon.flat``: the optimizer's update split into a tree, joined again by ``apply_updates``); the
   join goes, and readers read the buffer.
@@ -69,9 +73,11 @@ from .backend import backend_of
 from .tracing import Op, _as_arrays, dispatch
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
 from .kernels.adam import adam_apply_at
+from .kernels.conv_pool import conv_max_pool, conv_max_pool_backward
 from .kernels.softmax_family import xent_sum as _xent_sum_forward
 
-__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "pool_first", "flat_round_trip",
+__all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "pool_first", "conv_pool",
+           "flat_round_trip",
            "adam_apply", "xent_sum", "elementwise",
            "FusedLoop", "cache_folder"]
 
@@ -96,7 +102,7 @@ def run(ops: list, values: list, constants: dict, results: list) -> list:
     """
     if not ENABLED:
         return ops
-    for fuse in (bias_relu, pool_first, flat_round_trip, adam_apply, xent_sum, elementwise):
+    for fuse in (bias_relu, pool_first, conv_pool, flat_round_trip, adam_apply, xent_sum, elementwise):
         ops = fuse(ops, values, constants, results)
     return ops
 
@@ -333,7 +339,95 @@ def _pool_and_relu_backward(ops, readers, made_at, results, k, y, arg):
     return j, n
 
 
-# ---- pass 3: a flat buffer split into views and joined again is the buffer ----------------------------------
+# ---- pass 3: a convolution and the max pooling after it --------------------------------------------------
+def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
+    """``max_pool(conv(x, w))`` as one sweep (``kernels.conv_pool``), and its backward likewise.
+
+    Forward ``y = kernels.conv(x, w)``, ``(q, arg) = kernels.max_pool(y)`` becomes ``(q, arg) =
+    fused[kernels.conv,kernels.max_pool](x, w)``: the convolution's output is pooled block by block while
+    it is in the cache, never written. Backward ``(dy,) = kernels.max_pool_backward(dq, arg)``, ``(dx, dw)
+    = kernels.conv_backward(dy, x, w)`` becomes ``(dx, dw) = fused[kernels.max_pool_backward,
+    kernels.conv_backward](dq, arg, x, w)``: each block's ``dy`` is rebuilt from ``dq`` where the products
+    use it. The numbers are the unfused ops' to rounding (the same products in other blocks; the same
+    argmax). Fused only where the kernel applies: a 1-d or 2-d convolution with ``groups=1``, windows
+    that tile it (window = stride, no padding), ``y`` read only by the pool and ``arg`` and ``dy`` only
+    by the backward (after ``pool_first``, a relu between them has moved after the pool).
+
+    >>> from axon.kernels.pool import _window_bins
+    >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
+    >>> x, w = np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 2))
+    >>> conv = dict(strides=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1, out_spatial=(4, 4))
+    >>> y = cpu("kernels.conv")(x, w, **conv)
+    >>> bins, out_shape, _ = _window_bins("max_pool", y, (2, 2), (2, 2), ((0, 0), (0, 0)))
+    >>> plan = [Op("kernels.conv", cpu("kernels.conv"), (0, 1), conv, 2),
+    ...         Op("kernels.max_pool", cpu("kernels.max_pool"), (2,), dict(bins=bins, out_shape=out_shape), (3, 4))]
+    >>> q, arg = cpu("kernels.max_pool")(y, bins=bins, out_shape=out_shape)
+    >>> fused = conv_pool(plan, [x, w, y, q, arg], {}, [3])
+    >>> [(op.name, op.inputs, op.outputs) for op in fused]
+    [('fused[kernels.conv,kernels.max_pool]', (0, 1), (3, 4))]
+    >>> y[0, :, :, 0]                                              # 4 taps at a corner, 6 on an edge, 9 inside
+    array([[4., 6., 6., 4.],
+           [6., 9., 9., 6.],
+           [6., 9., 9., 6.],
+           [4., 6., 6., 4.]])
+    >>> fused[0].forward(x, w, **fused[0].params)[0][0, :, :, 0]     # each 2x2 window's largest
+    array([[9., 9.],
+           [9., 9.]])
+    """
+    readers, producer = _readers(ops), _producers(ops)
+    made_at = {s: i for i, op in enumerate(ops) for s in op.written()}
+    out = list(ops)
+    for k, pool in enumerate(ops):                         # k: the max_pool
+        if pool.name != "kernels.max_pool" or not _is_cpu(pool):
+            continue
+        y, (q, arg) = pool.inputs[0], pool.outputs
+        i = producer.get(y)                                # i: the conv
+        if i is None or ops[i].name != "kernels.conv" or not _is_cpu(ops[i]) or y in results or readers[y] != [k]:
+            continue
+        conv = ops[i]
+        window = _tiling_window(pool.params["bins"], values[y])
+        if window is None or conv.params["groups"] != 1 or values[y].ndim > 4:
+            continue
+        backward = None
+        if readers[arg]:                                   # n: max_pool_backward(dq, arg), j: conv_backward(dy, x, w)
+            n = readers[arg][0]
+            dy = ops[n].outputs[0] if type(ops[n].outputs) is tuple else None
+            j = readers[dy][0] if dy is not None and len(readers[dy]) == 1 else None
+            if not (len(readers[arg]) == 1 and ops[n].name == "kernels.max_pool_backward" and _is_cpu(ops[n])
+                    and ops[n].inputs[1] == arg and j is not None and ops[j].name == "kernels.conv_backward"
+                    and _is_cpu(ops[j]) and ops[j].inputs == (dy, *conv.inputs) and dy not in results
+                    and made_at.get(dy) == n):
+                continue
+            backward = n, j
+        geometry = {key: conv.params[key] for key in ("strides", "padding", "dilation", "groups", "out_spatial")}
+        out[i] = None
+        out[k] = Op("fused[kernels.conv,kernels.max_pool]", conv_max_pool, conv.inputs,
+                    dict(geometry, window=window, out_shape=pool.params["out_shape"]), pool.outputs)
+        if backward is not None:
+            n, j = backward
+            out[n] = None
+            out[j] = Op("fused[kernels.max_pool_backward,kernels.conv_backward]", conv_max_pool_backward,
+                        (ops[n].inputs[0], arg, *conv.inputs),
+                        dict(geometry, window=window, need_dx=ops[j].params["need_dx"],
+                             need_dw=ops[j].params["need_dw"]), ops[j].outputs)
+    return [op for op in out if op is not None]
+
+
+def _tiling_window(bins, y) -> tuple | None:
+    """The pool's window along the conv output's spatial axes when its windows tile them (window = stride,
+    no padding, none along a leading axis of size 1), else None. ``bins``: the three (O, 2) arrays."""
+    window = []
+    for axis, b in enumerate(bins):
+        size = int(b[0, 1] - b[0, 0])
+        if size < 1 or not (np.array_equal(b[:, 0], np.arange(len(b)) * size) and bool((b[:, 1] - b[:, 0] == size).all())):
+            return None
+        window.append(size)
+    if window[0] != 1 or len(bins[0]) != 1:                # a 3-d pool, or a depth axis the conv has
+        return None
+    return tuple(window[3 - (y.ndim - 2):])
+
+
+# ---- pass 4: a flat buffer split into views and joined again is the buffer ----------------------------------
 def _renamed(op: Op, rename: dict) -> Op:
     """``op`` reading ``rename[s]`` in place of each slot ``s`` it reads that ``rename`` names."""
     return op._replace(inputs=tuple(rename.get(s, s) for s in op.inputs)) if any(s in rename for s in op.inputs) else op
@@ -380,7 +474,7 @@ def flat_round_trip(ops: list, values: list, constants: dict, results: list) -> 
                                      and not any(readers.get(s) or s in results for s in op.written()))]
 
 
-# ---- pass 4: Adam's update added to the params in the same pass ---------------------------------------------
+# ---- pass 5: Adam's update added to the params in the same pass ---------------------------------------------
 def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
     """``kernels.adam_step_at`` and the ``add`` of its update to the params as one pass over memory.
 
@@ -444,7 +538,7 @@ def _cuda_adam_apply_at():
     return cuda_adam_apply_at
 
 
-# ---- pass 5: the cross-entropy's sum, forward and backward -------------------------------------------------
+# ---- pass 6: the cross-entropy's sum, forward and backward -------------------------------------------------
 def _is_cpu_or_scalar(op: Op) -> bool:
     """``_is_cpu``, or the CPU forward wrapped as ``axon.jit`` wraps one that returns a host scalar."""
     f, prim = op.forward, PRIMITIVES.get(op.name)
@@ -506,7 +600,7 @@ def xent_sum(ops: list, values: list, constants: dict, results: list) -> list:
     return [op for op in out if op is not None]
 
 
-# ---- pass 6: chains of elementwise ops into one generated loop ------------------------------------------
+# ---- pass 7: chains of elementwise ops into one generated loop ------------------------------------------
 # Each elementwise primitive as a scalar expression of its operands {0}, {1}, ... ({D}: the result's dtype).
 _FLOAT_OPS = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",

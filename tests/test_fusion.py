@@ -123,7 +123,8 @@ def _conv_relu_pool(shape, k_shape, pool):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", list(POOLS))
-def test_pool_first_pools_before_the_relu_with_the_same_numbers(case, dtype):
+def test_pool_first_pools_before_the_relu_with_the_same_numbers(case, dtype, monkeypatch):
+    monkeypatch.setattr(fusion, "conv_pool", lambda ops, *_: ops)              # this pass alone: conv stays apart
     shape, k_shape, pool = POOLS[case]
     rng = np.random.default_rng(6)
     x, w = rng.standard_normal(shape).astype(dtype), rng.standard_normal(k_shape).astype(dtype)
@@ -145,7 +146,8 @@ def test_pool_first_pools_before_the_relu_with_the_same_numbers(case, dtype):
         assert close(a, c, dtype)
 
 
-def test_pool_first_leaves_a_relu_output_read_elsewhere_and_an_average_pool():
+def test_pool_first_leaves_a_relu_output_read_elsewhere_and_an_average_pool(monkeypatch):
+    monkeypatch.setattr(fusion, "conv_pool", lambda ops, *_: ops)
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal((2, 6, 6, 1)).astype(np.float32), rng.standard_normal((3, 3, 1, 2)).astype(np.float32)
     b = np.zeros(2, np.float32)
@@ -163,7 +165,139 @@ def test_pool_first_leaves_a_relu_output_read_elsewhere_and_an_average_pool():
         assert names(fused.ops).index("kernels.bias_relu") == 1, str(fused)
 
 
-# ---- pass 3: Adam's update and its apply ---------------------------------------------------------------
+# ---- pass 3: a convolution and its max pooling in one sweep ---------------------------------------------------
+CONV_POOLS = {   # x shape, conv kernel, conv padding, pool window; odd sizes leave rows no window reads
+    "2d": ((3, 8, 8, 4), (3, 3, 4, 5), ((1, 1), (1, 1)), (2, 2)),
+    "2d_odd": ((2, 7, 9, 3), (3, 3, 3, 4), ((1, 1), (1, 1)), (2, 2)),
+    "2d_one_channel": ((4, 10, 10, 1), (3, 3, 1, 6), ((1, 1), (1, 1)), (2, 2)),    # the transposed columns
+    "2d_window_3x2": ((2, 9, 8, 12), (2, 2, 12, 3), ((0, 1), (0, 1)), (3, 2)),
+    "1d": ((4, 11, 2), (3, 2, 3), ((1, 1),), (2,)),
+}
+
+
+def _conv_then_pool(case, relu):
+    x_shape, k_shape, padding, window = CONV_POOLS[case]
+    n = len(x_shape) - 2
+    def f(x, w, b):
+        z = axon.kernels.conv(x, w, (1,) * n, padding, (1,) * n)                      # (N, *S, C_out)
+        z = axon.kernels.bias_relu(z, b) if relu else z
+        return axon.kernels.max_pool(z, window, window, ((0, 0),) * n)
+    return f
+
+
+def _conv_pool_args(case, dtype, seed=11):
+    x_shape, k_shape, _, _ = CONV_POOLS[case]
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(k_shape).astype(dtype),
+            rng.standard_normal(k_shape[-1]).astype(dtype))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CONV_POOLS))
+def test_conv_pool_fuses_the_conv_and_its_pool_with_the_same_numbers(case, dtype, relu):
+    x, w, b = _conv_pool_args(case, dtype)
+    f = _conv_then_pool(case, relu)
+    (y_plain, _), (y_fused, fused) = _both(lambda: jit(f), x, w, b)
+    assert names(fused.ops)[0] == "fused[kernels.conv,kernels.max_pool]", str(fused)
+    assert "kernels.conv" not in names(fused.ops) and "kernels.max_pool" not in names(fused.ops)
+    assert y_fused.dtype == dtype and y_fused.shape == y_plain.shape and close(y_fused, y_plain, dtype)
+
+    def loss(x, w, b):                                        # weights per output, so every window's maximum counts
+        y = f(x, w, b)
+        return (y * (1.0 + np.arange(y.size, dtype=dtype).reshape(y.shape) / y.size)).sum()
+    ((l_plain, g_plain), plain), ((l_fused, g_fused), fused) = _both(
+        lambda: jit(axon.value_and_grad(loss, argnums=(0, 1, 2))), x, w, b)
+    assert "fused[kernels.max_pool_backward,kernels.conv_backward]" in names(fused.ops), str(fused)
+    assert not {"kernels.conv_backward", "kernels.max_pool_backward"} & set(names(fused.ops))
+    assert "kernels.conv_backward" in names(plain.ops)
+    assert close(l_fused, l_plain, dtype)
+    for a, c in zip(g_fused, g_plain):                        # dw summed over other blocks: 1e-6 of its scale
+        assert a.shape == c.shape and a.dtype == c.dtype and close_to_scale(a, c, dtype)
+
+
+def close_to_scale(a, c, dtype):
+    """``a`` within 1e-6 (float32; 1e-12 float64) of ``c``'s largest magnitude: sums taken in another order."""
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    return float(np.abs(a - c).max()) <= tol * (float(np.abs(c).max()) or 1.0)
+
+
+def test_conv_pool_against_torch():
+    """The fused forward and both gradients equal torch's conv2d then max_pool2d, in float64."""
+    torch = pytest.importorskip("torch")
+    x, w, _ = _conv_pool_args("2d_odd", np.float64)
+    f = jit(axon.value_and_grad(lambda x, w: (_conv_then_pool("2d_odd", False)(x, w, None) ** 2).sum(),
+                                argnums=(0, 1)))
+    f(x, w)
+    loss, (dx, dw) = f(x, w)
+    assert "fused[kernels.max_pool_backward,kernels.conv_backward]" in names(next(iter(f.plans.values())).ops)
+    xt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)                # (N, C, H, W)
+    wt = torch.tensor(np.transpose(w, (3, 2, 0, 1)), requires_grad=True)        # (C_out, C_in, KH, KW)
+    yt = torch.nn.functional.max_pool2d(torch.nn.functional.conv2d(xt, wt, padding=1), 2)
+    (yt ** 2).sum().backward()
+    assert np.allclose(loss, (yt ** 2).sum().item(), rtol=1e-12)
+    assert np.allclose(dx, np.moveaxis(xt.grad.numpy(), 1, -1), rtol=1e-10, atol=1e-12)
+    assert np.allclose(dw, np.transpose(wt.grad.numpy(), (2, 3, 1, 0)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["2d", "2d_one_channel", "2d_odd"])
+def test_conv_pool_split_across_threads_equals_the_serial_kernel(case, monkeypatch):
+    from axon.kernels import conv_pool as kernel
+    x, w, _ = _conv_pool_args(case, np.float64)
+    x_shape, k_shape, padding, window = CONV_POOLS[case]
+    out_spatial = tuple(s + lo + hi - k + 1 for s, (lo, hi), k in zip(x_shape[1:-1], padding, k_shape))
+    geometry = dict(strides=(1, 1), padding=padding, dilation=(1, 1), groups=1, out_spatial=out_spatial)
+    out_shape = tuple(o // k for o, k in zip(out_spatial, window))
+    runs = []
+    for macs in (1 << 40, 1):                                 # serial, then every chunk its own thread
+        monkeypatch.setattr(kernel, "_PARALLEL_MACS", macs)
+        q, arg = kernel.conv_max_pool(x, w, **geometry, window=window, out_shape=out_shape)
+        dq = np.random.default_rng(3).standard_normal(q.shape)
+        runs.append((q, arg) + kernel.conv_max_pool_backward(dq, arg, x, w, **geometry, window=window,
+                                                              need_dx=True, need_dw=True))
+    for a, c in zip(*runs):
+        assert np.allclose(a, c, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_conv_pool_leaves_what_it_cannot_fuse(monkeypatch):
+    """Overlapping or padded windows, groups, a conv output read elsewhere, an argmax read elsewhere."""
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((2, 8, 8, 4)).astype(np.float32), rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
+    same = ((1, 1), (1, 1))
+    conv = lambda x, w, groups=1: axon.kernels.conv(x, w if groups == 1 else w[:, :, :2], (1, 1), same, (1, 1), groups)
+    cases = {
+        "overlapping": lambda x, w: axon.kernels.max_pool(conv(x, w), (3, 3), (2, 2), ((0, 0), (0, 0))),
+        "padded": lambda x, w: axon.kernels.max_pool(conv(x, w), (2, 2), (2, 2), ((1, 1), (1, 1))),
+        "groups": lambda x, w: axon.kernels.max_pool(conv(x, w, groups=2), (2, 2), (2, 2), ((0, 0), (0, 0))),
+        "conv_read_twice": lambda x, w: (lambda z: axon.kernels.max_pool(z, (2, 2), (2, 2), ((0, 0), (0, 0))).sum()
+                                         + z.sum())(conv(x, w)),
+    }
+    for name, f in cases.items():
+        for g in (f, axon.grad(lambda x, w: f(x, w).sum(), argnums=(0, 1))):
+            (plain, _), (got, fused) = _both(lambda: jit(g), x, w)
+            assert not any(n.startswith("fused[kernels.conv") or "conv_backward]" in n for n in names(fused.ops)), \
+                f"{name}: {fused}"
+            for a, c in zip(tree_leaves(got), tree_leaves(plain)):
+                assert close(a, c, np.float32)
+    cpu = lambda n: PRIMITIVES[n].forwards["cpu"]
+    geometry = dict(strides=(1, 1), padding=same, dilation=(1, 1), groups=1, out_spatial=(4, 4))
+    from axon.kernels.pool import _window_bins
+    xs, ws = np.ones((1, 4, 4, 1)), np.ones((3, 3, 1, 2))
+    y = cpu("kernels.conv")(xs, ws, **geometry)
+    bins, out_shape, _ = _window_bins("max_pool", y, (2, 2), (2, 2), ((0, 0), (0, 0)))
+    q, arg = cpu("kernels.max_pool")(y, bins=bins, out_shape=out_shape)
+    (dz,) = cpu("kernels.max_pool_backward")(np.ones_like(q), arg, x_shape=y.shape)
+    plan = [op("kernels.conv", (0, 1), 2, **geometry), op("kernels.max_pool", (2,), (3, 4), bins=bins, out_shape=out_shape),
+            op("kernels.max_pool_backward", (5, 4), (6,), x_shape=y.shape),
+            op("kernels.conv_backward", (6, 0, 1), (7, 8), **geometry, need_dx=True, need_dw=True)]
+    values = [xs, ws, y, q, arg, np.ones_like(q), dz, None, None]
+    assert names(fusion.conv_pool(plan, values, {}, [3, 7, 8, 6])) == names(plan)       # dy a result: apart
+    assert names(fusion.conv_pool(plan, values, {}, [3, 7, 8])) == [
+        "fused[kernels.conv,kernels.max_pool]", "fused[kernels.max_pool_backward,kernels.conv_backward]"]
+
+
+# ---- pass 5: Adam's update and its apply ---------------------------------------------------------------
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -199,7 +333,7 @@ def test_adam_apply_leaves_an_update_read_elsewhere_or_returned():
     assert names(fusion.adam_apply(plan + [neg], values + [-u], {}, [9, 10])) == ["kernels.adam_step_at", "add", "neg"]
 
 
-# ---- pass 4: the cross-entropy's sum ----------------------------------------------------------------------
+# ---- pass 6: the cross-entropy's sum ----------------------------------------------------------------------
 @pytest.mark.parametrize("targets", ["labels", "probabilities"])
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -238,7 +372,7 @@ def test_xent_sum_leaves_losses_read_elsewhere_or_summed_along_an_axis():
         np.testing.assert_allclose(got, plain, rtol=1e-12)
 
 
-# ---- pass 5: elementwise chains -------------------------------------------------------------------------
+# ---- pass 7: elementwise chains -------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("b_shape", [(7,), (5, 1), (1, 5, 7), (), (3, 5, 7), (3, 1, 1)])
 def test_elementwise_chain_is_one_loop_with_numpy_broadcasting(dtype, b_shape, monkeypatch):

@@ -16,6 +16,8 @@ and ``axon.kernels.convolution`` its module):
   ``activation``); ``erf`` (``special``); ``ctc_loss`` (``ctc``).
 - ``lstm_sequence``, ``gru_sequence``: a whole LSTM/GRU recurrence (after the input projection) fused
   (``recurrent``).
+- ``conv_max_pool``, ``conv_max_pool_backward``: a convolution and the max pooling after it in one sweep, on
+  arrays (``conv_pool``); ``axon.fusion``'s ``conv_pool`` pass puts them into compiled plans.
 - ``matmul_loop`` (the teaching triple loop) and ``matmul`` (BLAS per row chunk) (``matrix_product``).
 - ``adam_update(p, g, m, v, *, lr, b1, b2, eps, weight_decay, step)``: numpy arrays, in place;
   ``adam_step(...) -> (u, m_new, v_new)``: the same pass into fresh arrays, a primitive (``adam``; the
