@@ -351,7 +351,8 @@ def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
     use it. The numbers are the unfused ops' to rounding (the same products in other blocks; the same
     argmax). Fused only where the kernel applies: a 1-d or 2-d convolution with ``groups=1``, windows
     that tile it (window = stride, no padding), ``y`` read only by the pool and ``arg`` and ``dy`` only
-    by the backward (after ``pool_first``, a relu between them has moved after the pool).
+    by the backward, a ``conv_backward`` of the same ``x``, ``w`` and geometry (after ``pool_first``, a relu
+    between them has moved after the pool).
 
     >>> from axon.kernels.pool import _window_bins
     >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
@@ -388,6 +389,7 @@ def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
         window = _tiling_window(pool.params["bins"], values[y])
         if window is None or conv.params["groups"] != 1 or values[y].ndim > 4:
             continue
+        geometry = {key: conv.params[key] for key in ("strides", "padding", "dilation", "groups", "out_spatial")}
         backward = None
         if readers[arg]:                                   # n: max_pool_backward(dq, arg), j: conv_backward(dy, x, w)
             n = readers[arg][0]
@@ -396,10 +398,9 @@ def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
             if not (len(readers[arg]) == 1 and ops[n].name == "kernels.max_pool_backward" and _is_cpu(ops[n])
                     and ops[n].inputs[1] == arg and j is not None and ops[j].name == "kernels.conv_backward"
                     and _is_cpu(ops[j]) and ops[j].inputs == (dy, *conv.inputs) and dy not in results
-                    and made_at.get(dy) == n):
+                    and made_at.get(dy) == n and all(ops[j].params[key] == v for key, v in geometry.items())):
                 continue
             backward = n, j
-        geometry = {key: conv.params[key] for key in ("strides", "padding", "dilation", "groups", "out_spatial")}
         out[i] = None
         out[k] = Op("fused[kernels.conv,kernels.max_pool]", conv_max_pool, conv.inputs,
                     dict(geometry, window=window, out_shape=pool.params["out_shape"]), pool.outputs)

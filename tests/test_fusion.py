@@ -295,6 +295,9 @@ def test_conv_pool_leaves_what_it_cannot_fuse(monkeypatch):
     assert names(fusion.conv_pool(plan, values, {}, [3, 7, 8, 6])) == names(plan)       # dy a result: apart
     assert names(fusion.conv_pool(plan, values, {}, [3, 7, 8])) == [
         "fused[kernels.conv,kernels.max_pool]", "fused[kernels.max_pool_backward,kernels.conv_backward]"]
+    other = dict(geometry, padding=((2, 2), (2, 2)), dilation=(2, 2))              # the same output shape
+    plan[3] = op("kernels.conv_backward", (6, 0, 1), (7, 8), **other, need_dx=True, need_dw=True)
+    assert names(fusion.conv_pool(plan, values, {}, [3, 7, 8])) == names(plan)      # another conv's backward
 
 
 # ---- pass 5: Adam's update and its apply ---------------------------------------------------------------
