@@ -73,7 +73,7 @@ from .backend import backend_of
 from .tracing import Op, _as_arrays, dispatch
 from .kernels._common import FASTMATH, PARALLEL_MIN, contiguous
 from .kernels.adam import adam_apply_at
-from .kernels.conv_pool import conv_max_pool, conv_max_pool_backward
+from .kernels.conv_pool import conv_max_pool, conv_max_pool_backward, fuses as conv_pool_fuses
 from .kernels.softmax_family import xent_sum as _xent_sum_forward
 
 __all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "pool_first", "conv_pool",
@@ -351,8 +351,9 @@ def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
     use it. The numbers are the unfused ops' to rounding (the same products in other blocks; the same
     argmax). Fused only where the kernel applies: a 1-d or 2-d convolution with ``groups=1``, windows
     that tile it (window = stride, no padding), ``y`` read only by the pool and ``arg`` and ``dy`` only
-    by the backward, a ``conv_backward`` of the same ``x``, ``w`` and geometry (after ``pool_first``, a relu
-    between them has moved after the pool).
+    by the backward, a ``conv_backward`` of the same ``x``, ``w`` and geometry, and a pooled line's columns
+    small enough for the cache (``kernels.conv_pool.fuses``; after ``pool_first``, a relu between the conv
+    and the pool has moved after the pool).
 
     >>> from axon.kernels.pool import _window_bins
     >>> cpu = lambda name: PRIMITIVES[name].forwards["cpu"]
@@ -386,21 +387,14 @@ def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
         if i is None or ops[i].name != "kernels.conv" or not _is_cpu(ops[i]) or y in results or readers[y] != [k]:
             continue
         conv = ops[i]
-        window = _tiling_window(pool.params["bins"], values[y])
-        if window is None or conv.params["groups"] != 1 or values[y].ndim > 4:
-            continue
         geometry = {key: conv.params[key] for key in ("strides", "padding", "dilation", "groups", "out_spatial")}
-        backward = None
-        if readers[arg]:                                   # n: max_pool_backward(dq, arg), j: conv_backward(dy, x, w)
-            n = readers[arg][0]
-            dy = ops[n].outputs[0] if type(ops[n].outputs) is tuple else None
-            j = readers[dy][0] if dy is not None and len(readers[dy]) == 1 else None
-            if not (len(readers[arg]) == 1 and ops[n].name == "kernels.max_pool_backward" and _is_cpu(ops[n])
-                    and ops[n].inputs[1] == arg and j is not None and ops[j].name == "kernels.conv_backward"
-                    and _is_cpu(ops[j]) and ops[j].inputs == (dy, *conv.inputs) and dy not in results
-                    and made_at.get(dy) == n and all(ops[j].params[key] == v for key, v in geometry.items())):
-                continue
-            backward = n, j
+        window = _tiling_window(pool.params["bins"], values[y])
+        if window is None or not conv_pool_fuses(values[conv.inputs[1]].shape, values[y].dtype, geometry["groups"],
+                                                 geometry["out_spatial"], window):
+            continue
+        backward = _conv_and_pool_backward(ops, readers, made_at, results, conv, arg, geometry)
+        if backward is False:
+            continue
         out[i] = None
         out[k] = Op("fused[kernels.conv,kernels.max_pool]", conv_max_pool, conv.inputs,
                     dict(geometry, window=window, out_shape=pool.params["out_shape"]), pool.outputs)
@@ -414,13 +408,37 @@ def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
     return [op for op in out if op is not None]
 
 
+def _conv_and_pool_backward(ops, readers, made_at, results, conv, arg, geometry):
+    """For the pool of ``conv``'s output with argmax ``arg``: the backward ops ``(n, j)`` to fuse, None when
+    there is no backward (an inference plan), False when the plan reads ``arg`` or the gradient otherwise.
+
+    The backward must be ``(dy,) = ops[n]`` = ``max_pool_backward(dq, arg)``, the only reader of ``arg``,
+    and ``ops[j]`` = ``conv_backward(dy, x, w)`` with the conv's ``x``, ``w`` and geometry, the only reader
+    of ``dy``.
+    """
+    if not readers[arg]:
+        return None
+    n = readers[arg][0]
+    dy = ops[n].outputs[0] if type(ops[n].outputs) is tuple else None
+    if not (len(readers[arg]) == 1 and ops[n].name == "kernels.max_pool_backward" and _is_cpu(ops[n])
+            and ops[n].inputs[1] == arg and dy is not None and dy not in results and made_at.get(dy) == n
+            and len(readers[dy]) == 1):
+        return False
+    j = readers[dy][0]
+    if not (ops[j].name == "kernels.conv_backward" and _is_cpu(ops[j]) and ops[j].inputs == (dy, *conv.inputs)
+            and all(ops[j].params[key] == v for key, v in geometry.items())):
+        return False
+    return n, j
+
+
 def _tiling_window(bins, y) -> tuple | None:
     """The pool's window along the conv output's spatial axes when its windows tile them (window = stride,
     no padding, none along a leading axis of size 1), else None. ``bins``: the three (O, 2) arrays."""
     window = []
     for axis, b in enumerate(bins):
         size = int(b[0, 1] - b[0, 0])
-        if size < 1 or not (np.array_equal(b[:, 0], np.arange(len(b)) * size) and bool((b[:, 1] - b[:, 0] == size).all())):
+        starts, sizes = b[:, 0], b[:, 1] - b[:, 0]
+        if size < 1 or not (np.array_equal(starts, np.arange(len(b)) * size) and bool((sizes == size).all())):
             return None
         window.append(size)
     if window[0] != 1 or len(bins[0]) != 1:                # a 3-d pool, or a depth axis the conv has

@@ -280,6 +280,11 @@ def test_conv_pool_leaves_what_it_cannot_fuse(monkeypatch):
                 f"{name}: {fused}"
             for a, c in zip(tree_leaves(got), tree_leaves(plain)):
                 assert close(a, c, np.float32)
+    long_x = rng.standard_normal((1, 5000, 64)).astype(np.float32)                  # (N, W, C)
+    long_w = rng.standard_normal((3, 64, 8)).astype(np.float32)
+    line = lambda x, w: axon.kernels.max_pool(axon.kernels.conv(x, w, (1,), ((1, 1),), (1,)), (2,), (2,), ((0, 0),))
+    (plain, _), (got, fused) = _both(lambda: jit(line), long_x, long_w)         # a line of 3.8 MB of columns
+    assert "kernels.conv" in names(fused.ops) and close(got, plain, np.float32), str(fused)
     cpu = lambda n: PRIMITIVES[n].forwards["cpu"]
     geometry = dict(strides=(1, 1), padding=same, dilation=(1, 1), groups=1, out_spatial=(4, 4))
     from axon.kernels.pool import _window_bins
@@ -288,7 +293,8 @@ def test_conv_pool_leaves_what_it_cannot_fuse(monkeypatch):
     bins, out_shape, _ = _window_bins("max_pool", y, (2, 2), (2, 2), ((0, 0), (0, 0)))
     q, arg = cpu("kernels.max_pool")(y, bins=bins, out_shape=out_shape)
     (dz,) = cpu("kernels.max_pool_backward")(np.ones_like(q), arg, x_shape=y.shape)
-    plan = [op("kernels.conv", (0, 1), 2, **geometry), op("kernels.max_pool", (2,), (3, 4), bins=bins, out_shape=out_shape),
+    plan = [op("kernels.conv", (0, 1), 2, **geometry),
+            op("kernels.max_pool", (2,), (3, 4), bins=bins, out_shape=out_shape),
             op("kernels.max_pool_backward", (5, 4), (6,), x_shape=y.shape),
             op("kernels.conv_backward", (6, 0, 1), (7, 8), **geometry, need_dx=True, need_dw=True)]
     values = [xs, ws, y, q, arg, np.ones_like(q), dz, None, None]

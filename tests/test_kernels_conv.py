@@ -328,3 +328,13 @@ def test_conv_grad_of_grad_matches_torch(rng, torch_one_thread, case):
     np.testing.assert_allclose(outer[id(X)].numpy(), np.moveaxis(hx.numpy(), 1, -1), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(outer[id(W)].numpy(), np.moveaxis(np.moveaxis(hw.numpy(), 1, -1), 0, -1),
                                rtol=1e-10, atol=1e-10)
+
+
+def test_conv_with_no_input_channels_is_zeros():
+    """An empty sum over zero channels: y = 0, and gradients of the empty shapes (once a division by zero)."""
+    x = Tensor(np.zeros((2, 5, 5, 0), np.float32), requires_grad=True)
+    w = Tensor(np.zeros((3, 3, 0, 4), np.float32), requires_grad=True)
+    y = conv(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1))
+    assert y.shape == (2, 5, 5, 4) and y.dtype == np.float32 and not y.numpy().any()
+    y.sum().backward()
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape

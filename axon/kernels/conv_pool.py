@@ -37,12 +37,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._common import KERNEL, contiguous, num_chunks
-from .convolution import (_KERNEL, _OUT, _PARALLEL_MACS, _SPAN_MIN_CHANNELS, _add_to, _block_rows, _col2im_block,
-                          _col2im_t_block, _im2col_block, _im2col_t_block, _shapes)
+from .convolution import (_BLOCK_BYTES, _OUT, _PARALLEL_MACS, _add_to, _block_rows, _col2im_block, _col2im_t_block,
+                          _im2col_block, _im2col_t_block, _shapes, _transposed_columns)
 from .threads import use_single_threaded_blas
 from .workspace import scratch
 
-__all__ = ["conv_max_pool", "conv_max_pool_backward"]
+__all__ = ["conv_max_pool", "conv_max_pool_backward", "fuses"]
 
 
 # ---- one group: pool its conv rows, or spread its pooled gradient back over them ---------------------------
@@ -86,60 +86,57 @@ def _group_rows(g, Hp, Ho, Wo, KH):
 
 
 @njit(**KERNEL)
-def _im2col_groups(x, cols, b0, b1, Hp, KH, geometry):
-    # cols (>= rows, Kc): the windows of groups [b0, b1), in order. With Ho a multiple of KH the groups
-    # are consecutive rows and one copy serves them all. (The transposed layout has its own function:
-    # one function calling both copies ran its copies 4x slower, its views no longer optimised away.)
-    Ho, Wo = geometry[_OUT, 1], geometry[_OUT, 2]
-    L = KH * Wo
-    if Ho % KH == 0:
-        r0 = _group_rows(b0, Hp, Ho, Wo, KH)
-        _im2col_block(x, cols, r0, r0 + (b1 - b0) * L, 0, geometry)
-        return
-    for k in range(b1 - b0):                                     # a line between groups: one copy each
-        r0 = _group_rows(b0 + k, Hp, Ho, Wo, KH)
-        _im2col_block(x, cols[k * L:], r0, r0 + L, 0, geometry)
+def _runs(b0, b1, Hp, KH, geometry):
+    # groups [b0, b1) as runs of consecutive conv rows: (runs, rows per run). With Ho a multiple of KH the
+    # groups follow each other, one run; else a line no window reads lies between them, one run per group.
+    # (Run k starts at _group_rows(b0 + k, ...).)
+    L = KH * geometry[_OUT, 2]
+    return (1, (b1 - b0) * L) if geometry[_OUT, 1] % KH == 0 else (b1 - b0, L)
 
 
+# The four copies below are one loop each, over the runs. The transposed layout has functions of its own:
+# one function calling both kinds of copy ran its copies 4x slower (its views were no longer optimised away).
 @njit(**KERNEL)
-def _im2col_t_groups(x, cols_t, b0, b1, Hp, KH, geometry):
-    # cols_t (Kc, rows): the transposed layout of _im2col_groups
-    Ho, Wo = geometry[_OUT, 1], geometry[_OUT, 2]
-    L = KH * Wo
-    if Ho % KH == 0:
-        r0 = _group_rows(b0, Hp, Ho, Wo, KH)
-        _im2col_t_block(x, cols_t, r0, r0 + (b1 - b0) * L, 0, geometry)
-        return
-    for k in range(b1 - b0):
-        r0 = _group_rows(b0 + k, Hp, Ho, Wo, KH)
-        _im2col_t_block(x, cols_t[:, k * L:(k + 1) * L], r0, r0 + L, 0, geometry)
+def _im2col_groups(x, cols, b0, b1, Hp, KH, geometry):
+    # cols (>= rows, Kc): the windows of groups [b0, b1), in order
+    runs, L = _runs(b0, b1, Hp, KH, geometry)
+    for k in range(runs):
+        r0 = _group_rows(b0 + k, Hp, geometry[_OUT, 1], geometry[_OUT, 2], KH)
+        _im2col_block(x, cols[k * L:], r0, r0 + L, 0, geometry)
 
 
 @njit(**KERNEL)
 def _col2im_groups(dcols, dx, b0, b1, Hp, KH, geometry):
     # dx += the windows of groups [b0, b1) from dcols (>= rows, Kc), laid out as _im2col_groups makes them
-    Ho, Wo = geometry[_OUT, 1], geometry[_OUT, 2]
-    L = KH * Wo
-    if Ho % KH == 0:
-        r0 = _group_rows(b0, Hp, Ho, Wo, KH)
-        _col2im_block(dcols, dx, r0, r0 + (b1 - b0) * L, 0, geometry)
-        return
-    for k in range(b1 - b0):
-        r0 = _group_rows(b0 + k, Hp, Ho, Wo, KH)
+    runs, L = _runs(b0, b1, Hp, KH, geometry)
+    for k in range(runs):
+        r0 = _group_rows(b0 + k, Hp, geometry[_OUT, 1], geometry[_OUT, 2], KH)
         _col2im_block(dcols[k * L:], dx, r0, r0 + L, 0, geometry)
+
+
+@njit(**KERNEL)
+def _im2col_t_groups(x, cols_t, b0, b1, Hp, KH, geometry):
+    # cols_t (Kc, rows): _im2col_groups transposed; one run is the whole block (a C-contiguous array)
+    runs, L = _runs(b0, b1, Hp, KH, geometry)
+    if runs == 1:
+        r0 = _group_rows(b0, Hp, geometry[_OUT, 1], geometry[_OUT, 2], KH)
+        _im2col_t_block(x, cols_t, r0, r0 + L, 0, geometry)
+        return
+    for k in range(runs):
+        r0 = _group_rows(b0 + k, Hp, geometry[_OUT, 1], geometry[_OUT, 2], KH)
+        _im2col_t_block(x, cols_t[:, k * L:(k + 1) * L], r0, r0 + L, 0, geometry)
 
 
 @njit(**KERNEL)
 def _col2im_t_groups(dcols_t, dx, b0, b1, Hp, KH, geometry):
     # dx += the windows of groups [b0, b1) from dcols_t (Kc, rows)
-    Ho, Wo = geometry[_OUT, 1], geometry[_OUT, 2]
-    L = KH * Wo
-    if Ho % KH == 0:
-        r0 = _group_rows(b0, Hp, Ho, Wo, KH)
-        _col2im_t_block(dcols_t, dx, r0, r0 + (b1 - b0) * L, 0, geometry)
+    runs, L = _runs(b0, b1, Hp, KH, geometry)
+    if runs == 1:
+        r0 = _group_rows(b0, Hp, geometry[_OUT, 1], geometry[_OUT, 2], KH)
+        _col2im_t_block(dcols_t, dx, r0, r0 + L, 0, geometry)
         return
-    for k in range(b1 - b0):
-        r0 = _group_rows(b0 + k, Hp, Ho, Wo, KH)
+    for k in range(runs):
+        r0 = _group_rows(b0 + k, Hp, geometry[_OUT, 1], geometry[_OUT, 2], KH)
         _col2im_t_block(dcols_t[:, k * L:(k + 1) * L], dx, r0, r0 + L, 0, geometry)
 
 
@@ -154,7 +151,7 @@ def _forward_groups(x, w, q, arg, cols, y_block, geometry, window, g0, g1):
     Hp = q.shape[2]
     L = KH * Wo                                                  # conv rows per group
     per_block = y_block.shape[0] // L
-    transposed = Kc // (geometry[_KERNEL, 1] * geometry[_KERNEL, 2]) < _SPAN_MIN_CHANNELS
+    transposed = _transposed_columns(Kc, geometry)
     for b0 in range(g0, g1, per_block):
         b1 = min(b0 + per_block, g1)
         rows = (b1 - b0) * L
@@ -193,7 +190,7 @@ def _backward_images(x, w_t, dq, arg, dx, dw, cols, dcols, dy_block, dw_tmp, geo
     Hp = dq.shape[2]
     L = KH * Wo
     per_block = dy_block.shape[0] // L
-    transposed = Kc // (geometry[_KERNEL, 1] * geometry[_KERNEL, 2]) < _SPAN_MIN_CHANNELS
+    transposed = _transposed_columns(Kc, geometry)
     if need_dx:
         dx[n0:n1] = 0
     for b0 in range(n0 * Hp, n1 * Hp, per_block):
@@ -235,6 +232,26 @@ def _backward_parallel(x, w_t, dq, arg, dx, dw, cols, dcols, dy_block, dw_tmp, g
 
 
 # ---- the two forwards, on arrays ---------------------------------------------------------------------------
+# A group (a pooled line's conv rows) must fit one block. Up to this many bytes of columns per group
+# (4 of convolution's blocks: an L2 cache) the sweep stays in the cache; wider lines are left unfused.
+_GROUP_BYTES = 4 * _BLOCK_BYTES
+
+
+def fuses(w_shape: tuple, dtype, groups: int, out_spatial: tuple, window: tuple) -> bool:
+    """Whether ``conv_max_pool`` serves a convolution (kernel ``w_shape``, output ``out_spatial``) pooled
+    by windows of ``window`` that tile it: 1-d or 2-d, ``groups == 1``, one pooled line's columns within
+    ``_GROUP_BYTES``.
+
+    >>> fuses((3, 3, 32, 64), np.float32, 1, (14, 14), (2, 2)), fuses((3, 64, 64), np.float32, 1, (16000,), (2,))
+    (True, False)
+    """
+    if groups != 1 or len(out_spatial) > 2 or len(window) != len(out_spatial):
+        return False
+    KH = window[0] if len(window) == 2 else 1
+    Kc = int(np.prod(w_shape[:-1]))
+    return KH * out_spatial[-1] * Kc * np.dtype(dtype).itemsize <= _GROUP_BYTES
+
+
 def _setup(x, w, strides, padding, dilation, out_spatial, window):
     """x as (N, 1, H, W, C), the geometry, Kc, the pooling window (KH, KW) and rows per block (whole groups)."""
     x5, geometry, _, Kc = _shapes(x, w, strides, padding, dilation, 1, out_spatial)
@@ -308,7 +325,7 @@ def conv_max_pool_backward(dq, arg, x, w, *, strides, padding, dilation, groups,
     N, CO = xa.shape[0], wa.shape[-1]
     dq5 = contiguous(dq).reshape(arg.shape)                                 # (N, 1, Hp, Wp, CO)
     T = num_chunks(dq5.size * int(np.prod(win)) * Kc * (need_dx + need_dw), N, _PARALLEL_MACS)
-    dx = (np.empty if dq5.size else np.zeros)(x5.shape if need_dx else (1,) * 5, dtype=xa.dtype)   # zeroed by the kernel
+    dx = (np.empty if dq5.size else np.zeros)(x5.shape if need_dx else (1,) * 5, dtype=xa.dtype)   # kernel zeroes
     dw = np.zeros((T, CO, Kc) if need_dw else (T, 1, 1), dtype=xa.dtype)   # partial dW^T per chunk
     if dq5.size and (need_dx or need_dw):
         w_t = np.ascontiguousarray(wa.reshape(Kc, CO).T)                    # (CO, Kc)

@@ -80,6 +80,13 @@ _OUT, _STRIDE, _DILATION, _PAD, _KERNEL = range(5)
 
 
 @njit(**KERNEL)
+def _transposed_columns(Kc, geometry):
+    # whether the column blocks of a Kc-wide window are built transposed: fewer than _SPAN_MIN_CHANNELS
+    # channels per group (Kc / the kernel's positions)
+    return Kc // (geometry[_KERNEL, 0] * geometry[_KERNEL, 1] * geometry[_KERNEL, 2]) < _SPAN_MIN_CHANNELS
+
+
+@njit(**KERNEL)
 def _unravel(r, geometry):
     # output row r = ((n * Do + od) * Ho + oh) * Wo + ow  ->  (n, od, oh, ow)
     Do, Ho, Wo = geometry[_OUT, 0], geometry[_OUT, 1], geometry[_OUT, 2]
@@ -287,7 +294,7 @@ def _forward_rows(x, w, y, cols, y_block, geometry, start, stop):
     # cols (R, Kc), y_block (R, COg). Computes output rows [start, stop), R rows at a time.
     G, Kc, COg = w.shape
     R = cols.shape[0]
-    transposed = Kc // (geometry[_KERNEL, 0] * geometry[_KERNEL, 1] * geometry[_KERNEL, 2]) < _SPAN_MIN_CHANNELS
+    transposed = _transposed_columns(Kc, geometry)
     for r0 in range(start, stop, R):
         r1 = min(r0 + R, stop)
         rows = r1 - r0
@@ -321,7 +328,7 @@ def _backward_images(x, w_t, dy, dx, dw, cols, dcols, dy_block, dw_tmp, geometry
     P = dy.shape[0] // x.shape[0]                                # output rows per image
     G, COg, Kc = w_t.shape
     R = cols.shape[0]
-    transposed = Kc // (geometry[_KERNEL, 0] * geometry[_KERNEL, 1] * geometry[_KERNEL, 2]) < _SPAN_MIN_CHANNELS
+    transposed = _transposed_columns(Kc, geometry)
     if need_dx:
         dx[n0:n1] = 0                                            # zeroed here: in parallel, not by np.zeros
     for r0 in range(n0 * P, n1 * P, R):
@@ -365,7 +372,7 @@ def _backward_parallel(x, w_t, dy, dx, dw, cols, dcols, dy_block, dw_tmp, geomet
 # ---- the primitive -----------------------------------------------------------------------------------------
 def _block_rows(Kc: int, itemsize: int, M: int) -> int:
     """Rows per column block: a block of about ``_BLOCK_BYTES``, at most the rows there are."""
-    return max(1, min(M, max(_MIN_ROWS, min(_MAX_ROWS, _BLOCK_BYTES // (Kc * itemsize)))))
+    return max(1, min(M, max(_MIN_ROWS, min(_MAX_ROWS, _BLOCK_BYTES // max(Kc * itemsize, 1)))))
 
 
 def _shapes(x, w, strides, padding, dilation, groups, out_spatial):
