@@ -2,8 +2,8 @@
 
 In a CNN's ``max_pool(conv(x, w))`` the convolution writes its whole output (12.8 MB for the MNIST CNN's
 first layer, 128 x 28 x 28 x 32 float32) only for the pool to read it back and keep a quarter. Here each
-block of the convolution's rows is pooled while it is still in the cache, as a fused layer of oneDNN
-does, and only the pooled values and the argmax are written:
+block of the convolution's rows is pooled while it is still in the cache, and only the pooled values
+and the argmax are written:
 
     forward    q, arg = max_pool(conv(x, w))       one block of conv rows at a time, pooled at once
     backward   dy = unpool(dq, arg)                built block by block from the pooled gradient,
