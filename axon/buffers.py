@@ -70,6 +70,15 @@ def _apart(values, a: int, b: int) -> bool:
     return type(x) is np.ndarray and type(y) is np.ndarray and not np.may_share_memory(x, y)
 
 
+def _last_readers(ops) -> dict:
+    """slot -> the index of the last op that reads it."""
+    last = {}
+    for i, op in enumerate(ops):
+        for s in op.inputs:
+            last[s] = i
+    return last
+
+
 def plan_buffers(ops, results, values) -> tuple[dict, list]:
     """``(buffer_of, buffers)``: op index -> buffer number for the ops that write into one, and each buffer's
     ``(shape, dtype)``. ``values`` are the trace's arrays by slot (shapes, dtypes, and which output views
@@ -84,10 +93,8 @@ def plan_buffers(ops, results, values) -> tuple[dict, list]:
     """
     known = len(values)
     roots = {}                                               # slot -> the planned-candidate slots it may view
-    last = {}                                                # slot -> index of the last op reading it
-    for i, op in enumerate(ops):
-        for s in op.inputs:
-            last[s] = i
+    last = _last_readers(ops)
+    for op in ops:
         for o in op.written():
             viewed = set()
             for s in op.inputs:
@@ -134,10 +141,7 @@ def donate_in_place(ops, results, donated: set) -> list:
     (['adam_apply_in_place'], ['fused[kernels.adam_step_at,add]'])
     """
     from .kernels.adam import adam_apply_at, adam_apply_in_place
-    last = {}
-    for i, op in enumerate(ops):
-        for s in op.inputs:
-            last[s] = i
+    last = _last_readers(ops)
     out = list(ops)
     for i, op in enumerate(ops):
         if op.name != "fused[kernels.adam_step_at,add]" or op.forward is not adam_apply_at:

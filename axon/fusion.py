@@ -77,9 +77,7 @@ from .kernels.conv_pool import conv_max_pool, conv_max_pool_backward, fuses as c
 from .kernels.softmax_family import xent_sum as _xent_sum_forward
 
 __all__ = ["ENABLED", "FUSE_MIN_SIZE", "FUSE_TRANSCENDENTAL", "run", "bias_relu", "pool_first", "conv_pool",
-           "flat_round_trip",
-           "adam_apply", "xent_sum", "elementwise",
-           "FusedLoop", "cache_folder"]
+           "flat_round_trip", "adam_apply", "xent_sum", "elementwise", "FusedLoop", "cache_folder"]
 
 ENABLED = os.environ.get("AXON_FUSION", "1") != "0"
 
@@ -153,6 +151,11 @@ def _readers(ops: list) -> dict:
 def _producers(ops: list) -> dict:
     """slot -> the index of the op that wrote it (only ops with one output slot)."""
     return {op.outputs: i for i, op in enumerate(ops) if type(op.outputs) is int}
+
+
+def _writers(ops: list) -> dict:
+    """slot -> the index of the op that wrote it (every slot an op writes, of one or several outputs)."""
+    return {s: i for i, op in enumerate(ops) for s in op.written()}
 
 
 def _is_zero_constant(s: int, constants: dict) -> bool:
@@ -286,7 +289,7 @@ def pool_first(ops: list, values: list, constants: dict, results: list) -> list:
     (array([0., 0., 6., 8.]), array([0., 0., 6., 8.]))
     """
     readers, producer = _readers(ops), _producers(ops)
-    made_at = {s: i for i, op in enumerate(ops) for s in op.written()}
+    made_at = _writers(ops)
     out, replaced = list(ops), {}
     for k, pool in enumerate(ops):                         # k: the max_pool
         if pool.name != "kernels.max_pool" or not _is_cpu(pool):
@@ -377,7 +380,7 @@ def conv_pool(ops: list, values: list, constants: dict, results: list) -> list:
            [9., 9.]])
     """
     readers, producer = _readers(ops), _producers(ops)
-    made_at = {s: i for i, op in enumerate(ops) for s in op.written()}
+    made_at = _writers(ops)
     out = list(ops)
     for k, pool in enumerate(ops):                         # k: the max_pool
         if pool.name != "kernels.max_pool" or not _is_cpu(pool):
@@ -435,7 +438,7 @@ def _tiling_window(bins, y) -> tuple | None:
     """The pool's window along the conv output's spatial axes when its windows tile them (window = stride,
     no padding, none along a leading axis of size 1), else None. ``bins``: the three (O, 2) arrays."""
     window = []
-    for axis, b in enumerate(bins):
+    for b in bins:
         size = int(b[0, 1] - b[0, 0])
         starts, sizes = b[:, 0], b[:, 1] - b[:, 0]
         if size < 1 or not (np.array_equal(starts, np.arange(len(b)) * size) and bool((sizes == size).all())):
@@ -468,7 +471,7 @@ def flat_round_trip(ops: list, values: list, constants: dict, results: list) -> 
     >>> [(op.name, op.inputs) for op in flat_round_trip(plan, [x, a, b, x, -x], {}, [4])]
     [('neg', (0,))]
     """
-    made_by = {s: i for i, op in enumerate(ops) for s in op.written()}
+    made_by = _writers(ops)
     rename: dict = {}
     out = list(ops)
     for k, op in enumerate(ops):
@@ -516,7 +519,7 @@ def adam_apply(ops: list, values: list, constants: dict, results: list) -> list:
     array([0.9, 0.9, 0.9])
     """
     readers = _readers(ops)
-    made_at = {s: i for i, op in enumerate(ops) for s in op.written()}
+    made_at = _writers(ops)
     out, hoisted = list(ops), defaultdict(list)
     for i, op in enumerate(ops):
         if op.name != "kernels.adam_step_at":

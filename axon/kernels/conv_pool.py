@@ -247,15 +247,24 @@ def fuses(w_shape: tuple, dtype, groups: int, out_spatial: tuple, window: tuple)
     """
     if groups != 1 or len(out_spatial) > 2 or len(window) != len(out_spatial):
         return False
-    KH = window[0] if len(window) == 2 else 1
+    KH, _ = _window_2d(window)
     Kc = int(np.prod(w_shape[:-1]))
     return KH * out_spatial[-1] * Kc * np.dtype(dtype).itemsize <= _GROUP_BYTES
 
 
-def _setup(x, w, strides, padding, dilation, out_spatial, window):
-    """x as (N, 1, H, W, C), the geometry, Kc, the pooling window (KH, KW) and rows per block (whole groups)."""
+def _window_2d(window: tuple) -> tuple:
+    """``(KH, KW)``: a 1-d pool's windows are one line high."""
+    return (1,) * (2 - len(window)) + tuple(window)
+
+
+def _setup(fn, x, w, strides, padding, dilation, groups, out_spatial, window):
+    """x as (N, 1, H, W, C), the geometry, Kc, the pooling window (KH, KW) and rows per block (whole groups);
+    a ValueError naming ``fn`` for what the sweep does not serve."""
+    if groups != 1 or len(out_spatial) > 2:
+        raise ValueError(f"{fn}: 1-d or 2-d convolutions with groups=1 only, got groups={groups} and output "
+                         f"{out_spatial}")
     x5, geometry, _, Kc = _shapes(x, w, strides, padding, dilation, 1, out_spatial)
-    KH, KW = (1,) * (2 - len(window)) + tuple(window)                      # a 1-d pool: windows of one line
+    KH, KW = _window_2d(window)
     L = KH * int(geometry[_OUT, 2])                                         # conv rows per group
     rows = max(L, _block_rows(Kc, x.dtype.itemsize, 1 << 30) // L * L)
     return x5, geometry, Kc, np.array([KH, KW], np.int64), rows
@@ -276,11 +285,8 @@ def conv_max_pool(x, w, *, strides, padding, dilation, groups, out_spatial, wind
            [9., 9.]], dtype=float32), array([[ 5,  6],
            [ 9, 10]], dtype=int32))
     """
-    if groups != 1 or len(out_spatial) > 2:
-        raise ValueError(f"conv_max_pool: 1-d or 2-d convolutions with groups=1 only, got groups={groups} and "
-                         f"output {out_spatial}")
     x, w = contiguous(x), contiguous(w)
-    x5, geometry, Kc, win, R = _setup(x, w, strides, padding, dilation, out_spatial, window)
+    x5, geometry, Kc, win, R = _setup("conv_max_pool", x, w, strides, padding, dilation, groups, out_spatial, window)
     N, CO = x.shape[0], w.shape[-1]
     Hp, Wp = int(geometry[_OUT, 1]) // int(win[0]), int(geometry[_OUT, 2]) // int(win[1])
     q = np.empty((N, 1, Hp, Wp, CO), dtype=x.dtype)
@@ -317,11 +323,9 @@ def conv_max_pool_backward(dq, arg, x, w, *, strides, padding, dilation, groups,
            [2., 4., 4., 2.],
            [1., 2., 2., 1.]], dtype=float32), None)
     """
-    if groups != 1 or len(out_spatial) > 2:
-        raise ValueError(f"conv_max_pool_backward: 1-d or 2-d convolutions with groups=1 only, got groups={groups} "
-                         f"and output {out_spatial}")
     xa, wa = contiguous(x), contiguous(w)
-    x5, geometry, Kc, win, R = _setup(xa, wa, strides, padding, dilation, out_spatial, window)
+    x5, geometry, Kc, win, R = _setup("conv_max_pool_backward", xa, wa, strides, padding, dilation, groups,
+                                      out_spatial, window)
     N, CO = xa.shape[0], wa.shape[-1]
     dq5 = contiguous(dq).reshape(arg.shape)                                 # (N, 1, Hp, Wp, CO)
     T = num_chunks(dq5.size * int(np.prod(win)) * Kc * (need_dx + need_dw), N, _PARALLEL_MACS)
